@@ -17,7 +17,7 @@ from polyp_core.data.cache import PixelCache
 from polyp_core.data.images import load_mask, resize_rgb, sha256_file
 from polyp_core.data.labels import get_scheme, native_scheme
 from polyp_core.data.manifest import Manifest, ManifestItem
-from polyp_core.data.sources import ColumnChoice, SourceItem, scan_source
+from polyp_core.data.sources import LAYOUTS, ColumnChoice, SourceItem, scan_source
 from polyp_core.data.splits import SPLIT_METHODS, grouped_split, stratified_split
 from polyp_core.errors import DatasetImportError, ImageDecodeError, Problem
 from polyp_core.progress import Progress, no_progress
@@ -130,9 +130,6 @@ def _check_item(item: SourceItem, cache: PixelCache, cache_sizes: tuple[int, ...
 def _assign_splits(items: list[SourceItem], config: ImportConfig, from_files: bool,
                    problems: list[Problem]) -> tuple[list[str], str]:
     method = config.split
-    if method not in SPLIT_METHODS:
-        raise ValueError(f"unknown split method {method!r}; choose one of: "
-                         f"{', '.join(SPLIT_METHODS)}")
     has_groups = any(i.group for i in items)
     if method == "auto":
         method = "files" if from_files else ("grouped" if has_groups else "stratified")
@@ -183,6 +180,11 @@ def import_dataset(workspace: Workspace, config: ImportConfig,
                                  str(source))
     if config.scheme is not None:
         get_scheme(config.scheme)
+    if config.layout not in LAYOUTS:
+        raise ValueError(f"unknown layout {config.layout!r}; choose one of: {', '.join(LAYOUTS)}")
+    if config.split not in SPLIT_METHODS:
+        raise ValueError(f"unknown split method {config.split!r}; choose one of: "
+                         f"{', '.join(SPLIT_METHODS)}")
     columns = ColumnChoice(config.id_column, config.label_column, config.group_column,
                            config.path_column, config.mask_column)
     aliases = dict(config.label_aliases) or None

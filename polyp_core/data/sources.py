@@ -186,25 +186,24 @@ def scan_hospital(root: Path, columns: ColumnChoice = ColumnChoice(),
     if labels_csv is None:
         split_paths = {p for _, p in split_tables}
         candidates = [p for p in sorted(root.glob("*.csv")) if p not in split_paths]
+        id_names = (columns.id,) if columns.id else ID_COLUMNS
+        label_names = (columns.label,) if columns.label else LABEL_COLUMNS
         labelled = []
         for path in candidates:
             table = _read_table_or_problem(path, problems)
-            if table and table.find(ID_COLUMNS) and table.find(LABEL_COLUMNS):
+            if table and table.find(id_names) and table.find(label_names):
                 labelled.append(path)
         if len(labelled) > 1:
             problems.append(Problem(str(root), "several label tables: " + ", ".join(
                 p.name for p in labelled) + "; name the one to use"))
         elif len(labelled) == 1:
             labels_csv = labelled[0]
-        elif candidates and not split_tables:
-            table = _read_table_or_problem(candidates[0], problems)
-            if table is not None:  # report the nearest columns of the only table there is
-                _resolve_column(table, "id", columns.id, ID_COLUMNS, problems, True)
-                _resolve_column(table, "class", columns.label, LABEL_COLUMNS, problems, True)
-            return SourceScan("hospital", root, [], problems, notes)
+        elif len(candidates) == 1:
+            labels_csv = candidates[0]  # the only table: its missing columns are reported below
         elif not split_tables:
-            problems.append(Problem(str(root), "no label CSV found (a CSV with an 'image_id' "
-                                               "and a 'cls' column)"))
+            what = ("several CSVs, none with" if candidates else "no label CSV with")
+            problems.append(Problem(str(root), f"{what} an id ('image_id') and a class ('cls') "
+                                               "column; name the label table and its columns"))
             return SourceScan("hospital", root, [], problems, notes)
 
     items: dict[str, SourceItem] = {}
