@@ -16,6 +16,7 @@ import gradio as gr  # noqa: E402
 from polyp_core.data.browse import ALL, browse_page, count_rows  # noqa: E402
 from polyp_core.data.cache import PixelCache  # noqa: E402
 from polyp_core.data.splits import SPLITS  # noqa: E402
+from polyp_core.demo import DEMO_DATASET, ensure_demo_dataset  # noqa: E402
 from polyp_core.workspace import Workspace  # noqa: E402
 
 # System fonts only: the page must load fully with no network.
@@ -35,7 +36,8 @@ class DataBrowser:
 
     def overview(self, name: str | None, scheme: str | None):
         if not name:
-            return gr.update(value=None), gr.update(choices=[ALL], value=ALL), "No data set yet."
+            return (gr.update(value=None), gr.update(choices=[ALL], value=ALL),
+                    "No data set yet.", gr.update(choices=[], value=None))
         manifest = self.workspace.load_manifest(name)
         scheme = scheme if scheme in manifest.schemes else manifest.scheme
         header, rows = count_rows(manifest, scheme)
@@ -43,7 +45,14 @@ class DataBrowser:
                    f"{manifest.layout} · split {manifest.split_method} · scheme {scheme} "
                    f"(available: {', '.join(manifest.schemes)})")
         classes = [ALL, *header[1:-1]]
-        return gr.update(value=rows, headers=header), gr.update(choices=classes, value=ALL), summary
+        return (gr.update(value=rows, headers=header), gr.update(choices=classes, value=ALL),
+                summary, gr.update(choices=manifest.schemes, value=scheme))
+
+    def make_active(self, name: str | None, scheme: str | None) -> str:
+        if not name or not scheme:
+            return "Choose a data set and a scheme first."
+        manifest = self.workspace.set_scheme(name, scheme)
+        return f"**{manifest.name}**: active scheme is now {manifest.scheme}; later runs use it."
 
     def page(self, name: str | None, scheme: str | None, split: str, cls: str, page: int,
              show_masks: bool):
@@ -60,12 +69,14 @@ class DataBrowser:
 def build_app(workspace: Workspace) -> gr.Blocks:
     browser = DataBrowser(workspace)
     names = browser.datasets()
+    first = DEMO_DATASET if DEMO_DATASET in names else (names[0] if names else None)
     with gr.Blocks(title="Polyp Studio") as demo:
         gr.Markdown("# Polyp Studio")
         with gr.Tab("Data"):
             with gr.Row():
-                dataset = gr.Dropdown(names, value=names[0] if names else None, label="Data set")
-                scheme = gr.Radio(["three_class", "ad_vs_rest"], value=None, label="Label scheme")
+                dataset = gr.Dropdown(names, value=first, label="Data set")
+                scheme = gr.Radio([], value=None, label="Label scheme (view)")
+                activate = gr.Button("Make this scheme the data set's default", size="sm")
             summary = gr.Markdown()
             counts = gr.Dataframe(label="Images per split and class", interactive=False)
             with gr.Row():
@@ -79,12 +90,14 @@ def build_app(workspace: Workspace) -> gr.Blocks:
             page = gr.State(0)
             gallery = gr.Gallery(label="Images", columns=6, height="auto", format="jpeg")
 
-            overview_io = dict(inputs=[dataset, scheme], outputs=[counts, cls, summary])
+            overview_io = dict(inputs=[dataset, scheme], outputs=[counts, cls, summary, scheme])
             page_io = dict(inputs=[dataset, scheme, split, cls, page, masks],
                            outputs=[gallery, page_label, page])
-            for trigger in (dataset.change, scheme.change, demo.load):
+            # scheme.input, not .change: overview() itself sets the radio to the active scheme
+            for trigger in (dataset.change, scheme.input, demo.load):
                 trigger(browser.overview, **overview_io).then(lambda: 0, outputs=page).then(
                     browser.page, **page_io)
+            activate.click(browser.make_active, inputs=[dataset, scheme], outputs=summary)
             for trigger in (split.change, cls.change, masks.change):
                 trigger(lambda: 0, outputs=page).then(browser.page, **page_io)
             prev_btn.click(lambda p: max(0, p - 1), inputs=page, outputs=page).then(
@@ -95,8 +108,6 @@ def build_app(workspace: Workspace) -> gr.Blocks:
 
 
 def main(argv: list[str] | None = None) -> None:
-    from polyp_core.demo import ensure_demo_dataset
-
     parser = argparse.ArgumentParser(description="Polyp Studio")
     parser.add_argument("--workspace", default=os.environ.get("STUDIO_WORKSPACE", "workspace"))
     parser.add_argument("--host", default="127.0.0.1")

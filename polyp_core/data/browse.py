@@ -61,6 +61,6 @@ def browse_page(manifest: Manifest, cache: PixelCache, split: str = ALL, cls: st
         rgb = cache.rgb(item.image, item.sha256, size)
         if show_masks and item.mask:
             rgb = overlay_mask(rgb, resize_mask(load_mask(item.mask), size))
-        tiles.append((rgb, f"{item.id[:12]} · {manifest.label_of(item, scheme)} "
-                           f"({item.raw_label}) · {item.split}"))
+        tiles.append((rgb, f"{manifest.label_of(item, scheme)} ({item.raw_label}) · "
+                           f"{item.split} · {item.id[:10]}"))
     return Page(tiles, page, pages, len(items))

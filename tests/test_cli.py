@@ -1,0 +1,53 @@
+"""``python -m polyp_core``, run as a user would: a real subprocess, exit codes, messages."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from conftest import make_hospital, three_class_labels
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def run(*args, workspace):
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    return subprocess.run([sys.executable, "-m", "polyp_core", "--workspace", str(workspace), *args],
+                          capture_output=True, text=True, env=env, timeout=300)
+
+
+def test_demo_data_import_info_scheme(tmp_path):
+    ws = tmp_path / "ws"
+    out = run("demo-data", "--frames", "30", "--size", "48", workspace=ws)
+    assert out.returncode == 0, out.stderr
+    assert "painted and imported 30 phantom frames" in out.stdout
+    again = run("demo-data", "--frames", "30", "--size", "48", workspace=ws)
+    assert "already" in again.stdout
+
+    src = make_hospital(tmp_path / "hosp", three_class_labels(6, 3, 3))
+    out = run("import", str(src), "--name", "h", "--split", "stratified", workspace=ws)
+    assert out.returncode == 0, out.stderr
+    assert "imported 12 images (12 with masks) as 'h'" in out.stdout
+
+    out = run("info", workspace=ws)
+    assert "2 data set(s)" in out.stdout and "phantom" in out.stdout
+    out = run("info", "h", "--json", workspace=ws)
+    data = json.loads(out.stdout)
+    assert data["counts"]["all"] == {"AD": 6, "SSA": 3, "HP": 3}
+
+    out = run("scheme", "h", "ad_vs_rest", workspace=ws)
+    assert out.returncode == 0 and "REST" in out.stdout
+    out = run("info", "h", "--json", workspace=ws)
+    assert json.loads(out.stdout)["counts"]["all"] == {"AD": 6, "REST": 6}
+
+
+def test_bad_input_exit_code_and_message(tmp_path):
+    ws = tmp_path / "ws"
+    src = make_hospital(tmp_path / "bad", {**three_class_labels(3, 2, 2), "x1": "POLYP"})
+    out = run("import", str(src), workspace=ws)
+    assert out.returncode == 2
+    assert "labels.csv row 9" in out.stderr and "unknown label 'POLYP'" in out.stderr
+    assert "Traceback" not in out.stderr
+    out = run("info", "nothing", workspace=ws)
+    assert out.returncode == 2 and "no data set named 'nothing'" in out.stderr
