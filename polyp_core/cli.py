@@ -109,6 +109,22 @@ def cmd_scheme(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_sheet(args: argparse.Namespace) -> int:
+    from PIL import Image
+
+    from polyp_core.data.browse import contact_sheet
+    from polyp_core.data.cache import PixelCache
+
+    workspace = Workspace(args.workspace)
+    manifest = workspace.load_manifest(args.name)
+    sheet = contact_sheet(manifest, PixelCache(workspace.pixel_cache_dir), args.per_class,
+                          args.size, args.scheme, args.masks, args.seed)
+    Image.fromarray(sheet).save(args.out)
+    classes = ", ".join(manifest.class_counts(args.scheme)["all"])
+    print(f"wrote {args.out}: one row per class ({classes}), {args.per_class} images each")
+    return 0
+
+
 def cmd_weights(args: argparse.Namespace) -> int:
     from polyp_core.backbones import BACKBONES, WeightsRegistry
 
@@ -168,6 +184,16 @@ def build_parser() -> argparse.ArgumentParser:
     scheme.add_argument("name")
     scheme.add_argument("scheme", choices=["three_class", "ad_vs_rest"])
     scheme.set_defaults(func=cmd_scheme)
+
+    sheet = sub.add_parser("sheet", help="save a contact sheet: a row of images per class")
+    sheet.add_argument("name")
+    sheet.add_argument("--out", default="contact_sheet.png")
+    sheet.add_argument("--per-class", type=int, default=6)
+    sheet.add_argument("--size", type=int, default=160)
+    sheet.add_argument("--scheme", choices=["three_class", "ad_vs_rest"])
+    sheet.add_argument("--masks", action="store_true", help="outline the masks")
+    sheet.add_argument("--seed", type=int, default=0)
+    sheet.set_defaults(func=cmd_sheet)
 
     weights = sub.add_parser("weights", help="list or register local weight files")
     weights.add_argument("action", choices=["list", "add"])

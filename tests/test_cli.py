@@ -36,6 +36,12 @@ def test_demo_data_import_info_scheme(tmp_path):
     data = json.loads(out.stdout)
     assert data["counts"]["all"] == {"AD": 6, "SSA": 3, "HP": 3}
 
+    out = run("sheet", "h", "--out", str(tmp_path / "s.png"), "--per-class", "2", "--size", "16",
+              workspace=ws)
+    assert out.returncode == 0, out.stderr
+    from PIL import Image
+    assert Image.open(tmp_path / "s.png").size == (32, 48)  # 2 per row, 3 class rows
+
     out = run("scheme", "h", "ad_vs_rest", workspace=ws)
     assert out.returncode == 0 and "REST" in out.stdout
     out = run("info", "h", "--json", workspace=ws)

@@ -64,3 +64,23 @@ def browse_page(manifest: Manifest, cache: PixelCache, split: str = ALL, cls: st
         tiles.append((rgb, f"{manifest.label_of(item, scheme)} ({item.raw_label}) · "
                            f"{item.split} · {item.id[:10]}"))
     return Page(tiles, page, pages, len(items))
+
+
+def contact_sheet(manifest: Manifest, cache: PixelCache, per_class: int = 6, size: int = 160,
+                  scheme: str | None = None, show_masks: bool = False, seed: int = 0) -> np.ndarray:
+    """One row per class of ``per_class`` images drawn at random (seeded): an RGB array."""
+    rng = np.random.default_rng(seed)
+    rows = []
+    for cls in manifest.class_counts(scheme)["all"]:
+        items = filter_items(manifest, ALL, cls, scheme)
+        chosen = [items[i] for i in sorted(rng.choice(len(items), min(per_class, len(items)),
+                                                      replace=False))]
+        tiles = []
+        for item in chosen:
+            rgb = cache.rgb(item.image, item.sha256, size)
+            if show_masks and item.mask:
+                rgb = overlay_mask(rgb, resize_mask(load_mask(item.mask), size))
+            tiles.append(rgb)
+        tiles += [np.zeros((size, size, 3), np.uint8)] * (per_class - len(tiles))
+        rows.append(np.concatenate(tiles, axis=1))
+    return np.concatenate(rows, axis=0)

@@ -1,0 +1,59 @@
+"""Reading cached pixels against decoding and resizing the image files, in one run.
+
+Prints the speed-up of the content-hash cache for a training-sized pass (224 px). Uses
+../shared/data/neopolyp when present (real JPEGs), else a freshly painted phantom set.
+
+    python bench/bench_pixel_cache.py [--n 400]
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from polyp_core.data.cache import PixelCache  # noqa: E402
+from polyp_core.data.images import load_rgb, resize_rgb  # noqa: E402
+from polyp_core.data.importer import ImportConfig, import_dataset  # noqa: E402
+from polyp_core.data.phantom import write_phantom  # noqa: E402
+from polyp_core.workspace import Workspace  # noqa: E402
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--n", type=int, default=400)
+    parser.add_argument("--size", type=int, default=224)
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        workspace = Workspace(Path(tmp) / "ws")
+        source = ROOT.parent / "shared" / "data" / "neopolyp"
+        if not (source / "labels.csv").is_file():
+            source = Path(tmp) / "phantom"
+            write_phantom(source, n_frames=args.n, size=384)
+        import_dataset(workspace, ImportConfig(str(source), name="bench"))
+        items = workspace.load_manifest("bench").items[: args.n]
+        cache = PixelCache(workspace.pixel_cache_dir)
+        for item in items:  # warm the cache at the training size
+            cache.rgb(item.image, item.sha256, args.size)
+
+        start = time.perf_counter()
+        for item in items:
+            resize_rgb(load_rgb(item.image), args.size)
+        decode = time.perf_counter() - start
+        start = time.perf_counter()
+        for item in items:
+            cache.get(item.sha256, args.size)
+        cached = time.perf_counter() - start
+    print(f"source: {source.name}, {len(items)} images, {args.size} px")
+    print(f"decode+resize: {len(items) / decode:8.0f} images/s (reference)")
+    print(f"pixel cache:   {len(items) / cached:8.0f} images/s")
+    print(f"ratio cache/decode: {decode / cached:.1f}x")
+
+
+if __name__ == "__main__":
+    main()
