@@ -77,3 +77,134 @@ def small_phantom(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("phantom") / "phantom"
     write_phantom(out, n_frames=60, size=64, seed=3, workers=1)
     return out
+
+
+# --- databases: every database test runs on SQLite and on a real PostgreSQL server ---------
+
+import glob  # noqa: E402
+import os  # noqa: E402
+import shutil  # noqa: E402
+import socket  # noqa: E402
+import subprocess  # noqa: E402
+import tempfile  # noqa: E402
+import uuid  # noqa: E402
+
+
+def _pg_bindir() -> str | None:
+    found = shutil.which("initdb")
+    if found:
+        return str(Path(os.path.realpath(found)).parent)
+    candidates = sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb"))
+    return str(Path(candidates[-1]).parent) if candidates else None
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def postgres_server():
+    """A PostgreSQL server for the session: $STUDIO_TEST_PG_URL, or a throwaway cluster."""
+    url = os.environ.get("STUDIO_TEST_PG_URL")
+    if url:
+        yield url
+        return
+    bindir = _pg_bindir()
+    if bindir is None:
+        message = "PostgreSQL server binaries not installed (apt-get install postgresql)"
+        if os.environ.get("CI"):
+            pytest.fail(f"{message}; CI must test against PostgreSQL")
+        pytest.skip(message)
+    root = Path(tempfile.mkdtemp(prefix="studio-pg-"))
+    data, sock = root / "data", root / "sock"
+    sock.mkdir()
+    as_user: list[str] = []
+    if os.geteuid() == 0:  # initdb refuses root: run the server as the postgres user
+        shutil.chown(root, "postgres")
+        shutil.chown(sock, "postgres")
+        as_user = ["runuser", "-u", "postgres", "--"]
+    port = _free_port()
+    subprocess.run([*as_user, f"{bindir}/initdb", "-D", str(data), "-A", "trust", "-U", "postgres",
+                    "--no-sync"], check=True, capture_output=True)
+    subprocess.run([*as_user, f"{bindir}/pg_ctl", "-D", str(data), "-l", str(root / "log"), "-w",
+                    "-o", f"-p {port} -k {sock} -c listen_addresses=127.0.0.1 -c max_connections=200",
+                    "start"], check=True, capture_output=True)
+    try:
+        yield f"postgresql+psycopg://postgres@127.0.0.1:{port}/postgres"
+    finally:
+        subprocess.run([*as_user, f"{bindir}/pg_ctl", "-D", str(data), "-m", "immediate", "stop"],
+                       capture_output=True)
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def _fresh_postgres_db(server_url: str) -> tuple[str, callable]:
+    import sqlalchemy
+
+    name = f"studio_test_{uuid.uuid4().hex[:12]}"
+    admin = sqlalchemy.create_engine(server_url, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.exec_driver_sql(f'CREATE DATABASE "{name}"')
+
+    def drop():
+        with admin.connect() as conn:
+            conn.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        admin.dispose()
+
+    return server_url.rsplit("/", 1)[0] + f"/{name}", drop
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def db_url(request, tmp_path):
+    """A fresh, empty database URL of each kind."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'studio.db'}"
+        return
+    url, drop = _fresh_postgres_db(request.getfixturevalue("postgres_server"))
+    yield url
+    drop()
+
+
+@pytest.fixture
+def db(db_url):
+    from review_db import Database
+
+    database = Database(db_url)
+    yield database
+    database.dispose()
+
+
+# --- a review setting: real phantom images, two synthetic "generators", accounts -----------
+
+PASSWORD = "correct horse battery"
+
+
+@pytest.fixture
+def review_env(db, small_phantom, tmp_path):
+    """Workspace + database with a real data set and 40 synthetic images from two generators.
+
+    Synthetic images are phantom frames of another seed (any image works for review), each
+    stored through the real pool code with its provenance.
+    """
+    from types import SimpleNamespace
+
+    from polyp_core.data.importer import ImportConfig, import_dataset
+    from polyp_core.data.phantom import plan_lesions, render_frame
+    from polyp_core.pool import ProvenanceRecord, add_synthetic
+    from polyp_core.review.accounts import create_account
+
+    workspace = Workspace(tmp_path / "ws")
+    import_dataset(workspace, ImportConfig(str(small_phantom), name="phantom"))
+    lesions = plan_lesions(40, seed=99)
+    for index, lesion in enumerate(lesions):
+        for view in range(lesion.n_views):
+            rgb, _ = render_frame(lesion, view, size=48)
+            generator = "gen-a" if index % 2 else "gen-b"
+            add_synthetic(db, workspace, rgb, ProvenanceRecord(
+                backend="ddpm", generator=generator, checkpoint="step-100",
+                class_label=lesion.cls, seed=index * 10 + view, steps=50, guidance=2.0,
+                scheduler="ddim", width=48, height=48))
+    admin = create_account(db, "admin", PASSWORD, "admin")
+    reviewers = [create_account(db, f"rev{i}", PASSWORD) for i in range(3)]
+    return SimpleNamespace(db=db, workspace=workspace, admin=admin, reviewers=reviewers)

@@ -1,0 +1,181 @@
+"""The reviewer's side of a blind study, and the admin's view of what was said.
+
+A reviewer only ever handles tokens: the queue lists tokens and whether each is rated, the
+image comes by token, the rating goes by token. Nothing returned to a reviewer says where
+an image came from.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+from polyp_core.review.accounts import Person, require_admin
+from polyp_core.review.blind import blind_image
+from polyp_core.review.errors import InvalidRating, NotFound, PermissionDenied, StudyClosed
+from review_db import queries
+from review_db.database import Database
+from review_db.models import HISTOLOGY_GUESSES, QUALITIES, VERDICTS, Assignment
+
+MAX_SECONDS = 24 * 3600
+
+
+@dataclass(frozen=True)
+class QueueItem:
+    """One entry of a reviewer's queue: everything the reviewer may know about it."""
+
+    token: str
+    position: int
+    rated: bool
+    verdict: str | None = None
+    quality: str | None = None
+    histology: str | None = None
+
+
+@dataclass(frozen=True)
+class Receipt:
+    """The acknowledgement of a rating: once returned, the rating is committed."""
+
+    token: str
+    revision: int
+    changed: bool
+
+
+def _study_for_reviewer(session, person: Person, study_name: str):  # noqa: ANN001
+    study = queries.study_by_name(session, study_name)
+    if study is None:
+        raise NotFound(f"no study named {study_name!r}")
+    return study
+
+
+def queue(db: Database, person: Person, study_name: str) -> list[QueueItem]:
+    """The signed-in person's own assignments in a study, in their order, with their ratings."""
+    with db.session() as session:
+        study = _study_for_reviewer(session, person, study_name)
+        items = queries.reviewer_queue(session, study.id, person.id)
+        if not items:
+            raise NotFound(f"you have no assignments in study {study_name!r}")
+        return [QueueItem(a.token, a.position, a.rating is not None,
+                          *(a.rating.verdict, a.rating.quality, a.rating.histology)
+                          if a.rating else ()) for a in items]
+
+
+def next_unrated(db: Database, person: Person, study_name: str) -> QueueItem | None:
+    """Where the reviewer left off: the first unrated item, or ``None`` when all are done."""
+    return next((item for item in queue(db, person, study_name) if not item.rated), None)
+
+
+def _own_assignment(session, person: Person, token: str, lock: bool = False) -> Assignment:  # noqa: ANN001
+    if not isinstance(token, str) or not token:
+        raise NotFound("unknown assignment token")
+    assignment = queries.assignment_by_token(session, token, lock=lock)
+    # Another reviewer's token gets the same answer as a made-up one: it says nothing.
+    if assignment is None or assignment.reviewer_id != person.id:
+        raise NotFound("unknown assignment token")
+    return assignment
+
+
+def image_for(db: Database, person: Person, token: str) -> bytes:
+    """The blinded image bytes behind one of the reviewer's own tokens."""
+    with db.session() as session:
+        assignment = _own_assignment(session, person, token)
+        path, size = Path(assignment.image.path), assignment.study.settings.get("serve_size", 512)
+    return blind_image(path, size)
+
+
+def _check_rating(verdict: object, quality: object, histology: object, seconds: object,
+                  ask_histology: bool) -> tuple[str, str, str | None, float | None]:
+    if verdict not in VERDICTS:
+        raise InvalidRating(f"verdict {verdict!r} is not one of: {', '.join(VERDICTS)}")
+    if quality not in QUALITIES:
+        raise InvalidRating(f"quality {quality!r} is not one of: {', '.join(QUALITIES)}")
+    if histology is not None and histology not in HISTOLOGY_GUESSES:
+        raise InvalidRating(f"histology {histology!r} is not one of: "
+                            f"{', '.join(HISTOLOGY_GUESSES)}")
+    if ask_histology and histology is None:
+        raise InvalidRating("this study asks for histology: one of "
+                            f"{', '.join(HISTOLOGY_GUESSES)}")
+    if seconds is not None:
+        if isinstance(seconds, bool) or not isinstance(seconds, (int, float)) or \
+                not math.isfinite(seconds) or not 0 <= seconds <= MAX_SECONDS:
+            raise InvalidRating(f"seconds {seconds!r} must be a number from 0 to {MAX_SECONDS}")
+        seconds = float(seconds)
+    return verdict, quality, histology, seconds  # type: ignore[return-value]
+
+
+def rate(db: Database, person: Person, token: str, verdict: str, quality: str,
+         histology: str | None = None, seconds: float | None = None) -> Receipt:
+    """Record (or revise) the reviewer's rating of one of their assignments.
+
+    Submitting the same values again changes nothing and counts once. Every check runs
+    before any write, so a refused rating leaves the database as it was.
+
+    Raises:
+        NotFound: unknown token, or another reviewer's.
+        StudyClosed: the study is closed.
+        InvalidRating: a value outside the allowed ones, naming the field.
+    """
+    with db.session() as session:
+        assignment = _own_assignment(session, person, token, lock=True)
+        study = assignment.study
+        if study.status != "open":
+            raise StudyClosed(f"study {study.name!r} is closed; ratings can no longer change")
+        values = _check_rating(verdict, quality, histology, seconds,
+                               bool(study.settings.get("ask_histology")))
+        rating, changed = queries.save_rating(session, assignment, verdict=values[0],
+                                              quality=values[1], histology=values[2],
+                                              seconds=values[3])
+        return Receipt(token, rating.revision, changed)
+
+
+# admin views ---------------------------------------------------------------------------------
+
+def _visible_study(session, admin: Person, study_name: str):  # noqa: ANN001
+    require_admin(admin)
+    study = queries.study_by_name(session, study_name)
+    if study is None:
+        raise NotFound(f"no study named {study_name!r}")
+    if study.status != "closed" and not study.settings.get("key_visible_while_open"):
+        raise PermissionDenied(f"study {study_name!r} is open: its answer key and ratings stay "
+                               "hidden until it is closed (or create it with "
+                               "key_visible_while_open)")
+    return study
+
+
+def source_of(image) -> str:  # noqa: ANN001
+    """``real`` or ``<generator>@<checkpoint>``: the unit statistics are reported per."""
+    if image.kind == "real":
+        return "real"
+    provenance = image.provenance
+    name = provenance.generator if provenance else "synthetic"
+    return f"{name}@{provenance.checkpoint}" if provenance and provenance.checkpoint else name
+
+
+def rating_records(db: Database, admin: Person, study_name: str) -> list[dict]:
+    """Every assignment of a study with truth and rating, for statistics and export (admins)."""
+    with db.session() as session:
+        study = _visible_study(session, admin, study_name)
+        rows = []
+        for assignment, rating in queries.study_rows(session, study.id):
+            image = assignment.image
+            rows.append({
+                "study": study.name, "reviewer": assignment.reviewer.name,
+                "image": image.sha256, "position": assignment.position,
+                "truth": image.kind, "source": source_of(image), "label": image.label,
+                "verdict": rating.verdict if rating else None,
+                "quality": rating.quality if rating else None,
+                "histology": rating.histology if rating else None,
+                "seconds": rating.seconds if rating else None,
+                "revision": rating.revision if rating else 0,
+            })
+        return rows
+
+
+def answer_key(db: Database, admin: Person, study_name: str) -> list[dict]:
+    """Which image of a study is real and where each synthetic one came from (admins)."""
+    with db.session() as session:
+        study = _visible_study(session, admin, study_name)
+        return [{"image": si.image.sha256, "truth": si.image.kind, "label": si.image.label,
+                 "source": source_of(si.image), "pool": si.pool}
+                for si in queries.study_images(session, study.id)]

@@ -1,0 +1,244 @@
+"""Statistics of a reader study, as functions over rating records.
+
+A record is a dict with at least ``reviewer``, ``image``, ``truth`` (``real`` or
+``synthetic``), ``source``, ``label``, ``verdict``, ``quality`` and ``histology``; records
+without a verdict (unrated assignments) are ignored.
+
+Conventions follow the published reader study: accuracy, precision and recall are given
+with *real* as the positive class (and also with *synthetic* as positive), with Wilson 95 %
+intervals, and a one-sided binomial test of accuracy against chance: a visual Turing test
+"passes" when experts do no better than chance.
+"""
+
+from __future__ import annotations
+
+import csv
+import itertools
+import math
+from collections import Counter, defaultdict
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+
+import numpy as np
+
+from review_db.models import HISTOLOGY_GUESSES, QUALITIES
+
+QUALITY_ORDER = {"poor": 0, "moderate": 1, "good": 2}
+POOLED = "pooled"
+
+
+def rated(records: Iterable[dict]) -> list[dict]:
+    return [r for r in records if r.get("verdict")]
+
+
+def wilson(k: int, n: int, z: float = 1.959963984540054) -> tuple[float, float]:
+    """Wilson score interval of a proportion ``k / n`` (``nan`` when ``n`` is 0)."""
+    if n == 0:
+        return (math.nan, math.nan)
+    p = k / n
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+    return (max(0.0, centre - half), min(1.0, centre + half))
+
+
+def _ratio(k: int, n: int) -> dict:
+    low, high = wilson(k, n)
+    return {"value": k / n if n else math.nan, "low": low, "high": high, "k": k, "n": n}
+
+
+def verdict_metrics(records: Sequence[dict], positive: str = "real") -> dict:
+    """Confusion of verdicts against truth and the metrics, with ``positive`` as positive."""
+    from scipy.stats import binomtest
+
+    if positive not in ("real", "synthetic"):
+        raise ValueError("positive must be 'real' or 'synthetic'")
+    tp = sum(r["truth"] == positive and r["verdict"] == positive for r in records)
+    fn = sum(r["truth"] == positive and r["verdict"] != positive for r in records)
+    fp = sum(r["truth"] != positive and r["verdict"] == positive for r in records)
+    tn = sum(r["truth"] != positive and r["verdict"] != positive for r in records)
+    n = tp + fn + fp + tn
+    correct = tp + tn
+    return {
+        "positive": positive, "n": n, "tp": tp, "fn": fn, "fp": fp, "tn": tn,
+        "accuracy": _ratio(correct, n), "precision": _ratio(tp, tp + fp),
+        "recall": _ratio(tp, tp + fn), "specificity": _ratio(tn, tn + fp),
+        # H1: better than chance (one-sided); the Turing test passes when p is large
+        "p_better_than_chance": binomtest(correct, n, 0.5, alternative="greater").pvalue
+        if n else math.nan,
+        "p_two_sided": binomtest(correct, n, 0.5).pvalue if n else math.nan,
+    }
+
+
+def verdicts_by_reviewer(records: Iterable[dict], positive: str = "real") -> dict[str, dict]:
+    """:func:`verdict_metrics` per reviewer and pooled over all reviewers."""
+    done = rated(records)
+    by: dict[str, list[dict]] = defaultdict(list)
+    for r in done:
+        by[r["reviewer"]].append(r)
+    out = {name: verdict_metrics(rows, positive) for name, rows in sorted(by.items())}
+    out[POOLED] = verdict_metrics(done, positive)
+    return out
+
+
+def quality_distribution(records: Iterable[dict], by: Sequence[str] = ("source",)) -> list[dict]:
+    """Counts and shares of good / moderate / poor per group (``source``, ``label``, ...)."""
+    groups: dict[tuple, Counter] = defaultdict(Counter)
+    for r in rated(records):
+        groups[tuple(r[k] for k in by)][r["quality"]] += 1
+    rows = []
+    for key, counts in sorted(groups.items(), key=lambda kv: tuple(str(x) for x in kv[0])):
+        n = sum(counts.values())
+        row = dict(zip(by, key)) | {"n": n}
+        for q in QUALITIES:
+            row[q] = counts[q]
+            row[f"{q}_share"] = counts[q] / n
+        rows.append(row)
+    return rows
+
+
+def histology_confusion(records: Iterable[dict]) -> dict[str, dict]:
+    """Per source: counts of (true class, guessed histology), and the share guessed right."""
+    table: dict[str, Counter] = defaultdict(Counter)
+    for r in rated(records):
+        if r.get("histology"):
+            table[r["source"]][(r["label"], r["histology"])] += 1
+    out = {}
+    for source, counts in sorted(table.items()):
+        labels = sorted({t for t, _ in counts})
+        matrix = {t: {g: counts[(t, g)] for g in HISTOLOGY_GUESSES} for t in labels}
+        n = sum(counts.values())
+        right = sum(counts[(t, t)] for t in labels)
+        out[source] = {"matrix": matrix, "n": n, "agreement": _ratio(right, n)}
+    return out
+
+
+def _ratings_matrix(records: Sequence[dict], field: str) -> tuple[list[str], list[str], dict]:
+    cells = {(r["reviewer"], r["image"]): r[field] for r in records}
+    reviewers = sorted({r for r, _ in cells})
+    images = sorted({i for _, i in cells})
+    return reviewers, images, cells
+
+
+def cohen_pairs(records: Iterable[dict], field: str = "verdict") -> list[dict]:
+    """Cohen's kappa for every pair of reviewers, over the images both rated."""
+    from sklearn.metrics import cohen_kappa_score
+
+    done = rated(records)
+    reviewers, images, cells = _ratings_matrix(done, field)
+    out = []
+    for a, b in itertools.combinations(reviewers, 2):
+        common = [i for i in images if (a, i) in cells and (b, i) in cells]
+        if len(common) < 2:
+            continue
+        x = [cells[(a, i)] for i in common]
+        y = [cells[(b, i)] for i in common]
+        if len(set(x) | set(y)) < 2:
+            kappa = math.nan  # both gave one answer throughout: kappa is undefined
+        else:
+            kappa = float(cohen_kappa_score(x, y))
+        out.append({"a": a, "b": b, "n": len(common), "kappa": kappa,
+                    "raw_agreement": float(np.mean([u == v for u, v in zip(x, y)]))})
+    return out
+
+
+def fleiss(records: Iterable[dict], field: str = "verdict") -> dict:
+    """Fleiss' kappa over the images rated by the most common number (>= 3) of reviewers."""
+    from statsmodels.stats.inter_rater import fleiss_kappa
+
+    done = rated(records)
+    per_image: dict[str, list] = defaultdict(list)
+    for r in done:
+        per_image[r["image"]].append(r[field])
+    counts = Counter(len(v) for v in per_image.values())
+    if not counts:
+        return {"kappa": math.nan, "n_images": 0, "raters": 0}
+    raters = max(counts, key=lambda k: (counts[k], k))
+    if raters < 3:
+        return {"kappa": math.nan, "n_images": 0, "raters": raters,
+                "note": "Fleiss' kappa needs images rated by three or more reviewers"}
+    categories = sorted({v for vals in per_image.values() for v in vals})
+    table = np.array([[vals.count(c) for c in categories]
+                      for vals in per_image.values() if len(vals) == raters])
+    kappa = float(fleiss_kappa(table)) if len(categories) > 1 else math.nan
+    return {"kappa": kappa, "n_images": int(len(table)), "raters": raters}
+
+
+def krippendorff_quality(records: Iterable[dict]) -> dict:
+    """Krippendorff's alpha of the ordinal quality scale (poor < moderate < good)."""
+    import krippendorff
+
+    done = rated(records)
+    reviewers, images, cells = _ratings_matrix(done, "quality")
+    data = np.full((len(reviewers), len(images)), np.nan)
+    for (reviewer, image), value in cells.items():
+        data[reviewers.index(reviewer), images.index(image)] = QUALITY_ORDER[value]
+    pairable = int((np.sum(~np.isnan(data), axis=0) >= 2).sum()) if len(images) else 0
+    if pairable == 0 or len(np.unique(data[~np.isnan(data)])) < 2:
+        return {"alpha": math.nan, "n_images": pairable}
+    alpha = krippendorff.alpha(reliability_data=data, level_of_measurement="ordinal",
+                               value_domain=[0, 1, 2])
+    return {"alpha": float(alpha), "n_images": pairable}
+
+
+def study_statistics(records: Sequence[dict]) -> dict:
+    """Everything above for one study."""
+    done = rated(records)
+    return {
+        "n_assignments": len(records), "n_rated": len(done),
+        "verdicts_real_positive": verdicts_by_reviewer(done, "real"),
+        "verdicts_synthetic_positive": verdicts_by_reviewer(done, "synthetic"),
+        "quality_by_source": quality_distribution(done, ("source",)),
+        "quality_by_source_and_class": quality_distribution(done, ("source", "label")),
+        "histology_by_source": histology_confusion(done),
+        "cohen_verdict": cohen_pairs(done, "verdict"),
+        "fleiss_verdict": fleiss(done, "verdict"),
+        "krippendorff_quality": krippendorff_quality(done),
+    }
+
+
+def _write(path: Path, rows: list[dict]) -> None:
+    fields: list[str] = []
+    for row in rows:
+        fields += [k for k in row if k not in fields]
+    with open(path, "w", newline="", encoding="utf-8") as handle:
+        writer = csv.DictWriter(handle, fieldnames=fields)
+        writer.writeheader()
+        writer.writerows(rows)
+
+
+def export_csv(records: Sequence[dict], folder: Path | str) -> list[Path]:
+    """Write ratings and every statistic as CSV files into ``folder``. Returns the paths."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    stats = study_statistics(records)
+    verdict_rows = []
+    for positive in ("real", "synthetic"):
+        for reviewer, m in stats[f"verdicts_{positive}_positive"].items():
+            row = {"positive": positive, "reviewer": reviewer, "n": m["n"], "tp": m["tp"],
+                   "fn": m["fn"], "fp": m["fp"], "tn": m["tn"]}
+            for metric in ("accuracy", "precision", "recall", "specificity"):
+                row |= {metric: m[metric]["value"], f"{metric}_low": m[metric]["low"],
+                        f"{metric}_high": m[metric]["high"]}
+            row |= {"p_better_than_chance": m["p_better_than_chance"],
+                    "p_two_sided": m["p_two_sided"]}
+            verdict_rows.append(row)
+    histology_rows = [{"source": s, "true_class": t, "guess": g, "count": c}
+                      for s, h in stats["histology_by_source"].items()
+                      for t, guesses in h["matrix"].items() for g, c in guesses.items()]
+    agreement_rows = [{"statistic": "cohen_kappa_verdict", "a": p["a"], "b": p["b"],
+                       "n": p["n"], "value": p["kappa"]} for p in stats["cohen_verdict"]]
+    agreement_rows.append({"statistic": "fleiss_kappa_verdict",
+                           "n": stats["fleiss_verdict"]["n_images"],
+                           "value": stats["fleiss_verdict"]["kappa"]})
+    agreement_rows.append({"statistic": "krippendorff_alpha_quality_ordinal",
+                           "n": stats["krippendorff_quality"]["n_images"],
+                           "value": stats["krippendorff_quality"]["alpha"]})
+    outputs = {"ratings.csv": list(records), "verdicts.csv": verdict_rows,
+               "quality_by_source.csv": stats["quality_by_source"],
+               "quality_by_source_and_class.csv": stats["quality_by_source_and_class"],
+               "histology.csv": histology_rows, "agreement.csv": agreement_rows}
+    paths = []
+    for name, rows in outputs.items():
+        _write(folder / name, rows)
+        paths.append(folder / name)
+    return paths

@@ -1,0 +1,225 @@
+"""Queries: every read and write of the studio's tables goes through these functions."""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Iterable, Sequence
+
+from sqlalchemy import func, select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session, joinedload
+
+from review_db.models import (Assignment, Image, Provenance, Rating, RatingRevision, Reviewer,
+                              Study, StudyImage, utcnow)
+
+
+# reviewers -----------------------------------------------------------------------------------
+
+def add_reviewer(session: Session, name: str, role: str, password_hash: str) -> Reviewer:
+    """Raises ``ValueError`` when the name is taken."""
+    if session.scalar(select(Reviewer.id).where(Reviewer.name == name)) is not None:
+        raise ValueError(f"a reviewer named {name!r} already exists")
+    reviewer = Reviewer(name=name, role=role, password_hash=password_hash)
+    session.add(reviewer)
+    session.flush()
+    return reviewer
+
+
+def reviewer_by_name(session: Session, name: str) -> Reviewer | None:
+    return session.scalar(select(Reviewer).where(Reviewer.name == name))
+
+
+def reviewers_by_name(session: Session, names: Sequence[str]) -> dict[str, Reviewer]:
+    found = session.scalars(select(Reviewer).where(Reviewer.name.in_(names))).all()
+    return {r.name: r for r in found}
+
+
+def list_reviewers(session: Session) -> list[Reviewer]:
+    return list(session.scalars(select(Reviewer).order_by(Reviewer.name)))
+
+
+def set_password(session: Session, reviewer: Reviewer, password_hash: str) -> None:
+    reviewer.password_hash = password_hash
+
+
+# images --------------------------------------------------------------------------------------
+
+def upsert_image(session: Session, *, sha256: str, path: str, kind: str, label: str | None,
+                 dataset: str | None = None, split: str | None = None,
+                 source_id: str | None = None, provenance: dict | None = None) -> Image:
+    """The image with this content hash, created (with its provenance) when new."""
+    image = session.scalar(select(Image).where(Image.sha256 == sha256))
+    if image is not None:
+        return image
+    record = Provenance(**provenance) if provenance else None
+    if record is not None:
+        session.add(record)
+        session.flush()
+    image = Image(sha256=sha256, path=path, kind=kind, label=label, dataset=dataset, split=split,
+                  source_id=source_id, provenance_id=record.id if record else None)
+    try:
+        with session.begin_nested():
+            session.add(image)
+    except IntegrityError:  # another writer added the same content first
+        image = session.scalar(select(Image).where(Image.sha256 == sha256))
+    return image
+
+
+def image_by_sha(session: Session, sha256: str) -> Image | None:
+    return session.scalar(select(Image).options(joinedload(Image.provenance))
+                          .where(Image.sha256 == sha256))
+
+
+def real_images(session: Session, dataset: str, split: str | None = None,
+                classes: Iterable[str] = ()) -> list[Image]:
+    query = select(Image).where(Image.kind == "real", Image.dataset == dataset)
+    if split:
+        query = query.where(Image.split == split)
+    classes = list(classes)
+    if classes:
+        query = query.where(Image.label.in_(classes))
+    return list(session.scalars(query.order_by(Image.id)))
+
+
+def synthetic_images(session: Session, generator: str | None = None,
+                     checkpoint: str | None = None, classes: Iterable[str] = ()) -> list[Image]:
+    query = (select(Image).join(Provenance, Image.provenance_id == Provenance.id)
+             .where(Image.kind == "synthetic"))
+    if generator:
+        query = query.where(Provenance.generator == generator)
+    if checkpoint:
+        query = query.where(Provenance.checkpoint == checkpoint)
+    classes = list(classes)
+    if classes:
+        query = query.where(Image.label.in_(classes))
+    return list(session.scalars(query.options(joinedload(Image.provenance)).order_by(Image.id)))
+
+
+# studies -------------------------------------------------------------------------------------
+
+def create_study(session: Session, *, name: str, settings: dict, created_by: int | None,
+                 images: Sequence[tuple[int, str]],
+                 assignments: Sequence[tuple[int, int, int, str]]) -> Study:
+    """Store a study with its images ``(image_id, pool)`` and assignments
+    ``(reviewer_id, image_id, position, token)``. Raises ``ValueError`` on a taken name."""
+    if session.scalar(select(Study.id).where(Study.name == name)) is not None:
+        raise ValueError(f"a study named {name!r} already exists")
+    study = Study(name=name, status="open", settings=settings, created_by=created_by)
+    session.add(study)
+    session.flush()
+    session.add_all(StudyImage(study_id=study.id, image_id=i, pool=p) for i, p in images)
+    session.add_all(Assignment(study_id=study.id, reviewer_id=r, image_id=i, position=pos,
+                               token=tok) for r, i, pos, tok in assignments)
+    session.flush()
+    return study
+
+
+def study_by_name(session: Session, name: str) -> Study | None:
+    return session.scalar(select(Study).where(Study.name == name))
+
+
+def list_studies(session: Session) -> list[Study]:
+    return list(session.scalars(select(Study).order_by(Study.created, Study.id)))
+
+
+def close_study(session: Session, study: Study) -> None:
+    study.status = "closed"
+    study.closed = utcnow()
+
+
+def study_progress(session: Session, study_id: int, reviewer_id: int | None = None
+                   ) -> tuple[int, int]:
+    """(assignments, rated) in a study, for one reviewer or all."""
+    query = select(func.count(Assignment.id), func.count(Rating.id)).select_from(Assignment) \
+        .outerjoin(Rating, Rating.assignment_id == Assignment.id) \
+        .where(Assignment.study_id == study_id)
+    if reviewer_id is not None:
+        query = query.where(Assignment.reviewer_id == reviewer_id)
+    total, rated = session.execute(query).one()
+    return int(total), int(rated)
+
+
+def studies_of_reviewer(session: Session, reviewer_id: int) -> list[Study]:
+    query = select(Study).where(Study.id.in_(
+        select(Assignment.study_id).where(Assignment.reviewer_id == reviewer_id)))
+    return list(session.scalars(query.order_by(Study.created, Study.id)))
+
+
+# assignments and ratings ---------------------------------------------------------------------
+
+def assignment_by_token(session: Session, token: str, lock: bool = False) -> Assignment | None:
+    query = select(Assignment).where(Assignment.token == token)
+    if lock:  # serialises two submissions of one assignment (PostgreSQL; SQLite locks the db)
+        query = query.with_for_update()
+    return session.scalar(query)
+
+
+def reviewer_queue(session: Session, study_id: int, reviewer_id: int) -> list[Assignment]:
+    query = (select(Assignment).options(joinedload(Assignment.rating))
+             .where(Assignment.study_id == study_id, Assignment.reviewer_id == reviewer_id)
+             .order_by(Assignment.position))
+    return list(session.scalars(query).unique())
+
+
+def save_rating(session: Session, assignment: Assignment, *, verdict: str, quality: str,
+                histology: str | None, seconds: float | None) -> tuple[Rating, bool]:
+    """Create or revise the rating of an assignment, keeping the earlier version.
+
+    Returns:
+        the rating and whether anything changed (a repeated identical submission changes
+        nothing and counts once).
+    """
+    rating = session.scalar(select(Rating).where(Rating.assignment_id == assignment.id))
+    if rating is None:
+        rating = Rating(assignment_id=assignment.id, verdict=verdict, quality=quality,
+                        histology=histology, seconds=seconds, revision=1)
+        session.add(rating)
+        session.flush()
+        return rating, True
+    if (rating.verdict, rating.quality, rating.histology) == (verdict, quality, histology):
+        return rating, False
+    session.add(RatingRevision(rating_id=rating.id, revision=rating.revision,
+                               verdict=rating.verdict, quality=rating.quality,
+                               histology=rating.histology, seconds=rating.seconds,
+                               recorded=rating.revised or rating.created))
+    rating.verdict, rating.quality, rating.histology = verdict, quality, histology
+    rating.seconds = seconds
+    rating.revision += 1
+    rating.revised = utcnow()
+    session.flush()
+    return rating, True
+
+
+def rating_history(session: Session, rating_id: int) -> list[RatingRevision]:
+    return list(session.scalars(select(RatingRevision).where(RatingRevision.rating_id == rating_id)
+                                .order_by(RatingRevision.revision)))
+
+
+def study_rows(session: Session, study_id: int) -> list[tuple[Assignment, Rating | None]]:
+    """Every assignment of a study with its rating (admin views: answer key, statistics)."""
+    query = (select(Assignment).options(joinedload(Assignment.rating),
+                                        joinedload(Assignment.reviewer),
+                                        joinedload(Assignment.image).joinedload(Image.provenance))
+             .where(Assignment.study_id == study_id)
+             .order_by(Assignment.reviewer_id, Assignment.position))
+    return [(a, a.rating) for a in session.scalars(query).unique()]
+
+
+def study_images(session: Session, study_id: int) -> list[StudyImage]:
+    query = (select(StudyImage).options(joinedload(StudyImage.image).joinedload(Image.provenance))
+             .where(StudyImage.study_id == study_id).order_by(StudyImage.id))
+    return list(session.scalars(query))
+
+
+def count_ratings(session: Session, study_id: int | None = None) -> int:
+    query = select(func.count(Rating.id))
+    if study_id is not None:
+        query = query.join(Assignment).where(Assignment.study_id == study_id)
+    return int(session.scalar(query))
+
+
+def as_utc(value: dt.datetime | None) -> dt.datetime | None:
+    """SQLite returns naive datetimes; the studio stores UTC."""
+    if value is not None and value.tzinfo is None:
+        return value.replace(tzinfo=dt.timezone.utc)
+    return value
