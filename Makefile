@@ -23,6 +23,7 @@ demo: $(VENV)/.runtime
 	$(BIN)/python app.py --port $(PORT)
 
 test: $(VENV)/.test
+	bash scripts/install-test-services.sh
 	$(BIN)/python -m pytest
 
 bench: $(VENV)/.test

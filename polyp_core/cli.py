@@ -195,6 +195,10 @@ def build_parser() -> argparse.ArgumentParser:
     sheet.add_argument("--seed", type=int, default=0)
     sheet.set_defaults(func=cmd_sheet)
 
+    from polyp_core.cli_review import add_review_commands
+
+    add_review_commands(sub)
+
     weights = sub.add_parser("weights", help="list or register local weight files")
     weights.add_argument("action", choices=["list", "add"])
     weights.add_argument("name", nargs="?")
@@ -214,7 +218,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except DatasetImportError as exc:
         print(str(exc), file=sys.stderr)
         return 2
-    except (StudioError, ValueError, KeyError, FileNotFoundError) as exc:
+    except (StudioError, ValueError, KeyError, FileNotFoundError, PermissionError) as exc:
         message = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
         print(f"error: {message}", file=sys.stderr)
         return 2

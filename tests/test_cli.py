@@ -57,3 +57,46 @@ def test_bad_input_exit_code_and_message(tmp_path):
     assert "Traceback" not in out.stderr
     out = run("info", "nothing", workspace=ws)
     assert out.returncode == 2 and "no data set named 'nothing'" in out.stderr
+
+
+def test_review_from_the_terminal(tmp_path):
+    """An admin builds a study and a reviewer rates, all through the CLI (SQLite workspace)."""
+    import csv
+
+    ws = tmp_path / "ws"
+    env_pw = {"STUDIO_PASSWORD": "long enough pw"}
+
+    def go(*args):
+        out = subprocess.run([sys.executable, "-m", "polyp_core", "--workspace", str(ws), *args],
+                             capture_output=True, text=True, timeout=300,
+                             env={**os.environ, "PYTHONPATH": str(ROOT), **env_pw})
+        assert out.returncode == 0, out.stderr
+        return out.stdout
+
+    go("demo-data", "--frames", "30", "--size", "48")
+    go("reviewer", "add", "boss", "--role", "admin")
+    go("reviewer", "add", "ana")
+    assert "ana\treviewer" in go("reviewer", "list")
+    created = go("study", "create", "pilot", "--as", "boss", "--real", "phantom:test:4",
+                 "--real", "phantom:train:2", "--reviewers", "ana")
+    assert "6 images" in created
+    lines = go("review", "queue", "pilot", "--as", "ana").splitlines()
+    assert len(lines) == 6
+    token = lines[0].split("\t")[1]
+    go("review", "image", "pilot", token, "--as", "ana", "--out", str(tmp_path / "x.jpg"))
+    assert (tmp_path / "x.jpg").read_bytes()[:2] == b"\xff\xd8"
+    assert "revision 1" in go("review", "rate", "pilot", token, "real", "good", "--as", "ana")
+    refused = subprocess.run([sys.executable, "-m", "polyp_core", "--workspace", str(ws),
+                              "study", "stats", "pilot", "--as", "boss"], capture_output=True,
+                             text=True, env={**os.environ, "PYTHONPATH": str(ROOT), **env_pw})
+    assert refused.returncode == 2 and "hidden until it is closed" in refused.stderr
+    go("study", "close", "pilot", "--as", "boss")
+    assert "1/6 rated" in go("study", "stats", "pilot", "--as", "boss")
+    go("study", "export", "pilot", "--as", "boss", "--out", str(tmp_path / "exp"))
+    with open(tmp_path / "exp" / "ratings.csv") as handle:
+        rows = list(csv.DictReader(handle))
+    assert len(rows) == 6 and sum(r["verdict"] == "real" for r in rows) == 1
+    wrong = subprocess.run([sys.executable, "-m", "polyp_core", "--workspace", str(ws), "review",
+                            "queue", "pilot", "--as", "ana"], capture_output=True, text=True,
+                           env={**os.environ, "PYTHONPATH": str(ROOT), "STUDIO_PASSWORD": "nope"})
+    assert wrong.returncode == 2 and "wrong password" in wrong.stderr

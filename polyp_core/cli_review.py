@@ -1,0 +1,179 @@
+"""Review commands of ``python -m polyp_core``: reviewers, studies, rating from a terminal.
+
+Passwords come from ``$STUDIO_PASSWORD``, ``--password-stdin`` or a prompt, never from the
+command line (which other users of a cluster node can read).
+"""
+
+from __future__ import annotations
+
+import argparse
+import getpass
+import json
+import math
+import os
+import sys
+from pathlib import Path
+
+from polyp_core.workspace import Workspace
+
+
+def _password(args: argparse.Namespace, prompt: str) -> str:
+    if getattr(args, "password_stdin", False):
+        return sys.stdin.readline().rstrip("\n")
+    if os.environ.get("STUDIO_PASSWORD"):
+        return os.environ["STUDIO_PASSWORD"]
+    return getpass.getpass(prompt)
+
+
+def _db(args: argparse.Namespace):
+    from review_db import Database
+    from review_db.database import database_url
+
+    return Database(args.db or database_url(Workspace(args.workspace).root))
+
+
+def _person(args: argparse.Namespace, db):  # noqa: ANN001
+    from polyp_core.review.accounts import sign_in
+
+    return sign_in(db, args.as_, _password(args, f"password for {args.as_}: "))
+
+
+def _pool(spec: str, kind: str):
+    from polyp_core.review.studies import RealPool, SyntheticPool
+
+    parts = spec.split(":")
+    try:
+        n = int(parts[-1])
+    except ValueError:
+        raise SystemExit(f"--{kind} {spec!r}: end it with the number of images, e.g. "
+                         + ("phantom:test:10" if kind == "real" else "gen-a@step-1000:10"))
+    if kind == "real":
+        return RealPool(parts[0], n, parts[1] if len(parts) > 2 and parts[1] else None)
+    generator, _, checkpoint = parts[0].partition("@")
+    return SyntheticPool(n, generator or None, checkpoint or None)
+
+
+def cmd_reviewer(args: argparse.Namespace) -> int:
+    from polyp_core.review.accounts import create_account
+    from review_db import queries
+
+    db = _db(args)
+    if args.action == "add":
+        person = create_account(db, args.name, _password(args, f"new password for {args.name}: "),
+                                args.role)
+        print(f"added {person.role} {person.name}")
+    else:
+        with db.session() as session:
+            for reviewer in queries.list_reviewers(session):
+                print(f"{reviewer.name}\t{reviewer.role}")
+    return 0
+
+
+def _jsonable(value):
+    if isinstance(value, float) and math.isnan(value):
+        return None
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_jsonable(v) for v in value]
+    return value
+
+
+def cmd_study(args: argparse.Namespace) -> int:
+    from polyp_core.review import desk, stats
+    from polyp_core.review.studies import (StudySpec, close_study, create_study, list_studies)
+
+    db = _db(args)
+    person = _person(args, db)
+    if args.action == "create":
+        pools = tuple(_pool(s, "real") for s in args.real) + \
+            tuple(_pool(s, "synthetic") for s in args.synthetic)
+        spec = StudySpec(args.name, pools, tuple(args.reviewers.split(",")), args.overlap,
+                         args.histology, args.seed)
+        create_study(db, Workspace(args.workspace), person, spec)
+        print(f"created study {args.name}: {sum(p.n for p in pools)} images, "
+              f"each rated by {args.overlap} of {len(spec.reviewers)} reviewers")
+    elif args.action == "list":
+        for info in list_studies(db, person):
+            print(f"{info.name}\t{info.status}\t{info.rated}/{info.assigned} rated")
+    elif args.action == "close":
+        close_study(db, person, args.name)
+        print(f"closed study {args.name}")
+    elif args.action == "stats":
+        result = stats.study_statistics(desk.rating_records(db, person, args.name))
+        if args.json:
+            print(json.dumps(_jsonable(result), indent=1))
+        else:
+            pooled = result["verdicts_real_positive"]["pooled"]
+            acc = pooled["accuracy"]
+            print(f"{args.name}: {result['n_rated']}/{result['n_assignments']} rated")
+            print(f"  pooled accuracy {acc['value']:.3f} (95% CI {acc['low']:.3f}-"
+                  f"{acc['high']:.3f}), p(better than chance) {pooled['p_better_than_chance']:.3g}")
+            for name, m in result["verdicts_real_positive"].items():
+                if name != "pooled":
+                    print(f"  {name}: accuracy {m['accuracy']['value']:.3f} "
+                          f"(n={m['n']}), p={m['p_better_than_chance']:.3g}")
+    elif args.action == "export":
+        paths = stats.export_csv(desk.rating_records(db, person, args.name), args.out)
+        print("wrote " + ", ".join(str(p) for p in paths))
+    return 0
+
+
+def cmd_review(args: argparse.Namespace) -> int:
+    from polyp_core.review import desk
+
+    db = _db(args)
+    person = _person(args, db)
+    if args.action == "queue":
+        for item in desk.queue(db, person, args.study):
+            state = f"{item.verdict}/{item.quality}" if item.rated else "-"
+            print(f"{item.position}\t{item.token}\t{state}")
+    elif args.action == "image":
+        Path(args.out).write_bytes(desk.image_for(db, person, args.token))
+        print(f"wrote {args.out}")
+    elif args.action == "rate":
+        receipt = desk.rate(db, person, args.token, args.verdict, args.quality, args.histology,
+                            args.seconds)
+        print(f"rated (revision {receipt.revision}{'' if receipt.changed else ', unchanged'})")
+    return 0
+
+
+def add_review_commands(sub) -> None:  # noqa: ANN001
+    """Register the review sub-commands on the main parser's ``sub``."""
+    rev = sub.add_parser("reviewer", help="add or list reviewer accounts")
+    rev.add_argument("action", choices=["add", "list"])
+    rev.add_argument("name", nargs="?")
+    rev.add_argument("--role", default="reviewer", choices=["admin", "reviewer"])
+    rev.add_argument("--password-stdin", action="store_true")
+    rev.add_argument("--db", help="database URL (default: $STUDIO_DB_URL or the workspace's SQLite)")
+    rev.set_defaults(func=cmd_reviewer)
+
+    study = sub.add_parser("study", help="create, list, close, analyse and export blind studies")
+    study.add_argument("action", choices=["create", "list", "close", "stats", "export"])
+    study.add_argument("name", nargs="?")
+    study.add_argument("--as", dest="as_", required=True, help="admin account")
+    study.add_argument("--real", action="append", default=[], metavar="DATASET[:SPLIT]:N")
+    study.add_argument("--synthetic", action="append", default=[], metavar="GENERATOR[@CKPT]:N")
+    study.add_argument("--reviewers", default="", help="comma-separated reviewer names")
+    study.add_argument("--overlap", type=int, default=1, help="reviewers per image")
+    study.add_argument("--histology", action="store_true", help="ask for AD/SSA/HP/unsure")
+    study.add_argument("--seed", type=int, default=0)
+    study.add_argument("--json", action="store_true")
+    study.add_argument("--out", default="study_export")
+    study.add_argument("--password-stdin", action="store_true")
+    study.add_argument("--db")
+    study.set_defaults(func=cmd_study)
+
+    review = sub.add_parser("review", help="a reviewer's queue, images and ratings")
+    review.add_argument("action", choices=["queue", "image", "rate"])
+    review.add_argument("study", nargs="?")
+    review.add_argument("token", nargs="?")
+    review.add_argument("verdict", nargs="?", help="real or synthetic")
+    review.add_argument("quality", nargs="?", help="good, moderate or poor")
+    review.add_argument("--histology")
+    review.add_argument("--seconds", type=float)
+    review.add_argument("--out", default="image.jpg")
+    review.add_argument("--as", dest="as_", required=True, help="your reviewer account")
+    review.add_argument("--password-stdin", action="store_true")
+    review.add_argument("--db")
+    review.set_defaults(func=cmd_review)
