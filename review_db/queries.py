@@ -223,3 +223,31 @@ def as_utc(value: dt.datetime | None) -> dt.datetime | None:
     if value is not None and value.tzinfo is None:
         return value.replace(tzinfo=dt.timezone.utc)
     return value
+
+
+# runs ----------------------------------------------------------------------------------------
+
+def add_run(session: Session, *, run_id: str, kind: str, status: str, config: dict,
+            results_path: str | None, job_id: str | None = None):
+    from review_db.models import Run
+
+    run = Run(id=run_id, kind=kind, status=status, config=config, results_path=results_path,
+              job_id=job_id)
+    session.add(run)
+    session.flush()
+    return run
+
+
+def get_run(session: Session, run_id: str):
+    from review_db.models import Run
+
+    return session.get(Run, run_id)
+
+
+def list_runs(session: Session, kind: str | None = None):
+    from review_db.models import Run
+
+    query = select(Run).order_by(Run.created.desc())
+    if kind:
+        query = query.where(Run.kind == kind)
+    return list(session.scalars(query))

@@ -1,0 +1,162 @@
+"""One diagnostic run over a data set and a synthetic pool: KID/FID per class pair in every
+label scheme, memorisation, diversity and projections, stored as a run."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+
+from polyp_core.backbones import WeightsRegistry
+from polyp_core.data.cache import PixelCache
+from polyp_core.data.labels import get_scheme
+from polyp_core.diagnostics.distances import PairMatrix, fid, kid_matrix
+from polyp_core.diagnostics.features import FeatureCache, FeatureExtractor
+from polyp_core.diagnostics.memorisation import diversity_by_class, memorisation_report
+from polyp_core.diagnostics.projections import (project, projection_figure, thumbnail_uri,
+                                                write_projection_html)
+from polyp_core.pool import register_dataset
+from polyp_core.progress import Progress, no_progress
+from polyp_core.runs import new_run_dir, save_run
+from polyp_core.workspace import Workspace
+from review_db import queries
+from review_db.database import Database
+
+
+@dataclass(frozen=True)
+class DiagnoseConfig:
+    """What to compare.
+
+    Attributes:
+        dataset: the real data set.
+        generator, checkpoint: which synthetic images (``None``: all in the pool).
+        real_split: the real images to compare with and to search for copies in; the
+            generator's training split by default (what it could have memorised).
+        extractor, size: feature extractor and the image size fed to it.
+        subsets, subset_size: KID subsets (the size adapts to the smallest group).
+        projections: methods among ``umap``, ``tsne``, ``pca``.
+        near_copy: cosine similarity above which a synthetic image is flagged as a copy.
+    """
+
+    dataset: str
+    generator: str | None = None
+    checkpoint: str | None = None
+    real_split: str | None = "train"
+    extractor: str = "efficientnet_lite0"
+    size: int = 224
+    subsets: int = 100
+    subset_size: int = 1000
+    seed: int = 0
+    projections: tuple[str, ...] = ("umap",)
+    near_copy: float = 0.95
+
+
+@dataclass(frozen=True)
+class DiagnoseResult:
+    run_id: str
+    folder: Path
+    extractor: str
+    matrices: dict[str, PairMatrix]  # scheme -> matrix
+    fid: dict[str, dict[str, dict]]  # scheme -> class -> FID of synthetic c vs real c
+    memorisation: dict
+    diversity: dict[str, dict[str, float]]  # "real"/"synthetic" -> class -> diversity
+    projection_files: dict[str, Path]
+    seconds: float
+
+
+def pair_heatmap(matrix: PairMatrix):
+    """The class-pair matrix as a heatmap with mean ± std in each cell."""
+    import plotly.graph_objects as go
+
+    classes = list(matrix.classes)
+    z = [[matrix.cells[s][r].mean for r in classes] for s in classes]
+    text = [[f"{matrix.cells[s][r].mean:.4f}<br>± {matrix.cells[s][r].std:.4f}" for r in classes]
+            for s in classes]
+    figure = go.Figure(go.Heatmap(z=z, x=[f"real {c}" for c in classes],
+                                  y=[f"synthetic {c}" for c in classes], text=text,
+                                  texttemplate="%{text}", colorscale="Viridis"))
+    figure.update_layout(
+        title=f"KID, {matrix.scheme} ({matrix.extractor}; {matrix.subsets}×{matrix.subset_size}): "
+              "diagonal should be low, off-diagonal high", template="plotly_white")
+    figure.update_yaxes(autorange="reversed")
+    return figure
+
+
+def diagnose(db: Database, workspace: Workspace, config: DiagnoseConfig,
+             progress: Progress = no_progress) -> DiagnoseResult:
+    """Run every diagnostic and store the run (config, image ids, results, figures).
+
+    Raises:
+        KeyError: unknown data set.
+        ValueError: no synthetic images match, or no class has both kinds.
+    """
+    start = time.perf_counter()
+    manifest = workspace.load_manifest(config.dataset)
+    register_dataset(db, manifest)
+    real_items = [i for i in manifest.items if config.real_split in (None, i.split)]
+    with db.session() as session:
+        synthetic = [(im.sha256, im.path, im.label) for im in
+                     queries.synthetic_images(session, config.generator, config.checkpoint)]
+    if not synthetic:
+        raise ValueError(f"no synthetic images of generator {config.generator or 'any'}"
+                         f"{'@' + config.checkpoint if config.checkpoint else ''} in the pool")
+    extractor = FeatureExtractor(config.extractor, WeightsRegistry(workspace.weights_dir))
+    cache = FeatureCache(workspace.features_dir, PixelCache(workspace.pixel_cache_dir))
+    progress(0, 1, f"features of {len(real_items)} real and {len(synthetic)} synthetic images")
+    real_features = cache.features(extractor, [(i.sha256, i.image) for i in real_items],
+                                   config.size, progress)
+    syn_features = cache.features(extractor, [(s, p) for s, p, _ in synthetic], config.size,
+                                  progress)
+
+    matrices, fids = {}, {}
+    for scheme_name in manifest.schemes:
+        scheme = get_scheme(scheme_name)
+        real_by, syn_by = {}, {}
+        for cls in scheme.classes:
+            r = [k for k, i in enumerate(real_items) if scheme.mapping.get(i.label) == cls]
+            s = [k for k, (_, _, label) in enumerate(synthetic) if scheme.mapping.get(label) == cls]
+            if len(r) >= 2 and len(s) >= 2:
+                real_by[cls], syn_by[cls] = real_features[r], syn_features[s]
+        if not real_by:
+            continue
+        matrices[scheme_name] = kid_matrix(syn_by, real_by, extractor.id, scheme_name,
+                                           config.subsets, config.subset_size, config.seed)
+        fids[scheme_name] = {c: asdict(fid(real_by[c], syn_by[c], config.seed)) for c in real_by}
+        progress(1, 1, f"KID matrix for {scheme_name}")
+    if not matrices:
+        raise ValueError("no class has at least two real and two synthetic images")
+
+    memo = memorisation_report(syn_features, [s for s, _, _ in synthetic],
+                               [label or "?" for _, _, label in synthetic], real_features,
+                               [i.sha256 for i in real_items], config.near_copy, extractor.id)
+    div = {"real": diversity_by_class(real_features, [i.label for i in real_items]),
+           "synthetic": diversity_by_class(syn_features, [label or "?" for *_, label in synthetic])}
+
+    run_id, folder = new_run_dir(workspace, "diagnose")
+    ids = [i.sha256 for i in real_items] + [s for s, _, _ in synthetic]
+    classes = [i.label for i in real_items] + [label or "?" for *_, label in synthetic]
+    sources = ["real"] * len(real_items) + ["synthetic"] * len(synthetic)
+    paths = [i.image for i in real_items] + [p for _, p, _ in synthetic]
+    pixels = PixelCache(workspace.pixel_cache_dir)
+    thumbs = [thumbnail_uri(pixels.rgb(p, sha, 96)) for sha, p in zip(ids, paths)]
+    files = {}
+    for method in config.projections:
+        coords = project(np.concatenate([real_features, syn_features]), method, config.seed,
+                         workspace.features_dir / "projections", ids, extractor.id)
+        figure = projection_figure(coords, classes, sources, ids,
+                                   f"{method.upper()} of {extractor.id} features", thumbs)
+        files[method] = write_projection_html(figure, folder / f"projection_{method}.html")
+        np.save(folder / f"projection_{method}.npy", coords)
+    for scheme_name, matrix in matrices.items():
+        pair_heatmap(matrix).write_html(str(folder / f"kid_{scheme_name}.html"),
+                                        include_plotlyjs=True)
+
+    results = {"extractor": extractor.id, "kid": {s: m.to_json() for s, m in matrices.items()},
+               "fid": fids, "memorisation": memo.to_json(), "diversity": div,
+               "projections": {m: str(p) for m, p in files.items()}}
+    save_run(db, workspace, run_id, folder, "diagnose", asdict(config) | {"extractor_id": extractor.id},
+             results, {"real": [i.sha256 for i in real_items], "synthetic": [s for s, _, _ in synthetic]})
+    return DiagnoseResult(run_id, folder, extractor.id, matrices, fids, memo.to_json(), div, files,
+                          time.perf_counter() - start)
