@@ -1,0 +1,115 @@
+"""Generator commands of ``python -m polyp_core``: train-ddpm, train-lora, sample."""
+
+from __future__ import annotations
+
+import argparse
+import signal
+
+from polyp_core.workspace import Workspace
+
+
+def _cancel_on_interrupt():
+    """Ctrl-C stops training cleanly: a checkpoint is written and resume continues from it."""
+    from polyp_core.generation.request import CancelToken
+
+    token = CancelToken()
+    signal.signal(signal.SIGINT, lambda *_: token.cancel())
+    return token
+
+
+def cmd_train_ddpm(args: argparse.Namespace) -> int:
+    from polyp_core.cli import _terminal_progress
+    from polyp_core.generation.ddpm import DDPMTrainConfig, train_ddpm
+
+    config = DDPMTrainConfig(
+        dataset=args.dataset, model_id=args.model, preset=args.preset, scheme=args.scheme,
+        mode=args.mode, splits=tuple(args.splits.split(",")), unknown_class=args.unknown_class,
+        init_from=args.init_from, freeze_down_blocks=args.freeze_down_blocks, steps=args.steps,
+        batch_size=args.batch_size, grad_accum=args.grad_accum, lr=args.lr, warmup=args.warmup,
+        ema_decay=args.ema_decay, mixed_precision=args.mixed_precision,
+        checkpoint_every=args.checkpoint_every, class_dropout=args.class_dropout, seed=args.seed,
+        resume=not args.no_resume)
+    result = train_ddpm(Workspace(args.workspace), config, _terminal_progress, _cancel_on_interrupt())
+    print(f"{result.status}: {result.model_id} at step {result.steps_done}, loss {result.final_loss:.4f}, "
+          f"{result.seconds:.0f} s; checkpoints: {', '.join(result.checkpoints) or '-'}")
+    print(f"  {result.folder}")
+    return 0 if result.status == "done" else 130
+
+
+def cmd_sample(args: argparse.Namespace) -> int:
+    from polyp_core.cli import _terminal_progress
+    from polyp_core.generation.backends import sample_to_pool
+    from polyp_core.generation.request import LoraChoice, SampleRequest
+    from review_db import Database
+    from review_db.database import database_url
+
+    workspace = Workspace(args.workspace)
+    db = Database(args.db or database_url(workspace.root))
+    loras = tuple(LoraChoice(*(lambda p, s: (p, float(s or 1.0)))(*l.partition(":")[::2]))
+                  for l in args.lora)
+    jobs = []
+    for spec in args.count:
+        cls, _, n = spec.partition("=")
+        if not n.isdigit():
+            raise SystemExit(f"--count {spec!r}: write CLASS=N, e.g. SSA=200")
+        jobs.append(SampleRequest(class_label=cls, n=int(n), seed=args.seed, steps=args.steps,
+                                  guidance=args.guidance, scheduler=args.scheduler, size=args.size,
+                                  batch_size=args.batch_size, loras=loras))
+    if args.prompt:
+        jobs.append(SampleRequest(prompt=args.prompt, negative_prompt=args.negative_prompt,
+                                  n=args.n, seed=args.seed, steps=args.steps, guidance=args.guidance,
+                                  scheduler=args.scheduler, size=args.size, batch_size=args.batch_size,
+                                  loras=loras))
+    if not jobs:
+        raise SystemExit("name what to sample: --count AD=100 --count SSA=200, or --prompt TEXT")
+    token = _cancel_on_interrupt()
+    for request in jobs:
+        stored = sample_to_pool(db, workspace, args.model, request, args.checkpoint,
+                                _terminal_progress, token)
+        what = request.class_label or repr(request.prompt)
+        print(f"{len(stored)} images of {what} from {args.model} added to the pool "
+              f"({workspace.synthetic_dir})")
+    return 0
+
+
+def add_generate_commands(sub) -> None:  # noqa: ANN001
+    train = sub.add_parser("train-ddpm", help="train a class-conditional DDPM on a data set")
+    train.add_argument("--dataset", required=True)
+    train.add_argument("--model", required=True, help="model id (folder under workspace/models)")
+    train.add_argument("--preset", default="64", help="tiny, demo64, 64, 128 or 224")
+    train.add_argument("--scheme", choices=["three_class", "ad_vs_rest"])
+    train.add_argument("--mode", default="conditional", choices=["conditional", "per_class"])
+    train.add_argument("--splits", default="train", help="comma-separated (default: train only)")
+    train.add_argument("--unknown-class", action="store_true", help="pretrain: all images 'unknown'")
+    train.add_argument("--init-from", help="MODEL[@CHECKPOINT] to fine-tune from")
+    train.add_argument("--freeze-down-blocks", action="store_true")
+    train.add_argument("--steps", type=int, default=10_000)
+    train.add_argument("--batch-size", type=int, default=32)
+    train.add_argument("--grad-accum", type=int, default=1)
+    train.add_argument("--lr", type=float, default=2e-4)
+    train.add_argument("--warmup", type=int, default=200)
+    train.add_argument("--ema-decay", type=float, default=0.999)
+    train.add_argument("--mixed-precision", default="auto", choices=["auto", "no", "fp16", "bf16"])
+    train.add_argument("--checkpoint-every", type=int, default=1000)
+    train.add_argument("--class-dropout", type=float, default=0.1)
+    train.add_argument("--seed", type=int, default=0)
+    train.add_argument("--no-resume", action="store_true")
+    train.set_defaults(func=cmd_train_ddpm)
+
+    sample = sub.add_parser("sample", help="sample a generator into the synthetic pool")
+    sample.add_argument("--model", required=True)
+    sample.add_argument("--checkpoint")
+    sample.add_argument("--count", action="append", default=[], metavar="CLASS=N")
+    sample.add_argument("--prompt")
+    sample.add_argument("--negative-prompt")
+    sample.add_argument("--n", type=int, default=4, help="images for --prompt")
+    sample.add_argument("--seed", type=int, default=0)
+    sample.add_argument("--steps", type=int, default=50)
+    sample.add_argument("--guidance", type=float, default=2.0)
+    sample.add_argument("--scheduler", default="ddim",
+                        choices=["ddpm", "ddim", "dpmsolver++", "euler", "euler_a"])
+    sample.add_argument("--size", type=int)
+    sample.add_argument("--batch-size", type=int, default=16)
+    sample.add_argument("--lora", action="append", default=[], metavar="PATH[:SCALE]")
+    sample.add_argument("--db")
+    sample.set_defaults(func=cmd_sample)

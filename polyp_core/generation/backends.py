@@ -1,0 +1,132 @@
+"""Generator backends by name, loading a trained generator, and sampling into the pool."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+
+from polyp_core.generation.request import CancelToken, GeneratedImage, SampleRequest
+from polyp_core.pool import ProvenanceRecord, add_synthetic
+from polyp_core.progress import Progress, no_progress
+from polyp_core.workspace import Workspace, check_name
+from review_db import queries
+from review_db.database import Database
+
+
+def _load_ddpm(folder: Path, checkpoint: str | None, device=None):
+    from polyp_core.generation.ddpm import DDPMGenerator
+
+    return DDPMGenerator(folder, checkpoint, device)
+
+
+def _load_sd_lora(folder: Path, checkpoint: str | None, device=None):
+    from polyp_core.generation.sd_lora import SDLoraGenerator
+
+    return SDLoraGenerator.from_model_dir(folder, checkpoint, device)
+
+
+BACKENDS: dict[str, Callable] = {"ddpm": _load_ddpm, "sd_lora": _load_sd_lora}
+
+
+def load_generator(workspace: Workspace, model_id: str, checkpoint: str | None = None,
+                   device=None):
+    """The generator in ``workspace/models/<model_id>`` at a checkpoint (default: the last).
+
+    Raises:
+        KeyError: no such model (naming the models there are).
+        ValueError: unknown backend or checkpoint.
+    """
+    folder = workspace.models_dir / check_name(model_id, "model")
+    config = folder / "config.json"
+    if not config.is_file():
+        known = sorted(p.parent.name for p in workspace.models_dir.glob("*/config.json"))
+        raise KeyError(f"no generator {model_id!r} in {workspace.models_dir} "
+                       f"(models: {', '.join(known) or 'none'})")
+    backend = json.loads(config.read_text()).get("backend")
+    if backend not in BACKENDS:
+        raise ValueError(f"{config}: unknown backend {backend!r}; known: {', '.join(BACKENDS)}")
+    return BACKENDS[backend](folder, checkpoint, device)
+
+
+def provenance_of(generator, model_id: str, image: GeneratedImage,
+                  request: SampleRequest) -> ProvenanceRecord:
+    return ProvenanceRecord(
+        backend=generator.backend, generator=model_id, class_label=image.class_label,
+        prompt=image.prompt, negative_prompt=request.negative_prompt, seed=image.seed,
+        steps=request.steps, guidance=request.guidance, scheduler=request.scheduler,
+        checkpoint=generator.checkpoint, checkpoint_hash=generator.weights_hash(),
+        base_model=getattr(generator, "base_model", None),
+        base_model_hash=getattr(generator, "base_model_hash", None),
+        lora={"adapters": [{"path": l.path, "scale": l.scale} for l in request.loras]} if request.loras else None,
+        lora_scale=request.loras[0].scale if len(request.loras) == 1 else None,
+        width=image.rgb.shape[1], height=image.rgb.shape[0],
+        extra={"batch_seeds": list(image.batch_seeds),
+               "batch_classes": list(image.batch_classes) if image.batch_classes else None,
+               "batch_prompts": None})
+
+
+def sample_to_pool(db: Database, workspace: Workspace, model_id: str, request: SampleRequest,
+                   checkpoint: str | None = None, progress: Progress = no_progress,
+                   cancel: CancelToken | None = None) -> list[tuple[int, str]]:
+    """Sample and store every image once (named by SHA-256) with its provenance.
+
+    Under ``accelerate launch`` the images are split between the processes (each on its
+    own device); image ``i`` still uses seed ``seed + i``, so the pool is the same as from
+    one process and every image can be regenerated alone.
+
+    Returns:
+        ``(image id, sha256)`` of the images this process made, in request order.
+    """
+    from dataclasses import replace
+
+    from accelerate import PartialState
+
+    state = PartialState()
+    generator = load_generator(workspace, model_id, checkpoint, state.device)
+    indices = list(range(request.n))
+    with state.split_between_processes(indices) as mine:
+        if not mine:
+            return []
+        part = replace(request, n=len(mine), seed=request.seed + mine[0])
+        images = generator.sample(part, progress, cancel)
+    return [add_synthetic(db, workspace, image.rgb, provenance_of(generator, model_id, image, request))
+            for image in images]
+
+
+def regenerate(db: Database, workspace: Workspace, sha256: str) -> np.ndarray:
+    """Make a pooled synthetic image again from its provenance record alone.
+
+    The batch it was computed in is replayed (batched arithmetic differs from single-image
+    arithmetic in the last bits), so the pixels come out identical on the same hardware.
+
+    Raises:
+        KeyError: no such synthetic image.
+        ValueError: the generator's weights changed since (hash mismatch).
+    """
+    from polyp_core.generation.request import LoraChoice
+
+    with db.session() as session:
+        image = queries.image_by_sha(session, sha256)
+        if image is None or image.provenance is None:
+            raise KeyError(f"no synthetic image with SHA-256 {sha256}")
+        p = image.provenance
+        record = dict(backend=p.backend, generator=p.generator, checkpoint=p.checkpoint,
+                      checkpoint_hash=p.checkpoint_hash, class_label=p.class_label, prompt=p.prompt,
+                      negative_prompt=p.negative_prompt, seed=p.seed, steps=p.steps,
+                      guidance=p.guidance, scheduler=p.scheduler, lora=p.lora, extra=p.extra or {})
+    generator = load_generator(workspace, record["generator"], record["checkpoint"])
+    if record["checkpoint_hash"] and generator.weights_hash() != record["checkpoint_hash"]:
+        raise ValueError(f"generator {record['generator']}@{record['checkpoint']} has changed since "
+                         "the image was made (weights hash differs)")
+    loras = tuple(LoraChoice(a["path"], a["scale"]) for a in (record["lora"] or {}).get("adapters", []))
+    request = SampleRequest(class_label=record["class_label"] if record["prompt"] is None else None,
+                            prompt=record["prompt"], negative_prompt=record["negative_prompt"],
+                            n=1, seed=record["seed"], steps=record["steps"], guidance=record["guidance"],
+                            scheduler=record["scheduler"], loras=loras)
+    seeds = record["extra"].get("batch_seeds") or [record["seed"]]
+    classes = record["extra"].get("batch_classes") or [record["class_label"]] * len(seeds)
+    pixels = generator.sample_exact(seeds, classes, request)
+    return pixels[seeds.index(record["seed"])]

@@ -1,0 +1,535 @@
+"""Backend ``ddpm``: a class-conditional DDPM trained from scratch (diffusers ``UNet2DModel``).
+
+One model for all classes, with classifier-free guidance learnt by dropping the class to a
+null token during training; or, as the thesis did, one unconditional model per class. The
+class table is ``[scheme classes..., "unknown", <null>]``: pretraining on unlabelled frames
+uses ``unknown``, fine-tuning on the pathology set starts from that checkpoint.
+
+A model folder (``workspace/models/<id>/``) holds ``config.json`` (model, training config,
+classes, the split it learnt from, package versions), ``loss.csv`` and
+``checkpoints/step-NNNNNN/`` with EMA and raw weights (safetensors), optimizer state and a
+sample grid per class.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import os
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+from polyp_core import __version__
+from polyp_core.data.cache import PixelCache
+from polyp_core.data.labels import get_scheme
+from polyp_core.generation.request import (CancelToken, Cancelled, GeneratedImage,
+                                           SampleRequest, make_scheduler)
+from polyp_core.progress import Progress, no_progress
+from polyp_core.workspace import Workspace, check_name
+
+UNKNOWN = "unknown"
+NULL = "<null>"
+
+
+@dataclass(frozen=True)
+class DDPMConfig:
+    """The network and its noise schedule."""
+
+    size: int = 64
+    block_out_channels: tuple[int, ...] = (64, 128, 256, 256)
+    attention: tuple[bool, ...] = (False, False, True, False)  # per resolution level
+    layers_per_block: int = 2
+    norm_num_groups: int = 32
+    num_train_timesteps: int = 1000
+    beta_schedule: str = "squaredcos_cap_v2"
+    prediction_type: str = "epsilon"
+
+    def __post_init__(self):
+        if len(self.attention) != len(self.block_out_channels):
+            raise ValueError("attention needs one flag per level of block_out_channels")
+        if self.size % (2 ** (len(self.block_out_channels) - 1)):
+            raise ValueError(f"size {self.size} is not divisible by 2^{len(self.block_out_channels) - 1}")
+
+
+PRESETS: dict[str, DDPMConfig] = {
+    # a few minutes of CPU training shows class colours; for tests and the demo
+    "tiny": DDPMConfig(size=32, block_out_channels=(32, 64, 64), attention=(False, True, False),
+                       layers_per_block=1, norm_num_groups=8),
+    "demo64": DDPMConfig(size=64, block_out_channels=(32, 64, 128, 128),
+                         attention=(False, False, True, False), layers_per_block=1,
+                         norm_num_groups=16),
+    "64": DDPMConfig(size=64),
+    "128": DDPMConfig(size=128, block_out_channels=(64, 128, 128, 256, 256),
+                      attention=(False, False, False, True, False)),
+    "224": DDPMConfig(size=224, block_out_channels=(64, 128, 128, 256, 256, 512),
+                      attention=(False, False, False, False, True, False)),
+}
+
+
+def get_preset(name: str | int) -> DDPMConfig:
+    try:
+        return PRESETS[str(name)]
+    except KeyError:
+        raise ValueError(f"unknown DDPM preset {name!r}; choose one of: {', '.join(PRESETS)}") from None
+
+
+@dataclass(frozen=True)
+class DDPMTrainConfig:
+    """One training job; saved in the model folder beside every checkpoint.
+
+    Attributes:
+        dataset: data set to learn from; only ``splits`` (default: train) are used.
+        model_id: folder name under ``workspace/models``.
+        preset: network preset (``tiny``, ``demo64``, ``64``, ``128``, ``224``).
+        scheme: label scheme (default: the data set's active one).
+        mode: ``conditional`` (one model, classifier-free guidance) or ``per_class``.
+        unknown_class: train every image as ``unknown`` (pretraining on unlabelled frames).
+        init_from: ``<model id>[@<checkpoint>]`` to fine-tune from (two-step training).
+        freeze_down_blocks: when fine-tuning, keep the UNet's down blocks fixed.
+        steps, batch_size, grad_accum, lr, warmup, ema_decay: the optimisation.
+        mixed_precision: ``auto`` (bf16/fp16 on a GPU, none on the CPU), ``no``, ``fp16``, ``bf16``.
+        checkpoint_every: steps between checkpoints (each with a sample grid per class).
+        class_dropout: probability of the null class (classifier-free guidance).
+    """
+
+    dataset: str
+    model_id: str
+    preset: str = "64"
+    scheme: str | None = None
+    mode: str = "conditional"
+    splits: tuple[str, ...] = ("train",)
+    unknown_class: bool = False
+    init_from: str | None = None
+    freeze_down_blocks: bool = False
+    steps: int = 10_000
+    batch_size: int = 32
+    grad_accum: int = 1
+    lr: float = 2e-4
+    warmup: int = 200
+    ema_decay: float = 0.999
+    mixed_precision: str = "auto"
+    checkpoint_every: int = 1000
+    class_dropout: float = 0.1
+    grid_per_class: int = 4
+    grid_steps: int = 25
+    seed: int = 0
+    resume: bool = True
+
+    def validate(self) -> None:
+        check_name(self.model_id, "model")
+        get_preset(self.preset)
+        if self.mode not in ("conditional", "per_class"):
+            raise ValueError(f"mode {self.mode!r} is not one of: conditional, per_class")
+        if self.mixed_precision not in ("auto", "no", "fp16", "bf16"):
+            raise ValueError("mixed_precision is one of: auto, no, fp16, bf16")
+        if self.steps < 1 or self.batch_size < 1 or self.grad_accum < 1:
+            raise ValueError("steps, batch_size and grad_accum must be at least 1")
+        if not 0 <= self.class_dropout < 1:
+            raise ValueError("class_dropout must be in [0, 1)")
+        if self.mode == "per_class" and (self.unknown_class or self.init_from):
+            raise ValueError("per_class mode trains separate models from scratch")
+
+
+def build_unet(config: DDPMConfig, num_class_embeds: int | None):
+    from diffusers import UNet2DModel
+
+    down = tuple("AttnDownBlock2D" if a else "DownBlock2D" for a in config.attention)
+    up = tuple("AttnUpBlock2D" if a else "UpBlock2D" for a in reversed(config.attention))
+    return UNet2DModel(sample_size=config.size, in_channels=3, out_channels=3,
+                       block_out_channels=config.block_out_channels,
+                       layers_per_block=config.layers_per_block, down_block_types=down,
+                       up_block_types=up, norm_num_groups=config.norm_num_groups,
+                       num_class_embeds=num_class_embeds, attention_head_dim=8)
+
+
+def noise_schedule(config: DDPMConfig) -> dict:
+    return {"num_train_timesteps": config.num_train_timesteps,
+            "beta_schedule": config.beta_schedule, "prediction_type": config.prediction_type,
+            "clip_sample": True}
+
+
+def versions() -> dict:
+    import diffusers
+
+    return {"polyp_studio": __version__, "torch": torch.__version__,
+            "diffusers": diffusers.__version__}
+
+
+def _to_uint8(x: torch.Tensor) -> np.ndarray:
+    return ((x.float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
+
+
+@torch.inference_mode()
+def sample_batch(unet, schedule: dict, scheduler_name: str, steps: int, class_ids: Sequence[int] | None,
+                 null_id: int | None, seeds: Sequence[int], guidance: float, size: int,
+                 device: torch.device, dtype: torch.dtype = torch.float32,
+                 cancel: CancelToken | None = None) -> np.ndarray:
+    """Denoise one batch. Image ``i`` starts from noise drawn with its own seed, so it can be
+    made again; the scheduler's own noise is drawn per image too."""
+    from diffusers.utils.torch_utils import randn_tensor
+
+    scheduler = make_scheduler(scheduler_name, schedule)
+    scheduler.set_timesteps(steps)
+    generators = [torch.Generator("cpu").manual_seed(int(s)) for s in seeds]
+    x = randn_tensor((len(seeds), 3, size, size), generator=generators, device=device, dtype=dtype)
+    x = x * scheduler.init_noise_sigma
+    labels = torch.tensor(class_ids, device=device) if class_ids is not None else None
+    guided = labels is not None and null_id is not None and guidance != 1.0
+    if guided:
+        labels = torch.cat([labels, torch.full_like(labels, null_id)])
+    for t in scheduler.timesteps:
+        if cancel is not None:
+            cancel.check()
+        model_in = scheduler.scale_model_input(x, t)
+        if guided:
+            cond, uncond = unet(torch.cat([model_in, model_in]), t, class_labels=labels).sample.chunk(2)
+            eps = uncond + guidance * (cond - uncond)
+        else:
+            eps = unet(model_in, t, class_labels=labels).sample
+        x = scheduler.step(eps, t, x, generator=generators).prev_sample
+    return _to_uint8(x)
+
+
+def grid(images: np.ndarray, columns: int) -> np.ndarray:
+    rows = math.ceil(len(images) / columns)
+    h, w = images.shape[1:3]
+    out = np.zeros((rows * h, columns * w, 3), np.uint8)
+    for i, image in enumerate(images):
+        r, c = divmod(i, columns)
+        out[r * h:(r + 1) * h, c * w:(c + 1) * w] = image
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
+# the model folder
+
+def model_dir(workspace: Workspace, model_id: str) -> Path:
+    return workspace.models_dir / check_name(model_id, "model")
+
+
+def list_checkpoints(folder: Path) -> list[str]:
+    root = folder / "checkpoints"
+    return sorted(p.name for p in root.glob("step-*") if (p / "unet_ema.safetensors").is_file())
+
+
+def _resolve_init(workspace: Workspace, spec: str) -> tuple[Path, str]:
+    model_id, _, checkpoint = spec.partition("@")
+    folder = model_dir(workspace, model_id)
+    available = list_checkpoints(folder)
+    if not available:
+        raise ValueError(f"no checkpoints in model {model_id!r} ({folder})")
+    checkpoint = checkpoint or available[-1]
+    if checkpoint not in available:
+        raise ValueError(f"model {model_id!r} has no checkpoint {checkpoint!r}; it has: "
+                         f"{', '.join(available)}")
+    return folder, checkpoint
+
+
+@dataclass(frozen=True)
+class TrainResult:
+    model_id: str
+    folder: Path
+    steps_done: int
+    checkpoints: tuple[str, ...]
+    status: str  # done | cancelled
+    final_loss: float
+    seconds: float
+    sub_models: tuple[str, ...] = field(default_factory=tuple)
+
+
+def train_ddpm(workspace: Workspace, config: DDPMTrainConfig, progress: Progress = no_progress,
+               cancel: CancelToken | None = None) -> TrainResult:
+    """Train (or resume training) a DDPM on a data set's training split.
+
+    Under ``accelerate launch`` the batch is split across processes (data parallel);
+    only the main process writes checkpoints.
+
+    Raises:
+        ValueError: a bad config, an unknown data set, a class without images.
+    """
+    config.validate()
+    if config.mode == "per_class":
+        return _train_per_class(workspace, config, progress, cancel)
+    return _train_one(workspace, config, model_dir(workspace, config.model_id), None, progress,
+                      cancel)
+
+
+def _train_per_class(workspace, config, progress, cancel) -> TrainResult:
+    manifest = workspace.load_manifest(config.dataset)
+    classes = get_scheme(config.scheme or manifest.scheme).classes
+    folder = model_dir(workspace, config.model_id)
+    results = []
+    for cls in classes:
+        results.append(_train_one(workspace, config, folder / f"class-{cls}", cls, progress, cancel))
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "config.json").write_text(json.dumps({
+        "backend": "ddpm", "mode": "per_class", "classes": list(classes),
+        "sub_models": {c: f"class-{c}" for c in classes}, "train": asdict(config),
+        "versions": versions()}, indent=1))
+    return TrainResult(config.model_id, folder, sum(r.steps_done for r in results), (),
+                       "cancelled" if any(r.status == "cancelled" for r in results) else "done",
+                       results[-1].final_loss, sum(r.seconds for r in results),
+                       tuple(f"class-{c}" for c in classes))
+
+
+def _train_one(workspace: Workspace, config: DDPMTrainConfig, folder: Path, only_class: str | None,
+               progress: Progress, cancel: CancelToken | None) -> TrainResult:
+    from accelerate import Accelerator
+    from accelerate.utils import set_seed
+    from diffusers import DDPMScheduler
+    from diffusers.optimization import get_cosine_schedule_with_warmup
+    from diffusers.training_utils import EMAModel
+    from safetensors.torch import load_file, save_file
+
+    start_time = time.perf_counter()
+    model_cfg = get_preset(config.preset)
+    manifest = workspace.load_manifest(config.dataset)
+    scheme = get_scheme(config.scheme or manifest.scheme)
+    items = [i for i in manifest.items if i.split in config.splits
+             and (only_class is None or scheme.map(i.label) == only_class)]
+    if not items:
+        raise ValueError(f"data set {config.dataset!r} has no images in splits {config.splits}"
+                         + (f" of class {only_class}" if only_class else ""))
+    conditional = only_class is None
+    classes = list(scheme.classes) + [UNKNOWN, NULL] if conditional else [only_class]
+    if conditional and not config.unknown_class:
+        counts = {c: sum(scheme.map(i.label) == c for i in items) for c in scheme.classes}
+        empty = [c for c, n in counts.items() if n == 0]
+        if empty:
+            raise ValueError(f"no training images of class {', '.join(empty)} in {config.dataset}")
+
+    mixed = config.mixed_precision
+    if mixed == "auto":
+        mixed = ("bf16" if torch.cuda.is_bf16_supported() else "fp16") if torch.cuda.is_available() else "no"
+    accelerator = Accelerator(mixed_precision=mixed, gradient_accumulation_steps=config.grad_accum)
+    set_seed(config.seed)
+    main = accelerator.is_main_process
+
+    pixels = PixelCache(workspace.pixel_cache_dir)
+    images = torch.from_numpy(np.stack([pixels.rgb(i.image, i.sha256, model_cfg.size) for i in items]))
+    if conditional:
+        label_ids = [classes.index(UNKNOWN) if config.unknown_class else classes.index(scheme.map(i.label))
+                     for i in items]
+    else:
+        label_ids = [0] * len(items)
+    labels = torch.tensor(label_ids)
+    dataset = torch.utils.data.TensorDataset(images, labels)
+    loader = torch.utils.data.DataLoader(dataset, batch_size=config.batch_size, shuffle=True,
+                                         drop_last=len(dataset) >= config.batch_size,
+                                         generator=torch.Generator().manual_seed(config.seed))
+
+    unet = build_unet(model_cfg, len(classes) if conditional else None)
+    init_note = None
+    if config.init_from:
+        init_folder, init_ckpt = _resolve_init(workspace, config.init_from)
+        unet.load_state_dict(load_file(str(init_folder / "checkpoints" / init_ckpt / "unet_ema.safetensors")))
+        init_note = f"{config.init_from.partition('@')[0]}@{init_ckpt}"
+        if config.freeze_down_blocks:
+            for parameter in unet.down_blocks.parameters():
+                parameter.requires_grad_(False)
+    trainable = [p for p in unet.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(trainable, lr=config.lr, weight_decay=1e-2)
+    lr_schedule = get_cosine_schedule_with_warmup(optimizer, config.warmup, config.steps)
+    noise = DDPMScheduler(**noise_schedule(model_cfg))
+
+    folder.mkdir(parents=True, exist_ok=True)
+    step = 0
+    done_ckpts = list_checkpoints(folder)
+    if config.resume and done_ckpts:
+        last = folder / "checkpoints" / done_ckpts[-1]
+        unet.load_state_dict(load_file(str(last / "unet.safetensors")))
+        state = torch.load(last / "training_state.pt", map_location="cpu", weights_only=False)
+        optimizer.load_state_dict(state["optimizer"])
+        lr_schedule.load_state_dict(state["lr_schedule"])
+        step = state["step"]
+        torch.set_rng_state(state["torch_rng"])
+    ema = EMAModel(unet.parameters(), decay=config.ema_decay, use_ema_warmup=True,
+                   model_cls=type(unet), model_config=unet.config)
+    if config.resume and done_ckpts:
+        ema.load_state_dict(state["ema"])
+
+    if main:
+        (folder / "config.json").write_text(json.dumps({
+            "backend": "ddpm", "mode": "conditional" if conditional else "single_class",
+            "model": asdict(model_cfg), "classes": classes, "null_class": NULL if conditional else None,
+            "noise_schedule": noise_schedule(model_cfg), "train": asdict(config),
+            "trained_on": {"dataset": config.dataset, "splits": list(config.splits),
+                           "n_images": len(items), "scheme": scheme.name,
+                           "image_sha256": sorted(i.sha256 for i in items)},
+            "init_from": init_note, "versions": versions()}, indent=1))
+
+    unet, optimizer, loader, lr_schedule = accelerator.prepare(unet, optimizer, loader, lr_schedule)
+    ema.to(accelerator.device)
+    null_id = classes.index(NULL) if conditional else None
+    aug = torch.Generator().manual_seed(config.seed + step)
+    loss_log = open(folder / "loss.csv", "a", newline="") if main else None
+    writer = csv.writer(loss_log) if loss_log else None
+    if writer and step == 0:
+        writer.writerow(["step", "loss", "lr"])
+    status, last_loss, running = "done", math.nan, []
+
+    def save_checkpoint():
+        ckpt = folder / "checkpoints" / f"step-{step:06d}"
+        ckpt.mkdir(parents=True, exist_ok=True)
+        raw = accelerator.unwrap_model(unet)
+        save_file({k: v.detach().cpu().contiguous() for k, v in raw.state_dict().items()},
+                  str(ckpt / "unet.safetensors"))
+        ema.store(raw.parameters())
+        ema.copy_to(raw.parameters())
+        save_file({k: v.detach().cpu().contiguous() for k, v in raw.state_dict().items()},
+                  str(ckpt / ".unet_ema.tmp"))
+        raw.eval()
+        per = config.grid_per_class
+        grid_classes = list(range(len(scheme.classes))) if conditional else [0]
+        ids = [c for c in grid_classes for _ in range(per)]
+        shots = sample_batch(raw, noise_schedule(model_cfg), "ddim", config.grid_steps,
+                             ids if conditional else None, null_id, list(range(len(ids))), 2.0 if conditional else 1.0,
+                             model_cfg.size, accelerator.device)
+        raw.train()
+        ema.restore(raw.parameters())
+        Image.fromarray(grid(shots, per)).save(ckpt / "grid.png")
+        torch.save({"optimizer": optimizer.state_dict(), "lr_schedule": lr_schedule.state_dict(),
+                    "ema": ema.state_dict(), "step": step, "torch_rng": torch.get_rng_state()},
+                   ckpt / "training_state.pt")
+        (ckpt / "state.json").write_text(json.dumps({
+            "step": step, "loss": last_loss, "grid_rows": [scheme.classes[c] for c in grid_classes]
+            if conditional else [only_class], "versions": versions()}, indent=1))
+        os.replace(ckpt / ".unet_ema.tmp", ckpt / "unet_ema.safetensors")  # marks it complete
+
+    unet.train()
+    while step < config.steps and status == "done":
+        for batch, batch_labels in loader:
+            if step >= config.steps:
+                break
+            if cancel is not None and cancel.cancelled:
+                status = "cancelled"
+                break
+            with accelerator.accumulate(unet):
+                x = batch.permute(0, 3, 1, 2).float().div(127.5).sub(1)
+                flip_h = torch.rand(len(x), generator=aug) < 0.5
+                flip_v = torch.rand(len(x), generator=aug) < 0.5
+                x = torch.where(flip_h.view(-1, 1, 1, 1).to(x.device), x.flip(3), x)
+                x = torch.where(flip_v.view(-1, 1, 1, 1).to(x.device), x.flip(2), x)
+                eps = torch.randn_like(x)
+                t = torch.randint(0, model_cfg.num_train_timesteps, (len(x),), device=x.device)
+                noisy = noise.add_noise(x, eps, t)
+                class_labels = None
+                if conditional:
+                    drop = torch.rand(len(x), device=x.device) < config.class_dropout
+                    class_labels = torch.where(drop, torch.full_like(batch_labels, null_id), batch_labels)
+                pred = unet(noisy, t, class_labels=class_labels).sample
+                loss = torch.nn.functional.mse_loss(pred.float(), eps.float())
+                accelerator.backward(loss)
+                optimizer.step()
+                lr_schedule.step()
+                optimizer.zero_grad(set_to_none=True)
+            if not accelerator.sync_gradients:
+                continue
+            ema.step(accelerator.unwrap_model(unet).parameters())
+            step += 1
+            running.append(accelerator.gather(loss.detach()).mean().item())
+            if writer and (step % 10 == 0 or step == config.steps):
+                last_loss = float(np.mean(running))
+                writer.writerow([step, f"{last_loss:.6f}", f"{lr_schedule.get_last_lr()[0]:.3e}"])
+                loss_log.flush()
+                running = []
+            progress(step, config.steps, f"step {step}/{config.steps} loss {np.mean(running or [last_loss]):.4f}")
+            if main and (step % config.checkpoint_every == 0 or step == config.steps):
+                save_checkpoint()
+            accelerator.wait_for_everyone()
+    if status == "cancelled" and main and step > 0 and f"step-{step:06d}" not in list_checkpoints(folder):
+        save_checkpoint()  # keep what was learnt; resume continues from here
+    if loss_log:
+        loss_log.close()
+    accelerator.wait_for_everyone()
+    accelerator.end_training()
+    return TrainResult(config.model_id, folder, step, tuple(list_checkpoints(folder)), status,
+                       last_loss, time.perf_counter() - start_time)
+
+
+# ---------------------------------------------------------------------------------------------
+# sampling
+
+class DDPMGenerator:
+    """A trained DDPM (one checkpoint, EMA weights) that answers sampling requests."""
+
+    backend = "ddpm"
+
+    def __init__(self, folder: Path, checkpoint: str | None = None, device: torch.device | None = None):
+        from safetensors.torch import load_file
+
+        self.folder = Path(folder)
+        self.meta = json.loads((self.folder / "config.json").read_text())
+        self.device = device or torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        self.dtype = torch.float16 if self.device.type == "cuda" else torch.float32
+        self.units: dict[str, tuple] = {}  # class or "*" -> (unet, folder, checkpoint, schedule)
+        if self.meta["mode"] == "per_class":
+            for cls, sub in self.meta["sub_models"].items():
+                self.units[cls] = self._load(self.folder / sub, checkpoint, load_file)
+        else:
+            self.units["*"] = self._load(self.folder, checkpoint, load_file)
+        self.classes = [c for c in self.meta["classes"] if c not in (UNKNOWN, NULL)]
+        self.checkpoint = next(iter(self.units.values()))[2]
+
+    def _load(self, folder: Path, checkpoint: str | None, load_file):
+        meta = json.loads((folder / "config.json").read_text())
+        available = list_checkpoints(folder)
+        if not available:
+            raise ValueError(f"model at {folder} has no complete checkpoint yet")
+        checkpoint = checkpoint or available[-1]
+        if checkpoint not in available:
+            raise ValueError(f"no checkpoint {checkpoint!r} in {folder}; there are: {', '.join(available)}")
+        config = DDPMConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in meta["model"].items()})
+        conditional = meta["mode"] == "conditional"
+        unet = build_unet(config, len(meta["classes"]) if conditional else None)
+        unet.load_state_dict(load_file(str(folder / "checkpoints" / checkpoint / "unet_ema.safetensors")))
+        unet = unet.eval().to(self.device, self.dtype)
+        return unet, folder, checkpoint, meta
+
+    @property
+    def size(self) -> int:
+        return next(iter(self.units.values()))[3]["model"]["size"]
+
+    def weights_hash(self) -> str:
+        from polyp_core.data.images import sha256_file
+
+        _, folder, checkpoint, _ = next(iter(self.units.values()))
+        return sha256_file(folder / "checkpoints" / checkpoint / "unet_ema.safetensors")
+
+    def sample(self, request: SampleRequest, progress: Progress = no_progress,
+               cancel: CancelToken | None = None) -> list[GeneratedImage]:
+        """Images for a class (``prompt`` is not understood by a DDPM)."""
+        request.validate()
+        if request.prompt is not None:
+            raise ValueError("the ddpm backend samples by class, not by prompt")
+        if request.class_label not in self.classes:
+            raise ValueError(f"class {request.class_label!r} is not one of this generator's: "
+                             f"{', '.join(self.classes)}")
+        if request.size not in (None, self.size):
+            raise ValueError(f"this DDPM makes {self.size} px images; size {request.size} was asked")
+        seeds = [request.seed + i for i in range(request.n)]
+        out: list[GeneratedImage] = []
+        for start in range(0, len(seeds), request.batch_size):
+            batch = seeds[start:start + request.batch_size]
+            pixels = self.sample_exact(batch, [request.class_label] * len(batch), request, cancel)
+            out += [GeneratedImage(p, s, request.class_label, None, tuple(batch),
+                                   tuple([request.class_label] * len(batch))) for p, s in zip(pixels, batch)]
+            progress(len(out), len(seeds), f"sampled {len(out)}/{len(seeds)} {request.class_label}")
+        return out
+
+    def sample_exact(self, seeds: Sequence[int], classes: Sequence[str], request: SampleRequest,
+                     cancel: CancelToken | None = None) -> np.ndarray:
+        """One batch exactly as given: the path regeneration takes."""
+        per_class = "*" not in self.units
+        unet, _, _, meta = self.units[classes[0] if per_class else "*"]
+        ids = None if per_class else [meta["classes"].index(c) for c in classes]
+        null_id = None if per_class else meta["classes"].index(NULL)
+        return sample_batch(unet, meta["noise_schedule"], request.scheduler, request.steps, ids, null_id,
+                            seeds, request.guidance, self.size, self.device, self.dtype, cancel)

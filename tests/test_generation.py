@@ -1,0 +1,179 @@
+"""The DDPM backend: training (checkpoints, resume, cancel, two-step, per class), sampling
+(reproducible per seed, every scheduler), the pool with provenance, and regeneration."""
+
+import io
+import json
+
+import numpy as np
+import pytest
+from PIL import Image
+from safetensors.torch import load_file
+
+from polyp_core.data.importer import ImportConfig, import_dataset
+from polyp_core.generation.backends import load_generator, regenerate, sample_to_pool
+from polyp_core.generation.ddpm import DDPMTrainConfig, train_ddpm
+from polyp_core.generation.request import SCHEDULERS, CancelToken, SampleRequest
+from polyp_core.workspace import Workspace
+
+
+def tiny(model_id, **kw):
+    base = dict(dataset="phantom", model_id=model_id, preset="tiny", steps=6, batch_size=8,
+                checkpoint_every=3, grid_per_class=2, grid_steps=3, warmup=2)
+    return DDPMTrainConfig(**(base | kw))
+
+
+@pytest.fixture(scope="module")
+def trained(small_phantom, tmp_path_factory):
+    workspace = Workspace(tmp_path_factory.mktemp("gen") / "ws")
+    import_dataset(workspace, ImportConfig(str(small_phantom), name="phantom"))
+    result = train_ddpm(workspace, tiny("t1"))
+    return workspace, result
+
+
+def test_training_writes_checkpoints_with_config_split_and_versions(trained):
+    workspace, result = trained
+    assert (result.status, result.steps_done, result.checkpoints) == (
+        "done", 6, ("step-000003", "step-000006"))
+    meta = json.loads((result.folder / "config.json").read_text())
+    manifest = workspace.load_manifest("phantom")
+    train_shas = sorted(i.sha256 for i in manifest.items if i.split == "train")
+    assert meta["trained_on"]["splits"] == ["train"]
+    assert meta["trained_on"]["image_sha256"] == train_shas  # never valid or test images
+    assert meta["classes"] == ["AD", "SSA", "HP", "unknown", "<null>"]
+    assert {"torch", "diffusers", "polyp_studio"} <= set(meta["versions"])
+    last = result.folder / "checkpoints" / "step-000006"
+    assert Image.open(last / "grid.png").size == (2 * 32, 3 * 32)  # a row per class
+    assert json.loads((last / "state.json").read_text())["grid_rows"] == ["AD", "SSA", "HP"]
+    assert (result.folder / "loss.csv").read_text().startswith("step,loss,lr")
+
+
+def test_resume_continues_from_the_last_checkpoint(trained):
+    workspace, _ = trained
+    import shutil
+
+    shutil.copytree(workspace.models_dir / "t1", workspace.models_dir / "t1r")
+    more = train_ddpm(workspace, tiny("t1r", steps=9))
+    assert more.steps_done == 9 and more.checkpoints[-1] == "step-000009"
+    assert len(more.checkpoints) == 3  # 3 and 6 from before, 9 now: it did not start over
+
+
+def test_cancel_keeps_a_checkpoint(trained):
+    workspace, _ = trained
+    token = CancelToken()
+
+    def progress(done, total, message):
+        if done == 2:
+            token.cancel()
+
+    result = train_ddpm(workspace, tiny("t-cancel", steps=50, checkpoint_every=100),
+                        progress=progress, cancel=token)
+    assert result.status == "cancelled" and result.steps_done == 2
+    assert result.checkpoints == ("step-000002",)
+
+
+def test_same_request_same_pixels_and_per_image_seeds(trained):
+    workspace, _ = trained
+    generator = load_generator(workspace, "t1")
+    request = SampleRequest(class_label="AD", n=3, seed=5, steps=4, guidance=2.0, batch_size=1)
+    first = [g.rgb for g in generator.sample(request)]
+    second = [g.rgb for g in generator.sample(request)]
+    assert all(np.array_equal(a, b) for a, b in zip(first, second))
+    alone = generator.sample(SampleRequest(class_label="AD", n=1, seed=6, steps=4, guidance=2.0))
+    assert np.array_equal(first[1], alone[0].rgb)  # image i is seed + i
+    assert first[0].shape == (32, 32, 3) and first[0].dtype == np.uint8
+    other = generator.sample(SampleRequest(class_label="HP", n=1, seed=5, steps=4, guidance=2.0))
+    assert not np.array_equal(first[0], other[0].rgb)
+
+
+@pytest.mark.parametrize("scheduler", SCHEDULERS)
+def test_every_scheduler_samples(trained, scheduler):
+    workspace, _ = trained
+    generator = load_generator(workspace, "t1")
+    images = generator.sample(SampleRequest(class_label="SSA", n=2, steps=3, scheduler=scheduler))
+    assert len(images) == 2 and images[0].rgb.shape == (32, 32, 3)
+
+
+def test_bad_requests(trained):
+    workspace, _ = trained
+    generator = load_generator(workspace, "t1")
+    with pytest.raises(ValueError, match="not one of this generator's: AD, SSA, HP"):
+        generator.sample(SampleRequest(class_label="XX"))
+    with pytest.raises(ValueError, match="by class, not by prompt"):
+        generator.sample(SampleRequest(prompt="a polyp"))
+    with pytest.raises(ValueError, match="unknown scheduler"):
+        SampleRequest(class_label="AD", scheduler="plms").validate()
+    with pytest.raises(ValueError, match="class or a prompt"):
+        SampleRequest().validate()
+    with pytest.raises(KeyError, match="no generator 'nope'"):
+        load_generator(workspace, "nope")
+    with pytest.raises(ValueError, match="no checkpoint 'step-9'"):
+        load_generator(workspace, "t1", "step-9")
+
+
+def test_pool_provenance_and_regeneration(trained, db):
+    workspace, _ = trained
+    request = SampleRequest(class_label="HP", n=3, seed=40, steps=4, guidance=1.5, batch_size=3)
+    stored = sample_to_pool(db, workspace, "t1", request)
+    assert len(stored) == 3 and len({sha for _, sha in stored}) == 3
+    from review_db import queries
+
+    for _, sha in stored:
+        path = workspace.synthetic_dir / f"{sha}.png"
+        image = Image.open(path)
+        assert image.info == {} or set(image.info) <= {"dpi"}  # no text chunks, no label
+        with db.session() as session:
+            record = queries.image_by_sha(session, sha)
+            p = record.provenance
+            assert (record.kind, record.label) == ("synthetic", "HP")
+            assert (p.backend, p.generator, p.checkpoint, p.steps, p.guidance, p.scheduler) == (
+                "ddpm", "t1", "step-000006", 4, 1.5, "ddim")
+            assert len(p.checkpoint_hash) == 64 and p.width == 32
+        again = regenerate(db, workspace, sha)
+        assert np.array_equal(again, np.asarray(image))
+    # the same pixels are stored once
+    assert sample_to_pool(db, workspace, "t1", request) == stored
+
+
+def test_two_step_pretrain_then_finetune_with_frozen_down_blocks(trained):
+    workspace, _ = trained
+    pre = train_ddpm(workspace, tiny("pre", unknown_class=True, splits=("train", "valid")))
+    meta = json.loads((pre.folder / "config.json").read_text())
+    assert meta["trained_on"]["splits"] == ["train", "valid"]
+    fine = train_ddpm(workspace, tiny("fine", init_from="pre", freeze_down_blocks=True))
+    assert json.loads((fine.folder / "config.json").read_text())["init_from"] == "pre@step-000006"
+    before = load_file(str(pre.folder / "checkpoints" / "step-000006" / "unet_ema.safetensors"))
+    after = load_file(str(fine.folder / "checkpoints" / "step-000006" / "unet.safetensors"))
+    down = [k for k in before if k.startswith("down_blocks.")]
+    up = [k for k in before if k.startswith("up_blocks.") and k.endswith("weight")]
+    assert down and all(np.array_equal(before[k].numpy(), after[k].numpy()) for k in down)
+    assert any(not np.array_equal(before[k].numpy(), after[k].numpy()) for k in up)
+    with pytest.raises(ValueError, match="no checkpoint 'step-999'"):
+        train_ddpm(workspace, tiny("fine2", init_from="pre@step-999"))
+
+
+def test_one_model_per_class(trained):
+    workspace, _ = trained
+    result = train_ddpm(workspace, tiny("per", mode="per_class", steps=2, checkpoint_every=2))
+    assert result.sub_models == ("class-AD", "class-SSA", "class-HP")
+    generator = load_generator(workspace, "per")
+    images = generator.sample(SampleRequest(class_label="SSA", n=2, steps=3, guidance=3.0))
+    assert len(images) == 2
+
+
+def test_train_and_sample_from_the_cli(trained, tmp_path):
+    from polyp_core import cli
+
+    workspace, _ = trained
+    db_url = f"sqlite:///{tmp_path / 'cli.db'}"
+    assert cli.main(["--workspace", str(workspace.root), "train-ddpm", "--dataset", "phantom",
+                     "--model", "cli1", "--preset", "tiny", "--steps", "2", "--batch-size", "4",
+                     "--checkpoint-every", "2"]) == 0
+    assert cli.main(["--workspace", str(workspace.root), "sample", "--model", "cli1",
+                     "--count", "AD=2", "--count", "SSA=1", "--steps", "2", "--db", db_url]) == 0
+    from review_db import Database, queries
+
+    db = Database(db_url)
+    with db.session() as session:
+        assert len(queries.synthetic_images(session, "cli1")) == 3
+        assert len(queries.synthetic_images(session, "cli1", classes=["SSA"])) == 1
+    db.dispose()
