@@ -36,6 +36,26 @@ def cmd_train_ddpm(args: argparse.Namespace) -> int:
     return 0 if result.status == "done" else 130
 
 
+def cmd_train_lora(args: argparse.Namespace) -> int:
+    from polyp_core.cli import _terminal_progress
+    from polyp_core.generation.sd_lora import LoraTrainConfig, train_lora
+
+    config = LoraTrainConfig(
+        dataset=args.dataset, model_id=args.model, base_model=args.base_model, scheme=args.scheme,
+        splits=tuple(args.splits.split(",")), resolution=args.resolution, rank=args.rank,
+        alpha=args.alpha or args.rank, dropout=args.dropout,
+        target_modules=tuple(args.target_modules.split(",")),
+        train_text_encoder=args.train_text_encoder,
+        unfreeze=tuple(u for u in args.unfreeze.split(",") if u),
+        prior_preservation=args.prior_preservation, steps=args.steps, batch_size=args.batch_size,
+        grad_accum=args.grad_accum, lr=args.lr, mixed_precision=args.mixed_precision,
+        checkpoint_every=args.checkpoint_every, seed=args.seed)
+    result = train_lora(Workspace(args.workspace), config, _terminal_progress, _cancel_on_interrupt())
+    print(f"{result.status}: LoRA {result.model_id} at step {result.steps_done}; checkpoints: "
+          f"{', '.join(result.checkpoints) or '-'}\n  {result.folder}")
+    return 0 if result.status == "done" else 130
+
+
 def cmd_sample(args: argparse.Namespace) -> int:
     from polyp_core.cli import _terminal_progress
     from polyp_core.generation.backends import sample_to_pool
@@ -95,6 +115,30 @@ def add_generate_commands(sub) -> None:  # noqa: ANN001
     train.add_argument("--seed", type=int, default=0)
     train.add_argument("--no-resume", action="store_true")
     train.set_defaults(func=cmd_train_ddpm)
+
+    lora = sub.add_parser("train-lora", help="fine-tune Stable Diffusion v1.x with LoRA")
+    lora.add_argument("--dataset", required=True)
+    lora.add_argument("--model", required=True, help="model id (folder under workspace/models)")
+    lora.add_argument("--base-model", required=True,
+                      help="diffusers folder or hub id (e.g. a Stable Diffusion v1.5 repository)")
+    lora.add_argument("--scheme", choices=["three_class", "ad_vs_rest"])
+    lora.add_argument("--splits", default="train")
+    lora.add_argument("--resolution", type=int, default=512)
+    lora.add_argument("--rank", type=int, default=8)
+    lora.add_argument("--alpha", type=int)
+    lora.add_argument("--dropout", type=float, default=0.0)
+    lora.add_argument("--target-modules", default="to_q,to_k,to_v,to_out.0")
+    lora.add_argument("--train-text-encoder", action="store_true")
+    lora.add_argument("--unfreeze", default="", help="comma-separated UNet layer prefixes")
+    lora.add_argument("--prior-preservation", action="store_true")
+    lora.add_argument("--steps", type=int, default=2000)
+    lora.add_argument("--batch-size", type=int, default=4)
+    lora.add_argument("--grad-accum", type=int, default=1)
+    lora.add_argument("--lr", type=float, default=1e-4)
+    lora.add_argument("--mixed-precision", default="auto", choices=["auto", "no", "fp16", "bf16"])
+    lora.add_argument("--checkpoint-every", type=int, default=500)
+    lora.add_argument("--seed", type=int, default=0)
+    lora.set_defaults(func=cmd_train_lora)
 
     sample = sub.add_parser("sample", help="sample a generator into the synthetic pool")
     sample.add_argument("--model", required=True)
