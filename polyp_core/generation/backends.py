@@ -84,7 +84,9 @@ def sample_to_pool(db: Database, workspace: Workspace, model_id: str, request: S
 
     from accelerate import PartialState
 
-    state = PartialState()
+    import torch
+
+    state = PartialState(cpu=not torch.cuda.is_available())
     generator = load_generator(workspace, model_id, checkpoint, state.device)
     indices = list(range(request.n))
     with state.split_between_processes(indices) as mine:

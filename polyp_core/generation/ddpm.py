@@ -308,7 +308,10 @@ def _train_one(workspace: Workspace, config: DDPMTrainConfig, folder: Path, only
     mixed = config.mixed_precision
     if mixed == "auto":
         mixed = ("bf16" if torch.cuda.is_bf16_supported() else "fp16") if torch.cuda.is_available() else "no"
-    accelerator = Accelerator(mixed_precision=mixed, gradient_accumulation_steps=config.grad_accum)
+    # cpu=True without CUDA: otherwise accelerate treats each of several CPU processes
+    # (accelerate launch --multi_gpu on a node without GPUs) as alone, and all write checkpoints
+    accelerator = Accelerator(mixed_precision=mixed, gradient_accumulation_steps=config.grad_accum,
+                              cpu=not torch.cuda.is_available())
     set_seed(config.seed)
     main = accelerator.is_main_process
 
@@ -363,6 +366,7 @@ def _train_one(workspace: Workspace, config: DDPMTrainConfig, folder: Path, only
             "trained_on": {"dataset": config.dataset, "splits": list(config.splits),
                            "n_images": len(items), "scheme": scheme.name,
                            "image_sha256": sorted(i.sha256 for i in items)},
+            "processes": accelerator.num_processes, "mixed_precision": mixed,
             "init_from": init_note, "versions": versions()}, indent=1))
 
     unet, optimizer, loader, lr_schedule = accelerator.prepare(unet, optimizer, loader, lr_schedule)

@@ -181,7 +181,10 @@ def train_lora(workspace: Workspace, config: LoraTrainConfig, progress: Progress
     mixed = config.mixed_precision
     if mixed == "auto":
         mixed = ("bf16" if torch.cuda.is_bf16_supported() else "fp16") if cuda else "no"
-    accelerator = Accelerator(mixed_precision=mixed, gradient_accumulation_steps=config.grad_accum)
+    # cpu=True without CUDA: otherwise accelerate treats each of several CPU processes
+    # (accelerate launch --multi_gpu on a node without GPUs) as alone, and all write checkpoints
+    accelerator = Accelerator(mixed_precision=mixed, gradient_accumulation_steps=config.grad_accum,
+                              cpu=not torch.cuda.is_available())
     set_seed(config.seed)
     device = accelerator.device
     weight_dtype = {"fp16": torch.float16, "bf16": torch.bfloat16}.get(mixed, torch.float32)
