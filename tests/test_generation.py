@@ -177,3 +177,17 @@ def test_train_and_sample_from_the_cli(trained, tmp_path):
         assert len(queries.synthetic_images(session, "cli1")) == 3
         assert len(queries.synthetic_images(session, "cli1", classes=["SSA"])) == 1
     db.dispose()
+
+
+def test_checkpoint_sweep_of_a_trained_generator(trained):
+    """Issue 4's sweep on real checkpoints: one KID matrix per checkpoint, a table, a plot."""
+    from polyp_core.diagnostics.sweep import sweep_figure, sweep_generator
+
+    workspace, result = trained
+    sweep = sweep_generator(workspace, "t1", "phantom", n_per_class=4, size=64, steps=3,
+                            subsets=3)
+    assert sweep.checkpoints == result.checkpoints
+    assert {r["checkpoint"] for r in sweep.rows} == set(result.checkpoints)
+    assert len(sweep.rows) == 2 * 3 and sweep.best() in result.checkpoints
+    assert sweep.matrices["step-000006"].extractor == "efficientnet_lite0@bundled"
+    assert len(sweep_figure(sweep).data) == 6

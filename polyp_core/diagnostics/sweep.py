@@ -71,3 +71,44 @@ def sweep_figure(result: SweepResult, title: str = "Checkpoint sweep"):
     figure.update_layout(title=title, xaxis_title="checkpoint", yaxis_title="KID",
                          template="plotly_white")
     return figure
+
+
+def sweep_generator(workspace, model_id: str, dataset: str, n_per_class: int = 50,
+                    checkpoints: Sequence[str] | None = None, extractor_name: str = "efficientnet_lite0",
+                    size: int = 224, steps: int = 50, guidance: float = 2.0, scheduler: str = "ddpm",
+                    seed: int = 0, subsets: int = 50, progress: Progress = no_progress) -> SweepResult:
+    """Sweep every checkpoint of a generator in the workspace against the real training split.
+
+    The same seeds are used at every checkpoint, so differences come from the weights.
+    """
+    from polyp_core.backbones import WeightsRegistry
+    from polyp_core.data.cache import PixelCache
+    from polyp_core.data.images import resize_rgb
+    from polyp_core.diagnostics.features import FeatureCache, FeatureExtractor
+    from polyp_core.generation.backends import load_generator
+    from polyp_core.generation.ddpm import list_checkpoints
+    from polyp_core.generation.request import SampleRequest
+
+    manifest = workspace.load_manifest(dataset)
+    folder = workspace.models_dir / model_id
+    checkpoints = list(checkpoints or list_checkpoints(folder))
+    if not checkpoints:
+        raise ValueError(f"generator {model_id!r} has no checkpoints to sweep")
+    extractor = FeatureExtractor(extractor_name, WeightsRegistry(workspace.weights_dir))
+    cache = FeatureCache(workspace.features_dir, PixelCache(workspace.pixel_cache_dir))
+    first = load_generator(workspace, model_id, checkpoints[0])
+    real = {}
+    for cls in first.classes:
+        items = [i for i in manifest.items if i.split == "train" and manifest.label_of(i) == cls]
+        real[cls] = cache.features(extractor, [(i.sha256, i.image) for i in items], size)
+    generators = {checkpoints[0]: first}
+
+    def sampler(checkpoint, cls, n, sample_seed):
+        generator = generators.get(checkpoint) or load_generator(workspace, model_id, checkpoint)
+        generators[checkpoint] = generator
+        request = SampleRequest(class_label=cls, n=n, seed=sample_seed, steps=steps,
+                                guidance=guidance, scheduler=scheduler)
+        return [resize_rgb(g.rgb, size) for g in generator.sample(request)]
+
+    return checkpoint_sweep(sampler, checkpoints, first.classes, n_per_class, real, extractor,
+                            extractor.id, manifest.scheme, seed, subsets, progress)
