@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import sqlite3
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -29,9 +31,18 @@ def _configure_sqlite(engine: Engine) -> None:
         # Let SQLAlchemy's "begin" below own transactions (pysqlite's own BEGIN is deferred).
         dbapi_connection.isolation_level = None
         cursor = dbapi_connection.cursor()
-        cursor.execute("PRAGMA journal_mode=WAL")
-        cursor.execute("PRAGMA foreign_keys=ON")
+        # busy_timeout first: switching a new file to WAL needs an exclusive lock, and
+        # several processes (accelerate launch, a review team) may open it at once.
         cursor.execute("PRAGMA busy_timeout=30000")
+        for attempt in range(100):
+            try:
+                cursor.execute("PRAGMA journal_mode=WAL")
+                break
+            except sqlite3.OperationalError as exc:
+                if "locked" not in str(exc) or attempt == 99:
+                    raise
+                time.sleep(0.05 * (1 + attempt % 10))
+        cursor.execute("PRAGMA foreign_keys=ON")
         # FULL: a rating acknowledged to a reviewer survives a crash or power cut.
         cursor.execute("PRAGMA synchronous=FULL")
         cursor.close()

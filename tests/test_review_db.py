@@ -55,3 +55,32 @@ def test_workspace_default_and_env_url(tmp_path, monkeypatch):
     assert database_url(tmp_path) == f"sqlite:///{tmp_path.resolve() / 'studio.db'}"
     monkeypatch.setenv("STUDIO_DB_URL", "postgresql+psycopg://u@h/db")
     assert database_url(tmp_path) == "postgresql+psycopg://u@h/db"
+
+
+def test_many_processes_opening_a_new_sqlite_file_at_once(tmp_path):
+    """Several processes (accelerate launch, reviewers) may create and migrate it together.
+
+    (This did not reproduce the lock error seen once under accelerate, where a process
+    switched to WAL while another was mid-migration; it checks the general property.)
+    """
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    url = f"sqlite:///{tmp_path / 'race.db'}"
+    import time
+
+    start_at = time.time() + 4  # every process opens the file at the same instant
+    code = ("import sys, time; sys.path.insert(0, %r); from review_db import Database; "
+            "time.sleep(max(0, %r - time.time())); "
+            "d = Database(%r); d.dispose(); print('ok')") % (str(root), start_at, url)
+    procs = [subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True) for _ in range(8)]
+    for proc in procs:
+        out, err = proc.communicate(timeout=120)
+        assert proc.returncode == 0 and out.strip() == "ok", err[-2000:]
+    db = Database(url)
+    with db.engine.connect() as connection:
+        assert connection.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
+    db.dispose()
