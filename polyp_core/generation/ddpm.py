@@ -219,17 +219,20 @@ def list_checkpoints(folder: Path) -> list[str]:
     return sorted(p.name for p in root.glob("step-*") if (p / "unet_ema.safetensors").is_file())
 
 
+def pick_checkpoint(folder: Path, available: Sequence[str], checkpoint: str | None) -> str:
+    """``checkpoint`` if it is available, the last one when ``None``; else a clear error."""
+    if not available:
+        raise ValueError(f"model at {folder} has no complete checkpoint yet")
+    checkpoint = checkpoint or available[-1]
+    if checkpoint not in available:
+        raise ValueError(f"no checkpoint {checkpoint!r} in {folder}; there are: {', '.join(available)}")
+    return checkpoint
+
+
 def _resolve_init(workspace: Workspace, spec: str) -> tuple[Path, str]:
     model_id, _, checkpoint = spec.partition("@")
     folder = model_dir(workspace, model_id)
-    available = list_checkpoints(folder)
-    if not available:
-        raise ValueError(f"no checkpoints in model {model_id!r} ({folder})")
-    checkpoint = checkpoint or available[-1]
-    if checkpoint not in available:
-        raise ValueError(f"model {model_id!r} has no checkpoint {checkpoint!r}; it has: "
-                         f"{', '.join(available)}")
-    return folder, checkpoint
+    return folder, pick_checkpoint(folder, list_checkpoints(folder), checkpoint or None)
 
 
 @dataclass(frozen=True)
@@ -484,12 +487,7 @@ class DDPMGenerator:
 
     def _load(self, folder: Path, checkpoint: str | None, load_file):
         meta = json.loads((folder / "config.json").read_text())
-        available = list_checkpoints(folder)
-        if not available:
-            raise ValueError(f"model at {folder} has no complete checkpoint yet")
-        checkpoint = checkpoint or available[-1]
-        if checkpoint not in available:
-            raise ValueError(f"no checkpoint {checkpoint!r} in {folder}; there are: {', '.join(available)}")
+        checkpoint = pick_checkpoint(folder, list_checkpoints(folder), checkpoint)
         config = DDPMConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in meta["model"].items()})
         conditional = meta["mode"] == "conditional"
         unet = build_unet(config, len(meta["classes"]) if conditional else None)

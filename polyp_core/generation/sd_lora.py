@@ -29,7 +29,7 @@ from polyp_core.data.cache import PixelCache
 from polyp_core.data.images import sha256_file
 from polyp_core.data.labels import get_scheme
 from polyp_core.errors import WeightsUnavailableError
-from polyp_core.generation.ddpm import TrainResult, grid, model_dir, versions
+from polyp_core.generation.ddpm import TrainResult, grid, model_dir, pick_checkpoint, versions
 from polyp_core.generation.request import (CancelToken, GeneratedImage, SampleRequest,
                                            make_scheduler)
 from polyp_core.progress import Progress, no_progress
@@ -369,12 +369,7 @@ class SDLoraGenerator:
     def from_model_dir(cls, folder: Path, checkpoint: str | None = None,
                        device: torch.device | None = None) -> SDLoraGenerator:
         meta = json.loads((Path(folder) / "config.json").read_text())
-        available = lora_checkpoints(folder)
-        if not available:
-            raise ValueError(f"LoRA model at {folder} has no complete checkpoint yet")
-        checkpoint = checkpoint or available[-1]
-        if checkpoint not in available:
-            raise ValueError(f"no checkpoint {checkpoint!r} in {folder}; there are: {', '.join(available)}")
+        checkpoint = pick_checkpoint(folder, lora_checkpoints(folder), checkpoint)
         own = Path(folder) / "checkpoints" / checkpoint
         generator = cls(meta["base_model"], [("own", own, 1.0)], device, meta, checkpoint, own)
         unfrozen = own / "unfrozen.safetensors"
