@@ -148,7 +148,7 @@ def _encode_prompts(pipe, prompts: Sequence[str], device) -> torch.Tensor:
     return pipe.text_encoder(tokens.input_ids.to(device))[0]
 
 
-def _lora_state(pipe, train_text_encoder: bool, config: LoraTrainConfig) -> dict:
+def _lora_state(pipe, train_text_encoder: bool) -> dict:
     from diffusers.utils import convert_state_dict_to_diffusers
     from peft.utils import get_peft_model_state_dict
 
@@ -266,7 +266,7 @@ def train_lora(workspace: Workspace, config: LoraTrainConfig, progress: Progress
         raw_text = accelerator.unwrap_model(text_encoder)
         pipe.unet, pipe.text_encoder = raw_unet, raw_text
         type(pipe).save_lora_weights(str(ckpt), safe_serialization=True,
-                                     **_lora_state(pipe, config.train_text_encoder, config))
+                                     **_lora_state(pipe, config.train_text_encoder))
         if unfrozen:
             save_file({k: v.detach().cpu().contiguous() for k, v in raw_unet.state_dict().items()
                        if k in unfrozen}, str(ckpt / "unfrozen.safetensors"))

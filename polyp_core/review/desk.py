@@ -42,7 +42,7 @@ class Receipt:
     changed: bool
 
 
-def _study_for_reviewer(session, person: Person, study_name: str):  # noqa: ANN001
+def _study_named(session, study_name: str):  # noqa: ANN001
     study = queries.study_by_name(session, study_name)
     if study is None:
         raise NotFound(f"no study named {study_name!r}")
@@ -52,7 +52,7 @@ def _study_for_reviewer(session, person: Person, study_name: str):  # noqa: ANN0
 def queue(db: Database, person: Person, study_name: str) -> list[QueueItem]:
     """The signed-in person's own assignments in a study, in their order, with their ratings."""
     with db.session() as session:
-        study = _study_for_reviewer(session, person, study_name)
+        study = _study_named(session, study_name)
         items = queries.reviewer_queue(session, study.id, person.id)
         if not items:
             raise NotFound(f"you have no assignments in study {study_name!r}")
