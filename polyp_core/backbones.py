@@ -9,9 +9,7 @@ initialisation is only ever an explicit ``pretrained=False``.
 
 from __future__ import annotations
 
-import hashlib
 import json
-import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,7 +17,9 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from polyp_core.data.images import sha256_file
 from polyp_core.errors import WeightsUnavailableError
+from polyp_core.files import atomic_write
 
 
 @dataclass(frozen=True)
@@ -42,14 +42,6 @@ class BackboneSpec:
     input_size: int = 224
     hf_hub_id: str | None = None
     bundled: Callable[[], dict[str, torch.Tensor]] | None = None
-
-
-def sha256_of(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        while block := handle.read(1 << 20):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _lite0_state_dict() -> dict[str, torch.Tensor]:
@@ -140,16 +132,13 @@ class WeightsRegistry:
         file = Path(file).expanduser().resolve()
         if not file.is_file():
             raise FileNotFoundError(f"weights file not found: {file}")
-        actual = sha256_of(file)
+        actual = sha256_file(file)
         if actual != sha256.lower():
             raise ValueError(f"{file}: SHA-256 is {actual}, not the expected {sha256.lower()}; "
                              "the file is corrupt or not the one meant")
         entries = self._read()
         entries[name] = {"path": str(file), "sha256": actual, "architecture": architecture}
-        self.folder.mkdir(parents=True, exist_ok=True)
-        tmp = self.path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(entries, indent=1))
-        os.replace(tmp, self.path)
+        atomic_write(self.path, json.dumps(entries, indent=1))
         return entries[name]
 
     def resolve(self, name: str) -> Path | None:
@@ -165,7 +154,7 @@ class WeightsRegistry:
         if not path.is_file():
             raise WeightsUnavailableError(f"weights {name!r} were registered at {path}, "
                                           "which no longer exists")
-        if sha256_of(path) != entry["sha256"]:
+        if sha256_file(path) != entry["sha256"]:
             raise WeightsUnavailableError(f"weights {name!r} at {path} have changed since they "
                                           f"were registered (expected SHA-256 {entry['sha256']})")
         return path

@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import hashlib
 import io
-import os
-import uuid
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -17,6 +15,7 @@ import numpy as np
 from PIL import Image
 
 from polyp_core.data.manifest import Manifest
+from polyp_core.files import atomic_write
 from polyp_core.workspace import Workspace
 from review_db import queries
 from review_db.database import Database
@@ -64,9 +63,7 @@ def add_synthetic(db: Database, workspace: Workspace, rgb: np.ndarray,
     sha = hashlib.sha256(data).hexdigest()
     path = workspace.synthetic_dir / f"{sha}.png"
     if not path.exists():
-        tmp = path.with_name(f".{sha}.{uuid.uuid4().hex}.tmp")
-        tmp.write_bytes(data)
-        os.replace(tmp, path)
+        atomic_write(path, data)
     with db.session() as session:
         image = queries.upsert_image(
             session, sha256=sha, path=str(path), kind="synthetic", label=provenance.class_label,

@@ -244,3 +244,23 @@ def test_unknown_layout_and_empty_folder(workspace, tmp_path):
     (tmp_path / "empty").mkdir()
     with pytest.raises(DatasetImportError, match="cannot tell the layout"):
         import_dataset(workspace, ImportConfig(str(tmp_path / "empty")))
+
+
+def test_concurrent_manifest_saves_do_not_collide(workspace, tmp_path):
+    """Two users switching a data set's scheme at once must both succeed, file intact."""
+    import json
+    from concurrent.futures import ThreadPoolExecutor
+
+    src = make_hospital(tmp_path / "cc", three_class_labels(4, 2, 2))
+    import_dataset(workspace, ImportConfig(str(src), name="cc"))
+    manifest = workspace.load_manifest("cc")
+    path = workspace.manifest_path("cc")
+
+    def save_many(_):
+        for _ in range(30):
+            manifest.save(path)
+
+    with ThreadPoolExecutor(8) as pool:
+        list(pool.map(save_many, range(8)))  # re-raises any error from a thread
+    assert json.loads(path.read_text())["name"] == "cc"
+    assert [p.name for p in path.parent.iterdir()] == ["manifest.json"]  # no tmp files left

@@ -9,13 +9,12 @@ cache at once both end with a complete file.
 from __future__ import annotations
 
 import json
-import os
-import uuid
 from pathlib import Path
 
 import numpy as np
 
 from polyp_core.data.images import load_rgb, resize_rgb
+from polyp_core.files import atomic_write
 
 
 class PixelCache:
@@ -27,16 +26,6 @@ class PixelCache:
     def _path(self, sha256: str, suffix: str) -> Path:
         return self.root / sha256[:2] / f"{sha256}{suffix}"
 
-    def _write(self, path: Path, write) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
-        try:
-            with open(tmp, "wb") as handle:
-                write(handle)
-            os.replace(tmp, path)
-        finally:
-            tmp.unlink(missing_ok=True)
-
     def info(self, sha256: str) -> dict | None:
         path = self._path(sha256, ".json")
         try:
@@ -45,7 +34,7 @@ class PixelCache:
             return None
 
     def put_info(self, sha256: str, info: dict) -> None:
-        self._write(self._path(sha256, ".json"), lambda h: h.write(json.dumps(info).encode()))
+        atomic_write(self._path(sha256, ".json"), json.dumps(info))
 
     def get(self, sha256: str, size: int) -> np.ndarray | None:
         path = self._path(sha256, f"_{size}.npy")
@@ -55,7 +44,7 @@ class PixelCache:
             return None
 
     def put(self, sha256: str, size: int, array: np.ndarray) -> None:
-        self._write(self._path(sha256, f"_{size}.npy"), lambda h: np.save(h, array))
+        atomic_write(self._path(sha256, f"_{size}.npy"), lambda h: np.save(h, array))
 
     def decode(self, path: Path | str) -> np.ndarray:
         self.decodes += 1

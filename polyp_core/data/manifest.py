@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import json
-import os
 from collections import Counter
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 from polyp_core.data.labels import available_schemes, get_scheme
 from polyp_core.data.splits import SPLITS
+from polyp_core.files import atomic_write
 
 FORMAT_VERSION = 1
 
@@ -120,10 +120,7 @@ class Manifest:
 
     def save(self, path: Path) -> None:
         """Write atomically: a reader never sees half a manifest."""
-        path = Path(path)
-        tmp = path.with_suffix(".json.tmp")
-        tmp.write_text(json.dumps(self.to_json(), indent=1, ensure_ascii=False))
-        os.replace(tmp, path)
+        atomic_write(path, json.dumps(self.to_json(), indent=1, ensure_ascii=False))
 
     @classmethod
     def load(cls, path: Path) -> Manifest:

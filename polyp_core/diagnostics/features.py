@@ -7,8 +7,6 @@ never embedded twice. The extractor id names the weights too (``efficientnet_lit
 
 from __future__ import annotations
 
-import os
-import uuid
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -17,6 +15,7 @@ import torch
 
 from polyp_core.backbones import WeightsRegistry, create_backbone, get_backbone_spec
 from polyp_core.data.cache import PixelCache
+from polyp_core.files import atomic_write
 from polyp_core.progress import Progress, no_progress
 
 
@@ -81,7 +80,6 @@ class FeatureCache:
     def __init__(self, root: Path, pixels: PixelCache):
         self.root = Path(root)
         self.pixels = pixels
-        self.computed = 0  # images embedded (not read from the cache) by this instance
 
     def _path(self, extractor_id: str, size: int, sha256: str) -> Path:
         safe = extractor_id.replace("/", "_").replace(":", "-")
@@ -104,11 +102,7 @@ class FeatureCache:
             computed = extractor(pixels)
             for i, vector in zip(chunk, computed):
                 result[i] = vector
-                paths[i].parent.mkdir(parents=True, exist_ok=True)
-                tmp = paths[i].with_name(f".{uuid.uuid4().hex}.tmp.npy")
-                np.save(tmp, vector)
-                os.replace(tmp, paths[i])
-            self.computed += len(chunk)
+                atomic_write(paths[i], lambda handle, v=vector: np.save(handle, v))
             done = min(start + 256, len(missing))
             progress(done, len(missing), f"embedded {done}/{len(missing)} new images")
         if not images:
