@@ -9,7 +9,6 @@ from __future__ import annotations
 import argparse
 import getpass
 import json
-import math
 import os
 import sys
 from pathlib import Path
@@ -69,19 +68,10 @@ def cmd_reviewer(args: argparse.Namespace) -> int:
     return 0
 
 
-def _jsonable(value):
-    if isinstance(value, float) and math.isnan(value):
-        return None
-    if isinstance(value, dict):
-        return {str(k): _jsonable(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_jsonable(v) for v in value]
-    return value
-
-
 def cmd_study(args: argparse.Namespace) -> int:
     from polyp_core.review import desk, stats
     from polyp_core.review.studies import (StudySpec, close_study, create_study, list_studies)
+    from polyp_core.runs import json_safe
 
     db = _db(args)
     person = _person(args, db)
@@ -102,7 +92,7 @@ def cmd_study(args: argparse.Namespace) -> int:
     elif args.action == "stats":
         result = stats.study_statistics(desk.rating_records(db, person, args.name))
         if args.json:
-            print(json.dumps(_jsonable(result), indent=1))
+            print(json.dumps(json_safe(result), indent=1))
         else:
             pooled = result["verdicts_real_positive"]["pooled"]
             acc = pooled["accuracy"]

@@ -15,14 +15,14 @@ from review_db import queries
 from review_db.database import Database
 
 
-def _clean(value):
+def json_safe(value):
     """JSON cannot hold NaN: store it as null."""
     if isinstance(value, float) and not math.isfinite(value):
         return None
     if isinstance(value, dict):
-        return {str(k): _clean(v) for k, v in value.items()}
+        return {str(k): json_safe(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
-        return [_clean(v) for v in value]
+        return [json_safe(v) for v in value]
     return value
 
 
@@ -38,11 +38,11 @@ def save_run(db: Database, workspace: Workspace, run_id: str, folder: Path, kind
              config: dict, results: dict, images: dict) -> Path:
     """Write ``config.json``, ``images.json`` and ``results.json`` and record the run."""
     config = {**config, "studio_version": __version__}
-    (folder / "config.json").write_text(json.dumps(_clean(config), indent=1))
-    (folder / "images.json").write_text(json.dumps(_clean(images), indent=1))
-    (folder / "results.json").write_text(json.dumps(_clean(results), indent=1))
+    (folder / "config.json").write_text(json.dumps(json_safe(config), indent=1))
+    (folder / "images.json").write_text(json.dumps(json_safe(images), indent=1))
+    (folder / "results.json").write_text(json.dumps(json_safe(results), indent=1))
     with db.session() as session:
-        queries.add_run(session, run_id=run_id, kind=kind, status="done", config=_clean(config),
+        queries.add_run(session, run_id=run_id, kind=kind, status="done", config=json_safe(config),
                         results_path=str(folder))
     return folder
 

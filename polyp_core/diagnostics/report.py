@@ -102,6 +102,7 @@ def diagnose(db: Database, workspace: Workspace, config: DiagnoseConfig,
     if not synthetic:
         raise ValueError(f"no synthetic images of generator {config.generator or 'any'}"
                          f"{'@' + config.checkpoint if config.checkpoint else ''} in the pool")
+    syn_labels = [label or "?" for _, _, label in synthetic]
     extractor = FeatureExtractor(config.extractor, WeightsRegistry(workspace.weights_dir))
     cache = FeatureCache(workspace.features_dir, PixelCache(workspace.pixel_cache_dir))
     progress(0, 1, f"features of {len(real_items)} real and {len(synthetic)} synthetic images")
@@ -128,15 +129,14 @@ def diagnose(db: Database, workspace: Workspace, config: DiagnoseConfig,
     if not matrices:
         raise ValueError("no class has at least two real and two synthetic images")
 
-    memo = memorisation_report(syn_features, [s for s, _, _ in synthetic],
-                               [label or "?" for _, _, label in synthetic], real_features,
+    memo = memorisation_report(syn_features, [s for s, _, _ in synthetic], syn_labels, real_features,
                                [i.sha256 for i in real_items], config.near_copy, extractor.id)
     div = {"real": diversity_by_class(real_features, [i.label for i in real_items]),
-           "synthetic": diversity_by_class(syn_features, [label or "?" for *_, label in synthetic])}
+           "synthetic": diversity_by_class(syn_features, syn_labels)}
 
     run_id, folder = new_run_dir(workspace, "diagnose")
     ids = [i.sha256 for i in real_items] + [s for s, _, _ in synthetic]
-    classes = [i.label for i in real_items] + [label or "?" for *_, label in synthetic]
+    classes = [i.label for i in real_items] + syn_labels
     sources = ["real"] * len(real_items) + ["synthetic"] * len(synthetic)
     paths = [i.image for i in real_items] + [p for _, p, _ in synthetic]
     pixels = PixelCache(workspace.pixel_cache_dir)
