@@ -245,10 +245,12 @@ def build_parser() -> argparse.ArgumentParser:
     diag.add_argument("--db")
     diag.set_defaults(func=cmd_diagnose)
 
+    from polyp_core.cli_classify import add_classify_commands
     from polyp_core.cli_generate import add_generate_commands
     from polyp_core.cli_review import add_review_commands
 
     add_generate_commands(sub)
+    add_classify_commands(sub)
 
     add_review_commands(sub)
 

@@ -1,7 +1,9 @@
-"""Progress reporting shared by the CLI, tests, notebooks and the UI."""
+"""Progress reporting and cancellation shared by the CLI, tests, notebooks and the UI."""
 
 from __future__ import annotations
 
+import threading
+from dataclasses import dataclass, field
 from typing import Protocol
 
 
@@ -11,3 +13,25 @@ class Progress(Protocol):
 
 def no_progress(done: int, total: int, message: str) -> None:
     """The default callback: report nothing."""
+
+
+class Cancelled(Exception):
+    """Raised inside a long operation when its cancel token is set."""
+
+
+@dataclass
+class CancelToken:
+    """Set from another thread (a UI button, a signal handler) to stop a long operation."""
+
+    _event: threading.Event = field(default_factory=threading.Event)
+
+    def cancel(self) -> None:
+        self._event.set()
+
+    @property
+    def cancelled(self) -> bool:
+        return self._event.is_set()
+
+    def check(self) -> None:
+        if self._event.is_set():
+            raise Cancelled("cancelled")

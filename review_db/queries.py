@@ -9,8 +9,8 @@ from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, joinedload
 
-from review_db.models import (Assignment, Image, Provenance, Rating, RatingRevision, Reviewer,
-                              Study, StudyImage, utcnow)
+from review_db.models import (Assignment, Image, Job, Provenance, Rating, RatingRevision,
+                              Reviewer, Run, Study, StudyImage, utcnow)
 
 
 # reviewers -----------------------------------------------------------------------------------
@@ -145,6 +145,21 @@ def studies_of_reviewer(session: Session, reviewer_id: int) -> list[Study]:
     return list(session.scalars(query.order_by(Study.created, Study.id)))
 
 
+def synthetic_ratings(session: Session, studies: Sequence[str] = ()
+                      ) -> list[tuple[str, int, str, str, str, int]]:
+    """Every rating of a synthetic image: ``(image sha256, reviewer id, study name, verdict,
+    quality, revision)``, in a stable order; optionally only from the named studies."""
+    query = (select(Image.sha256, Assignment.reviewer_id, Study.name, Rating.verdict,
+                    Rating.quality, Rating.revision)
+             .select_from(Rating).join(Assignment, Rating.assignment_id == Assignment.id)
+             .join(Image, Assignment.image_id == Image.id).join(Study, Assignment.study_id == Study.id)
+             .where(Image.kind == "synthetic"))
+    if studies:
+        query = query.where(Study.name.in_(list(studies)))
+    query = query.order_by(Image.sha256, Assignment.reviewer_id, Study.name)
+    return [tuple(row) for row in session.execute(query)]
+
+
 # assignments and ratings ---------------------------------------------------------------------
 
 def assignment_by_token(session: Session, token: str, lock: bool = False) -> Assignment | None:
@@ -228,9 +243,7 @@ def as_utc(value: dt.datetime | None) -> dt.datetime | None:
 # runs ----------------------------------------------------------------------------------------
 
 def add_run(session: Session, *, run_id: str, kind: str, status: str, config: dict,
-            results_path: str | None, job_id: str | None = None):
-    from review_db.models import Run
-
+            results_path: str | None, job_id: str | None = None) -> Run:
     run = Run(id=run_id, kind=kind, status=status, config=config, results_path=results_path,
               job_id=job_id)
     session.add(run)
@@ -238,16 +251,35 @@ def add_run(session: Session, *, run_id: str, kind: str, status: str, config: di
     return run
 
 
-def get_run(session: Session, run_id: str):
-    from review_db.models import Run
-
+def get_run(session: Session, run_id: str) -> Run | None:
     return session.get(Run, run_id)
 
 
-def list_runs(session: Session, kind: str | None = None):
-    from review_db.models import Run
-
+def list_runs(session: Session, kind: str | None = None) -> list[Run]:
     query = select(Run).order_by(Run.created.desc())
     if kind:
         query = query.where(Run.kind == kind)
+    return list(session.scalars(query))
+
+
+# jobs ----------------------------------------------------------------------------------------
+
+def add_job(session: Session, *, job_id: str, kind: str, config: dict,
+            owner_id: int | None = None) -> Job:
+    job = Job(id=job_id, kind=kind, status="queued", config=config, owner_id=owner_id)
+    session.add(job)
+    session.flush()
+    return job
+
+
+def get_job(session: Session, job_id: str) -> Job | None:
+    return session.get(Job, job_id)
+
+
+def list_jobs(session: Session, kind: str | None = None, statuses: Sequence[str] = ()) -> list[Job]:
+    query = select(Job).order_by(Job.created.desc(), Job.id)
+    if kind:
+        query = query.where(Job.kind == kind)
+    if statuses:
+        query = query.where(Job.status.in_(list(statuses)))
     return list(session.scalars(query))

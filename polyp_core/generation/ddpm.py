@@ -48,7 +48,9 @@ class DDPMConfig:
     layers_per_block: int = 2
     norm_num_groups: int = 32
     num_train_timesteps: int = 1000
-    beta_schedule: str = "squaredcos_cap_v2"
+    # linear (DDPM's 1e-4..0.02): its last alpha-bar is ~4e-5, not ~0 as with squaredcos_cap_v2,
+    # whose sigma of ~2e4 at t=999 made DPM-Solver++ and Euler diverge and DDIM noisy
+    beta_schedule: str = "linear"
     prediction_type: str = "epsilon"
 
     def __post_init__(self):

@@ -1,9 +1,10 @@
-"""A sampling request, the schedulers it may name, and cancellation."""
+"""A sampling request and the schedulers it may name."""
 
 from __future__ import annotations
 
-import threading
 from dataclasses import dataclass, field
+
+from polyp_core.progress import CancelToken, Cancelled  # noqa: F401  (re-exported)
 
 SCHEDULERS = ("ddpm", "ddim", "dpmsolver++", "euler", "euler_a")
 
@@ -81,28 +82,6 @@ class SampleRequest:
             raise ValueError("batch_size must be at least 1")
         if self.size is not None and (self.size < 8 or self.size % 8):
             raise ValueError(f"size must be a multiple of 8 of at least 8; got {self.size}")
-
-
-class Cancelled(Exception):
-    """Raised inside a long operation when its cancel token is set."""
-
-
-@dataclass
-class CancelToken:
-    """Set from another thread (a UI button, a signal handler) to stop a long operation."""
-
-    _event: threading.Event = field(default_factory=threading.Event)
-
-    def cancel(self) -> None:
-        self._event.set()
-
-    @property
-    def cancelled(self) -> bool:
-        return self._event.is_set()
-
-    def check(self) -> None:
-        if self._event.is_set():
-            raise Cancelled("cancelled")
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,250 @@
+"""Baseline against augmented: the same split, the same seeds, per-class truth.
+
+:func:`run_experiment` trains a classifier on the real training images (``baseline``) and on
+the real plus the selected synthetic images (``augmented``) for every seed, evaluates both on
+the real test images, and stores a run: config, the exact image lists, the ratings hash,
+metrics per seed, mean ± std and 95 % intervals, paired differences, regression warnings and
+the best checkpoint of each arm.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+
+import torch
+
+from polyp_core.backbones import WeightsRegistry
+from polyp_core.classify.data import ImageRef, ImageTensors, load_tensors
+from polyp_core.classify.metrics import compare_arms, summarise_arm
+from polyp_core.classify.model import save_classifier
+from polyp_core.classify.policy import SelectionPolicy, select_synthetic
+from polyp_core.classify.train import ClassifierTrainConfig, evaluate, train_classifier
+from polyp_core.data.cache import PixelCache
+from polyp_core.data.labels import get_scheme
+from polyp_core.progress import CancelToken, Progress, no_progress
+from polyp_core.runs import load_run, new_run_dir, save_run
+from polyp_core.workspace import Workspace
+from review_db.database import Database
+
+ARMS = ("baseline", "augmented")
+
+
+@dataclass(frozen=True)
+class ExperimentConfig:
+    """One experiment.
+
+    Attributes:
+        dataset: the real data set (its split is used as it is).
+        scheme: label scheme (default: the data set's active one).
+        train: how each classifier is trained (identical in both arms).
+        seeds: one classifier per seed and arm; the same seeds in both arms.
+        policy: which synthetic images the augmented arm adds.
+        arms: ``baseline`` and/or ``augmented``.
+        name: a label for the run list.
+    """
+
+    dataset: str
+    scheme: str | None = None
+    train: ClassifierTrainConfig = field(default_factory=ClassifierTrainConfig)
+    seeds: tuple[int, ...] = (0, 1, 2)
+    policy: SelectionPolicy = field(default_factory=SelectionPolicy)
+    arms: tuple[str, ...] = ARMS
+    name: str | None = None
+
+    def to_json(self) -> dict:
+        return {"dataset": self.dataset, "scheme": self.scheme, "train": asdict(self.train),
+                "seeds": list(self.seeds), "policy": self.policy.to_json(), "arms": list(self.arms),
+                "name": self.name}
+
+    @classmethod
+    def from_json(cls, data: dict) -> ExperimentConfig:
+        return cls(dataset=data["dataset"], scheme=data.get("scheme"),
+                   train=ClassifierTrainConfig(**data["train"]), seeds=tuple(data["seeds"]),
+                   policy=SelectionPolicy.from_json(data["policy"]), arms=tuple(data["arms"]),
+                   name=data.get("name"))
+
+
+@dataclass
+class ExperimentResult:
+    run_id: str
+    folder: Path
+    results: dict
+
+
+def _generator_training_images(workspace: Workspace, model_id: str, seen: set[str]) -> set[str]:
+    """SHA-256 of every image a generator (and what it was fine-tuned from) learned from."""
+    if model_id in seen:
+        return set()
+    seen.add(model_id)
+    config_path = workspace.models_dir / model_id / "config.json"
+    if not config_path.is_file():
+        return set()
+    meta = json.loads(config_path.read_text())
+    shas = set(meta.get("trained_on", {}).get("image_sha256", []))
+    parent = (meta.get("train") or {}).get("init_from")
+    if parent:
+        shas |= _generator_training_images(workspace, parent.split("@")[0], seen)
+    return shas
+
+
+def check_leakage(db: Database, workspace: Workspace, synthetic: list[ImageRef],
+                  held_out: set[str]) -> None:
+    """Refuse synthetic images whose generator learned from validation or test images: a
+    generator that saw them makes the comparison dishonest.
+
+    Raises:
+        ValueError: naming the generators and how many held-out images each saw.
+    """
+    from review_db import queries
+
+    with db.session() as session:
+        generators = sorted({queries.image_by_sha(session, ref.sha256).provenance.generator
+                             for ref in synthetic})
+    problems = []
+    for generator in generators:
+        seen = _generator_training_images(workspace, generator, set()) & held_out
+        if seen:
+            problems.append(f"{generator} learned from {len(seen)} validation/test images")
+    if problems:
+        raise ValueError("synthetic images from generators trained on held-out images would leak "
+                         "into the comparison: " + "; ".join(problems) +
+                         ". Train generators on the training split only, or exclude them "
+                         "(policy.generators).")
+
+
+def _real_refs(manifest, scheme: str, split: str) -> list[ImageRef]:  # noqa: ANN001
+    return [ImageRef(i.sha256, i.image, manifest.label_of(i, scheme)) for i in manifest.split_items(split)]
+
+
+def run_experiment(db: Database, workspace: Workspace, config: ExperimentConfig,
+                   progress: Progress = no_progress, cancel: CancelToken | None = None,
+                   device: torch.device | None = None,
+                   registry: WeightsRegistry | None = None) -> ExperimentResult:
+    """Train every arm over every seed, evaluate on the real test split and store the run.
+
+    Raises:
+        ValueError: unknown arm, an empty split, no synthetic image for the augmented arm,
+            or synthetic images whose generator saw held-out images.
+        Cancelled: when ``cancel`` is set.
+    """
+    if not config.arms or any(a not in ARMS for a in config.arms):
+        raise ValueError(f"arms must be some of {ARMS}; got {config.arms}")
+    if not config.seeds:
+        raise ValueError("give at least one seed")
+    config.train.validate()
+    manifest = workspace.load_manifest(config.dataset)
+    scheme_name = config.scheme or manifest.scheme
+    manifest = manifest.with_scheme(scheme_name)
+    classes = get_scheme(scheme_name).classes
+    splits = {s: _real_refs(manifest, scheme_name, s) for s in ("train", "valid", "test")}
+    for split, refs in splits.items():
+        if not refs:
+            raise ValueError(f"data set {config.dataset!r} has no {split} images; an experiment "
+                             "needs train, valid and test splits")
+    real_counts = {c: sum(r.label == c for r in splits["train"]) for c in classes}
+    selection = None
+    if "augmented" in config.arms:
+        selection = select_synthetic(db, config.policy, scheme_name, real_counts)
+        if not selection.images:
+            raise ValueError(f"the selection policy chose no synthetic image "
+                             f"(counts: {selection.counts}); the augmented arm would equal the baseline")
+        held_out = {r.sha256 for r in splits["valid"] + splits["test"]}
+        check_leakage(db, workspace, selection.images, held_out)
+
+    pixels = PixelCache(workspace.pixel_cache_dir)
+    size = config.train.image_size
+    progress(0, 1, "loading images")
+    data = {s: load_tensors(refs, classes, size, pixels) for s, refs in splits.items()}
+    synthetic = load_tensors(selection.images, classes, size, pixels) if selection else None
+    train_sets = {"baseline": data["train"],
+                  "augmented": ImageTensors.concat([data["train"], synthetic]) if synthetic else None}
+
+    run_id, folder = new_run_dir(workspace, "retrain")
+    units = [(arm, seed) for seed in config.seeds for arm in config.arms]
+    per_seed: dict[str, list[dict]] = {arm: [] for arm in config.arms}
+    best: dict[str, tuple[float, object]] = {}
+    for u, (arm, seed) in enumerate(units):
+        def unit_progress(done: int, total: int, message: str, u: int = u) -> None:
+            progress(u * 1000 + int(1000 * done / max(total, 1)), len(units) * 1000,
+                     f"{message}")
+
+        trained = train_classifier(train_sets[arm], data["valid"], classes, config.train, seed,
+                                   device, registry, unit_progress, cancel,
+                                   label=f"{arm} seed {seed} ({u + 1}/{len(units)}) · ")
+        device_used = next(trained.model.parameters()).device
+        metrics = evaluate(trained.model, trained.spec, data["test"], device_used)
+        metrics.update(seed=seed, best_epoch=trained.best_epoch,
+                       valid_macro_f1=trained.best_valid_macro_f1, history=trained.history,
+                       n_train=len(train_sets[arm]))
+        per_seed[arm].append(metrics)
+        if arm not in best or trained.best_valid_macro_f1 > best[arm][0]:
+            best[arm] = (trained.best_valid_macro_f1, trained)
+            save_classifier(folder / "checkpoints" / arm, trained.model, trained.spec,
+                            {"run": run_id, "arm": arm, "seed": seed, "best_epoch": trained.best_epoch,
+                             "valid_macro_f1": trained.best_valid_macro_f1})
+        trained.model.to("cpu")
+
+    results = {"classes": list(classes), "scheme": scheme_name,
+               "arms": {arm: {"per_seed": per_seed[arm], "summary": summarise_arm(per_seed[arm])}
+                        for arm in config.arms},
+               "normalisation": {"mean": list(trained.spec.mean), "std": list(trained.spec.std),
+                                 "arms": list(config.arms)}}
+    if selection is not None:
+        results["selection"] = {"counts": selection.counts, "ratings_hash": selection.ratings_hash}
+    if set(ARMS) <= set(config.arms):
+        deltas, warnings = compare_arms(per_seed["augmented"], per_seed["baseline"])
+        results["delta"] = deltas
+        results["warnings"] = warnings
+    images = {s: [asdict(r) for r in refs] for s, refs in splits.items()}
+    images["synthetic"] = [asdict(r) for r in selection.images] if selection else []
+    save_run(db, workspace, run_id, folder, "retrain", config.to_json(), results, images)
+    progress(1, 1, f"stored run {run_id}")
+    return ExperimentResult(run_id, folder, results)
+
+
+def repeat_experiment(db: Database, workspace: Workspace, run_id: str, **kwargs) -> ExperimentResult:
+    """Run a stored experiment's config again (the selection reads today's ratings)."""
+    config = ExperimentConfig.from_json(load_run(db, run_id)["config"])
+    return run_experiment(db, workspace, replace(config), **kwargs)
+
+
+def compare_runs(db: Database, run_a: str, run_b: str) -> dict:
+    """What differs between two retrain runs: config, images, ratings, and every metric.
+
+    Returns:
+        ``config`` (changed settings, ``a`` -> ``b``), ``images`` (synthetic images only in
+        one run, by SHA-256), ``ratings_changed``, and ``metrics`` per arm: mean of ``b`` minus
+        mean of ``a`` for the summary metrics and every class's precision, recall and F1.
+    """
+    a, b = load_run(db, run_a), load_run(db, run_b)
+
+    def flat(d: dict, prefix: str = "") -> dict:
+        out = {}
+        for k, v in d.items():
+            if isinstance(v, dict):
+                out.update(flat(v, f"{prefix}{k}."))
+            else:
+                out[f"{prefix}{k}"] = v
+        return out
+
+    fa, fb = flat(a["config"]), flat(b["config"])
+    changed = {k: [fa.get(k), fb.get(k)] for k in sorted(set(fa) | set(fb))
+               if fa.get(k) != fb.get(k) and k != "studio_version"}
+    syn_a = {i["sha256"] for i in a["images"].get("synthetic", [])}
+    syn_b = {i["sha256"] for i in b["images"].get("synthetic", [])}
+    hash_a = a["results"].get("selection", {}).get("ratings_hash")
+    hash_b = b["results"].get("selection", {}).get("ratings_hash")
+    metrics = {}
+    for arm in sorted(set(a["results"]["arms"]) & set(b["results"]["arms"])):
+        sa, sb = a["results"]["arms"][arm]["summary"], b["results"]["arms"][arm]["summary"]
+        row = {m: sb[m]["mean"] - sa[m]["mean"] for m in ("macro_f1", "balanced_accuracy", "accuracy")}
+        row["per_class"] = {c: {m: sb["per_class"][c][m]["mean"] - sa["per_class"][c][m]["mean"]
+                                for m in ("precision", "recall", "f1")}
+                            for c in sa["per_class"] if c in sb["per_class"]}
+        metrics[arm] = row
+    return {"runs": [run_a, run_b], "config": changed,
+            "images": {"only_in_a": sorted(syn_a - syn_b), "only_in_b": sorted(syn_b - syn_a),
+                       "shared": len(syn_a & syn_b)},
+            "ratings_changed": hash_a != hash_b, "metrics": metrics}

@@ -1,0 +1,235 @@
+"""Which synthetic images join the real training set: a selection policy is data.
+
+The policy reads expert ratings, memorisation flags from a diagnostics run, a target class
+mix and a cap on the synthetic-to-real ratio, and returns the exact list of images with a
+hash of the ratings it read, so a run can be repeated after new ratings arrive and the
+difference explained.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import random
+from collections import Counter, defaultdict
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field
+
+from polyp_core.classify.data import ImageRef
+from polyp_core.data.labels import get_scheme
+from review_db import queries
+from review_db.database import Database
+
+QUALITY_RANK = {"poor": 0, "moderate": 1, "good": 2}
+VERDICT_RULES = ("any", "not_majority_synthetic", "majority_real", "all_real")
+UNRATED = ("include", "exclude")
+
+
+@dataclass(frozen=True)
+class SelectionPolicy:
+    """Rules for the synthetic images of an augmented arm.
+
+    Attributes:
+        generators: only images of these generators (model ids); empty: every generator.
+        classes: only these scheme classes; empty: every class.
+        min_quality: ``moderate`` or ``good``: keep an image only when at least
+            ``min_reviewers`` different reviewers rated it that good or better.
+        min_reviewers: see ``min_quality``.
+        verdict: ``any``; ``not_majority_synthetic`` (drop images more than half of their
+            ratings called synthetic); ``majority_real`` (more than half called real);
+            ``all_real`` (every rating called real).
+        unrated: ``include`` or ``exclude`` images nobody rated (rating rules cannot judge them).
+        studies: read ratings of these studies only; empty: every study.
+        exclude_memorised: diagnostics run ids; images they flagged as near copies are dropped.
+        target_mix: ``{"AD": 0.4, "SSA": 0.3, "HP": 0.3}`` for the real + synthetic training
+            set, or ``"balance"`` (top every class up to the largest real class); None: take
+            every eligible image.
+        max_ratio: at most this many synthetic images per real training image.
+        seed: which eligible images are taken when fewer are needed.
+    """
+
+    generators: tuple[str, ...] = ()
+    classes: tuple[str, ...] = ()
+    min_quality: str | None = None
+    min_reviewers: int = 1
+    verdict: str = "any"
+    unrated: str = "include"
+    studies: tuple[str, ...] = ()
+    exclude_memorised: tuple[str, ...] = ()
+    target_mix: Mapping[str, float] | str | None = None
+    max_ratio: float | None = None
+    seed: int = 0
+
+    def validate(self, scheme_classes: tuple[str, ...]) -> None:
+        if self.min_quality is not None and self.min_quality not in ("moderate", "good"):
+            raise ValueError(f"min_quality {self.min_quality!r} is not one of: moderate, good")
+        if self.min_reviewers < 1:
+            raise ValueError("min_reviewers must be at least 1")
+        if self.verdict not in VERDICT_RULES:
+            raise ValueError(f"verdict {self.verdict!r} is not one of: {', '.join(VERDICT_RULES)}")
+        if self.unrated not in UNRATED:
+            raise ValueError(f"unrated {self.unrated!r} is not one of: {', '.join(UNRATED)}")
+        unknown = [c for c in self.classes if c not in scheme_classes]
+        if unknown:
+            raise ValueError(f"classes {unknown} are not in the scheme's {list(scheme_classes)}")
+        if self.max_ratio is not None and self.max_ratio < 0:
+            raise ValueError("max_ratio must be 0 or more")
+        if isinstance(self.target_mix, str):
+            if self.target_mix != "balance":
+                raise ValueError(f"target_mix {self.target_mix!r}: give 'balance' or class shares")
+        elif self.target_mix is not None:
+            wrong = [c for c in self.target_mix if c not in scheme_classes]
+            if wrong:
+                raise ValueError(f"target_mix names {wrong}, not classes of {list(scheme_classes)}")
+            shares = list(self.target_mix.values())
+            if any(s < 0 for s in shares) or abs(sum(shares) - 1) > 1e-6:
+                raise ValueError(f"target_mix shares must be non-negative and sum to 1; got {shares}")
+
+    def to_json(self) -> dict:
+        data = asdict(self)
+        data["target_mix"] = dict(self.target_mix) if isinstance(self.target_mix, Mapping) \
+            else self.target_mix
+        return data
+
+    @classmethod
+    def from_json(cls, data: dict) -> SelectionPolicy:
+        tuples = ("generators", "classes", "studies", "exclude_memorised")
+        return cls(**{k: tuple(v) if k in tuples else v for k, v in data.items()})
+
+
+def parse_mix(text: str | None) -> Mapping[str, float] | str | None:
+    """``"AD=0.4,SSA=0.3,HP=0.3"`` or ``"balance"`` (the CLI's spelling).
+
+    Raises:
+        ValueError: naming the part that is not ``CLASS=share``.
+    """
+    if not text:
+        return None
+    if text.strip() == "balance":
+        return "balance"
+    mix = {}
+    for part in text.split(","):
+        name, _, value = part.partition("=")
+        try:
+            mix[name.strip()] = float(value)
+        except ValueError:
+            raise ValueError(f"target mix part {part!r} is not CLASS=share (e.g. AD=0.4)") from None
+    return mix
+
+
+@dataclass
+class Selection:
+    images: list[ImageRef]
+    ratings_hash: str
+    counts: dict = field(default_factory=dict)
+
+
+def ratings_fingerprint(rows: list[tuple]) -> str:
+    return hashlib.sha256(json.dumps(rows, sort_keys=True).encode()).hexdigest()
+
+
+def memorised(db: Database, run_ids: tuple[str, ...]) -> set[str]:
+    """SHA-256 of the synthetic images the named diagnostics runs flagged as near copies."""
+    from polyp_core.runs import load_run
+
+    flagged = set()
+    for run_id in run_ids:
+        try:
+            results = load_run(db, run_id)["results"]
+        except KeyError:
+            raise ValueError(f"exclude_memorised: no diagnostics run {run_id!r}") from None
+        if "memorisation" not in results:
+            raise ValueError(f"exclude_memorised: run {run_id!r} has no memorisation results")
+        flagged.update(p["synthetic_id"] for p in results["memorisation"]["pairs"])
+    return flagged
+
+
+def _quotas(real_counts: dict[str, int], available: dict[str, int], policy: SelectionPolicy,
+            classes: tuple[str, ...]) -> dict[str, int]:
+    mix = policy.target_mix
+    if mix == "balance":
+        top = max(real_counts.values())
+        wanted = {c: max(0, top - real_counts.get(c, 0)) for c in classes}
+    elif mix:
+        total = max(real_counts.get(c, 0) / share for c, share in mix.items() if share > 0)
+        wanted = {c: max(0, round(mix.get(c, 0.0) * total) - real_counts.get(c, 0)) for c in classes}
+    else:
+        wanted = dict(available)
+    quota = {c: min(wanted.get(c, 0), available.get(c, 0)) for c in classes}
+    if policy.max_ratio is not None:
+        limit = int(policy.max_ratio * sum(real_counts.values()))
+        taken = sum(quota.values())
+        if taken > limit:
+            exact = {c: quota[c] * limit / taken for c in classes}
+            quota = {c: int(exact[c]) for c in classes}
+            for c in sorted(classes, key=lambda c: exact[c] - quota[c], reverse=True)[
+                    :limit - sum(quota.values())]:
+                quota[c] += 1
+    return quota
+
+
+def select_synthetic(db: Database, policy: SelectionPolicy, scheme: str,
+                     real_counts: dict[str, int]) -> Selection:
+    """Apply ``policy`` to the synthetic pool for a training set with ``real_counts`` images
+    per scheme class.
+
+    Returns:
+        the chosen images (scheme classes), the ratings hash and how many each rule dropped.
+    """
+    label_scheme = get_scheme(scheme)
+    policy.validate(label_scheme.classes)
+    with db.session() as session:
+        pool = []
+        for generator in policy.generators or (None,):
+            pool += queries.synthetic_images(session, generator=generator)
+        candidates = sorted({(img.sha256, img.path, img.label) for img in pool})
+        rows = queries.synthetic_ratings(session, policy.studies)
+    ratings: dict[str, list[tuple]] = defaultdict(list)
+    for sha, reviewer, _study, verdict, quality, _rev in rows:
+        ratings[sha].append((reviewer, verdict, quality))
+    flagged = memorised(db, policy.exclude_memorised)
+    dropped: Counter = Counter()
+    eligible: dict[str, list[ImageRef]] = defaultdict(list)
+    for sha, path, label in candidates:
+        cls = label_scheme.mapping.get(label or "")
+        if cls is None or (policy.classes and cls not in policy.classes):
+            dropped["class"] += 1
+            continue
+        if sha in flagged:
+            dropped["memorised"] += 1
+            continue
+        mine = ratings.get(sha, [])
+        rated_rules = policy.min_quality is not None or policy.verdict != "any"
+        if not mine:
+            if rated_rules and policy.unrated == "exclude":
+                dropped["unrated"] += 1
+                continue
+        else:
+            if policy.min_quality is not None:
+                good = {r for r, _, q in mine if QUALITY_RANK[q] >= QUALITY_RANK[policy.min_quality]}
+                if len(good) < policy.min_reviewers:
+                    dropped["quality"] += 1
+                    continue
+            real_votes = sum(v == "real" for _, v, _ in mine)
+            keep = {"any": True,
+                    "not_majority_synthetic": (len(mine) - real_votes) * 2 <= len(mine),
+                    "majority_real": real_votes * 2 > len(mine),
+                    "all_real": real_votes == len(mine)}[policy.verdict]
+            if not keep:
+                dropped["verdict"] += 1
+                continue
+        eligible[cls].append(ImageRef(sha, path, cls, "synthetic"))
+    available = {c: len(eligible[c]) for c in label_scheme.classes}
+    quota = _quotas(real_counts, available, policy, label_scheme.classes)
+    rng = random.Random(policy.seed)
+    chosen = []
+    for c in label_scheme.classes:
+        pool_c = list(eligible[c])
+        rng.shuffle(pool_c)
+        chosen += sorted(pool_c[:quota[c]], key=lambda r: r.sha256)
+        if quota[c] < available[c]:
+            dropped["mix_or_cap"] += available[c] - quota[c]
+    counts = {"candidates": len(candidates), "dropped": dict(dropped), "eligible": available,
+              "selected": {c: quota[c] for c in label_scheme.classes},
+              "ratings_read": len(rows)}
+    return Selection(chosen, ratings_fingerprint([list(r) for r in rows]), counts)

@@ -1,0 +1,206 @@
+"""Training one classifier: AdamW, warm-up + cosine learning rate, early stopping on
+validation macro-F1, mixed precision on a GPU, seeded and deterministic on the CPU."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from polyp_core.backbones import WeightsRegistry
+from polyp_core.classify.data import ImageTensors, augment, normalise
+from polyp_core.classify.metrics import classification_metrics
+from polyp_core.classify.model import Classifier, ClassifierSpec, build_classifier
+from polyp_core.progress import CancelToken, Progress, no_progress
+
+IMBALANCE = ("none", "sampler", "loss")
+
+
+@dataclass(frozen=True)
+class ClassifierTrainConfig:
+    """How one classifier is trained (the same in both arms of an experiment).
+
+    Attributes:
+        backbone: registry name (``efficientnet_lite0`` offline, ``efficientnet_b0``).
+        image_size: input size (128 or 224).
+        imbalance: ``none``, ``sampler`` (weighted sampling) or ``loss`` (weighted loss).
+        epochs, batch_size, lr, weight_decay, warmup_epochs: the optimisation.
+        patience: epochs without a better validation macro-F1 before stopping.
+        hidden, dropout: the head.
+        augment: flips, turns, zoomed crops and colour jitter on training images.
+        freeze_backbone: train the head only (a fast linear-probe-like baseline).
+        mixed_precision: ``auto`` (bf16/fp16 on a GPU, none on the CPU), ``no``, ``fp16``, ``bf16``.
+        pretrained: ImageNet weights (False only for tests of the loop itself).
+    """
+
+    backbone: str = "efficientnet_lite0"
+    image_size: int = 224
+    imbalance: str = "sampler"
+    epochs: int = 15
+    batch_size: int = 32
+    lr: float = 3e-4
+    weight_decay: float = 1e-4
+    warmup_epochs: float = 1.0
+    patience: int = 5
+    hidden: int = 256
+    dropout: float = 0.3
+    augment: bool = True
+    freeze_backbone: bool = False
+    mixed_precision: str = "auto"
+    pretrained: bool = True
+
+    def validate(self) -> None:
+        if self.imbalance not in IMBALANCE:
+            raise ValueError(f"imbalance {self.imbalance!r} is not one of: {', '.join(IMBALANCE)}")
+        if self.mixed_precision not in ("auto", "no", "fp16", "bf16"):
+            raise ValueError("mixed_precision is one of: auto, no, fp16, bf16")
+        if self.epochs < 1 or self.batch_size < 1 or self.patience < 1:
+            raise ValueError("epochs, batch_size and patience must be at least 1")
+        if not 0 <= self.dropout < 1:
+            raise ValueError("dropout must be in [0, 1)")
+
+
+@dataclass
+class TrainedClassifier:
+    model: Classifier
+    spec: ClassifierSpec
+    best_epoch: int
+    best_valid_macro_f1: float
+    history: list[dict] = field(default_factory=list)
+    stopped_early: bool = False
+
+
+def _autocast_dtype(config: ClassifierTrainConfig, device: torch.device) -> torch.dtype | None:
+    if device.type != "cuda" or config.mixed_precision == "no":
+        return None
+    if config.mixed_precision == "fp16":
+        return torch.float16
+    if config.mixed_precision == "bf16" or torch.cuda.is_bf16_supported():
+        return torch.bfloat16
+    return torch.float16
+
+
+def class_weights(labels: torch.Tensor, num_classes: int) -> torch.Tensor:
+    """``n / (C * n_c)``: every class weighs the same in total. A missing class gets 0."""
+    counts = torch.bincount(labels, minlength=num_classes).float()
+    weights = torch.where(counts > 0, len(labels) / (num_classes * counts.clamp(min=1)),
+                          torch.zeros_like(counts))
+    return weights
+
+
+def epoch_order(labels: torch.Tensor, num_classes: int, imbalance: str,
+                generator: torch.Generator) -> torch.Tensor:
+    """Indices of one epoch: a permutation, or (``sampler``) a class-balanced draw with
+    replacement of the same length."""
+    if imbalance == "sampler":
+        per_image = class_weights(labels, num_classes)[labels]
+        return torch.multinomial(per_image, len(labels), replacement=True, generator=generator)
+    return torch.randperm(len(labels), generator=generator)
+
+
+@torch.inference_mode()
+def predict(model: Classifier, spec: ClassifierSpec, data: ImageTensors, device: torch.device,
+            batch_size: int = 64) -> np.ndarray:
+    """Class probabilities ``(N, C)`` of real, un-augmented images."""
+    model.eval()
+    out = []
+    for start in range(0, len(data), batch_size):
+        x = normalise(data.pixels[start:start + batch_size].to(device), spec.mean, spec.std)
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
+            out.append(torch.softmax(model(x).float(), dim=1).cpu())
+    return torch.cat(out).numpy() if out else np.zeros((0, len(spec.classes)), np.float32)
+
+
+def evaluate(model: Classifier, spec: ClassifierSpec, data: ImageTensors,
+             device: torch.device) -> dict:
+    probs = predict(model, spec, data, device)
+    return classification_metrics(data.labels.numpy(), probs.argmax(1), spec.classes)
+
+
+def train_classifier(train: ImageTensors, valid: ImageTensors, classes: tuple[str, ...],
+                     config: ClassifierTrainConfig, seed: int, device: torch.device | None = None,
+                     registry: WeightsRegistry | None = None, progress: Progress = no_progress,
+                     cancel: CancelToken | None = None, label: str = "") -> TrainedClassifier:
+    """Train on ``train`` (augmented when asked), keep the weights of the epoch with the best
+    validation macro-F1, stop after ``patience`` epochs without improvement.
+
+    Raises:
+        ValueError: an empty training or validation set, or a bad config.
+        Cancelled: when ``cancel`` is set (checked every step).
+    """
+    config.validate()
+    if len(train) == 0 or len(valid) == 0:
+        raise ValueError(f"training needs images in both training ({len(train)}) and "
+                         f"validation ({len(valid)}) sets")
+    device = device or torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    torch.manual_seed(seed)  # the head's initialisation and dropout
+    generator = torch.Generator().manual_seed(seed)  # order and augmentation
+    model, spec = build_classifier(config.backbone, classes, config.image_size, config.hidden,
+                                   config.dropout, config.pretrained, registry)
+    model = model.to(device).to(memory_format=torch.channels_last)
+    if config.freeze_backbone:
+        model.backbone.requires_grad_(False)
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
+    steps_per_epoch = math.ceil(len(train) / config.batch_size)
+    total = steps_per_epoch * config.epochs
+    warmup = max(1, int(config.warmup_epochs * steps_per_epoch))
+
+    def lr_factor(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / warmup
+        return 0.5 * (1 + math.cos(math.pi * (step - warmup) / max(1, total - warmup)))
+
+    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_factor)
+    amp = _autocast_dtype(config, device)
+    scaler = torch.amp.GradScaler("cuda", enabled=amp == torch.float16)
+    loss_weights = class_weights(train.labels, len(classes)).to(device) \
+        if config.imbalance == "loss" else None
+    labels_dev = train.labels.to(device)
+    pixels = train.pixels.to(device) if device.type == "cuda" else train.pixels
+    best_f1, best_epoch, best_state, history, waited = -1.0, 0, None, [], 0
+    step = 0
+    for epoch in range(1, config.epochs + 1):
+        model.train()
+        if config.freeze_backbone:
+            model.backbone.eval()  # frozen BatchNorm statistics too
+        order = epoch_order(train.labels, len(classes), config.imbalance, generator)
+        running = 0.0
+        for start in range(0, len(order), config.batch_size):
+            if cancel is not None:
+                cancel.check()
+            index = order[start:start + config.batch_size]
+            raw = pixels[index.to(pixels.device)].to(device, non_blocking=True)
+            x = augment(raw, generator) if config.augment else raw
+            x = normalise(x, spec.mean, spec.std)
+            y = labels_dev[index.to(device)]
+            with torch.autocast(device.type, dtype=amp or torch.float32, enabled=amp is not None):
+                loss = F.cross_entropy(model(x).float(), y, weight=loss_weights)
+            optimizer.zero_grad(set_to_none=True)
+            scaler.scale(loss).backward()
+            scaler.step(optimizer)
+            scaler.update()
+            schedule.step()
+            step += 1
+            running += float(loss)
+            progress(step, total, f"{label}epoch {epoch}/{config.epochs} · step {step}/{total} · "
+                                  f"loss {float(loss):.4f} · best valid macro-F1 {max(best_f1, 0):.3f}")
+        valid_metrics = evaluate(model, spec, valid, device)
+        f1 = valid_metrics["macro_f1"]
+        history.append({"epoch": epoch, "train_loss": running / steps_per_epoch,
+                        "valid_macro_f1": f1, "valid_balanced_accuracy": valid_metrics["balanced_accuracy"]})
+        progress(step, total, f"{label}epoch {epoch}/{config.epochs} · valid macro-F1 {f1:.3f}")
+        if f1 > best_f1:
+            best_f1, best_epoch, waited = f1, epoch, 0
+            best_state = {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
+        else:
+            waited += 1
+            if waited >= config.patience:
+                break
+    model.load_state_dict(best_state)
+    model.eval()
+    return TrainedClassifier(model, spec, best_epoch, best_f1, history,
+                             stopped_early=len(history) < config.epochs)
