@@ -185,9 +185,9 @@ def train_classifier(train: ImageTensors, valid: ImageTensors, classes: tuple[st
             scaler.update()
             schedule.step()
             step += 1
-            running += float(loss)
+            running += loss.item()
             progress(step, total, f"{label}epoch {epoch}/{config.epochs} · step {step}/{total} · "
-                                  f"loss {float(loss):.4f} · best valid macro-F1 {max(best_f1, 0):.3f}")
+                                  f"loss {loss.item():.4f} · best valid macro-F1 {max(best_f1, 0):.3f}")
         valid_metrics = evaluate(model, spec, valid, device)
         f1 = valid_metrics["macro_f1"]
         history.append({"epoch": epoch, "train_loss": running / steps_per_epoch,
