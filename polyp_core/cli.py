@@ -160,6 +160,17 @@ def cmd_diagnose(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_export_model(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from polyp_core.demo import export_generator
+
+    target = export_generator(Workspace(args.workspace), args.model, args.checkpoint, Path(args.to))
+    size = sum(p.stat().st_size for p in target.rglob("*") if p.is_file())
+    print(f"exported {args.model}@{args.checkpoint} to {target} ({size / 1e6:.1f} MB)")
+    return 0
+
+
 def cmd_weights(args: argparse.Namespace) -> int:
     from polyp_core.backbones import BACKBONES, WeightsRegistry
 
@@ -253,6 +264,13 @@ def build_parser() -> argparse.ArgumentParser:
     add_classify_commands(sub)
 
     add_review_commands(sub)
+
+    export = sub.add_parser("export-model", help="copy one DDPM checkpoint for sampling only "
+                                                 "(how assets/demo-ddpm is made)")
+    export.add_argument("--model", required=True)
+    export.add_argument("--checkpoint", required=True, help="e.g. step-003000")
+    export.add_argument("--to", required=True, help="target folder")
+    export.set_defaults(func=cmd_export_model)
 
     weights = sub.add_parser("weights", help="list or register local weight files")
     weights.add_argument("action", choices=["list", "add"])

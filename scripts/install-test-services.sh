@@ -1,10 +1,14 @@
 #!/usr/bin/env bash
 # System packages the test suite starts for real: a PostgreSQL server (the database tests
-# run on SQLite and PostgreSQL). Debian packages; needs root (or sudo) when missing.
+# run on SQLite and PostgreSQL) and Debian's Chromium (the browser tests drive it with
+# Playwright). Debian packages; needs root (or sudo) when missing.
 set -euo pipefail
 need=()
 if ! command -v initdb >/dev/null 2>&1 && ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then
   need+=(postgresql)
+fi
+if ! command -v chromium >/dev/null 2>&1; then
+  need+=(chromium)
 fi
 [ ${#need[@]} -eq 0 ] && exit 0
 if [ "$(id -u)" -eq 0 ]; then

@@ -258,6 +258,23 @@ def test_training_is_deterministic_on_the_cpu_and_cancellable(review_env):
                          ClassifierTrainConfig(imbalance="smote"), seed=0)
 
 
+@SQLITE_ONLY
+def test_a_frozen_backbone_is_embedded_once_and_stays_as_it_was(review_env):
+    from polyp_core.classify.model import build_classifier
+
+    data, classes = _phantom_tensors(review_env)
+    cpu = torch.device("cpu")
+    config = ClassifierTrainConfig(image_size=32, epochs=3, batch_size=16, hidden=32,
+                                   freeze_backbone=True, augment=False, lr=3e-3)
+    trained = train_classifier(data["train"], data["valid"], classes, config, seed=0, device=cpu)
+    fresh, _ = build_classifier("efficientnet_lite0", classes, 32, hidden=32)
+    for key, value in fresh.backbone.state_dict().items():
+        assert torch.equal(value, trained.model.backbone.state_dict()[key]), key
+    # the macro-F1 measured on cached features is the full model's on the images
+    assert evaluate(trained.model, trained.spec, data["valid"], cpu)["macro_f1"] == \
+        pytest.approx(trained.best_valid_macro_f1)
+
+
 def test_the_head_gets_gradients_and_a_frozen_backbone_does_not(review_env):
     from polyp_core.classify.model import build_classifier
 

@@ -114,6 +114,16 @@ def predict(model: Classifier, spec: ClassifierSpec, data: ImageTensors, device:
     return torch.cat(out).numpy() if out else np.zeros((0, len(spec.classes)), np.float32)
 
 
+@torch.no_grad()  # not inference_mode: the head trains on these tensors
+def backbone_features(model: Classifier, spec: ClassifierSpec, pixels: torch.Tensor,
+                      device: torch.device, batch_size: int = 64) -> torch.Tensor:
+    """Pooled backbone features of un-augmented images (for a frozen backbone: once per run)."""
+    model.backbone.eval()
+    out = [model.backbone(normalise(pixels[i:i + batch_size].to(device), spec.mean, spec.std)).float()
+           for i in range(0, len(pixels), batch_size)]
+    return torch.cat(out)
+
+
 def evaluate(model: Classifier, spec: ClassifierSpec, data: ImageTensors,
              device: torch.device) -> dict:
     probs = predict(model, spec, data, device)
@@ -161,6 +171,11 @@ def train_classifier(train: ImageTensors, valid: ImageTensors, classes: tuple[st
         if config.imbalance == "loss" else None
     labels_dev = train.labels.to(device)
     pixels = train.pixels.to(device) if device.type == "cuda" else train.pixels
+    # a frozen backbone on un-augmented images sees the same inputs every epoch: embed once
+    fixed = config.freeze_backbone and not config.augment
+    if fixed:
+        train_features = backbone_features(model, spec, pixels, device)
+        valid_features = backbone_features(model, spec, valid.pixels, device)
     best_f1, best_epoch, best_state, history, waited = -1.0, 0, None, [], 0
     step = 0
     for epoch in range(1, config.epochs + 1):
@@ -173,12 +188,16 @@ def train_classifier(train: ImageTensors, valid: ImageTensors, classes: tuple[st
             if cancel is not None:
                 cancel.check()
             index = order[start:start + config.batch_size]
-            raw = pixels[index.to(pixels.device)].to(device, non_blocking=True)
-            x = augment(raw, generator) if config.augment else raw
-            x = normalise(x, spec.mean, spec.std)
             y = labels_dev[index.to(device)]
             with torch.autocast(device.type, dtype=amp or torch.float32, enabled=amp is not None):
-                loss = F.cross_entropy(model(x).float(), y, weight=loss_weights)
+                if fixed:
+                    logits = model.head(train_features[index.to(device)])
+                else:
+                    raw = pixels[index.to(pixels.device)].to(device, non_blocking=True)
+                    x = normalise(augment(raw, generator) if config.augment else raw,
+                                  spec.mean, spec.std)
+                    logits = model(x)
+                loss = F.cross_entropy(logits.float(), y, weight=loss_weights)
             optimizer.zero_grad(set_to_none=True)
             scaler.scale(loss).backward()
             scaler.step(optimizer)
@@ -188,7 +207,13 @@ def train_classifier(train: ImageTensors, valid: ImageTensors, classes: tuple[st
             running += loss.item()
             progress(step, total, f"{label}epoch {epoch}/{config.epochs} · step {step}/{total} · "
                                   f"loss {loss.item():.4f} · best valid macro-F1 {max(best_f1, 0):.3f}")
-        valid_metrics = evaluate(model, spec, valid, device)
+        if fixed:
+            model.eval()
+            with torch.inference_mode():
+                predicted = model.head(valid_features).argmax(1).cpu().numpy()
+            valid_metrics = classification_metrics(valid.labels.numpy(), predicted, spec.classes)
+        else:
+            valid_metrics = evaluate(model, spec, valid, device)
         f1 = valid_metrics["macro_f1"]
         history.append({"epoch": epoch, "train_loss": running / steps_per_epoch,
                         "valid_macro_f1": f1, "valid_balanced_accuracy": valid_metrics["balanced_accuracy"]})

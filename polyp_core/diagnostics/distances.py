@@ -178,6 +178,16 @@ class PairMatrix:
                 "cells": {s: {r: {"mean": k.mean, "std": k.std, "direction": self.direction(s, r)}
                               for r, k in row.items()} for s, row in self.cells.items()}}
 
+    @classmethod
+    def from_json(cls, data: dict) -> PairMatrix:
+        """A stored matrix back (subset counts per cell are not stored: they read as the run's)."""
+        counts = data.get("counts", {})
+        cells = {s: {r: KIDResult(k["mean"], k["std"], data["subsets"], data["subset_size"],
+                                  counts.get(s, {}).get(r, 0), 0) for r, k in row.items()}
+                 for s, row in data["cells"].items()}
+        return cls(data["extractor"], data["scheme"], tuple(data["classes"]), cells, data["margin"],
+                   data["subset_size"], data["subsets"], counts)
+
 
 def kid_matrix(synthetic: dict[str, np.ndarray], real: dict[str, np.ndarray], extractor: str,
                scheme: str, subsets: int = 100, subset_size: int = 1000,

@@ -94,6 +94,12 @@ def sample_to_pool(db: Database, workspace: Workspace, model_id: str, request: S
             return []
         part = replace(request, n=len(mine), seed=request.seed + mine[0])
         images = generator.sample(part, progress, cancel)
+    return store_generated(db, workspace, generator, model_id, images, request)
+
+
+def store_generated(db: Database, workspace: Workspace, generator, model_id: str,
+                    images: list[GeneratedImage], request: SampleRequest) -> list[tuple[int, str]]:
+    """Put sampled images into the pool, each once, with its provenance."""
     return [add_synthetic(db, workspace, image.rgb, provenance_of(generator, model_id, image, request))
             for image in images]
 

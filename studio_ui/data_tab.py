@@ -1,0 +1,133 @@
+"""Data: import a data set (folder path or zip upload), counts per split, images with masks."""
+
+from __future__ import annotations
+
+import zipfile
+from pathlib import Path
+
+import gradio as gr
+
+from polyp_core.data.browse import ALL, browse_page, count_rows
+from polyp_core.data.cache import PixelCache
+from polyp_core.data.importer import ImportConfig, import_dataset
+from polyp_core.data.splits import SPLITS
+from polyp_core.demo import DEMO_DATASET
+from polyp_core.errors import DatasetImportError
+from polyp_core.workspace import Workspace, check_name
+from studio_ui.services import admin
+
+
+class DataBrowser:
+    """Callbacks of the Data tab; holds the workspace, no per-user state."""
+
+    def __init__(self, workspace: Workspace):
+        self.workspace = workspace
+        self.cache = PixelCache(workspace.pixel_cache_dir)
+
+    def datasets(self) -> list[str]:
+        return self.workspace.datasets()
+
+    def overview(self, name: str | None, scheme: str | None):
+        if not name:
+            return (gr.update(value=None), gr.update(choices=[ALL], value=ALL),
+                    "No data set yet.", gr.update(choices=[], value=None))
+        manifest = self.workspace.load_manifest(name)
+        scheme = scheme if scheme in manifest.schemes else manifest.scheme
+        header, rows = count_rows(manifest, scheme)
+        summary = (f"**{manifest.name}** · {len(manifest.items)} images · layout "
+                   f"{manifest.layout} · split {manifest.split_method} · scheme {scheme} "
+                   f"(available: {', '.join(manifest.schemes)})")
+        classes = [ALL, *header[1:-1]]
+        return (gr.update(value=rows, headers=header), gr.update(choices=classes, value=ALL),
+                summary, gr.update(choices=manifest.schemes, value=scheme))
+
+    def make_active(self, name: str | None, scheme: str | None) -> str:
+        if not name or not scheme:
+            return "Choose a data set and a scheme first."
+        manifest = self.workspace.set_scheme(name, scheme)
+        return f"**{manifest.name}**: active scheme is now {manifest.scheme}; later runs use it."
+
+    def import_source(self, person, path: str, upload, name: str):  # noqa: ANN001
+        """Import a folder on the server, or an uploaded zip unpacked into the workspace."""
+        admin(person)
+        name = (name or "").strip() or None
+        try:
+            if upload is not None:
+                if not name:
+                    raise gr.Error("Give the uploaded data set a name.")
+                target = self.workspace.sources_dir / check_name(name)
+                with zipfile.ZipFile(upload) as archive:
+                    archive.extractall(target)
+                entries = [p for p in target.iterdir() if not p.name.startswith(("__", "."))]
+                source = entries[0] if len(entries) == 1 and entries[0].is_dir() else target
+            elif path and path.strip():
+                source = Path(path.strip()).expanduser()
+            else:
+                raise gr.Error("Give a folder path or upload a zip.")
+            result = import_dataset(self.workspace, ImportConfig(str(source), name=name))
+        except DatasetImportError as exc:
+            raise gr.Error(str(exc)) from None
+        except (ValueError, FileNotFoundError, zipfile.BadZipFile) as exc:
+            raise gr.Error(str(exc)) from None
+        counts = result.counts["all"]
+        return (gr.update(choices=self.datasets(), value=result.name),
+                f"Imported **{result.name}**: {result.n_images} images, {result.n_masks} masks, "
+                f"{counts}")
+
+    def page(self, name: str | None, scheme: str | None, split: str, cls: str, page: int,
+             show_masks: bool):
+        if not name:
+            return [], "", 0
+        manifest = self.workspace.load_manifest(name)
+        scheme = scheme if scheme in manifest.schemes else manifest.scheme
+        result = browse_page(manifest, self.cache, split, cls, int(page or 0),
+                             show_masks=show_masks, scheme=scheme)
+        label = f"page {result.page + 1} of {result.pages} · {result.total} images"
+        return result.tiles, label, result.page
+
+
+def build_data_tab(workspace: Workspace, person: gr.State, demo: gr.Blocks) -> dict:
+    browser = DataBrowser(workspace)
+    names = browser.datasets()
+    first = DEMO_DATASET if DEMO_DATASET in names else (names[0] if names else None)
+    with gr.Accordion("Import a data set", open=False):
+        with gr.Row():
+            source = gr.Textbox(label="Folder or CSV on the server (hospital layout, class folders, CSV)")
+            upload = gr.File(label="... or a zip", file_types=[".zip"], type="filepath")
+            new_name = gr.Textbox(label="Name (default: the folder's)")
+        import_btn = gr.Button("Import")
+        import_msg = gr.Markdown()
+    with gr.Row():
+        dataset = gr.Dropdown(names, value=first, label="Data set")
+        scheme = gr.Radio([], value=None, label="Label scheme (view)")
+        activate = gr.Button("Make this scheme the data set's default", size="sm")
+    summary = gr.Markdown()
+    counts = gr.Dataframe(label="Images per split and class", interactive=False)
+    with gr.Row():
+        split = gr.Radio([ALL, *SPLITS], value=ALL, label="Split")
+        cls = gr.Dropdown([ALL], value=ALL, label="Class")
+        masks = gr.Checkbox(True, label="Outline masks")
+    with gr.Row():
+        prev_btn = gr.Button("◀ Previous")
+        page_label = gr.Markdown()
+        next_btn = gr.Button("Next ▶")
+    page = gr.State(0)
+    gallery = gr.Gallery(label="Images", columns=6, height="auto", format="jpeg")
+
+    overview_io = dict(inputs=[dataset, scheme], outputs=[counts, cls, summary, scheme])
+    page_io = dict(inputs=[dataset, scheme, split, cls, page, masks],
+                   outputs=[gallery, page_label, page])
+    # scheme.input, not .change: overview() itself sets the radio to the active scheme
+    for trigger in (dataset.change, scheme.input, demo.load):
+        trigger(browser.overview, **overview_io).then(lambda: 0, outputs=page).then(
+            browser.page, **page_io)
+    activate.click(browser.make_active, inputs=[dataset, scheme], outputs=summary)
+    for trigger in (split.change, cls.change, masks.change):
+        trigger(lambda: 0, outputs=page).then(browser.page, **page_io)
+    prev_btn.click(lambda p: max(0, p - 1), inputs=page, outputs=page).then(
+        browser.page, **page_io)
+    next_btn.click(lambda p: p + 1, inputs=page, outputs=page).then(
+        browser.page, **page_io)
+    import_btn.click(browser.import_source, inputs=[person, source, upload, new_name],
+                     outputs=[dataset, import_msg])
+    return {"browser": browser}

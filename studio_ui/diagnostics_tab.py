@@ -1,0 +1,140 @@
+"""Diagnostics: KID class-pair heatmap, checkpoint sweep, UMAP/t-SNE with thumbnails on
+hover, memorisation pairs side by side."""
+
+from __future__ import annotations
+
+import html
+from pathlib import Path
+
+import gradio as gr
+
+from polyp_core.data.cache import PixelCache
+from polyp_core.diagnostics.distances import PairMatrix
+from polyp_core.diagnostics.report import DiagnoseConfig, diagnose, pair_heatmap
+from polyp_core.diagnostics.sweep import sweep_figure, sweep_generator
+from polyp_core.jobs import job_status
+from polyp_core.runs import load_run
+from review_db import queries
+from studio_ui.services import Studio, admin, job_line, shown_errors
+
+
+class DiagnosticsDesk:
+    def __init__(self, studio: Studio):
+        self.studio = studio
+
+    def runs(self) -> list[tuple[str, str]]:
+        with self.studio.db.session() as session:
+            return [(f"{r.id} · {r.config.get('generator') or 'all generators'}", r.id)
+                    for r in queries.list_runs(session, "diagnose")]
+
+    def generators(self) -> list[str]:
+        return sorted(p.parent.name for p in self.studio.workspace.models_dir.glob("*/config.json"))
+
+    @shown_errors
+    def start(self, person, dataset, generator, subsets, subset_size, projection, near_copy):  # noqa: ANN001
+        person = admin(person)
+        config = DiagnoseConfig(dataset=dataset, generator=generator or None, subsets=int(subsets),
+                                subset_size=int(subset_size), projections=(projection,),
+                                near_copy=float(near_copy))
+        db, workspace = self.studio.db, self.studio.workspace
+        job = self.studio.jobs.submit(
+            "diagnose", {"dataset": dataset, "generator": generator},
+            lambda progress, cancel: diagnose(db, workspace, config, progress).run_id,
+            owner_id=person.id)
+        return job, job_line(job_status(db, job))
+
+    def poll(self, job: str | None):
+        if not job:
+            return gr.update(), gr.update(), None
+        status = job_status(self.studio.db, job)
+        if status.status == "done":
+            return job_line(status), gr.update(choices=self.runs(), value=status.message), None
+        return job_line(status), gr.update(), job if status.active else None
+
+    @shown_errors
+    def show(self, run_id: str | None, scheme: str | None):
+        if not run_id:
+            return None, "", None, []
+        results = load_run(self.studio.db, run_id)["results"]
+        kid = results["kid"]
+        scheme = scheme if scheme in kid else next(iter(kid))
+        heatmap = pair_heatmap(PairMatrix.from_json(kid[scheme]))
+        margins = ", ".join(f"{c} {m:+.4f}" for c, m in kid[scheme]["margin"].items())
+        text = (f"**{run_id}** · {results['extractor']} · margins (off-diagonal minus diagonal; "
+                f"positive is good): {margins}")
+        projection = None
+        for path in results.get("projections", {}).values():
+            if Path(path).is_file():  # self-contained: plotly.js inlined, hover thumbnails
+                projection = (f'<iframe style="width:100%;height:640px;border:0" '
+                              f'srcdoc="{html.escape(Path(path).read_text())}"></iframe>')
+                break
+        pixels = PixelCache(self.studio.workspace.pixel_cache_dir)
+        pairs = []
+        with self.studio.db.session() as session:
+            for pair in results["memorisation"]["pairs"][:12]:
+                syn = queries.image_by_sha(session, pair["synthetic_id"])
+                real = queries.image_by_sha(session, pair["real_id"])
+                if syn is None or real is None:
+                    continue
+                pairs.append((pixels.rgb(syn.path, syn.sha256, 128),
+                              f"synthetic {pair['synthetic_class']} · cosine {pair['similarity']:.3f}"))
+                pairs.append((pixels.rgb(real.path, real.sha256, 128), "its nearest real image"))
+        return heatmap, text, projection, pairs
+
+    @shown_errors
+    def sweep(self, person, generator, dataset, n_per_class, steps, progress=gr.Progress()):  # noqa: ANN001, B008
+        admin(person)
+        if not generator:
+            raise gr.Error("Choose a generator.")
+        with self.studio.jobs.gpu:
+            result = sweep_generator(self.studio.workspace, generator, dataset,
+                                     n_per_class=int(n_per_class), steps=int(steps), subsets=20,
+                                     progress=lambda d, t, m: progress((d, t), desc=m))
+        return sweep_figure(result, f"Checkpoint sweep of {generator} (best: {result.best()})")
+
+
+def build_diagnostics_tab(studio: Studio, person: gr.State) -> dict:
+    desk = DiagnosticsDesk(studio)
+    job = gr.State(None)
+    with gr.Row():
+        dataset = gr.Dropdown(studio.workspace.datasets(), label="Real data set")
+        generator = gr.Dropdown([""], value="", label="Generator (empty: whole pool)",
+                                allow_custom_value=True)  # filled at admin sign-in
+        projection = gr.Radio(["umap", "tsne", "pca"], value="umap", label="Projection")
+    with gr.Row():
+        subsets = gr.Number(50, label="KID subsets", precision=0)
+        subset_size = gr.Number(1000, label="KID subset size (adapts to the smallest group)", precision=0)
+        near_copy = gr.Slider(0.8, 1.0, 0.95, step=0.005, label="Near-copy cosine threshold")
+    start = gr.Button("Run diagnostics", variant="primary")
+    status = gr.Markdown()
+    with gr.Row():
+        run = gr.Dropdown([], label="Diagnostics run")
+        scheme = gr.Radio(["three_class", "ad_vs_rest"], value="three_class", label="Scheme")
+    summary = gr.Markdown()
+    heatmap = gr.Plot(label="KID class-pair matrix (mean ± std)")
+    projection_html = gr.HTML(label="Real vs synthetic projection (hover: thumbnail)")
+    pairs = gr.Gallery(label="Nearest real image of the most similar synthetic images", columns=6,
+                       height="auto")
+    with gr.Accordion("Checkpoint sweep", open=False):
+        with gr.Row():
+            n_per_class = gr.Number(16, label="Images per class and checkpoint", precision=0)
+            steps = gr.Number(25, label="Sampling steps", precision=0)
+            sweep_btn = gr.Button("Sweep every checkpoint")
+        sweep_plot = gr.Plot(label="KID diagonal and margin per checkpoint")
+    timer = gr.Timer(1.0)
+    start.click(desk.start, inputs=[person, dataset, generator, subsets, subset_size, projection,
+                                    near_copy], outputs=[job, status])
+    timer.tick(desk.poll, inputs=job, outputs=[status, run, job])
+    for trigger in (run.change, scheme.change):
+        trigger(desk.show, inputs=[run, scheme], outputs=[heatmap, summary, projection_html, pairs])
+    sweep_btn.click(desk.sweep, inputs=[person, generator, dataset, n_per_class, steps],
+                    outputs=sweep_plot)
+
+    def refresh(_person):  # noqa: ANN001
+        runs = desk.runs()
+        names = studio.workspace.datasets()
+        return (gr.update(choices=names, value=names[0] if names else None),
+                gr.update(choices=["", *desk.generators()]),
+                gr.update(choices=runs, value=runs[0][1] if runs else None))
+
+    return {"refresh": refresh, "outputs": [dataset, generator, run]}

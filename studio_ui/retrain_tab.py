@@ -1,0 +1,150 @@
+"""Retrain & compare: the experiment form, its job's progress, and the dashboard."""
+
+from __future__ import annotations
+
+import gradio as gr
+
+from polyp_core.classify import (ClassifierTrainConfig, ExperimentConfig, SelectionPolicy,
+                                 compare_runs, parse_mix, run_experiment)
+from polyp_core.classify.figures import confusion_figure, delta_bars, metric_table
+from polyp_core.data.labels import SCHEMES
+from polyp_core.jobs import job_status
+from polyp_core.runs import load_run
+from review_db import queries
+from studio_ui.services import Studio, admin, job_line, shown_errors
+
+
+class RetrainDesk:
+    def __init__(self, studio: Studio):
+        self.studio = studio
+
+    def runs(self) -> list[tuple[str, str]]:
+        with self.studio.db.session() as session:
+            return [(f"{r.id} · {r.config.get('name') or r.config.get('dataset')}", r.id)
+                    for r in queries.list_runs(session, "retrain")]
+
+    @shown_errors
+    def start(self, person, dataset, scheme, backbone, size, imbalance, seeds, epochs, freeze,
+              min_quality, min_reviewers, verdict, unrated, mix, max_ratio, name):  # noqa: ANN001
+        person = admin(person)
+        try:
+            seed_list = tuple(int(s) for s in str(seeds).split(",") if s.strip())
+        except ValueError:
+            raise gr.Error(f"seeds: {seeds!r} is not a comma-separated list of integers") from None
+        config = ExperimentConfig(
+            dataset=dataset, scheme=scheme or None, seeds=seed_list, name=name or None,
+            train=ClassifierTrainConfig(backbone=backbone, image_size=int(size), imbalance=imbalance,
+                                        epochs=int(epochs), freeze_backbone=bool(freeze)),
+            policy=SelectionPolicy(min_quality=min_quality or None, min_reviewers=int(min_reviewers),
+                                   verdict=verdict, unrated=unrated, target_mix=parse_mix(mix),
+                                   max_ratio=float(max_ratio) if max_ratio else None))
+        config.train.validate()
+        db, workspace = self.studio.db, self.studio.workspace
+        job = self.studio.jobs.submit(
+            "retrain", config.to_json(),
+            lambda progress, cancel: run_experiment(db, workspace, config, progress, cancel).run_id,
+            owner_id=person.id)
+        return job, job_line(job_status(db, job))
+
+    def poll(self, job: str | None):
+        """Progress of the running job; when it is done, its run in the dashboard."""
+        if not job:
+            return gr.update(), gr.update(), None
+        status = job_status(self.studio.db, job)
+        if status.status == "done":
+            return job_line(status), gr.update(choices=self.runs(), value=status.message), None
+        return job_line(status), gr.update(), job if status.active else None
+
+    def cancel(self, job: str | None) -> str:
+        if not job or not self.studio.jobs.cancel(job):
+            return "No running job of this session."
+        return "Cancelling at the next training step ..."
+
+    @shown_errors
+    def show(self, run_id: str | None):
+        if not run_id:
+            return gr.update(value=[]), None, None, ""
+        results = load_run(self.studio.db, run_id)["results"]
+        header, rows = metric_table(results)
+        warnings = "\n".join(f"- {'**regression**' if w['beyond_noise'] else 'warning'}: {w['text']}"
+                             for w in results.get("warnings", []))
+        selection = results.get("selection", {}).get("counts")
+        text = (f"**{run_id}** · scheme {results['scheme']} · "
+                f"{results['arms'][next(iter(results['arms']))]['summary']['macro_f1']['n']} seed(s)")
+        if selection:
+            text += f" · synthetic images selected per class: {selection['selected']}"
+        text += ("\n\n" + warnings) if warnings else "\n\nNo class lost recall or F1."
+        return gr.update(value=rows, headers=header), delta_bars(results), confusion_figure(results), text
+
+    @shown_errors
+    def compare(self, a: str | None, b: str | None) -> str:
+        if not a or not b:
+            return "Choose two runs."
+        diff = compare_runs(self.studio.db, a, b)
+        lines = [f"**{a}** → **{b}**",
+                 f"- settings changed: {diff['config'] or 'none'}",
+                 f"- synthetic images: {len(diff['images']['only_in_a'])} only in the first, "
+                 f"{len(diff['images']['only_in_b'])} only in the second, {diff['images']['shared']} shared",
+                 f"- ratings changed between them: {'yes' if diff['ratings_changed'] else 'no'}"]
+        for arm, row in diff["metrics"].items():
+            lines.append(f"- {arm}: Δ macro-F1 {row['macro_f1']:+.3f}, Δ balanced accuracy "
+                         f"{row['balanced_accuracy']:+.3f}")
+        return "\n".join(lines)
+
+
+def build_retrain_tab(studio: Studio, person: gr.State) -> dict:
+    desk = RetrainDesk(studio)
+    job = gr.State(None)
+    with gr.Row():
+        dataset = gr.Dropdown(studio.workspace.datasets(), label="Data set")
+        scheme = gr.Dropdown(["", *SCHEMES], value="", label="Label scheme (empty: the data set's)")
+        backbone = gr.Dropdown(["efficientnet_lite0", "efficientnet_b0"], value="efficientnet_lite0",
+                               label="Backbone")
+        size = gr.Radio([128, 224], value=128, label="Image size")
+    with gr.Row():
+        imbalance = gr.Radio(["none", "sampler", "loss"], value="sampler", label="Class imbalance")
+        seeds = gr.Textbox("0,1,2", label="Seeds")
+        epochs = gr.Number(10, label="Epochs", precision=0)
+        freeze = gr.Checkbox(False, label="Train the head only (frozen backbone)")
+    with gr.Accordion("Which synthetic images join (selection policy)", open=True):
+        with gr.Row():
+            min_quality = gr.Dropdown(["", "moderate", "good"], value="", label="Rated at least")
+            min_reviewers = gr.Number(1, label="... by at least k reviewers", precision=0)
+            verdict = gr.Dropdown(["any", "not_majority_synthetic", "majority_real", "all_real"],
+                                  value="any", label="Verdict rule")
+            unrated = gr.Radio(["include", "exclude"], value="include", label="Unrated images")
+        with gr.Row():
+            mix = gr.Textbox("", label="Target class mix ('balance' or AD=0.4,SSA=0.3,HP=0.3)")
+            max_ratio = gr.Number(0, label="Max synthetic per real image (0: no cap)")
+            name = gr.Textbox("", label="Run name")
+    with gr.Row():
+        start = gr.Button("Train baseline and augmented", variant="primary")
+        cancel = gr.Button("Cancel")
+    status = gr.Markdown()
+    with gr.Row():
+        run = gr.Dropdown([], label="Run")  # filled at admin sign-in
+        other = gr.Dropdown([], label="Compare with")
+        compare = gr.Button("Compare runs")
+    summary = gr.Markdown()
+    table = gr.Dataframe(label="Metrics on the real test images (mean ± std [95% CI] over seeds)",
+                         interactive=False, wrap=True)
+    with gr.Row():
+        deltas = gr.Plot(label="Per-class change")
+        confusion = gr.Plot(label="Confusion matrices")
+    diff = gr.Markdown()
+    timer = gr.Timer(1.0)
+    start.click(desk.start, inputs=[person, dataset, scheme, backbone, size, imbalance, seeds, epochs,
+                                    freeze, min_quality, min_reviewers, verdict, unrated, mix,
+                                    max_ratio, name], outputs=[job, status], api_name="start_retrain")
+    timer.tick(desk.poll, inputs=job, outputs=[status, run, job], api_name="retrain_progress")
+    cancel.click(desk.cancel, inputs=job, outputs=status)
+    run.change(desk.show, inputs=run, outputs=[table, deltas, confusion, summary], api_name="show_run")
+    compare.click(desk.compare, inputs=[run, other], outputs=diff)
+
+    def refresh(_person):  # noqa: ANN001
+        runs = desk.runs()
+        names = studio.workspace.datasets()
+        return (gr.update(choices=names, value=names[0] if names else None),
+                gr.update(choices=runs, value=runs[0][1] if runs else None), gr.update(choices=runs))
+
+    return {"refresh": refresh, "outputs": [dataset, run, other]}

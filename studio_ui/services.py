@@ -1,0 +1,72 @@
+"""The services every tab shares, and how the UI reports the engine's errors."""
+
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass
+
+import gradio as gr
+
+from polyp_core.errors import StudioError
+from polyp_core.jobs import JobRunner
+from polyp_core.review.accounts import Person, require_admin
+from polyp_core.workspace import Workspace
+from review_db.database import Database
+
+
+@dataclass
+class Studio:
+    """Workspace, database and the job runner (GPU work one job at a time)."""
+
+    workspace: Workspace
+    db: Database
+    jobs: JobRunner
+
+    @classmethod
+    def open(cls, workspace: Workspace, db: Database) -> Studio:
+        return cls(workspace, db, JobRunner(db, gpu_slots=1))
+
+
+def signed_in(person: Person | None) -> Person:
+    if person is None:
+        raise gr.Error("Sign in first.")
+    return person
+
+
+def admin(person: Person | None) -> Person:
+    person = signed_in(person)
+    try:
+        require_admin(person)
+    except StudioError as exc:
+        raise gr.Error(str(exc)) from None
+    return person
+
+
+def shown_errors(fn):
+    """Engine errors (bad input, missing model, unknown label) become a message in the page,
+    worded as the engine worded them."""
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except gr.Error:
+            raise
+        except (StudioError, ValueError, KeyError, FileNotFoundError, PermissionError) as exc:
+            message = exc.args[0] if isinstance(exc, KeyError) and exc.args else str(exc)
+            raise gr.Error(str(message)) from None
+
+    return wrapper
+
+
+def job_line(status) -> str:  # noqa: ANN001
+    """One line of Markdown for a job's state."""
+    if status is None:
+        return ""
+    share = f" · {100 * status.done / status.total:.0f}%" if status.total else ""
+    text = f"**{status.status}**{share}"
+    if status.message:
+        text += f" · {status.message}"
+    if status.error and status.status in ("failed", "interrupted", "cancelled"):
+        text += f"\n\n`{status.error.splitlines()[0]}`"
+    return text

@@ -1,0 +1,116 @@
+"""Train generator: start a DDPM or LoRA training job, watch its loss and sample grids, cancel."""
+
+from __future__ import annotations
+
+import csv
+from dataclasses import asdict
+from pathlib import Path
+
+import gradio as gr
+
+from polyp_core.generation.ddpm import PRESETS, DDPMTrainConfig, train_ddpm
+from polyp_core.generation.sd_lora import LoraTrainConfig, train_lora
+from polyp_core.jobs import job_status
+from polyp_core.progress import Cancelled
+from studio_ui.services import Studio, admin, job_line, shown_errors
+
+
+def loss_figure(folder: Path):
+    """The loss curve of a model folder's ``loss.csv`` (None before the first row)."""
+    import plotly.graph_objects as go
+
+    path = folder / "loss.csv"
+    if not path.is_file():
+        return None
+    with open(path) as handle:
+        rows = list(csv.reader(handle))[1:]
+    if not rows:
+        return None
+    figure = go.Figure(go.Scatter(x=[int(r[0]) for r in rows], y=[float(r[1]) for r in rows],
+                                  mode="lines", name="loss"))
+    figure.update_layout(title="Training loss", xaxis_title="step", yaxis_type="log", height=320,
+                         margin=dict(l=40, r=20, t=50, b=40))
+    return figure
+
+
+def checkpoint_grids(folder: Path) -> list[tuple[str, str]]:
+    return [(str(p), p.parent.name) for p in sorted((folder / "checkpoints").glob("step-*/grid.png"))]
+
+
+class TrainDesk:
+    def __init__(self, studio: Studio):
+        self.studio = studio
+
+    @shown_errors
+    def start(self, person, backend, dataset, model_id, preset, steps, batch_size, every,
+              base_model, rank):  # noqa: ANN001
+        person = admin(person)
+        workspace = self.studio.workspace
+        if backend == "ddpm":
+            config = DDPMTrainConfig(dataset=dataset, model_id=model_id, preset=preset,
+                                     steps=int(steps), batch_size=int(batch_size),
+                                     checkpoint_every=int(every))
+            config.validate()
+            train = train_ddpm
+        else:
+            config = LoraTrainConfig(dataset=dataset, model_id=model_id, base_model=base_model,
+                                     steps=int(steps), batch_size=int(batch_size),
+                                     checkpoint_every=int(every), rank=int(rank))
+            train = train_lora
+
+        def work(progress, cancel):  # noqa: ANN001, ANN202
+            result = train(workspace, config, progress, cancel)
+            if result.status == "cancelled":  # a checkpoint was written; the job says cancelled
+                raise Cancelled(f"cancelled at step {result.steps_done}")
+            return f"{result.model_id}: {result.steps_done} steps, loss {result.final_loss:.4f}"
+
+        job = self.studio.jobs.submit(f"train-{backend}", asdict(config), work, owner_id=person.id)
+        return job, model_id, job_line(job_status(self.studio.db, job))
+
+    def poll(self, job: str | None, model_id: str | None):
+        if not model_id:
+            return gr.update(), gr.update(), gr.update(), job
+        folder = self.studio.workspace.models_dir / model_id
+        status = job_status(self.studio.db, job) if job else None
+        return (job_line(status) if status else gr.update(), loss_figure(folder),
+                checkpoint_grids(folder), job if status and status.active else None)
+
+    def cancel(self, job: str | None) -> str:
+        if not job or not self.studio.jobs.cancel(job):
+            return "No running training of this session."
+        return "Cancelling: the current step finishes and a checkpoint is written."
+
+
+def build_train_tab(studio: Studio, person: gr.State) -> dict:
+    desk = TrainDesk(studio)
+    job, watched = gr.State(None), gr.State(None)
+    with gr.Row():
+        backend = gr.Radio(["ddpm", "sd_lora"], value="ddpm", label="Backend")
+        dataset = gr.Dropdown(studio.workspace.datasets(), label="Data set (training split only)")
+        model_id = gr.Textbox("my-ddpm", label="Model id")
+    with gr.Row():
+        preset = gr.Dropdown(list(PRESETS), value="tiny", label="DDPM preset")
+        steps = gr.Number(500, label="Steps", precision=0)
+        batch_size = gr.Number(16, label="Batch size", precision=0)
+        every = gr.Number(100, label="Checkpoint (with sample grid) every", precision=0)
+    with gr.Row():
+        base_model = gr.Textbox("runwayml/stable-diffusion-v1-5",
+                                label="SD base model (folder or hub id, LoRA only)")
+        rank = gr.Number(8, label="LoRA rank", precision=0)
+    with gr.Row():
+        start = gr.Button("Start training", variant="primary")
+        cancel = gr.Button("Cancel")
+    status = gr.Markdown()
+    loss = gr.Plot(label="Loss")
+    grids = gr.Gallery(label="Sample grid per checkpoint (one row per class)", columns=4, height="auto")
+    timer = gr.Timer(2.0)
+    start.click(desk.start, inputs=[person, backend, dataset, model_id, preset, steps, batch_size,
+                                    every, base_model, rank], outputs=[job, watched, status])
+    timer.tick(desk.poll, inputs=[job, watched], outputs=[status, loss, grids, job])
+    cancel.click(desk.cancel, inputs=job, outputs=status)
+
+    def refresh(_person):  # noqa: ANN001
+        names = studio.workspace.datasets()
+        return (gr.update(choices=names, value=names[0] if names else None),)
+
+    return {"refresh": refresh, "outputs": [dataset]}
