@@ -40,6 +40,9 @@ DEMO_ADMIN = ("admin", "polyp-demo-admin")
 DEMO_REVIEWERS = (("reviewer1", "polyp-demo-review"), ("reviewer2", "polyp-demo-review"))
 DEMO_GENERATOR = "demo-ddpm"
 DEMO_STUDY = "demo-study"
+# The demo DDPM was trained for minutes on a CPU: the ancestral sampler with many steps gives
+# clean frames; deterministic few-step samplers need a longer-trained model (assets/README.md).
+DEMO_SAMPLER = ("ddpm", 200)
 ASSETS = Path(__file__).resolve().parents[1] / "assets"
 
 
@@ -93,8 +96,8 @@ def ensure_demo_workspace(workspace: Workspace, db, n_per_class: int = 12,  # no
     if (workspace.models_dir / DEMO_GENERATOR).is_dir() and not has_pool:
         for i, cls in enumerate(("AD", "SSA", "HP")):
             sample_to_pool(db, workspace, DEMO_GENERATOR, SampleRequest(
-                class_label=cls, n=n_per_class, seed=1000 * i, steps=25, guidance=2.0,
-                scheduler="dpmsolver++"))
+                class_label=cls, n=n_per_class, seed=1000 * i, steps=DEMO_SAMPLER[1], guidance=2.0,
+                scheduler=DEMO_SAMPLER[0]))
         made.append(f"{3 * n_per_class} demo-generator images in the synthetic pool")
         has_pool = True
     if has_pool and not has_study:

@@ -106,9 +106,9 @@ def build_generate_tab(studio: Studio, person: gr.State) -> dict:
         n = gr.Slider(1, 64, 8, step=1, label="Images")
         seed = gr.Number(0, label="Seed", precision=0)
         random_seed = gr.Checkbox(False, label="Random seed")
-        steps = gr.Slider(5, 1000, 50, step=1, label="Steps")
+        steps = gr.Slider(5, 1000, 200, step=1, label="Steps")
         guidance = gr.Slider(0, 10, 2.0, step=0.5, label="Guidance")
-        scheduler = gr.Dropdown(list(SCHEDULERS), value="dpmsolver++", label="Scheduler")
+        scheduler = gr.Dropdown(list(SCHEDULERS), value="ddpm", label="Scheduler")
     with gr.Row():
         go = gr.Button("Sample", variant="primary")
         add = gr.Button("Add these to the pool")

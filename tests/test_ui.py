@@ -33,6 +33,18 @@ def live_app(tmp_path_factory):
     db = Database(f"sqlite:///{root / 'studio.db'}")
     made = ensure_demo_workspace(workspace, db, n_per_class=4, n_frames=90, size=96)
     assert any(DEMO_STUDY in m for m in made), f"the demo needs assets/demo-ddpm; made: {made}"
+    # one stored run of each kind, so the dashboards have something to draw
+    import torch
+
+    from polyp_core.classify import ClassifierTrainConfig, ExperimentConfig, run_experiment
+    from polyp_core.diagnostics.report import DiagnoseConfig, diagnose
+
+    run_experiment(db, workspace, ExperimentConfig(
+        dataset="phantom", seeds=(0, 1), name="ui-test",
+        train=ClassifierTrainConfig(image_size=32, epochs=1, batch_size=16, hidden=16)),
+        device=torch.device("cpu"))
+    diagnose(db, workspace, DiagnoseConfig(dataset="phantom", size=64, subsets=5,
+                                           projections=("pca",)))
     demo = app.build_app(workspace, db)
     port = _free_port()
     demo.queue().launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True,
@@ -184,7 +196,9 @@ def test_browser_admin_opens_every_tab(live_app, browser, tmp_path):
         if tab == "Studies":
             page.locator(f"text={DEMO_STUDY} >> visible=true").first.wait_for(timeout=30_000)
         if tab == "Retrain & compare":
-            page.get_by_text("Train baseline and augmented").wait_for(timeout=30_000)
+            page.locator("text=augmented − baseline >> visible=true").first.wait_for(timeout=30_000)
+        if tab == "Diagnostics":
+            page.locator("text=margins >> visible=true").first.wait_for(timeout=30_000)
         shot = folder / f"tab-{tab.lower().replace(' & ', '-').replace(' ', '-')}.png"
         page.screenshot(path=str(shot), full_page=True)
         assert shot.stat().st_size > 10_000

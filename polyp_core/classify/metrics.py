@@ -36,8 +36,10 @@ def classification_metrics(y_true: Sequence[int], y_pred: Sequence[int],
     }
 
 
-def spread(values: Sequence[float], confidence: float = 0.95) -> dict:
-    """Mean, sample std and a t interval of the mean over seeds.
+def spread(values: Sequence[float], confidence: float = 0.95,
+           bounds: tuple[float, float] | None = None) -> dict:
+    """Mean, sample std and a t interval of the mean over seeds, clipped to ``bounds`` (a
+    proportion cannot leave 0..1, a difference of two cannot leave -1..1).
 
     With one value the std is 0 and the interval is the value itself (say so in reports:
     one seed tells nothing about seed noise).
@@ -50,8 +52,10 @@ def spread(values: Sequence[float], confidence: float = 0.95) -> dict:
         return {"mean": mean, "std": 0.0, "ci": [mean, mean], "n": 1, "values": v.tolist()}
     std = float(v.std(ddof=1))
     half = float(stats.t.ppf(0.5 + confidence / 2, v.size - 1) * std / np.sqrt(v.size))
-    return {"mean": mean, "std": std, "ci": [mean - half, mean + half], "n": int(v.size),
-            "values": v.tolist()}
+    low, high = mean - half, mean + half
+    if bounds is not None:
+        low, high = max(low, bounds[0]), min(high, bounds[1])
+    return {"mean": mean, "std": std, "ci": [low, high], "n": int(v.size), "values": v.tolist()}
 
 
 def paired_difference(treated: Sequence[float], control: Sequence[float],
@@ -60,7 +64,7 @@ def paired_difference(treated: Sequence[float], control: Sequence[float],
     a, b = np.asarray(treated, float), np.asarray(control, float)
     if a.shape != b.shape:
         raise ValueError(f"paired values need one per seed in both arms; got {a.size} and {b.size}")
-    return spread(a - b, confidence)
+    return spread(a - b, confidence, bounds=(-1.0, 1.0))
 
 
 SUMMARY_METRICS = ("macro_f1", "balanced_accuracy", "accuracy")
@@ -71,8 +75,9 @@ def summarise_arm(per_seed: Sequence[dict]) -> dict:
     """Mean/std/interval of every metric of one arm over its seeds, and the summed confusion."""
     classes = per_seed[0]["classes"]
     return {
-        **{m: spread([r[m] for r in per_seed]) for m in SUMMARY_METRICS},
-        "per_class": {c: {m: spread([r["per_class"][c][m] for r in per_seed]) for m in CLASS_METRICS}
+        **{m: spread([r[m] for r in per_seed], bounds=(0.0, 1.0)) for m in SUMMARY_METRICS},
+        "per_class": {c: {m: spread([r["per_class"][c][m] for r in per_seed], bounds=(0.0, 1.0))
+                          for m in CLASS_METRICS}
                       for c in classes},
         "confusion_sum": np.sum([r["confusion"] for r in per_seed], axis=0).tolist(),
         "classes": classes,

@@ -114,14 +114,23 @@ def projection_figure(coords: np.ndarray, classes: Sequence[str], sources: Seque
     return figure
 
 
-#: shows the hovered point's thumbnail (customdata[1]) in a corner of the page
+#: shows the hovered point's thumbnail (customdata[1]) in a corner of the page; a click pins
+#: the image large with its id until the next click
 HOVER_THUMBNAIL_JS = """
 var plot = document.getElementsByClassName('plotly-graph-div')[0];
 var box = document.createElement('img');
 box.style = 'position:fixed;right:16px;top:16px;width:192px;height:192px;border:2px solid #444;display:none;z-index:10';
 document.body.appendChild(box);
+var pinned = document.createElement('figure');
+pinned.style = 'position:fixed;left:16px;top:16px;margin:0;padding:6px;background:#fff;border:2px solid #444;display:none;z-index:11;font:12px sans-serif';
+pinned.innerHTML = '<img style="width:256px;height:256px;image-rendering:auto"><figcaption></figcaption>';
+pinned.onclick = function(){ pinned.style.display = 'none'; };
+document.body.appendChild(pinned);
 plot.on('plotly_hover', function(d){ var c = d.points[0].customdata; if (c && c[1]) { box.src = c[1]; box.style.display = 'block'; } });
 plot.on('plotly_unhover', function(){ box.style.display = 'none'; });
+plot.on('plotly_click', function(d){ var c = d.points[0].customdata; if (c && c[1]) {
+  pinned.firstChild.src = c[1]; pinned.lastChild.textContent = d.points[0].data.name + ' · ' + c[0];
+  pinned.style.display = 'block'; } });
 """
 
 

@@ -140,7 +140,7 @@ def diagnose(db: Database, workspace: Workspace, config: DiagnoseConfig,
     sources = ["real"] * len(real_items) + ["synthetic"] * len(synthetic)
     paths = [i.image for i in real_items] + [p for _, p, _ in synthetic]
     pixels = PixelCache(workspace.pixel_cache_dir)
-    thumbs = [thumbnail_uri(pixels.rgb(p, sha, 96)) for sha, p in zip(ids, paths)]
+    thumbs = [thumbnail_uri(pixels.rgb(p, sha, 128), size=128) for sha, p in zip(ids, paths)]
     files = {}
     for method in config.projections:
         coords = project(np.concatenate([real_features, syn_features]), method, config.seed,

@@ -168,6 +168,24 @@ def _to_uint8(x: torch.Tensor) -> np.ndarray:
     return ((x.float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
 
 
+def clipped_eps(scheduler, x: torch.Tensor, eps: torch.Tensor, t, index: int) -> torch.Tensor:
+    """The noise prediction made consistent with a clean image kept in [-1, 1].
+
+    A pixel-space model's clean-image estimate ``x0`` is clipped to the pixel range and the
+    noise recomputed from it, for every scheduler alike (diffusers' ``clip_sample`` does this
+    for DDPM only; DDIM clips ``x0`` but steps with the raw noise, and DPM-Solver++ and Euler do
+    not clip). Without it a young model's errors at high noise, amplified by 1/sqrt(alpha-bar),
+    left DDIM noisy and made DPM-Solver++ and Euler diverge for some seeds.
+    """
+    if hasattr(scheduler, "sigmas") and type(scheduler).__name__.startswith("Euler"):
+        sigma = scheduler.sigmas[index].to(x.device, x.dtype)  # x = x0 + sigma * eps
+        x0 = (x - sigma * eps).clamp(-1, 1)
+        return (x - x0) / sigma
+    alpha_bar = scheduler.alphas_cumprod[int(t)].to(x.device, x.dtype)
+    x0 = ((x - (1 - alpha_bar).sqrt() * eps) / alpha_bar.sqrt()).clamp(-1, 1)
+    return (x - alpha_bar.sqrt() * x0) / (1 - alpha_bar).sqrt()
+
+
 @torch.inference_mode()
 def sample_batch(unet, schedule: dict, scheduler_name: str, steps: int, class_ids: Sequence[int] | None,
                  null_id: int | None, seeds: Sequence[int], guidance: float, size: int,
@@ -186,7 +204,7 @@ def sample_batch(unet, schedule: dict, scheduler_name: str, steps: int, class_id
     guided = labels is not None and null_id is not None and guidance != 1.0
     if guided:
         labels = torch.cat([labels, torch.full_like(labels, null_id)])
-    for t in scheduler.timesteps:
+    for index, t in enumerate(scheduler.timesteps):
         if cancel is not None:
             cancel.check()
         model_in = scheduler.scale_model_input(x, t)
@@ -195,6 +213,8 @@ def sample_batch(unet, schedule: dict, scheduler_name: str, steps: int, class_id
             eps = uncond + guidance * (cond - uncond)
         else:
             eps = unet(model_in, t, class_labels=labels).sample
+        if schedule.get("clip_sample"):
+            eps = clipped_eps(scheduler, x, eps, t, index)
         x = scheduler.step(eps, t, x, generator=generators).prev_sample
     return _to_uint8(x)
 
