@@ -43,6 +43,7 @@ DEMO_STUDY = "demo-study"
 # The demo DDPM was trained for minutes on a CPU: the ancestral sampler with many steps gives
 # clean frames; deterministic few-step samplers need a longer-trained model (assets/README.md).
 DEMO_SAMPLER = ("ddpm", 200)
+DEMO_GUIDANCE = 4.0  # separates AD from SSA/HP best (assets/README.md)
 ASSETS = Path(__file__).resolve().parents[1] / "assets"
 
 
@@ -96,7 +97,7 @@ def ensure_demo_workspace(workspace: Workspace, db, n_per_class: int = 12,  # no
     if (workspace.models_dir / DEMO_GENERATOR).is_dir() and not has_pool:
         for i, cls in enumerate(("AD", "SSA", "HP")):
             sample_to_pool(db, workspace, DEMO_GENERATOR, SampleRequest(
-                class_label=cls, n=n_per_class, seed=1000 * i, steps=DEMO_SAMPLER[1], guidance=2.0,
+                class_label=cls, n=n_per_class, seed=1000 * i, steps=DEMO_SAMPLER[1], guidance=DEMO_GUIDANCE,
                 scheduler=DEMO_SAMPLER[0]))
         made.append(f"{3 * n_per_class} demo-generator images in the synthetic pool")
         has_pool = True
