@@ -39,10 +39,13 @@ def live_app(tmp_path_factory):
     from polyp_core.classify import ClassifierTrainConfig, ExperimentConfig, run_experiment
     from polyp_core.diagnostics.report import DiagnoseConfig, diagnose
 
-    run_experiment(db, workspace, ExperimentConfig(
+    # the phantom end to end: baseline against augmented with the demo generator's images
+    result = run_experiment(db, workspace, ExperimentConfig(
         dataset="phantom", seeds=(0, 1), name="ui-test",
         train=ClassifierTrainConfig(image_size=32, epochs=1, batch_size=16, hidden=16)),
         device=torch.device("cpu"))
+    assert sum(result.results["selection"]["counts"]["selected"].values()) == 12
+    assert set(result.results["arms"]) == {"baseline", "augmented"}
     diagnose(db, workspace, DiagnoseConfig(dataset="phantom", size=64, subsets=5,
                                            projections=("pca",)))
     demo = app.build_app(workspace, db)
