@@ -11,7 +11,7 @@ from polyp_core.data.labels import SCHEMES
 from polyp_core.jobs import job_status
 from polyp_core.runs import load_run
 from review_db import queries
-from studio_ui.services import Studio, admin, job_line, shown_errors
+from studio_ui.services import Studio, admin, job_line, poll_run_job, shown_errors
 
 
 class RetrainDesk:
@@ -47,13 +47,8 @@ class RetrainDesk:
         return job, job_line(job_status(db, job))
 
     def poll(self, job: str | None):
-        """Progress of the running job; when it is done, its run in the dashboard."""
-        if not job:
-            return gr.update(), gr.update(), None
-        status = job_status(self.studio.db, job)
-        if status.status == "done":
-            return job_line(status), gr.update(choices=self.runs(), value=status.message), None
-        return job_line(status), gr.update(), job if status.active else None
+        """Progress of the running job; when it is done, its run is shown."""
+        return poll_run_job(self.studio.db, job, self.runs)
 
     def cancel(self, job: str | None) -> str:
         if not job or not self.studio.jobs.cancel(job):

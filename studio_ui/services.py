@@ -59,6 +59,19 @@ def shown_errors(fn):
     return wrapper
 
 
+def poll_run_job(db: Database, job: str | None, runs):  # noqa: ANN001
+    """A timer tick for a job that stores a run: its progress line, the run list (choosing the
+    new run when the job is done), and the job id to keep polling (None when it ended)."""
+    from polyp_core.jobs import job_status
+
+    if not job:
+        return gr.update(), gr.update(), None
+    status = job_status(db, job)
+    if status.status == "done":
+        return job_line(status), gr.update(choices=runs(), value=status.message), None
+    return job_line(status), gr.update(), job if status.active else None
+
+
 def job_line(status) -> str:  # noqa: ANN001
     """One line of Markdown for a job's state."""
     if status is None:
