@@ -29,9 +29,7 @@ from polyp_core.classify.data import ImageRef, load_tensors  # noqa: E402
 from polyp_core.classify.model import build_classifier  # noqa: E402
 from polyp_core.classify.train import ClassifierTrainConfig, train_classifier  # noqa: E402
 from polyp_core.data.cache import PixelCache  # noqa: E402
-from polyp_core.data.importer import ImportConfig, import_dataset  # noqa: E402
-from polyp_core.data.phantom import write_phantom  # noqa: E402
-from polyp_core.workspace import Workspace  # noqa: E402
+from sources import bench_workspace  # noqa: E402
 
 
 class FileDataset(torch.utils.data.Dataset):
@@ -83,12 +81,7 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=2, help="DataLoader workers of the plain loop")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
-        workspace = Workspace(Path(tmp) / "ws")
-        source = ROOT.parent / "shared" / "data" / "neopolyp"
-        if not (source / "labels.csv").is_file():
-            source = Path(tmp) / "phantom"
-            write_phantom(source, n_frames=args.n + 16, size=384)
-        import_dataset(workspace, ImportConfig(str(source), name="bench"))
+        workspace, _ = bench_workspace(tmp, args.n + 16)
         manifest = workspace.load_manifest("bench")
         classes = sorted({manifest.label_of(i) for i in manifest.items})
         refs = [ImageRef(i.sha256, i.image, manifest.label_of(i)) for i in manifest.items]

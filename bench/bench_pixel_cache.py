@@ -19,9 +19,7 @@ sys.path.insert(0, str(ROOT))
 
 from polyp_core.data.cache import PixelCache  # noqa: E402
 from polyp_core.data.images import load_rgb, resize_rgb  # noqa: E402
-from polyp_core.data.importer import ImportConfig, import_dataset  # noqa: E402
-from polyp_core.data.phantom import write_phantom  # noqa: E402
-from polyp_core.workspace import Workspace  # noqa: E402
+from sources import bench_workspace  # noqa: E402
 
 
 def main() -> None:
@@ -30,12 +28,7 @@ def main() -> None:
     parser.add_argument("--size", type=int, default=224)
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
-        workspace = Workspace(Path(tmp) / "ws")
-        source = ROOT.parent / "shared" / "data" / "neopolyp"
-        if not (source / "labels.csv").is_file():
-            source = Path(tmp) / "phantom"
-            write_phantom(source, n_frames=args.n, size=384)
-        import_dataset(workspace, ImportConfig(str(source), name="bench"))
+        workspace, source = bench_workspace(tmp, args.n)
         items = workspace.load_manifest("bench").items[: args.n]
         cache = PixelCache(workspace.pixel_cache_dir)
         for item in items:  # warm the cache at the training size

@@ -8,29 +8,20 @@ import json
 from polyp_core.workspace import Workspace
 
 
-def _interval(s: dict) -> str:
-    return f"{s['mean']:.3f} ± {s['std']:.3f} [{s['ci'][0]:.3f}, {s['ci'][1]:.3f}]"
-
-
 def print_experiment(results: dict) -> None:
-    """The metric table of a retrain run, per arm, then the paired differences and warnings."""
-    arms = results["arms"]
-    print(f"  {'metric':<22}" + "".join(f"{arm:>34}" for arm in arms))
-    rows = [("macro-F1", lambda s: s["macro_f1"]), ("balanced accuracy", lambda s: s["balanced_accuracy"]),
-            ("accuracy", lambda s: s["accuracy"])]
-    for c in results["classes"]:
-        for m in ("precision", "recall", "f1"):
-            rows.append((f"{c} {m}", lambda s, c=c, m=m: s["per_class"][c][m]))
-    for name, get in rows:
-        print(f"  {name:<22}" + "".join(f"{_interval(get(arms[a]['summary'])):>34}" for a in arms))
+    """The dashboard's metric table (mean ± std [95% CI] per arm and the paired difference),
+    then the warnings."""
+    from polyp_core.classify.figures import metric_table
+
+    header, rows = metric_table(results)
+    widths = [max(len(str(r[i])) for r in [header, *rows]) + 2 for i in range(len(header))]
+    for row in [header, *rows]:
+        print("  " + "".join(f"{str(cell):<{w}}" for cell, w in zip(row, widths)))
     if "delta" in results:
-        d = results["delta"]
-        print("  augmented - baseline (paired by seed, 95% CI):")
-        print(f"    macro-F1 {_interval(d['macro_f1'])}; balanced accuracy "
-              f"{_interval(d['balanced_accuracy'])}")
-        for w in results["warnings"]:
-            tag = "REGRESSION" if w["beyond_noise"] else "warning"
-            print(f"    {tag}: {w['text']}")
+        print("  augmented - baseline: paired by seed, 95% CI")
+    for w in results.get("warnings", []):
+        tag = "REGRESSION" if w["beyond_noise"] else "warning"
+        print(f"  {tag}: {w['text']}")
 
 
 def cmd_retrain(args: argparse.Namespace) -> int:

@@ -73,7 +73,6 @@ def ensure_demo_workspace(workspace: Workspace, db, n_per_class: int = 12,  # no
     """
     from polyp_core.generation.backends import sample_to_pool
     from polyp_core.generation.request import SampleRequest
-    from polyp_core.pool import register_dataset
     from polyp_core.review.accounts import create_account
     from polyp_core.review.studies import RealPool, StudySpec, SyntheticPool, create_study
     from review_db import queries
@@ -81,19 +80,16 @@ def ensure_demo_workspace(workspace: Workspace, db, n_per_class: int = 12,  # no
     made = []
     if ensure_demo_dataset(workspace, progress=progress, **dataset_options):
         made.append(f"the phantom data set ({DEMO_DATASET})")
-    register_dataset(db, workspace.load_manifest(DEMO_DATASET))
     if install_demo_generator(workspace, assets):
         made.append(f"the demo generator ({DEMO_GENERATOR})")
     with db.session() as session:
         known = {r.name for r in queries.list_reviewers(session)}
         has_pool = bool(queries.synthetic_images(session, DEMO_GENERATOR))
         has_study = queries.study_by_name(session, DEMO_STUDY) is not None
-    admin = None
     for (name, password), role in [(DEMO_ADMIN, "admin")] + [(r, "reviewer") for r in DEMO_REVIEWERS]:
         if name not in known:
-            person = create_account(db, name, password, role)
+            create_account(db, name, password, role)
             made.append(f"{role} account {name!r}")
-            admin = person if role == "admin" else admin
     if (workspace.models_dir / DEMO_GENERATOR).is_dir() and not has_pool:
         for i, cls in enumerate(("AD", "SSA", "HP")):
             sample_to_pool(db, workspace, DEMO_GENERATOR, SampleRequest(
@@ -106,7 +102,7 @@ def ensure_demo_workspace(workspace: Workspace, db, n_per_class: int = 12,  # no
 
         with db.session() as session:
             row = queries.reviewer_by_name(session, DEMO_ADMIN[0])
-            admin = admin or Person(row.id, row.name, row.role)
+            admin = Person(row.id, row.name, row.role)
         create_study(db, workspace, admin, StudySpec(
             DEMO_STUDY, (RealPool(DEMO_DATASET, 12, split="train"), SyntheticPool(12, DEMO_GENERATOR)),
             tuple(r for r, _ in DEMO_REVIEWERS) + (DEMO_ADMIN[0],), overlap=2))

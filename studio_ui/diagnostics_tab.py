@@ -12,6 +12,7 @@ from polyp_core.data.cache import PixelCache
 from polyp_core.diagnostics.distances import PairMatrix
 from polyp_core.diagnostics.report import DiagnoseConfig, diagnose, pair_heatmap
 from polyp_core.diagnostics.sweep import sweep_figure, sweep_generator
+from polyp_core.generation.backends import list_models
 from polyp_core.jobs import job_status
 from polyp_core.runs import load_run
 from review_db import queries
@@ -28,7 +29,7 @@ class DiagnosticsDesk:
                     for r in queries.list_runs(session, "diagnose")]
 
     def generators(self) -> list[str]:
-        return sorted(p.parent.name for p in self.studio.workspace.models_dir.glob("*/config.json"))
+        return list_models(self.studio.workspace)
 
     @shown_errors
     def start(self, person, dataset, generator, subsets, subset_size, projection, near_copy):  # noqa: ANN001

@@ -3,12 +3,12 @@ X/Y grid, and add what is good to the synthetic pool."""
 
 from __future__ import annotations
 
-import json
 import random
 
 import gradio as gr
 
-from polyp_core.generation.backends import load_generator, store_generated
+from polyp_core.generation.backends import (describe_model, list_models, load_generator,
+                                            store_generated)
 from polyp_core.generation.grid import AXES, parse_axis, xy_grid
 from polyp_core.generation.request import SCHEDULERS, LoraChoice, SampleRequest
 from studio_ui.services import Studio, admin, shown_errors
@@ -19,20 +19,17 @@ class GenerateDesk:
         self.studio = studio
 
     def models(self) -> list[str]:
-        return sorted(p.parent.name for p in self.studio.workspace.models_dir.glob("*/config.json"))
+        return list_models(self.studio.workspace)
 
     @shown_errors
     def model_info(self, model_id: str | None):
+        """Checkpoints and classes of the chosen generator (read from its config, no weights)."""
         if not model_id:
             return gr.update(choices=[], value=None), gr.update(choices=[], value=None), ""
-        folder = self.studio.workspace.models_dir / model_id
-        meta = json.loads((folder / "config.json").read_text())
-        checkpoints = sorted(p.name for p in (folder / "checkpoints").glob("step-*"))
-        generator = load_generator(self.studio.workspace, model_id)
-        classes = list(generator.classes)
-        text = (f"backend **{meta.get('backend')}** · classes {', '.join(classes)} · trained on "
-                f"{meta.get('trained_on', {}).get('dataset', '?')} "
-                f"({', '.join(meta.get('trained_on', {}).get('splits', []))})")
+        info = describe_model(self.studio.workspace, model_id)
+        checkpoints, classes, trained = info["checkpoints"], info["classes"], info["trained_on"]
+        text = (f"backend **{info['backend']}** · classes {', '.join(classes)} · trained on "
+                f"{trained.get('dataset', '?')} ({', '.join(trained.get('splits', []))})")
         return (gr.update(choices=checkpoints, value=checkpoints[-1] if checkpoints else None),
                 gr.update(choices=classes, value=classes[0] if classes else None), text)
 

@@ -68,12 +68,13 @@ class TrainDesk:
         return job, model_id, job_line(job_status(self.studio.db, job))
 
     def poll(self, job: str | None, model_id: str | None):
-        if not model_id:
-            return gr.update(), gr.update(), gr.update(), job
+        """While a job runs: its line, loss curve and grids (the last tick draws the final state)."""
+        if not job or not model_id:
+            return gr.update(), gr.update(), gr.update(), None
         folder = self.studio.workspace.models_dir / model_id
-        status = job_status(self.studio.db, job) if job else None
-        return (job_line(status) if status else gr.update(), loss_figure(folder),
-                checkpoint_grids(folder), job if status and status.active else None)
+        status = job_status(self.studio.db, job)
+        return (job_line(status), loss_figure(folder), checkpoint_grids(folder),
+                job if status.active else None)
 
     def cancel(self, job: str | None) -> str:
         if not job or not self.studio.jobs.cancel(job):

@@ -10,7 +10,7 @@ the best checkpoint of each arm.
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import torch
@@ -207,7 +207,7 @@ def run_experiment(db: Database, workspace: Workspace, config: ExperimentConfig,
 def repeat_experiment(db: Database, workspace: Workspace, run_id: str, **kwargs) -> ExperimentResult:
     """Run a stored experiment's config again (the selection reads today's ratings)."""
     config = ExperimentConfig.from_json(load_run(db, run_id)["config"])
-    return run_experiment(db, workspace, replace(config), **kwargs)
+    return run_experiment(db, workspace, config, **kwargs)
 
 
 def compare_runs(db: Database, run_a: str, run_b: str) -> dict:

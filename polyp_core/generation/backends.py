@@ -31,6 +31,40 @@ def _load_sd_lora(folder: Path, checkpoint: str | None, device=None):
 BACKENDS: dict[str, Callable] = {"ddpm": _load_ddpm, "sd_lora": _load_sd_lora}
 
 
+def list_models(workspace: Workspace) -> list[str]:
+    """Ids of the generators in ``workspace/models``."""
+    return sorted(p.parent.name for p in workspace.models_dir.glob("*/config.json"))
+
+
+def _model_meta(workspace: Workspace, model_id: str) -> tuple[Path, dict]:
+    folder = workspace.models_dir / check_name(model_id, "model")
+    config = folder / "config.json"
+    if not config.is_file():
+        raise KeyError(f"no generator {model_id!r} in {workspace.models_dir} "
+                       f"(models: {', '.join(list_models(workspace)) or 'none'})")
+    meta = json.loads(config.read_text())
+    if meta.get("backend") not in BACKENDS:
+        raise ValueError(f"{config}: unknown backend {meta.get('backend')!r}; "
+                         f"known: {', '.join(BACKENDS)}")
+    return folder, meta
+
+
+def describe_model(workspace: Workspace, model_id: str) -> dict:
+    """Backend, classes, checkpoints and training data of a generator, without loading weights.
+
+    Raises:
+        KeyError: no such model (naming the models there are).
+        ValueError: unknown backend.
+    """
+    from polyp_core.generation import ddpm, sd_lora
+
+    folder, meta = _model_meta(workspace, model_id)
+    module = {"ddpm": ddpm, "sd_lora": sd_lora}[meta["backend"]]
+    return {"backend": meta["backend"], "classes": module.sampling_classes(meta),
+            "checkpoints": module.model_checkpoints(folder, meta),
+            "trained_on": meta.get("trained_on", {})}
+
+
 def load_generator(workspace: Workspace, model_id: str, checkpoint: str | None = None,
                    device=None):
     """The generator in ``workspace/models/<model_id>`` at a checkpoint (default: the last).
@@ -39,16 +73,8 @@ def load_generator(workspace: Workspace, model_id: str, checkpoint: str | None =
         KeyError: no such model (naming the models there are).
         ValueError: unknown backend or checkpoint.
     """
-    folder = workspace.models_dir / check_name(model_id, "model")
-    config = folder / "config.json"
-    if not config.is_file():
-        known = sorted(p.parent.name for p in workspace.models_dir.glob("*/config.json"))
-        raise KeyError(f"no generator {model_id!r} in {workspace.models_dir} "
-                       f"(models: {', '.join(known) or 'none'})")
-    backend = json.loads(config.read_text()).get("backend")
-    if backend not in BACKENDS:
-        raise ValueError(f"{config}: unknown backend {backend!r}; known: {', '.join(BACKENDS)}")
-    return BACKENDS[backend](folder, checkpoint, device)
+    folder, meta = _model_meta(workspace, model_id)
+    return BACKENDS[meta["backend"]](folder, checkpoint, device)
 
 
 def provenance_of(generator, model_id: str, image: GeneratedImage,

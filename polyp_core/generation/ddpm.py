@@ -487,6 +487,18 @@ def _train_one(workspace: Workspace, config: DDPMTrainConfig, folder: Path, only
 # ---------------------------------------------------------------------------------------------
 # sampling
 
+def sampling_classes(meta: dict) -> list[str]:
+    """The classes a DDPM model folder's ``config.json`` can be asked for."""
+    return [c for c in meta["classes"] if c not in (UNKNOWN, NULL)]
+
+
+def model_checkpoints(folder: Path, meta: dict) -> list[str]:
+    """Checkpoints of a DDPM model folder (per-class models: those of its first class)."""
+    if meta.get("mode") == "per_class":
+        folder = folder / next(iter(meta["sub_models"].values()))
+    return list_checkpoints(folder)
+
+
 class DDPMGenerator:
     """A trained DDPM (one checkpoint, EMA weights) that answers sampling requests."""
 
@@ -505,7 +517,7 @@ class DDPMGenerator:
                 self.units[cls] = self._load(self.folder / sub, checkpoint, load_file)
         else:
             self.units["*"] = self._load(self.folder, checkpoint, load_file)
-        self.classes = [c for c in self.meta["classes"] if c not in (UNKNOWN, NULL)]
+        self.classes = sampling_classes(self.meta)
         self.checkpoint = next(iter(self.units.values()))[2]
 
     def _load(self, folder: Path, checkpoint: str | None, load_file):

@@ -336,6 +336,15 @@ def _prior_images(pipe, classes, config: LoraTrainConfig, device) -> tuple[torch
     return torch.cat(images), prompts
 
 
+def sampling_classes(meta: dict) -> list[str]:
+    """The classes (class tokens) a LoRA model folder's ``config.json`` can be asked for."""
+    return list(meta.get("classes", CLASS_TOKENS))
+
+
+def model_checkpoints(folder: Path, meta: dict) -> list[str]:
+    return lora_checkpoints(folder)
+
+
 def lora_checkpoints(folder: Path) -> list[str]:
     return sorted(p.name for p in (Path(folder) / "checkpoints").glob("step-*")
                   if (p / LORA_FILE).is_file() and (p / "state.json").is_file())
@@ -357,7 +366,7 @@ class SDLoraGenerator:
         self.meta = meta or {}
         self.checkpoint = checkpoint
         self.own_adapter = own_adapter
-        self.classes = list(self.meta.get("classes", CLASS_TOKENS))
+        self.classes = sampling_classes(self.meta)
         self.pipe.set_progress_bar_config(disable=True)
         self.pipe.to(self.device)
         self._loaded: dict[str, Path] = {}
