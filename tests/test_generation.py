@@ -6,6 +6,7 @@ import json
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 from safetensors.torch import load_file
 
@@ -191,3 +192,28 @@ def test_checkpoint_sweep_of_a_trained_generator(trained):
     assert len(sweep.rows) == 2 * 3 and sweep.best() in result.checkpoints
     assert sweep.matrices["step-000006"].extractor == "efficientnet_lite0@bundled"
     assert len(sweep_figure(sweep).data) == 6
+
+
+@pytest.mark.parametrize("name", ["ddim", "dpmsolver++", "euler"])
+def test_clipped_eps_keeps_the_clean_image_in_the_pixel_range(name):
+    from polyp_core.generation.ddpm import DDPMConfig, clipped_eps, noise_schedule
+    from polyp_core.generation.request import make_scheduler
+
+    scheduler = make_scheduler(name, noise_schedule(DDPMConfig(size=8)))
+    scheduler.set_timesteps(10)
+    index, t = 2, scheduler.timesteps[2]
+    g = torch.Generator().manual_seed(0)
+    x0 = torch.rand((2, 3, 8, 8), generator=g) * 6 - 3  # partly outside [-1, 1]
+    eps = torch.randn((2, 3, 8, 8), generator=g)
+    if name == "euler":
+        sigma = scheduler.sigmas[index]
+        x = x0 + sigma * eps
+        recovered = lambda e: x - sigma * e  # noqa: E731
+    else:
+        ab = scheduler.alphas_cumprod[int(t)]
+        x = ab.sqrt() * x0 + (1 - ab).sqrt() * eps
+        recovered = lambda e: (x - (1 - ab).sqrt() * e) / ab.sqrt()  # noqa: E731
+    fixed = clipped_eps(scheduler, x, eps, t, index)
+    assert torch.allclose(recovered(fixed), x0.clamp(-1, 1), atol=1e-4)
+    inside = x0.abs() <= 1
+    assert torch.allclose(fixed[inside], eps[inside], atol=1e-4)  # in range: unchanged
