@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 from pathlib import Path
 
 from polyp_core.data.importer import ImportConfig, ImportResult, import_dataset
 from polyp_core.data.phantom import write_phantom
+from polyp_core.generation.lineage import lineage_record
 from polyp_core.progress import Progress, no_progress
 from polyp_core.workspace import Workspace
 
@@ -121,7 +123,11 @@ def export_generator(workspace: Workspace, model_id: str, checkpoint: str, targe
     if target.exists():
         shutil.rmtree(target)
     (target / "checkpoints" / checkpoint).mkdir(parents=True)
-    shutil.copy2(source / "config.json", target / "config.json")
+    meta = json.loads((source / "config.json").read_text())
+    # the models it was fine-tuned from stay behind: carry what they learned from, so the
+    # leakage check still sees every image in the exported model's history
+    meta["lineage"] = lineage_record(workspace.models_dir, model_id)
+    (target / "config.json").write_text(json.dumps(meta, indent=1))
     for name in ("unet_ema.safetensors", "state.json", "grid.png"):
         if (ckpt / name).is_file():
             shutil.copy2(ckpt / name, target / "checkpoints" / checkpoint / name)

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import csv
+import json
 from pathlib import Path
 
 import numpy as np
@@ -205,6 +206,11 @@ def review_env(db, small_phantom, tmp_path):
                 backend="ddpm", generator=generator, checkpoint="step-100",
                 class_label=lesion.cls, seed=index * 10 + view, steps=50, guidance=2.0,
                 scheduler="ddim", width=48, height=48))
+    train_shas = [i.sha256 for i in workspace.load_manifest("phantom").split_items("train")]
+    for generator in ("gen-a", "gen-b"):  # training records: both learned from the train split only
+        (workspace.models_dir / generator).mkdir(parents=True)
+        (workspace.models_dir / generator / "config.json").write_text(
+            json.dumps({"trained_on": {"splits": ["train"], "image_sha256": train_shas}}))
     admin = create_account(db, "admin", PASSWORD, "admin")
     reviewers = [create_account(db, f"rev{i}", PASSWORD) for i in range(3)]
     return SimpleNamespace(db=db, workspace=workspace, admin=admin, reviewers=reviewers)

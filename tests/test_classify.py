@@ -2,6 +2,7 @@
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -353,11 +354,15 @@ def test_experiment_refuses_generators_that_saw_held_out_images(review_env):
     manifest = env.workspace.load_manifest("phantom")
     test_sha = manifest.split_items("test")[0].sha256
     folder = env.workspace.models_dir / "gen-a"
-    folder.mkdir(parents=True)
     (folder / "config.json").write_text(json.dumps({"trained_on": {"image_sha256": [test_sha]}}))
     config = ExperimentConfig(dataset="phantom", train=TINY, seeds=(0,))
     with pytest.raises(ValueError, match="gen-a learned from 1 validation/test images"):
         run_experiment(env.db, env.workspace, config, device=torch.device("cpu"))
+    # a generator whose training record is gone cannot be shown honest
+    shutil.rmtree(env.workspace.models_dir / "gen-b")
+    with pytest.raises(ValueError, match="'gen-b' has no training record"):
+        run_experiment(env.db, env.workspace, ExperimentConfig(
+            dataset="phantom", train=TINY, seeds=(0,), policy=SelectionPolicy(generators=("gen-b",))))
     # restricted to the honest generator it runs
     with pytest.raises(ValueError, match="chose no synthetic image"):
         run_experiment(env.db, env.workspace, ExperimentConfig(

@@ -23,6 +23,7 @@ from polyp_core.classify.policy import SelectionPolicy, select_synthetic
 from polyp_core.classify.train import ClassifierTrainConfig, evaluate, train_classifier
 from polyp_core.data.cache import PixelCache
 from polyp_core.data.labels import get_scheme
+from polyp_core.generation.lineage import generator_training_images
 from polyp_core.progress import CancelToken, Progress, no_progress
 from polyp_core.runs import load_run, new_run_dir, save_run
 from polyp_core.workspace import Workspace
@@ -73,22 +74,6 @@ class ExperimentResult:
     results: dict
 
 
-def _generator_training_images(workspace: Workspace, model_id: str, seen: set[str]) -> set[str]:
-    """SHA-256 of every image a generator (and what it was fine-tuned from) learned from."""
-    if model_id in seen:
-        return set()
-    seen.add(model_id)
-    config_path = workspace.models_dir / model_id / "config.json"
-    if not config_path.is_file():
-        return set()
-    meta = json.loads(config_path.read_text())
-    shas = set(meta.get("trained_on", {}).get("image_sha256", []))
-    parent = (meta.get("train") or {}).get("init_from")
-    if parent:
-        shas |= _generator_training_images(workspace, parent.split("@")[0], seen)
-    return shas
-
-
 def check_leakage(db: Database, workspace: Workspace, synthetic: list[ImageRef],
                   held_out: set[str]) -> None:
     """Refuse synthetic images whose generator learned from validation or test images: a
@@ -104,14 +89,18 @@ def check_leakage(db: Database, workspace: Workspace, synthetic: list[ImageRef],
                              for ref in synthetic})
     problems = []
     for generator in generators:
-        seen = _generator_training_images(workspace, generator, set()) & held_out
+        try:
+            seen = generator_training_images(workspace.models_dir, generator) & held_out
+        except ValueError as error:
+            problems.append(str(error))
+            continue
         if seen:
             problems.append(f"{generator} learned from {len(seen)} validation/test images")
     if problems:
         raise ValueError("synthetic images from generators trained on held-out images would leak "
                          "into the comparison: " + "; ".join(problems) +
-                         ". Train generators on the training split only, or exclude them "
-                         "(policy.generators).")
+                         ". Train generators on the training split only, restore a missing model "
+                         "folder, or exclude the generator (policy.generators).")
 
 
 def _real_refs(manifest, scheme: str, split: str) -> list[ImageRef]:  # noqa: ANN001
