@@ -27,7 +27,8 @@ def cmd_train_ddpm(args: argparse.Namespace) -> int:
         init_from=args.init_from, freeze_down_blocks=args.freeze_down_blocks, steps=args.steps,
         batch_size=args.batch_size, grad_accum=args.grad_accum, lr=args.lr, warmup=args.warmup,
         ema_decay=args.ema_decay, mixed_precision=args.mixed_precision,
-        checkpoint_every=args.checkpoint_every, class_dropout=args.class_dropout, seed=args.seed,
+        checkpoint_every=args.checkpoint_every, class_dropout=args.class_dropout,
+        class_balance=args.class_balance, seed=args.seed,
         resume=not args.no_resume)
     result = train_ddpm(Workspace(args.workspace), config, _terminal_progress, _cancel_on_interrupt())
     print(f"{result.status}: {result.model_id} at step {result.steps_done}, loss {result.final_loss:.4f}, "
@@ -92,7 +93,43 @@ def cmd_sample(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_check_classes(args: argparse.Namespace) -> int:
+    from polyp_core.cli import _terminal_progress
+    from polyp_core.data.cache import PixelCache
+    from polyp_core.diagnostics.probe import class_fidelity
+    from polyp_core.generation.backends import load_generator
+    from polyp_core.generation.request import SampleRequest
+
+    workspace = Workspace(args.workspace)
+    manifest = workspace.load_manifest(args.dataset)
+    generator = load_generator(workspace, args.model, args.checkpoint)
+    classes = args.classes.split(",") if args.classes else list(manifest.class_counts()["all"])
+    token = _cancel_on_interrupt()
+    generated = {c: [im.rgb for im in generator.sample(
+        SampleRequest(class_label=c, n=args.n, seed=args.seed, steps=args.steps, guidance=args.guidance,
+                      scheduler=args.scheduler), _terminal_progress, token)] for c in classes}
+    result = class_fidelity(manifest, PixelCache(workspace.pixel_cache_dir), generated, generator.size)
+    print(f"{args.model} ({args.checkpoint or 'last checkpoint'}), {args.scheduler} {args.steps} steps, "
+          f"guidance {args.guidance}, seeds {args.seed}..{args.seed + args.n - 1}")
+    print("\n".join(result.lines()))
+    return 0
+
+
 def add_generate_commands(sub) -> None:  # noqa: ANN001
+    check = sub.add_parser("check-classes", help="do a generator's samples carry their class? "
+                           "(a probe trained on real frames reads them)")
+    check.add_argument("--model", required=True)
+    check.add_argument("--checkpoint")
+    check.add_argument("--dataset", required=True, help="the real data set the probe learns from")
+    check.add_argument("--classes", help="comma-separated (default: all of the data set's classes)")
+    check.add_argument("--n", type=int, default=30, help="samples per class")
+    check.add_argument("--seed", type=int, default=0)
+    check.add_argument("--steps", type=int, default=200)
+    check.add_argument("--guidance", type=float, default=4.0)
+    check.add_argument("--scheduler", default="ddpm",
+                       choices=["ddpm", "ddim", "dpmsolver++", "euler", "euler_a"])
+    check.set_defaults(func=cmd_check_classes)
+
     train = sub.add_parser("train-ddpm", help="train a class-conditional DDPM on a data set")
     train.add_argument("--dataset", required=True)
     train.add_argument("--model", required=True, help="model id (folder under workspace/models)")
@@ -112,6 +149,8 @@ def add_generate_commands(sub) -> None:  # noqa: ANN001
     train.add_argument("--mixed-precision", default="auto", choices=["auto", "no", "fp16", "bf16"])
     train.add_argument("--checkpoint-every", type=int, default=1000)
     train.add_argument("--class-dropout", type=float, default=0.1)
+    train.add_argument("--class-balance", action="store_true",
+                       help="draw every class equally often (minority classes learnt as well as AD)")
     train.add_argument("--seed", type=int, default=0)
     train.add_argument("--no-resume", action="store_true")
     train.set_defaults(func=cmd_train_ddpm)

@@ -12,7 +12,7 @@ from safetensors.torch import load_file
 
 from polyp_core.data.importer import ImportConfig, import_dataset
 from polyp_core.generation.backends import load_generator, regenerate, sample_to_pool
-from polyp_core.generation.ddpm import DDPMTrainConfig, train_ddpm
+from polyp_core.generation.ddpm import DDPMTrainConfig, train_ddpm, training_loader
 from polyp_core.generation.request import SCHEDULERS, CancelToken, SampleRequest
 from polyp_core.workspace import Workspace
 
@@ -135,7 +135,7 @@ def test_pool_provenance_and_regeneration(trained, db):
     assert sample_to_pool(db, workspace, "t1", request) == stored
 
 
-def test_two_step_pretrain_then_finetune_with_frozen_down_blocks(trained):
+def test_two_step_pretrain_then_finetune_with_frozen_down_blocks(trained, tmp_path):
     workspace, _ = trained
     pre = train_ddpm(workspace, tiny("pre", unknown_class=True, splits=("train", "valid")))
     meta = json.loads((pre.folder / "config.json").read_text())
@@ -151,6 +151,61 @@ def test_two_step_pretrain_then_finetune_with_frozen_down_blocks(trained):
     with pytest.raises(ValueError, match="no checkpoint 'step-999'"):
         train_ddpm(workspace, tiny("fine2", init_from="pre@step-999"))
 
+    # exported alone, the fine-tuned model still answers for what its parent saw
+    from polyp_core.demo import export_generator
+    from polyp_core.generation.lineage import generator_training_images
+
+    valid = {i.sha256 for i in workspace.load_manifest("phantom").split_items("valid")}
+    elsewhere = tmp_path / "models"
+    export_generator(workspace, "fine", "step-000006", elsewhere / "fine")
+    assert json.loads((elsewhere / "fine" / "config.json").read_text())["lineage"]["models"] == ["fine", "pre"]
+    assert valid and valid <= generator_training_images(elsewhere, "fine")
+    (elsewhere / "fine" / "config.json").write_text(json.dumps(meta | {"train": {"init_from": "pre"}}))
+    with pytest.raises(ValueError, match="'pre' has no training record"):
+        generator_training_images(elsewhere, "fine")  # a chain with a missing link
+
+
+def test_class_balance_draws_every_class_equally_often():
+    labels = torch.tensor([0] * 540 + [1] * 120 + [2] * 120)
+    images = torch.zeros(len(labels), 1, dtype=torch.uint8)
+    drawn = lambda balance: torch.cat([b for _, b in training_loader(images, labels, 30, 0, balance)])
+    plain, balanced = drawn(False), drawn(True)
+    assert torch.bincount(plain).tolist() == [540, 120, 120]  # one epoch, each image once
+    share = torch.bincount(balanced, minlength=3).double() / len(balanced)
+    assert len(balanced) == len(labels) and share.sub(1 / 3).abs().max() < 0.05, share
+    assert torch.equal(balanced, drawn(True))  # the seed fixes the order
+    with pytest.raises(ValueError, match="class_balance needs"):
+        tiny("bad", class_balance=True, unknown_class=True).validate()
+
+
+def test_balanced_training_records_its_setting(trained):
+    workspace, _ = trained
+    result = train_ddpm(workspace, tiny("bal", class_balance=True, steps=2, checkpoint_every=2))
+    assert json.loads((result.folder / "config.json").read_text())["train"]["class_balance"] is True
+    assert result.status == "done"
+
+
+def test_class_fidelity_reads_real_frames_as_the_real_ceiling(trained):
+    """Fed the real test frames as if generated, the probe must give exactly its real score;
+    frames of one class passed off as another must score lower."""
+    from polyp_core.data.cache import PixelCache
+    from polyp_core.diagnostics.probe import class_fidelity
+
+    workspace, _ = trained
+    manifest, cache = workspace.load_manifest("phantom"), PixelCache(workspace.pixel_cache_dir)
+    test = {c: [cache.rgb(i.image, i.sha256, 32) for i in manifest.split_items("test")
+                if manifest.label_of(i) == c] for c in ("AD", "SSA", "HP")}
+    honest = class_fidelity(manifest, cache, test, size=32, feature_size=64)
+    assert honest.generated_confusion == honest.real_confusion
+    assert honest.generated_balanced_accuracy == honest.real_balanced_accuracy
+    assert sum(map(sum, honest.real_confusion)) == len(manifest.split_items("test"))
+    swapped = class_fidelity(manifest, cache, {"SSA": test["AD"], "AD": test["SSA"]}, size=32,
+                             feature_size=64)
+    assert swapped.generated_balanced_accuracy < honest.real_balanced_accuracy
+    assert "balanced accuracy" in swapped.lines()[0]
+    with pytest.raises(ValueError, match="no class XX"):
+        class_fidelity(manifest, cache, {"XX": test["AD"]}, size=32)
+
 
 def test_one_model_per_class(trained):
     workspace, _ = trained
@@ -161,7 +216,7 @@ def test_one_model_per_class(trained):
     assert len(images) == 2
 
 
-def test_train_and_sample_from_the_cli(trained, tmp_path):
+def test_train_and_sample_from_the_cli(trained, tmp_path, capsys):
     from polyp_core import cli
 
     workspace, _ = trained
@@ -178,6 +233,11 @@ def test_train_and_sample_from_the_cli(trained, tmp_path):
         assert len(queries.synthetic_images(session, "cli1")) == 3
         assert len(queries.synthetic_images(session, "cli1", classes=["SSA"])) == 1
     db.dispose()
+    capsys.readouterr()
+    assert cli.main(["--workspace", str(workspace.root), "check-classes", "--model", "cli1",
+                     "--dataset", "phantom", "--n", "2", "--steps", "2"]) == 0
+    printed = capsys.readouterr().out
+    assert "on 2 samples per class" in printed and "generated read as" in printed
 
 
 def test_checkpoint_sweep_of_a_trained_generator(trained):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -59,3 +60,83 @@ def linear_probe(manifest: Manifest, cache: PixelCache, backbone: str = "efficie
         balanced_accuracy=float(balanced_accuracy_score(truth, predicted)),
         per_class_f1={c: float(v) for c, v in zip(labels, per_class)},
         n_train=len(data["train"][1]), n_test=len(truth), backbone=backbone, size=size)
+
+
+@dataclass(frozen=True)
+class ClassFidelity:
+    """How a probe trained on real frames reads a generator's samples, class by class.
+
+    ``real_*`` is the ceiling: the same probe on real test frames at the generator's
+    resolution. Confusion rows are the asked-for (or true) class, columns the probe's reading.
+    """
+
+    classes: tuple[str, ...]
+    size: int
+    n_per_class: int
+    real_balanced_accuracy: float
+    real_confusion: list[list[int]]
+    generated_balanced_accuracy: float
+    generated_confusion: list[list[int]]
+
+    def recall(self, which: str = "generated") -> dict[str, float]:
+        matrix = np.array(self.generated_confusion if which == "generated" else self.real_confusion)
+        return {c: float(row[i] / max(row.sum(), 1)) for i, (c, row) in enumerate(zip(self.classes, matrix))}
+
+    def lines(self) -> list[str]:
+        out = [f"probe on real frames at {self.size} px: balanced accuracy "
+               f"{self.real_balanced_accuracy:.3f} on real test frames, "
+               f"{self.generated_balanced_accuracy:.3f} on {self.n_per_class} samples per class "
+               f"(chance {1 / len(self.classes):.3f})"]
+        for which, matrix in (("real", self.real_confusion), ("generated", self.generated_confusion)):
+            out.append(f"  {which:9s} read as " + " ".join(f"{c:>5s}" for c in self.classes))
+            out += [f"  {c:>9s}         " + " ".join(f"{v:5d}" for v in row)
+                    for c, row in zip(self.classes, matrix)]
+        return out
+
+
+def class_fidelity(manifest: Manifest, cache: PixelCache, generated: dict[str, Sequence[np.ndarray]],
+                   size: int, backbone: str = "efficientnet_lite0", feature_size: int = 128,
+                   test_split: str = "test", scheme: str | None = None, C: float = 0.1,
+                   progress: Progress = no_progress) -> ClassFidelity:
+    """Do a generator's samples carry their class? A linear probe learns the classes from the
+    real train split, seen at the generator's resolution ``size`` (and resized to
+    ``feature_size`` for the backbone, as the samples are), then reads the samples.
+
+    Raises:
+        ValueError: when a split is empty or ``generated`` names a class the data set lacks.
+    """
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.metrics import balanced_accuracy_score, confusion_matrix
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    from polyp_core.data.images import resize_rgb
+
+    labels = list(manifest.class_counts(scheme)["all"])
+    unknown = sorted(set(generated) - set(labels))
+    if unknown:
+        raise ValueError(f"data set {manifest.name!r} has no class {', '.join(unknown)}")
+    view = lambda rgb: resize_rgb(resize_rgb(rgb, size), feature_size)  # noqa: E731
+    data = {}
+    for split in ("train", test_split):
+        items = manifest.split_items(split)
+        if not items:
+            raise ValueError(f"data set {manifest.name!r} has no {split} images")
+        pixels = [view(cache.rgb(i.image, i.sha256, size)) for i in items]
+        data[split] = (extract_features(pixels, backbone, progress=progress),
+                       np.array([manifest.label_of(i, scheme) for i in items]))
+    model = make_pipeline(StandardScaler(), LogisticRegression(C=C, max_iter=5000, class_weight="balanced"))
+    model.fit(*data["train"])
+    real_truth = data[test_split][1]
+    real_pred = model.predict(data[test_split][0])
+    asked = [c for c in labels if len(generated.get(c, ()))]
+    if not asked:
+        raise ValueError("no generated images to read")
+    gen_truth = np.array([c for c in asked for _ in generated[c]])
+    gen_pred = model.predict(extract_features([view(im) for c in asked for im in generated[c]], backbone))
+    return ClassFidelity(
+        classes=tuple(labels), size=size, n_per_class=min(len(generated[c]) for c in asked),
+        real_balanced_accuracy=float(balanced_accuracy_score(real_truth, real_pred)),
+        real_confusion=confusion_matrix(real_truth, real_pred, labels=labels).tolist(),
+        generated_balanced_accuracy=float(balanced_accuracy_score(gen_truth, gen_pred)),
+        generated_confusion=confusion_matrix(gen_truth, gen_pred, labels=labels).tolist())

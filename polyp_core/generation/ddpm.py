@@ -100,6 +100,8 @@ class DDPMTrainConfig:
         mixed_precision: ``auto`` (bf16/fp16 on a GPU, none on the CPU), ``no``, ``fp16``, ``bf16``.
         checkpoint_every: steps between checkpoints (each with a sample grid per class).
         class_dropout: probability of the null class (classifier-free guidance).
+        class_balance: draw every class equally often (a weighted sampler), so that a
+            minority class (~120 SSA against ~540 AD) is learnt as well as the majority.
     """
 
     dataset: str
@@ -120,6 +122,7 @@ class DDPMTrainConfig:
     mixed_precision: str = "auto"
     checkpoint_every: int = 1000
     class_dropout: float = 0.1
+    class_balance: bool = False
     grid_per_class: int = 4
     grid_steps: int = 25
     seed: int = 0
@@ -138,6 +141,8 @@ class DDPMTrainConfig:
             raise ValueError("class_dropout must be in [0, 1)")
         if self.mode == "per_class" and (self.unknown_class or self.init_from):
             raise ValueError("per_class mode trains separate models from scratch")
+        if self.class_balance and (self.mode == "per_class" or self.unknown_class):
+            raise ValueError("class_balance needs a conditional model with labelled classes")
 
 
 def build_unet(config: DDPMConfig, num_class_embeds: int | None):
@@ -287,6 +292,22 @@ def train_ddpm(workspace: Workspace, config: DDPMTrainConfig, progress: Progress
                       cancel)
 
 
+def training_loader(images: torch.Tensor, labels: torch.Tensor, batch_size: int, seed: int,
+                    balance: bool = False) -> torch.utils.data.DataLoader:
+    """Batches of (image, label); with ``balance`` every class is drawn equally often."""
+    dataset = torch.utils.data.TensorDataset(images, labels)
+    order = torch.Generator().manual_seed(seed)
+    drop_last = len(dataset) >= batch_size
+    if not balance:
+        return torch.utils.data.DataLoader(dataset, batch_size=batch_size, shuffle=True,
+                                           drop_last=drop_last, generator=order)
+    per_class = torch.bincount(labels).double()
+    sampler = torch.utils.data.WeightedRandomSampler(1.0 / per_class[labels], num_samples=len(labels),
+                                                     replacement=True, generator=order)
+    return torch.utils.data.DataLoader(dataset, batch_size=batch_size, sampler=sampler,
+                                       drop_last=drop_last)
+
+
 def _train_per_class(workspace, config, progress, cancel) -> TrainResult:
     manifest = workspace.load_manifest(config.dataset)
     classes = get_scheme(config.scheme or manifest.scheme).classes
@@ -349,10 +370,8 @@ def _train_one(workspace: Workspace, config: DDPMTrainConfig, folder: Path, only
     else:
         label_ids = [0] * len(items)
     labels = torch.tensor(label_ids)
-    dataset = torch.utils.data.TensorDataset(images, labels)
-    loader = torch.utils.data.DataLoader(dataset, batch_size=config.batch_size, shuffle=True,
-                                         drop_last=len(dataset) >= config.batch_size,
-                                         generator=torch.Generator().manual_seed(config.seed))
+    loader = training_loader(images, labels, config.batch_size, config.seed,
+                             balance=config.class_balance and conditional)
 
     unet = build_unet(model_cfg, len(classes) if conditional else None)
     init_note = None
@@ -527,7 +546,9 @@ class DDPMGenerator:
         conditional = meta["mode"] == "conditional"
         unet = build_unet(config, len(meta["classes"]) if conditional else None)
         unet.load_state_dict(load_file(str(folder / "checkpoints" / checkpoint / "unet_ema.safetensors")))
-        unet = unet.eval().to(self.device, self.dtype)
+        unet = unet.eval().to(self.device)
+        if self.dtype != torch.float32:  # (diffusers warns on any dtype cast, even a no-op)
+            unet = unet.to(dtype=self.dtype)
         return unet, folder, checkpoint, meta
 
     @property
