@@ -43,13 +43,13 @@ class TrainDesk:
 
     @shown_errors
     def start(self, person, backend, dataset, model_id, preset, steps, batch_size, every,
-              base_model, rank):  # noqa: ANN001
+              base_model, rank, balance=False):  # noqa: ANN001
         person = admin(person)
         workspace = self.studio.workspace
         if backend == "ddpm":
             config = DDPMTrainConfig(dataset=dataset, model_id=model_id, preset=preset,
                                      steps=int(steps), batch_size=int(batch_size),
-                                     checkpoint_every=int(every))
+                                     checkpoint_every=int(every), class_balance=bool(balance))
             config.validate()
             train = train_ddpm
         else:
@@ -94,6 +94,7 @@ def build_train_tab(studio: Studio, person: gr.State) -> dict:
         steps = gr.Number(500, label="Steps", precision=0)
         batch_size = gr.Number(16, label="Batch size", precision=0)
         every = gr.Number(100, label="Checkpoint (with sample grid) every", precision=0)
+        balance = gr.Checkbox(False, label="DDPM: draw every class equally often")
     with gr.Row():
         base_model = gr.Textbox("runwayml/stable-diffusion-v1-5",
                                 label="SD base model (folder or hub id, LoRA only)")
@@ -106,7 +107,8 @@ def build_train_tab(studio: Studio, person: gr.State) -> dict:
     grids = gr.Gallery(label="Sample grid per checkpoint (one row per class)", columns=4, height="auto")
     timer = gr.Timer(2.0)
     start.click(desk.start, inputs=[person, backend, dataset, model_id, preset, steps, batch_size,
-                                    every, base_model, rank], outputs=[job, watched, status])
+                                    every, base_model, rank, balance], outputs=[job, watched, status],
+                api_name="start_training")
     timer.tick(desk.poll, inputs=[job, watched], outputs=[status, loss, grids, job])
     cancel.click(desk.cancel, inputs=job, outputs=status)
 

@@ -110,6 +110,24 @@ def test_api_admin_samples_and_adds_to_the_pool(live_app):
         assert len(queries.synthetic_images(session)) == before + 2
 
 
+def test_api_admin_trains_a_class_balanced_generator(live_app):
+    import json
+
+    from gradio_client import Client
+
+    client = Client(live_app["url"], verbose=False)
+    client.predict(*DEMO_ADMIN, api_name="/sign_in")
+    status = client.predict("ddpm", "phantom", "ui-balanced", "tiny", 2, 8, 2, "", 8, True,
+                            api_name="/start_training")
+    assert status.startswith(("**queued**", "**running**", "**done**")), status
+    folder = live_app["workspace"].models_dir / "ui-balanced"
+    deadline = time.time() + 300
+    while not (folder / "checkpoints" / "step-000002" / "unet_ema.safetensors").is_file():
+        assert time.time() < deadline, "the training job did not reach step 2 in 5 minutes"
+        time.sleep(1)
+    assert json.loads((folder / "config.json").read_text())["train"]["class_balance"] is True
+
+
 # browser (Debian chromium + Playwright) ---------------------------------------------------------
 
 @pytest.fixture(scope="module")
