@@ -211,6 +211,10 @@ def test_one_model_per_class(trained):
     workspace, _ = trained
     result = train_ddpm(workspace, tiny("per", mode="per_class", steps=2, checkpoint_every=2))
     assert result.sub_models == ("class-AD", "class-SSA", "class-HP")
+    from polyp_core.generation.lineage import generator_training_images
+
+    train = {i.sha256 for i in workspace.load_manifest("phantom").split_items("train")}
+    assert generator_training_images(workspace.models_dir, "per") == train  # via its sub-models
     generator = load_generator(workspace, "per")
     images = generator.sample(SampleRequest(class_label="SSA", n=2, steps=3, guidance=3.0))
     assert len(images) == 2

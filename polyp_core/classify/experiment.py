@@ -9,7 +9,6 @@ the best checkpoint of each arm.
 
 from __future__ import annotations
 
-import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 

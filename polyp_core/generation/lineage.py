@@ -47,8 +47,10 @@ def generator_training_images(models_dir: Path, model_id: str) -> set[str]:
         meta = _meta(models_dir, model)
         if "lineage" in meta:
             shas |= set(meta["lineage"]["image_sha256"])
-        else:
-            shas |= set(meta.get("trained_on", {}).get("image_sha256", []))
+            continue
+        shas |= set(meta.get("trained_on", {}).get("image_sha256", []))
+        for sub in (meta.get("sub_models") or {}).values():  # one model per class
+            shas |= generator_training_images(Path(models_dir) / model, sub)
     return shas
 
 
