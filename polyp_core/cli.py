@@ -171,6 +171,25 @@ def cmd_export_model(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_train_demo_generator(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from polyp_core.cli_generate import _cancel_on_interrupt
+    from polyp_core.demo import train_demo_generator
+
+    steps = tuple(int(s) for s in args.steps.split(","))
+    if len(steps) != 2 or min(steps) < 1:
+        raise SystemExit(f"--steps {args.steps!r}: write FIRST,SECOND, e.g. 4000,2500")
+    target = train_demo_generator(Workspace(args.workspace), Path(args.to), steps, args.checkpoint_every,
+                                  _terminal_progress, _cancel_on_interrupt(), same_threads=not args.all_threads)
+    if target is None:
+        print("cancelled: run the same command again to continue where it stopped")
+        return 130
+    size = sum(p.stat().st_size for p in target.rglob("*") if p.is_file())
+    print(f"demo generator written to {target} ({size / 1e6:.1f} MB)")
+    return 0
+
+
 def cmd_weights(args: argparse.Namespace) -> int:
     from polyp_core.backbones import BACKBONES, WeightsRegistry
 
@@ -271,6 +290,18 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--checkpoint", required=True, help="e.g. step-003000")
     export.add_argument("--to", required=True, help="target folder")
     export.set_defaults(func=cmd_export_model)
+
+    recipe = sub.add_parser("train-demo-generator",
+                            help="make assets/demo-ddpm from nothing: phantom set, two training "
+                                 "jobs, export (assets/README.md)")
+    recipe.add_argument("--to", required=True, help="target folder, e.g. assets/demo-ddpm")
+    recipe.add_argument("--steps", default="4000,2500",
+                        help="steps of the two jobs (default: the shipped model's 4000,2500)")
+    recipe.add_argument("--checkpoint-every", type=int, default=500)
+    recipe.add_argument("--all-threads", action="store_true",
+                        help="use every CPU thread instead of the shipped model's 1 and 2: faster "
+                             "on a bigger machine, but the weights then differ in their last bits")
+    recipe.set_defaults(func=cmd_train_demo_generator)
 
     weights = sub.add_parser("weights", help="list or register local weight files")
     weights.add_argument("action", choices=["list", "add"])

@@ -112,6 +112,64 @@ def ensure_demo_workspace(workspace: Workspace, db, n_per_class: int = 12,  # no
     return made
 
 
+DEMO_TRAINING_STEPS = (4000, 2500)
+# CPU threads the shipped model's two jobs ran with: with as many threads, on this project's
+# CPU, the recipe gives the same bits (other thread counts sum floats in another order)
+DEMO_TRAINING_THREADS = (1, 2)
+
+
+def demo_generator_recipe(steps: tuple[int, int] = DEMO_TRAINING_STEPS,
+                          checkpoint_every: int = 500):  # noqa: ANN201
+    """The two training jobs that made ``assets/demo-ddpm`` (assets/README.md explains why two).
+
+    ``steps`` exists so that a test can run the same recipe in seconds; warm-up shrinks with it
+    only when a job is shorter than four times its warm-up.
+    """
+    from polyp_core.generation.ddpm import DDPMTrainConfig
+
+    first_steps, second_steps = steps
+    common = dict(dataset=DEMO_DATASET, preset="tiny", batch_size=32,
+                  checkpoint_every=min(checkpoint_every, min(steps)))
+    # step 1: the data set's own class mix (68 % AD)
+    first = DDPMTrainConfig(model_id=f"{DEMO_GENERATOR}-lin", steps=first_steps, lr=4e-4,
+                            warmup=min(200, first_steps // 4), seed=0, **common)
+    # step 2: every class drawn equally often, fine-tuned from step 1's last checkpoint
+    second = DDPMTrainConfig(model_id=f"{DEMO_GENERATOR}-bal", steps=second_steps, lr=2e-4,
+                             warmup=min(100, second_steps // 4), seed=1, class_balance=True,
+                             init_from=f"{first.model_id}@step-{first_steps:06d}", **common)
+    return [first, second]
+
+
+def train_demo_generator(workspace: Workspace, target: Path, steps: tuple[int, int] = DEMO_TRAINING_STEPS,
+                         checkpoint_every: int = 500, progress: Progress = no_progress,
+                         cancel=None, same_threads: bool = True) -> Path | None:  # noqa: ANN001
+    """Make the demo generator from nothing: paint and import the phantom set (when missing),
+    run :func:`demo_generator_recipe`'s two jobs (each resumes where an earlier run stopped)
+    and export the last checkpoint to ``target``. With ``same_threads`` each job runs on
+    the CPU threads it ran with (``DEMO_TRAINING_THREADS``), for the same bits.
+
+    Returns:
+        ``target``, or ``None`` when a job was cancelled (nothing exported).
+    """
+    import torch
+
+    from polyp_core.generation.ddpm import train_ddpm
+
+    ensure_demo_dataset(workspace, progress=progress)
+    last, before = None, torch.get_num_threads()
+    for config, threads in zip(demo_generator_recipe(steps, checkpoint_every), DEMO_TRAINING_THREADS):
+        try:
+            if same_threads:
+                torch.set_num_threads(threads)
+            result = train_ddpm(workspace, config, progress, cancel)
+        finally:
+            torch.set_num_threads(before)
+        if result.status != "done":
+            return None
+        last = config
+    return export_generator(workspace, last.model_id, f"step-{last.steps:06d}", target)
+
+
 def export_generator(workspace: Workspace, model_id: str, checkpoint: str, target: Path) -> Path:
     """Copy a trained DDPM's config and one checkpoint's sampling files (EMA weights, state,
     sample grid; not the optimizer state) to ``target`` — how ``assets/demo-ddpm`` is made."""

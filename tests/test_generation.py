@@ -165,6 +165,37 @@ def test_two_step_pretrain_then_finetune_with_frozen_down_blocks(trained, tmp_pa
         generator_training_images(elsewhere, "fine")  # a chain with a missing link
 
 
+def test_demo_generator_recipe_is_one_command_and_made_the_shipped_model(small_phantom, tmp_path):
+    from dataclasses import asdict
+
+    from polyp_core.cli import main
+    from polyp_core.demo import ASSETS, demo_generator_recipe, install_demo_generator
+
+    # the recipe's second job is the one recorded in the shipped model, field for field
+    shipped = json.loads((ASSETS / "demo-ddpm" / "config.json").read_text())
+    first, second = demo_generator_recipe()
+    assert json.loads(json.dumps(asdict(second))) == shipped["train"]
+    assert shipped["lineage"]["models"] == [second.model_id, first.model_id]
+
+    # the same command, shortened, from an empty workspace to an installable model
+    workspace = Workspace(tmp_path / "ws")
+    import_dataset(workspace, ImportConfig(str(small_phantom), name="phantom"))  # instead of 1,100 frames
+    out = tmp_path / "assets" / "demo-ddpm"
+    threads = torch.get_num_threads()
+    assert main(["--workspace", str(workspace.root), "train-demo-generator", "--to", str(out),
+                 "--steps", "4,3", "--checkpoint-every", "2"]) == 0
+    assert torch.get_num_threads() == threads  # each job's thread count is set only for the job
+    meta = json.loads((out / "config.json").read_text())
+    assert meta["train"]["class_balance"] and meta["train"]["init_from"] == "demo-ddpm-lin@step-000004"
+    assert meta["lineage"]["models"] == ["demo-ddpm-bal", "demo-ddpm-lin"]
+    assert [p.name for p in (out / "checkpoints").iterdir()] == ["step-000003"]
+    demo = Workspace(tmp_path / "demo")
+    assert install_demo_generator(demo, out.parent)
+    images = load_generator(demo, "demo-ddpm").sample(
+        SampleRequest(class_label="HP", n=2, steps=3, seed=0, scheduler="ddpm"))
+    assert [i.rgb.shape for i in images] == [(32, 32, 3)] * 2
+
+
 def test_class_balance_draws_every_class_equally_often():
     labels = torch.tensor([0] * 540 + [1] * 120 + [2] * 120)
     images = torch.zeros(len(labels), 1, dtype=torch.uint8)
