@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import signal
 
+from polyp_core.generation.request import SCHEDULERS
 from polyp_core.workspace import Workspace
 
 
@@ -95,20 +96,13 @@ def cmd_sample(args: argparse.Namespace) -> int:
 
 def cmd_check_classes(args: argparse.Namespace) -> int:
     from polyp_core.cli import _terminal_progress
-    from polyp_core.data.cache import PixelCache
-    from polyp_core.diagnostics.probe import class_fidelity
-    from polyp_core.generation.backends import load_generator
-    from polyp_core.generation.request import SampleRequest
+    from polyp_core.diagnostics.probe import check_generator_classes
 
-    workspace = Workspace(args.workspace)
-    manifest = workspace.load_manifest(args.dataset)
-    generator = load_generator(workspace, args.model, args.checkpoint)
-    classes = args.classes.split(",") if args.classes else list(manifest.class_counts()["all"])
-    token = _cancel_on_interrupt()
-    generated = {c: [im.rgb for im in generator.sample(
-        SampleRequest(class_label=c, n=args.n, seed=args.seed, steps=args.steps, guidance=args.guidance,
-                      scheduler=args.scheduler), _terminal_progress, token)] for c in classes}
-    result = class_fidelity(manifest, PixelCache(workspace.pixel_cache_dir), generated, generator.size)
+    result = check_generator_classes(
+        Workspace(args.workspace), args.model, args.dataset, n=args.n, checkpoint=args.checkpoint,
+        classes=args.classes.split(",") if args.classes else None, seed=args.seed, steps=args.steps,
+        guidance=args.guidance, scheduler=args.scheduler, progress=_terminal_progress,
+        cancel=_cancel_on_interrupt())
     print(f"{args.model} ({args.checkpoint or 'last checkpoint'}), {args.scheduler} {args.steps} steps, "
           f"guidance {args.guidance}, seeds {args.seed}..{args.seed + args.n - 1}")
     print("\n".join(result.lines()))
@@ -126,8 +120,7 @@ def add_generate_commands(sub) -> None:  # noqa: ANN001
     check.add_argument("--seed", type=int, default=0)
     check.add_argument("--steps", type=int, default=200)
     check.add_argument("--guidance", type=float, default=4.0)
-    check.add_argument("--scheduler", default="ddpm",
-                       choices=["ddpm", "ddim", "dpmsolver++", "euler", "euler_a"])
+    check.add_argument("--scheduler", default="ddpm", choices=SCHEDULERS)
     check.set_defaults(func=cmd_check_classes)
 
     train = sub.add_parser("train-ddpm", help="train a class-conditional DDPM on a data set")
@@ -189,8 +182,7 @@ def add_generate_commands(sub) -> None:  # noqa: ANN001
     sample.add_argument("--seed", type=int, default=0)
     sample.add_argument("--steps", type=int, default=50)
     sample.add_argument("--guidance", type=float, default=2.0)
-    sample.add_argument("--scheduler", default="ddim",
-                        choices=["ddpm", "ddim", "dpmsolver++", "euler", "euler_a"])
+    sample.add_argument("--scheduler", default="ddim", choices=SCHEDULERS)
     sample.add_argument("--size", type=int)
     sample.add_argument("--batch-size", type=int, default=16)
     sample.add_argument("--lora", action="append", default=[], metavar="PATH[:SCALE]")

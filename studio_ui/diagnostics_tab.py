@@ -1,5 +1,5 @@
-"""Diagnostics: KID class-pair heatmap, checkpoint sweep, UMAP/t-SNE with thumbnails on
-hover, memorisation pairs side by side."""
+"""Diagnostics: KID class-pair heatmap, checkpoint sweep, a class check of a generator's samples,
+UMAP/t-SNE with thumbnails on hover, memorisation pairs side by side."""
 
 from __future__ import annotations
 
@@ -10,9 +10,11 @@ import gradio as gr
 
 from polyp_core.data.cache import PixelCache
 from polyp_core.diagnostics.distances import PairMatrix
+from polyp_core.diagnostics.probe import check_generator_classes
 from polyp_core.diagnostics.report import DiagnoseConfig, diagnose, pair_heatmap
 from polyp_core.diagnostics.sweep import sweep_figure, sweep_generator
 from polyp_core.generation.backends import list_models
+from polyp_core.generation.request import SCHEDULERS
 from polyp_core.jobs import job_status
 from polyp_core.runs import load_run
 from review_db import queries
@@ -89,6 +91,23 @@ class DiagnosticsDesk:
                                      progress=lambda d, t, m: progress((d, t), desc=m))
         return sweep_figure(result, f"Checkpoint sweep of {generator} (best: {result.best()})")
 
+    @shown_errors
+    def check_classes(self, person, generator, dataset, n_per_class, steps, guidance, scheduler,  # noqa: ANN001
+                      progress=gr.Progress()):  # noqa: B008
+        """Do the generator's samples carry their class? (``check-classes`` on the CLI.)"""
+        admin(person)
+        if not generator or not dataset:
+            raise gr.Error("Choose a generator and the real data set it should match.")
+        with self.studio.jobs.gpu:
+            result = check_generator_classes(
+                self.studio.workspace, generator, dataset, n=int(n_per_class), steps=int(steps),
+                guidance=float(guidance), scheduler=scheduler,
+                progress=lambda d, t, m: progress((d, t), desc=m))
+        head, *table = result.lines()
+        return (f"**{generator}**, {scheduler} {int(steps)} steps, guidance {float(guidance):g}: "
+                f"{head}. Rows: the class asked for (or the real class), columns: the probe's "
+                "reading.\n\n```\n" + "\n".join(table) + "\n```")
+
 
 def build_diagnostics_tab(studio: Studio, person: gr.State) -> dict:
     desk = DiagnosticsDesk(studio)
@@ -118,6 +137,17 @@ def build_diagnostics_tab(studio: Studio, person: gr.State) -> dict:
             steps = gr.Number(25, label="Sampling steps", precision=0)
             sweep_btn = gr.Button("Sweep every checkpoint")
         sweep_plot = gr.Plot(label="KID diagonal and margin per checkpoint")
+    with gr.Accordion("Do the samples carry their class?", open=False):
+        gr.Markdown("A linear probe learns the classes from the real training split, seen at the "
+                    "generator's resolution, then reads samples of each class. Its score on real "
+                    "test frames is the ceiling.")
+        with gr.Row():
+            check_n = gr.Number(30, label="Samples per class", precision=0)
+            check_steps = gr.Number(200, label="Sampling steps", precision=0)
+            check_guidance = gr.Number(4.0, label="Guidance")
+            check_scheduler = gr.Dropdown(list(SCHEDULERS), value="ddpm", label="Scheduler")
+            check_btn = gr.Button("Check classes")
+        check_text = gr.Markdown()
     timer = gr.Timer(1.0)
     start.click(desk.start, inputs=[person, dataset, generator, subsets, subset_size, projection,
                                     near_copy], outputs=[job, status])
@@ -126,6 +156,9 @@ def build_diagnostics_tab(studio: Studio, person: gr.State) -> dict:
         trigger(desk.show, inputs=[run, scheme], outputs=[heatmap, summary, projection_html, pairs])
     sweep_btn.click(desk.sweep, inputs=[person, generator, dataset, n_per_class, steps],
                     outputs=sweep_plot)
+    check_btn.click(desk.check_classes, inputs=[person, generator, dataset, check_n, check_steps,
+                                                check_guidance, check_scheduler],
+                    outputs=check_text, api_name="check_classes")
 
     def refresh(_person):  # noqa: ANN001
         runs = desk.runs()

@@ -128,6 +128,28 @@ def test_api_admin_trains_a_class_balanced_generator(live_app):
     assert json.loads((folder / "config.json").read_text())["train"]["class_balance"] is True
 
 
+def test_api_admin_checks_that_samples_carry_their_class(live_app):
+    from gradio_client import Client
+
+    client = Client(live_app["url"], verbose=False)
+    client.predict(*DEMO_REVIEWERS[0], api_name="/sign_in")
+    with pytest.raises(Exception, match="needs an admin"):
+        client.predict("demo-ddpm", "phantom", 2, 5, 4.0, "ddpm", api_name="/check_classes")
+    client.predict(*DEMO_ADMIN, api_name="/sign_in")
+    text = client.predict("demo-ddpm", "phantom", 2, 5, 4.0, "ddpm", api_name="/check_classes")
+    assert "balanced accuracy" in text and "on 2 samples per class" in text, text
+    lines = text.split("```")[1].strip("\n").splitlines()
+    headers = [i for i, line in enumerate(lines) if "read as" in line]
+    rows = lambda h: {l.split()[0]: sum(map(int, l.split()[1:])) for l in lines[h + 1:h + 4]}
+    real, generated = rows(headers[0]), rows(headers[1])
+    manifest = live_app["workspace"].load_manifest("phantom")
+    assert real == {c: sum(manifest.label_of(i) == c for i in manifest.split_items("test"))
+                    for c in ("AD", "SSA", "HP")}  # every real test frame read once
+    assert generated == {"AD": 2, "SSA": 2, "HP": 2}
+    with pytest.raises(Exception, match="no-such-model"):
+        client.predict("no-such-model", "phantom", 2, 5, 4.0, "ddpm", api_name="/check_classes")
+
+
 # browser (Debian chromium + Playwright) ---------------------------------------------------------
 
 @pytest.fixture(scope="module")

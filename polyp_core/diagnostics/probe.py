@@ -140,3 +140,30 @@ def class_fidelity(manifest: Manifest, cache: PixelCache, generated: dict[str, S
         real_confusion=confusion_matrix(real_truth, real_pred, labels=labels).tolist(),
         generated_balanced_accuracy=float(balanced_accuracy_score(gen_truth, gen_pred)),
         generated_confusion=confusion_matrix(gen_truth, gen_pred, labels=labels).tolist())
+
+
+def check_generator_classes(workspace, model_id: str, dataset: str, n: int = 30,  # noqa: ANN001
+                            checkpoint: str | None = None, classes: Sequence[str] | None = None,
+                            seed: int = 0, steps: int = 200, guidance: float = 4.0,
+                            scheduler: str = "ddpm", progress: Progress = no_progress,
+                            cancel=None) -> ClassFidelity:  # noqa: ANN001
+    """Sample ``n`` images per class from a workspace generator and read them with
+    :func:`class_fidelity` (the same seeds for every class, so only the class differs).
+
+    Raises:
+        KeyError: no such generator or data set; ValueError: a class the generator or the
+        data set does not know.
+    """
+    from polyp_core.generation.backends import load_generator
+    from polyp_core.generation.request import SampleRequest
+
+    manifest = workspace.load_manifest(dataset)
+    generator = load_generator(workspace, model_id, checkpoint)
+    classes = list(classes or manifest.class_counts()["all"])
+    generated = {}
+    for i, cls in enumerate(classes):
+        request = SampleRequest(class_label=cls, n=n, seed=seed, steps=steps, guidance=guidance,
+                                scheduler=scheduler)
+        generated[cls] = [im.rgb for im in generator.sample(
+            request, lambda d, t, m, i=i: progress(i * t + d, len(classes) * t, f"{cls}: {m}"), cancel)]
+    return class_fidelity(manifest, PixelCache(workspace.pixel_cache_dir), generated, generator.size)
