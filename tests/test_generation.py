@@ -209,9 +209,15 @@ def test_class_balance_draws_every_class_equally_often():
         tiny("bad", class_balance=True, unknown_class=True).validate()
 
 
-def test_balanced_training_records_its_setting(trained):
+def test_balanced_training_records_its_setting(trained, monkeypatch):
+    from polyp_core.generation import ddpm
+
     workspace, _ = trained
+    asked = []  # the loader training used: balanced as configured
+    monkeypatch.setattr(ddpm, "training_loader",
+                        lambda *a, balance=False: asked.append(balance) or training_loader(*a, balance=balance))
     result = train_ddpm(workspace, tiny("bal", class_balance=True, steps=2, checkpoint_every=2))
+    assert asked == [True]
     assert json.loads((result.folder / "config.json").read_text())["train"]["class_balance"] is True
     assert result.status == "done"
 

@@ -25,6 +25,33 @@ class ProbeResult:
     size: int
 
 
+def _fit_probe(manifest: Manifest, pixels_of, backbone: str, test_split: str,  # noqa: ANN001
+               scheme: str | None, C: float, progress: Progress):  # noqa: ANN202
+    """A class-balanced logistic regression on the train split's features (``pixels_of`` turns
+    a manifest item into the pixels the backbone sees).
+
+    Returns:
+        the fitted model, the test split's features and labels, and the number of train images.
+
+    Raises:
+        ValueError: when a split is empty.
+    """
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    data = {}
+    for split in ("train", test_split):
+        items = manifest.split_items(split)
+        if not items:
+            raise ValueError(f"data set {manifest.name!r} has no {split} images")
+        data[split] = (extract_features([pixels_of(i) for i in items], backbone, progress=progress),
+                       np.array([manifest.label_of(i, scheme) for i in items]))
+    model = make_pipeline(StandardScaler(), LogisticRegression(C=C, max_iter=5000, class_weight="balanced"))
+    model.fit(*data["train"])
+    return model, *data[test_split], len(data["train"][1])
+
+
 def linear_probe(manifest: Manifest, cache: PixelCache, backbone: str = "efficientnet_lite0",
                  size: int = 224, test_split: str = "test", scheme: str | None = None,
                  C: float = 0.1, progress: Progress = no_progress) -> ProbeResult:
@@ -33,24 +60,11 @@ def linear_probe(manifest: Manifest, cache: PixelCache, backbone: str = "efficie
     Raises:
         ValueError: when a split is empty.
     """
-    from sklearn.linear_model import LogisticRegression
     from sklearn.metrics import balanced_accuracy_score, f1_score
-    from sklearn.pipeline import make_pipeline
-    from sklearn.preprocessing import StandardScaler
 
     classes = manifest.class_counts(scheme)["all"]
-    data = {}
-    for split in ("train", test_split):
-        items = manifest.split_items(split)
-        if not items:
-            raise ValueError(f"data set {manifest.name!r} has no {split} images")
-        pixels = [cache.rgb(i.image, i.sha256, size) for i in items]
-        data[split] = (extract_features(pixels, backbone, progress=progress),
-                       np.array([manifest.label_of(i, scheme) for i in items]))
-    model = make_pipeline(StandardScaler(), LogisticRegression(
-        C=C, max_iter=5000, class_weight="balanced"))
-    model.fit(*data["train"])
-    features, truth = data[test_split]
+    model, features, truth, n_train = _fit_probe(
+        manifest, lambda i: cache.rgb(i.image, i.sha256, size), backbone, test_split, scheme, C, progress)
     predicted = model.predict(features)
     labels = list(classes)
     per_class = f1_score(truth, predicted, labels=labels, average=None, zero_division=0)
@@ -59,7 +73,7 @@ def linear_probe(manifest: Manifest, cache: PixelCache, backbone: str = "efficie
         macro_f1=float(f1_score(truth, predicted, labels=labels, average="macro", zero_division=0)),
         balanced_accuracy=float(balanced_accuracy_score(truth, predicted)),
         per_class_f1={c: float(v) for c, v in zip(labels, per_class)},
-        n_train=len(data["train"][1]), n_test=len(truth), backbone=backbone, size=size)
+        n_train=n_train, n_test=len(truth), backbone=backbone, size=size)
 
 
 @dataclass(frozen=True)
@@ -105,10 +119,7 @@ def class_fidelity(manifest: Manifest, cache: PixelCache, generated: dict[str, S
     Raises:
         ValueError: when a split is empty or ``generated`` names a class the data set lacks.
     """
-    from sklearn.linear_model import LogisticRegression
     from sklearn.metrics import balanced_accuracy_score, confusion_matrix
-    from sklearn.pipeline import make_pipeline
-    from sklearn.preprocessing import StandardScaler
 
     from polyp_core.data.images import resize_rgb
 
@@ -117,18 +128,10 @@ def class_fidelity(manifest: Manifest, cache: PixelCache, generated: dict[str, S
     if unknown:
         raise ValueError(f"data set {manifest.name!r} has no class {', '.join(unknown)}")
     view = lambda rgb: resize_rgb(resize_rgb(rgb, size), feature_size)  # noqa: E731
-    data = {}
-    for split in ("train", test_split):
-        items = manifest.split_items(split)
-        if not items:
-            raise ValueError(f"data set {manifest.name!r} has no {split} images")
-        pixels = [view(cache.rgb(i.image, i.sha256, size)) for i in items]
-        data[split] = (extract_features(pixels, backbone, progress=progress),
-                       np.array([manifest.label_of(i, scheme) for i in items]))
-    model = make_pipeline(StandardScaler(), LogisticRegression(C=C, max_iter=5000, class_weight="balanced"))
-    model.fit(*data["train"])
-    real_truth = data[test_split][1]
-    real_pred = model.predict(data[test_split][0])
+    model, real_features, real_truth, _ = _fit_probe(
+        manifest, lambda i: view(cache.rgb(i.image, i.sha256, size)), backbone, test_split, scheme, C,
+        progress)
+    real_pred = model.predict(real_features)
     asked = [c for c in labels if len(generated.get(c, ()))]
     if not asked:
         raise ValueError("no generated images to read")
@@ -165,5 +168,6 @@ def check_generator_classes(workspace, model_id: str, dataset: str, n: int = 30,
         request = SampleRequest(class_label=cls, n=n, seed=seed, steps=steps, guidance=guidance,
                                 scheduler=scheduler)
         generated[cls] = [im.rgb for im in generator.sample(
-            request, lambda d, t, m, i=i: progress(i * t + d, len(classes) * t, f"{cls}: {m}"), cancel)]
+            request, lambda d, t, m, i=i, cls=cls: progress(i * t + d, len(classes) * t, f"{cls}: {m}"),
+            cancel)]
     return class_fidelity(manifest, PixelCache(workspace.pixel_cache_dir), generated, generator.size)
