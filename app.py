@@ -16,11 +16,11 @@ os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # no calls home: cli
 import gradio as gr  # noqa: E402
 
 from polyp_core.demo import DEMO_ADMIN, DEMO_REVIEWERS, ensure_demo_workspace  # noqa: E402
-from polyp_core.errors import StudioError  # noqa: E402
-from polyp_core.review.accounts import sign_in  # noqa: E402
 from polyp_core.workspace import Workspace  # noqa: E402
 from review_db.database import Database, database_url  # noqa: E402
 from studio_ui import Studio  # noqa: E402
+from studio_ui.access import Access, SessionGate, instance_cache  # noqa: E402
+from studio_ui.accounts_tab import build_accounts_tab  # noqa: E402
 from studio_ui.data_tab import DataBrowser, build_data_tab  # noqa: E402, F401  (DataBrowser: tests)
 from studio_ui.diagnostics_tab import build_diagnostics_tab  # noqa: E402
 from studio_ui.generate_tab import build_generate_tab  # noqa: E402
@@ -33,69 +33,80 @@ from studio_ui.train_tab import build_train_tab  # noqa: E402
 THEME = gr.themes.Soft(font=["ui-sans-serif", "system-ui", "sans-serif"],
                        font_mono=["ui-monospace", "monospace"])
 HEAD = KEYBOARD_JS
-ADMIN_TABS = ("Data", "Generate", "Train generator", "Diagnostics", "Studies", "Retrain & compare")
+ADMIN_TABS = ("Data", "Generate", "Train generator", "Diagnostics", "Studies", "Retrain & compare",
+              "Accounts")
 
 
-def build_app(workspace: Workspace, db: Database | None = None) -> gr.Blocks:
-    studio = Studio.open(workspace, db or Database(database_url(workspace.root)))
+def build_app(workspace: Workspace, db: Database | None = None,
+              access: Access | None = None) -> gr.Blocks:
+    """The page. Every event is wired through ``access.on`` with the role allowed to call it;
+    building fails if one is not. The page is only ever served behind :func:`create_server`."""
+    db = db or Database(database_url(workspace.root))
+    if access is None:
+        cache = instance_cache(workspace.root)
+        os.environ["GRADIO_TEMP_DIR"] = str(cache)  # Gradio's file cache: ours, not /tmp's
+        access = Access(db, cache)
+    studio = Studio.open(workspace, db)
     with gr.Blocks(title="Polyp Studio") as demo:
-        person = gr.State(None)
         with gr.Row():
             gr.Markdown("# Polyp Studio")
-            who = gr.Markdown("Not signed in", elem_id="who")
-            sign_out = gr.Button("Sign out", visible=False, size="sm", scale=0)
-        with gr.Column(visible=True, elem_id="sign-in") as sign_in_box:
-            name = gr.Textbox(label="Name", elem_id="sign-in-name")
-            password = gr.Textbox(label="Password", type="password", elem_id="sign-in-password")
-            go = gr.Button("Sign in", variant="primary", elem_id="sign-in-button")
-            message = gr.Markdown()
+            who = gr.Markdown("", elem_id="who")
+            gr.Button("Sign out", link="/logout", size="sm", scale=0, elem_id="sign-out")
         tabs, refreshers = {}, []
         with gr.Tabs():
             with gr.Tab("Data", visible=False, id="data") as tabs["Data"]:
-                build_data_tab(workspace, person, demo)
+                refreshers.append(build_data_tab(workspace, access))
             with gr.Tab("Generate", visible=False, id="generate") as tabs["Generate"]:
-                refreshers.append(build_generate_tab(studio, person))
+                refreshers.append(build_generate_tab(studio, access))
             with gr.Tab("Train generator", visible=False, id="train") as tabs["Train generator"]:
-                refreshers.append(build_train_tab(studio, person))
+                refreshers.append(build_train_tab(studio, access))
             with gr.Tab("Diagnostics", visible=False, id="diagnostics") as tabs["Diagnostics"]:
-                refreshers.append(build_diagnostics_tab(studio, person))
+                refreshers.append(build_diagnostics_tab(studio, access))
             with gr.Tab("Review", visible=False, id="review") as tabs["Review"]:
-                review = build_review_tab(studio, person)
+                review = build_review_tab(studio, access)
             with gr.Tab("Studies", visible=False, id="studies") as tabs["Studies"]:
-                refreshers.append(build_studies_tab(studio, person))
+                refreshers.append(build_studies_tab(studio, access))
             with gr.Tab("Retrain & compare", visible=False, id="retrain") as tabs["Retrain & compare"]:
-                refreshers.append(build_retrain_tab(studio, person))
+                refreshers.append(build_retrain_tab(studio, access))
+            with gr.Tab("Accounts", visible=False, id="accounts") as tabs["Accounts"]:
+                refreshers.append(build_accounts_tab(studio, access))
 
         order = list(tabs)
-
-        def enter(user: str, secret: str):
-            try:
-                someone = sign_in(studio.db, (user or "").strip(), secret or "")
-            except StudioError as exc:
-                return (None, gr.update(), f"**{exc}**", gr.update(), gr.update(),
-                        *[gr.update() for _ in order])
-            visible = [t == "Review" or someone.is_admin for t in order]
-            return (someone, gr.update(visible=False), "", f"Signed in as **{someone.name}** ({someone.role})",
-                    gr.update(visible=True), *[gr.update(visible=v) for v in visible])
-
-        def leave():
-            return (None, gr.update(visible=True), "", "Not signed in", gr.update(visible=False),
-                    *[gr.update(visible=False) for _ in order])
-
-        shell = [person, sign_in_box, message, who, sign_out, *tabs.values()]
         refresh_outputs = [o for r in refreshers for o in r["outputs"]]
 
-        def refresh_all(someone):  # noqa: ANN001
-            if someone is None or not someone.is_admin:
-                return [gr.update() for _ in refresh_outputs]
-            return [u for r in refreshers for u in r["refresh"](someone)]
+        def enter(person):  # noqa: ANN001
+            """Who is signed in (from the server's session) and the tabs of their role."""
+            return (f"Signed in as **{person.name}** ({person.role})",
+                    *[gr.update(visible=t == "Review" or person.is_admin) for t in order])
 
-        for trigger, api in ((go.click, "sign_in"), (password.submit, False)):
-            trigger(enter, inputs=[name, password], outputs=shell, api_name=api).then(
-                refresh_all, inputs=person, outputs=refresh_outputs).then(
-                review["refresh"], inputs=person, outputs=review["study"])
-        sign_out.click(leave, outputs=shell)
+        def refresh_all(person):  # noqa: ANN001
+            """Fill the admin tabs' lists; a reviewer's page gets nothing of them."""
+            if not person.is_admin:
+                return [gr.update() for _ in refresh_outputs]
+            return [u for r in refreshers for u in r["refresh"](person)]
+
+        loaded = access.on(demo.load, enter, "reviewer", outputs=[who, *tabs.values()])
+        filled = access.on(loaded.then, refresh_all, "reviewer", outputs=refresh_outputs)
+        access.on(filled.then, review["refresh"], "reviewer", outputs=review["study"])
+    access.check_declared(demo)
+    demo.studio_access = access
     return demo
+
+
+def create_server(workspace: Workspace, db: Database | None = None):  # noqa: ANN201
+    """The studio as one ASGI app: sign-in routes, the page mounted at ``/``, and the session
+    gate in front of both. Serve it with uvicorn (``main``) or any ASGI server."""
+    from fastapi import FastAPI
+
+    db = db or Database(database_url(workspace.root))
+    demo = build_app(workspace, db)
+    access = demo.studio_access
+    app = FastAPI(docs_url=None, redoc_url=None, openapi_url=None)
+    access.add_routes(app)
+    demo.queue(default_concurrency_limit=4)
+    gr.mount_gradio_app(app, demo, path="/", auth_dependency=access.auth_dependency,
+                        run_history=False, ssr_mode=False, show_error=True, **launch_kwargs())
+    return SessionGate(app, access)
 
 
 def launch_kwargs() -> dict:
@@ -118,8 +129,13 @@ def main(argv: list[str] | None = None) -> None:
             print(f"First start in {workspace.root}: made " + "; ".join(made))
         print(f"Demo admin: {DEMO_ADMIN[0]} / {DEMO_ADMIN[1]}; reviewers: "
               + ", ".join(f"{n} / {p}" for n, p in DEMO_REVIEWERS))
-    build_app(workspace, db).queue(default_concurrency_limit=4).launch(
-        server_name=args.host, server_port=args.port, **launch_kwargs())
+    import uvicorn
+
+    print(f"Serving http://{args.host}:{args.port}/ (sign in at /login)", flush=True)
+    # proxy_headers: behind a TLS reverse proxy on this machine (docs/SECURITY.md), the
+    # client's address and https come from its X-Forwarded-* headers (trusted from 127.0.0.1)
+    uvicorn.run(create_server(workspace, db), host=args.host, port=args.port,
+                proxy_headers=True, forwarded_allow_ips="127.0.0.1", log_level="warning")
 
 
 if __name__ == "__main__":

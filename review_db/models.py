@@ -1,4 +1,5 @@
-"""SQLAlchemy 2 models: images and their provenance, reviewers, studies, ratings, jobs, runs.
+"""SQLAlchemy 2 models: images and their provenance, reviewers, their sign-in sessions and the
+audit log, studies, ratings, jobs, runs.
 
 Schema changes go through Alembic (``review_db/migrations``); a test checks that these
 models and the migrations describe the same schema.
@@ -87,6 +88,35 @@ class Reviewer(Base):
     password_hash: Mapped[str] = mapped_column(String(255))
     active: Mapped[bool] = mapped_column(default=True)
     created: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class AuthSession(Base):
+    """A signed-in browser: only the SHA-256 of its cookie token is stored, so a copy of the
+    database cannot be replayed as a session. Deleting the row ends the session."""
+
+    __tablename__ = "auth_session"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    reviewer_id: Mapped[int] = mapped_column(ForeignKey("reviewer.id", ondelete="CASCADE"),
+                                             index=True)
+    address: Mapped[str | None] = mapped_column(String(64))
+    created: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    last_seen: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    reviewer: Mapped[Reviewer] = relationship()
+
+
+class AuditEvent(Base):
+    """Who did what to accounts, sessions and studies. Names are copied, not referenced, so
+    the log outlives what it speaks of."""
+
+    __tablename__ = "audit_event"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=utcnow, index=True)
+    kind: Mapped[str] = mapped_column(String(32), index=True)
+    actor: Mapped[str | None] = mapped_column(String(64), index=True)  # account name, as typed
+    address: Mapped[str | None] = mapped_column(String(64), index=True)
+    target: Mapped[str | None] = mapped_column(String(256))
+    detail: Mapped[dict[str, Any] | None] = mapped_column(JSON)
 
 
 class Study(Base):

@@ -5,12 +5,12 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Iterable, Sequence
 
-from sqlalchemy import func, select
+from sqlalchemy import delete, func, or_, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, joinedload
 
-from review_db.models import (Assignment, Image, Job, Provenance, Rating, RatingRevision,
-                              Reviewer, Run, Study, StudyImage, utcnow)
+from review_db.models import (Assignment, AuditEvent, AuthSession, Image, Job, Provenance, Rating,
+                              RatingRevision, Reviewer, Run, Study, StudyImage, utcnow)
 
 
 # reviewers -----------------------------------------------------------------------------------
@@ -40,6 +40,87 @@ def list_reviewers(session: Session) -> list[Reviewer]:
 
 def set_password(session: Session, reviewer: Reviewer, password_hash: str) -> None:
     reviewer.password_hash = password_hash
+
+
+def set_account(session: Session, reviewer: Reviewer, *, active: bool | None = None,
+                role: str | None = None) -> None:
+    if active is not None:
+        reviewer.active = active
+    if role is not None:
+        reviewer.role = role
+
+
+# sign-in sessions and the audit log ----------------------------------------------------------
+
+def add_auth_session(session: Session, reviewer_id: int, token_hash: str,
+                     address: str | None) -> AuthSession:
+    row = AuthSession(token_hash=token_hash, reviewer_id=reviewer_id, address=address)
+    session.add(row)
+    session.flush()
+    return row
+
+
+def auth_session_by_hash(session: Session, token_hash: str) -> AuthSession | None:
+    return session.scalar(select(AuthSession).options(joinedload(AuthSession.reviewer))
+                          .where(AuthSession.token_hash == token_hash))
+
+
+def delete_auth_sessions(session: Session, *, reviewer_id: int | None = None,
+                         token_hash: str | None = None,
+                         idle_before: dt.datetime | None = None,
+                         created_before: dt.datetime | None = None) -> int:
+    """Delete the sessions matching any of the given conditions; returns how many."""
+    conditions = []
+    if reviewer_id is not None:
+        conditions.append(AuthSession.reviewer_id == reviewer_id)
+    if token_hash is not None:
+        conditions.append(AuthSession.token_hash == token_hash)
+    if idle_before is not None:
+        conditions.append(AuthSession.last_seen < idle_before)
+    if created_before is not None:
+        conditions.append(AuthSession.created < created_before)
+    if not conditions:
+        raise ValueError("delete_auth_sessions needs a condition")
+    return session.execute(delete(AuthSession).where(or_(*conditions))).rowcount or 0
+
+
+def count_auth_sessions(session: Session, reviewer_id: int) -> int:
+    return session.scalar(select(func.count(AuthSession.id))
+                          .where(AuthSession.reviewer_id == reviewer_id)) or 0
+
+
+def add_audit(session: Session, kind: str, *, actor: str | None = None,
+              address: str | None = None, target: str | None = None,
+              detail: dict | None = None) -> AuditEvent:
+    event = AuditEvent(kind=kind, actor=(actor or "")[:64] or None,
+                       address=(address or "")[:64] or None,
+                       target=(target or "")[:256] or None, detail=detail)
+    session.add(event)
+    session.flush()
+    return event
+
+
+def audit_event_by_id(session: Session, event_id: int) -> AuditEvent:
+    return session.get(AuditEvent, event_id)
+
+
+def audit_events(session: Session, *, kinds: Sequence[str] = (), actor: str | None = None,
+                 address: str | None = None, since: dt.datetime | None = None,
+                 limit: int | None = 200) -> list[AuditEvent]:
+    """Newest first."""
+    query = select(AuditEvent)
+    if kinds:
+        query = query.where(AuditEvent.kind.in_(kinds))
+    if actor is not None:
+        query = query.where(AuditEvent.actor == actor)
+    if address is not None:
+        query = query.where(AuditEvent.address == address)
+    if since is not None:
+        query = query.where(AuditEvent.at >= since)
+    query = query.order_by(AuditEvent.at.desc(), AuditEvent.id.desc())
+    if limit:
+        query = query.limit(limit)
+    return list(session.scalars(query))
 
 
 # images --------------------------------------------------------------------------------------

@@ -14,7 +14,7 @@ from polyp_core.data.splits import SPLITS
 from polyp_core.demo import DEMO_DATASET
 from polyp_core.errors import DatasetImportError
 from polyp_core.workspace import Workspace, check_name
-from studio_ui.services import admin
+from studio_ui.access import Access
 
 
 class DataBrowser:
@@ -47,9 +47,8 @@ class DataBrowser:
         manifest = self.workspace.set_scheme(name, scheme)
         return f"**{manifest.name}**: active scheme is now {manifest.scheme}; later runs use it."
 
-    def import_source(self, person, path: str, upload, name: str):  # noqa: ANN001
+    def import_source(self, path: str, upload, name: str):  # noqa: ANN001
         """Import a folder on the server, or an uploaded zip unpacked into the workspace."""
-        admin(person)
         name = (name or "").strip() or None
         try:
             if upload is not None:
@@ -86,10 +85,8 @@ class DataBrowser:
         return result.tiles, label, result.page
 
 
-def build_data_tab(workspace: Workspace, person: gr.State, demo: gr.Blocks) -> dict:
+def build_data_tab(workspace: Workspace, access: Access) -> dict:
     browser = DataBrowser(workspace)
-    names = browser.datasets()
-    first = DEMO_DATASET if DEMO_DATASET in names else (names[0] if names else None)
     with gr.Accordion("Import a data set", open=False):
         with gr.Row():
             source = gr.Textbox(label="Folder or CSV on the server (hospital layout, class folders, CSV)")
@@ -98,7 +95,7 @@ def build_data_tab(workspace: Workspace, person: gr.State, demo: gr.Blocks) -> d
         import_btn = gr.Button("Import")
         import_msg = gr.Markdown()
     with gr.Row():
-        dataset = gr.Dropdown(names, value=first, label="Data set")
+        dataset = gr.Dropdown([], value=None, label="Data set")  # filled at admin sign-in
         scheme = gr.Radio([], value=None, label="Label scheme (view)")
         activate = gr.Button("Make this scheme the data set's default", size="sm")
     summary = gr.Markdown()
@@ -117,17 +114,25 @@ def build_data_tab(workspace: Workspace, person: gr.State, demo: gr.Blocks) -> d
     overview_io = dict(inputs=[dataset, scheme], outputs=[counts, cls, summary, scheme])
     page_io = dict(inputs=[dataset, scheme, split, cls, page, masks],
                    outputs=[gallery, page_label, page])
+    on = lambda trigger, fn, **io: access.on(trigger, fn, "admin", **io)  # noqa: E731
+
+    def first_page_then_show(trigger) -> None:  # noqa: ANN001
+        on(on(trigger, lambda: 0, outputs=page).then, browser.page, **page_io)
+
     # scheme.input, not .change: overview() itself sets the radio to the active scheme
-    for trigger in (dataset.change, scheme.input, demo.load):
-        trigger(browser.overview, **overview_io).then(lambda: 0, outputs=page).then(
-            browser.page, **page_io)
-    activate.click(browser.make_active, inputs=[dataset, scheme], outputs=summary)
+    for trigger in (dataset.change, scheme.input):
+        first_page_then_show(on(trigger, browser.overview, **overview_io).then)
     for trigger in (split.change, cls.change, masks.change):
-        trigger(lambda: 0, outputs=page).then(browser.page, **page_io)
-    prev_btn.click(lambda p: max(0, p - 1), inputs=page, outputs=page).then(
-        browser.page, **page_io)
-    next_btn.click(lambda p: p + 1, inputs=page, outputs=page).then(
-        browser.page, **page_io)
-    import_btn.click(browser.import_source, inputs=[person, source, upload, new_name],
-                     outputs=[dataset, import_msg])
-    return {"browser": browser}
+        first_page_then_show(trigger)
+    on(activate.click, browser.make_active, inputs=[dataset, scheme], outputs=summary)
+    for button, turn in ((prev_btn, lambda p: max(0, p - 1)), (next_btn, lambda p: p + 1)):
+        on(on(button.click, turn, inputs=page, outputs=page).then, browser.page, **page_io)
+    on(import_btn.click, browser.import_source, inputs=[source, upload, new_name],
+       outputs=[dataset, import_msg])
+
+    def refresh(_person):  # noqa: ANN001
+        names = browser.datasets()
+        first = DEMO_DATASET if DEMO_DATASET in names else (names[0] if names else None)
+        return (gr.update(choices=names, value=first),)
+
+    return {"browser": browser, "refresh": refresh, "outputs": [dataset]}

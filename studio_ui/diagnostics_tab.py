@@ -18,7 +18,8 @@ from polyp_core.generation.request import SCHEDULERS
 from polyp_core.jobs import job_status
 from polyp_core.runs import load_run
 from review_db import queries
-from studio_ui.services import Studio, admin, job_line, poll_run_job, shown_errors
+from studio_ui.access import Access
+from studio_ui.services import Studio, job_line, poll_run_job, shown_errors
 
 
 class DiagnosticsDesk:
@@ -35,7 +36,6 @@ class DiagnosticsDesk:
 
     @shown_errors
     def start(self, person, dataset, generator, subsets, subset_size, projection, near_copy):  # noqa: ANN001
-        person = admin(person)
         config = DiagnoseConfig(dataset=dataset, generator=generator or None, subsets=int(subsets),
                                 subset_size=int(subset_size), projections=(projection,),
                                 near_copy=float(near_copy))
@@ -81,8 +81,7 @@ class DiagnosticsDesk:
         return heatmap, text, projection, pairs
 
     @shown_errors
-    def sweep(self, person, generator, dataset, n_per_class, steps, progress=gr.Progress()):  # noqa: ANN001, B008
-        admin(person)
+    def sweep(self, generator, dataset, n_per_class, steps, progress=gr.Progress()):  # noqa: ANN001, B008
         if not generator:
             raise gr.Error("Choose a generator.")
         with self.studio.jobs.gpu:
@@ -92,10 +91,9 @@ class DiagnosticsDesk:
         return sweep_figure(result, f"Checkpoint sweep of {generator} (best: {result.best()})")
 
     @shown_errors
-    def check_classes(self, person, generator, dataset, n_per_class, steps, guidance, scheduler,  # noqa: ANN001
+    def check_classes(self, generator, dataset, n_per_class, steps, guidance, scheduler,  # noqa: ANN001
                       progress=gr.Progress()):  # noqa: B008
         """Do the generator's samples carry their class? (``check-classes`` on the CLI.)"""
-        admin(person)
         if not generator or not dataset:
             raise gr.Error("Choose a generator and the real data set it should match.")
         with self.studio.jobs.gpu:
@@ -109,11 +107,11 @@ class DiagnosticsDesk:
                 "reading.\n\n```\n" + "\n".join(table) + "\n```")
 
 
-def build_diagnostics_tab(studio: Studio, person: gr.State) -> dict:
+def build_diagnostics_tab(studio: Studio, access: Access) -> dict:
     desk = DiagnosticsDesk(studio)
     job = gr.State(None)
     with gr.Row():
-        dataset = gr.Dropdown(studio.workspace.datasets(), label="Real data set")
+        dataset = gr.Dropdown([], label="Real data set")  # filled at admin sign-in
         generator = gr.Dropdown([""], value="", label="Generator (empty: whole pool)",
                                 allow_custom_value=True)  # filled at admin sign-in
         projection = gr.Radio(["umap", "tsne", "pca"], value="umap", label="Projection")
@@ -149,16 +147,18 @@ def build_diagnostics_tab(studio: Studio, person: gr.State) -> dict:
             check_btn = gr.Button("Check classes")
         check_text = gr.Markdown()
     timer = gr.Timer(1.0)
-    start.click(desk.start, inputs=[person, dataset, generator, subsets, subset_size, projection,
-                                    near_copy], outputs=[job, status])
-    timer.tick(desk.poll, inputs=job, outputs=[status, run, job])
+    on = lambda trigger, fn, **io: access.on(trigger, fn, "admin", **io)  # noqa: E731
+    on(start.click, desk.start, inputs=[dataset, generator, subsets, subset_size, projection,
+                                        near_copy], outputs=[job, status])
+    on(timer.tick, desk.poll, inputs=job, outputs=[status, run, job])
     for trigger in (run.change, scheme.change):
-        trigger(desk.show, inputs=[run, scheme], outputs=[heatmap, summary, projection_html, pairs])
-    sweep_btn.click(desk.sweep, inputs=[person, generator, dataset, n_per_class, steps],
-                    outputs=sweep_plot)
-    check_btn.click(desk.check_classes, inputs=[person, generator, dataset, check_n, check_steps,
-                                                check_guidance, check_scheduler],
-                    outputs=check_text, api_name="check_classes")
+        on(trigger, desk.show, inputs=[run, scheme],
+           outputs=[heatmap, summary, projection_html, pairs])
+    on(sweep_btn.click, desk.sweep, inputs=[generator, dataset, n_per_class, steps],
+       outputs=sweep_plot)
+    on(check_btn.click, desk.check_classes, inputs=[generator, dataset, check_n, check_steps,
+                                                    check_guidance, check_scheduler],
+       outputs=check_text, api_name="check_classes")
 
     def refresh(_person):  # noqa: ANN001
         runs = desk.runs()

@@ -11,7 +11,8 @@ from polyp_core.generation.backends import (describe_model, list_models, load_ge
                                             store_generated)
 from polyp_core.generation.grid import AXES, parse_axis, xy_grid
 from polyp_core.generation.request import SCHEDULERS, LoraChoice, SampleRequest
-from studio_ui.services import Studio, admin, shown_errors
+from studio_ui.access import Access
+from studio_ui.services import Studio, shown_errors
 
 
 class GenerateDesk:
@@ -45,9 +46,8 @@ class GenerateDesk:
         return request
 
     @shown_errors
-    def sample(self, person, model_id, checkpoint, cls, prompt, negative, n, seed, random_seed,
+    def sample(self, model_id, checkpoint, cls, prompt, negative, n, seed, random_seed,
                steps, guidance, scheduler, lora, lora_scale, progress=gr.Progress()):  # noqa: ANN001, B008
-        admin(person)
         if not model_id:
             raise gr.Error("Choose a generator.")
         request = self._request(cls, prompt, negative, n, seed, random_seed, steps, guidance,
@@ -62,8 +62,7 @@ class GenerateDesk:
                              "not in the pool until you add them."
 
     @shown_errors
-    def add_to_pool(self, person, batch):  # noqa: ANN001
-        admin(person)
+    def add_to_pool(self, batch):  # noqa: ANN001
         if not batch:
             raise gr.Error("Sample some images first.")
         generator = load_generator(self.studio.workspace, batch["model"], batch["checkpoint"])
@@ -72,9 +71,8 @@ class GenerateDesk:
         return f"Added {len(stored)} image(s) to the synthetic pool (stored once each, by SHA-256)."
 
     @shown_errors
-    def grid(self, person, model_id, checkpoint, cls, prompt, negative, seed, steps, guidance,
+    def grid(self, model_id, checkpoint, cls, prompt, negative, seed, steps, guidance,
              scheduler, lora, lora_scale, x_axis, x_values, y_axis, y_values):  # noqa: ANN001
-        admin(person)
         if not model_id:
             raise gr.Error("Choose a generator.")
         base = self._request(cls, prompt, negative, 1, seed, False, steps, guidance, scheduler,
@@ -84,7 +82,7 @@ class GenerateDesk:
             return xy_grid(self.studio.workspace, model_id, base, x_axis, xs, y_axis, ys, checkpoint)
 
 
-def build_generate_tab(studio: Studio, person: gr.State) -> dict:
+def build_generate_tab(studio: Studio, access: Access) -> dict:
     desk = GenerateDesk(studio)
     batch = gr.State(None)
     with gr.Row():
@@ -119,14 +117,15 @@ def build_generate_tab(studio: Studio, person: gr.State) -> dict:
             y_values = gr.Textbox("", label="Y values (e.g. AD, SSA, HP)")
         grid_btn = gr.Button("Make grid")
         grid = gr.Image(label="X/Y grid", type="numpy", interactive=False)
-    model.change(desk.model_info, inputs=model, outputs=[checkpoint, cls, info])
-    go.click(desk.sample, inputs=[person, model, checkpoint, cls, prompt, negative, n, seed, random_seed,
-                                  steps, guidance, scheduler, lora, lora_scale],
-             outputs=[gallery, batch, status], api_name="sample")
-    add.click(desk.add_to_pool, inputs=[person, batch], outputs=status, api_name="add_to_pool")
-    grid_btn.click(desk.grid, inputs=[person, model, checkpoint, cls, prompt, negative, seed, steps,
-                                      guidance, scheduler, lora, lora_scale, x_axis, x_values, y_axis,
-                                      y_values], outputs=grid)
+    on = lambda trigger, fn, **io: access.on(trigger, fn, "admin", **io)  # noqa: E731
+    on(model.change, desk.model_info, inputs=model, outputs=[checkpoint, cls, info])
+    on(go.click, desk.sample, inputs=[model, checkpoint, cls, prompt, negative, n, seed, random_seed,
+                                      steps, guidance, scheduler, lora, lora_scale],
+       outputs=[gallery, batch, status], api_name="sample")
+    on(add.click, desk.add_to_pool, inputs=batch, outputs=status, api_name="add_to_pool")
+    on(grid_btn.click, desk.grid, inputs=[model, checkpoint, cls, prompt, negative, seed, steps,
+                                          guidance, scheduler, lora, lora_scale, x_axis, x_values,
+                                          y_axis, y_values], outputs=grid)
 
     def refresh(_person):  # noqa: ANN001
         models = desk.models()

@@ -11,7 +11,8 @@ from polyp_core.data.labels import SCHEMES
 from polyp_core.jobs import job_status
 from polyp_core.runs import load_run
 from review_db import queries
-from studio_ui.services import Studio, admin, job_line, poll_run_job, shown_errors
+from studio_ui.access import Access
+from studio_ui.services import Studio, job_line, poll_run_job, shown_errors
 
 
 class RetrainDesk:
@@ -26,7 +27,6 @@ class RetrainDesk:
     @shown_errors
     def start(self, person, dataset, scheme, backbone, size, imbalance, seeds, epochs, freeze,
               min_quality, min_reviewers, verdict, unrated, mix, max_ratio, name):  # noqa: ANN001
-        person = admin(person)
         try:
             seed_list = tuple(int(s) for s in str(seeds).split(",") if s.strip())
         except ValueError:
@@ -87,11 +87,11 @@ class RetrainDesk:
         return "\n".join(lines)
 
 
-def build_retrain_tab(studio: Studio, person: gr.State) -> dict:
+def build_retrain_tab(studio: Studio, access: Access) -> dict:
     desk = RetrainDesk(studio)
     job = gr.State(None)
     with gr.Row():
-        dataset = gr.Dropdown(studio.workspace.datasets(), label="Data set")
+        dataset = gr.Dropdown([], label="Data set")  # filled at admin sign-in
         scheme = gr.Dropdown(["", *SCHEMES], value="", label="Label scheme (empty: the data set's)")
         backbone = gr.Dropdown(["efficientnet_lite0", "efficientnet_b0"], value="efficientnet_lite0",
                                label="Backbone")
@@ -128,13 +128,16 @@ def build_retrain_tab(studio: Studio, person: gr.State) -> dict:
         confusion = gr.Plot(label="Confusion matrices")
     diff = gr.Markdown()
     timer = gr.Timer(1.0)
-    start.click(desk.start, inputs=[person, dataset, scheme, backbone, size, imbalance, seeds, epochs,
-                                    freeze, min_quality, min_reviewers, verdict, unrated, mix,
-                                    max_ratio, name], outputs=[job, status], api_name="start_retrain")
-    timer.tick(desk.poll, inputs=job, outputs=[status, run, job], api_name="retrain_progress")
-    cancel.click(desk.cancel, inputs=job, outputs=status)
-    run.change(desk.show, inputs=run, outputs=[table, deltas, confusion, summary], api_name="show_run")
-    compare.click(desk.compare, inputs=[run, other], outputs=diff)
+    on = lambda trigger, fn, **io: access.on(trigger, fn, "admin", **io)  # noqa: E731
+    on(start.click, desk.start, inputs=[dataset, scheme, backbone, size, imbalance, seeds, epochs,
+                                        freeze, min_quality, min_reviewers, verdict, unrated, mix,
+                                        max_ratio, name], outputs=[job, status],
+       api_name="start_retrain")
+    on(timer.tick, desk.poll, inputs=job, outputs=[status, run, job], api_name="retrain_progress")
+    on(cancel.click, desk.cancel, inputs=job, outputs=status)
+    on(run.change, desk.show, inputs=run, outputs=[table, deltas, confusion, summary],
+       api_name="show_run")
+    on(compare.click, desk.compare, inputs=[run, other], outputs=diff)
 
     def refresh(_person):  # noqa: ANN001
         runs = desk.runs()

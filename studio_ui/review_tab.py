@@ -15,7 +15,8 @@ from PIL import Image
 
 from polyp_core.review import desk
 from polyp_core.review.studies import list_studies
-from studio_ui.services import Studio, shown_errors, signed_in
+from studio_ui.access import Access
+from studio_ui.services import Studio, shown_errors
 
 HISTOLOGY = ("AD", "SSA", "HP", "unsure")
 
@@ -45,8 +46,6 @@ class ReviewDesk:
 
     @shown_errors
     def studies(self, person):  # noqa: ANN001
-        if person is None:
-            return gr.update(choices=[], value=None)
         infos = [s for s in list_studies(self.studio.db, person) if s.status == "open"]
         choices = [(f"{s.name} ({s.rated}/{s.assigned} rated)", s.name) for s in infos]
         return gr.update(choices=choices, value=choices[0][1] if choices else None)
@@ -71,7 +70,6 @@ class ReviewDesk:
 
     @shown_errors
     def open_study(self, person, study: str | None, state: dict):  # noqa: ANN001
-        person = signed_in(person)
         state = {**(state or _empty()), "study": study}
         return self._show(person, state)
 
@@ -84,8 +82,7 @@ class ReviewDesk:
         return {**(state or _empty()), "histology": histology}
 
     @shown_errors
-    def rate(self, quality: str, person, state: dict):  # noqa: ANN001
-        person = signed_in(person)
+    def rate(self, person, quality: str, state: dict):  # noqa: ANN001
         if not state or not state.get("token"):
             raise gr.Error("No image to rate: choose a study.")
         if not state.get("verdict"):
@@ -96,7 +93,7 @@ class ReviewDesk:
         return self._show(person, state)
 
 
-def build_review_tab(studio: Studio, person: gr.State) -> dict:
+def build_review_tab(studio: Studio, access: Access) -> dict:
     desk_ = ReviewDesk(studio)
     state = gr.State(_empty())
     with gr.Row():
@@ -120,16 +117,17 @@ def build_review_tab(studio: Studio, person: gr.State) -> dict:
     gr.Markdown("Keys: **R** real · **S** synthetic, then **1** good · **2** moderate · "
                 "**3** poor submits and shows the next image.")
     shown = [image, status, state, histology, choice]
-    start.click(desk_.open_study, inputs=[person, study, state], outputs=shown, api_name="open_study")
-    real.click(lambda s: desk_.choose("real", s), inputs=state, outputs=[state, choice],
-               api_name="choose_real")
-    synthetic.click(lambda s: desk_.choose("synthetic", s), inputs=state, outputs=[state, choice],
-                    api_name="choose_synthetic")
-    histology.change(desk_.choose_histology, inputs=[histology, state], outputs=state)
+    # every signed-in account may review its own queue; the engine answers only for its own tokens
+    on = lambda trigger, fn, **io: access.on(trigger, fn, "reviewer", **io)  # noqa: E731
+    on(start.click, desk_.open_study, inputs=[study, state], outputs=shown, api_name="open_study")
+    for verdict, button in (("real", real), ("synthetic", synthetic)):
+        on(button.click, lambda s, v=verdict: desk_.choose(v, s), inputs=state,
+           outputs=[state, choice], api_name=f"choose_{verdict}")
+    on(histology.change, desk_.choose_histology, inputs=[histology, state], outputs=state)
     for name, button in hidden.items():
-        button.click(lambda s, n=name: (desk_.choose_histology(n, s), n), inputs=state,
-                     outputs=[state, histology])
+        on(button.click, lambda s, n=name: (desk_.choose_histology(n, s), n), inputs=state,
+           outputs=[state, histology])
     for q, button in quality.items():
-        button.click(lambda p, s, q=q: desk_.rate(q, p, s), inputs=[person, state], outputs=shown,
-                     api_name=f"rate_{q}")
+        on(button.click, lambda person, s, q=q: desk_.rate(person, q, s), inputs=state,
+           outputs=shown, api_name=f"rate_{q}")
     return {"study": study, "refresh": desk_.studies}

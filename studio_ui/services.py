@@ -9,7 +9,6 @@ import gradio as gr
 
 from polyp_core.errors import StudioError
 from polyp_core.jobs import JobRunner
-from polyp_core.review.accounts import Person, require_admin
 from polyp_core.workspace import Workspace
 from review_db.database import Database
 
@@ -25,21 +24,6 @@ class Studio:
     @classmethod
     def open(cls, workspace: Workspace, db: Database) -> Studio:
         return cls(workspace, db, JobRunner(db, gpu_slots=1))
-
-
-def signed_in(person: Person | None) -> Person:
-    if person is None:
-        raise gr.Error("Sign in first.")
-    return person
-
-
-def admin(person: Person | None) -> Person:
-    person = signed_in(person)
-    try:
-        require_admin(person)
-    except StudioError as exc:
-        raise gr.Error(str(exc)) from None
-    return person
 
 
 def shown_errors(fn):

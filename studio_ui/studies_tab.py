@@ -9,7 +9,8 @@ from polyp_core.review.stats import study_statistics
 from polyp_core.review.studies import (RealPool, StudySpec, SyntheticPool, close_study, create_study,
                                       list_studies)
 from review_db import queries
-from studio_ui.services import Studio, admin, shown_errors
+from studio_ui.access import Access
+from studio_ui.services import Studio, shown_errors
 
 
 class StudyDesk:
@@ -26,24 +27,19 @@ class StudyDesk:
 
     @shown_errors
     def table(self, person):  # noqa: ANN001
-        if person is None or not person.is_admin:
-            return gr.update(value=[]), gr.update(choices=[])
         infos = list_studies(self.studio.db, person)
         rows = [[s.name, s.status, f"{s.rated}/{s.assigned}", ", ".join(s.reviewers),
                  "yes" if s.ask_histology else "no"] for s in infos]
         return gr.update(value=rows), gr.update(choices=[s.name for s in infos],
                                                 value=infos[-1].name if infos else None)
 
-    def choices(self, person):  # noqa: ANN001
-        if person is None or not person.is_admin:
-            return gr.update(), gr.update(), gr.update()
+    def choices(self):
         return (gr.update(choices=self.studio.workspace.datasets()),
                 gr.update(choices=self.generators()), gr.update(choices=self.reviewers()))
 
     @shown_errors
     def create(self, person, name, dataset, n_real, generator, n_synthetic, reviewers, overlap,
                histology, seed):  # noqa: ANN001
-        person = admin(person)
         pools = []
         if dataset and int(n_real or 0) > 0:
             pools.append(RealPool(dataset, int(n_real), split="train"))
@@ -58,7 +54,6 @@ class StudyDesk:
 
     @shown_errors
     def close(self, person, name):  # noqa: ANN001
-        person = admin(person)
         if not name:
             raise gr.Error("Choose a study.")
         close_study(self.studio.db, person, name)
@@ -66,7 +61,6 @@ class StudyDesk:
 
     @shown_errors
     def statistics(self, person, name):  # noqa: ANN001
-        person = admin(person)
         if not name:
             return "", [], [], []
         try:
@@ -90,7 +84,7 @@ class StudyDesk:
         return summary, verdicts, quality, pairs
 
 
-def build_studies_tab(studio: Studio, person: gr.State) -> dict:
+def build_studies_tab(studio: Studio, access: Access) -> dict:
     desk_ = StudyDesk(studio)
     table = gr.Dataframe(headers=["study", "status", "rated", "reviewers", "histology"],
                          label="Studies", interactive=False)
@@ -121,16 +115,17 @@ def build_studies_tab(studio: Studio, person: gr.State) -> dict:
                            label="Quality by source", interactive=False)
     pairs = gr.Dataframe(headers=["reviewer a", "reviewer b", "n", "Cohen's κ"],
                          label="Pairwise agreement on the verdict", interactive=False)
-    create.click(desk_.create, inputs=[person, name, dataset, n_real, generator, n_syn, reviewers,
-                                       overlap, histology, seed], outputs=message,
-                 api_name="create_study").then(
-        desk_.table, inputs=person, outputs=[table, chosen])
-    close.click(desk_.close, inputs=[person, chosen], outputs=message).then(
-        desk_.table, inputs=person, outputs=[table, chosen])
-    stats_btn.click(desk_.statistics, inputs=[person, chosen], outputs=[summary, verdicts, quality, pairs],
-                    api_name="study_statistics")
+    on = lambda trigger, fn, **io: access.on(trigger, fn, "admin", **io)  # noqa: E731
+    created = on(create.click, desk_.create, inputs=[name, dataset, n_real, generator, n_syn,
+                                                     reviewers, overlap, histology, seed],
+                 outputs=message, api_name="create_study")
+    on(created.then, desk_.table, outputs=[table, chosen])
+    on(on(close.click, desk_.close, inputs=chosen, outputs=message).then, desk_.table,
+       outputs=[table, chosen])
+    on(stats_btn.click, desk_.statistics, inputs=chosen, outputs=[summary, verdicts, quality, pairs],
+       api_name="study_statistics")
 
-    def refresh(p):  # noqa: ANN001
-        return (*desk_.table(p), *desk_.choices(p))
+    def refresh(person):  # noqa: ANN001
+        return (*desk_.table(person), *desk_.choices())
 
     return {"refresh": refresh, "outputs": [table, chosen, dataset, generator, reviewers]}

@@ -12,7 +12,8 @@ from polyp_core.generation.ddpm import PRESETS, DDPMTrainConfig, train_ddpm
 from polyp_core.generation.sd_lora import LoraTrainConfig, train_lora
 from polyp_core.jobs import job_status
 from polyp_core.progress import Cancelled
-from studio_ui.services import Studio, admin, job_line, shown_errors
+from studio_ui.access import Access
+from studio_ui.services import Studio, job_line, shown_errors
 
 
 def loss_figure(folder: Path):
@@ -44,7 +45,6 @@ class TrainDesk:
     @shown_errors
     def start(self, person, backend, dataset, model_id, preset, steps, batch_size, every,
               base_model, rank, balance=False):  # noqa: ANN001
-        person = admin(person)
         workspace = self.studio.workspace
         if backend == "ddpm":
             config = DDPMTrainConfig(dataset=dataset, model_id=model_id, preset=preset,
@@ -82,12 +82,12 @@ class TrainDesk:
         return "Cancelling: the current step finishes and a checkpoint is written."
 
 
-def build_train_tab(studio: Studio, person: gr.State) -> dict:
+def build_train_tab(studio: Studio, access: Access) -> dict:
     desk = TrainDesk(studio)
     job, watched = gr.State(None), gr.State(None)
     with gr.Row():
         backend = gr.Radio(["ddpm", "sd_lora"], value="ddpm", label="Backend")
-        dataset = gr.Dropdown(studio.workspace.datasets(), label="Data set (training split only)")
+        dataset = gr.Dropdown([], label="Data set (training split only)")  # filled at admin sign-in
         model_id = gr.Textbox("my-ddpm", label="Model id")
     with gr.Row():
         preset = gr.Dropdown(list(PRESETS), value="tiny", label="DDPM preset")
@@ -106,11 +106,12 @@ def build_train_tab(studio: Studio, person: gr.State) -> dict:
     loss = gr.Plot(label="Loss")
     grids = gr.Gallery(label="Sample grid per checkpoint (one row per class)", columns=4, height="auto")
     timer = gr.Timer(2.0)
-    start.click(desk.start, inputs=[person, backend, dataset, model_id, preset, steps, batch_size,
-                                    every, base_model, rank, balance], outputs=[job, watched, status],
-                api_name="start_training")
-    timer.tick(desk.poll, inputs=[job, watched], outputs=[status, loss, grids, job])
-    cancel.click(desk.cancel, inputs=job, outputs=status)
+    on = lambda trigger, fn, **io: access.on(trigger, fn, "admin", **io)  # noqa: E731
+    on(start.click, desk.start, inputs=[backend, dataset, model_id, preset, steps, batch_size,
+                                        every, base_model, rank, balance],
+       outputs=[job, watched, status], api_name="start_training")
+    on(timer.tick, desk.poll, inputs=[job, watched], outputs=[status, loss, grids, job])
+    on(cancel.click, desk.cancel, inputs=job, outputs=status)
 
     def refresh(_person):  # noqa: ANN001
         names = studio.workspace.datasets()

@@ -16,14 +16,15 @@ def test_migrations_build_exactly_the_models(db):
     assert diff == []
     tables = set(inspect(db.engine).get_table_names())
     assert {"image", "provenance", "reviewer", "study", "study_image", "assignment", "rating",
-            "rating_revision", "job", "run", "alembic_version"} <= tables
+            "rating_revision", "job", "run", "auth_session", "audit_event",
+            "alembic_version"} <= tables
 
 
 def test_migrating_twice_is_harmless(db_url):
     Database(db_url).dispose()
     second = Database(db_url)
     with second.engine.connect() as connection:
-        assert connection.execute(text("SELECT version_num FROM alembic_version")).scalar() == "0001"
+        assert connection.execute(text("SELECT version_num FROM alembic_version")).scalar() == "0002"
     second.dispose()
 
 

@@ -11,7 +11,7 @@ import math
 from dataclasses import dataclass
 from pathlib import Path
 
-from polyp_core.review.accounts import Person, require_admin
+from polyp_core.review.accounts import Person, live_account, require_admin
 from polyp_core.review.blind import blind_image
 from polyp_core.review.errors import InvalidRating, NotFound, PermissionDenied, StudyClosed
 from review_db import queries
@@ -52,6 +52,7 @@ def _study_named(session, study_name: str):  # noqa: ANN001
 def queue(db: Database, person: Person, study_name: str) -> list[QueueItem]:
     """The signed-in person's own assignments in a study, in their order, with their ratings."""
     with db.session() as session:
+        live_account(session, person)
         study = _study_named(session, study_name)
         items = queries.reviewer_queue(session, study.id, person.id)
         if not items:
@@ -73,6 +74,7 @@ def _own_assignment(session, person: Person, token: str, lock: bool = False) -> 
     # Another reviewer's token gets the same answer as a made-up one: it says nothing.
     if assignment is None or assignment.reviewer_id != person.id:
         raise NotFound("unknown assignment token")
+    live_account(session, person)  # a deactivated account's open page can no longer rate
     return assignment
 
 
@@ -133,6 +135,7 @@ def rate(db: Database, person: Person, token: str, verdict: str, quality: str,
 
 def _visible_study(session, admin: Person, study_name: str):  # noqa: ANN001
     require_admin(admin)
+    live_account(session, admin, admin=True)
     study = queries.study_by_name(session, study_name)
     if study is None:
         raise NotFound(f"no study named {study_name!r}")

@@ -11,6 +11,14 @@ class AuthError(ReviewError):
     """Wrong name or password (the message never says which)."""
 
 
+class SignInLocked(AuthError):
+    """Too many recent failed sign-ins for a name or address: refused before any hash runs."""
+
+    def __init__(self, message: str, seconds: float):
+        super().__init__(message)
+        self.seconds = seconds
+
+
 class PermissionDenied(ReviewError):
     """The signed-in person may not do this."""
 

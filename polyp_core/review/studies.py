@@ -13,7 +13,7 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 
 from polyp_core.pool import register_dataset
-from polyp_core.review.accounts import Person, require_admin
+from polyp_core.review.accounts import Person, live_account, require_admin
 from polyp_core.review.blind import BLIND_SIZE
 from polyp_core.review.errors import NotFound
 from polyp_core.workspace import Workspace
@@ -133,6 +133,7 @@ def create_study(db: Database, workspace: Workspace, admin: Person, spec: StudyS
                 raise ValueError(exc.args[0]) from None
     rng = np.random.default_rng(spec.seed)
     with db.session() as session:
+        live_account(session, admin, admin=True)
         reviewers = queries.reviewers_by_name(session, spec.reviewers)
         missing = [n for n in spec.reviewers if n not in reviewers]
         if missing:
@@ -157,6 +158,9 @@ def create_study(db: Database, workspace: Workspace, admin: Person, spec: StudyS
         study = queries.create_study(session, name=spec.name, settings=spec.settings(),
                                      created_by=admin.id, images=list(chosen.items()),
                                      assignments=assignments)
+        queries.add_audit(session, "study_created", actor=admin.name, target=spec.name,
+                          detail={"images": len(chosen), "reviewers": list(spec.reviewers),
+                                  "overlap": spec.overlap})
         return study.id
 
 
@@ -164,10 +168,12 @@ def close_study(db: Database, admin: Person, name: str) -> None:
     """Close a study: ratings are final, and the answer key becomes visible to admins."""
     require_admin(admin)
     with db.session() as session:
+        live_account(session, admin, admin=True)
         study = queries.study_by_name(session, name)
         if study is None:
             raise NotFound(f"no study named {name!r}")
         queries.close_study(session, study)
+        queries.add_audit(session, "study_closed", actor=admin.name, target=name)
 
 
 @dataclass(frozen=True)
@@ -183,6 +189,7 @@ class StudyInfo:
 def list_studies(db: Database, person: Person) -> list[StudyInfo]:
     """Admins see every study with overall progress; reviewers see their own progress."""
     with db.session() as session:
+        live_account(session, person, admin=person.is_admin)
         studies = (queries.list_studies(session) if person.is_admin
                    else queries.studies_of_reviewer(session, person.id))
         out = []

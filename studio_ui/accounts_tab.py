@@ -1,0 +1,74 @@
+"""Accounts (admins): who can sign in, deactivate or change a role (their sessions end at once),
+and the audit log of sign-ins, failures, lockouts, account and study changes.
+
+Accounts are created and passwords set on the command line (``reviewer add``, ``reviewer
+password``): a password never travels through the page.
+"""
+
+from __future__ import annotations
+
+import gradio as gr
+
+from polyp_core.review.accounts import audit_log, set_active, set_role
+from review_db import queries
+from studio_ui.access import Access
+from studio_ui.services import Studio, shown_errors
+
+ACTIONS = ("deactivate", "activate", "make admin", "make reviewer")
+
+
+class AccountDesk:
+    def __init__(self, studio: Studio):
+        self.studio = studio
+
+    def accounts(self) -> list[list]:
+        with self.studio.db.session() as session:
+            return [[r.name, r.role, "yes" if r.active else "no",
+                     queries.count_auth_sessions(session, r.id)]
+                    for r in queries.list_reviewers(session)]
+
+    @shown_errors
+    def show(self, person):  # noqa: ANN001
+        rows = self.accounts()
+        audit = [[e["at"], e["kind"], e["actor"] or "", e["address"] or "", e["target"] or "",
+                  ", ".join(f"{k}={v}" for k, v in (e["detail"] or {}).items())]
+                 for e in audit_log(self.studio.db, person, limit=200)]
+        return rows, gr.update(choices=[r[0] for r in rows]), audit
+
+    @shown_errors
+    def change(self, person, name: str | None, action: str):  # noqa: ANN001
+        if not name:
+            raise gr.Error("Choose an account.")
+        if name == person.name and action in ("deactivate", "make reviewer"):
+            raise gr.Error("You cannot deactivate or demote your own account here; ask another "
+                           "admin or use the command line.")
+        if action in ("deactivate", "activate"):
+            ended = set_active(self.studio.db, name, action == "activate", by=person.name)
+        elif action in ("make admin", "make reviewer"):
+            ended = set_role(self.studio.db, name, action.split()[1], by=person.name)
+        else:
+            raise gr.Error(f"action {action!r} is not one of: {', '.join(ACTIONS)}")
+        return f"**{name}**: {action} done; {ended} open session(s) ended."
+
+
+def build_accounts_tab(studio: Studio, access: Access) -> dict:
+    desk = AccountDesk(studio)
+    gr.Markdown("Accounts are added and passwords set on the command line "
+                "(`python -m polyp_core reviewer add NAME`, `reviewer password NAME`). "
+                "Deactivating an account or changing its role ends its open sessions at once.")
+    accounts = gr.Dataframe(headers=["name", "role", "active", "open sessions"],
+                            label="Accounts", interactive=False)
+    with gr.Row():
+        name = gr.Dropdown([], label="Account")
+        action = gr.Radio(list(ACTIONS), value="deactivate", label="Change")
+        apply = gr.Button("Apply", variant="stop")
+    message = gr.Markdown()
+    refresh_btn = gr.Button("Refresh", size="sm")
+    audit = gr.Dataframe(headers=["at (UTC)", "event", "who", "address", "target", "detail"],
+                         label="Audit log (newest first)", interactive=False, wrap=True)
+    on = lambda trigger, fn, **io: access.on(trigger, fn, "admin", **io)  # noqa: E731
+    shown = [accounts, name, audit]
+    on(on(apply.click, desk.change, inputs=[name, action], outputs=message,
+          api_name="change_account").then, desk.show, outputs=shown)
+    on(refresh_btn.click, desk.show, outputs=shown, api_name="audit_log")
+    return {"refresh": desk.show, "outputs": shown}
