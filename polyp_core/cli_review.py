@@ -53,18 +53,49 @@ def _pool(spec: str, kind: str):
 
 
 def cmd_reviewer(args: argparse.Namespace) -> int:
-    from polyp_core.review.accounts import create_account
+    """Accounts, run by whoever holds the workspace (the operator): add, list, deactivate or
+    activate, change a role or a password. Every change ends the account's open sessions."""
+    from polyp_core.review import accounts
     from review_db import queries
 
     db = _db(args)
+    if args.action != "list" and not args.name:
+        raise SystemExit(f"reviewer {args.action}: give the account's name")
+    by = f"cli:{getpass.getuser()}"
     if args.action == "add":
-        person = create_account(db, args.name, _password(args, f"new password for {args.name}: "),
-                                args.role)
+        person = accounts.create_account(
+            db, args.name, _password(args, f"new password for {args.name}: "), args.role, by=by)
         print(f"added {person.role} {person.name}")
-    else:
+    elif args.action == "list":
         with db.session() as session:
             for reviewer in queries.list_reviewers(session):
-                print(f"{reviewer.name}\t{reviewer.role}")
+                state = "active" if reviewer.active else "deactivated"
+                print(f"{reviewer.name}\t{reviewer.role}\t{state}\t"
+                      f"{queries.count_auth_sessions(session, reviewer.id)} session(s)")
+    else:
+        if args.action == "password":
+            ended = accounts.change_password(
+                db, args.name, _password(args, f"new password for {args.name}: "), by=by)
+        elif args.action == "role":
+            ended = accounts.set_role(db, args.name, args.role, by=by)
+        else:
+            ended = accounts.set_active(db, args.name, args.action == "activate", by=by)
+        print(f"{args.action} {args.name}: done; {ended} open session(s) ended")
+    return 0
+
+
+def cmd_audit(args: argparse.Namespace) -> int:
+    """The audit log, newest first: sign-ins, failures, lockouts, account and study changes."""
+    from review_db import queries
+
+    db = _db(args)
+    with db.session() as session:
+        events = queries.audit_events(session, kinds=tuple(args.kind), actor=args.actor,
+                                      limit=args.limit)
+        for e in events:
+            print("\t".join([queries.as_utc(e.at).isoformat(timespec="seconds"), e.kind,
+                             e.actor or "-", e.address or "-", e.target or "-",
+                             json.dumps(e.detail) if e.detail else ""]))
     return 0
 
 
@@ -130,13 +161,24 @@ def cmd_review(args: argparse.Namespace) -> int:
 
 def add_review_commands(sub) -> None:  # noqa: ANN001
     """Register the review sub-commands on the main parser's ``sub``."""
-    rev = sub.add_parser("reviewer", help="add or list reviewer accounts")
-    rev.add_argument("action", choices=["add", "list"])
+    rev = sub.add_parser("reviewer", help="add, list, deactivate or activate accounts, change "
+                                          "a role or password (open sessions end)")
+    rev.add_argument("action", choices=["add", "list", "deactivate", "activate", "role",
+                                        "password"])
     rev.add_argument("name", nargs="?")
-    rev.add_argument("--role", default="reviewer", choices=["admin", "reviewer"])
+    rev.add_argument("--role", default="reviewer", choices=["admin", "reviewer"],
+                     help="for add and role")
     rev.add_argument("--password-stdin", action="store_true")
     rev.add_argument("--db", help="database URL (default: $STUDIO_DB_URL or the workspace's SQLite)")
     rev.set_defaults(func=cmd_reviewer)
+
+    audit = sub.add_parser("audit", help="the audit log: sign-ins, failures, lockouts, "
+                                         "account and study changes, refused events")
+    audit.add_argument("--kind", action="append", default=[], help="only these kinds")
+    audit.add_argument("--actor", help="only this account name")
+    audit.add_argument("--limit", type=int, default=100)
+    audit.add_argument("--db")
+    audit.set_defaults(func=cmd_audit)
 
     study = sub.add_parser("study", help="create, list, close, analyse and export blind studies")
     study.add_argument("action", choices=["create", "list", "close", "stats", "export"])

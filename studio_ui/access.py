@@ -20,6 +20,7 @@ import fcntl
 import hashlib
 import html
 import inspect
+import json
 import os
 import re
 import secrets
@@ -117,10 +118,13 @@ class Access:
         return resolve_session(self.db, (cookies or {}).get(COOKIE), self.policy)
 
     def person_or_none(self, cookies: dict) -> Person | None:
+        return self.person_and_reason(cookies)[0]
+
+    def person_and_reason(self, cookies: dict) -> tuple[Person | None, str]:
         try:
-            return self.resolve(cookies)
-        except AuthError:
-            return None
+            return self.resolve(cookies), ""
+        except AuthError as exc:
+            return None, str(exc)
 
     def auth_dependency(self, request) -> str | None:  # noqa: ANN001
         """Gradio's own check on its routes (a second lock behind :class:`SessionGate`)."""
@@ -172,21 +176,45 @@ class Access:
             raise gr.Error(f"{person.name} is a reviewer; this needs an admin.")
         return person
 
+    def role_of(self, path: str, body: bytes) -> str | None:
+        """The declared role of the event a POST to an event route starts (None: no such event).
+        ``queue/join`` names it by ``fn_index``; ``run``/``call`` by API name."""
+        fns = getattr(self, "blocks", None)
+        fns = fns.fns if fns is not None else {}
+        if path.startswith("/gradio_api/queue/join"):
+            try:
+                index = json.loads(body or b"{}").get("fn_index")
+            except (ValueError, AttributeError):
+                return None
+            fn = fns.get(index) if isinstance(index, int) else None
+        else:
+            parts = [p for p in path.split("/") if p]
+            name = parts[2] if len(parts) > 2 and parts[2] != "v2" else \
+                (parts[3] if len(parts) > 3 else None)
+            fn = next((f for f in fns.values() if f.api_name == name), None)
+        return getattr(fn.fn, "studio_role", None) if fn is not None and fn.fn else None
+
+    def refused_at_gate(self, person: Person, scope: dict, path: str, why: str) -> None:
+        with self.db.session() as session:
+            queries.add_audit(session, "event_refused", actor=person.name,
+                              address=client_address(scope), target=path, detail={"why": why})
+
     def _refused(self, who: str | None, request, event: str, why: str) -> None:  # noqa: ANN001
         with self.db.session() as session:
             queries.add_audit(session, "event_refused", actor=who,
                               address=client_address(getattr(request, "request", None) or request),
                               target=event, detail={"why": why})
 
-    @staticmethod
-    def check_declared(blocks: gr.Blocks) -> None:
-        """Raise unless every event of the page was wired through :meth:`on`."""
+    def check_declared(self, blocks: gr.Blocks) -> None:
+        """Raise unless every event of the page was wired through :meth:`on`; then this is the
+        page whose events :attr:`blocks` lists."""
         loose = [f"{getattr(f.fn, '__name__', f.fn)} (api_name {f.api_name!r})"
                  for f in blocks.fns.values()
                  if f.fn is not None and getattr(f.fn, "studio_role", None) not in ROLES]
         if loose:
             raise RuntimeError("events wired without a declared role (use Access.on): "
                                + "; ".join(loose))
+        self.blocks = blocks
 
     # sign-in routes ---------------------------------------------------------------------------
 
@@ -268,18 +296,20 @@ class SessionGate:
         self.access = access
 
     async def __call__(self, scope, receive, send):  # noqa: ANN001
-        if scope["type"] not in ("http", "websocket"):
+        if scope["type"] == "websocket":  # the studio uses none; refuse them all
+            return await send({"type": "websocket.close", "code": 1008})
+        if scope["type"] != "http":
             return await self.app(scope, receive, send)
         path = scope.get("path", "")
         if path.rstrip("/") in PUBLIC_PATHS:
             return await self.app(scope, receive, send)
         cookies = _cookies(scope)
-        person = await _in_thread(self.access.person_or_none, cookies)
+        person, why = await _in_thread(self.access.person_and_reason, cookies)
         if person is None:
             if scope["type"] == "http" and scope.get("method") in ("GET", "HEAD") and \
                     path.rstrip("/") == "":
                 return await _respond(send, 303, b"", [(b"location", b"/login")])
-            return await _respond(send, 401, b'{"error": "not signed in"}',
+            return await _respond(send, 401, json.dumps({"error": why}).encode(),
                                   [(b"content-type", b"application/json")])
         key = _token_key(cookies[COOKIE])
         if any(path.startswith(p) for p in ADMIN_PATHS) and not person.is_admin:
@@ -289,6 +319,16 @@ class SessionGate:
         if wanted is not None and not self.access.grants.allowed(key, wanted):
             return await _respond(send, 403, b'{"error": "not a file of this session"}',
                                   [(b"content-type", b"application/json")])
+        if scope["type"] == "http" and scope.get("method") == "POST" and _starts_event(path):
+            # refuse an event before Gradio queues or preprocesses anything of it
+            body, receive = await _read_body(receive)
+            role = self.access.role_of(path, body)
+            if role != "reviewer" and not (role == "admin" and person.is_admin):
+                why = "this needs an admin" if role == "admin" else "no such event"
+                await _in_thread(self.access.refused_at_gate, person, scope, path, why)
+                message = json.dumps({"error": f"{person.name}: {why}"}).encode()
+                return await _respond(send, 403, message,
+                                      [(b"content-type", b"application/json")])
         return await self.app(scope, receive, self._granting(send, key))
 
     def _granting(self, send, key: str):  # noqa: ANN001, ANN202
@@ -307,6 +347,35 @@ class SessionGate:
             await send(message)
 
         return wrapped
+
+
+EVENT_ROUTES = ("/gradio_api/queue/join", "/gradio_api/run/", "/gradio_api/call/",
+                "/gradio_api/api/")
+
+
+def _starts_event(path: str) -> bool:
+    return any(path.startswith(p) for p in EVENT_ROUTES)
+
+
+async def _read_body(receive):  # noqa: ANN001, ANN202
+    """The whole request body, and a ``receive`` that hands it on unchanged."""
+    chunks, more = [], True
+    while more:
+        message = await receive()
+        if message["type"] != "http.request":
+            break
+        chunks.append(message.get("body", b""))
+        more = message.get("more_body", False)
+    body, sent = b"".join(chunks), False
+
+    async def replay():  # noqa: ANN202
+        nonlocal sent
+        if not sent:
+            sent = True
+            return {"type": "http.request", "body": body, "more_body": False}
+        return await receive()
+
+    return body, replay
 
 
 def _cookies(scope) -> dict[str, str]:  # noqa: ANN001

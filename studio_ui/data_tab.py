@@ -15,6 +15,7 @@ from polyp_core.demo import DEMO_DATASET
 from polyp_core.errors import DatasetImportError
 from polyp_core.workspace import Workspace, check_name
 from studio_ui.access import Access
+from studio_ui.services import shown_errors
 
 
 class DataBrowser:
@@ -27,6 +28,7 @@ class DataBrowser:
     def datasets(self) -> list[str]:
         return self.workspace.datasets()
 
+    @shown_errors
     def overview(self, name: str | None, scheme: str | None):
         if not name:
             return (gr.update(value=None), gr.update(choices=[ALL], value=ALL),
@@ -41,6 +43,7 @@ class DataBrowser:
         return (gr.update(value=rows, headers=header), gr.update(choices=classes, value=ALL),
                 summary, gr.update(choices=manifest.schemes, value=scheme))
 
+    @shown_errors
     def make_active(self, name: str | None, scheme: str | None) -> str:
         if not name or not scheme:
             return "Choose a data set and a scheme first."
@@ -73,6 +76,7 @@ class DataBrowser:
                 f"Imported **{result.name}**: {result.n_images} images, {result.n_masks} masks, "
                 f"{counts}")
 
+    @shown_errors
     def page(self, name: str | None, scheme: str | None, split: str, cls: str, page: int,
              show_masks: bool):
         if not name:
@@ -95,7 +99,7 @@ def build_data_tab(workspace: Workspace, access: Access) -> dict:
         import_btn = gr.Button("Import")
         import_msg = gr.Markdown()
     with gr.Row():
-        dataset = gr.Dropdown([], value=None, label="Data set")  # filled at admin sign-in
+        dataset = gr.Dropdown([], value=None, label="Data set", allow_custom_value=True)  # filled at admin sign-in
         scheme = gr.Radio([], value=None, label="Label scheme (view)")
         activate = gr.Button("Make this scheme the data set's default", size="sm")
     summary = gr.Markdown()

@@ -19,7 +19,7 @@ from polyp_core.jobs import job_status
 from polyp_core.runs import load_run
 from review_db import queries
 from studio_ui.access import Access
-from studio_ui.services import Studio, job_line, poll_run_job, shown_errors
+from studio_ui.services import Studio, job_line, poll_run_job, shown_errors, ticking
 
 
 class DiagnosticsDesk:
@@ -44,7 +44,7 @@ class DiagnosticsDesk:
             "diagnose", {"dataset": dataset, "generator": generator},
             lambda progress, cancel: diagnose(db, workspace, config, progress).run_id,
             owner_id=person.id)
-        return job, job_line(job_status(db, job))
+        return job, job_line(job_status(db, job)), ticking(job)
 
     def poll(self, job: str | None):
         """Progress of the running job; when it is done, its run is shown."""
@@ -111,7 +111,7 @@ def build_diagnostics_tab(studio: Studio, access: Access) -> dict:
     desk = DiagnosticsDesk(studio)
     job = gr.State(None)
     with gr.Row():
-        dataset = gr.Dropdown([], label="Real data set")  # filled at admin sign-in
+        dataset = gr.Dropdown([], label="Real data set", allow_custom_value=True)  # filled at admin sign-in
         generator = gr.Dropdown([""], value="", label="Generator (empty: whole pool)",
                                 allow_custom_value=True)  # filled at admin sign-in
         projection = gr.Radio(["umap", "tsne", "pca"], value="umap", label="Projection")
@@ -146,11 +146,11 @@ def build_diagnostics_tab(studio: Studio, access: Access) -> dict:
             check_scheduler = gr.Dropdown(list(SCHEDULERS), value="ddpm", label="Scheduler")
             check_btn = gr.Button("Check classes")
         check_text = gr.Markdown()
-    timer = gr.Timer(1.0)
+    timer = gr.Timer(1.0, active=False)
     on = lambda trigger, fn, **io: access.on(trigger, fn, "admin", **io)  # noqa: E731
     on(start.click, desk.start, inputs=[dataset, generator, subsets, subset_size, projection,
-                                        near_copy], outputs=[job, status])
-    on(timer.tick, desk.poll, inputs=job, outputs=[status, run, job])
+                                        near_copy], outputs=[job, status, timer])
+    on(timer.tick, desk.poll, inputs=job, outputs=[status, run, job, timer])
     for trigger in (run.change, scheme.change):
         on(trigger, desk.show, inputs=[run, scheme],
            outputs=[heatmap, summary, projection_html, pairs])

@@ -12,7 +12,7 @@ from polyp_core.jobs import job_status
 from polyp_core.runs import load_run
 from review_db import queries
 from studio_ui.access import Access
-from studio_ui.services import Studio, job_line, poll_run_job, shown_errors
+from studio_ui.services import Studio, job_line, poll_run_job, shown_errors, ticking
 
 
 class RetrainDesk:
@@ -44,7 +44,7 @@ class RetrainDesk:
             "retrain", config.to_json(),
             lambda progress, cancel: run_experiment(db, workspace, config, progress, cancel).run_id,
             owner_id=person.id)
-        return job, job_line(job_status(db, job))
+        return job, job_line(job_status(db, job)), ticking(job)
 
     def poll(self, job: str | None):
         """Progress of the running job; when it is done, its run is shown."""
@@ -91,7 +91,7 @@ def build_retrain_tab(studio: Studio, access: Access) -> dict:
     desk = RetrainDesk(studio)
     job = gr.State(None)
     with gr.Row():
-        dataset = gr.Dropdown([], label="Data set")  # filled at admin sign-in
+        dataset = gr.Dropdown([], label="Data set", allow_custom_value=True)  # filled at admin sign-in
         scheme = gr.Dropdown(["", *SCHEMES], value="", label="Label scheme (empty: the data set's)")
         backbone = gr.Dropdown(["efficientnet_lite0", "efficientnet_b0"], value="efficientnet_lite0",
                                label="Backbone")
@@ -127,13 +127,14 @@ def build_retrain_tab(studio: Studio, access: Access) -> dict:
         deltas = gr.Plot(label="Per-class change")
         confusion = gr.Plot(label="Confusion matrices")
     diff = gr.Markdown()
-    timer = gr.Timer(1.0)
+    timer = gr.Timer(1.0, active=False)
     on = lambda trigger, fn, **io: access.on(trigger, fn, "admin", **io)  # noqa: E731
     on(start.click, desk.start, inputs=[dataset, scheme, backbone, size, imbalance, seeds, epochs,
                                         freeze, min_quality, min_reviewers, verdict, unrated, mix,
-                                        max_ratio, name], outputs=[job, status],
+                                        max_ratio, name], outputs=[job, status, timer],
        api_name="start_retrain")
-    on(timer.tick, desk.poll, inputs=job, outputs=[status, run, job], api_name="retrain_progress")
+    on(timer.tick, desk.poll, inputs=job, outputs=[status, run, job, timer],
+       api_name="retrain_progress")
     on(cancel.click, desk.cancel, inputs=job, outputs=status)
     on(run.change, desk.show, inputs=run, outputs=[table, deltas, confusion, summary],
        api_name="show_run")

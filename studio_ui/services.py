@@ -43,17 +43,25 @@ def shown_errors(fn):
     return wrapper
 
 
+def ticking(job: str | None) -> gr.Timer:
+    """A job's poll timer runs only while there is a job to watch: an idle page sends nothing."""
+    return gr.Timer(active=job is not None)
+
+
 def poll_run_job(db: Database, job: str | None, runs):  # noqa: ANN001
     """A timer tick for a job that stores a run: its progress line, the run list (choosing the
-    new run when the job is done), and the job id to keep polling (None when it ended)."""
+    new run when the job is done), the job id to keep polling (None when it ended), and the
+    timer (stopped when it ended)."""
     from polyp_core.jobs import job_status
 
     if not job:
-        return gr.update(), gr.update(), None
+        return gr.update(), gr.update(), None, ticking(None)
     status = job_status(db, job)
     if status.status == "done":
-        return job_line(status), gr.update(choices=runs(), value=status.message), None
-    return job_line(status), gr.update(), job if status.active else None
+        return (job_line(status), gr.update(choices=runs(), value=status.message), None,
+                ticking(None))
+    job = job if status.active else None
+    return job_line(status), gr.update(), job, ticking(job)
 
 
 def job_line(status) -> str:  # noqa: ANN001

@@ -13,7 +13,7 @@ from polyp_core.generation.sd_lora import LoraTrainConfig, train_lora
 from polyp_core.jobs import job_status
 from polyp_core.progress import Cancelled
 from studio_ui.access import Access
-from studio_ui.services import Studio, job_line, shown_errors
+from studio_ui.services import Studio, job_line, shown_errors, ticking
 
 
 def loss_figure(folder: Path):
@@ -65,16 +65,16 @@ class TrainDesk:
             return f"{result.model_id}: {result.steps_done} steps, loss {result.final_loss:.4f}"
 
         job = self.studio.jobs.submit(f"train-{backend}", asdict(config), work, owner_id=person.id)
-        return job, model_id, job_line(job_status(self.studio.db, job))
+        return job, model_id, job_line(job_status(self.studio.db, job)), ticking(job)
 
     def poll(self, job: str | None, model_id: str | None):
         """While a job runs: its line, loss curve and grids (the last tick draws the final state)."""
         if not job or not model_id:
-            return gr.update(), gr.update(), gr.update(), None
+            return gr.update(), gr.update(), gr.update(), None, ticking(None)
         folder = self.studio.workspace.models_dir / model_id
         status = job_status(self.studio.db, job)
-        return (job_line(status), loss_figure(folder), checkpoint_grids(folder),
-                job if status.active else None)
+        job = job if status.active else None
+        return job_line(status), loss_figure(folder), checkpoint_grids(folder), job, ticking(job)
 
     def cancel(self, job: str | None) -> str:
         if not job or not self.studio.jobs.cancel(job):
@@ -87,7 +87,8 @@ def build_train_tab(studio: Studio, access: Access) -> dict:
     job, watched = gr.State(None), gr.State(None)
     with gr.Row():
         backend = gr.Radio(["ddpm", "sd_lora"], value="ddpm", label="Backend")
-        dataset = gr.Dropdown([], label="Data set (training split only)")  # filled at admin sign-in
+        dataset = gr.Dropdown([], label="Data set (training split only)",
+                              allow_custom_value=True)  # filled at admin sign-in
         model_id = gr.Textbox("my-ddpm", label="Model id")
     with gr.Row():
         preset = gr.Dropdown(list(PRESETS), value="tiny", label="DDPM preset")
@@ -105,12 +106,12 @@ def build_train_tab(studio: Studio, access: Access) -> dict:
     status = gr.Markdown()
     loss = gr.Plot(label="Loss")
     grids = gr.Gallery(label="Sample grid per checkpoint (one row per class)", columns=4, height="auto")
-    timer = gr.Timer(2.0)
+    timer = gr.Timer(2.0, active=False)
     on = lambda trigger, fn, **io: access.on(trigger, fn, "admin", **io)  # noqa: E731
     on(start.click, desk.start, inputs=[backend, dataset, model_id, preset, steps, batch_size,
                                         every, base_model, rank, balance],
-       outputs=[job, watched, status], api_name="start_training")
-    on(timer.tick, desk.poll, inputs=[job, watched], outputs=[status, loss, grids, job])
+       outputs=[job, watched, status, timer], api_name="start_training")
+    on(timer.tick, desk.poll, inputs=[job, watched], outputs=[status, loss, grids, job, timer])
     on(cancel.click, desk.cancel, inputs=job, outputs=status)
 
     def refresh(_person):  # noqa: ANN001

@@ -214,3 +214,60 @@ def review_env(db, small_phantom, tmp_path):
     admin = create_account(db, "admin", PASSWORD, "admin")
     reviewers = [create_account(db, f"rev{i}", PASSWORD) for i in range(3)]
     return SimpleNamespace(db=db, workspace=workspace, admin=admin, reviewers=reviewers)
+
+
+# --- the studio served for real (UI and access tests) ----------------------------------------
+
+@pytest.fixture(scope="session")
+def live_app(tmp_path_factory):
+    """The demo workspace (small) with a retrain run and a diagnostics run, served for real
+    (``tests/studio_server.py``); shared by the UI and the access-control tests."""
+    from polyp_core.demo import DEMO_STUDY, ensure_demo_workspace
+    from review_db.database import Database
+    from tests.studio_server import LiveServer
+
+    root = tmp_path_factory.mktemp("ui")
+    workspace = Workspace(root / "ws")
+    db = Database(f"sqlite:///{root / 'studio.db'}")
+    made = ensure_demo_workspace(workspace, db, n_per_class=4, n_frames=90, size=96)
+    assert any(DEMO_STUDY in m for m in made), f"the demo needs assets/demo-ddpm; made: {made}"
+    # one stored run of each kind, so the dashboards have something to draw
+    import torch
+
+    from polyp_core.classify import ClassifierTrainConfig, ExperimentConfig, run_experiment
+    from polyp_core.diagnostics.report import DiagnoseConfig, diagnose
+
+    # the phantom end to end: baseline against augmented with the demo generator's images
+    result = run_experiment(db, workspace, ExperimentConfig(
+        dataset="phantom", seeds=(0, 1), name="ui-test",
+        train=ClassifierTrainConfig(image_size=32, epochs=1, batch_size=16, hidden=16)),
+        device=torch.device("cpu"))
+    assert sum(result.results["selection"]["counts"]["selected"].values()) == 12
+    assert set(result.results["arms"]) == {"baseline", "augmented"}
+    diagnose(db, workspace, DiagnoseConfig(dataset="phantom", size=64, subsets=5,
+                                           projections=("pca",)))
+    server = LiveServer(workspace, db)
+    try:
+        yield {"url": server.url, "db": db, "workspace": workspace, "server": server}
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="session")
+def browser():
+    """Debian's Chromium under Playwright (no browser download); CI must have it."""
+    import os
+    import shutil
+
+    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
+    if chromium is None:
+        if os.environ.get("CI"):
+            pytest.fail("chromium is not installed; scripts/install-test-services.sh installs it")
+        pytest.skip("Debian's chromium is not installed (apt-get install chromium)")
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=chromium, headless=True,
+                                    args=["--no-sandbox", "--disable-dev-shm-usage"])
+        yield browser
+        browser.close()

@@ -100,3 +100,17 @@ def test_review_from_the_terminal(tmp_path):
                             "queue", "pilot", "--as", "ana"], capture_output=True, text=True,
                            env={**os.environ, "PYTHONPATH": str(ROOT), "STUDIO_PASSWORD": "nope"})
     assert wrong.returncode == 2 and "wrong password" in wrong.stderr
+    # account changes from the terminal, and the audit log that records them
+    assert "0 open session(s) ended" in go("reviewer", "deactivate", "ana")
+    assert "ana\treviewer\tdeactivated" in go("reviewer", "list")
+    gone = subprocess.run([sys.executable, "-m", "polyp_core", "--workspace", str(ws), "review",
+                           "queue", "pilot", "--as", "ana"], capture_output=True, text=True,
+                          env={**os.environ, "PYTHONPATH": str(ROOT), **env_pw})
+    assert gone.returncode == 2 and "wrong password" in gone.stderr  # no hint it exists
+    go("reviewer", "activate", "ana")
+    go("reviewer", "role", "ana", "--role", "admin")
+    log = go("audit", "--limit", "50")
+    for kind in ("account_created", "sign_in", "sign_in_failed", "study_created", "study_closed",
+                 "account_deactivated", "account_activated", "role_changed"):
+        assert f"\t{kind}\t" in log, kind
+    assert "\taccount_deactivated\tcli:" in log and "\tana\t" in log

@@ -2,82 +2,29 @@
 Playwright) as a reviewer rating by keyboard and as an admin opening every tab, offline."""
 
 import os
-import shutil
-import socket
 import time
 from pathlib import Path
 
 import pytest
 
-from polyp_core.demo import DEMO_ADMIN, DEMO_REVIEWERS, DEMO_STUDY, ensure_demo_workspace
-from polyp_core.workspace import Workspace
+from polyp_core.demo import DEMO_ADMIN, DEMO_REVIEWERS, DEMO_STUDY
 from review_db import queries
-from review_db.database import Database
+from tests.studio_server import gradio_client, offline_page, ratings_of, sign_in, sign_in_page
 
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 SCREENSHOTS = os.environ.get("STUDIO_SCREENSHOTS")  # keep the tab screenshots here when set
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-@pytest.fixture(scope="module")
-def live_app(tmp_path_factory):
-    import app
-
-    root = tmp_path_factory.mktemp("ui")
-    workspace = Workspace(root / "ws")
-    db = Database(f"sqlite:///{root / 'studio.db'}")
-    made = ensure_demo_workspace(workspace, db, n_per_class=4, n_frames=90, size=96)
-    assert any(DEMO_STUDY in m for m in made), f"the demo needs assets/demo-ddpm; made: {made}"
-    # one stored run of each kind, so the dashboards have something to draw
-    import torch
-
-    from polyp_core.classify import ClassifierTrainConfig, ExperimentConfig, run_experiment
-    from polyp_core.diagnostics.report import DiagnoseConfig, diagnose
-
-    # the phantom end to end: baseline against augmented with the demo generator's images
-    result = run_experiment(db, workspace, ExperimentConfig(
-        dataset="phantom", seeds=(0, 1), name="ui-test",
-        train=ClassifierTrainConfig(image_size=32, epochs=1, batch_size=16, hidden=16)),
-        device=torch.device("cpu"))
-    assert sum(result.results["selection"]["counts"]["selected"].values()) == 12
-    assert set(result.results["arms"]) == {"baseline", "augmented"}
-    diagnose(db, workspace, DiagnoseConfig(dataset="phantom", size=64, subsets=5,
-                                           projections=("pca",)))
-    demo = app.build_app(workspace, db)
-    port = _free_port()
-    demo.queue().launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True,
-                        quiet=True, **app.launch_kwargs())
-    try:
-        yield {"url": f"http://127.0.0.1:{port}/", "db": db, "workspace": workspace}
-    finally:
-        demo.close()
-
-
-def _ratings_of(db, name: str) -> int:
-    with db.session() as session:
-        reviewer = queries.reviewer_by_name(session, name)
-        study = queries.study_by_name(session, DEMO_STUDY)
-        return queries.study_progress(session, study.id, reviewer.id)[1]
 
 
 # API (gradio_client) ----------------------------------------------------------------------------
 
 def test_api_sign_in_review_and_refusals(live_app):
-    from gradio_client import Client
+    import httpx
 
-    client = Client(live_app["url"], verbose=False)
-    out = client.predict("reviewer2", "wrong-password", api_name="/sign_in")
-    assert "unknown name or wrong password" in str(out)
-    with pytest.raises(Exception, match="Sign in first"):
-        client.predict(DEMO_STUDY, api_name="/open_study")
+    wrong = httpx.post(live_app["url"] + "login", data={"name": "reviewer2",
+                                                        "password": "wrong-password"})
+    assert wrong.status_code == 401 and "unknown name or wrong password" in wrong.text
+    assert "polyp_session" not in wrong.cookies
     name, password = DEMO_REVIEWERS[1]
-    out = client.predict(name, password, api_name="/sign_in")
-    assert f"Signed in as **{name}** (reviewer)" in str(out)
+    client = gradio_client(live_app["url"], sign_in(live_app["url"], name, password))
     image, status, *_ = client.predict(DEMO_STUDY, api_name="/open_study")
     assert "0 of" in status and Path(image).is_file()
     # nothing the client receives names the origin: the file is a content-named JPEG
@@ -87,18 +34,15 @@ def test_api_sign_in_review_and_refusals(live_app):
     client.predict(api_name="/choose_synthetic")
     _, status, *_ = client.predict(api_name="/rate_poor")
     assert "1 of" in status
-    assert _ratings_of(live_app["db"], name) == 1
-    # a reviewer cannot reach admin work
-    with pytest.raises(Exception, match="needs an admin"):
+    assert ratings_of(live_app["db"], name) == 1
+    # a reviewer cannot reach admin work: refused before it is queued
+    with pytest.raises(Exception, match="403 Forbidden"):
         client.predict("phantom", "", "efficientnet_lite0", 128, "sampler", "0", 1, False, "", 1,
                        "any", "include", "", None, "", api_name="/start_retrain")
 
 
 def test_api_admin_samples_and_adds_to_the_pool(live_app):
-    from gradio_client import Client
-
-    client = Client(live_app["url"], verbose=False)
-    client.predict(*DEMO_ADMIN, api_name="/sign_in")
+    client = gradio_client(live_app["url"], sign_in(live_app["url"], *DEMO_ADMIN))
     with live_app["db"].session() as session:
         before = len(queries.synthetic_images(session))
     gallery, status = client.predict("demo-ddpm", None, "SSA", "", "", 2, 7, False, 10, 2.0,
@@ -113,10 +57,7 @@ def test_api_admin_samples_and_adds_to_the_pool(live_app):
 def test_api_admin_trains_a_class_balanced_generator(live_app):
     import json
 
-    from gradio_client import Client
-
-    client = Client(live_app["url"], verbose=False)
-    client.predict(*DEMO_ADMIN, api_name="/sign_in")
+    client = gradio_client(live_app["url"], sign_in(live_app["url"], *DEMO_ADMIN))
     status = client.predict("ddpm", "phantom", "ui-balanced", "tiny", 2, 8, 2, "", 8, True,
                             api_name="/start_training")
     assert status.startswith(("**queued**", "**running**", "**done**")), status
@@ -129,13 +70,10 @@ def test_api_admin_trains_a_class_balanced_generator(live_app):
 
 
 def test_api_admin_checks_that_samples_carry_their_class(live_app):
-    from gradio_client import Client
-
-    client = Client(live_app["url"], verbose=False)
-    client.predict(*DEMO_REVIEWERS[0], api_name="/sign_in")
-    with pytest.raises(Exception, match="needs an admin"):
+    client = gradio_client(live_app["url"], sign_in(live_app["url"], *DEMO_REVIEWERS[0]))
+    with pytest.raises(Exception, match="403 Forbidden"):
         client.predict("demo-ddpm", "phantom", 2, 5, 4.0, "ddpm", api_name="/check_classes")
-    client.predict(*DEMO_ADMIN, api_name="/sign_in")
+    client = gradio_client(live_app["url"], sign_in(live_app["url"], *DEMO_ADMIN))
     text = client.predict("demo-ddpm", "phantom", 2, 5, 4.0, "ddpm", api_name="/check_classes")
     assert "balanced accuracy" in text and "on 2 samples per class" in text, text
     lines = text.split("```")[1].strip("\n").splitlines()
@@ -152,53 +90,11 @@ def test_api_admin_checks_that_samples_carry_their_class(live_app):
 
 # browser (Debian chromium + Playwright) ---------------------------------------------------------
 
-@pytest.fixture(scope="module")
-def browser():
-    if CHROMIUM is None:
-        if os.environ.get("CI"):
-            pytest.fail("chromium is not installed; scripts/install-test-services.sh installs it")
-        pytest.skip("Debian's chromium is not installed (apt-get install chromium)")
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, headless=True,
-                                    args=["--no-sandbox", "--disable-dev-shm-usage"])
-        yield browser
-        browser.close()
-
-
-def _offline_page(browser, url: str):
-    """A page that may talk to the studio only; every other request is refused and recorded."""
-    page = browser.new_page(viewport={"width": 1400, "height": 1000})
-    outside = []
-
-    def route(r):
-        if r.request.url.startswith(url.rstrip("/")) or r.request.url.startswith(("data:", "blob:")):
-            r.continue_()
-        else:
-            outside.append(r.request.url)
-            r.abort()
-
-    page.route("**/*", route)
-    failed = []  # page resources that did not load (the queue's event streams end by design)
-    page.on("requestfailed", lambda req: failed.append(req.url)
-            if req.resource_type in ("stylesheet", "script", "font", "image") else None)
-    return page, outside, failed
-
-
-def _sign_in(page, url: str, name: str, password: str) -> None:
-    page.goto(url)
-    page.locator("#sign-in-name textarea, #sign-in-name input").first.fill(name)
-    page.locator("#sign-in-password input").fill(password)
-    page.locator("#sign-in-button").click()
-    page.get_by_text(f"Signed in as {name}").wait_for(timeout=30_000)
-
-
 def test_browser_reviewer_rates_three_images_with_the_keyboard(live_app, browser):
-    page, outside, failed = _offline_page(browser, live_app["url"])
+    page, outside, failed = offline_page(browser, live_app["url"])
     name, password = DEMO_REVIEWERS[0]
-    before = _ratings_of(live_app["db"], name)
-    _sign_in(page, live_app["url"], name, password)
+    before = ratings_of(live_app["db"], name)
+    sign_in_page(page, live_app["url"], name, password)
     assert page.get_by_role("tab", name="Studies").count() == 0  # admin tabs stay hidden
     page.get_by_role("tab", name="Review").click()
     page.get_by_role("button", name="Start / resume").click()
@@ -210,7 +106,7 @@ def test_browser_reviewer_rates_three_images_with_the_keyboard(live_app, browser
         page.get_by_text("Verdict: real").wait_for(timeout=30_000)
         page.keyboard.press(str(1 + i % 3))
         page.get_by_text(f"{before + i + 1} of").wait_for(timeout=30_000)
-    assert _ratings_of(live_app["db"], name) == before + 3
+    assert ratings_of(live_app["db"], name) == before + 3
     with live_app["db"].session() as session:
         reviewer = queries.reviewer_by_name(session, name)
         study = queries.study_by_name(session, DEMO_STUDY)
@@ -229,8 +125,8 @@ def test_browser_reviewer_rates_three_images_with_the_keyboard(live_app, browser
 def test_browser_admin_opens_every_tab(live_app, browser, tmp_path):
     import app
 
-    page, outside, failed = _offline_page(browser, live_app["url"])
-    _sign_in(page, live_app["url"], *DEMO_ADMIN)
+    page, outside, failed = offline_page(browser, live_app["url"])
+    sign_in_page(page, live_app["url"], *DEMO_ADMIN)
     folder = Path(SCREENSHOTS) if SCREENSHOTS else tmp_path
     folder.mkdir(parents=True, exist_ok=True)
     for tab in (*app.ADMIN_TABS, "Review"):

@@ -199,13 +199,15 @@ def sign_in(db: Database, name: str, password: str, address: str | None = None,
         wait = max(waits)
         if wait > 0:
             queries.add_audit(session, "sign_in_locked", actor=name, address=address,
-                              detail={"seconds_left": round(wait)})
-            raise SignInLocked(f"too many failed sign-ins for this name or from this address; "
-                               f"try again in {int(wait) + 1} s", seconds=wait)
-        attempt = queries.add_audit(session, "sign_in_failed", actor=name, address=address)
-        reviewer = queries.reviewer_by_name(session, name)
-        stored = reviewer.password_hash if reviewer is not None and reviewer.active else None
-        person = Person(reviewer.id, reviewer.name, reviewer.role) if stored else None
+                              detail={"seconds_left": round(wait, 1)})
+        else:
+            attempt = queries.add_audit(session, "sign_in_failed", actor=name, address=address)
+            reviewer = queries.reviewer_by_name(session, name)
+            stored = reviewer.password_hash if reviewer is not None and reviewer.active else None
+            person = Person(reviewer.id, reviewer.name, reviewer.role) if stored else None
+    if wait > 0:  # refused without running the hash; the refusal is committed above
+        raise SignInLocked(f"too many failed sign-ins for this name or from this address; "
+                           f"try again in {int(wait) + 1} s", seconds=wait)
     ok = verify_password(password, stored or _NOBODY_HASH)
     if not (ok and person):
         raise AuthError("unknown name or wrong password")

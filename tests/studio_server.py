@@ -1,0 +1,100 @@
+"""A real studio server for the UI and access tests: uvicorn in a thread, on a free port, with
+helpers that sign in through ``/login`` as a browser would (no Gradio event carries a password)."""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+
+import httpx
+
+from polyp_core.demo import DEMO_STUDY
+from review_db import queries
+
+COOKIE = "polyp_session"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class LiveServer:
+    """``create_server(workspace, db)`` served by uvicorn until :meth:`stop`."""
+
+    def __init__(self, workspace, db):  # noqa: ANN001
+        import uvicorn
+
+        import app
+
+        self.asgi = app.create_server(workspace, db)
+        self.access = self.asgi.access
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}/"
+        self.server = uvicorn.Server(uvicorn.Config(self.asgi, host="127.0.0.1", port=self.port,
+                                                    log_level="warning"))
+        self.thread = threading.Thread(target=self.server.run, daemon=True)
+        self.thread.start()
+        deadline = time.time() + 60
+        while not self.server.started:
+            assert time.time() < deadline, "the studio server did not start in 60 s"
+            time.sleep(0.05)
+
+    def stop(self) -> None:
+        self.server.should_exit = True
+        self.thread.join(timeout=30)
+
+
+def sign_in(url: str, name: str, password: str) -> httpx.Client:
+    """An HTTP client holding a session cookie, signed in through the login form."""
+    client = httpx.Client(base_url=url, timeout=60)
+    response = client.post("/login", data={"name": name, "password": password})
+    assert response.status_code == 303, (response.status_code, response.text[:300])
+    assert COOKIE in client.cookies
+    return client
+
+
+def gradio_client(url: str, session: httpx.Client, **kwargs):  # noqa: ANN201
+    from gradio_client import Client
+
+    return Client(url, headers={"Cookie": f"{COOKIE}={session.cookies[COOKIE]}"}, verbose=False,
+                  **kwargs)
+
+
+def ratings_of(db, name: str) -> int:  # noqa: ANN001
+    with db.session() as session:
+        reviewer = queries.reviewer_by_name(session, name)
+        study = queries.study_by_name(session, DEMO_STUDY)
+        return queries.study_progress(session, study.id, reviewer.id)[1]
+
+
+# the browser (Debian chromium + Playwright) ---------------------------------------------------
+
+def offline_page(browser, url: str):
+    """A page that may talk to the studio only; every other request is refused and recorded."""
+    page = browser.new_page(viewport={"width": 1400, "height": 1000})
+    outside = []
+
+    def route(r):
+        if r.request.url.startswith(url.rstrip("/")) or r.request.url.startswith(("data:", "blob:")):
+            r.continue_()
+        else:
+            outside.append(r.request.url)
+            r.abort()
+
+    page.route("**/*", route)
+    failed = []  # page resources that did not load (the queue's event streams end by design)
+    page.on("requestfailed", lambda req: failed.append(req.url)
+            if req.resource_type in ("stylesheet", "script", "font", "image") else None)
+    return page, outside, failed
+
+
+def sign_in_page(page, url: str, name: str, password: str) -> None:
+    page.goto(url)  # no session: the studio sends the browser to its sign-in form
+    assert page.url.endswith("/login")
+    page.locator("#name").fill(name)
+    page.locator("#password").fill(password)
+    page.locator("#sign-in-button").click()
+    page.get_by_text(f"Signed in as {name}").wait_for(timeout=30_000)

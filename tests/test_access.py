@@ -1,0 +1,421 @@
+"""Access control as an attacker on the network would try it: every event the page can send,
+through the raw queue protocol, as a client that never signed in and as a reviewer; sessions
+that end when they should; sign-in that leaks nothing by timing and slows guessing; files only
+for the session they were sent to; no password anywhere in the browser."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+import uuid
+from pathlib import Path
+
+import httpx
+import pytest
+
+from polyp_core.demo import DEMO_ADMIN, DEMO_REVIEWERS, DEMO_STUDY
+from polyp_core.review import accounts, desk
+from polyp_core.review.accounts import (AuthPolicy, end_session, open_session, resolve_session,
+                                        set_active, set_role, sign_in)
+from polyp_core.review.errors import AuthError, PermissionDenied, SignInLocked
+from review_db import queries
+from tests.conftest import PASSWORD
+from tests.studio_server import COOKIE, gradio_client, offline_page, ratings_of, sign_in_page
+from tests.studio_server import sign_in as http_sign_in
+
+
+@pytest.fixture
+def hashes(monkeypatch):
+    """Counts the password-hash computations (``accounts._scrypt``)."""
+    calls = []
+    real = accounts._scrypt
+
+    def counted(*args, **kwargs):
+        calls.append(1)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(accounts, "_scrypt", counted)
+    return calls
+
+
+# the engine: sign-in, backoff, sessions ------------------------------------------------------
+
+def test_unknown_name_and_wrong_password_run_the_same_work(review_env, hashes):
+    for name in ("rev0", "nobody-by-this-name"):
+        before = len(hashes)
+        with pytest.raises(AuthError, match="^unknown name or wrong password$"):
+            sign_in(review_env.db, name, "not the password")
+        assert len(hashes) - before == 1, name
+    set_active(review_env.db, "rev1", False)
+    before = len(hashes)
+    with pytest.raises(AuthError, match="^unknown name or wrong password$"):
+        sign_in(review_env.db, "rev1", PASSWORD)  # a deactivated account: the same answer
+    assert len(hashes) - before == 1
+
+
+def test_sixth_rapid_failure_is_refused_without_hashing(review_env, hashes):
+    db = review_env.db
+    for _ in range(5):
+        with pytest.raises(AuthError) as caught:
+            sign_in(db, "rev0", "wrong guess", "10.9.9.9")
+        assert not isinstance(caught.value, SignInLocked)
+    assert len(hashes) == 5
+    with pytest.raises(SignInLocked, match="try again in") as caught:
+        sign_in(db, "rev0", PASSWORD, "10.9.9.8")  # even the right password, from elsewhere
+    assert len(hashes) == 5 and 0 < caught.value.seconds <= AuthPolicy().lockout_s
+    # an unknown name locks the same way, so a lockout does not tell which names exist
+    for _ in range(5):
+        with pytest.raises(AuthError):
+            sign_in(db, "ghost", "guess", "10.9.9.7")
+    with pytest.raises(SignInLocked):
+        sign_in(db, "ghost", "guess", "10.9.9.7")
+    with db.session() as session:
+        kinds = [e.kind for e in queries.audit_events(session, actor="rev0")]
+    assert kinds.count("sign_in_failed") == 5 and kinds.count("sign_in_locked") == 1
+
+
+def test_lockout_is_short_and_doubles_and_success_resets_it(review_env):
+    db = review_env.db
+    policy = AuthPolicy(max_failures=2, lockout_s=0.4, max_lockout_s=1.0)
+    for _ in range(2):
+        with pytest.raises(AuthError):
+            sign_in(db, "rev0", "wrong", policy=policy)
+    with pytest.raises(SignInLocked):
+        sign_in(db, "rev0", PASSWORD, policy=policy)
+    time.sleep(0.5)  # the first lock (0.4 s) is over
+    with pytest.raises(AuthError):
+        sign_in(db, "rev0", "wrong", policy=policy)  # third failure: 0.8 s now
+    with pytest.raises(SignInLocked) as caught:
+        sign_in(db, "rev0", PASSWORD, policy=policy)
+    assert 0.4 < caught.value.seconds <= 0.8
+    time.sleep(0.9)
+    assert sign_in(db, "rev0", PASSWORD, policy=policy).name == "rev0"
+    with pytest.raises(AuthError) as caught:  # the success reset the count
+        sign_in(db, "rev0", "wrong", policy=policy)
+    assert not isinstance(caught.value, SignInLocked)
+
+
+def test_one_address_guessing_many_names_is_slowed(review_env, hashes):
+    policy = AuthPolicy(address_max_failures=4)
+    for i in range(4):
+        with pytest.raises(AuthError):
+            sign_in(review_env.db, f"name{i}", "guess", "10.1.1.1", policy)
+    with pytest.raises(SignInLocked):
+        sign_in(review_env.db, "rev0", PASSWORD, "10.1.1.1", policy)
+    assert len(hashes) == 4
+    # another address signs in as usual
+    assert sign_in(review_env.db, "rev0", PASSWORD, "10.1.1.2", policy).name == "rev0"
+
+
+def test_sessions_end_on_sign_out_account_changes_and_idle(review_env):
+    db = review_env.db
+    person = sign_in(db, "rev0", PASSWORD)
+    token = open_session(db, person, "10.0.0.1")
+    assert resolve_session(db, token) == person
+    with db.session() as session:  # only the token's hash is stored
+        assert queries.auth_session_by_hash(session, token) is None
+        assert queries.auth_session_by_hash(session, hashlib.sha256(token.encode()).hexdigest())
+    end_session(db, token)
+    with pytest.raises(AuthError, match="sign in again"):
+        resolve_session(db, token)
+    for change in (lambda: set_active(db, "rev0", False), lambda: set_role(db, "rev0", "admin"),
+                   lambda: accounts.change_password(db, "rev0", "a new long password")):
+        token = open_session(db, person)
+        assert change() == 1  # one session ended
+        with pytest.raises(AuthError):
+            resolve_session(db, token)
+        set_active(db, "rev0", True)
+    token = open_session(db, person)
+    time.sleep(0.3)
+    with pytest.raises(AuthError, match="idle timeout"):
+        resolve_session(db, token, AuthPolicy(idle_timeout_s=0.2))
+    with pytest.raises(AuthError):  # deleted, not merely refused once
+        resolve_session(db, token)
+    token = open_session(db, person)
+    with pytest.raises(AuthError, match="maximum age"):
+        time.sleep(0.3)
+        resolve_session(db, token, AuthPolicy(max_age_s=0.2))
+    with pytest.raises(AuthError, match="not signed in"):
+        resolve_session(db, None)
+
+
+def test_a_stale_person_cannot_rate_after_deactivation(review_env):
+    """The engine checks the account again: a Person kept by a page is not enough."""
+    from polyp_core.review.studies import StudySpec, SyntheticPool, create_study
+
+    db = review_env.db
+    create_study(db, review_env.workspace, review_env.admin,
+                 StudySpec("s", (SyntheticPool(4),), ("rev0",), 1))
+    person = review_env.reviewers[0]
+    token = desk.queue(db, person, "s")[0].token
+    set_active(db, "rev0", False, by="admin")
+    with pytest.raises(PermissionDenied, match="deactivated"):
+        desk.rate(db, person, token, "real", "good")
+    with pytest.raises(PermissionDenied, match="deactivated"):
+        desk.image_for(db, person, token)
+    with db.session() as session:
+        assert queries.count_ratings(session) == 0
+        kinds = [e.kind for e in queries.audit_events(session)]
+    assert {"study_created", "account_deactivated"} <= set(kinds)
+    set_role(db, "admin", "reviewer")
+    with pytest.raises(PermissionDenied, match="needs an admin"):
+        accounts.audit_log(db, review_env.admin)  # a demoted admin's Person is stale too
+
+
+def test_policy_from_environment_is_checked():
+    assert AuthPolicy.from_env({"STUDIO_IDLE_TIMEOUT_S": "60"}).idle_timeout_s == 60
+    with pytest.raises(ValueError, match="STUDIO_MAX_FAILURES='many' is not a number"):
+        AuthPolicy.from_env({"STUDIO_MAX_FAILURES": "many"})
+    with pytest.raises(ValueError, match="idle_timeout_s must be a positive finite number"):
+        AuthPolicy(idle_timeout_s=float("nan"))
+
+
+# the page: every event has a declared role ---------------------------------------------------
+
+def test_an_event_wired_without_a_role_stops_the_app_from_building(tmp_path):
+    import gradio as gr
+
+    from studio_ui.access import Access
+
+    with gr.Blocks() as demo:
+        button, text = gr.Button(), gr.Markdown()
+        button.click(lambda: "hello", outputs=text)
+    with pytest.raises(RuntimeError, match="without a declared role"):
+        Access(None, tmp_path).check_declared(demo)
+    with pytest.raises(ValueError, match="is not one of: reviewer, admin"):
+        Access(None, tmp_path).guard(lambda: 1, "anonymous")
+
+
+def test_ui_cache_is_per_instance_inside_the_workspace(tmp_path):
+    from studio_ui.access import instance_cache
+
+    first = instance_cache(tmp_path)
+    (first / "x.jpeg").write_bytes(b"x")
+    stale = tmp_path / "ui-cache" / "deadbeef"
+    stale.mkdir()
+    (tmp_path / "ui-cache" / "deadbeef.lock").touch()  # a process that is gone
+    second = instance_cache(tmp_path)
+    assert first.parent == second.parent == (tmp_path / "ui-cache").resolve()
+    assert not stale.exists() and (first / "x.jpeg").is_file()  # the live one is kept
+    assert oct(second.stat().st_mode & 0o777) == "0o700"
+
+
+# the live server, through the raw protocol ---------------------------------------------------
+
+def _default_inputs(config: dict, dependency: dict) -> list:
+    """The values the page itself would send: each input component's value in the config."""
+    components = {c["id"]: c for c in config["components"]}
+    values = []
+    for component_id in dependency["inputs"]:
+        props = components[component_id].get("props", {})
+        values.append(props.get("value"))
+    return values
+
+
+def _call(client: httpx.Client, fn_index: int, data: list, trigger_id=None) -> tuple[int, list]:
+    """One event through the queue protocol, as the page sends it: join, then read the stream
+    until this event completes. Returns the join's HTTP status and the messages received."""
+    session_hash = uuid.uuid4().hex[:11]
+    joined = client.post("/gradio_api/queue/join", json={
+        "data": data, "fn_index": fn_index, "session_hash": session_hash,
+        "event_data": None, "trigger_id": trigger_id})
+    if joined.status_code != 200:
+        return joined.status_code, [joined.text]
+    event_id = joined.json()["event_id"]
+    messages = []
+    with client.stream("GET", "/gradio_api/queue/data", params={"session_hash": session_hash},
+                       timeout=120) as stream:
+        for line in stream.iter_lines():
+            if not line.startswith("data:"):
+                continue
+            message = json.loads(line[5:])
+            messages.append(message)
+            if message.get("msg") == "process_completed" and message.get("event_id") == event_id:
+                break
+    return 200, messages
+
+
+def _snapshot(workspace, db) -> tuple[dict, dict]:
+    """Every workspace file (size, mtime) but the UI cache, and every table but the
+    sign-in sessions and the audit log (which record the attempts themselves)."""
+    from sqlalchemy import inspect, text
+
+    files = {str(p.relative_to(workspace.root)): (p.stat().st_size, p.stat().st_mtime_ns)
+             for p in workspace.root.rglob("*") if p.is_file()
+             and "ui-cache" not in p.relative_to(workspace.root).parts}
+    tables = {}
+    with db.engine.connect() as connection:
+        for table in inspect(db.engine).get_table_names():
+            if table not in ("auth_session", "audit_event"):
+                rows = connection.execute(text(f"SELECT * FROM {table}")).all()
+                tables[table] = sorted(map(repr, rows))
+    return files, tables
+
+
+def test_every_event_refuses_who_may_not_call_it(live_app):
+    """Read every event from the app's own config (API name or not) and call each through the
+    raw queue protocol, as a client that never signed in and as a signed-in reviewer."""
+    url, db, workspace = live_app["url"], live_app["db"], live_app["workspace"]
+    admin = http_sign_in(url, *DEMO_ADMIN)
+    config = admin.get("/config").json()
+    assert config["run_history"] is False
+    roles = {i: f.fn.studio_role for i, f in live_app["server"].access.blocks.fns.items()}
+    dependencies = config["dependencies"]
+    assert len(dependencies) == len(roles) > 40
+    assert {d["id"] for d in dependencies} == set(roles)
+    assert set(roles.values()) == {"reviewer", "admin"}
+    before = _snapshot(workspace, db)
+
+    anonymous = httpx.Client(base_url=url, timeout=60)
+    for path in ("/", "/config", "/gradio_api/info", "/gradio_api/runs", "/gradio_api/upload",
+                 "/gradio_api/heartbeat/x", "/gradio_api/startup-events"):
+        response = anonymous.get(path, follow_redirects=False)
+        assert response.status_code in (303, 401), (path, response.status_code)
+        assert response.status_code == 401 or response.headers["location"] == "/login"
+    reviewer = http_sign_in(url, *DEMO_REVIEWERS[0])
+    refused = 0
+    for dependency in dependencies:
+        fn, data = dependency["id"], _default_inputs(config, dependency)
+        trigger = (dependency["targets"] or [[None]])[0][0]
+        status, messages = _call(anonymous, fn, data, trigger)
+        assert status == 401 and "not signed in" in messages[0], (fn, status, messages)
+        status, messages = _call(reviewer, fn, data, trigger)
+        if roles[fn] == "admin":  # refused before Gradio queues or preprocesses anything
+            refused += 1
+            assert status == 403, (fn, dependency.get("api_name"), status, messages)
+            assert json.loads(messages[0]) == {"error": "reviewer1: this needs an admin"}
+        else:
+            assert status == 200 and messages[-1]["msg"] == "process_completed"
+    assert refused > 35
+    # the same through the API routes, by name
+    for name in ("start_retrain", "create_study", "sample", "change_account"):
+        response = reviewer.post(f"/gradio_api/call/{name}", json={"data": []})
+        assert response.status_code == 403 and "needs an admin" in response.text
+    assert _snapshot(workspace, db) == before
+    with db.session() as session:  # every refusal is in the audit log
+        refusals = queries.audit_events(session, kinds=("event_refused",), limit=None)
+    assert sum(e.actor == DEMO_REVIEWERS[0][0] for e in refusals) >= refused
+
+
+def test_session_cookie_sign_out_and_run_history(live_app):
+    url = live_app["url"]
+    response = httpx.post(url + "login", data=dict(zip(("name", "password"), DEMO_REVIEWERS[1])))
+    cookie = response.headers["set-cookie"]
+    assert cookie.startswith(f"{COOKIE}=") and "HttpOnly" in cookie and "SameSite=strict" in cookie
+    token = response.cookies[COOKIE]
+    client = httpx.Client(base_url=url, cookies={COOKIE: token})
+    assert client.get("/config").status_code == 200
+    assert client.get("/gradio_api/runs").status_code == 404  # run history is off
+    assert client.post("/logout").status_code == 303
+    replay = httpx.Client(base_url=url, cookies={COOKIE: token})  # the old cookie, kept
+    assert replay.get("/config").status_code == 401
+
+
+def test_deactivated_reviewer_cannot_rate_from_an_open_page(live_app):
+    url, db = live_app["url"], live_app["db"]
+    name, password = DEMO_REVIEWERS[1]
+    client = gradio_client(url, http_sign_in(url, name, password))
+    client.predict(DEMO_STUDY, api_name="/open_study")
+    client.predict(api_name="/choose_real")
+    before = ratings_of(db, name)
+    set_active(db, name, False, by="test")
+    try:
+        with pytest.raises(Exception, match="401 Unauthorized"):
+            client.predict(api_name="/rate_good")
+        assert ratings_of(db, name) == before
+        response = httpx.post(url + "gradio_api/queue/join", json={"fn_index": 0, "data": []},
+                              headers=client.headers)
+        assert response.status_code == 401 and "session has ended" in response.text
+    finally:
+        set_active(db, name, True, by="test")
+    with pytest.raises(Exception, match="401 Unauthorized"):  # reactivating does not revive it
+        client.predict(api_name="/rate_good")
+
+
+def test_the_event_guard_decides_from_the_session(review_env, tmp_path):
+    """Behind the gate, each event checks the session again when it runs (a session can end
+    between queueing and running), and hands the callback the server's Person."""
+    import gradio as gr
+
+    from studio_ui.access import Access
+
+    access = Access(review_env.db, tmp_path)
+    seen = []
+    guarded = access.guard(lambda person, x: seen.append((person.name, x)) or x, "admin")
+    request = lambda token: type("R", (), {"cookies": {COOKIE: token}, "client": None})()  # noqa: E731
+    admin_token = open_session(review_env.db, review_env.admin)
+    reviewer_token = open_session(review_env.db, review_env.reviewers[0])
+    assert guarded(request(admin_token), 7) == 7 and seen == [("admin", 7)]
+    with pytest.raises(gr.Error, match="needs an admin"):
+        guarded(request(reviewer_token), 8)
+    set_active(review_env.db, "admin", False)
+    with pytest.raises(gr.Error, match="Sign in first"):
+        guarded(request(admin_token), 9)
+    assert seen == [("admin", 7)]  # the callback never ran for a refused call
+
+
+def test_files_only_for_the_session_they_were_sent_to(live_app):
+    url = live_app["url"]
+    one = http_sign_in(url, *DEMO_REVIEWERS[0])
+    image = gradio_client(url, one, download_files=False).predict(
+        DEMO_STUDY, api_name="/open_study")[0]
+    path = image["path"]
+    assert Path(path).is_relative_to(live_app["workspace"].root.resolve() / "ui-cache")
+    file_url = f"/gradio_api/file={path}"
+    assert one.get(file_url).status_code == 200
+    assert httpx.get(url.rstrip("/") + file_url).status_code == 401  # no session
+    other = http_sign_in(url, *DEMO_REVIEWERS[1])
+    assert other.get(file_url).status_code == 403  # another session
+    admin = http_sign_in(url, *DEMO_ADMIN)
+    assert admin.get(file_url).status_code == 403  # an admin's session too
+    assert other.post("/gradio_api/upload", files={"files": ("a.zip", b"PK")}).status_code == 403
+
+
+def test_browser_keeps_no_password(live_app, browser):
+    """Sign in, work, sign out in Chromium: the password is in no storage the page can read
+    and in no response the studio sent."""
+    url = live_app["url"]
+    name, password = DEMO_REVIEWERS[0]
+    page, outside, _ = offline_page(browser, url)
+    bodies = []
+
+    def keep(response):
+        try:
+            bodies.append(response.body())
+        except Exception:  # noqa: BLE001  (streams and redirects have no body to read)
+            pass
+
+    page.on("response", keep)
+    sign_in_page(page, url, name, password)
+    page.get_by_role("tab", name="Review").click()
+    page.get_by_role("button", name="Start / resume").click()
+    page.locator("#rv-image img").wait_for(timeout=30_000)
+    stored = page.evaluate("""async () => {
+        const dump = s => JSON.stringify(Object.entries(s));
+        const dbs = indexedDB.databases ? await indexedDB.databases() : [];
+        const idb = [];
+        for (const info of dbs) {
+          const db = await new Promise((ok, fail) => {
+            const r = indexedDB.open(info.name); r.onsuccess = () => ok(r.result);
+            r.onerror = fail; });
+          for (const store of db.objectStoreNames) {
+            const all = await new Promise(ok => {
+              const r = db.transaction(store).objectStore(store).getAll();
+              r.onsuccess = () => ok(r.result); });
+            idb.push(JSON.stringify(all));
+          }
+        }
+        return [dump(localStorage), dump(sessionStorage), document.cookie, idb.join()];
+    }""")
+    assert all(password not in part for part in stored), stored
+    assert COOKIE not in stored[2]  # HttpOnly: the session is not readable by script
+    page.locator("#sign-out").click()
+    page.wait_for_url("**/login", timeout=30_000)
+    stored_after = page.evaluate("() => [JSON.stringify(Object.entries(localStorage)), "
+                                 "JSON.stringify(Object.entries(sessionStorage)), document.cookie]")
+    assert all(password not in part for part in stored_after)
+    assert bodies and not any(password.encode() in body for body in bodies)
+    assert outside == []
+    page.goto(url)  # signed out on the server: back to the form
+    assert page.url.endswith("/login")
