@@ -101,19 +101,44 @@ def cmd_audit(args: argparse.Namespace) -> int:
 
 def cmd_study(args: argparse.Namespace) -> int:
     from polyp_core.review import desk, stats
-    from polyp_core.review.studies import (StudySpec, close_study, create_study, list_studies)
+    from polyp_core.review.studies import (StudySpec, audit_study, close_study, create_study,
+                                           list_studies, override_audit, plan_study,
+                                           study_integrity)
     from polyp_core.runs import json_safe
 
     db = _db(args)
     person = _person(args, db)
-    if args.action == "create":
+    workspace = Workspace(args.workspace)
+    if args.action in ("create", "plan"):
         pools = tuple(_pool(s, "real") for s in args.real) + \
             tuple(_pool(s, "synthetic") for s in args.synthetic)
+        working = args.working_resolution
         spec = StudySpec(args.name, pools, tuple(args.reviewers.split(",")), args.overlap,
-                         args.histology, args.seed)
-        create_study(db, Workspace(args.workspace), person, spec)
-        print(f"created study {args.name}: {sum(p.n for p in pools)} images, "
-              f"each rated by {args.overlap} of {len(spec.reviewers)} reviewers")
+                         args.histology, args.seed,
+                         working_resolution=int(working) if working.isdigit() else working,
+                         fixed_length=not args.no_fixed_length,
+                         override_audit=args.override_audit)
+        for line in plan_study(db, workspace, spec).lines():
+            print(line)
+        if args.action == "create":
+            create_study(db, workspace, person, spec)
+            print(f"created study {args.name}: {sum(p.n for p in pools)} images, "
+                  f"each rated by {args.overlap} of {len(spec.reviewers)} reviewers")
+            args.action = "audit-shown"
+    if args.action in ("audit", "audit-shown"):
+        report = audit_study(db, workspace, person, args.name) if args.action == "audit" else \
+            None
+        integrity = study_integrity(db, person, args.name)
+        if args.json:
+            print(json.dumps(json_safe(integrity), indent=1))
+        else:
+            for line in (report.lines() if report else integrity["audit_lines"]):
+                print(line)
+            print(integrity["summary"])
+    elif args.action == "override":
+        override_audit(db, person, args.name, args.reason or "")
+        print(f"study {args.name}: opened for reviewers despite its leak audit "
+              f"(reason recorded: {args.reason})")
     elif args.action == "list":
         for info in list_studies(db, person):
             print(f"{info.name}\t{info.status}\t{info.rated}/{info.assigned} rated")
@@ -128,6 +153,7 @@ def cmd_study(args: argparse.Namespace) -> int:
             pooled = result["verdicts_real_positive"]["pooled"]
             acc = pooled["accuracy"]
             print(f"{args.name}: {result['n_rated']}/{result['n_assignments']} rated")
+            print("  " + study_integrity(db, person, args.name)["summary"])
             print(f"  pooled accuracy {acc['value']:.3f} (95% CI {acc['low']:.3f}-"
                   f"{acc['high']:.3f}), p(better than chance) {pooled['p_better_than_chance']:.3g}")
             for name, m in result["verdicts_real_positive"].items():
@@ -150,7 +176,8 @@ def cmd_review(args: argparse.Namespace) -> int:
             state = f"{item.verdict}/{item.quality}" if item.rated else "-"
             print(f"{item.position}\t{item.token}\t{state}")
     elif args.action == "image":
-        Path(args.out).write_bytes(desk.image_for(db, person, args.token))
+        Path(args.out).write_bytes(desk.image_for(db, Workspace(args.workspace), person,
+                                                  args.token))
         print(f"wrote {args.out}")
     elif args.action == "rate":
         receipt = desk.rate(db, person, args.token, args.verdict, args.quality, args.histology,
@@ -181,7 +208,8 @@ def add_review_commands(sub) -> None:  # noqa: ANN001
     audit.set_defaults(func=cmd_audit)
 
     study = sub.add_parser("study", help="create, list, close, analyse and export blind studies")
-    study.add_argument("action", choices=["create", "list", "close", "stats", "export"])
+    study.add_argument("action", choices=["plan", "create", "list", "close", "stats", "export",
+                                          "audit", "override"])
     study.add_argument("name", nargs="?")
     study.add_argument("--as", dest="as_", required=True, help="admin account")
     study.add_argument("--real", action="append", default=[], metavar="DATASET[:SPLIT]:N")
@@ -190,6 +218,14 @@ def add_review_commands(sub) -> None:  # noqa: ANN001
     study.add_argument("--overlap", type=int, default=1, help="reviewers per image")
     study.add_argument("--histology", action="store_true", help="ask for AD/SSA/HP/unsure")
     study.add_argument("--seed", type=int, default=0)
+    study.add_argument("--working-resolution", default="auto",
+                       help="auto (the lowest native resolution among the pools), a number of "
+                            "pixels, or native (no matching)")
+    study.add_argument("--no-fixed-length", action="store_true",
+                       help="do not pad served files to one byte length")
+    study.add_argument("--override-audit", metavar="REASON",
+                       help="open the study for reviewers even if its leak audit fails")
+    study.add_argument("--reason", help="with override: why the study opens despite its audit")
     study.add_argument("--json", action="store_true")
     study.add_argument("--out", default="study_export")
     study.add_argument("--password-stdin", action="store_true")

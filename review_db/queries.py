@@ -203,6 +203,11 @@ def list_studies(session: Session) -> list[Study]:
     return list(session.scalars(select(Study).order_by(Study.created, Study.id)))
 
 
+def update_study_settings(session: Session, study: Study, **changes) -> None:
+    """Replace some keys of a study's settings (a new dict, so the JSON column is written)."""
+    study.settings = {**study.settings, **changes}
+
+
 def close_study(session: Session, study: Study) -> None:
     study.status = "closed"
     study.closed = utcnow()

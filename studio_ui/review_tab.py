@@ -1,17 +1,18 @@
 """The blind review queue: one large image, real/synthetic then good/moderate/poor, keys too.
 
 Nothing sent to the browser names the image's origin: the picture is the engine's blind
-JPEG (same size and encoding for real and synthetic), the assignment token stays in server
-state, and the page shows only the reviewer's own progress.
+JPEG, served byte for byte as the study rendered it (same resolution chain, encoder and byte
+length for real and synthetic), the assignment token stays in server state, and the page
+shows only the reviewer's own progress.
 """
 
 from __future__ import annotations
 
-import io
+import hashlib
 import time
+from pathlib import Path
 
 import gradio as gr
-from PIL import Image
 
 from polyp_core.review import desk
 from polyp_core.review.studies import list_studies
@@ -41,8 +42,19 @@ def _empty() -> dict:
 
 
 class ReviewDesk:
-    def __init__(self, studio: Studio):
+    def __init__(self, studio: Studio, scratch: Path):
         self.studio = studio
+        self.scratch = scratch  # inside this instance's UI cache
+
+    def _served_file(self, data: bytes) -> str:
+        """The study's bytes as a file Gradio serves unchanged (a PIL image would be re-encoded
+        by Gradio, and its byte count would differ by source again)."""
+        folder = self.scratch / hashlib.sha256(data).hexdigest()
+        folder.mkdir(parents=True, exist_ok=True)
+        path = folder / "image.jpg"
+        if not path.is_file():
+            path.write_bytes(data)
+        return str(path)
 
     @shown_errors
     def studies(self, person):  # noqa: ANN001
@@ -63,7 +75,8 @@ class ReviewDesk:
             done = f"**{study}**: all {info.assigned} images rated. Thank you." if info else \
                 "Choose a study."
             return None, done, state, gr.update(visible=ask), "No verdict chosen"
-        image = Image.open(io.BytesIO(desk.image_for(self.studio.db, person, item.token)))
+        image = self._served_file(desk.image_for(self.studio.db, self.studio.workspace, person,
+                                                 item.token))
         state.update(token=item.token, shown=time.monotonic())
         return image, f"**{study}** · {progress}", state, gr.update(visible=ask, value=None), \
             "No verdict chosen"
@@ -94,14 +107,14 @@ class ReviewDesk:
 
 
 def build_review_tab(studio: Studio, access: Access) -> dict:
-    desk_ = ReviewDesk(studio)
+    desk_ = ReviewDesk(studio, access.cache_dir / "review")
     state = gr.State(_empty())
     with gr.Row():
         # custom values reach the engine, which answers only for the reviewer's own studies
         study = gr.Dropdown([], label="Study", scale=3, allow_custom_value=True)
         start = gr.Button("Start / resume", variant="primary", scale=1)
     status = gr.Markdown()
-    image = gr.Image(label="Image", type="pil", format="jpeg", interactive=False, height=512,
+    image = gr.Image(label="Image", type="filepath", interactive=False, height=512,
                      buttons=[], elem_id="rv-image")
     choice = gr.Markdown("No verdict chosen", elem_id="rv-choice")
     with gr.Row():

@@ -6,8 +6,10 @@ import gradio as gr
 
 from polyp_core.review import desk
 from polyp_core.review.stats import study_statistics
-from polyp_core.review.studies import (RealPool, StudySpec, SyntheticPool, close_study, create_study,
-                                      list_studies)
+from polyp_core.review.leaks import DESCRIPTIONS, LeakReport
+from polyp_core.review.studies import (RealPool, StudySpec, SyntheticPool, audit_study, close_study,
+                                      create_study, list_studies, override_audit, plan_study,
+                                      study_integrity)
 from review_db import queries
 from studio_ui.access import Access
 from studio_ui.services import Studio, shown_errors
@@ -29,7 +31,7 @@ class StudyDesk:
     def table(self, person):  # noqa: ANN001
         infos = list_studies(self.studio.db, person)
         rows = [[s.name, s.status, f"{s.rated}/{s.assigned}", ", ".join(s.reviewers),
-                 "yes" if s.ask_histology else "no"] for s in infos]
+                 "yes" if s.ask_histology else "no", s.audit] for s in infos]
         return gr.update(value=rows), gr.update(choices=[s.name for s in infos],
                                                 value=infos[-1].name if infos else None)
 
@@ -37,20 +39,63 @@ class StudyDesk:
         return (gr.update(choices=self.studio.workspace.datasets()),
                 gr.update(choices=self.generators()), gr.update(choices=self.reviewers()))
 
-    @shown_errors
-    def create(self, person, name, dataset, n_real, generator, n_synthetic, reviewers, overlap,
-               histology, seed):  # noqa: ANN001
+    @staticmethod
+    def _spec(name, dataset, n_real, generator, n_synthetic, reviewers, overlap, histology, seed,
+              working, override=None) -> StudySpec:  # noqa: ANN001
         pools = []
         if dataset and int(n_real or 0) > 0:
             pools.append(RealPool(dataset, int(n_real), split="train"))
         if int(n_synthetic or 0) > 0:
             pools.append(SyntheticPool(int(n_synthetic), generator=generator or None))
-        spec = StudySpec(name=(name or "").strip(), pools=tuple(pools),
+        working = (working or "auto").strip()
+        return StudySpec(name=(name or "").strip(), pools=tuple(pools),
                          reviewers=tuple(reviewers or ()), overlap=int(overlap),
-                         ask_histology=bool(histology), seed=int(seed or 0))
+                         ask_histology=bool(histology), seed=int(seed or 0),
+                         working_resolution=int(working) if working.isdigit() else working,
+                         override_audit=(override or "").strip() or None)
+
+    @shown_errors
+    def preview(self, name, dataset, n_real, generator, n_synthetic, reviewers, overlap,
+                histology, seed, working):  # noqa: ANN001
+        """Native resolutions of the pools and the serving chain, before creating."""
+        spec = self._spec(name or "preview", dataset, n_real, generator, n_synthetic,
+                          reviewers or ("-",), overlap, histology, seed, working)
+        return "\n".join(f"- {line}" for line in
+                         plan_study(self.studio.db, self.studio.workspace, spec).lines())
+
+    @shown_errors
+    def create(self, person, name, dataset, n_real, generator, n_synthetic, reviewers, overlap,
+               histology, seed, working, override):  # noqa: ANN001
+        spec = self._spec(name, dataset, n_real, generator, n_synthetic, reviewers, overlap,
+                          histology, seed, working, override)
         create_study(self.studio.db, self.studio.workspace, person, spec)
-        return f"Study **{spec.name}** created: {sum(p.n for p in pools)} images, " \
-               f"{len(spec.reviewers)} reviewers, {spec.overlap} rating(s) per image."
+        state = study_integrity(self.studio.db, person, spec.name)["audit_state"]
+        return (f"Study **{spec.name}** created: {sum(p.n for p in spec.pools)} images, "
+                f"{len(spec.reviewers)} reviewers, {spec.overlap} rating(s) per image; "
+                f"leak audit **{state}**" + (" — reviewers do not see it until it passes or is "
+                                             "opened with a reason." if "held" in state else "."))
+
+    @shown_errors
+    def integrity(self, person, name):  # noqa: ANN001
+        """The chosen study's leak audit (table) and what its results rest on."""
+        if not name:
+            return "", []
+        info = study_integrity(self.studio.db, person, name)
+        return info["summary"], _audit_rows(info["audit"])
+
+    @shown_errors
+    def audit(self, person, name):  # noqa: ANN001
+        if not name:
+            raise gr.Error("Choose a study.")
+        audit_study(self.studio.db, self.studio.workspace, person, name)
+        return self.integrity(person, name)
+
+    @shown_errors
+    def override(self, person, name, reason):  # noqa: ANN001
+        if not name:
+            raise gr.Error("Choose a study.")
+        override_audit(self.studio.db, person, name, reason or "")
+        return self.integrity(person, name)
 
     @shown_errors
     def close(self, person, name):  # noqa: ANN001
@@ -68,11 +113,12 @@ class StudyDesk:
         except Exception as exc:  # open study with a hidden key
             return f"{exc}", [], [], []
         stats = study_statistics(records)
+        integrity = study_integrity(self.studio.db, person, name)["summary"]
         fleiss = stats["fleiss_verdict"]
         kripp = stats["krippendorff_quality"]
         summary = (f"**{name}** · {stats['n_rated']} of {stats['n_assignments']} rated · Fleiss' κ "
                    f"(real/synthetic) {fleiss.get('kappa', float('nan')):.3f} · Krippendorff's α "
-                   f"(quality, ordinal) {kripp.get('alpha', float('nan')):.3f}")
+                   f"(quality, ordinal) {kripp.get('alpha', float('nan')):.3f}\n\n{integrity}")
         verdicts = [[who, m["n"], f"{m['accuracy']['value']:.3f}",
                      f"{m['recall']['value']:.3f}", f"{m['specificity']['value']:.3f}",
                      f"{m['p_better_than_chance']:.3g}"]
@@ -84,29 +130,58 @@ class StudyDesk:
         return summary, verdicts, quality, pairs
 
 
+def _audit_rows(audit: dict | None) -> list[list]:
+    if not audit:
+        return []
+    report = LeakReport.from_json(audit)
+    return [[c.name, f"{c.auc:.3f}", f"[{c.low:.3f}, {c.high:.3f}]",
+             "LEAK" if c.leaks else ("ok" if c.gated else "reported"),
+             DESCRIPTIONS.get(c.name, "")] for c in report.channels]
+
+
 def build_studies_tab(studio: Studio, access: Access) -> dict:
     desk_ = StudyDesk(studio)
-    table = gr.Dataframe(headers=["study", "status", "rated", "reviewers", "histology"],
+    table = gr.Dataframe(headers=["study", "status", "rated", "reviewers", "histology", "leak audit"],
                          label="Studies", interactive=False)
     with gr.Accordion("New study", open=False):
         with gr.Row():
             name = gr.Textbox(label="Name")
             seed = gr.Number(0, label="Seed (draw and order)", precision=0)
         with gr.Row():
-            dataset = gr.Dropdown([], label="Real images from data set (training split)")
+            dataset = gr.Dropdown([], label="Real images from data set (training split)",
+                                  allow_custom_value=True)
             n_real = gr.Number(10, label="Real images", precision=0)
-            generator = gr.Dropdown([], label="Synthetic images from generator (empty: any)")
+            generator = gr.Dropdown([], label="Synthetic images from generator (empty: any)",
+                                    allow_custom_value=True)
             n_syn = gr.Number(10, label="Synthetic images", precision=0)
         with gr.Row():
-            reviewers = gr.Dropdown([], multiselect=True, label="Reviewers")
+            reviewers = gr.Dropdown([], multiselect=True, label="Reviewers",
+                                    allow_custom_value=True)
             overlap = gr.Number(1, label="Ratings per image", precision=0)
             histology = gr.Checkbox(False, label="Ask histology")
-        create = gr.Button("Create study", variant="primary")
+        with gr.Row():
+            working = gr.Textbox("auto", label="Working resolution (auto: the lowest native "
+                                               "resolution of the sources; a number; native)")
+            override = gr.Textbox("", label="Open even if the leak audit fails, because ... "
+                                            "(recorded with the results)")
+        plan = gr.Markdown()
+        with gr.Row():
+            preview = gr.Button("Preview resolutions and serving chain")
+            create = gr.Button("Create study", variant="primary")
     message = gr.Markdown()
     with gr.Row():
         chosen = gr.Dropdown([], label="Study")
         close = gr.Button("Close study")
         stats_btn = gr.Button("Statistics")
+        audit_btn = gr.Button("Audit for leaks")
+    integrity = gr.Markdown(elem_id="study-integrity")
+    audit_table = gr.Dataframe(headers=["channel", "AUC real vs synthetic", "95% CI (images)",
+                                        "verdict", "what it is"],
+                               label="Leak audit: does anything but the picture tell the sources "
+                                     "apart? (AUC 0.5: no)", interactive=False, wrap=True)
+    with gr.Row():
+        reason = gr.Textbox("", label="Reason to open a study whose audit failed")
+        override_btn = gr.Button("Open despite the audit", variant="stop")
     summary = gr.Markdown()
     verdicts = gr.Dataframe(headers=["reviewer", "n", "accuracy", "recall (real)", "specificity",
                                      "p (better than chance)"],
@@ -116,14 +191,20 @@ def build_studies_tab(studio: Studio, access: Access) -> dict:
     pairs = gr.Dataframe(headers=["reviewer a", "reviewer b", "n", "Cohen's κ"],
                          label="Pairwise agreement on the verdict", interactive=False)
     on = lambda trigger, fn, **io: access.on(trigger, fn, "admin", **io)  # noqa: E731
-    created = on(create.click, desk_.create, inputs=[name, dataset, n_real, generator, n_syn,
-                                                     reviewers, overlap, histology, seed],
-                 outputs=message, api_name="create_study")
+    form = [name, dataset, n_real, generator, n_syn, reviewers, overlap, histology, seed, working]
+    on(preview.click, desk_.preview, inputs=form, outputs=plan, api_name="preview_study")
+    created = on(create.click, desk_.create, inputs=[*form, override], outputs=message,
+                 api_name="create_study")
     on(created.then, desk_.table, outputs=[table, chosen])
     on(on(close.click, desk_.close, inputs=chosen, outputs=message).then, desk_.table,
        outputs=[table, chosen])
     on(stats_btn.click, desk_.statistics, inputs=chosen, outputs=[summary, verdicts, quality, pairs],
        api_name="study_statistics")
+    on(chosen.change, desk_.integrity, inputs=chosen, outputs=[integrity, audit_table])
+    on(audit_btn.click, desk_.audit, inputs=chosen, outputs=[integrity, audit_table],
+       api_name="audit_study")
+    on(override_btn.click, desk_.override, inputs=[chosen, reason],
+       outputs=[integrity, audit_table])
 
     def refresh(person):  # noqa: ANN001
         return (*desk_.table(person), *desk_.choices())

@@ -77,19 +77,20 @@ def test_sixth_rapid_failure_is_refused_without_hashing(review_env, hashes):
 
 def test_lockout_is_short_and_doubles_and_success_resets_it(review_env):
     db = review_env.db
-    policy = AuthPolicy(max_failures=2, lockout_s=0.4, max_lockout_s=1.0)
+    # long enough that a loaded 2-core machine still tries again inside each lock
+    policy = AuthPolicy(max_failures=2, lockout_s=1.5, max_lockout_s=4.0)
     for _ in range(2):
         with pytest.raises(AuthError):
             sign_in(db, "rev0", "wrong", policy=policy)
     with pytest.raises(SignInLocked):
         sign_in(db, "rev0", PASSWORD, policy=policy)
-    time.sleep(0.5)  # the first lock (0.4 s) is over
+    time.sleep(1.6)  # the first lock (1.5 s) is over
     with pytest.raises(AuthError):
-        sign_in(db, "rev0", "wrong", policy=policy)  # third failure: 0.8 s now
+        sign_in(db, "rev0", "wrong", policy=policy)  # third failure: 3 s now
     with pytest.raises(SignInLocked) as caught:
         sign_in(db, "rev0", PASSWORD, policy=policy)
-    assert 0.4 < caught.value.seconds <= 0.8
-    time.sleep(0.9)
+    assert 1.5 < caught.value.seconds <= 3.0
+    time.sleep(3.1)
     assert sign_in(db, "rev0", PASSWORD, policy=policy).name == "rev0"
     with pytest.raises(AuthError) as caught:  # the success reset the count
         sign_in(db, "rev0", "wrong", policy=policy)
@@ -153,7 +154,7 @@ def test_a_stale_person_cannot_rate_after_deactivation(review_env):
     with pytest.raises(PermissionDenied, match="deactivated"):
         desk.rate(db, person, token, "real", "good")
     with pytest.raises(PermissionDenied, match="deactivated"):
-        desk.image_for(db, person, token)
+        desk.image_for(db, review_env.workspace, person, token)
     with db.session() as session:
         assert queries.count_ratings(session) == 0
         kinds = [e.kind for e in queries.audit_events(session)]

@@ -80,6 +80,9 @@ def test_review_from_the_terminal(tmp_path):
     created = go("study", "create", "pilot", "--as", "boss", "--real", "phantom:test:4",
                  "--real", "phantom:train:2", "--reviewers", "ana")
     assert "6 images" in created
+    assert "serving chain: centre square crop" in created and "leak audit of pilot" in created
+    audit = go("study", "audit", "pilot", "--as", "boss")
+    assert "leak audit of pilot: PASSED" in audit and "only one kind of image" in audit
     lines = go("review", "queue", "pilot", "--as", "ana").splitlines()
     assert len(lines) == 6
     token = lines[0].split("\t")[1]

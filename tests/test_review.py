@@ -170,7 +170,7 @@ def test_foreign_unknown_closed_and_histology_required(review_env):
     with pytest.raises(NotFound, match="unknown assignment token"):
         desk.rate(review_env.db, rev1, mine, "synthetic", "poor", "HP")
     with pytest.raises(NotFound):
-        desk.image_for(review_env.db, rev1, mine)
+        desk.image_for(review_env.db, review_env.workspace, rev1, mine)
     with pytest.raises(NotFound):
         desk.rate(review_env.db, rev0, "made-up-token", "real", "good", "AD")
     with pytest.raises(InvalidRating, match="asks for histology"):
@@ -203,7 +203,8 @@ def test_a_curious_reviewer_cannot_tell_real_from_synthetic_without_the_pixels(r
     make_study(review_env, n_real=20, n_a=10, n_b=10, overlap=1, reviewers=["rev0"])
     rev = review_env.reviewers[0]
     items = desk.queue(review_env.db, rev, "s1")
-    served = {item.token: desk.image_for(review_env.db, rev, item.token) for item in items}
+    served = {item.token: desk.image_for(review_env.db, review_env.workspace, rev, item.token)
+              for item in items}
     close_study(review_env.db, review_env.admin, "s1")
     truth = {r["position"]: r["truth"] for r in
              desk.rating_records(review_env.db, review_env.admin, "s1")}

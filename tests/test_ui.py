@@ -58,8 +58,9 @@ def test_api_admin_trains_a_class_balanced_generator(live_app):
     import json
 
     client = gradio_client(live_app["url"], sign_in(live_app["url"], *DEMO_ADMIN))
-    status = client.predict("ddpm", "phantom", "ui-balanced", "tiny", 2, 8, 2, "", 8, True,
-                            api_name="/start_training")
+    status, timer = client.predict("ddpm", "phantom", "ui-balanced", "tiny", 2, 8, 2, "", 8, True,
+                                   api_name="/start_training")
+    assert timer is not None  # the job's poll timer is switched on
     assert status.startswith(("**queued**", "**running**", "**done**")), status
     folder = live_app["workspace"].models_dir / "ui-balanced"
     deadline = time.time() + 300
@@ -134,6 +135,11 @@ def test_browser_admin_opens_every_tab(live_app, browser, tmp_path):
         time.sleep(1.5)  # let plots and galleries render
         if tab == "Studies":
             page.locator(f"text={DEMO_STUDY} >> visible=true").first.wait_for(timeout=30_000)
+            # the chosen study's leak audit, channel by channel
+            page.locator("text=byte_length >> visible=true").first.wait_for(timeout=30_000)
+            page.locator("text=leak audit passed >> visible=true").first.wait_for(timeout=30_000)
+        if tab == "Accounts":
+            page.locator("text=sign_in >> visible=true").first.wait_for(timeout=30_000)
         if tab == "Retrain & compare":
             page.locator("text=augmented − baseline >> visible=true").first.wait_for(timeout=30_000)
         if tab == "Diagnostics":

@@ -9,13 +9,12 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from pathlib import Path
 
 from polyp_core.review.accounts import Person, live_account, require_admin
-from polyp_core.review.blind import blind_image
 from polyp_core.review.errors import InvalidRating, NotFound, PermissionDenied, StudyClosed
 from review_db import queries
 from review_db.database import Database
+from polyp_core.workspace import Workspace
 from review_db.models import HISTOLOGY_GUESSES, QUALITIES, VERDICTS, Assignment
 
 MAX_SECONDS = 24 * 3600
@@ -43,8 +42,11 @@ class Receipt:
 
 
 def _study_named(session, study_name: str):  # noqa: ANN001
+    from polyp_core.review.studies import open_to_reviewers
+
     study = queries.study_by_name(session, study_name)
-    if study is None:
+    # a study held by its leak audit answers like one that does not exist
+    if study is None or not open_to_reviewers(study):
         raise NotFound(f"no study named {study_name!r}")
     return study
 
@@ -72,18 +74,21 @@ def _own_assignment(session, person: Person, token: str, lock: bool = False) -> 
         raise NotFound("unknown assignment token")
     assignment = queries.assignment_by_token(session, token, lock=lock)
     # Another reviewer's token gets the same answer as a made-up one: it says nothing.
-    if assignment is None or assignment.reviewer_id != person.id:
+    if assignment is None or assignment.reviewer_id != person.id or \
+            assignment.study.settings.get("held"):
         raise NotFound("unknown assignment token")
     live_account(session, person)  # a deactivated account's open page can no longer rate
     return assignment
 
 
-def image_for(db: Database, person: Person, token: str) -> bytes:
-    """The blinded image bytes behind one of the reviewer's own tokens."""
+def image_for(db: Database, workspace: Workspace, person: Person, token: str) -> bytes:
+    """The blinded image bytes behind one of the reviewer's own tokens: the study's serving
+    chain (resolution matching, one encoder, one byte length), rendered at creation."""
+    from polyp_core.review.studies import served_bytes
+
     with db.session() as session:
         assignment = _own_assignment(session, person, token)
-        path, size = Path(assignment.image.path), assignment.study.settings.get("serve_size", 512)
-    return blind_image(path, size)
+        return served_bytes(workspace, assignment.study, assignment.image)
 
 
 def _check_rating(verdict: object, quality: object, histology: object, seconds: object,

@@ -7,15 +7,20 @@ assignment is reached through a random token; nothing about it reveals the image
 
 from __future__ import annotations
 
+import datetime as dt
+import hashlib
 import secrets
+import shutil
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 
 import numpy as np
 
 from polyp_core.pool import register_dataset
 from polyp_core.review.accounts import Person, live_account, require_admin
-from polyp_core.review.blind import BLIND_SIZE
+from polyp_core.review.blind import BLIND_SIZE, ServingChain, native_side
 from polyp_core.review.errors import NotFound
+from polyp_core.review.leaks import LeakReport, audit_rows, channel_rows
 from polyp_core.workspace import Workspace
 from review_db import queries
 from review_db.database import Database
@@ -64,6 +69,11 @@ class StudySpec:
         serve_size: pixel size of the served square image.
         key_visible_while_open: let admins see the answer key and everyone's ratings before
             the study closes (off by default, so an admin who also reviews stays blind).
+        working_resolution: ``"auto"`` (the lowest native resolution among the pools), a
+            number of pixels, or ``"native"`` (no matching: each image from its own size).
+        fixed_length: pad every served file to one byte length (see ``ServingChain``).
+        override_audit: open the study for reviewers even when the leak audit fails; the
+            reason is recorded and shown beside the results.
     """
 
     name: str
@@ -74,6 +84,9 @@ class StudySpec:
     seed: int = 0
     serve_size: int = BLIND_SIZE
     key_visible_while_open: bool = False
+    working_resolution: int | str = "auto"
+    fixed_length: bool = True
+    override_audit: str | None = None
 
     def settings(self) -> dict:
         pools = [{"kind": "real" if isinstance(p, RealPool) else "synthetic", **asdict(p),
@@ -101,6 +114,90 @@ def _validate(spec: StudySpec) -> None:
             raise ValueError(f"pool {pool.label}: n must be at least 1")
     if not 64 <= spec.serve_size <= 2048:
         raise ValueError("serve_size must be between 64 and 2048 pixels")
+    working = spec.working_resolution
+    if not (working in ("auto", "native") or (isinstance(working, int)
+                                               and not isinstance(working, bool)
+                                               and 8 <= working <= 4096)):
+        raise ValueError(f"working_resolution must be 'auto', 'native' or 8-4096 pixels, not "
+                         f"{working!r}")
+
+
+@dataclass(frozen=True)
+class StudyPlan:
+    """What an admin sees before creating a study: each pool's native resolution (side of the
+    centre square), the serving chain it implies, and warnings."""
+
+    native: dict[str, dict[str, int]]
+    chain: ServingChain
+    warnings: tuple[str, ...]
+
+    def lines(self) -> list[str]:
+        rows = [f"{label}: native {r['min']}-{r['max']} px (median {r['median']}, "
+                f"{r['n']} image(s) looked at)" for label, r in self.native.items()]
+        return [*rows, f"serving chain: {self.chain.text()}", *self.warnings]
+
+
+def _pool_candidates(session, pool):  # noqa: ANN001, ANN202
+    if isinstance(pool, RealPool):
+        return queries.real_images(session, pool.dataset, pool.split, pool.classes)
+    return queries.synthetic_images(session, pool.generator, pool.checkpoint, pool.classes)
+
+
+def _plan(session, spec: StudySpec) -> StudyPlan:  # noqa: ANN001
+    native = {}
+    for pool in spec.pools:
+        images = _pool_candidates(session, pool)
+        step = max(1, len(images) // 50)  # up to ~50 spread over the pool: headers only
+        sides = sorted(native_side(i.path) for i in images[::step])
+        if sides:
+            native[pool.label] = {"min": sides[0], "median": sides[len(sides) // 2],
+                                  "max": sides[-1], "n": len(sides)}
+    warnings = []
+    medians = {label: r["median"] for label, r in native.items()}
+    if medians and max(medians.values()) > 2 * min(medians.values()):
+        low = min(medians, key=medians.get)
+        high = max(medians, key=medians.get)
+        warnings.append(f"warning: sources differ more than 2x in resolution ({low} "
+                        f"{medians[low]} px, {high} {medians[high]} px): unmatched, the higher "
+                        "one shows detail the other cannot have")
+    if spec.working_resolution == "native":
+        working = None
+        if warnings:
+            warnings.append("warning: working resolution 'native' leaves that gap as it is")
+    elif spec.working_resolution == "auto":
+        working = min(r["min"] for r in native.values()) if native else None
+    else:
+        working = int(spec.working_resolution)
+    return StudyPlan(native, ServingChain(spec.serve_size, working, spec.fixed_length),
+                     tuple(warnings))
+
+
+def plan_study(db: Database, workspace: Workspace, spec: StudySpec) -> StudyPlan:
+    """The native resolutions, serving chain and warnings of a study not yet created."""
+    _validate(spec)
+    _register_real_pools(db, workspace, spec)
+    with db.session() as session:
+        return _plan(session, spec)
+
+
+def _register_real_pools(db: Database, workspace: Workspace, spec: StudySpec) -> None:
+    for pool in spec.pools:
+        if isinstance(pool, RealPool):
+            try:
+                register_dataset(db, workspace.load_manifest(pool.dataset))
+            except KeyError as exc:
+                raise ValueError(exc.args[0]) from None
+
+
+def served_dir(workspace: Workspace, study_id: int) -> Path:
+    return workspace.root / "studies" / str(study_id) / "served"
+
+
+def served_path(workspace: Workspace, study_id: int, image_sha256: str) -> Path:
+    """Where a study keeps an image's served bytes, rendered once at creation: every request
+    then costs the same file read whatever the source."""
+    key = hashlib.sha256(f"{study_id}:{image_sha256}".encode()).hexdigest()[:32]
+    return served_dir(workspace, study_id) / f"{key}.jpg"
 
 
 def plan_assignments(image_ids: list[int], reviewer_ids: list[int], overlap: int,
@@ -125,43 +222,160 @@ def create_study(db: Database, workspace: Workspace, admin: Person, spec: StudyS
     """
     require_admin(admin)
     _validate(spec)
-    for pool in spec.pools:
-        if isinstance(pool, RealPool):
-            try:
-                register_dataset(db, workspace.load_manifest(pool.dataset))
-            except KeyError as exc:
-                raise ValueError(exc.args[0]) from None
+    _register_real_pools(db, workspace, spec)
     rng = np.random.default_rng(spec.seed)
     with db.session() as session:
         live_account(session, admin, admin=True)
+        plan = _plan(session, spec)
         reviewers = queries.reviewers_by_name(session, spec.reviewers)
         missing = [n for n in spec.reviewers if n not in reviewers]
         if missing:
             raise ValueError(f"unknown reviewer(s): {', '.join(missing)}")
         chosen: dict[int, str] = {}
         for pool in spec.pools:
-            if isinstance(pool, RealPool):
-                candidates = queries.real_images(session, pool.dataset, pool.split, pool.classes)
-            else:
-                candidates = queries.synthetic_images(session, pool.generator, pool.checkpoint,
-                                                      pool.classes)
-            candidates = [c for c in candidates if c.id not in chosen]
+            candidates = [c for c in _pool_candidates(session, pool) if c.id not in chosen]
             if len(candidates) < pool.n:
                 raise ValueError(f"pool {pool.label} has {len(candidates)} image(s) "
                                  f"available, the study asks for {pool.n}")
             for index in sorted(rng.choice(len(candidates), pool.n, replace=False)):
                 chosen[candidates[index].id] = pool.label
-        plan = plan_assignments(list(chosen), [reviewers[n].id for n in spec.reviewers],
-                                spec.overlap, rng)
+        queues = plan_assignments(list(chosen), [reviewers[n].id for n in spec.reviewers],
+                                  spec.overlap, rng)
         assignments = [(reviewer, image, position, secrets.token_urlsafe(32))
-                       for reviewer, queue in plan.items() for position, image in enumerate(queue)]
-        study = queries.create_study(session, name=spec.name, settings=spec.settings(),
+                       for reviewer, queue in queues.items()
+                       for position, image in enumerate(queue)]
+        settings = {**spec.settings(), "serving": plan.chain.describe(),
+                    "native_resolution": plan.native, "warnings": list(plan.warnings)}
+        study = queries.create_study(session, name=spec.name, settings=settings,
                                      created_by=admin.id, images=list(chosen.items()),
                                      assignments=assignments)
+        try:
+            _render(session, workspace, study.id, plan.chain)
+            report = _audit(session, workspace, study)
+        except BaseException:
+            shutil.rmtree(served_dir(workspace, study.id).parent, ignore_errors=True)
+            raise
+        held = not report.passed and not spec.override_audit
+        queries.update_study_settings(session, study, audit=report.to_json(), held=held,
+                                      override=_override(admin, spec.override_audit, report))
         queries.add_audit(session, "study_created", actor=admin.name, target=spec.name,
                           detail={"images": len(chosen), "reviewers": list(spec.reviewers),
-                                  "overlap": spec.overlap})
+                                  "overlap": spec.overlap, "audit_passed": report.passed,
+                                  "held": held, "override": spec.override_audit})
         return study.id
+
+
+def _override(admin: Person, reason: str | None, report: LeakReport) -> dict | None:
+    if not reason or report.passed:
+        return None
+    return {"by": admin.name, "reason": reason, "at": dt.datetime.now(dt.timezone.utc)
+            .isoformat(timespec="seconds")}
+
+
+def _render(session, workspace: Workspace, study_id: int, chain: ServingChain) -> None:  # noqa: ANN001
+    served_dir(workspace, study_id).mkdir(parents=True, exist_ok=True)
+    for study_image in queries.study_images(session, study_id):
+        image = study_image.image
+        target = served_path(workspace, study_id, image.sha256)
+        try:
+            data = chain.serve(image.path)
+        except (OSError, ValueError) as exc:
+            raise ValueError(f"{image.path}: cannot be served ({exc})") from None
+        target.write_bytes(data)
+
+
+def served_bytes(workspace: Workspace, study, image) -> bytes:  # noqa: ANN001
+    """The bytes a reviewer receives for one image of a study (rendered at creation; studies
+    made before that are rendered now with the chain they were made with)."""
+    path = served_path(workspace, study.id, image.sha256)
+    if path.is_file():
+        return path.read_bytes()
+    return ServingChain.from_settings(study.settings).serve(image.path)
+
+
+def _audit(session, workspace: Workspace, study, n_boot: int = 1000) -> LeakReport:  # noqa: ANN001
+    rows = queries.study_rows(session, study.id)
+    lengths: dict[int, int] = {}
+    for assignment, _ in rows:
+        lengths[assignment.reviewer_id] = lengths.get(assignment.reviewer_id, 0) + 1
+    items = [{"image": a.image.sha256, "truth": a.image.kind, "token": a.token,
+              "position": a.position, "queue_length": lengths[a.reviewer_id],
+              "fetch": lambda a=a: served_bytes(workspace, study, a.image)} for a, _ in rows]
+    return audit_rows(study.name, channel_rows(items), n_boot,
+                      chain=ServingChain.from_settings(study.settings).describe())
+
+
+def audit_study(db: Database, workspace: Workspace, admin: Person, name: str,
+                n_boot: int = 1000) -> LeakReport:
+    """Run the leak audit again (admins); the newest result is stored with the study. A held
+    study whose audit now passes opens for its reviewers."""
+    require_admin(admin)
+    with db.session() as session:
+        live_account(session, admin, admin=True)
+        study = queries.study_by_name(session, name)
+        if study is None:
+            raise NotFound(f"no study named {name!r}")
+        report = _audit(session, workspace, study, n_boot)
+        held = not report.passed and not study.settings.get("override")
+        queries.update_study_settings(session, study, audit=report.to_json(), held=held)
+        queries.add_audit(session, "study_audited", actor=admin.name, target=name,
+                          detail={"passed": report.passed, "held": held})
+        return report
+
+
+def override_audit(db: Database, admin: Person, name: str, reason: str) -> None:
+    """Open a study whose leak audit failed, for a recorded reason (shown with its results)."""
+    require_admin(admin)
+    if not reason or not reason.strip():
+        raise ValueError("an override needs a reason")
+    with db.session() as session:
+        live_account(session, admin, admin=True)
+        study = queries.study_by_name(session, name)
+        if study is None:
+            raise NotFound(f"no study named {name!r}")
+        override = {"by": admin.name, "reason": reason.strip(),
+                    "at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")}
+        queries.update_study_settings(session, study, override=override, held=False)
+        queries.add_audit(session, "study_audit_overridden", actor=admin.name, target=name,
+                          detail={"reason": reason.strip()})
+
+
+def study_integrity(db: Database, admin: Person, name: str) -> dict:
+    """What the study's results rest on (admins): the leak audit it passed (or the override
+    that opened it), the serving chain, and reviewers who could see its real images elsewhere
+    (admin accounts reach the Data tab): a flag, not a block."""
+    require_admin(admin)
+    with db.session() as session:
+        live_account(session, admin, admin=True)
+        study = queries.study_by_name(session, name)
+        if study is None:
+            raise NotFound(f"no study named {name!r}")
+        settings = study.settings
+        accounts = queries.reviewers_by_name(session, settings.get("reviewers", []))
+        admins = sorted(n for n, r in accounts.items() if r.role == "admin")
+    state = audit_state(settings)
+    audit = settings.get("audit")
+    lines = LeakReport.from_json(audit).lines() if audit else ["not audited (made before the "
+                                                               "leak auditor): run study audit"]
+    override = settings.get("override")
+    parts = [f"leak audit {state}"]
+    if override:
+        parts.append(f"opened by {override['by']} despite the audit: {override['reason']}")
+    parts.append(f"serving chain: {ServingChain.from_settings(settings).text()}")
+    if admins:
+        parts.append("reviewers who also hold an admin account and could see the study's real "
+                     f"images in the Data tab: {', '.join(admins)}")
+    parts.extend(settings.get("warnings", []))
+    return {"study": name, "audit_state": state, "audit": audit, "override": override,
+            "chain": ServingChain.from_settings(settings).describe(),
+            "native_resolution": settings.get("native_resolution"),
+            "admin_reviewers": admins, "summary": "integrity: " + "; ".join(parts),
+            "audit_lines": lines}
+
+
+def open_to_reviewers(study) -> bool:  # noqa: ANN001
+    """A study held by a failed leak audit is invisible to its reviewers."""
+    return not study.settings.get("held", False)
 
 
 def close_study(db: Database, admin: Person, name: str) -> None:
@@ -184,6 +398,16 @@ class StudyInfo:
     assigned: int
     rated: int
     reviewers: tuple[str, ...] = field(default_factory=tuple)
+    audit: str = ""  # admins: passed, held (failed), overridden, or not audited
+
+
+def audit_state(settings: dict) -> str:
+    audit = settings.get("audit")
+    if audit is None:
+        return "not audited"
+    if audit["passed"]:
+        return "passed"
+    return "overridden" if settings.get("override") else "held (failed)"
 
 
 def list_studies(db: Database, person: Person) -> list[StudyInfo]:
@@ -191,7 +415,8 @@ def list_studies(db: Database, person: Person) -> list[StudyInfo]:
     with db.session() as session:
         live_account(session, person, admin=person.is_admin)
         studies = (queries.list_studies(session) if person.is_admin
-                   else queries.studies_of_reviewer(session, person.id))
+                   else [s for s in queries.studies_of_reviewer(session, person.id)
+                         if open_to_reviewers(s)])
         out = []
         for study in studies:
             assigned, rated = queries.study_progress(
@@ -199,5 +424,5 @@ def list_studies(db: Database, person: Person) -> list[StudyInfo]:
             reviewers = tuple(study.settings.get("reviewers", ())) if person.is_admin else ()
             out.append(StudyInfo(study.name, study.status,
                                  bool(study.settings.get("ask_histology")), assigned, rated,
-                                 reviewers))
+                                 reviewers, audit_state(study.settings) if person.is_admin else ""))
         return out

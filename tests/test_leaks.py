@@ -1,0 +1,135 @@
+"""Blinding that survives a curious reviewer: resolution matching and one byte length at study
+creation, and a leak auditor that must catch what the chain before it leaked."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from polyp_core.demo import DEMO_ADMIN, DEMO_STUDY
+from polyp_core.review import desk
+from polyp_core.review.accounts import Person
+from polyp_core.review.errors import NotFound
+from polyp_core.review.leaks import audit_rows, auc
+from polyp_core.review.studies import (RealPool, StudySpec, SyntheticPool, audit_study,
+                                       create_study, list_studies, override_audit, plan_study,
+                                       study_integrity)
+from review_db import queries
+
+
+def _admin(db) -> Person:  # noqa: ANN001
+    with db.session() as session:
+        row = queries.reviewer_by_name(session, DEMO_ADMIN[0])
+        return Person(row.id, row.name, row.role)
+
+
+def _channel(report, name: str):  # noqa: ANN001, ANN202
+    return next(c for c in report.channels if c.name == name)
+
+
+def test_auc_is_scikit_learns_with_ties():
+    from sklearn.metrics import roc_auc_score
+
+    rng = np.random.default_rng(3)
+    for _ in range(20):
+        y = rng.random(40) < 0.4
+        score = rng.integers(0, 4, 40).astype(float)  # many ties
+        assert auc(y, score) == pytest.approx(roc_auc_score(y, score), abs=1e-12)
+
+
+def test_auditor_catches_a_planted_channel_and_passes_noise():
+    rng = np.random.default_rng(0)
+
+    def rows(byte_length):  # noqa: ANN001, ANN202
+        return [{"image": f"i{i}", "real": i < 30, "byte_length": byte_length(i),
+                 "url_length": 60, "token_length": 43, "position": rng.random(),
+                 "serve_ms": 0.0, "jpeg75_bytes": 1000, "high_frequency": 1.0}
+                for i in range(60)]
+
+    leaky = audit_rows("leaky", rows(lambda i: 20_000 + (3000 if i < 30 else 0)
+                                     + int(rng.integers(0, 2500))), n_boot=300)
+    assert not leaky.passed and _channel(leaky, "byte_length").leaks
+    assert _channel(leaky, "combined").low > 0.5  # the model finds it too
+    clean = audit_rows("clean", rows(lambda i: 131_072), n_boot=300)
+    assert clean.passed
+    assert (_channel(clean, "byte_length").low, _channel(clean, "byte_length").high) == (0.5, 0.5)
+
+
+def test_demo_study_passes_and_the_chain_before_it_is_caught(live_app):
+    """On the demo study (phantom frames against the 32 px demo generator): after resolution
+    matching and one byte length, the byte count says nothing; the chain before this change
+    (native resolution, plain JPEG) leaks through it, and the auditor says so."""
+    db, workspace = live_app["db"], live_app["workspace"]
+    admin = _admin(db)
+    report = audit_study(db, workspace, admin, DEMO_STUDY)
+    assert report.passed, "\n".join(report.lines())
+    byte_length = _channel(report, "byte_length")
+    assert max(byte_length.auc, 1 - byte_length.auc) <= 0.60
+    combined = _channel(report, "combined")
+    assert combined.low <= 0.5 <= combined.high
+    integrity = study_integrity(db, admin, DEMO_STUDY)
+    assert integrity["chain"]["working"] == 32 and integrity["chain"]["fixed_length"] == 131072
+    assert "admin" in integrity["admin_reviewers"]  # the demo admin also reviews: flagged
+
+    legacy = StudySpec("demo-legacy-chain", (RealPool("phantom", 12, split="train"),
+                                             SyntheticPool(12, "demo-ddpm")), ("admin",),
+                       working_resolution="native", fixed_length=False)
+    assert any("native" in w for w in plan_study(db, workspace, legacy).warnings)
+    create_study(db, workspace, admin, legacy)
+    report = audit_study(db, workspace, admin, legacy.name)
+    assert not report.passed
+    leak = _channel(report, "byte_length")
+    assert leak.leaks and min(leak.auc, 1 - leak.auc) < 0.1, "\n".join(report.lines())
+    # held: its reviewers do not see it, and its tokens answer like made-up ones
+    assert [s.audit for s in list_studies(db, admin) if s.name == legacy.name] == ["held (failed)"]
+    with pytest.raises(NotFound):
+        desk.queue(db, admin, legacy.name)
+    override_audit(db, admin, legacy.name, "regression case of the auditor")
+    assert len(desk.queue(db, admin, legacy.name)) == 24
+    summary = study_integrity(db, admin, legacy.name)["summary"]
+    assert "overridden" in summary and "regression case of the auditor" in summary
+
+
+@pytest.fixture
+def mixed_resolution(review_env):
+    """A 512 px real source (phantom frames) and a 32 px generator."""
+    from polyp_core.data.importer import ImportConfig, import_dataset
+    from polyp_core.data.phantom import plan_lesions, render_frame
+    from polyp_core.pool import ProvenanceRecord, add_synthetic
+
+    root = review_env.workspace.root.parent / "big"
+    lesions = plan_lesions(16, seed=5)
+    for index, lesion in enumerate(lesions[:16]):
+        rgb, _ = render_frame(lesion, 0, size=512)
+        (root / lesion.cls).mkdir(parents=True, exist_ok=True)
+        Image.fromarray(rgb).save(root / lesion.cls / f"f{index:02d}.png")
+        small, _ = render_frame(lesion, 1, size=32)
+        add_synthetic(review_env.db, review_env.workspace, small, ProvenanceRecord(
+            backend="ddpm", generator="tiny32", class_label=lesion.cls, seed=index))
+    import_dataset(review_env.workspace, ImportConfig(str(root), name="big"))
+    return review_env
+
+
+def test_512_and_32_px_sources_warn_and_match(mixed_resolution):
+    env = mixed_resolution
+    n_real = len(list((env.workspace.root.parent / "big").rglob("*.png")))
+    spec = StudySpec("mixed", (RealPool("big", 8), SyntheticPool(8, "tiny32")), ("rev0",))
+    plan = plan_study(env.db, env.workspace, spec)
+    assert n_real >= 8
+    assert any("differ more than 2x" in w for w in plan.warnings), plan.lines()
+    assert plan.native["real:big"]["median"] == 512 and plan.native["synthetic:tiny32"]["max"] == 32
+    assert plan.chain.working == 32
+    create_study(env.db, env.workspace, env.admin, spec)
+    report = study_integrity(env.db, env.admin, "mixed")["audit"]
+    byte_length = next(c for c in report["channels"] if c["name"] == "byte_length")
+    assert report["passed"] and byte_length["low"] <= 0.5 <= byte_length["high"]
+    served = [desk.image_for(env.db, env.workspace, env.reviewers[0], i.token)
+              for i in desk.queue(env.db, env.reviewers[0], "mixed")]
+    assert len({len(data) for data in served}) == 1  # one byte length for all
+    # without matching and padding, the same sources are told apart by their bytes
+    create_study(env.db, env.workspace, env.admin, StudySpec(
+        "mixed-native", spec.pools, ("rev0",), working_resolution="native", fixed_length=False))
+    report = study_integrity(env.db, env.admin, "mixed-native")["audit"]
+    assert not report["passed"]
+    assert "mixed-native" not in [s.name for s in list_studies(env.db, env.reviewers[0])]
