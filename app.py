@@ -15,7 +15,8 @@ os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # no calls home: cli
 
 import gradio as gr  # noqa: E402
 
-from polyp_core.demo import DEMO_ADMIN, DEMO_REVIEWERS, ensure_demo_workspace  # noqa: E402
+from polyp_core.demo import (DEMO_ADMIN, DEMO_REVIEWERS, demo_analyses,  # noqa: E402
+                             ensure_demo_workspace)
 from polyp_core.workspace import Workspace  # noqa: E402
 from review_db.database import Database, database_url  # noqa: E402
 from studio_ui import Studio  # noqa: E402
@@ -24,6 +25,7 @@ from studio_ui.accounts_tab import build_accounts_tab  # noqa: E402
 from studio_ui.data_tab import DataBrowser, build_data_tab  # noqa: E402, F401  (DataBrowser: tests)
 from studio_ui.diagnostics_tab import build_diagnostics_tab  # noqa: E402
 from studio_ui.generate_tab import build_generate_tab  # noqa: E402
+from studio_ui.pool_tab import build_pool_tab  # noqa: E402
 from studio_ui.retrain_tab import build_retrain_tab  # noqa: E402
 from studio_ui.review_tab import KEYBOARD_JS, build_review_tab  # noqa: E402
 from studio_ui.studies_tab import build_studies_tab  # noqa: E402
@@ -33,8 +35,8 @@ from studio_ui.train_tab import build_train_tab  # noqa: E402
 THEME = gr.themes.Soft(font=["ui-sans-serif", "system-ui", "sans-serif"],
                        font_mono=["ui-monospace", "monospace"])
 HEAD = KEYBOARD_JS
-ADMIN_TABS = ("Data", "Generate", "Train generator", "Diagnostics", "Studies", "Retrain & compare",
-              "Accounts")
+ADMIN_TABS = ("Data", "Generate", "Pool", "Train generator", "Diagnostics", "Studies",
+              "Retrain & compare", "Accounts")
 
 
 def build_app(workspace: Workspace, db: Database | None = None,
@@ -58,6 +60,8 @@ def build_app(workspace: Workspace, db: Database | None = None,
                 refreshers.append(build_data_tab(workspace, access))
             with gr.Tab("Generate", visible=False, id="generate") as tabs["Generate"]:
                 refreshers.append(build_generate_tab(studio, access))
+            with gr.Tab("Pool", visible=False, id="pool") as tabs["Pool"]:
+                refreshers.append(build_pool_tab(studio, access))
             with gr.Tab("Train generator", visible=False, id="train") as tabs["Train generator"]:
                 refreshers.append(build_train_tab(studio, access))
             with gr.Tab("Diagnostics", visible=False, id="diagnostics") as tabs["Diagnostics"]:
@@ -90,6 +94,7 @@ def build_app(workspace: Workspace, db: Database | None = None,
         access.on(filled.then, review["refresh"], "reviewer", outputs=review["study"])
     access.check_declared(demo)
     demo.studio_access = access
+    demo.studio = studio
     return demo
 
 
@@ -134,7 +139,13 @@ def main(argv: list[str] | None = None) -> None:
     print(f"Serving http://{args.host}:{args.port}/ (sign in at /login)", flush=True)
     # proxy_headers: behind a TLS reverse proxy on this machine (docs/SECURITY.md), the
     # client's address and https come from its X-Forwarded-* headers (trusted from 127.0.0.1)
-    uvicorn.run(create_server(workspace, db), host=args.host, port=args.port,
+    server = create_server(workspace, db)
+    if not args.no_demo:  # the dashboards' first content, made as any user's jobs are
+        for kind, config, work in demo_analyses(db, workspace):
+            server.access.blocks.studio.jobs.submit(kind, config, work)
+            print(f"  started the demo's {kind} job in the background (progress in its tab)",
+                  flush=True)
+    uvicorn.run(server, host=args.host, port=args.port,
                 proxy_headers=True, forwarded_allow_ips="127.0.0.1", log_level="warning")
 
 

@@ -112,6 +112,45 @@ def ensure_demo_workspace(workspace: Workspace, db, n_per_class: int = 12,  # no
     return made
 
 
+DEMO_NOTE = ("**What you are looking at.** This is the demo workspace: the real images are "
+             "the *phantom* data set, colonoscopy-like frames the studio paints itself (no "
+             "patient), and the synthetic ones come from the small demo generator (32 px, "
+             "trained on the phantom's training split). The numbers show how the studio reads "
+             "its evidence, not how well any method works on real polyps.")
+
+
+def demo_analyses(db, workspace: Workspace) -> list[tuple[str, dict, object]]:  # noqa: ANN001
+    """The demo's diagnostics report and retrain-and-compare run, as ``(kind, config, work)``
+    jobs for the job runner: the same engine calls a user makes, so the two dashboards have
+    content on first look. Only the missing ones (a workspace with any run of a kind has
+    enough of it)."""
+    from polyp_core.classify import ClassifierTrainConfig, ExperimentConfig, run_experiment
+    from polyp_core.diagnostics.report import DiagnoseConfig, diagnose
+    from review_db import queries
+
+    if DEMO_DATASET not in workspace.datasets() or not (workspace.models_dir / DEMO_GENERATOR).is_dir():
+        return []
+    with db.session() as session:
+        kinds = {r.kind for r in queries.list_runs(session)}
+        kinds |= {j.kind for j in queries.list_jobs(session, statuses=("queued", "running"))}
+    jobs = []
+    if "diagnose" not in kinds:
+        config = DiagnoseConfig(dataset=DEMO_DATASET, generator=DEMO_GENERATOR, size=128,
+                                subsets=50, projections=("umap",))
+        jobs.append(("diagnose", {"dataset": DEMO_DATASET, "generator": DEMO_GENERATOR,
+                                  "demo": True},
+                     lambda progress, cancel: diagnose(db, workspace, config, progress).run_id))
+    if "retrain" not in kinds:
+        experiment = ExperimentConfig(
+            dataset=DEMO_DATASET, seeds=(0, 1, 2), name="demo: does the demo generator help?",
+            train=ClassifierTrainConfig(image_size=128, epochs=15, augment=False,
+                                        freeze_backbone=True))
+        jobs.append(("retrain", {**experiment.to_json(), "demo": True},
+                     lambda progress, cancel: run_experiment(db, workspace, experiment, progress,
+                                                             cancel).run_id))
+    return jobs
+
+
 DEMO_TRAINING_STEPS = (4000, 2500)
 # CPU threads the shipped model's two jobs ran with: with as many threads, on this project's
 # CPU, the recipe gives the same bits (other thread counts sum floats in another order)

@@ -87,3 +87,170 @@ def image_path(db: Database, sha256: str) -> Path:
         if image is None:
             raise KeyError(f"no image with SHA-256 {sha256}")
         return Path(image.path)
+
+
+# browsing and pruning the pool ---------------------------------------------------------------
+
+QUALITY_ORDER = ("poor", "moderate", "good")
+RATING_FILTERS = ("any", "rated", "unrated")
+
+
+@dataclass(frozen=True)
+class PoolFilter:
+    """Which synthetic images to list. ``min_quality``: keep images whose median rating is at
+    least this good (implies rated)."""
+
+    generator: str | None = None
+    checkpoint: str | None = None
+    class_label: str | None = None
+    rated: str = "any"
+    min_quality: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.rated not in RATING_FILTERS:
+            raise ValueError(f"rated {self.rated!r} is not one of: {', '.join(RATING_FILTERS)}")
+        if self.min_quality is not None and self.min_quality not in QUALITY_ORDER:
+            raise ValueError(f"min_quality {self.min_quality!r} is not one of: "
+                             f"{', '.join(QUALITY_ORDER)}")
+
+
+@dataclass(frozen=True)
+class PoolItem:
+    sha256: str
+    path: str
+    class_label: str | None
+    provenance: dict
+    ratings: tuple[dict, ...]
+    studies: tuple[str, ...]
+
+    @property
+    def median_quality(self) -> str | None:
+        ranks = sorted(QUALITY_ORDER.index(r["quality"]) for r in self.ratings)
+        return QUALITY_ORDER[ranks[(len(ranks) - 1) // 2]] if ranks else None
+
+    def caption(self) -> str:
+        p = self.provenance
+        made = f"{p.get('generator')}@{p.get('checkpoint') or '-'} · seed {p.get('seed')}"
+        rated = (f"{len(self.ratings)} rating(s), median {self.median_quality}"
+                 if self.ratings else "unrated")
+        return f"{self.class_label or p.get('prompt') or '?'} · {made} · {rated}"
+
+
+@dataclass(frozen=True)
+class PoolPage:
+    items: tuple[PoolItem, ...]
+    page: int
+    pages: int
+    total: int
+
+
+def _provenance_dict(provenance) -> dict:  # noqa: ANN001
+    if provenance is None:
+        return {}
+    return {c: getattr(provenance, c) for c in (
+        "backend", "generator", "checkpoint", "checkpoint_hash", "base_model", "base_model_hash",
+        "lora", "lora_scale", "class_label", "prompt", "negative_prompt", "seed", "steps",
+        "guidance", "scheduler", "width", "height", "extra")} | {
+        "created": provenance.created.isoformat(timespec="seconds") if provenance.created else None}
+
+
+def pool_page(db: Database, pool_filter: PoolFilter = PoolFilter(), page: int = 0,
+              per_page: int = 24) -> PoolPage:
+    """One page of the synthetic pool, newest first, with provenance, ratings and the studies
+    each image is in. Rating filters apply after the query (ratings live in studies)."""
+    if not 1 <= per_page <= 200:
+        raise ValueError(f"per_page must be 1-200, not {per_page}")
+    with db.session() as session:
+        images, _ = queries.synthetic_page(session, generator=pool_filter.generator,
+                                           checkpoint=pool_filter.checkpoint,
+                                           class_label=pool_filter.class_label)
+        items = _items(session, images, with_studies=False)
+        if pool_filter.rated != "any":
+            items = [i for i in items if bool(i.ratings) == (pool_filter.rated == "rated")]
+        if pool_filter.min_quality:
+            floor = QUALITY_ORDER.index(pool_filter.min_quality)
+            items = [i for i in items if i.median_quality is not None
+                     and QUALITY_ORDER.index(i.median_quality) >= floor]
+        pages = max(1, -(-len(items) // per_page))
+        page = min(max(0, int(page)), pages - 1)
+        shown = items[page * per_page:(page + 1) * per_page]
+        wanted = {i.sha256 for i in shown}
+        shown = _items(session, [i for i in images if i.sha256 in wanted])
+        return PoolPage(tuple(shown), page, pages, len(items))
+
+
+def pool_item(db: Database, sha256: str) -> PoolItem:
+    """One synthetic image with its provenance, ratings and studies."""
+    with db.session() as session:
+        images, _ = queries.synthetic_page(session, shas=[sha256])
+        if not images:
+            raise KeyError(f"no synthetic image with SHA-256 {sha256}")
+        return _items(session, images)[0]
+
+
+def _items(session, images, with_studies: bool = True) -> list[PoolItem]:  # noqa: ANN001
+    shas = {i.sha256 for i in images}
+    ratings: dict[str, list[dict]] = {}
+    for sha, _reviewer, study, verdict, quality, revision in queries.synthetic_ratings(session):
+        if sha in shas:
+            ratings.setdefault(sha, []).append({"study": study, "verdict": verdict,
+                                                "quality": quality, "revision": revision})
+    used = queries.studies_using_images(session, [i.id for i in images]) if with_studies else {}
+    return [PoolItem(i.sha256, i.path, i.label, _provenance_dict(i.provenance),
+                     tuple(ratings.get(i.sha256, ())), tuple(sorted(used.get(i.id, ()))))
+            for i in images]
+
+
+def runs_using(db: Database, shas: set[str]) -> dict[str, list[str]]:
+    """For each of ``shas``, the stored runs whose image lists name it."""
+    import json
+    import re
+
+    found: dict[str, list[str]] = {}
+    hexes = re.compile(r"[0-9a-f]{64}")
+    with db.session() as session:
+        runs = [(r.id, r.results_path) for r in queries.list_runs(session)]
+    for run_id, folder in runs:
+        path = Path(folder or "") / "images.json"
+        if not path.is_file():
+            continue
+        for sha in set(hexes.findall(path.read_text())) & shas:
+            found.setdefault(sha, []).append(run_id)
+    return found
+
+
+@dataclass(frozen=True)
+class Removal:
+    removed: tuple[str, ...]
+    refused: dict[str, str]  # sha256 -> why (the studies and runs that use it)
+
+
+def remove_from_pool(db: Database, workspace: Workspace, shas: list[str]) -> Removal:
+    """Delete synthetic images (record, provenance, file). An image a study or a stored run
+    uses is kept, and the answer says which study or run; unknown hashes are refused too."""
+    wanted = list(dict.fromkeys(shas))
+    runs = runs_using(db, set(wanted))
+    refused: dict[str, str] = {}
+    with db.session() as session:
+        images, _ = queries.synthetic_page(session, shas=wanted)
+        known = {i.sha256: i for i in images}
+        used = queries.studies_using_images(session, [i.id for i in images])
+        doomed = []
+        for sha in wanted:
+            image = known.get(sha)
+            if image is None:
+                refused[sha] = "not a synthetic image of the pool"
+                continue
+            why = [f"study {name}" for name in sorted(used.get(image.id, ()))]
+            why += [f"run {run}" for run in sorted(runs.get(sha, ()))]
+            if why:
+                refused[sha] = "used by " + ", ".join(why)
+            else:
+                doomed.append(image)
+        paths = [Path(i.path) for i in doomed]
+        removed = tuple(i.sha256 for i in doomed)
+        queries.delete_synthetic_images(session, doomed)
+    for path in paths:  # after the commit: a failed delete leaves no record without its file
+        if path.is_relative_to(workspace.synthetic_dir):
+            path.unlink(missing_ok=True)
+    return Removal(removed, refused)

@@ -176,6 +176,49 @@ def synthetic_images(session: Session, generator: str | None = None,
     return list(session.scalars(query.options(joinedload(Image.provenance)).order_by(Image.id)))
 
 
+def synthetic_page(session: Session, *, generator: str | None = None,
+                   checkpoint: str | None = None, class_label: str | None = None,
+                   shas: Sequence[str] | None = None, offset: int = 0,
+                   limit: int | None = None) -> tuple[list[Image], int]:
+    """Synthetic images (newest first) matching the filters, and how many match in all."""
+    query = (select(Image).join(Provenance, Image.provenance_id == Provenance.id)
+             .where(Image.kind == "synthetic"))
+    if generator:
+        query = query.where(Provenance.generator == generator)
+    if checkpoint:
+        query = query.where(Provenance.checkpoint == checkpoint)
+    if class_label:
+        query = query.where(Image.label == class_label)
+    if shas is not None:
+        query = query.where(Image.sha256.in_(list(shas)))
+    total = session.scalar(select(func.count()).select_from(query.subquery())) or 0
+    query = query.options(joinedload(Image.provenance)).order_by(Image.id.desc()).offset(offset)
+    if limit:
+        query = query.limit(limit)
+    return list(session.scalars(query)), total
+
+
+def studies_using_images(session: Session, image_ids: Sequence[int]) -> dict[int, list[str]]:
+    """For each image id, the names of the studies that hold it."""
+    rows = session.execute(select(StudyImage.image_id, Study.name)
+                           .join(Study, StudyImage.study_id == Study.id)
+                           .where(StudyImage.image_id.in_(list(image_ids))))
+    found: dict[int, list[str]] = {}
+    for image_id, name in rows:
+        found.setdefault(image_id, []).append(name)
+    return found
+
+
+def delete_synthetic_images(session: Session, images: Sequence[Image]) -> None:
+    """Delete synthetic images with their provenance (the caller checked nothing uses them)."""
+    for image in images:
+        provenance = image.provenance
+        session.delete(image)
+        if provenance is not None:
+            session.delete(provenance)
+    session.flush()
+
+
 # studies -------------------------------------------------------------------------------------
 
 def create_study(session: Session, *, name: str, settings: dict, created_by: int | None,

@@ -27,6 +27,7 @@ import secrets
 import shutil
 import threading
 import time
+import typing
 from collections.abc import Callable
 from pathlib import Path
 from urllib.parse import unquote
@@ -156,7 +157,14 @@ class Access:
             [inspect.Parameter("request", positional, annotation=gr.Request),
              *(p.replace(kind=positional) for p in params
                if p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD))])
-        guarded.__annotations__ = {"request": gr.Request}
+        # Gradio injects special arguments (gr.Request, gr.SelectData, gr.Progress) by the
+        # resolved annotations of the function it calls: hand on the callback's own
+        try:
+            hints = typing.get_type_hints(fn)
+        except (NameError, TypeError):
+            hints = {}
+        guarded.__annotations__ = {**{p.name: hints[p.name] for p in params if p.name in hints},
+                                   "request": gr.Request}
         guarded.__name__ = name
         guarded.__qualname__ = getattr(fn, "__qualname__", name)
         guarded.__doc__ = fn.__doc__

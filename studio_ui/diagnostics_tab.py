@@ -9,6 +9,7 @@ from pathlib import Path
 import gradio as gr
 
 from polyp_core.data.cache import PixelCache
+from polyp_core.demo import DEMO_DATASET, DEMO_NOTE
 from polyp_core.diagnostics.distances import PairMatrix
 from polyp_core.diagnostics.probe import check_generator_classes
 from polyp_core.diagnostics.report import DiagnoseConfig, diagnose, pair_heatmap
@@ -19,7 +20,7 @@ from polyp_core.jobs import job_status
 from polyp_core.runs import load_run
 from review_db import queries
 from studio_ui.access import Access
-from studio_ui.services import Studio, job_line, poll_run_job, shown_errors, ticking
+from studio_ui.services import Studio, job_line, poll_run_job, shown_errors, ticking, watch_active
 
 
 class DiagnosticsDesk:
@@ -110,6 +111,7 @@ class DiagnosticsDesk:
 def build_diagnostics_tab(studio: Studio, access: Access) -> dict:
     desk = DiagnosticsDesk(studio)
     job = gr.State(None)
+    note = gr.Markdown(DEMO_NOTE, visible=False)
     with gr.Row():
         dataset = gr.Dropdown([], label="Real data set", allow_custom_value=True)  # filled at admin sign-in
         generator = gr.Dropdown([""], value="", label="Generator (empty: whole pool)",
@@ -165,6 +167,8 @@ def build_diagnostics_tab(studio: Studio, access: Access) -> dict:
         names = studio.workspace.datasets()
         return (gr.update(choices=names, value=names[0] if names else None),
                 gr.update(choices=["", *desk.generators()]),
-                gr.update(choices=runs, value=runs[0][1] if runs else None))
+                gr.update(choices=runs, value=runs[0][1] if runs else None),
+                gr.update(visible=DEMO_DATASET in names),
+                *watch_active(studio.db, "diagnose"))
 
-    return {"refresh": refresh, "outputs": [dataset, generator, run]}
+    return {"refresh": refresh, "outputs": [dataset, generator, run, note, job, status, timer]}

@@ -8,11 +8,12 @@ from polyp_core.classify import (ClassifierTrainConfig, ExperimentConfig, Select
                                  compare_runs, parse_mix, run_experiment)
 from polyp_core.classify.figures import confusion_figure, delta_bars, metric_table
 from polyp_core.data.labels import SCHEMES
+from polyp_core.demo import DEMO_DATASET, DEMO_NOTE
 from polyp_core.jobs import job_status
 from polyp_core.runs import load_run
 from review_db import queries
 from studio_ui.access import Access
-from studio_ui.services import Studio, job_line, poll_run_job, shown_errors, ticking
+from studio_ui.services import Studio, job_line, poll_run_job, shown_errors, ticking, watch_active
 
 
 class RetrainDesk:
@@ -90,6 +91,7 @@ class RetrainDesk:
 def build_retrain_tab(studio: Studio, access: Access) -> dict:
     desk = RetrainDesk(studio)
     job = gr.State(None)
+    note = gr.Markdown(DEMO_NOTE, visible=False)
     with gr.Row():
         dataset = gr.Dropdown([], label="Data set", allow_custom_value=True)  # filled at admin sign-in
         scheme = gr.Dropdown(["", *SCHEMES], value="", label="Label scheme (empty: the data set's)")
@@ -144,6 +146,7 @@ def build_retrain_tab(studio: Studio, access: Access) -> dict:
         runs = desk.runs()
         names = studio.workspace.datasets()
         return (gr.update(choices=names, value=names[0] if names else None),
-                gr.update(choices=runs, value=runs[0][1] if runs else None), gr.update(choices=runs))
+                gr.update(choices=runs, value=runs[0][1] if runs else None), gr.update(choices=runs),
+                gr.update(visible=DEMO_DATASET in names), *watch_active(studio.db, "retrain"))
 
-    return {"refresh": refresh, "outputs": [dataset, run, other]}
+    return {"refresh": refresh, "outputs": [dataset, run, other, note, job, status, timer]}

@@ -43,6 +43,18 @@ def shown_errors(fn):
     return wrapper
 
 
+def watch_active(db: Database, kind: str):  # noqa: ANN201
+    """For a dashboard opening: the newest queued or running job of ``kind`` (the demo's
+    first-start analyses, or another admin's), its line, and the poll timer switched on."""
+    from polyp_core.jobs import job_status
+    from review_db import queries
+
+    with db.session() as session:
+        jobs = queries.list_jobs(session, kind, statuses=("queued", "running"))
+    job = jobs[0].id if jobs else None
+    return job, job_line(job_status(db, job)) if job else gr.update(), ticking(job)
+
+
 def ticking(job: str | None) -> gr.Timer:
     """A job's poll timer runs only while there is a job to watch: an idle page sends nothing."""
     return gr.Timer(active=job is not None)

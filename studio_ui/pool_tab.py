@@ -1,0 +1,108 @@
+"""Pool (admins): browse the synthetic images with their provenance and ratings, filter them,
+and remove the ones that should not be used (refused for images a study or run uses)."""
+
+from __future__ import annotations
+
+import json
+
+import gradio as gr
+
+from polyp_core.data.cache import PixelCache
+from polyp_core.pool import (QUALITY_ORDER, RATING_FILTERS, PoolFilter, pool_item, pool_page,
+                             remove_from_pool)
+from review_db import queries
+from studio_ui.access import Access
+from studio_ui.services import Studio, shown_errors
+
+PER_PAGE = 24
+ANY = "any"
+
+
+class PoolDesk:
+    def __init__(self, studio: Studio):
+        self.studio = studio
+        self.pixels = PixelCache(studio.workspace.pixel_cache_dir)
+
+    def generators(self) -> list[str]:
+        with self.studio.db.session() as session:
+            return sorted({i.provenance.generator for i in queries.synthetic_images(session)})
+
+    @staticmethod
+    def _filter(generator, checkpoint, cls, rated, quality) -> PoolFilter:  # noqa: ANN001
+        pick = lambda v: None if v in (None, "", ANY) else v  # noqa: E731
+        return PoolFilter(generator=pick(generator), checkpoint=pick((checkpoint or "").strip()),
+                          class_label=pick(cls), rated=rated or "any",
+                          min_quality=pick(quality))
+
+    @shown_errors
+    def page(self, generator, checkpoint, cls, rated, quality, page):  # noqa: ANN001
+        """A page of thumbnails with captions, the page line, the page number and the hashes
+        shown (the selection is made among these)."""
+        result = pool_page(self.studio.db, self._filter(generator, checkpoint, cls, rated, quality),
+                           int(page or 0), PER_PAGE)
+        tiles = [(self.pixels.rgb(i.path, i.sha256, 128), i.caption()) for i in result.items]
+        shown = [i.sha256 for i in result.items]
+        label = f"page {result.page + 1} of {result.pages} · {result.total} image(s)"
+        return tiles, label, result.page, shown, gr.update(choices=shown, value=[])
+
+    @shown_errors
+    def details(self, shown: list[str], evt: gr.SelectData):  # noqa: ANN001
+        """Full provenance and every rating of the clicked image."""
+        if not shown or evt.index is None or evt.index >= len(shown):
+            return ""
+        item = pool_item(self.studio.db, shown[evt.index])
+        return (f"**{item.sha256[:16]}…** · in studies: {', '.join(item.studies) or 'none'}\n\n"
+                f"```json\n{json.dumps(item.provenance, indent=1, default=str)}\n```\n\n"
+                + ("\n".join(f"- {r['study']}: {r['verdict']}, {r['quality']} (revision "
+                             f"{r['revision']})" for r in item.ratings) or "unrated"))
+
+    @shown_errors
+    def remove(self, chosen: list[str]) -> str:  # noqa: ANN001
+        if not chosen:
+            raise gr.Error("Tick the images to remove first.")
+        result = remove_from_pool(self.studio.db, self.studio.workspace, list(chosen))
+        lines = [f"Removed {len(result.removed)} image(s) from the pool."]
+        lines += [f"- kept {sha[:12]}…: {why}" for sha, why in result.refused.items()]
+        return "\n".join(lines)
+
+
+def build_pool_tab(studio: Studio, access: Access) -> dict:
+    desk = PoolDesk(studio)
+    gr.Markdown("The synthetic pool: every image a generator made and an admin added, newest "
+                "first. Click an image for its full provenance and ratings. Images used by a "
+                "study or a stored run cannot be removed.")
+    with gr.Row():
+        generator = gr.Dropdown([ANY], value=ANY, label="Generator", allow_custom_value=True)
+        checkpoint = gr.Textbox("", label="Checkpoint (e.g. step-002500)")
+        cls = gr.Dropdown([ANY, "AD", "SSA", "HP"], value=ANY, label="Class")
+        rated = gr.Radio(list(RATING_FILTERS), value="any", label="Rated")
+        quality = gr.Dropdown([ANY, *reversed(QUALITY_ORDER)], value=ANY,
+                              label="Median rating at least")
+    with gr.Row():
+        prev_btn = gr.Button("◀ Previous")
+        page_label = gr.Markdown()
+        next_btn = gr.Button("Next ▶")
+    page, shown = gr.State(0), gr.State([])
+    gallery = gr.Gallery(label="Synthetic images (caption: class · generator@checkpoint · seed · "
+                               "ratings)", columns=8, height="auto", format="png")
+    details = gr.Markdown()
+    chosen = gr.CheckboxGroup([], label="Select to remove (hashes of this page, in gallery order)")
+    remove = gr.Button("Remove the selected images from the pool", variant="stop")
+    message = gr.Markdown()
+
+    on = lambda trigger, fn, **io: access.on(trigger, fn, "admin", **io)  # noqa: E731
+    filters = [generator, checkpoint, cls, rated, quality]
+    page_io = dict(inputs=[*filters, page], outputs=[gallery, page_label, page, shown, chosen])
+    for trigger in (generator.change, checkpoint.submit, cls.change, rated.change, quality.change):
+        on(on(trigger, lambda: 0, outputs=page).then, desk.page, **page_io)
+    for button, turn in ((prev_btn, lambda p: max(0, p - 1)), (next_btn, lambda p: p + 1)):
+        on(on(button.click, turn, inputs=page, outputs=page).then, desk.page, **page_io)
+    on(gallery.select, desk.details, inputs=shown, outputs=details)
+    on(on(remove.click, desk.remove, inputs=chosen, outputs=message, api_name="remove_from_pool")
+       .then, desk.page, **page_io)
+
+    def refresh(_person):  # noqa: ANN001
+        return (gr.update(choices=[ANY, *desk.generators()], value=ANY),
+                *desk.page(ANY, "", ANY, "any", ANY, 0))
+
+    return {"refresh": refresh, "outputs": [generator, gallery, page_label, page, shown, chosen]}
