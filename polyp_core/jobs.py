@@ -53,6 +53,17 @@ class JobStatus:
     def active(self) -> bool:
         return self.status in ACTIVE
 
+    @property
+    def eta_seconds(self) -> float | None:
+        """Seconds left for a running job at its rate so far (what the UI's job line shows)."""
+        from polyp_core.progress import eta
+
+        if self.status != "running" or self.started is None:
+            return None
+        started = self.started if self.started.tzinfo else self.started.replace(tzinfo=dt.timezone.utc)
+        elapsed = (dt.datetime.now(dt.timezone.utc) - started).total_seconds()
+        return eta(elapsed, self.done, self.total)
+
 
 def _status(job) -> JobStatus:  # noqa: ANN001
     return JobStatus(job.id, job.kind, job.status, job.done, job.total, job.message, job.error,

@@ -203,7 +203,6 @@ def _items(session, images, with_studies: bool = True) -> list[PoolItem]:  # noq
 
 def runs_using(db: Database, shas: set[str]) -> dict[str, list[str]]:
     """For each of ``shas``, the stored runs whose image lists name it."""
-    import json
     import re
 
     found: dict[str, list[str]] = {}

@@ -35,3 +35,18 @@ class CancelToken:
     def check(self) -> None:
         if self._event.is_set():
             raise Cancelled("cancelled")
+
+
+def eta(elapsed: float, done: int, total: int) -> float | None:
+    """Seconds left at the rate so far (None before the first unit or after the last)."""
+    if not 0 < done < total or elapsed <= 0:
+        return None
+    return elapsed * (total - done) / done
+
+
+def clock(seconds: float) -> str:
+    """``m:ss``, or ``h:mm:ss`` from an hour on."""
+    seconds = int(round(seconds))
+    if seconds >= 3600:
+        return f"{seconds // 3600}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"
+    return f"{seconds // 60}:{seconds % 60:02d}"

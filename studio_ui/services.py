@@ -80,7 +80,11 @@ def job_line(status) -> str:  # noqa: ANN001
     """One line of Markdown for a job's state."""
     if status is None:
         return ""
+    from polyp_core.progress import clock
+
     share = f" · {100 * status.done / status.total:.0f}%" if status.total else ""
+    left = status.eta_seconds
+    share += f" · ETA {clock(left)}" if left is not None else ""
     text = f"**{status.status}**{share}"
     if status.message:
         text += f" · {status.message}"

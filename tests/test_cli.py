@@ -117,3 +117,24 @@ def test_review_from_the_terminal(tmp_path):
                  "account_deactivated", "account_activated", "role_changed"):
         assert f"\t{kind}\t" in log, kind
     assert "\taccount_deactivated\tcli:" in log and "\tana\t" in log
+
+
+def test_long_commands_print_progress_with_an_eta_at_least_every_interval():
+    """The terminal progress line: at the first report, then at most every interval while the
+    work reports, and from a heartbeat while it is silent; with done/total and an ETA."""
+    import io
+    import time
+
+    from polyp_core.cli.common import TerminalProgress
+
+    out = io.StringIO()
+    with TerminalProgress(every=0.4, stream=out) as progress:
+        progress(1, 4, "step")
+        progress(2, 4, "step")  # within the interval: not printed
+        time.sleep(0.9)  # silent work: the heartbeat repeats the last state
+        progress(4, 4, "done")
+    lines = out.getvalue().splitlines()
+    assert lines[0].startswith("  [1/4 25%] step (0:00 elapsed, ETA 0:00)")
+    assert any(line.startswith("  [2/4 50%] step") for line in lines[1:-1])  # the heartbeat
+    assert lines[-1].startswith("  [4/4 100%] done") and "ETA" not in lines[-1]
+    assert len(lines) <= 5

@@ -9,32 +9,12 @@ from __future__ import annotations
 import argparse
 import getpass
 import json
-import os
-import sys
 from pathlib import Path
 
+from polyp_core.cli.common import open_db as _db
+from polyp_core.cli.common import password as _password
+from polyp_core.cli.common import signed_in as _person
 from polyp_core.workspace import Workspace
-
-
-def _password(args: argparse.Namespace, prompt: str) -> str:
-    if getattr(args, "password_stdin", False):
-        return sys.stdin.readline().rstrip("\n")
-    if os.environ.get("STUDIO_PASSWORD"):
-        return os.environ["STUDIO_PASSWORD"]
-    return getpass.getpass(prompt)
-
-
-def _db(args: argparse.Namespace):
-    from review_db import Database
-    from review_db.database import database_url
-
-    return Database(args.db or database_url(Workspace(args.workspace).root))
-
-
-def _person(args: argparse.Namespace, db):  # noqa: ANN001
-    from polyp_core.review.accounts import sign_in
-
-    return sign_in(db, args.as_, _password(args, f"password for {args.as_}: "))
 
 
 def _pool(spec: str, kind: str):

@@ -27,9 +27,7 @@ def print_experiment(results: dict) -> None:
 def cmd_retrain(args: argparse.Namespace) -> int:
     from polyp_core.classify import (ClassifierTrainConfig, ExperimentConfig, SelectionPolicy,
                                      parse_mix, run_experiment)
-    from polyp_core.cli import _terminal_progress
-    from polyp_core.cli_generate import _cancel_on_interrupt
-    from polyp_core.cli_review import _db
+    from polyp_core.cli.common import TerminalProgress, cancel_on_interrupt, open_db as _db
     from polyp_core.jobs import run_job
 
     split = lambda text: tuple(x for x in (text or "").split(",") if x)  # noqa: E731
@@ -54,7 +52,8 @@ def cmd_retrain(args: argparse.Namespace) -> int:
         outcome["result"] = result
         return result.run_id
 
-    status = run_job(db, "retrain", config.to_json(), work, _terminal_progress, _cancel_on_interrupt())
+    with TerminalProgress() as progress:
+        status = run_job(db, "retrain", config.to_json(), work, progress, cancel_on_interrupt())
     if status.status != "done":
         print(f"{status.status}: {(status.error or '').splitlines()[0] if status.error else ''}")
         return 1 if status.status == "failed" else 130
@@ -65,7 +64,7 @@ def cmd_retrain(args: argparse.Namespace) -> int:
 
 
 def cmd_runs(args: argparse.Namespace) -> int:
-    from polyp_core.cli_review import _db
+    from polyp_core.cli.common import open_db as _db
     from review_db import queries
 
     db = _db(args)
@@ -77,7 +76,7 @@ def cmd_runs(args: argparse.Namespace) -> int:
 
 
 def cmd_show_run(args: argparse.Namespace) -> int:
-    from polyp_core.cli_review import _db
+    from polyp_core.cli.common import open_db as _db
     from polyp_core.runs import load_run
 
     run = load_run(_db(args), args.run)
@@ -90,7 +89,7 @@ def cmd_show_run(args: argparse.Namespace) -> int:
 
 def cmd_compare_runs(args: argparse.Namespace) -> int:
     from polyp_core.classify import compare_runs
-    from polyp_core.cli_review import _db
+    from polyp_core.cli.common import open_db as _db
 
     diff = compare_runs(_db(args), args.run_a, args.run_b)
     print(json.dumps(diff, indent=1))
@@ -98,7 +97,7 @@ def cmd_compare_runs(args: argparse.Namespace) -> int:
 
 
 def cmd_jobs(args: argparse.Namespace) -> int:
-    from polyp_core.cli_review import _db
+    from polyp_core.cli.common import open_db as _db
     from polyp_core.jobs import list_jobs, recover_interrupted
 
     db = _db(args)

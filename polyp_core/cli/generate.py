@@ -3,23 +3,13 @@
 from __future__ import annotations
 
 import argparse
-import signal
 
+from polyp_core.cli.common import TerminalProgress, cancel_on_interrupt, open_db
 from polyp_core.generation.request import SCHEDULERS
 from polyp_core.workspace import Workspace
 
 
-def _cancel_on_interrupt():
-    """Ctrl-C stops training cleanly: a checkpoint is written and resume continues from it."""
-    from polyp_core.generation.request import CancelToken
-
-    token = CancelToken()
-    signal.signal(signal.SIGINT, lambda *_: token.cancel())
-    return token
-
-
 def cmd_train_ddpm(args: argparse.Namespace) -> int:
-    from polyp_core.cli import _terminal_progress
     from polyp_core.generation.ddpm import DDPMTrainConfig, train_ddpm
 
     config = DDPMTrainConfig(
@@ -31,7 +21,8 @@ def cmd_train_ddpm(args: argparse.Namespace) -> int:
         checkpoint_every=args.checkpoint_every, class_dropout=args.class_dropout,
         class_balance=args.class_balance, seed=args.seed,
         resume=not args.no_resume)
-    result = train_ddpm(Workspace(args.workspace), config, _terminal_progress, _cancel_on_interrupt())
+    with TerminalProgress() as progress:
+        result = train_ddpm(Workspace(args.workspace), config, progress, cancel_on_interrupt())
     print(f"{result.status}: {result.model_id} at step {result.steps_done}, loss {result.final_loss:.4f}, "
           f"{result.seconds:.0f} s; checkpoints: {', '.join(result.checkpoints) or '-'}")
     print(f"  {result.folder}")
@@ -39,7 +30,6 @@ def cmd_train_ddpm(args: argparse.Namespace) -> int:
 
 
 def cmd_train_lora(args: argparse.Namespace) -> int:
-    from polyp_core.cli import _terminal_progress
     from polyp_core.generation.sd_lora import LoraTrainConfig, train_lora
 
     config = LoraTrainConfig(
@@ -52,21 +42,18 @@ def cmd_train_lora(args: argparse.Namespace) -> int:
         prior_preservation=args.prior_preservation, steps=args.steps, batch_size=args.batch_size,
         grad_accum=args.grad_accum, lr=args.lr, mixed_precision=args.mixed_precision,
         checkpoint_every=args.checkpoint_every, seed=args.seed)
-    result = train_lora(Workspace(args.workspace), config, _terminal_progress, _cancel_on_interrupt())
+    with TerminalProgress() as progress:
+        result = train_lora(Workspace(args.workspace), config, progress, cancel_on_interrupt())
     print(f"{result.status}: LoRA {result.model_id} at step {result.steps_done}; checkpoints: "
           f"{', '.join(result.checkpoints) or '-'}\n  {result.folder}")
     return 0 if result.status == "done" else 130
 
 
 def cmd_sample(args: argparse.Namespace) -> int:
-    from polyp_core.cli import _terminal_progress
     from polyp_core.generation.backends import sample_to_pool
     from polyp_core.generation.request import LoraChoice, SampleRequest
-    from review_db import Database
-    from review_db.database import database_url
-
     workspace = Workspace(args.workspace)
-    db = Database(args.db or database_url(workspace.root))
+    db = open_db(args)
     loras = tuple(LoraChoice(*(lambda p, s: (p, float(s or 1.0)))(*l.partition(":")[::2]))
                   for l in args.lora)
     jobs = []
@@ -84,10 +71,11 @@ def cmd_sample(args: argparse.Namespace) -> int:
                                   loras=loras))
     if not jobs:
         raise SystemExit("name what to sample: --count AD=100 --count SSA=200, or --prompt TEXT")
-    token = _cancel_on_interrupt()
+    token = cancel_on_interrupt()
     for request in jobs:
-        stored = sample_to_pool(db, workspace, args.model, request, args.checkpoint,
-                                _terminal_progress, token)
+        with TerminalProgress() as progress:
+            stored = sample_to_pool(db, workspace, args.model, request, args.checkpoint,
+                                    progress, token)
         what = request.class_label or repr(request.prompt)
         print(f"{len(stored)} images of {what} from {args.model} added to the pool "
               f"({workspace.synthetic_dir})")
@@ -95,17 +83,48 @@ def cmd_sample(args: argparse.Namespace) -> int:
 
 
 def cmd_check_classes(args: argparse.Namespace) -> int:
-    from polyp_core.cli import _terminal_progress
     from polyp_core.diagnostics.probe import check_generator_classes
 
-    result = check_generator_classes(
-        Workspace(args.workspace), args.model, args.dataset, n=args.n, checkpoint=args.checkpoint,
-        classes=args.classes.split(",") if args.classes else None, seed=args.seed, steps=args.steps,
-        guidance=args.guidance, scheduler=args.scheduler, progress=_terminal_progress,
-        cancel=_cancel_on_interrupt())
+    with TerminalProgress() as progress:
+        result = check_generator_classes(
+            Workspace(args.workspace), args.model, args.dataset, n=args.n,
+            checkpoint=args.checkpoint, classes=args.classes.split(",") if args.classes else None,
+            seed=args.seed, steps=args.steps, guidance=args.guidance, scheduler=args.scheduler,
+            progress=progress, cancel=cancel_on_interrupt())
     print(f"{args.model} ({args.checkpoint or 'last checkpoint'}), {args.scheduler} {args.steps} steps, "
           f"guidance {args.guidance}, seeds {args.seed}..{args.seed + args.n - 1}")
     print("\n".join(result.lines()))
+    return 0
+
+
+def cmd_export_model(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from polyp_core.demo import export_generator
+
+    target = export_generator(Workspace(args.workspace), args.model, args.checkpoint, Path(args.to))
+    size = sum(p.stat().st_size for p in target.rglob("*") if p.is_file())
+    print(f"exported {args.model}@{args.checkpoint} to {target} ({size / 1e6:.1f} MB)")
+    return 0
+
+
+def cmd_train_demo_generator(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from polyp_core.demo import train_demo_generator
+
+    steps = tuple(int(s) for s in args.steps.split(","))
+    if len(steps) != 2 or min(steps) < 1:
+        raise SystemExit(f"--steps {args.steps!r}: write FIRST,SECOND, e.g. 4000,2500")
+    with TerminalProgress() as progress:
+        target = train_demo_generator(Workspace(args.workspace), Path(args.to), steps,
+                                      args.checkpoint_every, progress, cancel_on_interrupt(),
+                                      same_threads=not args.all_threads)
+    if target is None:
+        print("cancelled: run the same command again to continue where it stopped")
+        return 130
+    size = sum(p.stat().st_size for p in target.rglob("*") if p.is_file())
+    print(f"demo generator written to {target} ({size / 1e6:.1f} MB)")
     return 0
 
 
@@ -188,3 +207,22 @@ def add_generate_commands(sub) -> None:  # noqa: ANN001
     sample.add_argument("--lora", action="append", default=[], metavar="PATH[:SCALE]")
     sample.add_argument("--db")
     sample.set_defaults(func=cmd_sample)
+
+    export = sub.add_parser("export-model", help="copy one DDPM checkpoint for sampling only "
+                                                 "(how assets/demo-ddpm is made)")
+    export.add_argument("--model", required=True)
+    export.add_argument("--checkpoint", required=True, help="e.g. step-003000")
+    export.add_argument("--to", required=True, help="target folder")
+    export.set_defaults(func=cmd_export_model)
+
+    recipe = sub.add_parser("train-demo-generator",
+                            help="make assets/demo-ddpm from nothing: phantom set, two training "
+                                 "jobs, export (assets/README.md)")
+    recipe.add_argument("--to", required=True, help="target folder, e.g. assets/demo-ddpm")
+    recipe.add_argument("--steps", default="4000,2500",
+                        help="steps of the two jobs (default: the shipped model's 4000,2500)")
+    recipe.add_argument("--checkpoint-every", type=int, default=500)
+    recipe.add_argument("--all-threads", action="store_true",
+                        help="use every CPU thread instead of the shipped model's 1 and 2: faster "
+                             "on a bigger machine, but the weights then differ in their last bits")
+    recipe.set_defaults(func=cmd_train_demo_generator)

@@ -1,0 +1,184 @@
+"""Data commands of ``python -m polyp_core``: demo-data, import, info, scheme, sheet, weights."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from collections.abc import Sequence
+
+from polyp_core.cli.common import TerminalProgress, print_counts
+from polyp_core.workspace import Workspace
+
+
+def cmd_demo_data(args: argparse.Namespace) -> int:
+    from polyp_core.demo import ensure_demo_dataset
+
+    workspace = Workspace(args.workspace)
+    with TerminalProgress() as progress:
+        result = ensure_demo_dataset(workspace, n_frames=args.frames, size=args.size,
+                                     seed=args.seed, name=args.name, force=args.force,
+                                     progress=progress)
+    if result is None:
+        print(f"data set {args.name!r} already in {workspace.root} (use --force to repaint)")
+        return 0
+    print(f"painted and imported {result.n_images} phantom frames as {result.name!r} "
+          f"({result.split_method} split, {result.seconds:.1f} s)")
+    print_counts(result.counts)
+    return 0
+
+
+def _aliases(values: Sequence[str]) -> tuple[tuple[str, str], ...]:
+    pairs = []
+    for value in values:
+        raw, sep, canon = value.partition("=")
+        if not sep:
+            raise SystemExit(f"--label-alias {value!r}: write it as RAW=CLASS, e.g. TA=AD")
+        pairs.append((raw, canon.strip().upper()))
+    return tuple(pairs)
+
+
+def cmd_import(args: argparse.Namespace) -> int:
+    from polyp_core.data.importer import ImportConfig, import_dataset
+
+    fractions = tuple(float(x) for x in args.fractions.split(","))
+    config = ImportConfig(
+        source=args.source, name=args.name, layout=args.layout, labels_csv=args.labels_csv,
+        id_column=args.id_column, label_column=args.label_column, group_column=args.group_column,
+        path_column=args.path_column, mask_column=args.mask_column, split=args.split,
+        split_fractions=fractions, seed=args.seed, scheme=args.scheme,
+        label_aliases=_aliases(args.label_alias), cache_sizes=tuple(args.cache_size),
+        overwrite=args.overwrite)
+    with TerminalProgress() as progress:
+        result = import_dataset(Workspace(args.workspace), config, progress=progress)
+    print(f"imported {result.n_images} images ({result.n_masks} with masks) as {result.name!r}: "
+          f"scheme {result.scheme}, {result.split_method} split, {result.decoded} decoded, "
+          f"{result.seconds:.1f} s")
+    for note in result.notes:
+        print(f"  note: {note}")
+    print_counts(result.counts)
+    return 0
+
+
+def cmd_info(args: argparse.Namespace) -> int:
+    workspace = Workspace(args.workspace)
+    if not args.name:
+        names = workspace.datasets()
+        print(f"workspace {workspace.root}: {len(names)} data set(s)")
+        for name in names:
+            manifest = workspace.load_manifest(name)
+            print(f"  {name}: {len(manifest.items)} images, scheme {manifest.scheme}, "
+                  f"{manifest.layout} layout")
+        return 0
+    manifest = workspace.load_manifest(args.name)
+    scheme = args.scheme or manifest.scheme
+    if args.json:
+        print(json.dumps({"name": manifest.name, "scheme": scheme, "schemes": manifest.schemes,
+                          "counts": manifest.class_counts(scheme), "source": manifest.source,
+                          "split_method": manifest.split_method}, indent=1))
+        return 0
+    print(f"{manifest.name}: {len(manifest.items)} images from {manifest.source}")
+    print(f"  layout {manifest.layout}; masks: {'yes' if manifest.has_masks else 'no'}; "
+          f"split {manifest.split_method} (seed {manifest.split_seed}, "
+          f"{'/'.join(str(f) for f in manifest.split_fractions)})")
+    print(f"  scheme {scheme} (active: {manifest.scheme}; available: {', '.join(manifest.schemes)})")
+    raw = sorted({i.raw_label for i in manifest.items})
+    print(f"  raw labels: {', '.join(raw)}")
+    print_counts(manifest.class_counts(scheme))
+    return 0
+
+
+def cmd_scheme(args: argparse.Namespace) -> int:
+    manifest = Workspace(args.workspace).set_scheme(args.name, args.scheme)
+    print(f"{manifest.name}: active scheme is now {manifest.scheme}")
+    print_counts(manifest.class_counts())
+    return 0
+
+
+def cmd_sheet(args: argparse.Namespace) -> int:
+    from PIL import Image
+
+    from polyp_core.data.browse import contact_sheet
+    from polyp_core.data.cache import PixelCache
+
+    workspace = Workspace(args.workspace)
+    manifest = workspace.load_manifest(args.name)
+    sheet = contact_sheet(manifest, PixelCache(workspace.pixel_cache_dir), args.per_class,
+                          args.size, args.scheme, args.masks, args.seed)
+    Image.fromarray(sheet).save(args.out)
+    classes = ", ".join(manifest.class_counts(args.scheme)["all"])
+    print(f"wrote {args.out}: one row per class ({classes}), {args.per_class} images each")
+    return 0
+
+
+def cmd_weights(args: argparse.Namespace) -> int:
+    from polyp_core.backbones import BACKBONES, WeightsRegistry
+
+    registry = WeightsRegistry(Workspace(args.workspace).weights_dir)
+    if args.action == "add":
+        if not (args.name and args.file and args.sha256):
+            raise SystemExit("weights add NAME FILE --sha256 HASH")
+        entry = registry.add(args.name, args.file, args.sha256, args.arch)
+        print(f"registered {args.name}: {entry['path']} (sha256 {entry['sha256'][:12]}...)")
+        return 0
+    print("backbones: " + ", ".join(sorted(BACKBONES)))
+    for name, entry in registry.entries().items():
+        print(f"  {name}: {entry['path']} sha256 {entry['sha256'][:12]}...")
+    return 0
+
+
+
+def add_data_commands(sub) -> None:  # noqa: ANN001
+    demo = sub.add_parser("demo-data", help="paint the phantom demo data set and import it")
+    demo.add_argument("--frames", type=int, default=1100)
+    demo.add_argument("--size", type=int, default=256)
+    demo.add_argument("--seed", type=int, default=0)
+    demo.add_argument("--name", default="phantom")
+    demo.add_argument("--force", action="store_true", help="repaint and replace")
+    demo.set_defaults(func=cmd_demo_data)
+
+    imp = sub.add_parser("import", help="import a data set (folder or CSV) into the workspace")
+    imp.add_argument("source", help="hospital-layout folder, class-per-folder tree, or CSV")
+    imp.add_argument("--name")
+    imp.add_argument("--layout", default="auto", choices=["auto", "hospital", "folders", "csv"])
+    imp.add_argument("--labels-csv", help="the label table, if the folder has several CSVs")
+    for column in ("id", "label", "group", "path", "mask"):
+        imp.add_argument(f"--{column}-column", help=f"name of the {column} column")
+    imp.add_argument("--split", default="auto",
+                     choices=["auto", "stratified", "grouped", "files"])
+    imp.add_argument("--fractions", default="0.7,0.1,0.2", help="train,valid,test")
+    imp.add_argument("--seed", type=int, default=0)
+    imp.add_argument("--scheme", choices=["three_class", "ad_vs_rest"])
+    imp.add_argument("--label-alias", action="append", default=[], metavar="RAW=CLASS")
+    imp.add_argument("--cache-size", type=int, action="append", default=[],
+                     help="also cache resized pixels at this size (repeatable)")
+    imp.add_argument("--overwrite", action="store_true")
+    imp.set_defaults(func=cmd_import)
+
+    info = sub.add_parser("info", help="list data sets, or show one's class counts per split")
+    info.add_argument("name", nargs="?")
+    info.add_argument("--scheme", choices=["three_class", "ad_vs_rest"])
+    info.add_argument("--json", action="store_true")
+    info.set_defaults(func=cmd_info)
+
+    scheme = sub.add_parser("scheme", help="switch a data set's active label scheme")
+    scheme.add_argument("name")
+    scheme.add_argument("scheme", choices=["three_class", "ad_vs_rest"])
+    scheme.set_defaults(func=cmd_scheme)
+
+    sheet = sub.add_parser("sheet", help="save a contact sheet: a row of images per class")
+    sheet.add_argument("name")
+    sheet.add_argument("--out", default="contact_sheet.png")
+    sheet.add_argument("--per-class", type=int, default=6)
+    sheet.add_argument("--size", type=int, default=160)
+    sheet.add_argument("--scheme", choices=["three_class", "ad_vs_rest"])
+    sheet.add_argument("--masks", action="store_true", help="outline the masks")
+    sheet.add_argument("--seed", type=int, default=0)
+    sheet.set_defaults(func=cmd_sheet)
+
+    weights = sub.add_parser("weights", help="list or register local weight files")
+    weights.add_argument("action", choices=["list", "add"])
+    weights.add_argument("name", nargs="?")
+    weights.add_argument("file", nargs="?")
+    weights.add_argument("--sha256")
+    weights.add_argument("--arch", help="timm architecture the file is for")
+    weights.set_defaults(func=cmd_weights)

@@ -1,0 +1,61 @@
+"""The diagnose command of ``python -m polyp_core``: KID/FID per class pair, copies, diversity,
+projections."""
+
+from __future__ import annotations
+
+import argparse
+
+from polyp_core.cli.common import TerminalProgress, open_db
+from polyp_core.workspace import Workspace
+
+
+def cmd_diagnose(args: argparse.Namespace) -> int:
+    from polyp_core.diagnostics.report import DiagnoseConfig, diagnose
+
+    workspace = Workspace(args.workspace)
+    config = DiagnoseConfig(
+        dataset=args.dataset, generator=args.generator, checkpoint=args.checkpoint,
+        real_split=None if args.real_split == "all" else args.real_split,
+        extractor=args.extractor, size=args.size, subsets=args.subsets,
+        subset_size=args.subset_size, seed=args.seed,
+        projections=tuple(args.projection or ["umap"]), near_copy=args.near_copy)
+    with TerminalProgress() as progress:
+        result = diagnose(open_db(args), workspace, config, progress=progress)
+    print(f"diagnostic run {result.run_id} ({result.seconds:.1f} s), features: {result.extractor}")
+    for scheme, matrix in result.matrices.items():
+        print(f"  KID {scheme} (synthetic row vs real column; {matrix.subsets} subsets of "
+              f"{matrix.subset_size}; diagonal lower is better, off-diagonal higher):")
+        print("    " + " " * 10 + "".join(f"{'real ' + c:>22}" for c in matrix.classes)
+              + f"{'margin':>10}")
+        for syn in matrix.classes:
+            cells = "".join(f"{str(matrix.cells[syn][r]).split(' (')[0]:>22}"
+                            for r in matrix.classes)
+            print(f"    {'syn ' + syn:<10}{cells}{matrix.margin[syn]:>10.4f}")
+    memo = result.memorisation
+    shares = ", ".join(f"{c} {v:.1%}" for c, v in memo["share_flagged"].items())
+    print(f"  near copies (cosine >= {memo['threshold']}): {len(memo['pairs'])} ({shares})")
+    for kind, values in result.diversity.items():
+        print(f"  diversity {kind}: " + ", ".join(f"{c} {v:.3f}" for c, v in values.items()))
+    for method, path in result.projection_files.items():
+        print(f"  {method}: {path}")
+    print(f"  stored in {result.folder}")
+    return 0
+
+
+
+def add_diagnose_commands(sub) -> None:  # noqa: ANN001
+    diag = sub.add_parser("diagnose", help="KID/FID per class pair, copies, diversity, projections")
+    diag.add_argument("--dataset", required=True)
+    diag.add_argument("--generator")
+    diag.add_argument("--checkpoint")
+    diag.add_argument("--real-split", default="train", choices=["train", "valid", "test", "all"])
+    diag.add_argument("--extractor", default="efficientnet_lite0")
+    diag.add_argument("--size", type=int, default=224)
+    diag.add_argument("--subsets", type=int, default=100)
+    diag.add_argument("--subset-size", type=int, default=1000)
+    diag.add_argument("--projection", action="append", choices=["umap", "tsne", "pca"])
+    diag.add_argument("--near-copy", type=float, default=0.95)
+    diag.add_argument("--seed", type=int, default=0)
+    diag.add_argument("--db")
+    diag.set_defaults(func=cmd_diagnose)
+
