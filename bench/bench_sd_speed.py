@@ -12,6 +12,7 @@ images/s, ratio to the reference, peak GPU memory.
 
     python bench/bench_sd_speed.py               # SD-v1.5 shape, fp16 on a GPU; else tiny
     python bench/bench_sd_speed.py --shape tiny  # the tiny test pipeline: checks the script
+    python bench/bench_sd_speed.py --dtypes fp16,bf16 --channels-last --compile --json out.json
 
 Without CUDA the SD-v1.5 shape would take minutes per image, so ``auto`` (the default) runs
 the tiny test pipeline at 64 px instead and says so: those numbers are not the GPU target.
@@ -92,7 +93,13 @@ def main() -> None:
     parser.add_argument("--guidance", type=float, default=7.5)
     parser.add_argument("--batches", default="1,4,8,16,32,64")
     parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--dtypes", default="fp16",
+                        help="comma-separated among fp16, bf16 (GPU) and fp32")
+    parser.add_argument("--channels-last", action="store_true")
+    parser.add_argument("--compile", action="store_true", help="torch.compile the UNet")
+    parser.add_argument("--json", help="also write every figure to this JSON file")
     args = parser.parse_args()
+    results = {"settings": vars(args).copy(), "rows": []}
     import warnings
 
     warnings.filterwarnings("ignore")
@@ -126,6 +133,15 @@ def main() -> None:
     ref_s = timed(reference, device, args.repeats)
     ref_rate = 1 / ref_s
     print(f"{'reference (diffusers, fp32, batch 1)':>40}: {ref_rate:8.2f} images/s")
+    results["reference_images_per_s"] = ref_rate
+    results["device"] = torch.cuda.get_device_name() if device.type == "cuda" else "CPU"
+    results["versions"] = {"torch": torch.__version__,
+                           "diffusers": __import__("diffusers").__version__}
+    dtypes = {"fp16": torch.float16, "bf16": torch.bfloat16, "fp32": torch.float32}
+    wanted = [d.strip() for d in args.dtypes.split(",") if d.strip()]
+    if device.type != "cuda" and wanted != ["fp32"]:
+        print(f"no CUDA device: {','.join(wanted)} become fp32 (half precision needs a GPU)")
+        wanted = ["fp32"]
 
     with tempfile.TemporaryDirectory() as tmp:
         pipe.to("cpu").save_pretrained(tmp, safe_serialization=True)
@@ -133,21 +149,35 @@ def main() -> None:
         gc.collect()
         if device.type == "cuda":
             torch.cuda.empty_cache()
-        generator = SDLoraGenerator(tmp, device=device)
-        dtype = str(generator.dtype).replace("torch.", "")
-        for batch in (int(b) for b in args.batches.split(",")):
-            request = SampleRequest(prompt=PROMPT, n=batch, batch_size=batch, seed=0, steps=args.steps,
-                                    guidance=args.guidance, scheduler="ddim", size=args.size)
-            if device.type == "cuda":
-                torch.cuda.reset_peak_memory_stats()
-            try:
-                seconds = timed(lambda: generator.sample(request), device, args.repeats)
-            except torch.OutOfMemoryError:
-                print(f"{f'studio sampler ({dtype}, batch {batch})':>40}: out of memory")
-                break
-            rate = batch / seconds
-            print(f"{f'studio sampler ({dtype}, batch {batch})':>40}: {rate:8.2f} images/s  "
-                  f"x{rate / ref_rate:6.2f} the reference  peak {peak_gb(device)}")
+        for name in wanted:
+            generator = SDLoraGenerator(tmp, device=device, dtype=dtypes[name])
+            generator.optimise(channels_last=args.channels_last, compile_unet=args.compile)
+            dtype = name + (" cl" if args.channels_last else "") + (" compiled" if args.compile else "")
+            for batch in (int(b) for b in args.batches.split(",")):
+                request = SampleRequest(prompt=PROMPT, n=batch, batch_size=batch, seed=0,
+                                        steps=args.steps, guidance=args.guidance,
+                                        scheduler="ddim", size=args.size)
+                if device.type == "cuda":
+                    torch.cuda.reset_peak_memory_stats()
+                try:
+                    seconds = timed(lambda: generator.sample(request), device, args.repeats)
+                except torch.OutOfMemoryError:
+                    print(f"{f'studio sampler ({dtype}, batch {batch})':>40}: out of memory")
+                    break
+                rate = batch / seconds
+                print(f"{f'studio sampler ({dtype}, batch {batch})':>40}: {rate:8.2f} images/s  "
+                      f"x{rate / ref_rate:6.2f} the reference  peak {peak_gb(device)}")
+                results["rows"].append({
+                    "dtype": name, "channels_last": args.channels_last, "compile": args.compile,
+                    "batch": batch, "images_per_s": rate, "ratio": rate / ref_rate,
+                    "peak_gb": torch.cuda.max_memory_allocated() / 2**30
+                    if device.type == "cuda" else None})
+            del generator
+            gc.collect()
+    if args.json:
+        import json
+
+        Path(args.json).write_text(json.dumps(results, indent=1))
 
 
 if __name__ == "__main__":

@@ -144,7 +144,28 @@ def test_browser_admin_opens_every_tab(live_app, browser, tmp_path):
             page.locator("text=augmented − baseline >> visible=true").first.wait_for(timeout=30_000)
         if tab == "Diagnostics":
             page.locator("text=margins >> visible=true").first.wait_for(timeout=30_000)
+        if tab in ("Diagnostics", "Retrain & compare"):  # the demo's note on its dashboards
+            page.locator("text=What you are looking at >> visible=true").first.wait_for(
+                timeout=30_000)
+        if tab == "Pool":
+            page.locator("text=demo-ddpm@ >> visible=true").first.wait_for(timeout=30_000)
         shot = folder / f"tab-{tab.lower().replace(' & ', '-').replace(' ', '-')}.png"
         page.screenshot(path=str(shot), full_page=True)
         assert shot.stat().st_size > 10_000
     assert outside == [] and failed == []
+
+
+def test_first_start_makes_the_dashboards_content_as_jobs(live_app, tmp_path):
+    """A demo workspace without runs gets the demo's diagnostics report and retrain run as
+    background jobs (the same engine calls a user makes); one that has runs gets none."""
+    from polyp_core.demo import DEMO_DATASET, DEMO_GENERATOR, demo_analyses
+    from review_db.database import Database
+
+    assert demo_analyses(live_app["db"], live_app["workspace"]) == []
+    fresh = Database(f"sqlite:///{tmp_path / 'fresh.db'}")
+    jobs = demo_analyses(fresh, live_app["workspace"])
+    assert [kind for kind, _, _ in jobs] == ["diagnose", "retrain"]
+    diagnose_config, retrain_config = jobs[0][1], jobs[1][1]
+    assert diagnose_config["generator"] == DEMO_GENERATOR and retrain_config["dataset"] == DEMO_DATASET
+    assert retrain_config["train"]["freeze_backbone"] and retrain_config["seeds"] == [0, 1, 2]
+    fresh.dispose()
