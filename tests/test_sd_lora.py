@@ -126,3 +126,19 @@ def test_bad_configs():
         LoraTrainConfig("d", "m", "b", resolution=100).validate()
     with pytest.raises(ValueError, match="rank"):
         LoraTrainConfig("d", "m", "b", rank=0).validate()
+
+
+def test_speed_settings_keep_the_pixels_and_half_precision_needs_a_gpu(env):
+    """channels-last changes memory layout only (same images up to float rounding); fp16/bf16
+    on a CPU is refused with the reason instead of failing deep inside a kernel."""
+    import torch
+
+    base, _, _ = env
+    plain = SDLoraGenerator(str(base))
+    fast = SDLoraGenerator(str(base))
+    fast.optimise(channels_last=True)
+    a, b = plain.sample(REQUEST)[0].rgb, fast.sample(REQUEST)[0].rgb
+    assert np.abs(a.astype(int) - b.astype(int)).max() <= 2
+    if not torch.cuda.is_available():
+        with pytest.raises(ValueError, match="needs a CUDA device"):
+            SDLoraGenerator(str(base), dtype=torch.bfloat16)
