@@ -162,8 +162,7 @@ def real_images(session: Session, dataset: str, split: str | None = None,
     return list(session.scalars(query.order_by(Image.id)))
 
 
-def synthetic_images(session: Session, generator: str | None = None,
-                     checkpoint: str | None = None, classes: Iterable[str] = ()) -> list[Image]:
+def _synthetic_query(generator: str | None, checkpoint: str | None, classes: Iterable[str]):  # noqa: ANN202
     query = (select(Image).join(Provenance, Image.provenance_id == Provenance.id)
              .where(Image.kind == "synthetic"))
     if generator:
@@ -173,6 +172,12 @@ def synthetic_images(session: Session, generator: str | None = None,
     classes = list(classes)
     if classes:
         query = query.where(Image.label.in_(classes))
+    return query
+
+
+def synthetic_images(session: Session, generator: str | None = None,
+                     checkpoint: str | None = None, classes: Iterable[str] = ()) -> list[Image]:
+    query = _synthetic_query(generator, checkpoint, classes)
     return list(session.scalars(query.options(joinedload(Image.provenance)).order_by(Image.id)))
 
 
@@ -181,14 +186,7 @@ def synthetic_page(session: Session, *, generator: str | None = None,
                    shas: Sequence[str] | None = None, offset: int = 0,
                    limit: int | None = None) -> tuple[list[Image], int]:
     """Synthetic images (newest first) matching the filters, and how many match in all."""
-    query = (select(Image).join(Provenance, Image.provenance_id == Provenance.id)
-             .where(Image.kind == "synthetic"))
-    if generator:
-        query = query.where(Provenance.generator == generator)
-    if checkpoint:
-        query = query.where(Provenance.checkpoint == checkpoint)
-    if class_label:
-        query = query.where(Image.label == class_label)
+    query = _synthetic_query(generator, checkpoint, [class_label] if class_label else ())
     if shas is not None:
         query = query.where(Image.sha256.in_(list(shas)))
     total = session.scalar(select(func.count()).select_from(query.subquery())) or 0

@@ -111,6 +111,7 @@ class Access:
         self.policy = policy or AuthPolicy.from_env()
         self.grants = FileGrants(cache_dir)
         self.cache_dir = Path(cache_dir)
+        self.blocks: gr.Blocks | None = None  # the page, once check_declared has passed
 
     # sessions ---------------------------------------------------------------------------------
 
@@ -174,21 +175,21 @@ class Access:
     def authorise(self, request, role: str, event: str) -> Person:  # noqa: ANN001
         """The session's person if it may call an event declared for ``role``; else the event
         is refused (and the refusal audited) before its callback runs."""
+        address = client_address(getattr(request, "request", None) or request)
         try:
             person = self.resolve(getattr(request, "cookies", None) or {})
         except AuthError as exc:
-            self._refused(None, request, event, str(exc))
+            self.record_refusal(None, address, event, str(exc))
             raise gr.Error(f"Sign in first: {exc}.") from None
         if role == "admin" and not person.is_admin:
-            self._refused(person.name, request, event, "needs an admin")
+            self.record_refusal(person.name, address, event, "needs an admin")
             raise gr.Error(f"{person.name} is a reviewer; this needs an admin.")
         return person
 
     def role_of(self, path: str, body: bytes) -> str | None:
         """The declared role of the event a POST to an event route starts (None: no such event).
         ``queue/join`` names it by ``fn_index``; ``run``/``call`` by API name."""
-        fns = getattr(self, "blocks", None)
-        fns = fns.fns if fns is not None else {}
+        fns = self.blocks.fns if self.blocks is not None else {}
         if path.startswith("/gradio_api/queue/join"):
             try:
                 index = json.loads(body or b"{}").get("fn_index")
@@ -202,16 +203,12 @@ class Access:
             fn = next((f for f in fns.values() if f.api_name == name), None)
         return getattr(fn.fn, "studio_role", None) if fn is not None and fn.fn else None
 
-    def refused_at_gate(self, person: Person, scope: dict, path: str, why: str) -> None:
+    def record_refusal(self, who: str | None, address: str | None, target: str,
+                       why: str) -> None:
+        """An event refused at the gate or by its guard, in the audit log."""
         with self.db.session() as session:
-            queries.add_audit(session, "event_refused", actor=person.name,
-                              address=client_address(scope), target=path, detail={"why": why})
-
-    def _refused(self, who: str | None, request, event: str, why: str) -> None:  # noqa: ANN001
-        with self.db.session() as session:
-            queries.add_audit(session, "event_refused", actor=who,
-                              address=client_address(getattr(request, "request", None) or request),
-                              target=event, detail={"why": why})
+            queries.add_audit(session, "event_refused", actor=who, address=address,
+                              target=target, detail={"why": why})
 
     def check_declared(self, blocks: gr.Blocks) -> None:
         """Raise unless every event of the page was wired through :meth:`on`; then this is the
@@ -333,7 +330,8 @@ class SessionGate:
             role = self.access.role_of(path, body)
             if role != "reviewer" and not (role == "admin" and person.is_admin):
                 why = "this needs an admin" if role == "admin" else "no such event"
-                await _in_thread(self.access.refused_at_gate, person, scope, path, why)
+                await _in_thread(self.access.record_refusal, person.name, client_address(scope),
+                                 path, why)
                 message = json.dumps({"error": f"{person.name}: {why}"}).encode()
                 return await _respond(send, 403, message,
                                       [(b"content-type", b"application/json")])

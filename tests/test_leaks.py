@@ -75,7 +75,7 @@ def test_demo_study_passes_and_the_chain_before_it_is_caught(live_app):
     legacy = StudySpec("demo-legacy-chain", (RealPool("phantom", 12, split="train"),
                                              SyntheticPool(12, "demo-ddpm")), ("admin",),
                        working_resolution="native", fixed_length=False)
-    assert any("native" in w for w in plan_study(db, workspace, legacy).warnings)
+    assert any("unmatched" in w for w in plan_study(db, workspace, legacy).warnings)
     create_study(db, workspace, admin, legacy)
     report = audit_study(db, workspace, admin, legacy.name)
     assert not report.passed
@@ -117,7 +117,8 @@ def test_512_and_32_px_sources_warn_and_match(mixed_resolution):
     spec = StudySpec("mixed", (RealPool("big", 8), SyntheticPool(8, "tiny32")), ("rev0",))
     plan = plan_study(env.db, env.workspace, spec)
     assert n_real >= 8
-    assert any("differ more than 2x" in w for w in plan.warnings), plan.lines()
+    assert any("differ more than 2x" in w and "brought down to 32 px" in w
+               for w in plan.warnings), plan.lines()
     assert plan.native["real:big"]["median"] == 512 and plan.native["synthetic:tiny32"]["max"] == 32
     assert plan.chain.working == 32
     create_study(env.db, env.workspace, env.admin, spec)

@@ -137,7 +137,8 @@ def test_browser_admin_opens_every_tab(live_app, browser, tmp_path):
             page.locator(f"text={DEMO_STUDY} >> visible=true").first.wait_for(timeout=30_000)
             # the chosen study's leak audit, channel by channel
             page.locator("text=byte_length >> visible=true").first.wait_for(timeout=30_000)
-            page.locator("text=leak audit passed >> visible=true").first.wait_for(timeout=30_000)
+            page.locator("text=integrity: leak audit >> visible=true").first.wait_for(
+                timeout=30_000)
         if tab == "Accounts":
             page.locator("text=sign_in >> visible=true").first.wait_for(timeout=30_000)
         if tab == "Retrain & compare":

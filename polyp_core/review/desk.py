@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from polyp_core.review.accounts import Person, live_account, require_admin
+from polyp_core.review.accounts import Person, live_account
 from polyp_core.review.errors import InvalidRating, NotFound, PermissionDenied, StudyClosed
 from review_db import queries
 from review_db.database import Database
@@ -139,11 +139,9 @@ def rate(db: Database, person: Person, token: str, verdict: str, quality: str,
 # admin views ---------------------------------------------------------------------------------
 
 def _visible_study(session, admin: Person, study_name: str):  # noqa: ANN001
-    require_admin(admin)
-    live_account(session, admin, admin=True)
-    study = queries.study_by_name(session, study_name)
-    if study is None:
-        raise NotFound(f"no study named {study_name!r}")
+    from polyp_core.review.studies import admin_study
+
+    study = admin_study(session, admin, study_name)
     if study.status != "closed" and not study.settings.get("key_visible_while_open"):
         raise PermissionDenied(f"study {study_name!r} is open: its answer key and ratings stay "
                                "hidden until it is closed (or create it with "

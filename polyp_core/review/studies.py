@@ -152,22 +152,24 @@ def _plan(session, spec: StudySpec) -> StudyPlan:  # noqa: ANN001
         if sides:
             native[pool.label] = {"min": sides[0], "median": sides[len(sides) // 2],
                                   "max": sides[-1], "n": len(sides)}
+    if spec.working_resolution == "native":
+        working = None
+    elif spec.working_resolution == "auto":
+        working = min(r["min"] for r in native.values()) if native else None
+    else:
+        working = int(spec.working_resolution)
     warnings = []
     medians = {label: r["median"] for label, r in native.items()}
     if medians and max(medians.values()) > 2 * min(medians.values()):
         low = min(medians, key=medians.get)
         high = max(medians, key=medians.get)
-        warnings.append(f"warning: sources differ more than 2x in resolution ({low} "
-                        f"{medians[low]} px, {high} {medians[high]} px): unmatched, the higher "
-                        "one shows detail the other cannot have")
-    if spec.working_resolution == "native":
-        working = None
-        if warnings:
-            warnings.append("warning: working resolution 'native' leaves that gap as it is")
-    elif spec.working_resolution == "auto":
-        working = min(r["min"] for r in native.values()) if native else None
-    else:
-        working = int(spec.working_resolution)
+        gap = (f"warning: sources differ more than 2x in resolution ({low} {medians[low]} px, "
+               f"{high} {medians[high]} px): ")
+        if working is None or working > medians[low]:
+            gap += "unmatched, the higher one shows detail the other cannot have"
+        else:
+            gap += f"every image is brought down to {working} px first, so it cannot"
+        warnings.append(gap)
     return StudyPlan(native, ServingChain(spec.serve_size, working, spec.fixed_length),
                      tuple(warnings))
 
@@ -256,8 +258,10 @@ def create_study(db: Database, workspace: Workspace, admin: Person, spec: StudyS
             shutil.rmtree(served_dir(workspace, study.id).parent, ignore_errors=True)
             raise
         held = not report.passed and not spec.override_audit
+        override = _override(admin, spec.override_audit) if spec.override_audit and \
+            not report.passed else None
         queries.update_study_settings(session, study, audit=report.to_json(), held=held,
-                                      override=_override(admin, spec.override_audit, report))
+                                      override=override)
         queries.add_audit(session, "study_created", actor=admin.name, target=spec.name,
                           detail={"images": len(chosen), "reviewers": list(spec.reviewers),
                                   "overlap": spec.overlap, "audit_passed": report.passed,
@@ -265,11 +269,20 @@ def create_study(db: Database, workspace: Workspace, admin: Person, spec: StudyS
         return study.id
 
 
-def _override(admin: Person, reason: str | None, report: LeakReport) -> dict | None:
-    if not reason or report.passed:
-        return None
-    return {"by": admin.name, "reason": reason, "at": dt.datetime.now(dt.timezone.utc)
-            .isoformat(timespec="seconds")}
+def _override(admin: Person, reason: str) -> dict:
+    """The record of an admin opening a study despite its leak audit."""
+    return {"by": admin.name, "reason": reason.strip(),
+            "at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")}
+
+
+def admin_study(session, admin: Person, name: str):  # noqa: ANN001, ANN202
+    """The named study, for an admin whose account is live; ``NotFound`` otherwise."""
+    require_admin(admin)
+    live_account(session, admin, admin=True)
+    study = queries.study_by_name(session, name)
+    if study is None:
+        raise NotFound(f"no study named {name!r}")
+    return study
 
 
 def _render(session, workspace: Workspace, study_id: int, chain: ServingChain) -> None:  # noqa: ANN001
@@ -309,12 +322,8 @@ def audit_study(db: Database, workspace: Workspace, admin: Person, name: str,
                 n_boot: int = 1000) -> LeakReport:
     """Run the leak audit again (admins); the newest result is stored with the study. A held
     study whose audit now passes opens for its reviewers."""
-    require_admin(admin)
     with db.session() as session:
-        live_account(session, admin, admin=True)
-        study = queries.study_by_name(session, name)
-        if study is None:
-            raise NotFound(f"no study named {name!r}")
+        study = admin_study(session, admin, name)
         report = _audit(session, workspace, study, n_boot)
         held = not report.passed and not study.settings.get("override")
         queries.update_study_settings(session, study, audit=report.to_json(), held=held)
@@ -325,17 +334,12 @@ def audit_study(db: Database, workspace: Workspace, admin: Person, name: str,
 
 def override_audit(db: Database, admin: Person, name: str, reason: str) -> None:
     """Open a study whose leak audit failed, for a recorded reason (shown with its results)."""
-    require_admin(admin)
     if not reason or not reason.strip():
         raise ValueError("an override needs a reason")
     with db.session() as session:
-        live_account(session, admin, admin=True)
-        study = queries.study_by_name(session, name)
-        if study is None:
-            raise NotFound(f"no study named {name!r}")
-        override = {"by": admin.name, "reason": reason.strip(),
-                    "at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")}
-        queries.update_study_settings(session, study, override=override, held=False)
+        study = admin_study(session, admin, name)
+        queries.update_study_settings(session, study, override=_override(admin, reason),
+                                      held=False)
         queries.add_audit(session, "study_audit_overridden", actor=admin.name, target=name,
                           detail={"reason": reason.strip()})
 
@@ -344,13 +348,8 @@ def study_integrity(db: Database, admin: Person, name: str) -> dict:
     """What the study's results rest on (admins): the leak audit it passed (or the override
     that opened it), the serving chain, and reviewers who could see its real images elsewhere
     (admin accounts reach the Data tab): a flag, not a block."""
-    require_admin(admin)
     with db.session() as session:
-        live_account(session, admin, admin=True)
-        study = queries.study_by_name(session, name)
-        if study is None:
-            raise NotFound(f"no study named {name!r}")
-        settings = study.settings
+        settings = admin_study(session, admin, name).settings
         accounts = queries.reviewers_by_name(session, settings.get("reviewers", []))
         admins = sorted(n for n, r in accounts.items() if r.role == "admin")
     state = audit_state(settings)
@@ -380,12 +379,8 @@ def open_to_reviewers(study) -> bool:  # noqa: ANN001
 
 def close_study(db: Database, admin: Person, name: str) -> None:
     """Close a study: ratings are final, and the answer key becomes visible to admins."""
-    require_admin(admin)
     with db.session() as session:
-        live_account(session, admin, admin=True)
-        study = queries.study_by_name(session, name)
-        if study is None:
-            raise NotFound(f"no study named {name!r}")
+        study = admin_study(session, admin, name)
         queries.close_study(session, study)
         queries.add_audit(session, "study_closed", actor=admin.name, target=name)
 
