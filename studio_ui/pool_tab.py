@@ -43,7 +43,9 @@ class PoolDesk:
         tiles = [(self.pixels.rgb(i.path, i.sha256, 128), i.caption()) for i in result.items]
         shown = [i.sha256 for i in result.items]
         label = f"page {result.page + 1} of {result.pages} · {result.total} image(s)"
-        return tiles, label, result.page, shown, gr.update(choices=shown, value=[])
+        choices = [(f"{n + 1}. {item.caption()} · {item.sha256[:10]}", item.sha256)
+                   for n, item in enumerate(result.items)]
+        return tiles, label, result.page, shown, gr.update(choices=choices, value=[])
 
     @shown_errors
     def details(self, shown: list[str], evt: gr.SelectData):  # noqa: ANN001
@@ -86,7 +88,7 @@ def build_pool_tab(studio: Studio, access: Access) -> dict:
     gallery = gr.Gallery(label="Synthetic images (caption: class · generator@checkpoint · seed · "
                                "ratings)", columns=8, height="auto", format="png")
     details = gr.Markdown()
-    chosen = gr.CheckboxGroup([], label="Select to remove (hashes of this page, in gallery order)")
+    chosen = gr.CheckboxGroup([], label="Select to remove (this page, in gallery order)")
     remove = gr.Button("Remove the selected images from the pool", variant="stop")
     message = gr.Markdown()
 
