@@ -157,13 +157,21 @@ def _provenance_dict(provenance) -> dict:  # noqa: ANN001
 def pool_page(db: Database, pool_filter: PoolFilter = PoolFilter(), page: int = 0,
               per_page: int = 24) -> PoolPage:
     """One page of the synthetic pool, newest first, with provenance, ratings and the studies
-    each image is in. Rating filters apply after the query (ratings live in studies)."""
+    each image is in. Without rating filters the database pages; rating filters apply after
+    the query (ratings live in studies), over the images the other filters leave."""
     if not 1 <= per_page <= 200:
         raise ValueError(f"per_page must be 1-200, not {per_page}")
+    where = dict(generator=pool_filter.generator, checkpoint=pool_filter.checkpoint,
+                 class_label=pool_filter.class_label)
     with db.session() as session:
-        images, _ = queries.synthetic_page(session, generator=pool_filter.generator,
-                                           checkpoint=pool_filter.checkpoint,
-                                           class_label=pool_filter.class_label)
+        if pool_filter.rated == "any" and not pool_filter.min_quality:
+            _, total = queries.synthetic_page(session, **where, limit=1)
+            pages = max(1, -(-total // per_page))
+            page = min(max(0, int(page)), pages - 1)
+            images, _ = queries.synthetic_page(session, **where, offset=page * per_page,
+                                               limit=per_page)
+            return PoolPage(tuple(_items(session, images)), page, pages, total)
+        images, _ = queries.synthetic_page(session, **where)
         items = _items(session, images, with_studies=False)
         if pool_filter.rated != "any":
             items = [i for i in items if bool(i.ratings) == (pool_filter.rated == "rated")]
@@ -173,8 +181,7 @@ def pool_page(db: Database, pool_filter: PoolFilter = PoolFilter(), page: int = 
                      and QUALITY_ORDER.index(i.median_quality) >= floor]
         pages = max(1, -(-len(items) // per_page))
         page = min(max(0, int(page)), pages - 1)
-        shown = items[page * per_page:(page + 1) * per_page]
-        wanted = {i.sha256 for i in shown}
+        wanted = {i.sha256 for i in items[page * per_page:(page + 1) * per_page]}
         shown = _items(session, [i for i in images if i.sha256 in wanted])
         return PoolPage(tuple(shown), page, pages, len(items))
 

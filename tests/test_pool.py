@@ -24,6 +24,10 @@ def test_filters_pages_and_provenance(review_env):
     ssa = pool_page(db, PoolFilter(class_label="SSA"), 0, 5)
     assert all(i.class_label == "SSA" for i in ssa.items) and len(ssa.items) <= 5
     assert ssa.pages == -(-ssa.total // 5)
+    pages = [pool_page(db, PoolFilter(), p, 7) for p in range(-(-everything.total // 7))]
+    walked = [i.sha256 for page in pages for i in page.items]
+    assert walked == [i.sha256 for i in everything.items]  # every image once, newest first
+    assert pool_page(db, PoolFilter(), 999, 7).page == len(pages) - 1  # past the end: the last
     item = pool_item(db, gen_a.items[0].sha256)
     assert item.provenance["scheduler"] == "ddim" and item.provenance["steps"] == 50
     assert "gen-a@step-100 · seed" in item.caption() and item.ratings == ()
