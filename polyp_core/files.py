@@ -25,3 +25,44 @@ def atomic_write(path: Path | str, content: bytes | str | Callable[[BinaryIO], o
     finally:
         tmp.unlink(missing_ok=True)
     return path
+
+
+# CSV that a spreadsheet opens as text ----------------------------------------------------------
+
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+
+
+def csv_cell(value: object) -> object:
+    """A cell a spreadsheet cannot run: text starting with ``=``, ``+``, ``-``, ``@``, a tab or
+    a carriage return gets a leading apostrophe (OWASP's CSV-injection rule). Numbers, and text
+    that is a plain number (``-0.5``), are left as they are: they cannot be formulas."""
+    if not isinstance(value, str) or not value.startswith(FORMULA_STARTS):
+        return value
+    try:
+        float(value)
+        return value
+    except ValueError:
+        return "'" + value
+
+
+def csv_row(values) -> list:  # noqa: ANN001
+    return [csv_cell(v) for v in values]
+
+
+def write_csv(path: Path | str, rows: list[dict], fieldnames: list[str] | None = None) -> Path:
+    """Write dict rows as CSV (UTF-8, header from ``fieldnames`` or the rows' keys in order of
+    appearance) through :func:`csv_cell`, atomically. Every CSV the studio writes goes here or
+    through :func:`csv_row`."""
+    import csv
+    import io
+
+    if fieldnames is None:
+        fieldnames = []
+        for row in rows:
+            fieldnames += [k for k in row if k not in fieldnames]
+    buffer = io.StringIO(newline="")
+    writer = csv.writer(buffer)
+    writer.writerow(csv_row(fieldnames))
+    for row in rows:
+        writer.writerow(csv_row(row.get(k, "") for k in fieldnames))
+    return atomic_write(path, buffer.getvalue().encode("utf-8"))

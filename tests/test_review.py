@@ -238,3 +238,35 @@ def test_ids_of_the_database_are_not_exposed(review_env):
     make_study(review_env, overlap=1)
     item = desk.queue(review_env.db, review_env.reviewers[0], "s1")[0]
     assert set(vars(item)) == {"token", "position", "rated", "verdict", "quality", "histology"}
+
+
+def test_exported_csvs_open_as_text_in_a_spreadsheet(review_env, tmp_path):
+    """A study named like a formula, exported: every cell that a spreadsheet would run starts
+    with an apostrophe; numbers stay numbers."""
+    import csv
+
+    from polyp_core.files import csv_cell
+    from polyp_core.review.stats import export_csv
+
+    assert csv_cell('=HYPERLINK("x")') == '\'=HYPERLINK("x")'
+    assert [csv_cell(v) for v in ("+1+2", "@SUM(A1)", "\tx", "\rx", "-cmd|' /C calc'!A0")] == \
+        ["'+1+2", "'@SUM(A1)", "'\tx", "'\rx", "'-cmd|' /C calc'!A0"]
+    assert [csv_cell(v) for v in ("-0.5", -3, 2.5, "AD", "", None)] == ["-0.5", -3, 2.5, "AD", "",
+                                                                        None]
+    name = '=HYPERLINK("x")'
+    make_study(review_env, name=name, overlap=1, reviewers=["rev0"])
+    close_study(review_env.db, review_env.admin, name)
+    paths = export_csv(desk.rating_records(review_env.db, review_env.admin, name), tmp_path)
+    cells = [cell for path in paths for row in csv.reader(open(path, encoding="utf-8"))
+             for cell in row]
+    assert any(cell == "'" + name for cell in cells)
+    assert not any(cell.startswith(("=", "+", "@", "\t", "\r")) for cell in cells)
+    assert all(cell.startswith("'") or _is_number(cell) for cell in cells if cell.startswith("-"))
+
+
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+        return True
+    except ValueError:
+        return False

@@ -23,7 +23,6 @@ for a seed whatever the number of worker processes.
 
 from __future__ import annotations
 
-import csv
 import hashlib
 import os
 from concurrent.futures import ProcessPoolExecutor
@@ -34,6 +33,7 @@ import numpy as np
 from PIL import Image
 from scipy import ndimage
 
+from polyp_core.files import write_csv
 from polyp_core.progress import Progress, no_progress
 
 #: class -> share of frames (the seed hospital data: ~540 AD, ~120 SSA, ~120 HP)
@@ -281,8 +281,4 @@ def write_phantom(out: Path | str, n_frames: int = 1100, size: int = 256, seed: 
             done = len(rows)
             progress(done, n_frames, f"painted {done}/{n_frames} frames")
     labels = out / "labels.csv"
-    with open(labels, "w", newline="", encoding="utf-8") as handle:
-        writer = csv.DictWriter(handle, fieldnames=["image_id", "cls", "Histologia", "lesion_id"])
-        writer.writeheader()
-        writer.writerows(rows)
-    return labels
+    return write_csv(labels, rows, ["image_id", "cls", "Histologia", "lesion_id"])

@@ -31,6 +31,7 @@ from polyp_core.data.cache import PixelCache
 from polyp_core.data.labels import get_scheme
 from polyp_core.generation.request import (CancelToken, Cancelled, GeneratedImage,
                                            SampleRequest, make_scheduler)
+from polyp_core.files import csv_row
 from polyp_core.progress import Progress, no_progress
 from polyp_core.workspace import Workspace, check_name
 
@@ -421,7 +422,7 @@ def _train_one(workspace: Workspace, config: DDPMTrainConfig, folder: Path, only
     loss_log = open(folder / "loss.csv", "a", newline="") if main else None
     writer = csv.writer(loss_log) if loss_log else None
     if writer and step == 0:
-        writer.writerow(["step", "loss", "lr"])
+        writer.writerow(csv_row(["step", "loss", "lr"]))
     status, last_loss, running = "done", math.nan, []
 
     def save_checkpoint():
@@ -486,7 +487,8 @@ def _train_one(workspace: Workspace, config: DDPMTrainConfig, folder: Path, only
             running.append(accelerator.gather(loss.detach()).mean().item())
             if writer and (step % 10 == 0 or step == config.steps):
                 last_loss = float(np.mean(running))
-                writer.writerow([step, f"{last_loss:.6f}", f"{lr_schedule.get_last_lr()[0]:.3e}"])
+                writer.writerow(csv_row([step, f"{last_loss:.6f}",
+                                         f"{lr_schedule.get_last_lr()[0]:.3e}"]))
                 loss_log.flush()
                 running = []
             progress(step, config.steps, f"step {step}/{config.steps} loss {np.mean(running or [last_loss]):.4f}")

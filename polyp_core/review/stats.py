@@ -12,7 +12,6 @@ intervals, and a one-sided binomial test of accuracy against chance: a visual Tu
 
 from __future__ import annotations
 
-import csv
 import itertools
 import math
 from collections import Counter, defaultdict
@@ -21,6 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
+from polyp_core.files import write_csv
 from review_db.models import HISTOLOGY_GUESSES, QUALITIES
 
 QUALITY_ORDER = {"poor": 0, "moderate": 1, "good": 2}
@@ -197,13 +197,7 @@ def study_statistics(records: Sequence[dict]) -> dict:
 
 
 def _write(path: Path, rows: list[dict]) -> None:
-    fields: list[str] = []
-    for row in rows:
-        fields += [k for k in row if k not in fields]
-    with open(path, "w", newline="", encoding="utf-8") as handle:
-        writer = csv.DictWriter(handle, fieldnames=fields)
-        writer.writeheader()
-        writer.writerows(rows)
+    write_csv(path, rows)  # names a reviewer or admin typed cannot become formulas
 
 
 def export_csv(records: Sequence[dict], folder: Path | str) -> list[Path]:
