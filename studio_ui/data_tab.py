@@ -2,18 +2,18 @@
 
 from __future__ import annotations
 
-import zipfile
 from pathlib import Path
 
 import gradio as gr
 
 from polyp_core.data.browse import ALL, browse_page, count_rows
+from polyp_core.data.archive import import_archive
 from polyp_core.data.cache import PixelCache
 from polyp_core.data.importer import ImportConfig, import_dataset
 from polyp_core.data.splits import SPLITS
 from polyp_core.demo import DEMO_DATASET
 from polyp_core.errors import DatasetImportError
-from polyp_core.workspace import Workspace, check_name
+from polyp_core.workspace import Workspace
 from studio_ui.access import Access
 from studio_ui.services import shown_errors
 
@@ -57,19 +57,16 @@ class DataBrowser:
             if upload is not None:
                 if not name:
                     raise gr.Error("Give the uploaded data set a name.")
-                target = self.workspace.sources_dir / check_name(name)
-                with zipfile.ZipFile(upload) as archive:
-                    archive.extractall(target)
-                entries = [p for p in target.iterdir() if not p.name.startswith(("__", "."))]
-                source = entries[0] if len(entries) == 1 and entries[0].is_dir() else target
+                # the engine checks, stages and moves it into place; never over a source
+                result = import_archive(self.workspace, ImportConfig(str(upload), name=name))
             elif path and path.strip():
                 source = Path(path.strip()).expanduser()
+                result = import_dataset(self.workspace, ImportConfig(str(source), name=name))
             else:
                 raise gr.Error("Give a folder path or upload a zip.")
-            result = import_dataset(self.workspace, ImportConfig(str(source), name=name))
         except DatasetImportError as exc:
             raise gr.Error(str(exc)) from None
-        except (ValueError, FileNotFoundError, zipfile.BadZipFile) as exc:
+        except (ValueError, FileNotFoundError) as exc:
             raise gr.Error(str(exc)) from None
         counts = result.counts["all"]
         return (gr.update(choices=self.datasets(), value=result.name),

@@ -49,7 +49,12 @@ def cmd_import(args: argparse.Namespace) -> int:
         label_aliases=_aliases(args.label_alias), cache_sizes=tuple(args.cache_size),
         overwrite=args.overwrite)
     with TerminalProgress() as progress:
-        result = import_dataset(Workspace(args.workspace), config, progress=progress)
+        if args.source.lower().endswith(".zip"):  # unpacked into the workspace, with limits
+            from polyp_core.data.archive import import_archive
+
+            result = import_archive(Workspace(args.workspace), config, progress=progress)
+        else:
+            result = import_dataset(Workspace(args.workspace), config, progress=progress)
     print(f"imported {result.n_images} images ({result.n_masks} with masks) as {result.name!r}: "
           f"scheme {result.scheme}, {result.split_method} split, {result.decoded} decoded, "
           f"{result.seconds:.1f} s")
@@ -137,7 +142,8 @@ def add_data_commands(sub) -> None:  # noqa: ANN001
     demo.set_defaults(func=cmd_demo_data)
 
     imp = sub.add_parser("import", help="import a data set (folder or CSV) into the workspace")
-    imp.add_argument("source", help="hospital-layout folder, class-per-folder tree, or CSV")
+    imp.add_argument("source", help="hospital-layout folder, class-per-folder tree, CSV, or a zip "
+                                    "of one (unpacked into the workspace, with limits)")
     imp.add_argument("--name")
     imp.add_argument("--layout", default="auto", choices=["auto", "hospital", "folders", "csv"])
     imp.add_argument("--labels-csv", help="the label table, if the folder has several CSVs")
