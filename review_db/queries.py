@@ -207,6 +207,20 @@ def studies_using_images(session: Session, image_ids: Sequence[int]) -> dict[int
     return found
 
 
+def studies_using_dataset(session: Session, dataset: str) -> list[str]:
+    """Names of the studies holding any real image of ``dataset``."""
+    return list(session.scalars(
+        select(Study.name).distinct().join(StudyImage, StudyImage.study_id == Study.id)
+        .join(Image, StudyImage.image_id == Image.id)
+        .where(Image.kind == "real", Image.dataset == dataset)))
+
+
+def delete_real_images(session: Session, dataset: str) -> int:
+    """Delete the records of a data set's real images (the caller checked nothing uses them)."""
+    return session.execute(delete(Image).where(Image.kind == "real", Image.dataset == dataset)
+                           ).rowcount or 0
+
+
 def delete_synthetic_images(session: Session, images: Sequence[Image]) -> None:
     """Delete synthetic images with their provenance (the caller checked nothing uses them)."""
     for image in images:

@@ -126,3 +126,29 @@ def test_zip_bomb_from_the_command_line_is_refused_fast(tmp_path):
     assert elapsed < 5, f"took {elapsed:.1f} s"
     assert not [p for p in ws.rglob("*") if p.is_file() and p.suffix == ".png"]
     assert not (ws / "sources").exists() or not any((ws / "sources").iterdir())
+
+
+def test_a_dataset_in_use_is_neither_deleted_nor_replaced(review_env, tmp_path, small_phantom):
+    """Evidence stays: the data set a study shows cannot be deleted or overwritten (the
+    message names the study); one nothing uses is deleted with its records."""
+    from polyp_core.data.importer import import_dataset
+    from polyp_core.data.removal import DatasetInUse, check_replaceable, delete_dataset
+    from polyp_core.review.studies import RealPool, StudySpec, create_study
+
+    db, workspace = review_env.db, review_env.workspace
+    create_study(db, workspace, review_env.admin,
+                 StudySpec("uses-phantom", (RealPool("phantom", 4),), ("rev0",)))
+    with pytest.raises(DatasetInUse, match="cannot be deleted: used by studies uses-phantom"):
+        delete_dataset(db, workspace, "phantom")
+    with pytest.raises(DatasetInUse, match="cannot be replaced: used by studies uses-phantom"):
+        check_replaceable(db, "phantom")
+    assert "phantom" in workspace.datasets()
+    import_dataset(workspace, ImportConfig(str(small_phantom), name="spare"))
+    removed = delete_dataset(db, workspace, "spare")
+    assert "spare" not in workspace.datasets() and removed[0].endswith("spare")
+    ws = str(workspace.root)
+    out = subprocess.run([sys.executable, "-m", "polyp_core", "--workspace", ws, "import",
+                          str(small_phantom), "--name", "phantom", "--overwrite", "--db",
+                          db.url], capture_output=True, text=True, timeout=120,
+                         env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert out.returncode == 2 and "used by studies uses-phantom" in out.stderr, out.stderr

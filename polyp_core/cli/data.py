@@ -48,6 +48,11 @@ def cmd_import(args: argparse.Namespace) -> int:
         split_fractions=fractions, seed=args.seed, scheme=args.scheme,
         label_aliases=_aliases(args.label_alias), cache_sizes=tuple(args.cache_size),
         overwrite=args.overwrite)
+    if args.overwrite and (args.name or "") in Workspace(args.workspace).datasets():
+        from polyp_core.cli.common import open_db
+        from polyp_core.data.removal import check_replaceable
+
+        check_replaceable(open_db(args), args.name)  # evidence is not replaced
     with TerminalProgress() as progress:
         if args.source.lower().endswith(".zip"):  # unpacked into the workspace, with limits
             from polyp_core.data.archive import import_archive
@@ -61,6 +66,16 @@ def cmd_import(args: argparse.Namespace) -> int:
     for note in result.notes:
         print(f"  note: {note}")
     print_counts(result.counts)
+    return 0
+
+
+def cmd_delete_dataset(args: argparse.Namespace) -> int:
+    """Delete a data set nothing uses (refused, naming the studies and runs that use it)."""
+    from polyp_core.cli.common import open_db
+    from polyp_core.data.removal import delete_dataset
+
+    for what in delete_dataset(open_db(args), Workspace(args.workspace), args.name):
+        print(f"removed {what}")
     return 0
 
 
@@ -157,8 +172,15 @@ def add_data_commands(sub) -> None:  # noqa: ANN001
     imp.add_argument("--label-alias", action="append", default=[], metavar="RAW=CLASS")
     imp.add_argument("--cache-size", type=int, action="append", default=[],
                      help="also cache resized pixels at this size (repeatable)")
-    imp.add_argument("--overwrite", action="store_true")
+    imp.add_argument("--overwrite", action="store_true",
+                     help="replace a data set of this name (refused if a study or run uses it)")
+    imp.add_argument("--db", help="database URL (default: $STUDIO_DB_URL or the workspace's SQLite)")
     imp.set_defaults(func=cmd_import)
+
+    delete = sub.add_parser("delete-dataset", help="delete a data set that no study or run uses")
+    delete.add_argument("name")
+    delete.add_argument("--db")
+    delete.set_defaults(func=cmd_delete_dataset)
 
     info = sub.add_parser("info", help="list data sets, or show one's class counts per split")
     info.add_argument("name", nargs="?")
