@@ -420,3 +420,21 @@ def test_browser_keeps_no_password(live_app, browser):
     assert outside == []
     page.goto(url)  # signed out on the server: back to the form
     assert page.url.endswith("/login")
+
+
+def test_job_poll_timers_tick_only_while_a_job_runs(db):
+    """An idle page sends no timer ticks (a reviewer's page used to send admin ones every
+    second): the poll switches its timer off once the job has ended, and on for a live job."""
+    from polyp_core.jobs import _create, _finish
+    from studio_ui.services import poll_run_job, watch_active
+
+    runs = lambda: []  # noqa: E731
+    assert poll_run_job(db, None, runs)[-1].active is False
+    assert watch_active(db, "retrain")[0] is None and watch_active(db, "retrain")[2].active is False
+    job = _create(db, "retrain", {}, None)
+    line, _, kept, timer = poll_run_job(db, job, runs)
+    assert kept == job and timer.active is True and "queued" in line
+    assert watch_active(db, "retrain")[0] == job and watch_active(db, "retrain")[2].active is True
+    _finish(db, job, "failed", error="boom")
+    assert poll_run_job(db, job, runs)[2] is None
+    assert poll_run_job(db, job, runs)[-1].active is False

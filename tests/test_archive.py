@@ -152,3 +152,12 @@ def test_a_dataset_in_use_is_neither_deleted_nor_replaced(review_env, tmp_path, 
                           db.url], capture_output=True, text=True, timeout=120,
                          env={**os.environ, "PYTHONPATH": str(ROOT)})
     assert out.returncode == 2 and "used by studies uses-phantom" in out.stderr, out.stderr
+
+
+def test_archive_limits_come_from_the_environment():
+    limits = ArchiveLimits.from_env({"STUDIO_ARCHIVE_MAX_RATIO": "50",
+                                     "STUDIO_ARCHIVE_MAX_FILES": "7"})
+    assert (limits.max_ratio, limits.max_files) == (50.0, 7)
+    assert isinstance(limits.max_files, int) and isinstance(limits.max_ratio, float)
+    with pytest.raises(ValueError, match="STUDIO_ARCHIVE_MAX_DEPTH='deep' is not a number"):
+        ArchiveLimits.from_env({"STUDIO_ARCHIVE_MAX_DEPTH": "deep"})

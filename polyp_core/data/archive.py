@@ -16,11 +16,12 @@ import shutil
 import stat
 import uuid
 import zipfile
-from dataclasses import dataclass, fields, replace
+from dataclasses import dataclass, replace
 from pathlib import Path, PurePosixPath
 
 from polyp_core.errors import DatasetImportError, Problem
 from polyp_core.progress import Progress, no_progress
+from polyp_core.settings import numbers_from_env
 from polyp_core.workspace import Workspace, check_name
 
 
@@ -35,17 +36,7 @@ class ArchiveLimits:
 
     @classmethod
     def from_env(cls, environ: dict[str, str] | None = None) -> ArchiveLimits:
-        environ = os.environ if environ is None else environ
-        values = {}
-        for f in fields(cls):
-            key = f"STUDIO_ARCHIVE_{f.name.upper()}"
-            if key in environ:
-                try:
-                    values[f.name] = float(environ[key]) if f.name == "max_ratio" \
-                        else int(environ[key])
-                except ValueError:
-                    raise ValueError(f"{key}={environ[key]!r} is not a number") from None
-        return cls(**values)
+        return numbers_from_env(cls, "STUDIO_ARCHIVE_", environ)
 
 
 def _fail(archive: Path, what: str) -> DatasetImportError:

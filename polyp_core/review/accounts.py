@@ -14,10 +14,10 @@ import base64
 import datetime as dt
 import hashlib
 import hmac
-import os
 import secrets
 from dataclasses import dataclass, fields
 
+from polyp_core.settings import numbers_from_env
 from review_db import queries
 from review_db.database import Database
 from review_db.models import ROLES, Reviewer, utcnow
@@ -105,16 +105,7 @@ class AuthPolicy:
 
     @classmethod
     def from_env(cls, environ: dict[str, str] | None = None) -> AuthPolicy:
-        environ = os.environ if environ is None else environ
-        values = {}
-        for f in fields(cls):
-            key = f"STUDIO_{f.name.upper()}"
-            if key in environ:
-                try:
-                    values[f.name] = (int if f.type in (int, "int") else float)(environ[key])
-                except ValueError:
-                    raise ValueError(f"{key}={environ[key]!r} is not a number") from None
-        return cls(**values)
+        return numbers_from_env(cls, "STUDIO_", environ)
 
 
 def require_admin(person: Person) -> None:
