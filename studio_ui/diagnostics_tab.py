@@ -21,6 +21,7 @@ from polyp_core.runs import load_run
 from review_db import queries
 from studio_ui.access import Access
 from studio_ui.services import Studio, job_line, poll_run_job, shown_errors, ticking, watch_active
+from polyp_core.validation import number, whole
 
 
 class DiagnosticsDesk:
@@ -37,9 +38,11 @@ class DiagnosticsDesk:
 
     @shown_errors
     def start(self, person, dataset, generator, subsets, subset_size, projection, near_copy):  # noqa: ANN001
-        config = DiagnoseConfig(dataset=dataset, generator=generator or None, subsets=int(subsets),
-                                subset_size=int(subset_size), projections=(projection,),
-                                near_copy=float(near_copy))
+        config = DiagnoseConfig(dataset=dataset, generator=generator or None,
+                                subsets=whole(subsets, "subsets"),
+                                subset_size=whole(subset_size, "subset_size"),
+                                projections=(projection,),
+                                near_copy=number(near_copy, "near_copy"))
         db, workspace = self.studio.db, self.studio.workspace
         job = self.studio.jobs.submit(
             "diagnose", {"dataset": dataset, "generator": generator},
@@ -87,7 +90,8 @@ class DiagnosticsDesk:
             raise gr.Error("Choose a generator.")
         with self.studio.jobs.gpu:
             result = sweep_generator(self.studio.workspace, generator, dataset,
-                                     n_per_class=int(n_per_class), steps=int(steps), subsets=20,
+                                     n_per_class=whole(n_per_class, "n_per_class"),
+                                     steps=whole(steps, "steps"), subsets=20,
                                      progress=lambda d, t, m: progress((d, t), desc=m))
         return sweep_figure(result, f"Checkpoint sweep of {generator} (best: {result.best()})")
 
@@ -99,8 +103,9 @@ class DiagnosticsDesk:
             raise gr.Error("Choose a generator and the real data set it should match.")
         with self.studio.jobs.gpu:
             result = check_generator_classes(
-                self.studio.workspace, generator, dataset, n=int(n_per_class), steps=int(steps),
-                guidance=float(guidance), scheduler=scheduler,
+                self.studio.workspace, generator, dataset, n=whole(n_per_class, "n_per_class"),
+                steps=whole(steps, "steps"),
+                guidance=number(guidance, "guidance"), scheduler=scheduler,
                 progress=lambda d, t, m: progress((d, t), desc=m))
         head, *table = result.lines()
         return (f"**{generator}**, {scheduler} {int(steps)} steps, guidance {float(guidance):g}: "

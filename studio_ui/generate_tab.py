@@ -13,6 +13,7 @@ from polyp_core.generation.grid import AXES, parse_axis, xy_grid
 from polyp_core.generation.request import SCHEDULERS, LoraChoice, SampleRequest
 from studio_ui.access import Access
 from studio_ui.services import Studio, shown_errors
+from polyp_core.validation import number, whole
 
 
 class GenerateDesk:
@@ -36,11 +37,13 @@ class GenerateDesk:
 
     def _request(self, cls, prompt, negative, n, seed, random_seed, steps, guidance, scheduler,
                  lora, lora_scale) -> SampleRequest:  # noqa: ANN001
-        seed = random.randrange(2**31) if random_seed else int(seed)
-        loras = (LoraChoice(lora.strip(), float(lora_scale)),) if lora and lora.strip() else ()
+        seed = random.randrange(2**31) if random_seed else whole(seed, "seed")
+        loras = ((LoraChoice(lora.strip(), number(lora_scale, "lora_scale")),)
+                 if lora and lora.strip() else ())
         request = SampleRequest(class_label=None if prompt else cls, prompt=prompt or None,
-                                negative_prompt=negative or None, n=int(n), seed=seed,
-                                steps=int(steps), guidance=float(guidance), scheduler=scheduler,
+                                negative_prompt=negative or None, n=whole(n, "n"), seed=seed,
+                                steps=whole(steps, "steps"),
+                                guidance=number(guidance, "guidance"), scheduler=scheduler,
                                 loras=loras)
         request.validate()
         return request

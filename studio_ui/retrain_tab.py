@@ -14,6 +14,7 @@ from polyp_core.runs import load_run
 from review_db import queries
 from studio_ui.access import Access
 from studio_ui.services import Studio, job_line, poll_run_job, shown_errors, ticking, watch_active
+from polyp_core.validation import number, whole
 
 
 class RetrainDesk:
@@ -28,17 +29,16 @@ class RetrainDesk:
     @shown_errors
     def start(self, person, dataset, scheme, backbone, size, imbalance, seeds, epochs, freeze,
               min_quality, min_reviewers, verdict, unrated, mix, max_ratio, name):  # noqa: ANN001
-        try:
-            seed_list = tuple(int(s) for s in str(seeds).split(",") if s.strip())
-        except ValueError:
-            raise gr.Error(f"seeds: {seeds!r} is not a comma-separated list of integers") from None
+        seed_list = tuple(whole(s.strip(), "seeds") for s in str(seeds).split(",") if s.strip())
         config = ExperimentConfig(
             dataset=dataset, scheme=scheme or None, seeds=seed_list, name=name or None,
-            train=ClassifierTrainConfig(backbone=backbone, image_size=int(size), imbalance=imbalance,
-                                        epochs=int(epochs), freeze_backbone=bool(freeze)),
-            policy=SelectionPolicy(min_quality=min_quality or None, min_reviewers=int(min_reviewers),
+            train=ClassifierTrainConfig(backbone=backbone, image_size=whole(size, "image_size"),
+                                        imbalance=imbalance, epochs=whole(epochs, "epochs"),
+                                        freeze_backbone=bool(freeze)),
+            policy=SelectionPolicy(min_quality=min_quality or None,
+                                   min_reviewers=whole(min_reviewers, "min_reviewers"),
                                    verdict=verdict, unrated=unrated, target_mix=parse_mix(mix),
-                                   max_ratio=float(max_ratio) if max_ratio else None))
+                                   max_ratio=number(max_ratio, "max_ratio") if max_ratio else None))
         config.train.validate()
         db, workspace = self.studio.db, self.studio.workspace
         job = self.studio.jobs.submit(

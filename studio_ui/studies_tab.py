@@ -13,6 +13,7 @@ from polyp_core.review.studies import (RealPool, StudySpec, SyntheticPool, audit
 from review_db import queries
 from studio_ui.access import Access
 from studio_ui.services import Studio, shown_errors
+from polyp_core.validation import whole
 
 
 class StudyDesk:
@@ -43,14 +44,14 @@ class StudyDesk:
     def _spec(name, dataset, n_real, generator, n_synthetic, reviewers, overlap, histology, seed,
               working, override=None) -> StudySpec:  # noqa: ANN001
         pools = []
-        if dataset and int(n_real or 0) > 0:
-            pools.append(RealPool(dataset, int(n_real), split="train"))
-        if int(n_synthetic or 0) > 0:
-            pools.append(SyntheticPool(int(n_synthetic), generator=generator or None))
+        if dataset and whole(n_real or 0, "n_real") > 0:
+            pools.append(RealPool(dataset, whole(n_real, "n_real"), split="train"))
+        if whole(n_synthetic or 0, "n_synthetic") > 0:
+            pools.append(SyntheticPool(whole(n_synthetic, "n_synthetic"), generator=generator or None))
         working = (working or "auto").strip()
         return StudySpec(name=(name or "").strip(), pools=tuple(pools),
-                         reviewers=tuple(reviewers or ()), overlap=int(overlap),
-                         ask_histology=bool(histology), seed=int(seed or 0),
+                         reviewers=tuple(reviewers or ()), overlap=whole(overlap, "overlap"),
+                         ask_histology=bool(histology), seed=whole(seed or 0, "seed"),
                          working_resolution=int(working) if working.isdigit() else working,
                          override_audit=(override or "").strip() or None)
 

@@ -14,6 +14,7 @@ from polyp_core.jobs import job_status
 from polyp_core.progress import Cancelled
 from studio_ui.access import Access
 from studio_ui.services import Studio, job_line, shown_errors, ticking
+from polyp_core.validation import whole
 
 
 def loss_figure(folder: Path):
@@ -48,14 +49,18 @@ class TrainDesk:
         workspace = self.studio.workspace
         if backend == "ddpm":
             config = DDPMTrainConfig(dataset=dataset, model_id=model_id, preset=preset,
-                                     steps=int(steps), batch_size=int(batch_size),
-                                     checkpoint_every=int(every), class_balance=bool(balance))
+                                     steps=whole(steps, "steps"),
+                                     batch_size=whole(batch_size, "batch_size"),
+                                     checkpoint_every=whole(every, "checkpoint_every"),
+                                     class_balance=bool(balance))
             config.validate()
             train = train_ddpm
         else:
             config = LoraTrainConfig(dataset=dataset, model_id=model_id, base_model=base_model,
-                                     steps=int(steps), batch_size=int(batch_size),
-                                     checkpoint_every=int(every), rank=int(rank))
+                                     steps=whole(steps, "steps"),
+                                     batch_size=whole(batch_size, "batch_size"),
+                                     checkpoint_every=whole(every, "checkpoint_every"),
+                                     rank=whole(rank, "rank"))
             train = train_lora
 
         def work(progress, cancel):  # noqa: ANN001, ANN202

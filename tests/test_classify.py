@@ -197,16 +197,18 @@ def test_policy_rules_ratings_memorisation_mix_and_cap(review_env):
     assert {r.label for r in rest.images} == {"AD", "REST"}
 
 
-@pytest.mark.parametrize("policy, message", [
-    (SelectionPolicy(min_quality="great"), "min_quality 'great' is not one of: moderate, good"),
-    (SelectionPolicy(verdict="maybe"), "verdict 'maybe' is not one of"),
-    (SelectionPolicy(target_mix={"AD": 0.5, "XX": 0.5}), r"target_mix names \['XX'\]"),
-    (SelectionPolicy(target_mix={"AD": 0.5, "SSA": 0.2}), "sum to 1"),
-    (SelectionPolicy(classes=("REST",)), r"classes \['REST'\] are not in the scheme"),
+@pytest.mark.parametrize("fields, message", [
+    ({"min_quality": "great"}, "min_quality: 'great' is not one of: moderate, good"),
+    ({"verdict": "maybe"}, "verdict: 'maybe' is not one of"),
+    ({"max_ratio": float("nan")}, "max_ratio: nan is not a finite number"),
+    ({"seed": 2**70}, "seed: 1180591620717411303424 is out of range; a seed is 0 to 4294967295"),
+    ({"target_mix": {"AD": 0.5, "XX": 0.5}}, r"target_mix names \['XX'\]"),
+    ({"target_mix": {"AD": 0.5, "SSA": 0.2}}, "sum to 1"),
+    ({"classes": ("REST",)}, r"classes \['REST'\] are not in the scheme"),
 ])
-def test_policy_errors_name_the_field(policy, message):
+def test_policy_errors_name_the_field(fields, message):
     with pytest.raises(ValueError, match=message):
-        policy.validate(("AD", "SSA", "HP"))
+        SelectionPolicy(**fields).validate(("AD", "SSA", "HP"))
 
 
 def test_parse_mix_errors():
@@ -258,7 +260,7 @@ def test_training_is_deterministic_on_the_cpu_and_cancellable(review_env):
     from polyp_core.progress import Cancelled
     with pytest.raises(Cancelled):
         train_classifier(data["train"], data["valid"], classes, TINY, seed=3, device=cpu, cancel=token)
-    with pytest.raises(ValueError, match="imbalance 'smote' is not one of"):
+    with pytest.raises(ValueError, match="imbalance: 'smote' is not one of"):
         train_classifier(data["train"], data["valid"], classes,
                          ClassifierTrainConfig(imbalance="smote"), seed=0)
 

@@ -101,7 +101,7 @@ def test_bad_requests(trained):
         generator.sample(SampleRequest(class_label="XX"))
     with pytest.raises(ValueError, match="by class, not by prompt"):
         generator.sample(SampleRequest(prompt="a polyp"))
-    with pytest.raises(ValueError, match="unknown scheduler"):
+    with pytest.raises(ValueError, match="scheduler: 'plms' is not one of"):
         SampleRequest(class_label="AD", scheduler="plms").validate()
     with pytest.raises(ValueError, match="class or a prompt"):
         SampleRequest().validate()

@@ -25,12 +25,14 @@ from polyp_core.data.labels import get_scheme
 from polyp_core.generation.lineage import generator_training_images
 from polyp_core.progress import CancelToken, Progress, no_progress
 from polyp_core.runs import load_run, new_run_dir, save_run
+from polyp_core.validation import checked, rule
 from polyp_core.workspace import Workspace
 from review_db.database import Database
 
 ARMS = ("baseline", "augmented")
 
 
+@checked
 @dataclass(frozen=True)
 class ExperimentConfig:
     """One experiment.
@@ -50,7 +52,7 @@ class ExperimentConfig:
     train: ClassifierTrainConfig = field(default_factory=ClassifierTrainConfig)
     seeds: tuple[int, ...] = (0, 1, 2)
     policy: SelectionPolicy = field(default_factory=SelectionPolicy)
-    arms: tuple[str, ...] = ARMS
+    arms: tuple[str, ...] = rule(ARMS, choices=ARMS)
     name: str | None = None
 
     def to_json(self) -> dict:

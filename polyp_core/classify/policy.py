@@ -17,6 +17,7 @@ from dataclasses import asdict, dataclass, field
 
 from polyp_core.classify.data import ImageRef
 from polyp_core.data.labels import get_scheme
+from polyp_core.validation import checked, rule
 from review_db import queries
 from review_db.database import Database
 
@@ -25,6 +26,7 @@ VERDICT_RULES = ("any", "not_majority_synthetic", "majority_real", "all_real")
 UNRATED = ("include", "exclude")
 
 
+@checked
 @dataclass(frozen=True)
 class SelectionPolicy:
     """Rules for the synthetic images of an augmented arm.
@@ -50,30 +52,21 @@ class SelectionPolicy:
 
     generators: tuple[str, ...] = ()
     classes: tuple[str, ...] = ()
-    min_quality: str | None = None
-    min_reviewers: int = 1
-    verdict: str = "any"
-    unrated: str = "include"
+    min_quality: str | None = rule(None, choices=("moderate", "good"))
+    min_reviewers: int = rule(1, lo=1, hi=1000)
+    verdict: str = rule("any", choices=VERDICT_RULES)
+    unrated: str = rule("include", choices=UNRATED)
     studies: tuple[str, ...] = ()
     exclude_memorised: tuple[str, ...] = ()
-    target_mix: Mapping[str, float] | str | None = None
-    max_ratio: float | None = None
+    target_mix: Mapping[str, float] | str | None = rule(None, lo=0.0, hi=1.0)
+    max_ratio: float | None = rule(None, lo=0.0, hi=1000.0)
     seed: int = 0
 
     def validate(self, scheme_classes: tuple[str, ...]) -> None:
-        if self.min_quality is not None and self.min_quality not in ("moderate", "good"):
-            raise ValueError(f"min_quality {self.min_quality!r} is not one of: moderate, good")
-        if self.min_reviewers < 1:
-            raise ValueError("min_reviewers must be at least 1")
-        if self.verdict not in VERDICT_RULES:
-            raise ValueError(f"verdict {self.verdict!r} is not one of: {', '.join(VERDICT_RULES)}")
-        if self.unrated not in UNRATED:
-            raise ValueError(f"unrated {self.unrated!r} is not one of: {', '.join(UNRATED)}")
+        """The rules that need the scheme (field ranges are checked when the policy is made)."""
         unknown = [c for c in self.classes if c not in scheme_classes]
         if unknown:
             raise ValueError(f"classes {unknown} are not in the scheme's {list(scheme_classes)}")
-        if self.max_ratio is not None and self.max_ratio < 0:
-            raise ValueError("max_ratio must be 0 or more")
         if isinstance(self.target_mix, str):
             if self.target_mix != "balance":
                 raise ValueError(f"target_mix {self.target_mix!r}: give 'balance' or class shares")

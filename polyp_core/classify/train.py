@@ -15,10 +15,12 @@ from polyp_core.classify.data import ImageTensors, augment, normalise
 from polyp_core.classify.metrics import classification_metrics
 from polyp_core.classify.model import Classifier, ClassifierSpec, build_classifier
 from polyp_core.progress import CancelToken, Progress, no_progress
+from polyp_core.validation import checked, rule
 
 IMBALANCE = ("none", "sampler", "loss")
 
 
+@checked
 @dataclass(frozen=True)
 class ClassifierTrainConfig:
     """How one classifier is trained (the same in both arms of an experiment).
@@ -37,30 +39,23 @@ class ClassifierTrainConfig:
     """
 
     backbone: str = "efficientnet_lite0"
-    image_size: int = 224
-    imbalance: str = "sampler"
-    epochs: int = 15
-    batch_size: int = 32
-    lr: float = 3e-4
-    weight_decay: float = 1e-4
-    warmup_epochs: float = 1.0
-    patience: int = 5
-    hidden: int = 256
-    dropout: float = 0.3
+    image_size: int = rule(224, lo=32, hi=1024)
+    imbalance: str = rule("sampler", choices=IMBALANCE)
+    epochs: int = rule(15, lo=1, hi=10_000)
+    batch_size: int = rule(32, lo=1, hi=4096)
+    lr: float = rule(3e-4, above=0.0, hi=1.0)
+    weight_decay: float = rule(1e-4, lo=0.0, hi=1.0)
+    warmup_epochs: float = rule(1.0, lo=0.0, hi=10_000.0)
+    patience: int = rule(5, lo=1, hi=10_000)
+    hidden: int = rule(256, lo=0, hi=65_536)
+    dropout: float = rule(0.3, lo=0.0, below=1.0)
     augment: bool = True
     freeze_backbone: bool = False
-    mixed_precision: str = "auto"
+    mixed_precision: str = rule("auto", choices=("auto", "no", "fp16", "bf16"))
     pretrained: bool = True
 
     def validate(self) -> None:
-        if self.imbalance not in IMBALANCE:
-            raise ValueError(f"imbalance {self.imbalance!r} is not one of: {', '.join(IMBALANCE)}")
-        if self.mixed_precision not in ("auto", "no", "fp16", "bf16"):
-            raise ValueError("mixed_precision is one of: auto, no, fp16, bf16")
-        if self.epochs < 1 or self.batch_size < 1 or self.patience < 1:
-            raise ValueError("epochs, batch_size and patience must be at least 1")
-        if not 0 <= self.dropout < 1:
-            raise ValueError("dropout must be in [0, 1)")
+        """Every field is checked when the config is made (``polyp_core.validation``)."""
 
 
 @dataclass

@@ -13,6 +13,7 @@ from collections.abc import Sequence
 
 from polyp_core import __version__
 from polyp_core.errors import DatasetImportError, StudioError
+from polyp_core.validation import InvalidRequest
 from polyp_core.workspace import Workspace
 
 
@@ -43,6 +44,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return args.func(args)
     except DatasetImportError as exc:
         print(str(exc), file=sys.stderr)
+        return 2
+    except InvalidRequest as exc:
+        print(f"error: {exc.as_flags()}", file=sys.stderr)
         return 2
     except (StudioError, ValueError, KeyError, FileNotFoundError, PermissionError) as exc:
         message = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc

@@ -22,17 +22,19 @@ from pathlib import Path, PurePosixPath
 from polyp_core.errors import DatasetImportError, Problem
 from polyp_core.progress import Progress, no_progress
 from polyp_core.settings import numbers_from_env
+from polyp_core.validation import checked, rule
 from polyp_core.workspace import Workspace, check_name
 
 
+@checked
 @dataclass(frozen=True)
 class ArchiveLimits:
     """What an archive may hold. ``from_env`` reads ``STUDIO_ARCHIVE_<FIELD>``."""
 
-    max_total_bytes: int = 20 * 2**30
-    max_ratio: float = 200.0  # uncompressed / compressed, per entry and in all
-    max_files: int = 200_000
-    max_depth: int = 12
+    max_total_bytes: int = rule(20 * 2**30, lo=1)
+    max_ratio: float = rule(200.0, above=0.0)  # uncompressed / compressed, per entry and in all
+    max_files: int = rule(200_000, lo=1)
+    max_depth: int = rule(12, lo=1)
 
     @classmethod
     def from_env(cls, environ: dict[str, str] | None = None) -> ArchiveLimits:

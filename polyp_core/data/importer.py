@@ -21,9 +21,11 @@ from polyp_core.data.sources import LAYOUTS, ColumnChoice, SourceItem, scan_sour
 from polyp_core.data.splits import SPLIT_METHODS, grouped_split, stratified_split
 from polyp_core.errors import DatasetImportError, ImageDecodeError, Problem
 from polyp_core.progress import Progress, no_progress
+from polyp_core.validation import checked, rule
 from polyp_core.workspace import Workspace, check_name
 
 
+@checked
 @dataclass(frozen=True)
 class ImportConfig:
     """What to import and how.
@@ -44,21 +46,21 @@ class ImportConfig:
         overwrite: replace a data set of the same name.
     """
 
-    source: str
+    source: str = rule(text=True)
     name: str | None = None
     layout: str = "auto"
-    labels_csv: str | None = None
+    labels_csv: str | None = rule(None, text=True)
     id_column: str | None = None
     label_column: str | None = None
     group_column: str | None = None
     path_column: str | None = None
     mask_column: str | None = None
     split: str = "auto"
-    split_fractions: tuple[float, float, float] = (0.7, 0.1, 0.2)
+    split_fractions: tuple[float, float, float] = rule((0.7, 0.1, 0.2), lo=0.0, hi=1.0)
     seed: int = 0
     scheme: str | None = None
     label_aliases: tuple[tuple[str, str], ...] = ()
-    cache_sizes: tuple[int, ...] = ()
+    cache_sizes: tuple[int, ...] = rule((), lo=8, hi=4096)
     overwrite: bool = False
 
 

@@ -20,11 +20,13 @@ from polyp_core.diagnostics.projections import (project, projection_figure, thum
 from polyp_core.pool import register_dataset
 from polyp_core.progress import Progress, no_progress
 from polyp_core.runs import new_run_dir, save_run
+from polyp_core.validation import checked, rule
 from polyp_core.workspace import Workspace
 from review_db import queries
 from review_db.database import Database
 
 
+@checked
 @dataclass(frozen=True)
 class DiagnoseConfig:
     """What to compare.
@@ -45,12 +47,12 @@ class DiagnoseConfig:
     checkpoint: str | None = None
     real_split: str | None = "train"
     extractor: str = "efficientnet_lite0"
-    size: int = 224
-    subsets: int = 100
-    subset_size: int = 1000
+    size: int = rule(224, lo=32, hi=1024)
+    subsets: int = rule(100, lo=1, hi=100_000)
+    subset_size: int = rule(1000, lo=2, hi=1_000_000)
     seed: int = 0
-    projections: tuple[str, ...] = ("umap",)
-    near_copy: float = 0.95
+    projections: tuple[str, ...] = rule(("umap",), choices=("umap", "tsne", "pca"))
+    near_copy: float = rule(0.95, lo=0.0, hi=1.0)
 
 
 @dataclass(frozen=True)

@@ -33,9 +33,11 @@ from polyp_core.generation.request import (CancelToken, Cancelled, GeneratedImag
                                            SampleRequest, make_scheduler)
 from polyp_core.files import csv_row
 from polyp_core.progress import Progress, no_progress
+from polyp_core.validation import checked, rule
 from polyp_core.workspace import Workspace, check_name
 
 UNKNOWN = "unknown"
+MIXED_PRECISION = ("auto", "no", "fp16", "bf16")
 NULL = "<null>"
 
 
@@ -84,6 +86,7 @@ def get_preset(name: str | int) -> DDPMConfig:
         raise ValueError(f"unknown DDPM preset {name!r}; choose one of: {', '.join(PRESETS)}") from None
 
 
+@checked
 @dataclass(frozen=True)
 class DDPMTrainConfig:
     """One training job; saved in the model folder beside every checkpoint.
@@ -107,39 +110,30 @@ class DDPMTrainConfig:
 
     dataset: str
     model_id: str
-    preset: str = "64"
+    preset: str = rule("64", choices=tuple(PRESETS))
     scheme: str | None = None
-    mode: str = "conditional"
+    mode: str = rule("conditional", choices=("conditional", "per_class"))
     splits: tuple[str, ...] = ("train",)
     unknown_class: bool = False
     init_from: str | None = None
     freeze_down_blocks: bool = False
-    steps: int = 10_000
-    batch_size: int = 32
-    grad_accum: int = 1
-    lr: float = 2e-4
-    warmup: int = 200
-    ema_decay: float = 0.999
-    mixed_precision: str = "auto"
-    checkpoint_every: int = 1000
-    class_dropout: float = 0.1
+    steps: int = rule(10_000, lo=1, hi=10_000_000)
+    batch_size: int = rule(32, lo=1, hi=4096)
+    grad_accum: int = rule(1, lo=1, hi=1024)
+    lr: float = rule(2e-4, above=0.0, hi=1.0)
+    warmup: int = rule(200, lo=0, hi=10_000_000)
+    ema_decay: float = rule(0.999, lo=0.0, below=1.0)
+    mixed_precision: str = rule("auto", choices=MIXED_PRECISION)
+    checkpoint_every: int = rule(1000, lo=1, hi=10_000_000)
+    class_dropout: float = rule(0.1, lo=0.0, below=1.0)
     class_balance: bool = False
-    grid_per_class: int = 4
-    grid_steps: int = 25
+    grid_per_class: int = rule(4, lo=1, hi=64)
+    grid_steps: int = rule(25, lo=1, hi=1000)
     seed: int = 0
     resume: bool = True
 
     def validate(self) -> None:
         check_name(self.model_id, "model")
-        get_preset(self.preset)
-        if self.mode not in ("conditional", "per_class"):
-            raise ValueError(f"mode {self.mode!r} is not one of: conditional, per_class")
-        if self.mixed_precision not in ("auto", "no", "fp16", "bf16"):
-            raise ValueError("mixed_precision is one of: auto, no, fp16, bf16")
-        if self.steps < 1 or self.batch_size < 1 or self.grad_accum < 1:
-            raise ValueError("steps, batch_size and grad_accum must be at least 1")
-        if not 0 <= self.class_dropout < 1:
-            raise ValueError("class_dropout must be in [0, 1)")
         if self.mode == "per_class" and (self.unknown_class or self.init_from):
             raise ValueError("per_class mode trains separate models from scratch")
         if self.class_balance and (self.mode == "per_class" or self.unknown_class):

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from polyp_core.progress import CancelToken, Cancelled  # noqa: F401  (re-exported)
+from polyp_core.validation import checked, rule
 
 SCHEDULERS = ("ddpm", "ddim", "dpmsolver++", "euler", "euler_a")
 
@@ -31,14 +32,16 @@ def make_scheduler(name: str, config: dict):
     raise ValueError(f"unknown scheduler {name!r}; choose one of: {', '.join(SCHEDULERS)}")
 
 
+@checked
 @dataclass(frozen=True)
 class LoraChoice:
     """A LoRA adapter (safetensors file or model folder) and its weight at sampling time."""
 
-    path: str
-    scale: float = 1.0
+    path: str = rule(text=True)
+    scale: float = rule(1.0, lo=-4.0, hi=4.0)
 
 
+@checked
 @dataclass(frozen=True)
 class SampleRequest:
     """What to sample. Image ``i`` of a request uses seed ``seed + i``.
@@ -55,32 +58,21 @@ class SampleRequest:
     """
 
     class_label: str | None = None
-    prompt: str | None = None
-    negative_prompt: str | None = None
-    n: int = 1
+    prompt: str | None = rule(None, text=True)
+    negative_prompt: str | None = rule(None, text=True)
+    n: int = rule(1, lo=1, hi=10_000)
     seed: int = 0
-    steps: int = 50
-    guidance: float = 1.0
-    scheduler: str = "ddim"
-    size: int | None = None
+    steps: int = rule(50, lo=1, hi=1000)
+    guidance: float = rule(1.0, lo=0.0, hi=50.0)
+    scheduler: str = rule("ddim", choices=SCHEDULERS)
+    size: int | None = rule(None, lo=8, hi=4096)
     loras: tuple[LoraChoice, ...] = ()
-    batch_size: int = 16
+    batch_size: int = rule(16, lo=1, hi=1024)
 
     def validate(self) -> None:
         if (self.class_label is None) == (self.prompt is None):
             raise ValueError("a request names a class or a prompt, not both and not neither")
-        if self.n < 1:
-            raise ValueError(f"n must be at least 1; got {self.n}")
-        if not 1 <= self.steps <= 1000:
-            raise ValueError(f"steps must be between 1 and 1000; got {self.steps}")
-        if self.guidance < 0:
-            raise ValueError(f"guidance must not be negative; got {self.guidance}")
-        if self.scheduler not in SCHEDULERS:
-            raise ValueError(f"unknown scheduler {self.scheduler!r}; choose one of: "
-                             f"{', '.join(SCHEDULERS)}")
-        if self.batch_size < 1:
-            raise ValueError("batch_size must be at least 1")
-        if self.size is not None and (self.size < 8 or self.size % 8):
+        if self.size is not None and self.size % 8:
             raise ValueError(f"size must be a multiple of 8 of at least 8; got {self.size}")
 
 

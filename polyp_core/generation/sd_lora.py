@@ -33,6 +33,7 @@ from polyp_core.generation.ddpm import TrainResult, grid, model_dir, pick_checkp
 from polyp_core.generation.request import (CancelToken, GeneratedImage, SampleRequest,
                                            make_scheduler)
 from polyp_core.progress import Progress, no_progress
+from polyp_core.validation import checked, rule
 from polyp_core.workspace import Workspace
 
 PROMPT_TEMPLATE = "a colonoscopy image of {token} {name} polyp"
@@ -87,6 +88,7 @@ def base_model_hash(pipe) -> str:
     return sha256_file(files[0])
 
 
+@checked
 @dataclass(frozen=True)
 class LoraTrainConfig:
     """One LoRA fine-tuning job.
@@ -108,38 +110,32 @@ class LoraTrainConfig:
     base_model: str
     scheme: str | None = None
     splits: tuple[str, ...] = ("train",)
-    resolution: int = 512
-    rank: int = 8
-    alpha: int = 8
-    dropout: float = 0.0
+    resolution: int = rule(512, lo=64, hi=2048)
+    rank: int = rule(8, lo=1, hi=1024)
+    alpha: int = rule(8, lo=1, hi=4096)
+    dropout: float = rule(0.0, lo=0.0, below=1.0)
     target_modules: tuple[str, ...] = ("to_q", "to_k", "to_v", "to_out.0")
     lora_init: str | bool = "gaussian"
     train_text_encoder: bool = False
     unfreeze: tuple[str, ...] = ()
     prior_preservation: bool = False
-    prior_weight: float = 1.0
-    prior_images: int = 50
-    steps: int = 2000
-    batch_size: int = 4
-    grad_accum: int = 1
-    lr: float = 1e-4
-    mixed_precision: str = "auto"
-    gradient_checkpointing: str | bool = "auto"
-    use_8bit_adam: str | bool = "auto"
-    checkpoint_every: int = 500
-    validation_per_class: int = 2
-    validation_steps: int = 25
+    prior_weight: float = rule(1.0, lo=0.0, hi=100.0)
+    prior_images: int = rule(50, lo=1, hi=100_000)
+    steps: int = rule(2000, lo=1, hi=10_000_000)
+    batch_size: int = rule(4, lo=1, hi=1024)
+    grad_accum: int = rule(1, lo=1, hi=1024)
+    lr: float = rule(1e-4, above=0.0, hi=1.0)
+    mixed_precision: str = rule("auto", choices=("auto", "no", "fp16", "bf16"))
+    gradient_checkpointing: str | bool = rule("auto", choices=("auto", True, False))
+    use_8bit_adam: str | bool = rule("auto", choices=("auto", True, False))
+    checkpoint_every: int = rule(500, lo=1, hi=10_000_000)
+    validation_per_class: int = rule(2, lo=0, hi=64)
+    validation_steps: int = rule(25, lo=1, hi=1000)
     seed: int = 0
 
     def validate(self) -> None:
         if self.resolution % 8:
             raise ValueError("resolution must be a multiple of 8")
-        if self.rank < 1 or self.alpha <= 0:
-            raise ValueError("rank and alpha must be positive")
-        if not 0 <= self.dropout < 1:
-            raise ValueError("dropout must be in [0, 1)")
-        if self.mixed_precision not in ("auto", "no", "fp16", "bf16"):
-            raise ValueError("mixed_precision is one of: auto, no, fp16, bf16")
 
 
 def _encode_prompts(pipe, prompts: Sequence[str], device) -> torch.Tensor:

@@ -21,17 +21,19 @@ from polyp_core.review.accounts import Person, live_account, require_admin
 from polyp_core.review.blind import BLIND_SIZE, ServingChain, native_side
 from polyp_core.review.errors import NotFound
 from polyp_core.review.leaks import LeakReport, audit_rows, channel_rows
+from polyp_core.validation import checked, rule
 from polyp_core.workspace import Workspace
 from review_db import queries
 from review_db.database import Database
 
 
+@checked
 @dataclass(frozen=True)
 class RealPool:
     """``n`` real images of a data set, optionally one split and some classes."""
 
     dataset: str
-    n: int
+    n: int = rule(lo=1, hi=1_000_000)
     split: str | None = None
     classes: tuple[str, ...] = ()
 
@@ -40,11 +42,12 @@ class RealPool:
         return f"real:{self.dataset}" + (f"/{self.split}" if self.split else "")
 
 
+@checked
 @dataclass(frozen=True)
 class SyntheticPool:
     """``n`` synthetic images, optionally of one generator, checkpoint and some classes."""
 
-    n: int
+    n: int = rule(lo=1, hi=1_000_000)
     generator: str | None = None
     checkpoint: str | None = None
     classes: tuple[str, ...] = ()
@@ -55,6 +58,7 @@ class SyntheticPool:
         return name + (f"@{self.checkpoint}" if self.checkpoint else "")
 
 
+@checked
 @dataclass(frozen=True)
 class StudySpec:
     """What a study shows and to whom.
@@ -79,14 +83,14 @@ class StudySpec:
     name: str
     pools: tuple[RealPool | SyntheticPool, ...]
     reviewers: tuple[str, ...]
-    overlap: int = 1
+    overlap: int = rule(1, lo=1, hi=1000)
     ask_histology: bool = False
     seed: int = 0
-    serve_size: int = BLIND_SIZE
+    serve_size: int = rule(BLIND_SIZE, lo=64, hi=2048)
     key_visible_while_open: bool = False
     working_resolution: int | str = "auto"
     fixed_length: bool = True
-    override_audit: str | None = None
+    override_audit: str | None = rule(None, text=True)
 
     def settings(self) -> dict:
         pools = [{"kind": "real" if isinstance(p, RealPool) else "synthetic", **asdict(p),
@@ -109,11 +113,6 @@ def _validate(spec: StudySpec) -> None:
     if not 1 <= spec.overlap <= len(spec.reviewers):
         raise ValueError(f"overlap must be between 1 and the number of reviewers "
                          f"({len(spec.reviewers)}); got {spec.overlap}")
-    for pool in spec.pools:
-        if pool.n < 1:
-            raise ValueError(f"pool {pool.label}: n must be at least 1")
-    if not 64 <= spec.serve_size <= 2048:
-        raise ValueError("serve_size must be between 64 and 2048 pixels")
     working = spec.working_resolution
     if not (working in ("auto", "native") or (isinstance(working, int)
                                                and not isinstance(working, bool)
