@@ -47,7 +47,8 @@ def main() -> None:
                                                     guidance=args.guidance, scheduler=scheduler))
             rows.append([show(i.rgb) for i in images])
             names.append(f"{scheduler} {cls}")
-    Image.fromarray(labelled_grid(rows, [str(i) for i in range(args.n)], names, margin=110)).save(args.out)
+    Image.fromarray(labelled_grid(rows, [str(i) for i in range(args.n)], names, margin=110,
+                                    cell_size=64)).save(args.out)
 
 
 if __name__ == "__main__":

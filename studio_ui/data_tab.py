@@ -121,8 +121,8 @@ def build_data_tab(workspace: Workspace, access: Access) -> dict:
         on(on(trigger, lambda: 0, outputs=page).then, browser.page, **page_io)
 
     # scheme.input, not .change: overview() itself sets the radio to the active scheme
-    for trigger in (dataset.change, scheme.input):
-        first_page_then_show(on(trigger, browser.overview, **overview_io).then)
+    for trigger, name in ((dataset.change, "data_overview"), (scheme.input, None)):
+        first_page_then_show(on(trigger, browser.overview, api_name=name, **overview_io).then)
     for trigger in (split.change, cls.change, masks.change):
         first_page_then_show(trigger)
     on(activate.click, browser.make_active, inputs=[dataset, scheme], outputs=summary)

@@ -14,14 +14,14 @@ from polyp_core.diagnostics.distances import PairMatrix
 from polyp_core.diagnostics.probe import check_generator_classes
 from polyp_core.diagnostics.report import DiagnoseConfig, diagnose, pair_heatmap
 from polyp_core.diagnostics.sweep import sweep_figure, sweep_generator
-from polyp_core.generation.backends import list_models
+from polyp_core.generation.backends import describe_model, list_models
 from polyp_core.generation.request import SCHEDULERS
 from polyp_core.jobs import job_status
 from polyp_core.runs import load_run
+from polyp_core.validation import number, whole
 from review_db import queries
 from studio_ui.access import Access
 from studio_ui.services import Studio, job_line, poll_run_job, shown_errors, ticking, watch_active
-from polyp_core.validation import number, whole
 
 
 class DiagnosticsDesk:
@@ -84,33 +84,66 @@ class DiagnosticsDesk:
                 pairs.append((pixels.rgb(real.path, real.sha256, 128), "its nearest real image"))
         return heatmap, text, projection, pairs
 
-    @shown_errors
-    def sweep(self, generator, dataset, n_per_class, steps, progress=gr.Progress()):  # noqa: ANN001, B008
-        if not generator:
-            raise gr.Error("Choose a generator.")
-        with self.studio.jobs.gpu:
-            result = sweep_generator(self.studio.workspace, generator, dataset,
-                                     n_per_class=whole(n_per_class, "n_per_class"),
-                                     steps=whole(steps, "steps"), subsets=20,
-                                     progress=lambda d, t, m: progress((d, t), desc=m))
-        return sweep_figure(result, f"Checkpoint sweep of {generator} (best: {result.best()})")
+    def _submit(self, person, kind: str, config: dict, work, holder: dict):  # noqa: ANN001, ANN201
+        job = self.studio.jobs.submit(kind, config, work, owner_id=person.id)
+        self.studio.board.put(job, holder)
+        return job, job_line(job_status(self.studio.db, job)), ticking(job)
+
+    def poll_result(self, job: str | None):
+        """A timer tick of a sweep or class check: its line, and its result once it is done."""
+        holder = self.studio.board.get(job)
+        if holder is None:
+            return gr.update(), gr.update(), None, ticking(None)
+        status = job_status(self.studio.db, job)
+        job = job if status.active else None
+        return job_line(status), holder.get("output", gr.update()), job, ticking(job)
 
     @shown_errors
-    def check_classes(self, generator, dataset, n_per_class, steps, guidance, scheduler,  # noqa: ANN001
-                      progress=gr.Progress()):  # noqa: B008
-        """Do the generator's samples carry their class? (``check-classes`` on the CLI.)"""
+    def sweep(self, person, generator, dataset, n_per_class, steps):  # noqa: ANN001
+        """Queue a checkpoint sweep (a job: the runner holds the generation lock)."""
+        if not generator:
+            raise gr.Error("Choose a generator.")
+        describe_model(self.studio.workspace, generator)  # an unknown model: refused at once
+        n, steps = whole(n_per_class, "n_per_class"), whole(steps, "steps")
+        holder: dict = {}
+        workspace = self.studio.workspace
+
+        def work(progress, _cancel):  # noqa: ANN001, ANN202
+            result = sweep_generator(workspace, generator, dataset, n_per_class=n, steps=steps,
+                                     subsets=20, progress=progress)
+            holder["output"] = sweep_figure(result, f"Checkpoint sweep of {generator} "
+                                                    f"(best: {result.best()})")
+            return f"sweep of {generator}: best {result.best()}"
+
+        return self._submit(person, "sweep", {"generator": generator, "dataset": dataset}, work,
+                            holder)
+
+    @shown_errors
+    def check_classes(self, person, generator, dataset, n_per_class, steps, guidance,
+                      scheduler):  # noqa: ANN001
+        """Do the generator's samples carry their class? (``check-classes`` on the CLI.) A job."""
         if not generator or not dataset:
             raise gr.Error("Choose a generator and the real data set it should match.")
-        with self.studio.jobs.gpu:
-            result = check_generator_classes(
-                self.studio.workspace, generator, dataset, n=whole(n_per_class, "n_per_class"),
-                steps=whole(steps, "steps"),
-                guidance=number(guidance, "guidance"), scheduler=scheduler,
-                progress=lambda d, t, m: progress((d, t), desc=m))
-        head, *table = result.lines()
-        return (f"**{generator}**, {scheduler} {int(steps)} steps, guidance {float(guidance):g}: "
-                f"{head}. Rows: the class asked for (or the real class), columns: the probe's "
-                "reading.\n\n```\n" + "\n".join(table) + "\n```")
+        describe_model(self.studio.workspace, generator)
+        self.studio.workspace.load_manifest(dataset)
+        n, steps = whole(n_per_class, "n_per_class"), whole(steps, "steps")
+        guidance = number(guidance, "guidance")
+        holder: dict = {}
+        workspace = self.studio.workspace
+
+        def work(progress, cancel):  # noqa: ANN001, ANN202
+            result = check_generator_classes(workspace, generator, dataset, n=n, steps=steps,
+                                             guidance=guidance, scheduler=scheduler,
+                                             progress=progress, cancel=cancel)
+            head, *table = result.lines()
+            holder["output"] = (
+                f"**{generator}**, {scheduler} {steps} steps, guidance {guidance:g}: {head}. "
+                "Rows: the class asked for (or the real class), columns: the probe's reading."
+                "\n\n```\n" + "\n".join(table) + "\n```")
+            return f"class check of {generator}: {head}"
+
+        return self._submit(person, "check-classes", {"generator": generator, "dataset": dataset},
+                            work, holder)
 
 
 def build_diagnostics_tab(studio: Studio, access: Access) -> dict:
@@ -141,6 +174,7 @@ def build_diagnostics_tab(studio: Studio, access: Access) -> dict:
             n_per_class = gr.Number(16, label="Images per class and checkpoint", precision=0)
             steps = gr.Number(25, label="Sampling steps", precision=0)
             sweep_btn = gr.Button("Sweep every checkpoint")
+        sweep_status = gr.Markdown()
         sweep_plot = gr.Plot(label="KID diagonal and margin per checkpoint")
     with gr.Accordion("Do the samples carry their class?", open=False):
         gr.Markdown("A linear probe learns the classes from the real training split, seen at the "
@@ -152,8 +186,11 @@ def build_diagnostics_tab(studio: Studio, access: Access) -> dict:
             check_guidance = gr.Number(4.0, label="Guidance")
             check_scheduler = gr.Dropdown(list(SCHEDULERS), value="ddpm", label="Scheduler")
             check_btn = gr.Button("Check classes")
+        check_status = gr.Markdown()
         check_text = gr.Markdown()
     timer = gr.Timer(1.0, active=False)
+    sweep_job, sweep_timer = gr.State(None), gr.Timer(2.0, active=False)
+    check_job, check_timer = gr.State(None), gr.Timer(1.0, active=False)
     on = lambda trigger, fn, **io: access.on(trigger, fn, "admin", **io)  # noqa: E731
     on(start.click, desk.start, inputs=[dataset, generator, subsets, subset_size, projection,
                                         near_copy], outputs=[job, status, timer])
@@ -162,10 +199,14 @@ def build_diagnostics_tab(studio: Studio, access: Access) -> dict:
         on(trigger, desk.show, inputs=[run, scheme],
            outputs=[heatmap, summary, projection_html, pairs])
     on(sweep_btn.click, desk.sweep, inputs=[generator, dataset, n_per_class, steps],
-       outputs=sweep_plot)
+       outputs=[sweep_job, sweep_status, sweep_timer])
+    on(sweep_timer.tick, desk.poll_result, inputs=sweep_job,
+       outputs=[sweep_status, sweep_plot, sweep_job, sweep_timer])
     on(check_btn.click, desk.check_classes, inputs=[generator, dataset, check_n, check_steps,
                                                     check_guidance, check_scheduler],
-       outputs=check_text, api_name="check_classes")
+       outputs=[check_job, check_status, check_timer], api_name="check_classes")
+    on(check_timer.tick, desk.poll_result, inputs=check_job,
+       outputs=[check_status, check_text, check_job, check_timer], api_name="poll_check_classes")
 
     def refresh(_person):  # noqa: ANN001
         runs = desk.runs()

@@ -4,16 +4,19 @@ X/Y grid, and add what is good to the synthetic pool."""
 from __future__ import annotations
 
 import random
+from dataclasses import replace
 
 import gradio as gr
 
 from polyp_core.generation.backends import (describe_model, list_models, load_generator,
                                             store_generated)
-from polyp_core.generation.grid import AXES, parse_axis, xy_grid
+from polyp_core.generation.grid import (AXES, check_grid, grid_labels, labelled_grid, max_cells,
+                                        parse_axis, xy_grid)
 from polyp_core.generation.request import SCHEDULERS, LoraChoice, SampleRequest
-from studio_ui.access import Access
-from studio_ui.services import Studio, shown_errors
+from polyp_core.jobs import job_status
 from polyp_core.validation import number, whole
+from studio_ui.access import Access
+from studio_ui.services import Studio, job_line, shown_errors, ticking
 
 
 class GenerateDesk:
@@ -49,20 +52,64 @@ class GenerateDesk:
         return request
 
     @shown_errors
-    def sample(self, model_id, checkpoint, cls, prompt, negative, n, seed, random_seed,
-               steps, guidance, scheduler, lora, lora_scale, progress=gr.Progress()):  # noqa: ANN001, B008
+    def sample(self, person, model_id, checkpoint, cls, prompt, negative, n, seed, random_seed,
+               steps, guidance, scheduler, lora, lora_scale):  # noqa: ANN001
+        """Queue the sampling as a job (the runner holds the generation lock); the page polls
+        the board and shows images as each batch is made."""
         if not model_id:
             raise gr.Error("Choose a generator.")
+        describe_model(self.studio.workspace, model_id)  # an unknown model: refused at once
         request = self._request(cls, prompt, negative, n, seed, random_seed, steps, guidance,
                                 scheduler, lora, lora_scale)
-        with self.studio.jobs.gpu:  # one GPU user at a time
-            generator = load_generator(self.studio.workspace, model_id, checkpoint)
-            images = generator.sample(request, lambda d, t, m: progress((d, t), desc=m))
-        tiles = [(img.rgb, f"seed {img.seed} · {img.class_label or img.prompt} · {request.scheduler} "
-                           f"{request.steps} steps · guidance {request.guidance:g}") for img in images]
-        batch = {"model": model_id, "checkpoint": checkpoint, "request": request, "images": images}
-        return tiles, batch, f"{len(images)} image(s) from {model_id}@{generator.checkpoint}; " \
-                             "not in the pool until you add them."
+        holder = {"kind": "sample", "model": model_id, "checkpoint": checkpoint,
+                  "request": request, "images": []}
+        workspace = self.studio.workspace
+
+        def work(progress, cancel):  # noqa: ANN001, ANN202
+            generator = load_generator(workspace, model_id, checkpoint)
+            holder["checkpoint"] = generator.checkpoint
+            for start in range(0, request.n, request.batch_size):  # the generator's own batches
+                part = replace(request, n=min(request.batch_size, request.n - start),
+                               seed=request.seed + start)
+                holder["images"] = holder["images"] + generator.sample(part, cancel=cancel)
+                progress(len(holder["images"]), request.n,
+                         f"{len(holder['images'])} of {request.n} images")
+            return f"{request.n} image(s) from {model_id}@{generator.checkpoint}"
+
+        return self._submit(person, "generate-sample", {"model": model_id, "n": request.n}, work,
+                            holder)
+
+    def _submit(self, person, kind: str, config: dict, work, holder: dict):  # noqa: ANN001, ANN201
+        job = self.studio.jobs.submit(kind, config, work, owner_id=person.id)
+        self.studio.board.put(job, holder)
+        return job, job_line(job_status(self.studio.db, job)), ticking(job)
+
+    @staticmethod
+    def _tiles(holder: dict) -> list:
+        request = holder["request"]
+        return [(img.rgb, f"seed {img.seed} · {img.class_label or img.prompt} · "
+                          f"{request.scheduler} {request.steps} steps · guidance "
+                          f"{request.guidance:g}") for img in holder["images"]]
+
+    def poll(self, job: str | None):
+        """A timer tick: the job's line, the images so far, the batch to add (when done)."""
+        holder = self.studio.board.get(job)
+        if holder is None:
+            return gr.update(), gr.update(), gr.update(), None, ticking(None)
+        status = job_status(self.studio.db, job)
+        line = job_line(status)
+        batch = gr.update()
+        if status.status == "done":
+            line += " · not in the pool until you add them."
+        if not status.active and holder["images"]:  # a cancelled job keeps what it made
+            batch = {key: holder[key] for key in ("model", "checkpoint", "request", "images")}
+        job = job if status.active else None
+        return line, self._tiles(holder), batch, job, ticking(job)
+
+    def cancel(self, job: str | None) -> str:
+        if not job or not self.studio.jobs.cancel(job):
+            return "Nothing of this page is running."
+        return "Cancelling: the image being made finishes first."
 
     @shown_errors
     def add_to_pool(self, batch):  # noqa: ANN001
@@ -74,20 +121,46 @@ class GenerateDesk:
         return f"Added {len(stored)} image(s) to the synthetic pool (stored once each, by SHA-256)."
 
     @shown_errors
-    def grid(self, model_id, checkpoint, cls, prompt, negative, seed, steps, guidance,
+    def grid(self, person, model_id, checkpoint, cls, prompt, negative, seed, steps, guidance,
              scheduler, lora, lora_scale, x_axis, x_values, y_axis, y_values):  # noqa: ANN001
+        """Queue an X/Y grid as a job; refused at once when it is over the cell limit."""
         if not model_id:
             raise gr.Error("Choose a generator.")
+        describe_model(self.studio.workspace, model_id)
         base = self._request(cls, prompt, negative, 1, seed, False, steps, guidance, scheduler,
                              lora, lora_scale)
         xs, ys = parse_axis(x_axis, x_values), parse_axis(y_axis, y_values)
-        with self.studio.jobs.gpu:
-            return xy_grid(self.studio.workspace, model_id, base, x_axis, xs, y_axis, ys, checkpoint)
+        check_grid(x_axis, xs, y_axis, ys)
+        holder = {"kind": "grid", "labels": grid_labels(x_axis, xs, y_axis, ys),
+                  "cells": [[None] * len(xs) for _ in ys]}
+        workspace = self.studio.workspace
+
+        def on_cell(i: int, j: int, rgb) -> None:  # noqa: ANN001
+            holder["cells"][i][j] = rgb
+
+        def work(progress, cancel):  # noqa: ANN001, ANN202
+            xy_grid(workspace, model_id, base, x_axis, xs, y_axis, ys, checkpoint,
+                    progress=progress, cancel=cancel, on_cell=on_cell)
+            return f"grid of {len(xs) * len(ys)} cells from {model_id}"
+
+        return self._submit(person, "generate-grid",
+                            {"model": model_id, "x": x_axis, "y": y_axis,
+                             "cells": len(xs) * len(ys)}, work, holder)
+
+    def poll_grid(self, job: str | None):
+        """A timer tick: the job's line and the grid so far (cells not made yet are grey)."""
+        holder = self.studio.board.get(job)
+        if holder is None:
+            return gr.update(), gr.update(), None, ticking(None)
+        status = job_status(self.studio.db, job)
+        picture = labelled_grid(holder["cells"], *holder["labels"])
+        job = job if status.active else None
+        return job_line(status), picture, job, ticking(job)
 
 
 def build_generate_tab(studio: Studio, access: Access) -> dict:
     desk = GenerateDesk(studio)
-    batch = gr.State(None)
+    batch, job, grid_job = gr.State(None), gr.State(None), gr.State(None)
     with gr.Row():
         # the engine checks every value (unknown model, checkpoint or class: a clear error)
         model = gr.Dropdown([], label="Generator", allow_custom_value=True)  # filled at admin sign-in
@@ -109,6 +182,7 @@ def build_generate_tab(studio: Studio, access: Access) -> dict:
         scheduler = gr.Dropdown(list(SCHEDULERS), value="ddpm", label="Scheduler")
     with gr.Row():
         go = gr.Button("Sample", variant="primary")
+        cancel = gr.Button("Cancel")
         add = gr.Button("Add these to the pool")
     status = gr.Markdown()
     gallery = gr.Gallery(label="Samples (caption: provenance)", columns=8, height="auto")
@@ -118,17 +192,29 @@ def build_generate_tab(studio: Studio, access: Access) -> dict:
             x_values = gr.Textbox("1, 2, 4", label="X values")
             y_axis = gr.Dropdown(list(AXES), value="class_label", label="Y axis")
             y_values = gr.Textbox("", label="Y values (e.g. AD, SSA, HP)")
-        grid_btn = gr.Button("Make grid")
-        grid = gr.Image(label="X/Y grid", type="numpy", interactive=False)
+        with gr.Row():
+            grid_btn = gr.Button(f"Make grid (at most {max_cells()} cells)")
+            grid_cancel = gr.Button("Cancel grid")
+        grid_status = gr.Markdown()
+        grid = gr.Image(label="X/Y grid (cells appear as they are made)", type="numpy",
+                        interactive=False)
+    timer, grid_timer = gr.Timer(1.0, active=False), gr.Timer(1.0, active=False)
     on = lambda trigger, fn, **io: access.on(trigger, fn, "admin", **io)  # noqa: E731
     on(model.change, desk.model_info, inputs=model, outputs=[checkpoint, cls, info])
     on(go.click, desk.sample, inputs=[model, checkpoint, cls, prompt, negative, n, seed, random_seed,
                                       steps, guidance, scheduler, lora, lora_scale],
-       outputs=[gallery, batch, status], api_name="sample")
+       outputs=[job, status, timer], api_name="sample")
+    on(timer.tick, desk.poll, inputs=job, outputs=[status, gallery, batch, job, timer],
+       api_name="poll_samples")
+    on(cancel.click, desk.cancel, inputs=job, outputs=status, api_name="cancel_samples")
     on(add.click, desk.add_to_pool, inputs=batch, outputs=status, api_name="add_to_pool")
     on(grid_btn.click, desk.grid, inputs=[model, checkpoint, cls, prompt, negative, seed, steps,
                                           guidance, scheduler, lora, lora_scale, x_axis, x_values,
-                                          y_axis, y_values], outputs=grid)
+                                          y_axis, y_values],
+       outputs=[grid_job, grid_status, grid_timer], api_name="grid")
+    on(grid_timer.tick, desk.poll_grid, inputs=grid_job,
+       outputs=[grid_status, grid, grid_job, grid_timer], api_name="poll_grid")
+    on(grid_cancel.click, desk.cancel, inputs=grid_job, outputs=grid_status, api_name="cancel_grid")
 
     def refresh(_person):  # noqa: ANN001
         models = desk.models()

@@ -11,10 +11,10 @@ from polyp_core.data.labels import SCHEMES
 from polyp_core.demo import DEMO_DATASET, DEMO_NOTE
 from polyp_core.jobs import job_status
 from polyp_core.runs import load_run
+from polyp_core.validation import number, whole
 from review_db import queries
 from studio_ui.access import Access
 from studio_ui.services import Studio, job_line, poll_run_job, shown_errors, ticking, watch_active
-from polyp_core.validation import number, whole
 
 
 class RetrainDesk:

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import functools
-from dataclasses import dataclass
+import threading
+from collections import OrderedDict
+from dataclasses import dataclass, field
 
 import gradio as gr
 
@@ -13,13 +15,35 @@ from polyp_core.workspace import Workspace
 from review_db.database import Database
 
 
+class Board:
+    """What each running job has made so far (images, grid cells, a finished figure), for the
+    page that started it to poll; in memory, the newest ``keep`` jobs."""
+
+    def __init__(self, keep: int = 32):
+        self.keep = keep
+        self._items: OrderedDict[str, dict] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def put(self, job: str, holder: dict) -> None:
+        with self._lock:
+            self._items[job] = holder
+            while len(self._items) > self.keep:
+                self._items.popitem(last=False)
+
+    def get(self, job: str | None) -> dict | None:
+        with self._lock:
+            return self._items.get(job) if job else None
+
+
 @dataclass
 class Studio:
-    """Workspace, database and the job runner (GPU work one job at a time)."""
+    """Workspace, database, the job runner (GPU work one job at a time: the runner holds the
+    generation lock, never a request) and the board of what running jobs made so far."""
 
     workspace: Workspace
     db: Database
     jobs: JobRunner
+    board: Board = field(default_factory=Board)
 
     @classmethod
     def open(cls, workspace: Workspace, db: Database) -> Studio:

@@ -10,10 +10,10 @@ from polyp_core.review.leaks import DESCRIPTIONS, LeakReport
 from polyp_core.review.studies import (RealPool, StudySpec, SyntheticPool, audit_study, close_study,
                                       create_study, list_studies, override_audit, plan_study,
                                       study_integrity)
+from polyp_core.validation import whole
 from review_db import queries
 from studio_ui.access import Access
 from studio_ui.services import Studio, shown_errors
-from polyp_core.validation import whole
 
 
 class StudyDesk:

@@ -12,9 +12,9 @@ from polyp_core.generation.ddpm import PRESETS, DDPMTrainConfig, train_ddpm
 from polyp_core.generation.sd_lora import LoraTrainConfig, train_lora
 from polyp_core.jobs import job_status
 from polyp_core.progress import Cancelled
+from polyp_core.validation import whole
 from studio_ui.access import Access
 from studio_ui.services import Studio, job_line, shown_errors, ticking
-from polyp_core.validation import whole
 
 
 def loss_figure(folder: Path):

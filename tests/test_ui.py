@@ -3,12 +3,14 @@ Playwright) as a reviewer rating by keyboard and as an admin opening every tab, 
 
 import os
 import time
+import uuid
 from pathlib import Path
 
 import pytest
 
 from polyp_core.demo import DEMO_ADMIN, DEMO_REVIEWERS, DEMO_STUDY
 from review_db import queries
+from tests.conftest import PASSWORD
 from tests.studio_server import gradio_client, offline_page, ratings_of, sign_in, sign_in_page
 
 SCREENSHOTS = os.environ.get("STUDIO_SCREENSHOTS")  # keep the tab screenshots here when set
@@ -41,17 +43,64 @@ def test_api_sign_in_review_and_refusals(live_app):
                        "any", "include", "", None, "", api_name="/start_retrain")
 
 
-def test_api_admin_samples_and_adds_to_the_pool(live_app):
+def wait_for_job(client, poll: str, timeout: float = 300):  # noqa: ANN001, ANN201
+    """Poll a job's timer event until its line says it ended; the last outputs."""
+    deadline = time.time() + timeout
+    while True:
+        outputs = client.predict(api_name=poll)
+        if not outputs[0].startswith(("**queued**", "**running**")):
+            return outputs
+        assert time.time() < deadline, f"{poll}: the job did not end in {timeout} s"
+        time.sleep(0.5)
+
+
+def test_api_admin_samples_as_a_job_and_adds_to_the_pool(live_app):
     client = gradio_client(live_app["url"], sign_in(live_app["url"], *DEMO_ADMIN))
     with live_app["db"].session() as session:
         before = len(queries.synthetic_images(session))
-    gallery, status = client.predict("demo-ddpm", None, "SSA", "", "", 2, 7, False, 10, 2.0,
-                                     "dpmsolver++", "", 1.0, api_name="/sample")
+    status, _timer = client.predict("demo-ddpm", None, "SSA", "", "", 2, 7, False, 10, 2.0,
+                                    "dpmsolver++", "", 1.0, api_name="/sample")
+    assert status.startswith(("**queued**", "**running**", "**done**")), status
+    status, gallery, _timer = wait_for_job(client, "/poll_samples")
+    assert status.startswith("**done**") and "not in the pool" in status, status
     assert len(gallery) == 2 and "seed 7 · SSA · dpmsolver++ 10 steps" in gallery[0]["caption"]
-    assert "not in the pool" in status
     assert "Added 2 image(s)" in client.predict(api_name="/add_to_pool")
     with live_app["db"].session() as session:
         assert len(queries.synthetic_images(session)) == before + 2
+    with pytest.raises(Exception, match="no generator 'no-such-model'"):  # refused, not queued
+        client.predict("no-such-model", None, "SSA", "", "", 2, 7, False, 10, 2.0, "ddpm", "",
+                       1.0, api_name="/sample")
+
+
+def test_a_grid_runs_as_a_job_and_a_second_admin_is_answered_at_once(live_app):
+    """While a 64-cell grid runs (the runner holds the generation lock), another admin's Data
+    tab answers in under a second; a 65-cell grid is refused before anything is queued."""
+    from polyp_core.review.accounts import create_account
+
+    url, db = live_app["url"], live_app["db"]
+    name = f"admin-{uuid.uuid4().hex[:6]}"
+    create_account(db, name, PASSWORD, role="admin")
+    one = gradio_client(url, sign_in(url, *DEMO_ADMIN))
+    two = gradio_client(url, sign_in(url, name, PASSWORD))
+    axes = ("seed", ",".join(str(i) for i in range(8)), "guidance", "1,2,3,4,5,6,7,8")
+    with pytest.raises(Exception, match="65 cells is over the limit of 64 cells"):
+        one.predict("demo-ddpm", None, "AD", "", "", 0, 20, 2.0, "ddpm", "", 1.0, "seed",
+                    ",".join(str(i) for i in range(13)), "guidance", "1,2,3,4,5",
+                    api_name="/grid")
+    status, _timer = one.predict("demo-ddpm", None, "AD", "", "", 0, 10, 2.0, "ddpm", "", 1.0,
+                                 *axes, api_name="/grid")
+    assert status.startswith(("**queued**", "**running**")), status
+    waits = []
+    while len(waits) < 6:
+        started = time.perf_counter()
+        two.predict("phantom", None, api_name="/data_overview")
+        waits.append(time.perf_counter() - started)
+        status, picture, _timer = one.predict(api_name="/poll_grid")
+    assert status.startswith("**running**"), f"the grid ended before the checks: {status}"
+    assert max(waits) < 1.0, waits
+    status, picture, _timer = wait_for_job(one, "/poll_grid", timeout=600)
+    assert status.startswith("**done**"), status
+    assert picture is not None
 
 
 def test_api_admin_trains_a_class_balanced_generator(live_app):
@@ -74,7 +123,9 @@ def test_api_admin_checks_that_samples_carry_their_class(live_app):
     with pytest.raises(Exception, match="403 Forbidden"):
         client.predict("demo-ddpm", "phantom", 2, 5, 4.0, "ddpm", api_name="/check_classes")
     client = gradio_client(live_app["url"], sign_in(live_app["url"], *DEMO_ADMIN))
-    text = client.predict("demo-ddpm", "phantom", 2, 5, 4.0, "ddpm", api_name="/check_classes")
+    client.predict("demo-ddpm", "phantom", 2, 5, 4.0, "ddpm", api_name="/check_classes")
+    status, text, _timer = wait_for_job(client, "/poll_check_classes")
+    assert status.startswith("**done**"), status
     assert "balanced accuracy" in text and "on 2 samples per class" in text, text
     lines = text.split("```")[1].strip("\n").splitlines()
     headers = [i for i, line in enumerate(lines) if "read as" in line]

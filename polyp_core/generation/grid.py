@@ -2,17 +2,51 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import os
+from collections.abc import Callable, Sequence
 from dataclasses import replace
 
 import numpy as np
 from PIL import Image, ImageDraw
 
 from polyp_core.generation.request import LoraChoice, SampleRequest
+from polyp_core.progress import CancelToken, Progress, no_progress
 from polyp_core.workspace import Workspace
 
 AXES = {"guidance": float, "steps": int, "scheduler": str, "class_label": str, "seed": int,
         "checkpoint": str, "lora_scale": float}
+MAX_CELLS = 64  # STUDIO_GRID_MAX_CELLS overrides it
+
+
+def max_cells(environ: dict[str, str] | None = None) -> int:
+    """The most cells a grid may have: ``STUDIO_GRID_MAX_CELLS`` or 64."""
+    text = (os.environ if environ is None else environ).get("STUDIO_GRID_MAX_CELLS")
+    if text is None:
+        return MAX_CELLS
+    try:
+        value = int(text)
+    except ValueError:
+        raise ValueError(f"STUDIO_GRID_MAX_CELLS={text!r} is not a whole number") from None
+    if value < 1:
+        raise ValueError(f"STUDIO_GRID_MAX_CELLS={value} must be at least 1")
+    return value
+
+
+def check_grid(x_axis: str, x_values: Sequence, y_axis: str, y_values: Sequence,
+               limit: int | None = None) -> None:
+    """Refuse unknown axes and grids over the cell limit, before any work is queued.
+
+    Raises:
+        ValueError: naming the axis, or the grid's size and the limit.
+    """
+    for axis in (x_axis, y_axis):
+        if axis not in AXES:
+            raise ValueError(f"unknown axis {axis!r}; choose one of: {', '.join(AXES)}")
+    limit = max_cells() if limit is None else limit
+    cells = len(x_values) * len(y_values)
+    if cells > limit:
+        raise ValueError(f"a grid of {len(x_values)} x {len(y_values)} = {cells} cells is over the "
+                         f"limit of {limit} cells (STUDIO_GRID_MAX_CELLS); use fewer values")
 
 
 def parse_axis(name: str, values: str) -> list:
@@ -44,10 +78,12 @@ def _apply(request: SampleRequest, name: str, value) -> SampleRequest:  # noqa: 
     return replace(request, **{name: value})
 
 
-def labelled_grid(cells: Sequence[Sequence[np.ndarray]], x_labels: Sequence[str],
-                  y_labels: Sequence[str], margin: int = 90, header: int = 24) -> np.ndarray:
-    """Rows of equally sized images with column labels on top and row labels on the left."""
-    h, w = cells[0][0].shape[:2]
+def labelled_grid(cells: Sequence[Sequence[np.ndarray | None]], x_labels: Sequence[str],
+                  y_labels: Sequence[str], margin: int = 90, header: int = 24,
+                  cell_size: int = 128) -> np.ndarray:
+    """Rows of equally sized images with column labels on top and row labels on the left; a
+    cell still ``None`` (not made yet) stays light grey."""
+    h = w = cell_size
     canvas = Image.new("RGB", (margin + w * len(x_labels), header + h * len(y_labels)), "white")
     draw = ImageDraw.Draw(canvas)
     for j, label in enumerate(x_labels):
@@ -55,24 +91,35 @@ def labelled_grid(cells: Sequence[Sequence[np.ndarray]], x_labels: Sequence[str]
     for i, row in enumerate(cells):
         draw.text((4, header + i * h + h // 2 - 6), str(y_labels[i]), fill="black")
         for j, rgb in enumerate(row):
-            canvas.paste(Image.fromarray(rgb), (margin + j * w, header + i * h))
+            tile = Image.new("RGB", (w, h), (225, 225, 225)) if rgb is None else Image.fromarray(rgb)
+            canvas.paste(tile, (margin + j * w, header + i * h))
     return np.asarray(canvas)
+
+
+def grid_labels(x_axis: str, x_values: Sequence, y_axis: str,
+                y_values: Sequence) -> tuple[list[str], list[str]]:
+    return [f"{x_axis}={x}" for x in x_values], [f"{y_axis}={y}" for y in y_values]
 
 
 def xy_grid(workspace: Workspace, model_id: str, base: SampleRequest, x_axis: str, x_values: list,
             y_axis: str, y_values: list, checkpoint: str | None = None, device=None,
-            cell_size: int = 128) -> np.ndarray:
-    """Sample one image per (y, x) with ``base``'s seed and settings changed along the axes.
+            cell_size: int = 128, progress: Progress = no_progress,
+            cancel: CancelToken | None = None,
+            on_cell: Callable[[int, int, np.ndarray], None] | None = None,
+            limit: int | None = None) -> np.ndarray:
+    """Sample one image per (y, x) with ``base``'s seed and settings changed along the axes;
+    ``on_cell(row, column, rgb)`` sees each cell as it is made (a page shows them as they come).
 
     Raises:
-        ValueError: unknown axis, or a request the generator refuses.
+        ValueError: unknown axis, a grid over the cell limit, or a request the generator refuses.
+        Cancelled: when ``cancel`` is set (between and inside cells).
     """
     from polyp_core.data.images import resize_rgb
     from polyp_core.generation.backends import load_generator
 
-    for axis in (x_axis, y_axis):
-        if axis not in AXES:
-            raise ValueError(f"unknown axis {axis!r}; choose one of: {', '.join(AXES)}")
+    check_grid(x_axis, x_values, y_axis, y_values, limit)
+    requests = [[_apply(_apply(replace(base, n=1), y_axis, y), x_axis, x) for x in x_values]
+                for y in y_values]  # every cell's request is checked before the first is made
     generators: dict[str | None, object] = {}
 
     def generator_at(ckpt: str | None):  # noqa: ANN202
@@ -80,13 +127,18 @@ def xy_grid(workspace: Workspace, model_id: str, base: SampleRequest, x_axis: st
             generators[ckpt] = load_generator(workspace, model_id, ckpt, device)
         return generators[ckpt]
 
-    rows = []
-    for y in y_values:
-        row = []
-        for x in x_values:
-            request = _apply(_apply(replace(base, n=1), y_axis, y), x_axis, x)
+    total = len(x_values) * len(y_values)
+    rows = [[None] * len(x_values) for _ in y_values]
+    for i, y in enumerate(y_values):
+        for j, x in enumerate(x_values):
+            if cancel is not None:
+                cancel.check()
             ckpt = x if x_axis == "checkpoint" else y if y_axis == "checkpoint" else checkpoint
-            image = generator_at(ckpt).sample(request)[0].rgb
-            row.append(resize_rgb(image, cell_size))
-        rows.append(row)
-    return labelled_grid(rows, [f"{x_axis}={x}" for x in x_values], [f"{y_axis}={y}" for y in y_values])
+            image = generator_at(ckpt).sample(requests[i][j], cancel=cancel)[0].rgb
+            rows[i][j] = resize_rgb(image, cell_size)
+            if on_cell is not None:
+                on_cell(i, j, rows[i][j])
+            done = i * len(x_values) + j + 1
+            progress(done, total, f"cell {done} of {total}")
+    return labelled_grid(rows, *grid_labels(x_axis, x_values, y_axis, y_values),
+                         cell_size=cell_size)
