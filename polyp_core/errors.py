@@ -29,7 +29,7 @@ class DatasetImportError(StudioError):
     """An import found problems; nothing was written. ``problems`` lists all of them."""
 
     def __init__(self, problems: list[Problem], source: str = ""):
-        self.problems = list(problems)
+        self.problems = list(dict.fromkeys(problems))  # once each, in the order found
         self.source = source
         head = f"import of {source} failed" if source else "import failed"
         lines = [f"{head}: {len(self.problems)} problem(s)"]

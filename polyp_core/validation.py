@@ -34,29 +34,34 @@ TEXT_MAX = 2000
 class InvalidRequest(StudioError, ValueError):
     """A request with fields out of range; ``problems`` names each field."""
 
-    def __init__(self, kind: str, problems: list[Problem]):
+    def __init__(self, kind: str, problems: list[Problem], flags: Mapping[str, str] | None = None):
         self.kind = kind
         self.problems = list(problems)
+        self.flags = dict(flags or {})
         super().__init__("; ".join(str(p) for p in self.problems))
 
     def as_flags(self) -> str:
         """The message with each field written as the CLI's option (``--checkpoint-every``)."""
-        return "; ".join(f"{as_flag(p.where)}: {p.what}" for p in self.problems)
+        return "; ".join(f"{self.as_flag(p.where)}: {p.what}" for p in self.problems)
 
-
-def as_flag(where: str) -> str:
-    """``train.checkpoint_every`` -> ``--checkpoint-every``; ``seeds[2]`` -> ``--seeds``."""
-    name = where.split("[", 1)[0].rsplit(".", 1)[-1]
-    return "--" + name.replace("_", "-")
+    def as_flag(self, where: str) -> str:
+        """``train.checkpoint_every`` -> ``--checkpoint-every``; ``seeds[2]`` -> ``--seeds``;
+        a field whose rule names its option (``rule(flag="--fractions")``) -> that option."""
+        field = where.split("[", 1)[0]
+        if field in self.flags:
+            return self.flags[field]
+        return "--" + field.rsplit(".", 1)[-1].replace("_", "-")
 
 
 def rule(default=dataclasses.MISSING, *, lo=None, hi=None, above=None, below=None,  # noqa: ANN001
-         choices: Sequence | None = None, text: bool = False, factory=dataclasses.MISSING,
-         **field_kwargs):
+         choices: Sequence | None = None, text: bool = False, flag: str | None = None,
+         factory=dataclasses.MISSING, **field_kwargs):
     """A dataclass field with what it accepts: ``lo <= v <= hi``, ``above < v < below``,
-    one of ``choices``; ``text`` allows long printable text (prompts)."""
+    one of ``choices``; ``text`` allows long printable text (prompts); ``flag``: the CLI's
+    option for the field when it is not ``--<field-name>``."""
     metadata = {"lo": lo, "hi": hi, "above": above, "below": below,
-                "choices": tuple(choices) if choices is not None else None, "text": text}
+                "choices": tuple(choices) if choices is not None else None, "text": text,
+                "flag": flag}
     if factory is not dataclasses.MISSING:
         return dataclasses.field(default_factory=factory, metadata=metadata, **field_kwargs)
     return dataclasses.field(default=default, metadata=metadata, **field_kwargs)
@@ -167,7 +172,9 @@ def check_request(request) -> None:  # noqa: ANN001
     """Raise :class:`InvalidRequest` naming every bad field of ``request``."""
     problems = problems_of(request)
     if problems:
-        raise InvalidRequest(type(request).__name__, problems)
+        flags = {f.name: f.metadata["flag"] for f in dataclasses.fields(request)
+                 if f.metadata.get("flag")}
+        raise InvalidRequest(type(request).__name__, problems, flags)
 
 
 def checked(cls):  # noqa: ANN001, ANN201

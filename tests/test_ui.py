@@ -103,6 +103,34 @@ def test_a_grid_runs_as_a_job_and_a_second_admin_is_answered_at_once(live_app):
     assert picture is not None
 
 
+def test_api_upload_under_a_taken_name_is_refused_and_the_open_study_keeps_its_images(
+        live_app, tmp_path):
+    """The Data tab's zip upload, as the browser sends it (upload, then the import event):
+    an archive named like the demo's data set is refused and nothing the study shows changes."""
+    import hashlib
+    import zipfile
+
+    from gradio_client import handle_file
+
+    workspace = live_app["workspace"]
+    source = workspace.root / "sources" / "phantom"
+    def fingerprint(folder: Path) -> dict:  # noqa: E306
+        return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
+                for p in sorted(folder.rglob("*")) if p.is_file()}
+    served, images = fingerprint(workspace.root / "studies"), fingerprint(source)
+    assert served and images
+    bundle = tmp_path / "phantom.zip"
+    with zipfile.ZipFile(bundle, "w") as handle:
+        for path in sorted(source.rglob("*"))[:40]:
+            if path.is_file():
+                handle.writestr(str(path.relative_to(source)), b"replaced")
+    client = gradio_client(live_app["url"], sign_in(live_app["url"], *DEMO_ADMIN))
+    with pytest.raises(Exception, match="named 'phantom' already exists; an import never writes"):
+        client.predict("", handle_file(str(bundle)), "phantom", api_name="/import_source")
+    assert fingerprint(workspace.root / "studies") == served
+    assert fingerprint(source) == images
+
+
 def test_api_admin_trains_a_class_balanced_generator(live_app):
     import json
 

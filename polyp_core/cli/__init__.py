@@ -43,12 +43,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return args.func(args)
     except DatasetImportError as exc:
-        print(str(exc), file=sys.stderr)
+        _say(str(exc))
         return 2
     except InvalidRequest as exc:
-        print(f"error: {exc.as_flags()}", file=sys.stderr)
+        _say(f"error: {exc.as_flags()}")
         return 2
     except (StudioError, ValueError, KeyError, FileNotFoundError, PermissionError) as exc:
         message = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
-        print(f"error: {message}", file=sys.stderr)
+        _say(f"error: {message}")
         return 2
+
+
+def _say(message: str, limit: int = 4000) -> None:
+    """An error on stderr: bytes of a name that is not UTF-8 written as ``\\xe9``, and a
+    message that quotes a huge input cut to ``limit`` characters."""
+    text = message.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+    if len(text) > limit:
+        text = f"{text[:limit]}... ({len(text) - limit} more characters)"
+    print(text, file=sys.stderr)

@@ -86,10 +86,9 @@ def cmd_study(args: argparse.Namespace) -> int:
                                            study_integrity)
     from polyp_core.runs import json_safe
 
-    db = _db(args)
-    person = _person(args, db)
-    workspace = Workspace(args.workspace)
+    spec = None
     if args.action in ("create", "plan"):
+        # checked before the sign-in: a bad request writes nothing, not even an audit line
         pools = tuple(_pool(s, "real") for s in args.real) + \
             tuple(_pool(s, "synthetic") for s in args.synthetic)
         working = args.working_resolution
@@ -98,6 +97,11 @@ def cmd_study(args: argparse.Namespace) -> int:
                          working_resolution=int(working) if working.isdigit() else working,
                          fixed_length=not args.no_fixed_length,
                          override_audit=args.override_audit)
+    db = _db(args)
+    person = _person(args, db)
+    workspace = Workspace(args.workspace)
+    if spec is not None:
+        pools = spec.pools
         for line in plan_study(db, workspace, spec).lines():
             print(line)
         if args.action == "create":

@@ -85,7 +85,14 @@ def _open_checked(path: Path) -> Image.Image:
     except FileNotFoundError:
         raise ImageDecodeError(str(path), "file not found") from None
     except Exception as exc:  # Pillow raises several types for unreadable files
+        if path.is_file() and path.stat().st_size == 0:
+            raise ImageDecodeError(str(path), "the file is empty (0 bytes)") from None
         raise ImageDecodeError(str(path), f"not a readable image ({exc})") from None
+    frames = getattr(image, "n_frames", 1)
+    if frames > 1 and image.format != "TIFF":  # multi-page TIFFs: the first page (below)
+        image.close()
+        raise ImageDecodeError(str(path), f"holds {frames} frames (an animation); export one "
+                                          "frame per file")
     width, height = image.size
     if width * height > MAX_PIXELS:
         image.close()

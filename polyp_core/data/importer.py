@@ -56,7 +56,8 @@ class ImportConfig:
     path_column: str | None = None
     mask_column: str | None = None
     split: str = "auto"
-    split_fractions: tuple[float, float, float] = rule((0.7, 0.1, 0.2), lo=0.0, hi=1.0)
+    split_fractions: tuple[float, float, float] = rule((0.7, 0.1, 0.2), lo=0.0, hi=1.0,
+                                                       flag="--fractions")
     seed: int = 0
     scheme: str | None = None
     label_aliases: tuple[tuple[str, str], ...] = ()

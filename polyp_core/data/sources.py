@@ -21,7 +21,7 @@ from pathlib import Path
 from polyp_core.data.images import IMAGE_SUFFIXES
 from polyp_core.data.labels import CANONICAL_ALIASES, canonical_label
 from polyp_core.data.tables import Table, normalise_column, read_table
-from polyp_core.errors import Problem
+from polyp_core.errors import DatasetImportError, Problem
 
 ID_COLUMNS = ("image_id", "image id", "id", "image_name", "filename")
 LABEL_COLUMNS = ("cls", "class", "label")
@@ -219,6 +219,8 @@ def scan_hospital(root: Path, columns: ColumnChoice = ColumnChoice(),
                                     columns.group is not None)
         if id_col is None or label_col is None:
             continue
+        if not any(table.rows):
+            problems.append(Problem(str(path), "the table has a header but no rows"))
         for number, row in enumerate(table.rows, start=table.first_row):
             if not row:
                 continue
@@ -380,6 +382,22 @@ def scan_csv(path: Path, columns: ColumnChoice = ColumnChoice(),
     return SourceScan("csv", path.parent, list(items.values()), problems, [], any_split)
 
 
+def printable_path(path: Path | str) -> str:
+    """A path as text that can always be printed: bytes that are not UTF-8 as ``\\xe9``."""
+    return str(path).encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+
+
+def _refuse_undecodable_names(source: Path) -> None:
+    """File names must be UTF-8 text: the manifest, the database and every export store them."""
+    if not source.is_dir():
+        return
+    bad = [p for p in source.rglob("*") if printable_path(p.name) != p.name]
+    if bad:
+        raise DatasetImportError(
+            [Problem(printable_path(p), "file name is not UTF-8 text; rename it (e.g. with "
+                                        "convmv) and import again") for p in bad], str(source))
+
+
 def scan_source(source: Path, layout: str = "auto", columns: ColumnChoice = ColumnChoice(),
                 labels_csv: Path | None = None,
                 aliases: dict[str, str] | None = None) -> SourceScan:
@@ -391,6 +409,7 @@ def scan_source(source: Path, layout: str = "auto", columns: ColumnChoice = Colu
     if layout not in LAYOUTS:
         raise ValueError(f"unknown layout {layout!r}; choose one of: {', '.join(LAYOUTS)}")
     source = Path(source).expanduser().resolve()
+    _refuse_undecodable_names(source)
     if layout == "auto":
         layout = detect_layout(source)
     if layout == "hospital":

@@ -56,9 +56,14 @@ def read_table(path: Path) -> Table:
     """Read a CSV file, sniffing ``,``/``;``/tab and trying UTF-8 then Latin-1.
 
     Raises:
-        ValueError: the file is empty or has no header.
+        ValueError: the file is empty, binary (a workbook, UTF-16) or has no header.
     """
     raw = Path(path).read_bytes()
+    if raw.startswith(b"PK\x03\x04"):
+        raise ValueError("a zip container (an Excel .xlsx workbook?), not CSV text; save it as "
+                         "CSV and import again")
+    if b"\x00" in raw[:8192]:
+        raise ValueError("binary data, not CSV text (UTF-16?); save it as UTF-8 CSV")
     for encoding in ("utf-8-sig", "latin-1"):
         try:
             text = raw.decode(encoding)
