@@ -111,6 +111,32 @@ def test_bad_requests(trained):
         load_generator(workspace, "t1", "step-9")
 
 
+def test_grid_cells_arrive_one_by_one_it_cancels_and_a_big_grid_is_refused(trained):
+    from polyp_core.generation.grid import check_grid, max_cells, xy_grid
+    from polyp_core.progress import Cancelled
+
+    workspace, _ = trained
+    base = SampleRequest(class_label="AD", steps=2, scheduler="ddim")
+    seen, token = [], CancelToken()
+
+    def on_cell(i, j, rgb):
+        seen.append((i, j, rgb.shape))
+        if len(seen) == 3:
+            token.cancel()
+
+    with pytest.raises(Cancelled):
+        xy_grid(workspace, "t1", base, "seed", [1, 2], "class_label", ["AD", "SSA"],
+                cancel=token, on_cell=on_cell, cell_size=32)
+    assert seen == [(0, 0, (32, 32, 3)), (0, 1, (32, 32, 3)), (1, 0, (32, 32, 3))]
+    picture = xy_grid(workspace, "t1", base, "seed", [1, 2], "guidance", [1.0], cell_size=32)
+    assert picture.shape[0] == 24 + 32 and picture.shape[1] == 90 + 2 * 32
+    with pytest.raises(ValueError, match="9 x 8 = 72 cells is over the limit of 64 cells"):
+        check_grid("seed", list(range(9)), "guidance", list(range(8)))
+    assert max_cells({"STUDIO_GRID_MAX_CELLS": "100"}) == 100
+    with pytest.raises(ValueError, match="STUDIO_GRID_MAX_CELLS='lots' is not a whole number"):
+        max_cells({"STUDIO_GRID_MAX_CELLS": "lots"})
+
+
 def test_pool_provenance_and_regeneration(trained, db):
     workspace, _ = trained
     request = SampleRequest(class_label="HP", n=3, seed=40, steps=4, guidance=1.5, batch_size=3)
