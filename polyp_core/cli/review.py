@@ -170,8 +170,29 @@ def cmd_review(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_mrmc(args: argparse.Namespace) -> int:
+    """The OR random-reader random-case analysis of an iMRMC input file."""
+    from polyp_core.review.mrmc import or_analysis, read_imrmc
+    from polyp_core.runs import json_safe
+
+    result = or_analysis(read_imrmc(args.file))
+    if args.json:
+        print(json.dumps(json_safe(result.to_json()), indent=1))
+    else:
+        for line in result.lines():
+            print(line)
+    return 0
+
+
 def add_review_commands(sub) -> None:  # noqa: ANN001
     """Register the review sub-commands on the main parser's ``sub``."""
+    mrmc = sub.add_parser("mrmc", help="MRMC ROC analysis (Obuchowski-Rockette, Hillis ddf) of "
+                                       "an iMRMC input file, e.g. a study's export")
+    mrmc.add_argument("file", help="iMRMC input file: truth rows with reader -1, then reader, "
+                                   "case, modality, score")
+    mrmc.add_argument("--json", action="store_true", help="per-modality per-reader AUCs, "
+                                                          "reader-averaged AUCs, F, ddf, p, CIs")
+    mrmc.set_defaults(func=cmd_mrmc)
     rev = sub.add_parser("reviewer", help="add, list, deactivate or activate accounts, change "
                                           "a role or password (open sessions end)")
     rev.add_argument("action", choices=["add", "list", "deactivate", "activate", "role",
