@@ -17,7 +17,17 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 IMAGE_KINDS = ("real", "synthetic")
 ROLES = ("admin", "reviewer")
 STUDY_STATUSES = ("open", "closed")
-VERDICTS = ("real", "synthetic")
+VERDICTS = ("real", "synthetic", "unsure")
+#: The reviewer's answer: 1 definitely real, 2 probably real, 3 unsure, 4 probably synthetic,
+#: 5 definitely synthetic. The verdict is derived from it (``verdict_of``).
+CONFIDENCES = (1, 2, 3, 4, 5)
+CONFIDENCE_LABELS = {1: "definitely real", 2: "probably real", 3: "unsure",
+                     4: "probably synthetic", 5: "definitely synthetic"}
+
+
+def verdict_of(confidence: int) -> str:
+    """The binary verdict a point of the scale means (3: ``unsure``)."""
+    return "real" if confidence <= 2 else "synthetic" if confidence >= 4 else "unsure"
 QUALITIES = ("good", "moderate", "poor")
 HISTOLOGY_GUESSES = ("AD", "SSA", "HP", "unsure")
 JOB_STATUSES = ("queued", "running", "done", "failed", "cancelled", "interrupted")
@@ -172,10 +182,12 @@ class Rating(Base):
         CheckConstraint(_in("quality", QUALITIES), name="ck_rating_quality"),
         CheckConstraint(f"histology IS NULL OR {_in('histology', HISTOLOGY_GUESSES)}",
                         name="ck_rating_histology"),
+        CheckConstraint("confidence BETWEEN 1 AND 5", name="ck_rating_confidence"),
     )
     id: Mapped[int] = mapped_column(primary_key=True)
     assignment_id: Mapped[int] = mapped_column(
         ForeignKey("assignment.id", ondelete="CASCADE"), unique=True)
+    confidence: Mapped[int] = mapped_column(Integer)
     verdict: Mapped[str] = mapped_column(String(16))
     quality: Mapped[str] = mapped_column(String(16))
     histology: Mapped[str | None] = mapped_column(String(8))
@@ -193,6 +205,7 @@ class RatingRevision(Base):
     id: Mapped[int] = mapped_column(primary_key=True)
     rating_id: Mapped[int] = mapped_column(ForeignKey("rating.id", ondelete="CASCADE"), index=True)
     revision: Mapped[int] = mapped_column(Integer)
+    confidence: Mapped[int] = mapped_column(Integer)
     verdict: Mapped[str] = mapped_column(String(16))
     quality: Mapped[str] = mapped_column(String(16))
     histology: Mapped[str | None] = mapped_column(String(8))

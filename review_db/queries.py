@@ -317,8 +317,9 @@ def reviewer_queue(session: Session, study_id: int, reviewer_id: int) -> list[As
     return list(session.scalars(query).unique())
 
 
-def save_rating(session: Session, assignment: Assignment, *, verdict: str, quality: str,
-                histology: str | None, seconds: float | None) -> tuple[Rating, bool]:
+def save_rating(session: Session, assignment: Assignment, *, confidence: int, verdict: str,
+                quality: str, histology: str | None,
+                seconds: float | None) -> tuple[Rating, bool]:
     """Create or revise the rating of an assignment, keeping the earlier version.
 
     Returns:
@@ -327,18 +328,19 @@ def save_rating(session: Session, assignment: Assignment, *, verdict: str, quali
     """
     rating = session.scalar(select(Rating).where(Rating.assignment_id == assignment.id))
     if rating is None:
-        rating = Rating(assignment_id=assignment.id, verdict=verdict, quality=quality,
-                        histology=histology, seconds=seconds, revision=1)
+        rating = Rating(assignment_id=assignment.id, confidence=confidence, verdict=verdict,
+                        quality=quality, histology=histology, seconds=seconds, revision=1)
         session.add(rating)
         session.flush()
         return rating, True
-    if (rating.verdict, rating.quality, rating.histology) == (verdict, quality, histology):
+    if (rating.confidence, rating.quality, rating.histology) == (confidence, quality, histology):
         return rating, False
     session.add(RatingRevision(rating_id=rating.id, revision=rating.revision,
-                               verdict=rating.verdict, quality=rating.quality,
-                               histology=rating.histology, seconds=rating.seconds,
-                               recorded=rating.revised or rating.created))
-    rating.verdict, rating.quality, rating.histology = verdict, quality, histology
+                               confidence=rating.confidence, verdict=rating.verdict,
+                               quality=rating.quality, histology=rating.histology,
+                               seconds=rating.seconds, recorded=rating.revised or rating.created))
+    rating.confidence, rating.verdict = confidence, verdict
+    rating.quality, rating.histology = quality, histology
     rating.seconds = seconds
     rating.revision += 1
     rating.revised = utcnow()

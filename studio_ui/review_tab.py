@@ -1,4 +1,5 @@
-"""The blind review queue: one large image, real/synthetic then good/moderate/poor, keys too.
+"""The blind review queue: one large image, a five-point real/synthetic confidence then
+good/moderate/poor, keys too.
 
 Nothing sent to the browser names the image's origin: the picture is the engine's blind
 JPEG, served byte for byte as the study rendered it (same resolution chain, encoder and byte
@@ -16,18 +17,22 @@ import gradio as gr
 
 from polyp_core.review import desk
 from polyp_core.review.studies import list_studies
+from review_db.models import CONFIDENCE_LABELS, CONFIDENCES
 from studio_ui.access import Access
 from studio_ui.services import Studio, shown_errors
 
 HISTOLOGY = ("AD", "SSA", "HP", "unsure")
+NO_ANSWER = "No answer chosen"
 
-# R / S choose the verdict, 1 / 2 / 3 rate the quality and submit; 7-0 choose the histology.
+# 1-5 choose the confidence (1 definitely real ... 5 definitely synthetic); G / M / P rate the
+# quality and submit; 7-0 choose the histology.
 KEYBOARD_JS = """
 <script>
 document.addEventListener('keydown', (event) => {
   const tag = (document.activeElement && document.activeElement.tagName) || '';
   if (tag === 'INPUT' || tag === 'TEXTAREA' || event.ctrlKey || event.metaKey || event.altKey) return;
-  const keys = {r: 'rv-real', s: 'rv-synthetic', '1': 'rv-good', '2': 'rv-moderate', '3': 'rv-poor',
+  const keys = {'1': 'rv-c1', '2': 'rv-c2', '3': 'rv-c3', '4': 'rv-c4', '5': 'rv-c5',
+                g: 'rv-good', m: 'rv-moderate', p: 'rv-poor',
                 '7': 'rv-h-AD', '8': 'rv-h-SSA', '9': 'rv-h-HP', '0': 'rv-h-unsure'};
   const id = keys[event.key.toLowerCase()];
   const button = id && document.getElementById(id);
@@ -38,7 +43,7 @@ document.addEventListener('keydown', (event) => {
 
 
 def _empty() -> dict:
-    return {"study": None, "token": None, "verdict": None, "histology": None, "shown": None}
+    return {"study": None, "token": None, "confidence": None, "histology": None, "shown": None}
 
 
 class ReviewDesk:
@@ -74,22 +79,24 @@ class ReviewDesk:
         if item is None:
             done = f"**{study}**: all {info.assigned} images rated. Thank you." if info else \
                 "Choose a study."
-            return None, done, state, gr.update(visible=ask), "No verdict chosen"
+            return None, done, state, gr.update(visible=ask), NO_ANSWER
         image = self._served_file(desk.image_for(self.studio.db, self.studio.workspace, person,
                                                  item.token))
         state.update(token=item.token, shown=time.monotonic())
         return image, f"**{study}** · {progress}", state, gr.update(visible=ask, value=None), \
-            "No verdict chosen"
+            NO_ANSWER
 
     @shown_errors
     def open_study(self, person, study: str | None, state: dict):  # noqa: ANN001
         state = {**(state or _empty()), "study": study}
         return self._show(person, state)
 
-    def choose(self, verdict: str, state: dict):
+    def choose(self, confidence: int, state: dict):
         if not state or not state.get("token"):
             raise gr.Error("No image to rate: choose a study.")
-        return {**state, "verdict": verdict}, f"Verdict: **{verdict}** — now rate the quality (1/2/3)"
+        return ({**state, "confidence": confidence},
+                f"Answer: **{confidence} · {CONFIDENCE_LABELS[confidence]}** — now rate the "
+                "quality (G/M/P)")
 
     def choose_histology(self, histology: str | None, state: dict):
         return {**(state or _empty()), "histology": histology}
@@ -98,11 +105,13 @@ class ReviewDesk:
     def rate(self, person, quality: str, state: dict):  # noqa: ANN001
         if not state or not state.get("token"):
             raise gr.Error("No image to rate: choose a study.")
-        if not state.get("verdict"):
-            raise gr.Error("Choose real (R) or synthetic (S) first.")
+        if not state.get("confidence"):
+            raise gr.Error("Choose how real it looks first (1 definitely real ... 5 definitely "
+                           "synthetic).")
+        # server-side: from the moment the image was served to this rating
         seconds = min(time.monotonic() - state["shown"], 3600.0) if state.get("shown") else None
-        desk.rate(self.studio.db, person, state["token"], state["verdict"], quality,
-                  state.get("histology"), seconds)
+        desk.rate(self.studio.db, person, state["token"], None, quality, state.get("histology"),
+                  seconds, confidence=state["confidence"])
         return self._show(person, state)
 
 
@@ -116,26 +125,27 @@ def build_review_tab(studio: Studio, access: Access) -> dict:
     status = gr.Markdown()
     image = gr.Image(label="Image", type="filepath", interactive=False, height=512,
                      buttons=[], elem_id="rv-image")
-    choice = gr.Markdown("No verdict chosen", elem_id="rv-choice")
+    choice = gr.Markdown(NO_ANSWER, elem_id="rv-choice")
     with gr.Row():
-        real = gr.Button("Real (R)", elem_id="rv-real")
-        synthetic = gr.Button("Synthetic (S)", elem_id="rv-synthetic")
+        answers = {c: gr.Button(f"{CONFIDENCE_LABELS[c].capitalize()} ({c})", elem_id=f"rv-c{c}")
+                   for c in CONFIDENCES}
     histology = gr.Radio(list(HISTOLOGY), label="Histology (7 AD · 8 SSA · 9 HP · 0 unsure)",
                          visible=False, elem_id="rv-histology")
     with gr.Row(visible=False):  # keyboard targets for the histology radio
         hidden = {h: gr.Button(h, elem_id=f"rv-h-{h}") for h in HISTOLOGY}
     with gr.Row():
         quality = {q: gr.Button(f"{q.capitalize()} ({k})", elem_id=f"rv-{q}", variant="secondary")
-                   for q, k in (("good", 1), ("moderate", 2), ("poor", 3))}
-    gr.Markdown("Keys: **R** real · **S** synthetic, then **1** good · **2** moderate · "
-                "**3** poor submits and shows the next image.")
+                   for q, k in (("good", "G"), ("moderate", "M"), ("poor", "P"))}
+    gr.Markdown("Keys: **1** definitely real · **2** probably real · **3** unsure · **4** probably "
+                "synthetic · **5** definitely synthetic, then **G** good · **M** moderate · "
+                "**P** poor submits and shows the next image.")
     shown = [image, status, state, histology, choice]
     # every signed-in account may review its own queue; the engine answers only for its own tokens
     on = lambda trigger, fn, **io: access.on(trigger, fn, "reviewer", **io)  # noqa: E731
     on(start.click, desk_.open_study, inputs=[study, state], outputs=shown, api_name="open_study")
-    for verdict, button in (("real", real), ("synthetic", synthetic)):
-        on(button.click, lambda s, v=verdict: desk_.choose(v, s), inputs=state,
-           outputs=[state, choice], api_name=f"choose_{verdict}")
+    for confidence, button in answers.items():
+        on(button.click, lambda s, c=confidence: desk_.choose(c, s), inputs=state,
+           outputs=[state, choice], api_name=f"choose_{confidence}")
     on(histology.change, desk_.choose_histology, inputs=[histology, state], outputs=state)
     for name, button in hidden.items():
         on(button.click, lambda s, n=name: (desk_.choose_histology(n, s), n), inputs=state,

@@ -318,7 +318,7 @@ def test_deactivated_reviewer_cannot_rate_from_an_open_page(live_app):
     name, password = DEMO_REVIEWERS[1]
     client = gradio_client(url, http_sign_in(url, name, password))
     client.predict(DEMO_STUDY, api_name="/open_study")
-    client.predict(api_name="/choose_real")
+    client.predict(api_name="/choose_1")
     before = ratings_of(db, name)
     set_active(db, name, False, by="test")
     try:

@@ -148,6 +148,9 @@ def test_rate_revise_resume_and_double_submit(review_env):
     ("seconds", -1, "seconds -1 must be a number"),
     ("seconds", float("nan"), "seconds nan"),
     ("seconds", "12", "seconds '12'"),
+    ("confidence", 6, "confidence 6 is not one of: 1"),
+    ("confidence", True, "confidence True is not one of"),
+    ("confidence", 2, "verdict 'synthetic' contradicts confidence 2"),
 ])
 def test_malformed_values_are_refused_and_change_nothing(review_env, field, value, message):
     make_study(review_env, overlap=1)
@@ -237,7 +240,8 @@ def test_a_curious_reviewer_cannot_tell_real_from_synthetic_without_the_pixels(r
 def test_ids_of_the_database_are_not_exposed(review_env):
     make_study(review_env, overlap=1)
     item = desk.queue(review_env.db, review_env.reviewers[0], "s1")[0]
-    assert set(vars(item)) == {"token", "position", "rated", "verdict", "quality", "histology"}
+    assert set(vars(item)) == {"token", "position", "rated", "verdict", "quality", "histology",
+                               "confidence"}
 
 
 def test_exported_csvs_open_as_text_in_a_spreadsheet(review_env, tmp_path):

@@ -24,8 +24,42 @@ def test_migrating_twice_is_harmless(db_url):
     Database(db_url).dispose()
     second = Database(db_url)
     with second.engine.connect() as connection:
-        assert connection.execute(text("SELECT version_num FROM alembic_version")).scalar() == "0002"
+        assert connection.execute(text("SELECT version_num FROM alembic_version")).scalar() == "0003"
     second.dispose()
+
+
+def test_confidence_migration_keeps_every_rating_at_the_scale_end_it_meant(db_url):
+    """Ratings stored before the five-point scale (revision 0002) get 1 (real) or 5
+    (synthetic): their verdicts, and so every binary statistic, stay as they were."""
+    from review_db.database import create_db_engine, migrate
+
+    engine = create_db_engine(db_url)
+    migrate(engine, "0002")
+    with engine.begin() as c:
+        c.execute(text("INSERT INTO reviewer (id, name, role, password_hash, active, created) "
+                       "VALUES (1, 'r', 'reviewer', 'h', true, CURRENT_TIMESTAMP)"))
+        c.execute(text("INSERT INTO image (id, sha256, path, kind, created) VALUES "
+                       "(1, 'a', 'a.png', 'real', CURRENT_TIMESTAMP), "
+                       "(2, 'b', 'b.png', 'synthetic', CURRENT_TIMESTAMP)"))
+        c.execute(text("INSERT INTO study (id, name, status, settings, created) VALUES "
+                       "(1, 's', 'open', '{}', CURRENT_TIMESTAMP)"))
+        c.execute(text("INSERT INTO assignment (id, study_id, reviewer_id, image_id, position, "
+                       "token) VALUES (1, 1, 1, 1, 0, 't1'), (2, 1, 1, 2, 1, 't2')"))
+        c.execute(text("INSERT INTO rating (id, assignment_id, verdict, quality, revision, "
+                       "created) VALUES (1, 1, 'real', 'good', 2, CURRENT_TIMESTAMP), "
+                       "(2, 2, 'synthetic', 'poor', 1, CURRENT_TIMESTAMP)"))
+        c.execute(text("INSERT INTO rating_revision (id, rating_id, revision, verdict, quality, "
+                       "recorded) VALUES (1, 1, 1, 'synthetic', 'good', CURRENT_TIMESTAMP)"))
+    migrate(engine)
+    with engine.connect() as c:
+        assert c.execute(text("SELECT id, verdict, confidence FROM rating ORDER BY id")).all() == \
+            [(1, "real", 1), (2, "synthetic", 5)]
+        assert c.execute(text("SELECT verdict, confidence FROM rating_revision")).all() == \
+            [("synthetic", 5)]
+    with pytest.raises(IntegrityError):
+        with engine.begin() as c:
+            c.execute(text("UPDATE rating SET confidence = 6 WHERE id = 1"))
+    engine.dispose()
 
 
 def test_sqlite_settings(tmp_path):

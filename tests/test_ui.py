@@ -31,9 +31,9 @@ def test_api_sign_in_review_and_refusals(live_app):
     assert "0 of" in status and Path(image).is_file()
     # nothing the client receives names the origin: the file is a content-named JPEG
     assert "synthetic" not in image.lower() and "real" not in Path(image).name.lower()
-    with pytest.raises(Exception, match="Choose real"):
+    with pytest.raises(Exception, match="Choose how real it looks first"):
         client.predict(api_name="/rate_good")
-    client.predict(api_name="/choose_synthetic")
+    client.predict(api_name="/choose_5")
     _, status, *_ = client.predict(api_name="/rate_poor")
     assert "1 of" in status
     assert ratings_of(live_app["db"], name) == 1
@@ -181,9 +181,9 @@ def test_browser_reviewer_rates_three_images_with_the_keyboard(live_app, browser
     for i in range(3):
         page.locator("#rv-image img").wait_for(timeout=30_000)
         page.locator("body").click(position={"x": 5, "y": 5})  # focus the page, not a field
-        page.keyboard.press("r")
-        page.get_by_text("Verdict: real").wait_for(timeout=30_000)
-        page.keyboard.press(str(1 + i % 3))
+        page.keyboard.press(str(2 + i))  # probably real, unsure, probably synthetic
+        page.get_by_text(f"Answer: {2 + i}").wait_for(timeout=30_000)
+        page.keyboard.press("gmp"[i])
         page.get_by_text(f"{before + i + 1} of").wait_for(timeout=30_000)
     assert ratings_of(live_app["db"], name) == before + 3
     with live_app["db"].session() as session:
@@ -191,7 +191,9 @@ def test_browser_reviewer_rates_three_images_with_the_keyboard(live_app, browser
         study = queries.study_by_name(session, DEMO_STUDY)
         rated = [a.rating for a in queries.reviewer_queue(session, study.id, reviewer.id) if a.rating]
         assert sorted(r.quality for r in rated[-3:]) == ["good", "moderate", "poor"]
-        assert all(r.verdict == "real" and r.seconds is not None for r in rated[-3:])
+        assert [(r.confidence, r.verdict) for r in rated[-3:]] == \
+            [(2, "real"), (3, "unsure"), (4, "synthetic")]
+        assert all(r.seconds is not None for r in rated[-3:])
     # the page never tried to reach anything but the studio (no CDN fonts, scripts or styles)
     assert outside == [] and failed == []
     # what the reviewer can read names no generator (admin lists fill only at admin sign-in)

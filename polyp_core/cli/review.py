@@ -157,15 +157,17 @@ def cmd_review(args: argparse.Namespace) -> int:
     person = _person(args, db)
     if args.action == "queue":
         for item in desk.queue(db, person, args.study):
-            state = f"{item.verdict}/{item.quality}" if item.rated else "-"
+            state = f"{item.confidence}:{item.verdict}/{item.quality}" if item.rated else "-"
             print(f"{item.position}\t{item.token}\t{state}")
     elif args.action == "image":
         Path(args.out).write_bytes(desk.image_for(db, Workspace(args.workspace), person,
                                                   args.token))
         print(f"wrote {args.out}")
     elif args.action == "rate":
-        receipt = desk.rate(db, person, args.token, args.verdict, args.quality, args.histology,
-                            args.seconds)
+        answer = args.verdict or ""
+        confidence = int(answer) if answer.isdigit() else None  # 1-5, or real / synthetic
+        receipt = desk.rate(db, person, args.token, None if confidence else answer, args.quality,
+                            args.histology, args.seconds, confidence=confidence)
         print(f"rated (revision {receipt.revision}{'' if receipt.changed else ', unchanged'})")
     return 0
 
@@ -241,7 +243,9 @@ def add_review_commands(sub) -> None:  # noqa: ANN001
     review.add_argument("action", choices=["queue", "image", "rate"])
     review.add_argument("study", nargs="?")
     review.add_argument("token", nargs="?")
-    review.add_argument("verdict", nargs="?", help="real or synthetic")
+    review.add_argument("verdict", nargs="?", help="1 definitely real, 2 probably real, 3 unsure, "
+                                                   "4 probably synthetic, 5 definitely synthetic "
+                                                   "(or real / synthetic: 1 / 5)")
     review.add_argument("quality", nargs="?", help="good, moderate or poor")
     review.add_argument("--histology")
     review.add_argument("--seconds", type=float)

@@ -15,7 +15,8 @@ from polyp_core.review.errors import InvalidRating, NotFound, PermissionDenied, 
 from review_db import queries
 from review_db.database import Database
 from polyp_core.workspace import Workspace
-from review_db.models import HISTOLOGY_GUESSES, QUALITIES, VERDICTS, Assignment
+from review_db.models import (CONFIDENCES, HISTOLOGY_GUESSES, QUALITIES, Assignment,
+                              verdict_of)
 
 MAX_SECONDS = 24 * 3600
 
@@ -30,6 +31,7 @@ class QueueItem:
     verdict: str | None = None
     quality: str | None = None
     histology: str | None = None
+    confidence: int | None = None
 
 
 @dataclass(frozen=True)
@@ -60,8 +62,8 @@ def queue(db: Database, person: Person, study_name: str) -> list[QueueItem]:
         if not items:
             raise NotFound(f"you have no assignments in study {study_name!r}")
         return [QueueItem(a.token, a.position, a.rating is not None,
-                          *(a.rating.verdict, a.rating.quality, a.rating.histology)
-                          if a.rating else ()) for a in items]
+                          *(a.rating.verdict, a.rating.quality, a.rating.histology,
+                            a.rating.confidence) if a.rating else ()) for a in items]
 
 
 def next_unrated(db: Database, person: Person, study_name: str) -> QueueItem | None:
@@ -91,10 +93,20 @@ def image_for(db: Database, workspace: Workspace, person: Person, token: str) ->
         return served_bytes(workspace, assignment.study, assignment.image)
 
 
-def _check_rating(verdict: object, quality: object, histology: object, seconds: object,
-                  ask_histology: bool) -> tuple[str, str, str | None, float | None]:
-    if verdict not in VERDICTS:
-        raise InvalidRating(f"verdict {verdict!r} is not one of: {', '.join(VERDICTS)}")
+def _check_rating(verdict: object, confidence: object, quality: object, histology: object,
+                  seconds: object, ask_histology: bool) -> tuple[int, str, str, str | None,
+                                                                  float | None]:
+    if confidence is None:  # a binary answer: the scale's end it means
+        if verdict not in ("real", "synthetic"):
+            raise InvalidRating(f"verdict {verdict!r} is not one of: real, synthetic (or give a "
+                                "confidence from 1, definitely real, to 5, definitely synthetic)")
+        confidence = 1 if verdict == "real" else 5
+    if isinstance(confidence, bool) or confidence not in CONFIDENCES:
+        raise InvalidRating(f"confidence {confidence!r} is not one of: 1 (definitely real), 2, "
+                            "3 (unsure), 4, 5 (definitely synthetic)")
+    if verdict is not None and verdict != verdict_of(int(confidence)):
+        raise InvalidRating(f"verdict {verdict!r} contradicts confidence {confidence} "
+                            f"({verdict_of(int(confidence))})")
     if quality not in QUALITIES:
         raise InvalidRating(f"quality {quality!r} is not one of: {', '.join(QUALITIES)}")
     if histology is not None and histology not in HISTOLOGY_GUESSES:
@@ -108,15 +120,20 @@ def _check_rating(verdict: object, quality: object, histology: object, seconds: 
                 not math.isfinite(seconds) or not 0 <= seconds <= MAX_SECONDS:
             raise InvalidRating(f"seconds {seconds!r} must be a number from 0 to {MAX_SECONDS}")
         seconds = float(seconds)
-    return verdict, quality, histology, seconds  # type: ignore[return-value]
+    confidence = int(confidence)
+    return confidence, verdict_of(confidence), quality, histology, seconds  # type: ignore[return-value]
 
 
-def rate(db: Database, person: Person, token: str, verdict: str, quality: str,
-         histology: str | None = None, seconds: float | None = None) -> Receipt:
+def rate(db: Database, person: Person, token: str, verdict: str | None, quality: str,
+         histology: str | None = None, seconds: float | None = None,
+         confidence: int | None = None) -> Receipt:
     """Record (or revise) the reviewer's rating of one of their assignments.
 
-    Submitting the same values again changes nothing and counts once. Every check runs
-    before any write, so a refused rating leaves the database as it was.
+    The answer is a point of the five-point scale (``confidence``: 1 definitely real ... 5
+    definitely synthetic); the verdict is derived from it. A binary ``verdict`` alone stands
+    for the scale's end (real: 1, synthetic: 5). Submitting the same values again changes
+    nothing and counts once. Every check runs before any write, so a refused rating leaves
+    the database as it was.
 
     Raises:
         NotFound: unknown token, or another reviewer's.
@@ -128,11 +145,11 @@ def rate(db: Database, person: Person, token: str, verdict: str, quality: str,
         study = assignment.study
         if study.status != "open":
             raise StudyClosed(f"study {study.name!r} is closed; ratings can no longer change")
-        values = _check_rating(verdict, quality, histology, seconds,
+        values = _check_rating(verdict, confidence, quality, histology, seconds,
                                bool(study.settings.get("ask_histology")))
-        rating, changed = queries.save_rating(session, assignment, verdict=values[0],
-                                              quality=values[1], histology=values[2],
-                                              seconds=values[3])
+        rating, changed = queries.save_rating(session, assignment, confidence=values[0],
+                                              verdict=values[1], quality=values[2],
+                                              histology=values[3], seconds=values[4])
         return Receipt(token, rating.revision, changed)
 
 
@@ -170,6 +187,7 @@ def rating_records(db: Database, admin: Person, study_name: str) -> list[dict]:
                 "image": image.sha256, "position": assignment.position,
                 "truth": image.kind, "source": source_of(image), "label": image.label,
                 "verdict": rating.verdict if rating else None,
+                "confidence": rating.confidence if rating else None,
                 "quality": rating.quality if rating else None,
                 "histology": rating.histology if rating else None,
                 "seconds": rating.seconds if rating else None,
