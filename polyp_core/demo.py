@@ -42,6 +42,9 @@ DEMO_ADMIN = ("admin", "polyp-demo-admin")
 DEMO_REVIEWERS = (("reviewer1", "polyp-demo-review"), ("reviewer2", "polyp-demo-review"))
 DEMO_GENERATOR = "demo-ddpm"
 DEMO_STUDY = "demo-study"
+#: a closed study whose ratings are simulated, so the reader-study dashboard (per-reader ROC,
+#: the OR analysis, pace, per-source tables) has something to show on first start
+DEMO_SIMULATED_STUDY = "demo-simulated-ratings"
 # The demo DDPM was trained for minutes on a CPU: the ancestral sampler with many steps gives
 # clean frames; deterministic few-step samplers need a longer-trained model (assets/README.md).
 DEMO_SAMPLER = ("ddpm", 200)
@@ -109,7 +112,51 @@ def ensure_demo_workspace(workspace: Workspace, db, n_per_class: int = 12,  # no
             DEMO_STUDY, (RealPool(DEMO_DATASET, 12, split="train"), SyntheticPool(12, DEMO_GENERATOR)),
             tuple(r for r, _ in DEMO_REVIEWERS) + (DEMO_ADMIN[0],), overlap=2))
         made.append(f"the open study {DEMO_STUDY!r}")
+    with db.session() as session:
+        has_simulated = queries.study_by_name(session, DEMO_SIMULATED_STUDY) is not None
+    if has_pool and not has_simulated:
+        simulate_reader_study(db, workspace)
+        made.append(f"the closed study {DEMO_SIMULATED_STUDY!r} with simulated ratings")
     return made
+
+
+def simulate_reader_study(db, workspace: Workspace, seed: int = 7) -> None:  # noqa: ANN001
+    """Create the demo's closed study and rate it with simulated readers (every reader rates
+    every image, so the OR analysis applies): real images lean "real", the demo generator's
+    lean "synthetic" a little, each reader with their own skill and pace; the admin rates
+    fast, so the pace flag has something to flag. Nothing here is evidence of anything."""
+    import numpy as np
+
+    from polyp_core.review import desk
+    from polyp_core.review.accounts import Person
+    from polyp_core.review.studies import RealPool, StudySpec, SyntheticPool, close_study, create_study
+    from review_db import queries
+
+    names = tuple(r for r, _ in DEMO_REVIEWERS) + (DEMO_ADMIN[0],)
+    with db.session() as session:
+        people = {n: Person(r.id, r.name, r.role) for n in names
+                  if (r := queries.reviewer_by_name(session, n)) is not None}
+        n_synthetic = len(queries.synthetic_images(session, DEMO_GENERATOR))
+    n = min(12, n_synthetic)
+    admin = people[DEMO_ADMIN[0]]
+    create_study(db, workspace, admin, StudySpec(
+        DEMO_SIMULATED_STUDY, (RealPool(DEMO_DATASET, n, split="train"),
+                               SyntheticPool(n, DEMO_GENERATOR)), names, overlap=len(names),
+        seed=seed))
+    rng = np.random.default_rng(seed)
+    skill = {names[0]: 1.2, names[1]: 0.6, names[2]: 0.3}
+    pace = {names[0]: 6.0, names[1]: 3.5, names[2]: 0.6}
+    with db.session() as session:
+        study = queries.study_by_name(session, DEMO_SIMULATED_STUDY)
+        truth = {a.token: a.image.kind for a, _ in queries.study_rows(session, study.id)}
+    for name in names:
+        for item in desk.queue(db, people[name], DEMO_SIMULATED_STUDY):
+            lean = skill[name] if truth[item.token] == "real" else -skill[name]
+            confidence = int(np.clip(np.round(3 - lean + rng.normal(0, 1.0)), 1, 5))
+            quality = ("good", "moderate", "poor")[int(rng.integers(0, 3))]
+            desk.rate(db, people[name], item.token, None, quality, None,
+                      float(rng.gamma(2.0, pace[name] / 2)), confidence=confidence)
+    close_study(db, admin, DEMO_SIMULATED_STUDY)
 
 
 DEMO_NOTE = ("**What you are looking at.** This is the demo workspace: the real images are "

@@ -5,6 +5,7 @@ from __future__ import annotations
 import gradio as gr
 
 from polyp_core.review import desk
+from polyp_core.review.reader import forest_figure, roc_figure, summary_lines
 from polyp_core.review.stats import study_statistics
 from polyp_core.review.leaks import DESCRIPTIONS, LeakReport
 from polyp_core.review.studies import (RealPool, StudySpec, SyntheticPool, audit_study, close_study,
@@ -107,28 +108,34 @@ class StudyDesk:
 
     @shown_errors
     def statistics(self, person, name):  # noqa: ANN001
+        """The reader study: binary verdicts with the right chance, per-reader ROC, the OR
+        analysis, pace, per-source tables and agreement (``study stats`` prints the same)."""
+        empty = ("", [], [], [], [], [], None, None)
         if not name:
-            return "", [], [], []
+            return empty
         try:
             records = desk.rating_records(self.studio.db, person, name)
         except Exception as exc:  # open study with a hidden key
-            return f"{exc}", [], [], []
+            return (f"{exc}", *empty[1:])
         stats = study_statistics(records)
         integrity = study_integrity(self.studio.db, person, name)["summary"]
-        fleiss = stats["fleiss_verdict"]
-        kripp = stats["krippendorff_quality"]
-        summary = (f"**{name}** · {stats['n_rated']} of {stats['n_assignments']} rated · Fleiss' κ "
-                   f"(real/synthetic) {fleiss.get('kappa', float('nan')):.3f} · Krippendorff's α "
-                   f"(quality, ordinal) {kripp.get('alpha', float('nan')):.3f}\n\n{integrity}")
-        verdicts = [[who, m["n"], f"{m['accuracy']['value']:.3f}",
-                     f"{m['recall']['value']:.3f}", f"{m['specificity']['value']:.3f}",
-                     f"{m['p_better_than_chance']:.3g}"]
+        head = f"**{name}** · {stats['n_rated']} of {stats['n_assignments']} rated\n\n{integrity}"
+        summary = head + "\n\n```\n" + "\n".join(summary_lines(stats)) + "\n```"
+        fmt = lambda x: f"{x:.3f}" if x == x else "-"  # noqa: E731
+        verdicts = [[who, m["n"], m["n_unsure"], fmt(stats["reader_roc"].get(who, {}).get("auc",
+                     float("nan"))), fmt(m["balanced_accuracy"]["value"]),
+                     fmt(m["accuracy"]["value"]), f"{m['p_discrimination']:.3g}"]
                     for who, m in stats["verdicts_real_positive"].items()]
         quality = [[row["source"], row["good"], row["moderate"], row["poor"], row["n"]]
                    for row in stats["quality_by_source"]]
-        pairs = [[p["a"], p["b"], p["n"], f"{p['kappa']:.3f}" if p["kappa"] == p["kappa"] else "-"]
-                 for p in stats["cohen_verdict"]]
-        return summary, verdicts, quality, pairs
+        pairs = [[p["a"], p["b"], p["n"], fmt(p["kappa"])] for p in stats["cohen_verdict"]]
+        pace = [[who, m["n"], f"{m['median']:.1f}", f"{m['q1']:.1f}-{m['q3']:.1f}",
+                 "too fast" if m["too_fast"] else ""] for who, m in stats["pace"].items()]
+        sources = [[r["source"], r["class"], r["ratings"], fmt(r["called_synthetic"]),
+                    fmt(r.get("auc_vs_real", float("nan"))), r["good"], r["moderate"], r["poor"]]
+                   for r in stats["per_source"]]
+        return (summary, verdicts, quality, pairs, pace, sources, roc_figure(stats),
+                forest_figure(stats))
 
 
 def _audit_rows(audit: dict | None) -> list[list]:
@@ -171,7 +178,7 @@ def build_studies_tab(studio: Studio, access: Access) -> dict:
             create = gr.Button("Create study", variant="primary")
     message = gr.Markdown()
     with gr.Row():
-        chosen = gr.Dropdown([], label="Study")
+        chosen = gr.Dropdown([], label="Study", allow_custom_value=True)  # the engine checks it
         close = gr.Button("Close study")
         stats_btn = gr.Button("Statistics")
         audit_btn = gr.Button("Audit for leaks")
@@ -184,9 +191,19 @@ def build_studies_tab(studio: Studio, access: Access) -> dict:
         reason = gr.Textbox("", label="Reason to open a study whose audit failed")
         override_btn = gr.Button("Open despite the audit", variant="stop")
     summary = gr.Markdown()
-    verdicts = gr.Dataframe(headers=["reviewer", "n", "accuracy", "recall (real)", "specificity",
-                                     "p (better than chance)"],
-                            label="Real vs synthetic per reviewer (positive: real)", interactive=False)
+    with gr.Row():
+        roc_plot = gr.Plot(label="Per-reader ROC")
+        forest_plot = gr.Plot(label="Reader AUCs and the readers-together CI")
+    verdicts = gr.Dataframe(headers=["reviewer", "n decisive", "unsure", "AUC (1-5 scale)",
+                                     "balanced accuracy", "accuracy", "Fisher p"],
+                            label="Real vs synthetic per reviewer (positive: real; chance: "
+                                  "balanced accuracy 0.5, AUC 0.5)", interactive=False)
+    sources = gr.Dataframe(headers=["source", "class", "ratings", "called synthetic",
+                                    "AUC real vs it", "good", "moderate", "poor"],
+                           label="Per generator, checkpoint and class", interactive=False)
+    pace = gr.Dataframe(headers=["reviewer", "n", "median s", "IQR s", "flag"],
+                        label="Pace: seconds from serving to rating (server clock)",
+                        interactive=False)
     quality = gr.Dataframe(headers=["source", "good", "moderate", "poor", "n"],
                            label="Quality by source", interactive=False)
     pairs = gr.Dataframe(headers=["reviewer a", "reviewer b", "n", "Cohen's κ"],
@@ -199,7 +216,8 @@ def build_studies_tab(studio: Studio, access: Access) -> dict:
     on(created.then, desk_.table, outputs=[table, chosen])
     on(on(close.click, desk_.close, inputs=chosen, outputs=message).then, desk_.table,
        outputs=[table, chosen])
-    on(stats_btn.click, desk_.statistics, inputs=chosen, outputs=[summary, verdicts, quality, pairs],
+    on(stats_btn.click, desk_.statistics, inputs=chosen,
+       outputs=[summary, verdicts, quality, pairs, pace, sources, roc_plot, forest_plot],
        api_name="study_statistics")
     on(chosen.change, desk_.integrity, inputs=chosen, outputs=[integrity, audit_table])
     on(audit_btn.click, desk_.audit, inputs=chosen, outputs=[integrity, audit_table],

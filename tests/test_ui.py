@@ -131,6 +131,25 @@ def test_api_upload_under_a_taken_name_is_refused_and_the_open_study_keeps_its_i
     assert fingerprint(source) == images
 
 
+def test_api_reader_study_statistics_of_the_simulated_demo_study(live_app):
+    """The demo's closed study with simulated ratings: per-reader ROC and AUC, the OR
+    analysis with its CI, balanced accuracy and Fisher's test, pace with its flag, the
+    per-source table, AC1; the same lines the CLI's study stats prints."""
+    from polyp_core.demo import DEMO_SIMULATED_STUDY
+
+    client = gradio_client(live_app["url"], sign_in(live_app["url"], *DEMO_ADMIN))
+    summary, verdicts, quality, pairs, pace, sources, roc, forest = client.predict(
+        DEMO_SIMULATED_STUDY, api_name="/study_statistics")
+    for words in ("balanced accuracy", "chance 0.5", "Fisher's exact", "DeLong 95% CI",
+                  "Obuchowski-Rockette random-reader random-case", "reader-averaged AUC",
+                  "TOO FAST: median under 1 s", "Gwet's AC1"):
+        assert words in summary, words
+    assert {row[0] for row in verdicts["data"]} == {"admin", "reviewer1", "reviewer2", "pooled"}
+    assert [row[4] for row in pace["data"]].count("too fast") == 1
+    assert any(row[1] == "all" for row in sources["data"])
+    assert roc is not None and forest is not None
+
+
 def test_api_admin_trains_a_class_balanced_generator(live_app):
     import json
 
@@ -206,6 +225,8 @@ def test_browser_reviewer_rates_three_images_with_the_keyboard(live_app, browser
 def test_browser_admin_opens_every_tab(live_app, browser, tmp_path):
     import app
 
+    from polyp_core.demo import DEMO_SIMULATED_STUDY
+
     page, outside, failed = offline_page(browser, live_app["url"])
     sign_in_page(page, live_app["url"], *DEMO_ADMIN)
     folder = Path(SCREENSHOTS) if SCREENSHOTS else tmp_path
@@ -219,6 +240,14 @@ def test_browser_admin_opens_every_tab(live_app, browser, tmp_path):
             page.locator("text=byte_length >> visible=true").first.wait_for(timeout=30_000)
             page.locator("text=integrity: leak audit >> visible=true").first.wait_for(
                 timeout=30_000)
+            # the reader study of the demo's simulated ratings (a second screenshot)
+            page.get_by_label("Study", exact=True).locator("visible=true").first.click()
+            page.get_by_role("option", name=DEMO_SIMULATED_STUDY).click()
+            page.get_by_role("button", name="Statistics").click()
+            page.locator("text=Obuchowski-Rockette >> visible=true").first.wait_for(
+                timeout=60_000)
+            time.sleep(1.5)
+            page.screenshot(path=str(folder / "tab-studies-reader-study.png"), full_page=True)
         if tab == "Accounts":
             page.locator("text=sign_in >> visible=true").first.wait_for(timeout=30_000)
         if tab == "Retrain & compare":

@@ -134,16 +134,12 @@ def cmd_study(args: argparse.Namespace) -> int:
         if args.json:
             print(json.dumps(json_safe(result), indent=1))
         else:
-            pooled = result["verdicts_real_positive"]["pooled"]
-            acc = pooled["accuracy"]
+            from polyp_core.review.reader import summary_lines
+
             print(f"{args.name}: {result['n_rated']}/{result['n_assignments']} rated")
             print("  " + study_integrity(db, person, args.name)["summary"])
-            print(f"  pooled accuracy {acc['value']:.3f} (95% CI {acc['low']:.3f}-"
-                  f"{acc['high']:.3f}), p(better than chance) {pooled['p_better_than_chance']:.3g}")
-            for name, m in result["verdicts_real_positive"].items():
-                if name != "pooled":
-                    print(f"  {name}: accuracy {m['accuracy']['value']:.3f} "
-                          f"(n={m['n']}), p={m['p_better_than_chance']:.3g}")
+            for line in summary_lines(result):
+                print(f"  {line}")
     elif args.action == "export":
         paths = stats.export_csv(desk.rating_records(db, person, args.name), args.out)
         print("wrote " + ", ".join(str(p) for p in paths))

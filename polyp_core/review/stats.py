@@ -1,13 +1,16 @@
 """Statistics of a reader study, as functions over rating records.
 
 A record is a dict with at least ``reviewer``, ``image``, ``truth`` (``real`` or
-``synthetic``), ``source``, ``label``, ``verdict``, ``quality`` and ``histology``; records
-without a verdict (unrated assignments) are ignored.
+``synthetic``), ``source``, ``label``, ``verdict``, ``confidence`` (1-5), ``quality`` and
+``histology``; records without a verdict (unrated assignments) are ignored.
 
-Conventions follow the published reader study: accuracy, precision and recall are given
-with *real* as the positive class (and also with *synthetic* as positive), with Wilson 95 %
-intervals, and a one-sided binomial test of accuracy against chance: a visual Turing test
-"passes" when experts do no better than chance.
+Binary verdicts (derived from the five-point scale: 1-2 real, 4-5 synthetic, 3 unsure) give
+accuracy, precision and recall with *real* as the positive class (and with *synthetic* as
+positive), with Wilson 95% intervals, over the decisive answers (``unsure`` ones are counted
+apart). Chance is judged right for unbalanced studies: balanced accuracy (chance 0.5 whatever
+the mix) and Fisher's exact test of the verdict x truth table, never accuracy against 50%
+(on a study with two synthetic images per real one, always answering "synthetic" scores 67%).
+The ROC and MRMC analyses of the scale itself are in ``polyp_core.review.reader``.
 """
 
 from __future__ import annotations
@@ -46,26 +49,41 @@ def _ratio(k: int, n: int) -> dict:
     return {"value": k / n if n else math.nan, "low": low, "high": high, "k": k, "n": n}
 
 
+def _balanced(recall: dict, specificity: dict, z: float = 1.959963984540054) -> dict:
+    """Balanced accuracy (mean of the two recalls) with a normal-approximation 95% CI."""
+    if not recall["n"] or not specificity["n"]:
+        return {"value": math.nan, "low": math.nan, "high": math.nan}
+    a, b = recall["value"], specificity["value"]
+    value = (a + b) / 2
+    half = z * math.sqrt(a * (1 - a) / recall["n"] + b * (1 - b) / specificity["n"]) / 2
+    return {"value": value, "low": max(0.0, value - half), "high": min(1.0, value + half)}
+
+
 def verdict_metrics(records: Sequence[dict], positive: str = "real") -> dict:
-    """Confusion of verdicts against truth and the metrics, with ``positive`` as positive."""
-    from scipy.stats import binomtest
+    """Confusion of the decisive verdicts against truth and the metrics, ``positive`` as
+    positive; ``p_discrimination``: Fisher's exact test (one-sided) that verdicts agree with
+    the truth more than chance would make them."""
+    from scipy.stats import fisher_exact
 
     if positive not in ("real", "synthetic"):
         raise ValueError("positive must be 'real' or 'synthetic'")
+    unsure = sum(r["verdict"] == "unsure" for r in records)
+    records = [r for r in records if r["verdict"] in ("real", "synthetic")]
     tp = sum(r["truth"] == positive and r["verdict"] == positive for r in records)
     fn = sum(r["truth"] == positive and r["verdict"] != positive for r in records)
     fp = sum(r["truth"] != positive and r["verdict"] == positive for r in records)
     tn = sum(r["truth"] != positive and r["verdict"] != positive for r in records)
     n = tp + fn + fp + tn
-    correct = tp + tn
+    recall, specificity = _ratio(tp, tp + fn), _ratio(tn, tn + fp)
+    table = [[tp, fn], [fp, tn]]
     return {
-        "positive": positive, "n": n, "tp": tp, "fn": fn, "fp": fp, "tn": tn,
-        "accuracy": _ratio(correct, n), "precision": _ratio(tp, tp + fp),
-        "recall": _ratio(tp, tp + fn), "specificity": _ratio(tn, tn + fp),
-        # H1: better than chance (one-sided); the Turing test passes when p is large
-        "p_better_than_chance": binomtest(correct, n, 0.5, alternative="greater").pvalue
-        if n else math.nan,
-        "p_two_sided": binomtest(correct, n, 0.5).pvalue if n else math.nan,
+        "positive": positive, "n": n, "n_unsure": unsure, "tp": tp, "fn": fn, "fp": fp, "tn": tn,
+        "accuracy": _ratio(tp + tn, n), "precision": _ratio(tp, tp + fp),
+        "recall": recall, "specificity": specificity,
+        "balanced_accuracy": _balanced(recall, specificity),
+        # H1: verdicts go with the truth (odds ratio > 1); experts "cannot tell" when p is large
+        "p_discrimination": fisher_exact(table, alternative="greater").pvalue if n else math.nan,
+        "p_fisher_two_sided": fisher_exact(table).pvalue if n else math.nan,
     }
 
 
@@ -181,9 +199,16 @@ def krippendorff_quality(records: Iterable[dict]) -> dict:
 
 
 def study_statistics(records: Sequence[dict]) -> dict:
-    """Everything above for one study."""
+    """Everything above, and the reader-study analyses of ``polyp_core.review.reader``."""
+    from polyp_core.review import reader
+
     done = rated(records)
     return {
+        "reader_roc": reader.reader_rocs(done),
+        "mrmc": reader.reader_study(done),
+        "pace": reader.pace(done),
+        "per_source": reader.per_source(done),
+        "ac1_verdict": reader.ac1_of(done, "verdict", ("real", "synthetic", "unsure")),
         "n_assignments": len(records), "n_rated": len(done),
         "verdicts_real_positive": verdicts_by_reviewer(done, "real"),
         "verdicts_synthetic_positive": verdicts_by_reviewer(done, "synthetic"),
@@ -213,8 +238,11 @@ def export_csv(records: Sequence[dict], folder: Path | str) -> list[Path]:
             for metric in ("accuracy", "precision", "recall", "specificity"):
                 row |= {metric: m[metric]["value"], f"{metric}_low": m[metric]["low"],
                         f"{metric}_high": m[metric]["high"]}
-            row |= {"p_better_than_chance": m["p_better_than_chance"],
-                    "p_two_sided": m["p_two_sided"]}
+            row |= {"balanced_accuracy": m["balanced_accuracy"]["value"],
+                    "balanced_accuracy_low": m["balanced_accuracy"]["low"],
+                    "balanced_accuracy_high": m["balanced_accuracy"]["high"],
+                    "n_unsure": m["n_unsure"], "p_discrimination": m["p_discrimination"],
+                    "p_fisher_two_sided": m["p_fisher_two_sided"]}
             verdict_rows.append(row)
     histology_rows = [{"source": s, "true_class": t, "guess": g, "count": c}
                       for s, h in stats["histology_by_source"].items()
@@ -227,7 +255,16 @@ def export_csv(records: Sequence[dict], folder: Path | str) -> list[Path]:
     agreement_rows.append({"statistic": "krippendorff_alpha_quality_ordinal",
                            "n": stats["krippendorff_quality"]["n_images"],
                            "value": stats["krippendorff_quality"]["alpha"]})
+    agreement_rows.append({"statistic": "gwet_ac1_verdict", "n": stats["ac1_verdict"]["n_paired"],
+                           "value": stats["ac1_verdict"]["ac1"]})
+    auc_rows = [{"reviewer": who, "auc": m["auc"], "auc_low": m["low"], "auc_high": m["high"],
+                 "n_real": m["n_positive"], "n_synthetic": m["n_negative"]}
+                for who, m in stats["reader_roc"].items()]
+    pace_rows = [{"reviewer": who, **{k: v for k, v in m.items() if k != "histogram"}}
+                 for who, m in stats["pace"].items()]
     outputs = {"ratings.csv": list(records), "verdicts.csv": verdict_rows,
+               "reader_auc.csv": auc_rows, "pace.csv": pace_rows,
+               "per_source.csv": stats["per_source"],
                "quality_by_source.csv": stats["quality_by_source"],
                "quality_by_source_and_class.csv": stats["quality_by_source_and_class"],
                "histology.csv": histology_rows, "agreement.csv": agreement_rows}
@@ -235,4 +272,16 @@ def export_csv(records: Sequence[dict], folder: Path | str) -> list[Path]:
     for name, rows in outputs.items():
         _write(folder / name, rows)
         paths.append(folder / name)
+    # the ratings as MRMC data, for a statistician to check us with iMRMC or RJafroc
+    from polyp_core.review.mrmc import imrmc_text
+    from polyp_core.review.reader import mrmc_data
+
+    data, _ = mrmc_data(rated(records))
+    if data.scores:
+        name = records[0].get("study", "study") if records else "study"
+        (folder / "study.imrmc").write_text(imrmc_text(data, f"{name}: realness 1-5, real positive"))
+        paths.append(folder / "study.imrmc")
+    lines = stats["mrmc"]["pooled"].get("lines") or [stats["mrmc"]["pooled"].get("reason", "")]
+    (folder / "mrmc.txt").write_text("\n".join(lines) + "\n")
+    paths.append(folder / "mrmc.txt")
     return paths
