@@ -29,6 +29,7 @@ def verdict_of(confidence: int) -> str:
     """The binary verdict a point of the scale means (3: ``unsure``)."""
     return "real" if confidence <= 2 else "synthetic" if confidence >= 4 else "unsure"
 QUALITIES = ("good", "moderate", "poor")
+ASSIGNMENT_KINDS = ("main", "repeat", "calibration")
 HISTOLOGY_GUESSES = ("AD", "SSA", "HP", "unsure")
 JOB_STATUSES = ("queued", "running", "done", "failed", "cancelled", "interrupted")
 
@@ -158,8 +159,10 @@ class Assignment(Base):
 
     __tablename__ = "assignment"
     __table_args__ = (
-        UniqueConstraint("study_id", "reviewer_id", "image_id", name="uq_assignment_image"),
+        UniqueConstraint("study_id", "reviewer_id", "image_id", "kind",
+                         name="uq_assignment_image"),
         UniqueConstraint("study_id", "reviewer_id", "position", name="uq_assignment_position"),
+        CheckConstraint(_in("kind", ASSIGNMENT_KINDS), name="ck_assignment_kind"),
     )
     id: Mapped[int] = mapped_column(primary_key=True)
     study_id: Mapped[int] = mapped_column(ForeignKey("study.id", ondelete="CASCADE"), index=True)
@@ -167,6 +170,9 @@ class Assignment(Base):
     image_id: Mapped[int] = mapped_column(ForeignKey("image.id"))
     position: Mapped[int] = mapped_column(Integer)
     token: Mapped[str] = mapped_column(String(64), unique=True)  # opaque, random
+    # main; repeat: the same image again, far from its main showing (test-retest);
+    # calibration: an item whose answer is known, scored apart. Never sent to the reviewer.
+    kind: Mapped[str] = mapped_column(String(16), default="main", server_default="main")
     study: Mapped[Study] = relationship()
     image: Mapped[Image] = relationship()
     reviewer: Mapped[Reviewer] = relationship()

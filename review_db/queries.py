@@ -235,17 +235,19 @@ def delete_synthetic_images(session: Session, images: Sequence[Image]) -> None:
 
 def create_study(session: Session, *, name: str, settings: dict, created_by: int | None,
                  images: Sequence[tuple[int, str]],
-                 assignments: Sequence[tuple[int, int, int, str]]) -> Study:
+                 assignments: Sequence[tuple]) -> Study:
     """Store a study with its images ``(image_id, pool)`` and assignments
-    ``(reviewer_id, image_id, position, token)``. Raises ``ValueError`` on a taken name."""
+    ``(reviewer_id, image_id, position, token[, kind])``. Raises ``ValueError`` on a taken
+    name."""
     if session.scalar(select(Study.id).where(Study.name == name)) is not None:
         raise ValueError(f"a study named {name!r} already exists")
     study = Study(name=name, status="open", settings=settings, created_by=created_by)
     session.add(study)
     session.flush()
     session.add_all(StudyImage(study_id=study.id, image_id=i, pool=p) for i, p in images)
-    session.add_all(Assignment(study_id=study.id, reviewer_id=r, image_id=i, position=pos,
-                               token=tok) for r, i, pos, tok in assignments)
+    session.add_all(Assignment(study_id=study.id, reviewer_id=a[0], image_id=a[1],
+                               position=a[2], token=a[3], kind=a[4] if len(a) > 4 else "main")
+                    for a in assignments)
     session.flush()
     return study
 

@@ -11,7 +11,7 @@ from polyp_core.review.leaks import DESCRIPTIONS, LeakReport
 from polyp_core.review.studies import (RealPool, StudySpec, SyntheticPool, audit_study, close_study,
                                       create_study, list_studies, override_audit, plan_study,
                                       study_integrity)
-from polyp_core.validation import whole
+from polyp_core.validation import number, whole
 from review_db import queries
 from studio_ui.access import Access
 from studio_ui.services import Studio, shown_errors
@@ -43,7 +43,7 @@ class StudyDesk:
 
     @staticmethod
     def _spec(name, dataset, n_real, generator, n_synthetic, reviewers, overlap, histology, seed,
-              working, override=None) -> StudySpec:  # noqa: ANN001
+              working, repeats, calibration, override=None) -> StudySpec:  # noqa: ANN001
         pools = []
         if dataset and whole(n_real or 0, "n_real") > 0:
             pools.append(RealPool(dataset, whole(n_real, "n_real"), split="train"))
@@ -54,22 +54,36 @@ class StudyDesk:
                          reviewers=tuple(reviewers or ()), overlap=whole(overlap, "overlap"),
                          ask_histology=bool(histology), seed=whole(seed or 0, "seed"),
                          working_resolution=int(working) if working.isdigit() else working,
-                         override_audit=(override or "").strip() or None)
+                         override_audit=(override or "").strip() or None,
+                         repeats=number(repeats or 0, "repeats"),
+                         calibration=_calibration(calibration))
 
     @shown_errors
     def preview(self, name, dataset, n_real, generator, n_synthetic, reviewers, overlap,
-                histology, seed, working):  # noqa: ANN001
-        """Native resolutions of the pools and the serving chain, before creating."""
+                histology, seed, working, repeats, calibration, target_auc):  # noqa: ANN001
+        """Native resolutions of the pools and the serving chain, before creating; and the
+        power of the MRMC analysis to show the target AUC against 0.5."""
         spec = self._spec(name or "preview", dataset, n_real, generator, n_synthetic,
-                          reviewers or ("-",), overlap, histology, seed, working)
-        return "\n".join(f"- {line}" for line in
-                         plan_study(self.studio.db, self.studio.workspace, spec).lines())
+                          reviewers or ("-",), overlap, histology, seed, working, repeats,
+                          calibration)
+        lines = plan_study(self.studio.db, self.studio.workspace, spec).lines()
+        if target_auc and len(spec.reviewers) >= 2:
+            from polyp_core.review.power import study_power
+
+            n_real = sum(p.n for p in spec.pools if isinstance(p, RealPool))
+            n_syn = sum(p.n for p in spec.pools if isinstance(p, SyntheticPool))
+            lines.append(study_power(number(target_auc, "target_auc"), len(spec.reviewers),
+                                     n_real, n_syn).line())
+            if spec.overlap < len(spec.reviewers):
+                lines.append(f"the MRMC analysis needs every reader to rate every image: "
+                             f"overlap {spec.overlap} of {len(spec.reviewers)} leaves it few")
+        return "\n".join(f"- {line}" for line in lines)
 
     @shown_errors
     def create(self, person, name, dataset, n_real, generator, n_synthetic, reviewers, overlap,
-               histology, seed, working, override):  # noqa: ANN001
+               histology, seed, working, repeats, calibration, override):  # noqa: ANN001
         spec = self._spec(name, dataset, n_real, generator, n_synthetic, reviewers, overlap,
-                          histology, seed, working, override)
+                          histology, seed, working, repeats, calibration, override)
         create_study(self.studio.db, self.studio.workspace, person, spec)
         state = study_integrity(self.studio.db, person, spec.name)["audit_state"]
         return (f"Study **{spec.name}** created: {sum(p.n for p in spec.pools)} images, "
@@ -138,6 +152,26 @@ class StudyDesk:
                 forest_figure(stats))
 
 
+def _calibration(text: str | None) -> tuple:
+    """``synthetic:gen@step-100:5, real:phantom:test:5`` as calibration pools."""
+    pools = []
+    for part in (p.strip() for p in (text or "").split(",")):
+        if not part:
+            continue
+        kind, _, rest = part.partition(":")
+        pieces = rest.split(":")
+        if kind not in ("real", "synthetic") or len(pieces) < 2 or not pieces[-1].isdigit():
+            raise gr.Error(f"calibration {part!r}: write synthetic:GENERATOR[@CKPT]:N or "
+                           "real:DATASET[:SPLIT]:N")
+        n = int(pieces[-1])
+        if kind == "real":
+            pools.append(RealPool(pieces[0], n, pieces[1] if len(pieces) > 2 and pieces[1] else None))
+        else:
+            generator, _, checkpoint = pieces[0].partition("@")
+            pools.append(SyntheticPool(n, generator or None, checkpoint or None))
+    return tuple(pools)
+
+
 def _audit_rows(audit: dict | None) -> list[list]:
     if not audit:
         return []
@@ -167,6 +201,11 @@ def build_studies_tab(studio: Studio, access: Access) -> dict:
                                     allow_custom_value=True)
             overlap = gr.Number(1, label="Ratings per image", precision=0)
             histology = gr.Checkbox(False, label="Ask histology")
+        with gr.Row():
+            repeats = gr.Number(0.0, label="Share of images shown twice (test-retest, 0-0.5)")
+            calibration = gr.Textbox("", label="Calibration items (e.g. synthetic:gen@step-100:5"
+                                               ", real:phantom:test:5; comma-separated)")
+            target_auc = gr.Number(0.7, label="Preview: power to show this AUC against 0.5")
         with gr.Row():
             working = gr.Textbox("auto", label="Working resolution (auto: the lowest native "
                                                "resolution of the sources; a number; native)")
@@ -209,8 +248,10 @@ def build_studies_tab(studio: Studio, access: Access) -> dict:
     pairs = gr.Dataframe(headers=["reviewer a", "reviewer b", "n", "Cohen's κ"],
                          label="Pairwise agreement on the verdict", interactive=False)
     on = lambda trigger, fn, **io: access.on(trigger, fn, "admin", **io)  # noqa: E731
-    form = [name, dataset, n_real, generator, n_syn, reviewers, overlap, histology, seed, working]
-    on(preview.click, desk_.preview, inputs=form, outputs=plan, api_name="preview_study")
+    form = [name, dataset, n_real, generator, n_syn, reviewers, overlap, histology, seed, working,
+            repeats, calibration]
+    on(preview.click, desk_.preview, inputs=[*form, target_auc], outputs=plan,
+       api_name="preview_study")
     created = on(create.click, desk_.create, inputs=[*form, override], outputs=message,
                  api_name="create_study")
     on(created.then, desk_.table, outputs=[table, chosen])

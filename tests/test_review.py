@@ -274,3 +274,50 @@ def _is_number(text: str) -> bool:
         return True
     except ValueError:
         return False
+
+
+def test_repeats_come_back_far_apart_and_calibration_items_are_scored_apart(review_env):
+    """Half of each reader's images come back with a new token at least half the queue
+    (without its repeats) later; every reader gets the calibration items; neither kind reaches the reviewer, and
+    the statistics score them apart (test-retest, calibration) from the main readings."""
+    from polyp_core.review.stats import study_statistics
+
+    make_study(review_env, n_real=6, n_a=5, n_b=5, overlap=3, repeats=0.5,
+               calibration=(SyntheticPool(4, generator="gen-b"),))
+    with review_env.db.session() as session:
+        study = queries.list_studies(session)[0]
+        rows = queries.study_rows(session, study.id)
+        by_reader: dict = {}
+        for assignment, _ in rows:
+            by_reader.setdefault(assignment.reviewer_id, []).append(
+                (assignment.position, assignment.image_id, assignment.kind))
+        pools = {si.image_id: si.pool for si in queries.study_images(session, study.id)}
+    for queue in by_reader.values():
+        queue.sort()
+        kinds = [k for _, _, k in queue]
+        assert kinds.count("main") == 16 and kinds.count("calibration") == 4
+        assert kinds.count("repeat") == 8  # half of 16
+        assert [p for p, _, _ in queue] == list(range(len(queue)))
+        first = {image: p for p, image, k in queue if k == "main"}
+        for position, image, kind in queue:
+            if kind == "repeat":
+                assert position - first[image] >= 20 / 2  # half the queue without repeats
+            if kind == "calibration":
+                assert pools[image].startswith("calibration:") and image not in first
+    rev = review_env.reviewers[0]
+    items = desk.queue(review_env.db, rev, "s1")
+    assert len(items) == 28 and not hasattr(items[0], "kind")
+    assert len({i.token for i in items}) == 28  # a repeat has a token of its own
+    for item in items:  # the same answer each time: perfect test-retest
+        desk.rate(review_env.db, rev, item.token, None, "good", confidence=2)
+    for other in review_env.reviewers[1:]:
+        for item in desk.queue(review_env.db, other, "s1"):
+            desk.rate(review_env.db, other, item.token, "synthetic", "poor")
+    close_study(review_env.db, review_env.admin, "s1")
+    stats = study_statistics(desk.rating_records(review_env.db, review_env.admin, "s1"))
+    me = stats["consistency"][rev.name]
+    assert (me["repeats"], me["exact"], me["same_verdict"]) == (8, 1.0, 1.0)
+    # calibration items come from gen-b (synthetic): "probably real" is wrong every time
+    assert (me["calibration_items"], me["calibration_score"]) == (4, 0.0)
+    assert stats["consistency"][review_env.reviewers[1].name]["calibration_score"] == 1.0
+    assert stats["verdicts_real_positive"]["pooled"]["n"] == 3 * 16  # main readings only

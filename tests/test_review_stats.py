@@ -129,7 +129,8 @@ def test_export_writes_every_table(tmp_path):
     assert {p.name for p in paths} == {"ratings.csv", "verdicts.csv", "quality_by_source.csv",
                                       "quality_by_source_and_class.csv", "histology.csv",
                                       "agreement.csv", "reader_auc.csv", "pace.csv",
-                                      "per_source.csv", "study.imrmc", "mrmc.txt"}
+                                      "per_source.csv", "study.imrmc", "mrmc.txt",
+                                      "consistency.csv"}
     from polyp_core.review.mrmc import read_imrmc
     data = read_imrmc(tmp_path / "out" / "study.imrmc")
     assert data.readers == ["A", "B", "C"] and len(data.truth) == 4

@@ -32,6 +32,14 @@ def _pool(spec: str, kind: str):
     return SyntheticPool(n, generator or None, checkpoint or None)
 
 
+def _calibration_pool(spec: str):  # noqa: ANN202
+    kind, _, rest = spec.partition(":")
+    if kind not in ("real", "synthetic"):
+        raise SystemExit(f"--calibration {spec!r}: start it with real: or synthetic:, e.g. "
+                         "synthetic:gen-a@step-100:5")
+    return _pool(rest, kind)
+
+
 def cmd_reviewer(args: argparse.Namespace) -> int:
     """Accounts, run by whoever holds the workspace (the operator): add, list, deactivate or
     activate, change a role or a password. Every change ends the account's open sessions."""
@@ -92,11 +100,13 @@ def cmd_study(args: argparse.Namespace) -> int:
         pools = tuple(_pool(s, "real") for s in args.real) + \
             tuple(_pool(s, "synthetic") for s in args.synthetic)
         working = args.working_resolution
+        calibration = tuple(_calibration_pool(s) for s in args.calibration)
         spec = StudySpec(args.name, pools, tuple(args.reviewers.split(",")), args.overlap,
                          args.histology, args.seed,
                          working_resolution=int(working) if working.isdigit() else working,
                          fixed_length=not args.no_fixed_length,
-                         override_audit=args.override_audit)
+                         override_audit=args.override_audit, repeats=args.repeats,
+                         calibration=calibration)
     db = _db(args)
     person = _person(args, db)
     workspace = Workspace(args.workspace)
@@ -104,6 +114,15 @@ def cmd_study(args: argparse.Namespace) -> int:
         pools = spec.pools
         for line in plan_study(db, workspace, spec).lines():
             print(line)
+        if args.target_auc is not None:
+            from polyp_core.review.power import study_power
+
+            n_real = sum(p.n for p in pools if type(p).__name__ == "RealPool")
+            n_syn = sum(p.n for p in pools if type(p).__name__ == "SyntheticPool")
+            if spec.overlap < len(spec.reviewers):
+                print(f"note: the MRMC analysis uses images every reader rated; with overlap "
+                      f"{spec.overlap} of {len(spec.reviewers)} reviewers few or none are")
+            print(study_power(args.target_auc, len(spec.reviewers), n_real, n_syn).line())
         if args.action == "create":
             create_study(db, workspace, person, spec)
             print(f"created study {args.name}: {sum(p.n for p in pools)} images, "
@@ -182,8 +201,30 @@ def cmd_mrmc(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_power(args: argparse.Namespace) -> int:
+    """The power of a planned reader study (simulated OR analyses)."""
+    from polyp_core.review.power import study_power
+
+    result = study_power(args.auc, args.readers, args.real, args.synthetic,
+                         other_auc=args.other_auc, simulations=args.simulations, seed=args.seed)
+    print(result.line())
+    return 0
+
+
 def add_review_commands(sub) -> None:  # noqa: ANN001
     """Register the review sub-commands on the main parser's ``sub``."""
+    power = sub.add_parser("power", help="plan a reader study: the power of its MRMC analysis "
+                                         "for a target AUC (or two generators' AUCs)")
+    power.add_argument("--auc", type=float, required=True,
+                       help="readers' AUC to detect against 0.5 (or generator A's)")
+    power.add_argument("--other-auc", type=float, help="generator B's AUC: power to tell A from B")
+    power.add_argument("--readers", type=int, required=True)
+    power.add_argument("--real", type=int, required=True, help="real images")
+    power.add_argument("--synthetic", type=int, required=True,
+                       help="synthetic images (per generator)")
+    power.add_argument("--simulations", type=int, default=200)
+    power.add_argument("--seed", type=int, default=0)
+    power.set_defaults(func=cmd_power)
     mrmc = sub.add_parser("mrmc", help="MRMC ROC analysis (Obuchowski-Rockette, Hillis ddf) of "
                                        "an iMRMC input file, e.g. a study's export")
     mrmc.add_argument("file", help="iMRMC input file: truth rows with reader -1, then reader, "
@@ -220,6 +261,13 @@ def add_review_commands(sub) -> None:  # noqa: ANN001
     study.add_argument("--reviewers", default="", help="comma-separated reviewer names")
     study.add_argument("--overlap", type=int, default=1, help="reviewers per image")
     study.add_argument("--histology", action="store_true", help="ask for AD/SSA/HP/unsure")
+    study.add_argument("--repeats", type=float, default=0.0,
+                       help="share of each reviewer's images shown again (test-retest), 0-0.5")
+    study.add_argument("--calibration", action="append", default=[],
+                       metavar="real:DATASET[:SPLIT]:N | synthetic:GENERATOR[@CKPT]:N",
+                       help="calibration items every reviewer gets, scored apart")
+    study.add_argument("--target-auc", type=float,
+                       help="plan: the power of the MRMC analysis to show this AUC against 0.5")
     study.add_argument("--seed", type=int, default=0)
     study.add_argument("--working-resolution", default="auto",
                        help="auto (the lowest native resolution among the pools), a number of "

@@ -185,6 +185,7 @@ def rating_records(db: Database, admin: Person, study_name: str) -> list[dict]:
             rows.append({
                 "study": study.name, "reviewer": assignment.reviewer.name,
                 "image": image.sha256, "position": assignment.position,
+                "kind": assignment.kind,
                 "truth": image.kind, "source": source_of(image), "label": image.label,
                 "verdict": rating.verdict if rating else None,
                 "confidence": rating.confidence if rating else None,

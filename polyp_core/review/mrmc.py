@@ -280,6 +280,13 @@ def _covariances(jack: np.ndarray) -> dict[str, float]:
 
 
 def or_analysis(data: MRMCData, level: float = 0.95) -> ORResult:
+    """See :func:`_or_analysis`; degenerate data (every reader gives one score) yields NaN
+    statistics rather than division warnings."""
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return _or_analysis(data, level)
+
+
+def _or_analysis(data: MRMCData, level: float = 0.95) -> ORResult:
     """The OR RRRC analysis of ``data``: every reader reads every case of a modality; two
     modalities may show different cases (jackknife over the union of cases).
 
@@ -305,10 +312,10 @@ def or_analysis(data: MRMCData, level: float = 0.95) -> ORResult:
         ms_r_i = ((aucs[i] - per_mod[i]) ** 2).sum() / (n_read - 1)
         cov2_i = _covariances(jack[i:i + 1][:, :, shown[i]])["cov2"]  # its own cases
         denominator = ms_r_i + n_read * max(cov2_i, 0.0)
-        se = math.sqrt(denominator / n_read)
+        se = math.sqrt(max(denominator, 0.0) / n_read)
         df = denominator ** 2 / (ms_r_i ** 2 / (n_read - 1)) if ms_r_i > 0 else float("inf")
         half = stats.t.ppf(1 - alpha / 2, df) * se
-        t = (per_mod[i] - 0.5) / se if se > 0 else float("inf")
+        t = (per_mod[i] - 0.5) / se if se > 0 else float("nan")
         p = float(2 * stats.t.sf(abs(t), df))
         ci = (float(per_mod[i] - half), float(per_mod[i] + half))
         reading = ("Readers tell the two classes apart (the CI excludes 0.5)." if ci[0] > 0.5 else
@@ -326,7 +333,7 @@ def or_analysis(data: MRMCData, level: float = 0.95) -> ORResult:
         pairs = []
         for a, b in itertools.combinations(range(n_mod), 2):
             diff = per_mod[a] - per_mod[b]
-            se = math.sqrt(2 / n_read * denominator)
+            se = math.sqrt(2 / n_read * max(denominator, 0.0))
             half = stats.t.ppf(1 - alpha / 2, ddf) * se
             pairs.append({"a": data.modalities[a], "b": data.modalities[b], "diff": float(diff),
                           "se": se, "ci": (float(diff - half), float(diff + half)),

@@ -186,9 +186,9 @@ def gwet_ac1(table: Sequence[Sequence], categories: Sequence | None = None) -> d
     values = [[v for v in row if v is not None] for row in table]
     cats = list(categories) if categories is not None else sorted({v for row in values for v in row})
     q = len(cats)
-    if q < 2:
-        return {"ac1": math.nan, "pa": math.nan, "pe": math.nan, "n_units": len(values),
-                "n_paired": 0}
+    if q < 2 or not any(values):
+        return {"ac1": math.nan, "pa": math.nan, "pe": math.nan,
+                "n_units": sum(bool(v) for v in values), "n_paired": 0}
     paired = [row for row in values if len(row) >= 2]
     pa = float(np.mean([sum(row.count(k) * (row.count(k) - 1) for k in cats)
                         / (len(row) * (len(row) - 1)) for row in paired])) if paired else math.nan
@@ -208,6 +208,51 @@ def ac1_of(records: Sequence[dict], field: str = "verdict", categories: Sequence
         cells[r["image"]][r["reviewer"]] = r[field]
     table = [[cells[image].get(who) for who in reviewers] for image in sorted(cells)]
     return gwet_ac1(table, categories)
+
+
+def main_records(records: Iterable[dict]) -> list[dict]:
+    """The study's own readings (not repeats, not calibration items)."""
+    return [r for r in records if r.get("kind", "main") == "main"]
+
+
+def consistency(records: Sequence[dict]) -> dict[str, dict]:
+    """Per reader: test-retest (each repeated image's first and second answer: exact and
+    within-one agreement of the 1-5 scale, the same verdict, linearly weighted kappa) and the
+    calibration score (share of calibration items answered right, Wilson CI)."""
+    from sklearn.metrics import cohen_kappa_score
+
+    from polyp_core.review.stats import wilson
+
+    rows = answered(records)
+    first = {(r["reviewer"], r["image"]): r for r in rows if r.get("kind", "main") == "main"}
+    pairs: dict[str, list[tuple[dict, dict]]] = defaultdict(list)
+    calibration: dict[str, list[dict]] = defaultdict(list)
+    for r in rows:
+        if r.get("kind") == "repeat" and (r["reviewer"], r["image"]) in first:
+            pairs[r["reviewer"]].append((first[(r["reviewer"], r["image"])], r))
+        elif r.get("kind") == "calibration":
+            calibration[r["reviewer"]].append(r)
+    out = {}
+    for reader in sorted(set(pairs) | set(calibration)):
+        row: dict = {}
+        if pairs[reader]:
+            a = [6 - realness(x) for x, _ in pairs[reader]]
+            b = [6 - realness(y) for _, y in pairs[reader]]
+            kappa = (cohen_kappa_score(a, b, labels=[1, 2, 3, 4, 5], weights="linear")
+                     if len(set(a) | set(b)) > 1 else math.nan)
+            row |= {"repeats": len(a), "exact": float(np.mean(np.equal(a, b))),
+                    "within_one": float(np.mean(np.abs(np.subtract(a, b)) <= 1)),
+                    "same_verdict": float(np.mean([x["verdict"] == y["verdict"]
+                                                   for x, y in pairs[reader]])),
+                    "weighted_kappa": float(kappa)}
+        if calibration[reader]:
+            right = sum(r["verdict"] == r["truth"] for r in calibration[reader])
+            low, high = wilson(right, len(calibration[reader]))
+            row |= {"calibration_items": len(calibration[reader]),
+                    "calibration_score": right / len(calibration[reader]),
+                    "calibration_low": low, "calibration_high": high}
+        out[reader] = row
+    return out
 
 
 def summary_lines(stats: dict) -> list[str]:
@@ -248,6 +293,18 @@ def summary_lines(stats: dict) -> list[str]:
                    f"({row['called_synthetic_low']:.2f}-{row['called_synthetic_high']:.2f}) of "
                    f"{row['ratings'] - row['unsure']}{auc_text}; quality good/moderate/poor "
                    f"{row['good']}/{row['moderate']}/{row['poor']}")
+    if stats.get("consistency"):
+        out.append("consistency (repeated images: first vs second answer; calibration items):")
+    for who, m in stats.get("consistency", {}).items():
+        parts = []
+        if "repeats" in m:
+            parts.append(f"test-retest on {m['repeats']}: exact {m['exact']:.2f}, within one "
+                         f"{m['within_one']:.2f}, same verdict {m['same_verdict']:.2f}, weighted "
+                         f"kappa {m['weighted_kappa']:.2f}")
+        if "calibration_items" in m:
+            parts.append(f"calibration {m['calibration_score']:.2f} ({m['calibration_low']:.2f}-"
+                         f"{m['calibration_high']:.2f}) on {m['calibration_items']}")
+        out.append(f"  {who}: " + "; ".join(parts))
     ac1 = stats["ac1_verdict"]
     out.append(f"agreement on the verdict: Gwet's AC1 {ac1['ac1']:.3f} (pa {ac1['pa']:.3f}, pe "
                f"{ac1['pe']:.3f}, {ac1['n_paired']} images rated twice or more); Fleiss' kappa "

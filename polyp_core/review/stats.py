@@ -202,14 +202,17 @@ def study_statistics(records: Sequence[dict]) -> dict:
     """Everything above, and the reader-study analyses of ``polyp_core.review.reader``."""
     from polyp_core.review import reader
 
-    done = rated(records)
+    everything = rated(records)
+    done = reader.main_records(everything)  # repeats and calibration items are scored apart
     return {
+        "consistency": reader.consistency(everything),
+        "n_repeat_or_calibration": len(everything) - len(done),
         "reader_roc": reader.reader_rocs(done),
         "mrmc": reader.reader_study(done),
-        "pace": reader.pace(done),
+        "pace": reader.pace(everything),
         "per_source": reader.per_source(done),
         "ac1_verdict": reader.ac1_of(done, "verdict", ("real", "synthetic", "unsure")),
-        "n_assignments": len(records), "n_rated": len(done),
+        "n_assignments": len(records), "n_rated": len(everything),
         "verdicts_real_positive": verdicts_by_reviewer(done, "real"),
         "verdicts_synthetic_positive": verdicts_by_reviewer(done, "synthetic"),
         "quality_by_source": quality_distribution(done, ("source",)),
@@ -262,8 +265,10 @@ def export_csv(records: Sequence[dict], folder: Path | str) -> list[Path]:
                 for who, m in stats["reader_roc"].items()]
     pace_rows = [{"reviewer": who, **{k: v for k, v in m.items() if k != "histogram"}}
                  for who, m in stats["pace"].items()]
+    consistency_rows = [{"reviewer": who, **m} for who, m in stats["consistency"].items()]
     outputs = {"ratings.csv": list(records), "verdicts.csv": verdict_rows,
                "reader_auc.csv": auc_rows, "pace.csv": pace_rows,
+               "consistency.csv": consistency_rows,
                "per_source.csv": stats["per_source"],
                "quality_by_source.csv": stats["quality_by_source"],
                "quality_by_source_and_class.csv": stats["quality_by_source_and_class"],
@@ -274,9 +279,9 @@ def export_csv(records: Sequence[dict], folder: Path | str) -> list[Path]:
         paths.append(folder / name)
     # the ratings as MRMC data, for a statistician to check us with iMRMC or RJafroc
     from polyp_core.review.mrmc import imrmc_text
-    from polyp_core.review.reader import mrmc_data
+    from polyp_core.review.reader import main_records, mrmc_data
 
-    data, _ = mrmc_data(rated(records))
+    data, _ = mrmc_data(main_records(rated(records)))
     if data.scores:
         name = records[0].get("study", "study") if records else "study"
         (folder / "study.imrmc").write_text(imrmc_text(data, f"{name}: realness 1-5, real positive"))

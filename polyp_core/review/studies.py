@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
+import math
 import secrets
 import shutil
 from dataclasses import asdict, dataclass, field
@@ -78,6 +79,11 @@ class StudySpec:
         fixed_length: pad every served file to one byte length (see ``ServingChain``).
         override_audit: open the study for reviewers even when the leak audit fails; the
             reason is recorded and shown beside the results.
+        repeats: share of each reviewer's images shown a second time (new token, at least half
+            the queue after the first showing): each reader's test-retest agreement.
+        calibration: pools of calibration items (images whose answer is plain, e.g. an early
+            checkpoint's), shown to every reviewer among the others and scored apart: each
+            reader's calibration score; they never enter the study's main statistics.
     """
 
     name: str
@@ -91,14 +97,19 @@ class StudySpec:
     working_resolution: int | str = "auto"
     fixed_length: bool = True
     override_audit: str | None = rule(None, text=True)
+    repeats: float = rule(0.0, lo=0.0, hi=0.5)
+    calibration: tuple[RealPool | SyntheticPool, ...] = ()
 
     def settings(self) -> dict:
         pools = [{"kind": "real" if isinstance(p, RealPool) else "synthetic", **asdict(p),
                   "label": p.label} for p in self.pools]
+        calibration = [{"kind": "real" if isinstance(p, RealPool) else "synthetic", **asdict(p),
+                        "label": p.label} for p in self.calibration]
         return {"pools": pools, "reviewers": list(self.reviewers), "overlap": self.overlap,
                 "ask_histology": self.ask_histology, "seed": self.seed,
                 "serve_size": self.serve_size,
-                "key_visible_while_open": self.key_visible_while_open}
+                "key_visible_while_open": self.key_visible_while_open,
+                "repeats": self.repeats, "calibration": calibration}
 
 
 def _validate(spec: StudySpec) -> None:
@@ -144,7 +155,7 @@ def _pool_candidates(session, pool):  # noqa: ANN001, ANN202
 
 def _plan(session, spec: StudySpec) -> StudyPlan:  # noqa: ANN001
     native = {}
-    for pool in spec.pools:
+    for pool in (*spec.pools, *spec.calibration):
         images = _pool_candidates(session, pool)
         step = max(1, len(images) // 50)  # up to ~50 spread over the pool: headers only
         sides = sorted(native_side(i.path) for i in images[::step])
@@ -182,7 +193,7 @@ def plan_study(db: Database, workspace: Workspace, spec: StudySpec) -> StudyPlan
 
 
 def _register_real_pools(db: Database, workspace: Workspace, spec: StudySpec) -> None:
-    for pool in spec.pools:
+    for pool in (*spec.pools, *spec.calibration):
         if isinstance(pool, RealPool):
             try:
                 register_dataset(db, workspace.load_manifest(pool.dataset))
@@ -214,6 +225,25 @@ def plan_assignments(image_ids: list[int], reviewer_ids: list[int], overlap: int
     return {r: rng.permutation(q).tolist() for r, q in queues.items()}
 
 
+def with_repeats_and_calibration(main: list[int], calibration: list[int], repeats: float,
+                                 rng: np.random.Generator) -> list[tuple[int, str]]:
+    """One reviewer's queue as ``(image, kind)``: the main images and every calibration item
+    shuffled together, then ``repeats`` of the main images (drawn from the first half of the
+    queue) shown again, each at least half the queue after its first showing."""
+    base = [(image, "main") for image in main] + [(image, "calibration") for image in calibration]
+    if not calibration and not repeats:
+        return base  # the main queue is shuffled already (plan_assignments)
+    queue = [base[i] for i in rng.permutation(len(base))]
+    length = len(queue)
+    half = math.ceil(length / 2)
+    candidates = [i for i, (_, kind) in enumerate(queue) if kind == "main" and i + half <= length]
+    n = min(len(candidates), round(repeats * len(main)))
+    for index in sorted(rng.choice(candidates, n, replace=False).tolist(), reverse=True):
+        at = int(rng.integers(index + half, len(queue) + 1))
+        queue.insert(at, (queue[index][0], "repeat"))
+    return queue
+
+
 def create_study(db: Database, workspace: Workspace, admin: Person, spec: StudySpec) -> int:
     """Draw the images, plan the assignments and store the study. Returns its id.
 
@@ -240,11 +270,22 @@ def create_study(db: Database, workspace: Workspace, admin: Person, spec: StudyS
                                  f"available, the study asks for {pool.n}")
             for index in sorted(rng.choice(len(candidates), pool.n, replace=False)):
                 chosen[candidates[index].id] = pool.label
-        queues = plan_assignments(list(chosen), [reviewers[n].id for n in spec.reviewers],
+        main_images = list(chosen)
+        calibration: list[int] = []
+        for pool in spec.calibration:  # never one of the study's own images
+            candidates = [c for c in _pool_candidates(session, pool) if c.id not in chosen]
+            if len(candidates) < pool.n:
+                raise ValueError(f"calibration pool {pool.label} has {len(candidates)} image(s) "
+                                 f"available beside the study's, it asks for {pool.n}")
+            for index in sorted(rng.choice(len(candidates), pool.n, replace=False)):
+                chosen[candidates[index].id] = f"calibration:{pool.label}"
+                calibration.append(candidates[index].id)
+        queues = plan_assignments(main_images, [reviewers[n].id for n in spec.reviewers],
                                   spec.overlap, rng)
-        assignments = [(reviewer, image, position, secrets.token_urlsafe(32))
+        assignments = [(reviewer, image, position, secrets.token_urlsafe(32), kind)
                        for reviewer, queue in queues.items()
-                       for position, image in enumerate(queue)]
+                       for position, (image, kind) in enumerate(
+                           with_repeats_and_calibration(queue, calibration, spec.repeats, rng))]
         settings = {**spec.settings(), "serving": plan.chain.describe(),
                     "native_resolution": plan.native, "warnings": list(plan.warnings)}
         study = queries.create_study(session, name=spec.name, settings=settings,
@@ -262,7 +303,8 @@ def create_study(db: Database, workspace: Workspace, admin: Person, spec: StudyS
         queries.update_study_settings(session, study, audit=report.to_json(), held=held,
                                       override=override)
         queries.add_audit(session, "study_created", actor=admin.name, target=spec.name,
-                          detail={"images": len(chosen), "reviewers": list(spec.reviewers),
+                          detail={"images": len(main_images), "calibration": len(calibration),
+                                  "repeats": spec.repeats, "reviewers": list(spec.reviewers),
                                   "overlap": spec.overlap, "audit_passed": report.passed,
                                   "held": held, "override": spec.override_audit})
         return study.id
