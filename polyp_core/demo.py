@@ -142,17 +142,23 @@ def simulate_reader_study(db, workspace: Workspace, seed: int = 7) -> None:  # n
     create_study(db, workspace, admin, StudySpec(
         DEMO_SIMULATED_STUDY, (RealPool(DEMO_DATASET, n, split="train"),
                                SyntheticPool(n, DEMO_GENERATOR)), names, overlap=len(names),
-        seed=seed))
+        seed=seed, repeats=0.25, calibration=(RealPool(DEMO_DATASET, 4, split="test"),)))
     rng = np.random.default_rng(seed)
     skill = {names[0]: 1.2, names[1]: 0.6, names[2]: 0.3}
     pace = {names[0]: 6.0, names[1]: 3.5, names[2]: 0.6}
     with db.session() as session:
         study = queries.study_by_name(session, DEMO_SIMULATED_STUDY)
-        truth = {a.token: a.image.kind for a, _ in queries.study_rows(session, study.id)}
+        truth = {a.token: (a.image.kind, a.image_id, a.kind)
+                 for a, _ in queries.study_rows(session, study.id)}
     for name in names:
+        first: dict[int, int] = {}
         for item in desk.queue(db, people[name], DEMO_SIMULATED_STUDY):
-            lean = skill[name] if truth[item.token] == "real" else -skill[name]
+            kind, image, role = truth[item.token]
+            lean = skill[name] if kind == "real" else -skill[name]
             confidence = int(np.clip(np.round(3 - lean + rng.normal(0, 1.0)), 1, 5))
+            if role == "repeat":  # mostly the same answer again, sometimes a point off
+                confidence = int(np.clip(first[image] + rng.choice([-1, 0, 0, 0, 1]), 1, 5))
+            first.setdefault(image, confidence)
             quality = ("good", "moderate", "poor")[int(rng.integers(0, 3))]
             desk.rate(db, people[name], item.token, None, quality, None,
                       float(rng.gamma(2.0, pace[name] / 2)), confidence=confidence)

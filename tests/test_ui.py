@@ -142,7 +142,8 @@ def test_api_reader_study_statistics_of_the_simulated_demo_study(live_app):
         DEMO_SIMULATED_STUDY, api_name="/study_statistics")
     for words in ("balanced accuracy", "chance 0.5", "Fisher's exact", "DeLong 95% CI",
                   "Obuchowski-Rockette random-reader random-case", "reader-averaged AUC",
-                  "TOO FAST: median under 1 s", "Gwet's AC1"):
+                  "TOO FAST: median under 1 s", "Gwet's AC1", "test-retest on 6",
+                  "calibration"):
         assert words in summary, words
     assert {row[0] for row in verdicts["data"]} == {"admin", "reviewer1", "reviewer2", "pooled"}
     assert [row[4] for row in pace["data"]].count("too fast") == 1
