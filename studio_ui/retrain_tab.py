@@ -7,7 +7,8 @@ import gradio as gr
 from polyp_core.classify import (ClassifierTrainConfig, ExperimentConfig, SelectionPolicy,
                                  compare_runs, parse_mix, run_experiment)
 from polyp_core.classify.figures import confusion_figure, delta_bars, metric_table
-from polyp_core.data.labels import SCHEMES
+from polyp_core.classify.experiment import check_design, design_groups
+from polyp_core.data.labels import SCHEMES, get_scheme
 from polyp_core.demo import DEMO_DATASET, DEMO_NOTE
 from polyp_core.jobs import job_status
 from polyp_core.runs import load_run
@@ -28,7 +29,8 @@ class RetrainDesk:
 
     @shown_errors
     def start(self, person, dataset, scheme, backbone, size, imbalance, seeds, epochs, freeze,
-              min_quality, min_reviewers, verdict, unrated, mix, max_ratio, name):  # noqa: ANN001
+              min_quality, min_reviewers, verdict, unrated, mix, max_ratio, name,
+              allow_small=False):  # noqa: ANN001
         seed_list = tuple(whole(s.strip(), "seeds") for s in str(seeds).split(",") if s.strip())
         config = ExperimentConfig(
             dataset=dataset, scheme=scheme or None, seeds=seed_list, name=name or None,
@@ -38,8 +40,14 @@ class RetrainDesk:
             policy=SelectionPolicy(min_quality=min_quality or None,
                                    min_reviewers=whole(min_reviewers, "min_reviewers"),
                                    verdict=verdict, unrated=unrated, target_mix=parse_mix(mix),
-                                   max_ratio=number(max_ratio, "max_ratio") if max_ratio else None))
+                                   max_ratio=number(max_ratio, "max_ratio") if max_ratio else None),
+            allow_small_test=bool(allow_small))
         config.train.validate()
+        # the design is checked before anything is queued: too few test lesions is refused now
+        manifest = self.studio.workspace.load_manifest(dataset)
+        scheme_name = config.scheme or manifest.scheme
+        check_design(design_groups(manifest.with_scheme(scheme_name), scheme_name,
+                                   get_scheme(scheme_name).classes), config.allow_small_test)
         db, workspace = self.studio.db, self.studio.workspace
         job = self.studio.jobs.submit(
             "retrain", config.to_json(),
@@ -69,7 +77,19 @@ class RetrainDesk:
                 f"{results['arms'][next(iter(results['arms']))]['summary']['macro_f1']['n']} seed(s)")
         if selection:
             text += f" · synthetic images selected per class: {selection['selected']}"
-        text += ("\n\n" + warnings) if warnings else "\n\nNo class lost recall or F1."
+        text += ("\n\n" + warnings) if warnings else ("\n\nNo class lost recall or F1 beyond "
+                                                        "its 95% interval.")
+        design = results.get("test_groups")
+        if design:
+            cluster = results.get("delta_cluster") or next(iter(results["uncertainty"].values()))
+            text += (f"\n\n95% intervals: cluster bootstrap over {cluster['groups']} test units "
+                     f"({design['unit']}) with {cluster['seeds']} seed(s). Design (groups / "
+                     "images per class):\n\n| split | " + " | ".join(results["classes"]) +
+                     " |\n|---|" + "---|" * len(results["classes"]) + "\n" +
+                     "\n".join(f"| {split} | " + " | ".join(
+                         f"{v['groups']} / {v['images']}" for v in table.values()) + " |"
+                         for split, table in design["table"].items()))
+            text += "".join(f"\n- design: {line}" for line in design.get("warnings", []))
         return gr.update(value=rows, headers=header), delta_bars(results), confusion_figure(results), text
 
     @shown_errors
@@ -103,6 +123,8 @@ def build_retrain_tab(studio: Studio, access: Access) -> dict:
         seeds = gr.Textbox("0,1,2", label="Seeds")
         epochs = gr.Number(10, label="Epochs", precision=0)
         freeze = gr.Checkbox(False, label="Train the head only (frozen backbone)")
+        allow_small = gr.Checkbox(False, label="Run even if a test class has fewer than 3 "
+                                               "patients/lesions")
     with gr.Accordion("Which synthetic images join (selection policy)", open=True):
         with gr.Row():
             min_quality = gr.Dropdown(["", "moderate", "good"], value="", label="Rated at least")
@@ -123,7 +145,8 @@ def build_retrain_tab(studio: Studio, access: Access) -> dict:
         other = gr.Dropdown([], label="Compare with")
         compare = gr.Button("Compare runs")
     summary = gr.Markdown()
-    table = gr.Dataframe(label="Metrics on the real test images (mean ± std [95% CI] over seeds)",
+    table = gr.Dataframe(label="Metrics on the real test images: 95% CI over patients/lesions "
+                               "and seeds, and mean ± std [CI] over seeds alone",
                          interactive=False, wrap=True)
     with gr.Row():
         deltas = gr.Plot(label="Per-class change")
@@ -133,7 +156,8 @@ def build_retrain_tab(studio: Studio, access: Access) -> dict:
     on = lambda trigger, fn, **io: access.on(trigger, fn, "admin", **io)  # noqa: E731
     on(start.click, desk.start, inputs=[dataset, scheme, backbone, size, imbalance, seeds, epochs,
                                         freeze, min_quality, min_reviewers, verdict, unrated, mix,
-                                        max_ratio, name], outputs=[job, status, timer],
+                                        max_ratio, name, allow_small],
+       outputs=[job, status, timer],
        api_name="start_retrain")
     on(timer.tick, desk.poll, inputs=job, outputs=[status, run, job, timer],
        api_name="retrain_progress")

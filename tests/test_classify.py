@@ -7,6 +7,7 @@ import signal
 import subprocess
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -304,6 +305,10 @@ def test_experiment_baseline_vs_augmented_is_stored_and_repeatable(review_env):
     _rate_everything(env, "s1", lambda sha, r: ("real", "good") if sha < "8" else ("synthetic", "poor"))
     policy = SelectionPolicy(min_quality="good", min_reviewers=2, unrated="exclude")
     config = ExperimentConfig(dataset="phantom", train=TINY, seeds=(0, 1), policy=policy, name="tiny")
+    # the small phantom's test split holds one or two lesions of SSA and HP: refused as it is
+    with pytest.raises(ValueError, match=r"too few independent groups .*--allow-small-test"):
+        run_experiment(env.db, env.workspace, config, device=torch.device("cpu"))
+    config = replace(config, allow_small_test=True)
     messages = []
     result = run_experiment(env.db, env.workspace, config,
                             progress=lambda d, t, m: messages.append((d, t, m)),
@@ -329,6 +334,19 @@ def test_experiment_baseline_vs_augmented_is_stored_and_repeatable(review_env):
     assert res["arms"]["augmented"]["per_seed"][0]["n_train"] == n_train + len(chosen)
     assert set(res["delta"]["per_class"]) == {"AD", "SSA", "HP"}
     assert isinstance(res["warnings"], list)
+    assert all(w["ci"][1] < 0 and "excluding 0" in w["text"] for w in res["warnings"])
+    # uncertainty over the test lesions (with the seeds), per arm and paired
+    design = res["test_groups"]
+    assert design["grouped"] and len(design["of_image"]) == len(stored["images"]["test"])
+    assert any("allow-small-test" in w for w in design["warnings"])
+    assert any("smallest macro-F1 change" in w for w in design["warnings"])
+    for arm in ("baseline", "augmented"):
+        ci = res["uncertainty"][arm]["macro_f1"]
+        assert ci["low"] <= ci["estimate"] <= ci["high"]
+        assert res["uncertainty"][arm]["groups"] == len(set(design["of_image"]))
+    assert "p" in res["delta_cluster"]["macro_f1"]
+    assert res["delta_cluster"]["macro_f1"]["estimate"] == pytest.approx(
+        res["delta"]["macro_f1"]["mean"])
     assert res["normalisation"]["arms"] == ["baseline", "augmented"]
     assert messages[-1][2].startswith("stored run") and any("valid macro-F1" in m for *_, m in messages)
     # the saved best checkpoint of each arm predicts as it did
@@ -366,7 +384,7 @@ def test_experiment_refuses_generators_that_saw_held_out_images(review_env):
         run_experiment(env.db, env.workspace, ExperimentConfig(
             dataset="phantom", train=TINY, seeds=(0,), policy=SelectionPolicy(generators=("gen-b",))))
     # restricted to the honest generator it runs
-    with pytest.raises(ValueError, match="chose no synthetic image"):
+    with pytest.raises(ValueError, match="chose no synthetic image.*--baseline-only"):
         run_experiment(env.db, env.workspace, ExperimentConfig(
             dataset="phantom", train=TINY, seeds=(0,), policy=SelectionPolicy(generators=("gen-x",))))
     with env.db.session() as session:

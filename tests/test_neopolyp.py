@@ -39,6 +39,10 @@ def test_neopolyp_baseline_lite0_224_three_seeds(workspace, tmp_path):
                                     epochs=30, patience=8, lr=1e-3))
     result = run_experiment(db, workspace, config, device=torch.device("cpu"))
     summary = result.results["arms"]["baseline"]["summary"]
+    cases = result.results["uncertainty"]["baseline"]["macro_f1"]
+    assert result.results["test_groups"]["unit"].startswith("image (the data set names no groups")
+    print(f"NeoPolyp macro-F1 95% CI over test frames (no groups known) and seeds: "
+          f"{cases['estimate']:.3f} [{cases['low']:.3f}, {cases['high']:.3f}]")
     print(f"NeoPolyp Lite0@224 frozen-backbone baseline: macro-F1 {summary['macro_f1']['mean']:.3f} "
           f"± {summary['macro_f1']['std']:.3f}, balanced accuracy "
           f"{summary['balanced_accuracy']['mean']:.3f} ± {summary['balanced_accuracy']['std']:.3f}")

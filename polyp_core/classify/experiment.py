@@ -5,10 +5,18 @@ the real plus the selected synthetic images (``augmented``) for every seed, eval
 the real test images, and stores a run: config, the exact image lists, the ratings hash,
 metrics per seed, mean ± std and 95 % intervals, paired differences, regression warnings and
 the best checkpoint of each arm.
+
+Uncertainty is over the right unit: the test predictions of every seed are kept, and 95%
+intervals come from a cluster bootstrap over the test split's groups (patients/lesions) with
+the seeds (``uncertainty``); the paired difference of the arms likewise (``delta_cluster``),
+and a class's regression warning fires only when that interval excludes 0. Before training,
+the design table (groups and images per class and split) is checked: fewer than 3 test groups
+of a class is refused unless allowed, fewer than 5 is a warning.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -16,10 +24,12 @@ import torch
 
 from polyp_core.backbones import WeightsRegistry
 from polyp_core.classify.data import ImageRef, ImageTensors, load_tensors
-from polyp_core.classify.metrics import compare_arms, summarise_arm
+from polyp_core.classify.metrics import classification_metrics, compare_arms, summarise_arm
 from polyp_core.classify.model import save_classifier
 from polyp_core.classify.policy import SelectionPolicy, select_synthetic
-from polyp_core.classify.train import ClassifierTrainConfig, evaluate, train_classifier
+from polyp_core.classify.train import ClassifierTrainConfig, predict, train_classifier
+from polyp_core.classify.uncertainty import (cluster_bootstrap, paired_cluster_bootstrap,
+                                             regression_warnings)
 from polyp_core.data.cache import PixelCache
 from polyp_core.data.labels import get_scheme
 from polyp_core.generation.lineage import generator_training_images
@@ -45,6 +55,8 @@ class ExperimentConfig:
         policy: which synthetic images the augmented arm adds.
         arms: ``baseline`` and/or ``augmented``.
         name: a label for the run list.
+        allow_small_test: run even when a class has fewer than 3 groups (patients/lesions) in
+            the test split (the results will say how little they rest on).
     """
 
     dataset: str
@@ -54,18 +66,19 @@ class ExperimentConfig:
     policy: SelectionPolicy = field(default_factory=SelectionPolicy)
     arms: tuple[str, ...] = rule(ARMS, choices=ARMS)
     name: str | None = None
+    allow_small_test: bool = False
 
     def to_json(self) -> dict:
         return {"dataset": self.dataset, "scheme": self.scheme, "train": asdict(self.train),
                 "seeds": list(self.seeds), "policy": self.policy.to_json(), "arms": list(self.arms),
-                "name": self.name}
+                "name": self.name, "allow_small_test": self.allow_small_test}
 
     @classmethod
     def from_json(cls, data: dict) -> ExperimentConfig:
         return cls(dataset=data["dataset"], scheme=data.get("scheme"),
                    train=ClassifierTrainConfig(**data["train"]), seeds=tuple(data["seeds"]),
                    policy=SelectionPolicy.from_json(data["policy"]), arms=tuple(data["arms"]),
-                   name=data.get("name"))
+                   name=data.get("name"), allow_small_test=bool(data.get("allow_small_test")))
 
 
 @dataclass
@@ -104,6 +117,62 @@ def check_leakage(db: Database, workspace: Workspace, synthetic: list[ImageRef],
                          "folder, or exclude the generator (policy.generators).")
 
 
+def design_groups(manifest, scheme: str, classes) -> dict:  # noqa: ANN001
+    """The independent units of each split: groups (patient/lesion/video) and images per class,
+    and each test image's group (its own id when the data set knows no groups: then every
+    frame counts as independent, which the report says)."""
+    grouped = any(i.group for i in manifest.items)
+    table = {}
+    for split in ("train", "valid", "test"):
+        items = manifest.split_items(split)
+        table[split] = {c: {"images": sum(manifest.label_of(i, scheme) == c for i in items),
+                            "groups": len({i.group or i.id for i in items
+                                           if manifest.label_of(i, scheme) == c})}
+                        for c in classes}
+    return {"unit": "group (patient/lesion/video)" if grouped else
+            "image (the data set names no groups: frames are treated as independent)",
+            "grouped": grouped, "table": table,
+            "of_image": [i.group or i.id for i in manifest.split_items("test")]}
+
+
+MIN_TEST_GROUPS = 3  # fewer: refused unless allowed
+FEW_TEST_GROUPS = 5  # fewer: a warning beside the numbers
+
+
+def check_design(design: dict, allow_small: bool = False) -> list[str]:
+    """Refuse a test split with fewer than 3 groups of a class (unless ``allow_small``); warn
+    under 5; and estimate the smallest macro-F1 change the test split can show.
+
+    Raises:
+        ValueError: naming the classes, their groups and how to override.
+    """
+    test = design["table"]["test"]
+    unit = "groups" if design["grouped"] else "images"
+    small = {c: v["groups"] for c, v in test.items() if v["groups"] < MIN_TEST_GROUPS}
+    if small and not allow_small:
+        raise ValueError("the test split holds too few independent " + unit + " to measure a "
+                         "class: " + ", ".join(f"{c} {n}" for c, n in small.items()) +
+                         f" (at least {MIN_TEST_GROUPS}); resplit with more groups in test, or "
+                         "run anyway with --allow-small-test (the report says so)")
+    warnings = [f"{c}: only {v['groups']} test {unit}; its recall and F1 rest on them"
+                for c, v in test.items() if v["groups"] < FEW_TEST_GROUPS]
+    if small:
+        warnings.insert(0, "run with --allow-small-test: " + ", ".join(
+            f"{c} has {n} test {unit}" for c, n in small.items()))
+    warnings.append(f"smallest macro-F1 change this test split can show (rough, 80% power, "
+                    f"unpaired worst case): {minimal_detectable_change(test):.2f}")
+    return warnings
+
+
+def minimal_detectable_change(test: dict) -> float:
+    """A rough guide: with ``g_c`` independent units of class ``c``, a class's recall has a
+    standard error of at most ``sqrt(0.25 / g_c)``; macro-F1 averages K classes; detecting a
+    change between two arms at 5% with 80% power needs about 2.8 x sqrt(2) standard errors."""
+    k = max(1, len(test))
+    se = math.sqrt(sum(0.25 / max(v["groups"], 1) for v in test.values())) / k
+    return 2.8 * math.sqrt(2) * se
+
+
 def _real_refs(manifest, scheme: str, split: str) -> list[ImageRef]:  # noqa: ANN001
     return [ImageRef(i.sha256, i.image, manifest.label_of(i, scheme)) for i in manifest.split_items(split)]
 
@@ -139,10 +208,14 @@ def run_experiment(db: Database, workspace: Workspace, config: ExperimentConfig,
         selection = select_synthetic(db, config.policy, scheme_name, real_counts)
         if not selection.images:
             raise ValueError(f"the selection policy chose no synthetic image "
-                             f"(counts: {selection.counts}); the augmented arm would equal the baseline")
+                             f"(counts: {selection.counts}); the augmented arm would equal the "
+                             "baseline. Run the baseline alone with --baseline-only (arms: "
+                             "baseline), or loosen the policy")
         held_out = {r.sha256 for r in splits["valid"] + splits["test"]}
         check_leakage(db, workspace, selection.images, held_out)
 
+    test_groups = design_groups(manifest, scheme_name, classes)
+    test_groups["warnings"] = check_design(test_groups, config.allow_small_test)
     pixels = PixelCache(workspace.pixel_cache_dir)
     size = config.train.image_size
     progress(0, 1, "loading images")
@@ -164,8 +237,9 @@ def run_experiment(db: Database, workspace: Workspace, config: ExperimentConfig,
                                    device, registry, unit_progress, cancel,
                                    label=f"{arm} seed {seed} ({u + 1}/{len(units)}) · ")
         device_used = next(trained.model.parameters()).device
-        metrics = evaluate(trained.model, trained.spec, data["test"], device_used)
-        metrics.update(seed=seed, best_epoch=trained.best_epoch,
+        predicted = predict(trained.model, trained.spec, data["test"], device_used).argmax(1)
+        metrics = classification_metrics(data["test"].labels.numpy(), predicted, classes)
+        metrics.update(seed=seed, predicted=predicted.tolist(), best_epoch=trained.best_epoch,
                        valid_macro_f1=trained.best_valid_macro_f1, history=trained.history,
                        n_train=len(train_sets[arm]))
         per_seed[arm].append(metrics)
@@ -183,10 +257,19 @@ def run_experiment(db: Database, workspace: Workspace, config: ExperimentConfig,
                                  "arms": list(config.arms)}}
     if selection is not None:
         results["selection"] = {"counts": selection.counts, "ratings_hash": selection.ratings_hash}
+    # uncertainty over cases: a cluster bootstrap over the test groups, with the seeds
+    test_labels = data["test"].labels.numpy()
+    results["test_groups"] = test_groups
+    results["uncertainty"] = {arm: cluster_bootstrap(
+        test_labels, [m["predicted"] for m in per_seed[arm]], test_groups["of_image"], classes)
+        for arm in config.arms}
     if set(ARMS) <= set(config.arms):
-        deltas, warnings = compare_arms(per_seed["augmented"], per_seed["baseline"])
+        deltas, _ = compare_arms(per_seed["augmented"], per_seed["baseline"])
         results["delta"] = deltas
-        results["warnings"] = warnings
+        results["delta_cluster"] = paired_cluster_bootstrap(
+            test_labels, [m["predicted"] for m in per_seed["augmented"]],
+            [m["predicted"] for m in per_seed["baseline"]], test_groups["of_image"], classes)
+        results["warnings"] = regression_warnings(results["delta_cluster"], classes)
     images = {s: [asdict(r) for r in refs] for s, refs in splits.items()}
     images["synthetic"] = [asdict(r) for r in selection.images] if selection else []
     save_run(db, workspace, run_id, folder, "retrain", config.to_json(), results, images)

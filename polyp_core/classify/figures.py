@@ -8,11 +8,30 @@ def _cell(s: dict) -> str:
     return f"{s['mean']:.3f} ± {s['std']:.3f} [{s['ci'][0]:.3f}, {s['ci'][1]:.3f}]"
 
 
+def _case_cell(s: dict) -> str:
+    text = f"{s['estimate']:.3f} [{s['low']:.3f}, {s['high']:.3f}]"
+    return text + (f" p={s['p']:.3g}" if "p" in s else "")
+
+
+def _node(tree: dict, path: tuple) -> dict:
+    for key in path:
+        tree = tree[key]
+    return tree
+
+
 def metric_table(results: dict) -> tuple[list[str], list[list[str]]]:
-    """Header and rows: every metric, one column per arm (mean ± std [95% CI]), then the
-    paired difference when both arms ran."""
+    """Header and rows: every metric, per arm the 95% CI over test groups (patients/lesions,
+    cluster bootstrap) and seeds, and mean ± std [t interval] over seeds alone; then the paired
+    difference (augmented − baseline) with its cluster-bootstrap CI and p."""
     arms = list(results["arms"])
-    header = ["metric", *arms] + (["augmented − baseline"] if "delta" in results else [])
+    cases = "uncertainty" in results
+    header = ["metric"]
+    for arm in arms:
+        header += ([f"{arm}: 95% CI over groups+seeds"] if cases else []) + \
+            [f"{arm}: mean ± std [CI] over seeds"]
+    if "delta" in results:
+        header += (["augmented − baseline: paired CI over groups+seeds, p"] if
+                   "delta_cluster" in results else []) + ["augmented − baseline over seeds"]
     rows = []
     names = [("macro-F1", ("macro_f1",)), ("balanced accuracy", ("balanced_accuracy",)),
              ("accuracy", ("accuracy",))]
@@ -21,15 +40,19 @@ def metric_table(results: dict) -> tuple[list[str], list[list[str]]]:
     for label, path in names:
         row = [label]
         for arm in arms:
-            node = results["arms"][arm]["summary"]
-            for key in path:
-                node = node[key]
-            row.append(_cell(node))
+            if cases:
+                try:
+                    row.append(_case_cell(_node(results["uncertainty"][arm], path)))
+                except KeyError:  # accuracy: chance depends on the mix, so no case CI is given
+                    row.append("-")
+            row.append(_cell(_node(results["arms"][arm]["summary"], path)))
         if "delta" in results:
-            node = results["delta"]
-            for key in path:
-                node = node[key]
-            row.append(_cell(node))
+            if "delta_cluster" in results:
+                try:
+                    row.append(_case_cell(_node(results["delta_cluster"], path)))
+                except KeyError:
+                    row.append("-")
+            row.append(_cell(_node(results["delta"], path)))
         rows.append(row)
     return header, rows
 

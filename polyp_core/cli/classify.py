@@ -17,8 +17,18 @@ def print_experiment(results: dict) -> None:
     widths = [max(len(str(r[i])) for r in [header, *rows]) + 2 for i in range(len(header))]
     for row in [header, *rows]:
         print("  " + "".join(f"{str(cell):<{w}}" for cell, w in zip(row, widths)))
-    if "delta" in results:
-        print("  augmented - baseline: paired by seed, 95% CI")
+    if "delta_cluster" in results:
+        d = results["delta_cluster"]
+        print(f"  95% CIs: cluster bootstrap over {d['groups']} test groups with {d['seeds']} "
+              "seed(s); p: paired, two-sided")
+    design = results.get("test_groups")
+    if design:
+        print(f"  unit of the test split: {design['unit']}")
+        for split, table in design["table"].items():
+            print(f"  {split:<6}" + "  ".join(f"{c}: {v['groups']} groups / {v['images']} images"
+                                              for c, v in table.items()))
+        for line in design.get("warnings", []):
+            print(f"  design: {line}")
     for w in results.get("warnings", []):
         tag = "REGRESSION" if w["beyond_noise"] else "warning"
         print(f"  {tag}: {w['text']}")
@@ -43,7 +53,8 @@ def cmd_retrain(args: argparse.Namespace) -> int:
     arms = ("baseline",) if args.baseline_only else ("baseline", "augmented")
     config = ExperimentConfig(dataset=args.dataset, scheme=args.scheme, train=train,
                               seeds=tuple(int(s) for s in args.seeds.split(",")), policy=policy,
-                              arms=arms, name=args.name)
+                              arms=arms, name=args.name,
+                              allow_small_test=args.allow_small_test)
     workspace, db = Workspace(args.workspace), _db(args)
     outcome = {}
 
@@ -123,6 +134,8 @@ def add_classify_commands(sub) -> None:  # noqa: ANN001
     re.add_argument("--no-augment", action="store_true", help="no augmentation of training images")
     re.add_argument("--freeze-backbone", action="store_true", help="train the head only")
     re.add_argument("--baseline-only", action="store_true")
+    re.add_argument("--allow-small-test", action="store_true",
+                    help="run even when a class has fewer than 3 test groups (patients/lesions)")
     re.add_argument("--generators", help="comma-separated generator ids (default: all)")
     re.add_argument("--classes", help="comma-separated classes to add (default: all)")
     re.add_argument("--min-quality", choices=["moderate", "good"])
