@@ -30,7 +30,7 @@ class RetrainDesk:
     @shown_errors
     def start(self, person, dataset, scheme, backbone, size, imbalance, seeds, epochs, freeze,
               min_quality, min_reviewers, verdict, unrated, mix, max_ratio, name,
-              allow_small=False):  # noqa: ANN001
+              allow_small=False, probe=False):  # noqa: ANN001
         seed_list = tuple(whole(s.strip(), "seeds") for s in str(seeds).split(",") if s.strip())
         config = ExperimentConfig(
             dataset=dataset, scheme=scheme or None, seeds=seed_list, name=name or None,
@@ -41,7 +41,7 @@ class RetrainDesk:
                                    min_reviewers=whole(min_reviewers, "min_reviewers"),
                                    verdict=verdict, unrated=unrated, target_mix=parse_mix(mix),
                                    max_ratio=number(max_ratio, "max_ratio") if max_ratio else None),
-            allow_small_test=bool(allow_small))
+            allow_small_test=bool(allow_small), linear_probe=bool(probe))
         config.train.validate()
         # the design is checked before anything is queued: too few test lesions is refused now
         manifest = self.studio.workspace.load_manifest(dataset)
@@ -125,6 +125,8 @@ def build_retrain_tab(studio: Studio, access: Access) -> dict:
         freeze = gr.Checkbox(False, label="Train the head only (frozen backbone)")
         allow_small = gr.Checkbox(False, label="Run even if a test class has fewer than 3 "
                                                "patients/lesions")
+        probe = gr.Checkbox(True, label="Linear probe beside the arms (logistic regression on "
+                                        "frozen features)")
     with gr.Accordion("Which synthetic images join (selection policy)", open=True):
         with gr.Row():
             min_quality = gr.Dropdown(["", "moderate", "good"], value="", label="Rated at least")
@@ -156,7 +158,7 @@ def build_retrain_tab(studio: Studio, access: Access) -> dict:
     on = lambda trigger, fn, **io: access.on(trigger, fn, "admin", **io)  # noqa: E731
     on(start.click, desk.start, inputs=[dataset, scheme, backbone, size, imbalance, seeds, epochs,
                                         freeze, min_quality, min_reviewers, verdict, unrated, mix,
-                                        max_ratio, name, allow_small],
+                                        max_ratio, name, allow_small, probe],
        outputs=[job, status, timer],
        api_name="start_retrain")
     on(timer.tick, desk.poll, inputs=job, outputs=[status, run, job, timer],

@@ -308,14 +308,15 @@ def test_experiment_baseline_vs_augmented_is_stored_and_repeatable(review_env):
     # the small phantom's test split holds one or two lesions of SSA and HP: refused as it is
     with pytest.raises(ValueError, match=r"too few independent groups .*--allow-small-test"):
         run_experiment(env.db, env.workspace, config, device=torch.device("cpu"))
-    config = replace(config, allow_small_test=True)
+    config = replace(config, allow_small_test=True, linear_probe=True)
     messages = []
     result = run_experiment(env.db, env.workspace, config,
                             progress=lambda d, t, m: messages.append((d, t, m)),
                             device=torch.device("cpu"))
     res = result.results
     stored = load_run(env.db, result.run_id)
-    assert stored["results"]["arms"].keys() == {"baseline", "augmented"}
+    assert stored["results"]["arms"].keys() == {"baseline", "augmented", "linear probe",
+                                                 "linear probe + synthetic"}
     chosen = {i["sha256"] for i in stored["images"]["synthetic"]}
     assert chosen and chosen == {s for s in pool if s < "8"}
     # validation and test images are real, and none of them is synthetic
@@ -345,6 +346,12 @@ def test_experiment_baseline_vs_augmented_is_stored_and_repeatable(review_env):
         assert ci["low"] <= ci["estimate"] <= ci["high"]
         assert res["uncertainty"][arm]["groups"] == len(set(design["of_image"]))
     assert "p" in res["delta_cluster"]["macro_f1"]
+    # the linear probe beside both arms: one deterministic fit each, on the same test images
+    for name in ("linear probe", "linear probe + synthetic"):
+        (probe,) = res["arms"][name]["per_seed"]
+        assert sum(map(sum, probe["confusion"])) == len(stored["images"]["test"])
+        assert "C =" in probe["probe"]["how"] and name in res["uncertainty"]
+    assert res["arms"]["linear probe + synthetic"]["per_seed"][0]["n_train"] == n_train + len(chosen)
     assert res["delta_cluster"]["macro_f1"]["estimate"] == pytest.approx(
         res["delta"]["macro_f1"]["mean"])
     assert res["normalisation"]["arms"] == ["baseline", "augmented"]
@@ -363,9 +370,11 @@ def test_experiment_baseline_vs_augmented_is_stored_and_repeatable(review_env):
     diff = compare_runs(env.db, result.run_id, repeated.run_id)
     assert diff["ratings_changed"] is True and diff["config"] == {}
     assert set(diff["images"]["only_in_b"]) == set(pool) - chosen and not diff["images"]["only_in_a"]
-    assert set(diff["metrics"]) == {"baseline", "augmented"}
-    # same split, same seeds: the baseline arm is reproduced exactly
+    assert set(diff["metrics"]) == {"baseline", "augmented", "linear probe",
+                                    "linear probe + synthetic"}
+    # same split, same seeds: the baseline arm and the probe are reproduced exactly
     assert diff["metrics"]["baseline"]["macro_f1"] == 0
+    assert diff["metrics"]["linear probe"]["macro_f1"] == 0
 
 
 @SQLITE_ONLY
@@ -499,3 +508,24 @@ def test_retrain_cli_prints_the_table_and_lists_runs(review_env, capsys):
     code = main([*base, "retrain", "--dataset", "phantom", "--size", "32", "--epochs", "1",
                  "--seeds", "0", "--target-mix", "AD=0.9,SSA:0.1", "--db", env.db.url])
     assert code == 2 and "is not CLASS=share" in capsys.readouterr().err
+
+
+def test_linear_probe_chooses_its_regularisation_by_grouped_cv():
+    """Features of 3 classes in 24 lesions of 5 frames: the probe picks C by inner CV that
+    keeps each lesion in one fold, and falls back to C = 1 (saying so) when a class has a
+    single lesion."""
+    from polyp_core.classify.probe import fit_probe
+
+    rng = np.random.default_rng(0)
+    lesion_class = np.repeat([0, 1, 2], 8)
+    centres = rng.normal(0, 1, (3, 16)) * 2
+    x = np.concatenate([centres[c] + rng.normal(0, 1, (5, 16)) + rng.normal(0, 0.5, 16)
+                        for c in lesion_class])
+    y = np.repeat(lesion_class, 5)
+    groups = np.repeat([f"l{i}" for i in range(24)], 5)
+    fitted, choice = fit_probe(x, y, groups)
+    assert choice["folds"] == 5 and "grouped by patient/lesion" in choice["how"]
+    assert len(choice["cv_macro_f1"]) == 7 and (fitted.predict(x) == y).mean() > 0.9
+    _, fallback = fit_probe(x[:15], np.array([0] * 5 + [1] * 5 + [2] * 5),
+                            ["a"] * 5 + ["b"] * 5 + ["c"] * 5)
+    assert fallback["C"] == 1.0 and "no inner CV" in fallback["how"]

@@ -34,7 +34,7 @@ def test_neopolyp_baseline_lite0_224_three_seeds(workspace, tmp_path):
     import_dataset(workspace, ImportConfig(str(NEOPOLYP)))
     db = Database(f"sqlite:///{tmp_path / 'studio.db'}")
     config = ExperimentConfig(
-        dataset="neopolyp", arms=("baseline",), seeds=(0, 1, 2),
+        dataset="neopolyp", arms=("baseline",), seeds=(0, 1, 2), linear_probe=True,
         train=ClassifierTrainConfig(image_size=224, freeze_backbone=True, augment=False,
                                     epochs=30, patience=8, lr=1e-3))
     result = run_experiment(db, workspace, config, device=torch.device("cpu"))
@@ -50,3 +50,8 @@ def test_neopolyp_baseline_lite0_224_three_seeds(workspace, tmp_path):
     assert summary["balanced_accuracy"]["mean"] > 0.62
     assert summary["macro_f1"]["mean"] > 0.6
     assert summary["per_class"]["REST"]["recall"]["mean"] > 0.3  # the minority class is found
+    # the linear probe on the same frozen features: measured macro-F1 0.717 (C = 0.01)
+    probe = result.results["uncertainty"]["linear probe"]["macro_f1"]
+    print(f"NeoPolyp linear probe (logistic regression, C by inner CV): macro-F1 "
+          f"{probe['estimate']:.3f} [{probe['low']:.3f}, {probe['high']:.3f}]")
+    assert probe["estimate"] > 0.68

@@ -40,7 +40,7 @@ def test_api_sign_in_review_and_refusals(live_app):
     # a reviewer cannot reach admin work: refused before it is queued
     with pytest.raises(Exception, match="403 Forbidden"):
         client.predict("phantom", "", "efficientnet_lite0", 128, "sampler", "0", 1, False, "", 1,
-                       "any", "include", "", None, "", False, api_name="/start_retrain")
+                       "any", "include", "", None, "", False, True, api_name="/start_retrain")
 
 
 def wait_for_job(client, poll: str, timeout: float = 300):  # noqa: ANN001, ANN201

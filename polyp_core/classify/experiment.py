@@ -27,6 +27,7 @@ from polyp_core.classify.data import ImageRef, ImageTensors, load_tensors
 from polyp_core.classify.metrics import classification_metrics, compare_arms, summarise_arm
 from polyp_core.classify.model import save_classifier
 from polyp_core.classify.policy import SelectionPolicy, select_synthetic
+from polyp_core.classify.probe import probe_arm
 from polyp_core.classify.train import ClassifierTrainConfig, predict, train_classifier
 from polyp_core.classify.uncertainty import (cluster_bootstrap, paired_cluster_bootstrap,
                                              regression_warnings)
@@ -40,6 +41,7 @@ from polyp_core.workspace import Workspace
 from review_db.database import Database
 
 ARMS = ("baseline", "augmented")
+PROBE = "linear probe"
 
 
 @checked
@@ -57,6 +59,8 @@ class ExperimentConfig:
         name: a label for the run list.
         allow_small_test: run even when a class has fewer than 3 groups (patients/lesions) in
             the test split (the results will say how little they rest on).
+        linear_probe: also fit the linear probe (``classify.probe``) on every arm's training
+            images: the baseline any network must beat, shown beside the arms.
     """
 
     dataset: str
@@ -67,18 +71,21 @@ class ExperimentConfig:
     arms: tuple[str, ...] = rule(ARMS, choices=ARMS)
     name: str | None = None
     allow_small_test: bool = False
+    linear_probe: bool = False
 
     def to_json(self) -> dict:
         return {"dataset": self.dataset, "scheme": self.scheme, "train": asdict(self.train),
                 "seeds": list(self.seeds), "policy": self.policy.to_json(), "arms": list(self.arms),
-                "name": self.name, "allow_small_test": self.allow_small_test}
+                "name": self.name, "allow_small_test": self.allow_small_test,
+                "linear_probe": self.linear_probe}
 
     @classmethod
     def from_json(cls, data: dict) -> ExperimentConfig:
         return cls(dataset=data["dataset"], scheme=data.get("scheme"),
                    train=ClassifierTrainConfig(**data["train"]), seeds=tuple(data["seeds"]),
                    policy=SelectionPolicy.from_json(data["policy"]), arms=tuple(data["arms"]),
-                   name=data.get("name"), allow_small_test=bool(data.get("allow_small_test")))
+                   name=data.get("name"), allow_small_test=bool(data.get("allow_small_test")),
+                   linear_probe=bool(data.get("linear_probe")))
 
 
 @dataclass
@@ -250,9 +257,21 @@ def run_experiment(db: Database, workspace: Workspace, config: ExperimentConfig,
                              "valid_macro_f1": trained.best_valid_macro_f1})
         trained.model.to("cpu")
 
+    probe_names = {"baseline": PROBE, "augmented": f"{PROBE} + synthetic"}
+    if config.linear_probe:
+        train_groups = {"baseline": [i.group or i.id for i in manifest.split_items("train")]}
+        if selection is not None:  # each synthetic image is its own unit
+            train_groups["augmented"] = train_groups["baseline"] + [r.sha256 for r in selection.images]
+        for arm in config.arms:
+            progress(len(units) * 1000, len(units) * 1000, f"linear probe: {arm}")
+            per_seed[probe_names[arm]] = [probe_arm(
+                train_sets[arm], data["test"], train_groups[arm], classes, config.train,
+                device or torch.device("cuda" if torch.cuda.is_available() else "cpu"),
+                registry, seed=config.seeds[0],
+                unit="patient/lesion" if test_groups["grouped"] else "image (no groups known)")]
     results = {"classes": list(classes), "scheme": scheme_name,
-               "arms": {arm: {"per_seed": per_seed[arm], "summary": summarise_arm(per_seed[arm])}
-                        for arm in config.arms},
+               "arms": {arm: {"per_seed": rows, "summary": summarise_arm(rows)}
+                        for arm, rows in per_seed.items()},
                "normalisation": {"mean": list(trained.spec.mean), "std": list(trained.spec.std),
                                  "arms": list(config.arms)}}
     if selection is not None:
@@ -261,8 +280,8 @@ def run_experiment(db: Database, workspace: Workspace, config: ExperimentConfig,
     test_labels = data["test"].labels.numpy()
     results["test_groups"] = test_groups
     results["uncertainty"] = {arm: cluster_bootstrap(
-        test_labels, [m["predicted"] for m in per_seed[arm]], test_groups["of_image"], classes)
-        for arm in config.arms}
+        test_labels, [m["predicted"] for m in rows], test_groups["of_image"], classes)
+        for arm, rows in per_seed.items()}
     if set(ARMS) <= set(config.arms):
         deltas, _ = compare_arms(per_seed["augmented"], per_seed["baseline"])
         results["delta"] = deltas

@@ -54,7 +54,8 @@ def cmd_retrain(args: argparse.Namespace) -> int:
     config = ExperimentConfig(dataset=args.dataset, scheme=args.scheme, train=train,
                               seeds=tuple(int(s) for s in args.seeds.split(",")), policy=policy,
                               arms=arms, name=args.name,
-                              allow_small_test=args.allow_small_test)
+                              allow_small_test=args.allow_small_test,
+                              linear_probe=args.linear_probe)
     workspace, db = Workspace(args.workspace), _db(args)
     outcome = {}
 
@@ -134,6 +135,9 @@ def add_classify_commands(sub) -> None:  # noqa: ANN001
     re.add_argument("--no-augment", action="store_true", help="no augmentation of training images")
     re.add_argument("--freeze-backbone", action="store_true", help="train the head only")
     re.add_argument("--baseline-only", action="store_true")
+    re.add_argument("--linear-probe", action="store_true",
+                    help="also fit logistic regression on the frozen backbone's features (C by "
+                         "inner grouped CV): the baseline a network must beat")
     re.add_argument("--allow-small-test", action="store_true",
                     help="run even when a class has fewer than 3 test groups (patients/lesions)")
     re.add_argument("--generators", help="comma-separated generator ids (default: all)")
