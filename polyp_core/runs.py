@@ -53,5 +53,5 @@ def load_run(db: Database, run_id: str) -> dict:
         if run is None:
             raise KeyError(f"no run {run_id!r}")
         folder = Path(run.results_path)
-    return {name: json.loads((folder / f"{name}.json").read_text())
-            for name in ("config", "images", "results")}
+    return {**{name: json.loads((folder / f"{name}.json").read_text())
+               for name in ("config", "images", "results")}, "folder": folder}

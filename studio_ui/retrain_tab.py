@@ -67,8 +67,10 @@ class RetrainDesk:
     @shown_errors
     def show(self, run_id: str | None):
         if not run_id:
-            return gr.update(value=[]), None, None, ""
-        results = load_run(self.studio.db, run_id)["results"]
+            return gr.update(value=[]), None, None, "", None
+        run = load_run(self.studio.db, run_id)
+        results = run["results"]
+        report = run["folder"] / "report.html"
         header, rows = metric_table(results)
         warnings = "\n".join(f"- {'**regression**' if w['beyond_noise'] else 'warning'}: {w['text']}"
                              for w in results.get("warnings", []))
@@ -90,7 +92,8 @@ class RetrainDesk:
                          f"{v['groups']} / {v['images']}" for v in table.values()) + " |"
                          for split, table in design["table"].items()))
             text += "".join(f"\n- design: {line}" for line in design.get("warnings", []))
-        return gr.update(value=rows, headers=header), delta_bars(results), confusion_figure(results), text
+        return (gr.update(value=rows, headers=header), delta_bars(results),
+                confusion_figure(results), text, str(report) if report.is_file() else None)
 
     @shown_errors
     def compare(self, a: str | None, b: str | None) -> str:
@@ -153,6 +156,8 @@ def build_retrain_tab(studio: Studio, access: Access) -> dict:
     with gr.Row():
         deltas = gr.Plot(label="Per-class change")
         confusion = gr.Plot(label="Confusion matrices")
+    report = gr.File(label="The run's report (self-contained HTML: methods, design, results "
+                           "with CIs, confusion matrices)", interactive=False)
     diff = gr.Markdown()
     timer = gr.Timer(1.0, active=False)
     on = lambda trigger, fn, **io: access.on(trigger, fn, "admin", **io)  # noqa: E731
@@ -164,7 +169,7 @@ def build_retrain_tab(studio: Studio, access: Access) -> dict:
     on(timer.tick, desk.poll, inputs=job, outputs=[status, run, job, timer],
        api_name="retrain_progress")
     on(cancel.click, desk.cancel, inputs=job, outputs=status)
-    on(run.change, desk.show, inputs=run, outputs=[table, deltas, confusion, summary],
+    on(run.change, desk.show, inputs=run, outputs=[table, deltas, confusion, summary, report],
        api_name="show_run")
     on(compare.click, desk.compare, inputs=[run, other], outputs=diff)
 

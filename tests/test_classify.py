@@ -352,6 +352,12 @@ def test_experiment_baseline_vs_augmented_is_stored_and_repeatable(review_env):
         assert sum(map(sum, probe["confusion"])) == len(stored["images"]["test"])
         assert "C =" in probe["probe"]["how"] and name in res["uncertainty"]
     assert res["arms"]["linear probe + synthetic"]["per_seed"][0]["n_train"] == n_train + len(chosen)
+    # the run's self-contained report: methods written from the config, design, results
+    report = (result.folder / "report.html").read_text()
+    for words in ("seeds 0, 1", "cluster bootstrap", "test units", "Design: groups / images",
+                  "linear probe", "Confusion matrices", "augmented arm added"):
+        assert words in report, words
+    assert "<script" not in report and "http" not in report
     assert res["delta_cluster"]["macro_f1"]["estimate"] == pytest.approx(
         res["delta"]["macro_f1"]["mean"])
     assert res["normalisation"]["arms"] == ["baseline", "augmented"]

@@ -28,6 +28,7 @@ from polyp_core.classify.metrics import classification_metrics, compare_arms, su
 from polyp_core.classify.model import save_classifier
 from polyp_core.classify.policy import SelectionPolicy, select_synthetic
 from polyp_core.classify.probe import probe_arm
+from polyp_core.classify.report import write_report
 from polyp_core.classify.train import ClassifierTrainConfig, predict, train_classifier
 from polyp_core.classify.uncertainty import (cluster_bootstrap, paired_cluster_bootstrap,
                                              regression_warnings)
@@ -291,6 +292,7 @@ def run_experiment(db: Database, workspace: Workspace, config: ExperimentConfig,
         results["warnings"] = regression_warnings(results["delta_cluster"], classes)
     images = {s: [asdict(r) for r in refs] for s, refs in splits.items()}
     images["synthetic"] = [asdict(r) for r in selection.images] if selection else []
+    write_report(folder, run_id, config.to_json(), results)  # report.html beside the run
     save_run(db, workspace, run_id, folder, "retrain", config.to_json(), results, images)
     progress(1, 1, f"stored run {run_id}")
     return ExperimentResult(run_id, folder, results)

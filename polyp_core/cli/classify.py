@@ -70,7 +70,7 @@ def cmd_retrain(args: argparse.Namespace) -> int:
         print(f"{status.status}: {(status.error or '').splitlines()[0] if status.error else ''}")
         return 1 if status.status == "failed" else 130
     result = outcome["result"]
-    print(f"run {result.run_id} ({result.folder})")
+    print(f"run {result.run_id} ({result.folder}); report: {result.folder / 'report.html'}")
     print_experiment(result.results)
     return 0
 

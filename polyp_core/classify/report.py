@@ -1,0 +1,100 @@
+"""A run's report: one self-contained HTML file (no script, no external resource) for a paper's
+supplement: the design table, a methods paragraph written from the stored config, the results
+with their intervals, the confusion matrices and the warnings."""
+
+from __future__ import annotations
+
+import datetime as dt
+import html
+from pathlib import Path
+
+from polyp_core.classify.figures import metric_table
+
+STYLE = """body{font-family:sans-serif;max-width:1100px;margin:2em auto;color:#222}
+table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #bbb;padding:4px 8px;
+font-size:13px;text-align:left}th{background:#eee}.warn{color:#a00}p{line-height:1.5}"""
+
+
+def _table(header: list, rows: list[list]) -> str:
+    head = "".join(f"<th>{html.escape(str(h))}</th>" for h in header)
+    body = "".join("<tr>" + "".join(f"<td>{html.escape(str(c))}</td>" for c in row) + "</tr>"
+                   for row in rows)
+    return f"<table><tr>{head}</tr>{body}</table>"
+
+
+def methods_paragraph(config: dict, results: dict) -> str:
+    """What was done, in words, from the stored config and results."""
+    train, policy = config["train"], config["policy"]
+    design = results.get("test_groups", {})
+    table = design.get("table", {})
+    count = lambda split, key: sum(v[key] for v in table.get(split, {}).values())  # noqa: E731
+    seeds = ", ".join(str(s) for s in config["seeds"])
+    text = [
+        f"Classifiers ({train['backbone']}, ImageNet weights, {train['image_size']} px, "
+        f"{'backbone frozen, head trained' if train['freeze_backbone'] else 'fine-tuned'}; "
+        f"AdamW, learning rate {train['lr']:g}, at most {train['epochs']} epochs with early "
+        f"stopping on validation macro-F1 after {train['patience']} epochs without improvement; "
+        f"class imbalance: {train['imbalance']}; augmentation "
+        f"{'on' if train['augment'] else 'off'}) were trained on the training split of data set "
+        f"{config['dataset']} (label scheme {results['scheme']}) with seeds {seeds}; every arm "
+        "used the same split, seeds and input normalisation.",
+        f"The split was fixed (train/valid/test); the test split held {count('test', 'images')} "
+        f"images from {count('test', 'groups')} independent units ({design.get('unit', '?')}) "
+        "and was used for nothing but this evaluation.",
+    ]
+    if "augmented" in results["arms"]:
+        selected = results.get("selection", {}).get("counts", {}).get("selected", {})
+        text.append(
+            f"The augmented arm added {sum(selected.values())} synthetic images "
+            f"({', '.join(f'{c}: {n}' for c, n in selected.items())}) chosen by the selection "
+            f"policy (quality at least {policy.get('min_quality') or 'any'} from at least "
+            f"{policy['min_reviewers']} reviewer(s), verdict rule {policy['verdict']}, unrated "
+            f"images {policy['unrated']}); no generator that supplied them had seen a validation "
+            "or test image.")
+    if any(name.startswith("linear probe") for name in results["arms"]):
+        probe = next(rows["per_seed"][0]["probe"] for name, rows in results["arms"].items()
+                     if name.startswith("linear probe"))
+        text.append("A linear probe (logistic regression on the frozen backbone's pooled features, "
+                    f"standardised, classes weighted; {probe['how']}) was fitted on each arm's "
+                    "training images as the baseline a network must beat.")
+    uncertainty = next(iter(results.get("uncertainty", {}).values()), None)
+    if uncertainty:
+        text.append(
+            f"95% confidence intervals come from a cluster bootstrap ({uncertainty['n_boot']} "
+            f"replicates) over the {uncertainty['groups']} test units, each replicate also "
+            "redrawing the training seeds; differences between arms are paired (the same units "
+            "and seeds in both arms) with two-sided bootstrap p-values. A class is reported as "
+            "a regression only when its difference's interval excludes zero.")
+    return " ".join(text)
+
+
+def write_report(folder: Path, run_id: str, config: dict, results: dict) -> Path:
+    """``report.html`` in the run's folder."""
+    header, rows = metric_table(results)
+    parts = [f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(run_id)}"
+             f"</title><style>{STYLE}</style></head><body>",
+             f"<h1>Retraining run {html.escape(run_id)}</h1>",
+             f"<p>{html.escape(config.get('name') or '')} · written "
+             f"{dt.datetime.now(dt.timezone.utc):%Y-%m-%d %H:%M} UTC by Polyp Studio</p>",
+             "<h2>Methods</h2>", f"<p>{html.escape(methods_paragraph(config, results))}</p>"]
+    design = results.get("test_groups")
+    if design:
+        classes = results["classes"]
+        parts += ["<h2>Design: groups / images per class</h2>",
+                  _table(["split", *classes], [[split, *(f"{v['groups']} / {v['images']}"
+                                                         for v in table.values())]
+                                               for split, table in design["table"].items()])]
+        parts += [f"<p class='warn'>{html.escape(line)}</p>" for line in design.get("warnings", [])]
+    parts += ["<h2>Results on the test split</h2>", _table(header, rows)]
+    for warning in results.get("warnings", []):
+        parts.append(f"<p class='warn'>Regression: {html.escape(warning['text'])}</p>")
+    parts.append("<h2>Confusion matrices (rows: truth; summed over seeds)</h2>")
+    for arm, data in results["arms"].items():
+        matrix = data["summary"]["confusion_sum"]
+        parts += [f"<h3>{html.escape(arm)}</h3>",
+                  _table(["truth \\ predicted", *results["classes"]],
+                         [[c, *row] for c, row in zip(results["classes"], matrix)])]
+    parts.append("</body></html>")
+    path = Path(folder) / "report.html"
+    path.write_text("\n".join(parts), encoding="utf-8")
+    return path
