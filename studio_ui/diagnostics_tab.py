@@ -65,6 +65,11 @@ class DiagnosticsDesk:
         margins = ", ".join(f"{c} {m:+.4f}" for c, m in kid[scheme]["margin"].items())
         text = (f"**{run_id}** · {results['extractor']} · margins (off-diagonal minus diagonal; "
                 f"positive is good): {margins}")
+        floors = results.get("kid_floor", {}).get(scheme, {})
+        if floors:
+            text += (" · real-vs-real floor (two halves of a real class split by patient/lesion;"
+                     " a diagonal cell near it is as close as real data gets): " + ", ".join(
+                         f"{c} {f['mean']:.4f} ± {f['std']:.4f}" for c, f in floors.items()))
         projection = None
         for path in results.get("projections", {}).values():
             if Path(path).is_file():  # self-contained: plotly.js inlined, hover thumbnails

@@ -183,6 +183,10 @@ def test_diagnose_end_to_end_through_the_cli(review_env, monkeypatch, tmp_path):
     assert set(stored["results"]["kid"]) == {"three_class", "ad_vs_rest"}
     assert len(stored["images"]["real"]) == 60 and len(stored["images"]["synthetic"]) == 40
     assert (runs[0] / "projection_pca.html").is_file() and (runs[0] / "kid_three_class.html").is_file()
+    # the floor: two halves of each real class, lesion-disjoint (the phantom knows its lesions)
+    floor = stored["results"]["kid_floor"]["ad_vs_rest"]
+    assert set(floor) == {"AD", "REST"} and all(f["unit"] == "groups" for f in floor.values())
+    assert all(f["n_a"] >= 2 and f["n_b"] >= 2 and f["groups"] >= 2 for f in floor.values())
     # a second run embeds nothing again
     from polyp_core.diagnostics.report import DiagnoseConfig, diagnose
     from polyp_core.diagnostics import features as features_module

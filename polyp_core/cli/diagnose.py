@@ -26,11 +26,16 @@ def cmd_diagnose(args: argparse.Namespace) -> int:
         print(f"  KID {scheme} (synthetic row vs real column; {matrix.subsets} subsets of "
               f"{matrix.subset_size}; diagonal lower is better, off-diagonal higher):")
         print("    " + " " * 10 + "".join(f"{'real ' + c:>22}" for c in matrix.classes)
-              + f"{'margin':>10}")
+              + f"{'margin':>10}{'real-vs-real floor':>22}")
+        floors = result.kid_floor.get(scheme, {})
         for syn in matrix.classes:
             cells = "".join(f"{str(matrix.cells[syn][r]).split(' (')[0]:>22}"
                             for r in matrix.classes)
-            print(f"    {'syn ' + syn:<10}{cells}{matrix.margin[syn]:>10.4f}")
+            floor = floors.get(syn)
+            floor_text = f"{floor['mean']:.4f} ± {floor['std']:.4f}" if floor else "-"
+            print(f"    {'syn ' + syn:<10}{cells}{matrix.margin[syn]:>10.4f}{floor_text:>22}")
+        print("    floor: KID of two halves of the real class split by patient/lesion; a "
+              "diagonal cell near it is as close as real data gets to itself")
     memo = result.memorisation
     shares = ", ".join(f"{c} {v:.1%}" for c, v in memo["share_flagged"].items())
     print(f"  near copies (cosine >= {memo['threshold']}): {len(memo['pairs'])} ({shares})")

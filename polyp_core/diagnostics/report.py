@@ -4,7 +4,7 @@ label scheme, memorisation, diversity and projections, stored as a run."""
 from __future__ import annotations
 
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -12,7 +12,7 @@ import numpy as np
 from polyp_core.backbones import WeightsRegistry
 from polyp_core.data.cache import PixelCache
 from polyp_core.data.labels import get_scheme
-from polyp_core.diagnostics.distances import PairMatrix, fid, kid_matrix
+from polyp_core.diagnostics.distances import PairMatrix, fid, kid, kid_matrix
 from polyp_core.diagnostics.features import FeatureCache, FeatureExtractor
 from polyp_core.diagnostics.memorisation import diversity_by_class, memorisation_report
 from polyp_core.diagnostics.projections import (project, projection_figure, thumbnail_uri,
@@ -66,6 +66,7 @@ class DiagnoseResult:
     diversity: dict[str, dict[str, float]]  # "real"/"synthetic" -> class -> diversity
     projection_files: dict[str, Path]
     seconds: float
+    kid_floor: dict[str, dict[str, dict]] = field(default_factory=dict)  # scheme -> class -> KID
 
 
 def pair_heatmap(matrix: PairMatrix):
@@ -84,6 +85,31 @@ def pair_heatmap(matrix: PairMatrix):
               "diagonal should be low, off-diagonal high", template="plotly_white")
     figure.update_yaxes(autorange="reversed")
     return figure
+
+
+def kid_floor(real_features: np.ndarray, real_items, scheme, config: DiagnoseConfig) -> dict:  # noqa: ANN001
+    """What "close" means: per class, the KID of two group-disjoint halves of the real images
+    (patients/lesions split in two, every frame of a group on one side; frames when no groups
+    are known). A synthetic-vs-real KID near this floor is as close as real data gets to
+    itself; a class with fewer than two groups (or four images) has no floor."""
+    rng = np.random.default_rng(config.seed)
+    out = {}
+    for cls in scheme.classes:
+        index = [k for k, i in enumerate(real_items) if scheme.mapping.get(i.label) == cls]
+        groups = sorted({real_items[k].group or real_items[k].id for k in index})
+        if len(groups) < 2 or len(index) < 4:
+            continue
+        first = set(rng.permutation(groups)[: len(groups) // 2].tolist())
+        a = [k for k in index if (real_items[k].group or real_items[k].id) in first]
+        b = [k for k in index if (real_items[k].group or real_items[k].id) not in first]
+        if len(a) < 2 or len(b) < 2:
+            continue
+        result = kid(real_features[a], real_features[b], config.subsets, config.subset_size,
+                     config.seed)
+        out[cls] = {"mean": result.mean, "std": result.std, "n_a": len(a), "n_b": len(b),
+                    "groups": len(groups),
+                    "unit": "groups" if any(real_items[k].group for k in index) else "images"}
+    return out
 
 
 def diagnose(db: Database, workspace: Workspace, config: DiagnoseConfig,
@@ -113,7 +139,7 @@ def diagnose(db: Database, workspace: Workspace, config: DiagnoseConfig,
     syn_features = cache.features(extractor, [(s, p) for s, p, _ in synthetic], config.size,
                                   progress)
 
-    matrices, fids = {}, {}
+    matrices, fids, floors = {}, {}, {}
     for scheme_name in manifest.schemes:
         scheme = get_scheme(scheme_name)
         real_by, syn_by = {}, {}
@@ -126,6 +152,7 @@ def diagnose(db: Database, workspace: Workspace, config: DiagnoseConfig,
             continue
         matrices[scheme_name] = kid_matrix(syn_by, real_by, extractor.id, scheme_name,
                                            config.subsets, config.subset_size, config.seed)
+        floors[scheme_name] = kid_floor(real_features, real_items, scheme, config)
         fids[scheme_name] = {c: asdict(fid(real_by[c], syn_by[c], config.seed)) for c in real_by}
         progress(1, 1, f"KID matrix for {scheme_name}")
     if not matrices:
@@ -156,9 +183,9 @@ def diagnose(db: Database, workspace: Workspace, config: DiagnoseConfig,
                                         include_plotlyjs=True)
 
     results = {"extractor": extractor.id, "kid": {s: m.to_json() for s, m in matrices.items()},
-               "fid": fids, "memorisation": memo.to_json(), "diversity": div,
+               "fid": fids, "kid_floor": floors, "memorisation": memo.to_json(), "diversity": div,
                "projections": {m: str(p) for m, p in files.items()}}
     save_run(db, workspace, run_id, folder, "diagnose", asdict(config) | {"extractor_id": extractor.id},
              results, {"real": [i.sha256 for i in real_items], "synthetic": [s for s, _, _ in synthetic]})
     return DiagnoseResult(run_id, folder, extractor.id, matrices, fids, memo.to_json(), div, files,
-                          time.perf_counter() - start)
+                          time.perf_counter() - start, floors)
