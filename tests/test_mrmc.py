@@ -57,6 +57,9 @@ def test_the_cli_prints_the_analysis_and_json(tmp_path):
     assert "0 - 1: -0.04380 (95% CI -0.08796 to +0.00036)" in text.stdout
     out = json.loads(run("--json").stdout)
     assert out["comparison"]["F"] == pytest.approx(4.456319, abs=5e-7)
+    assert (out["F"], out["ddf"], out["p"], out["diff"]) == pytest.approx(
+        (4.456319, 15.25967, 0.05166569, -0.04380032), abs=5e-6)
+    assert out["ci"] == pytest.approx([-0.0879594986, 0.0003588544], abs=5e-9)
     assert out["aucs"]["1"]["3"] == pytest.approx(0.9993559, abs=5e-8)
     assert out["mean_auc"]["0"] == pytest.approx(0.8970370, abs=5e-8)
     bad = tmp_path / "bad.imrmc"

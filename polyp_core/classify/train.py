@@ -18,6 +18,8 @@ from polyp_core.progress import CancelToken, Progress, no_progress
 from polyp_core.validation import checked, rule
 
 IMBALANCE = ("none", "sampler", "loss")
+#: augmented views per image embedded once when the backbone is frozen (the original is one more)
+AUGMENTED_VIEWS = 1
 
 
 @checked
@@ -33,7 +35,8 @@ class ClassifierTrainConfig:
         patience: epochs without a better validation macro-F1 before stopping.
         hidden, dropout: the head.
         augment: flips, turns, zoomed crops and colour jitter on training images.
-        freeze_backbone: train the head only (a fast linear-probe-like baseline).
+        freeze_backbone: train the head only on features embedded once (with ``augment``: the
+            original and ``AUGMENTED_VIEWS`` augmented views per image, embedded once).
         mixed_precision: ``auto`` (bf16/fp16 on a GPU, none on the CPU), ``no``, ``fp16``, ``bf16``.
         pretrained: ImageNet weights (False only for tests of the loop itself).
     """
@@ -166,10 +169,19 @@ def train_classifier(train: ImageTensors, valid: ImageTensors, classes: tuple[st
         if config.imbalance == "loss" else None
     labels_dev = train.labels.to(device)
     pixels = train.pixels.to(device) if device.type == "cuda" else train.pixels
-    # a frozen backbone on un-augmented images sees the same inputs every epoch: embed once
-    fixed = config.freeze_backbone and not config.augment
+    # A frozen backbone sees the same inputs every epoch: embed once. With augmentation, a
+    # fixed number of augmented views per image (AUGMENTED_VIEWS) is embedded once as well and
+    # each epoch draws one view per image (the original or an augmented one), so augmenting
+    # costs at most (1 + views) embeddings instead of one per epoch.
+    fixed = config.freeze_backbone
     if fixed:
-        train_features = backbone_features(model, spec, pixels, device)
+        views = [backbone_features(model, spec, pixels, device)]
+        if config.augment:
+            views += [torch.cat([backbone_features(model, spec,
+                                                   augment(pixels[i:i + 256], generator), device)
+                                 for i in range(0, len(pixels), 256)])
+                      for _ in range(AUGMENTED_VIEWS)]
+        view_stack = torch.stack(views)  # (views, N, features)
         valid_features = backbone_features(model, spec, valid.pixels, device)
     best_f1, best_epoch, best_state, history, waited = -1.0, 0, None, [], 0
     step = 0
@@ -186,7 +198,9 @@ def train_classifier(train: ImageTensors, valid: ImageTensors, classes: tuple[st
             y = labels_dev[index.to(device)]
             with torch.autocast(device.type, dtype=amp or torch.float32, enabled=amp is not None):
                 if fixed:
-                    logits = model.head(train_features[index.to(device)])
+                    rows = index.to(device)
+                    pick = torch.randint(len(view_stack), (len(index),), generator=generator)
+                    logits = model.head(view_stack[pick.to(device), rows])
                 else:
                     raw = pixels[index.to(pixels.device)].to(device, non_blocking=True)
                     x = normalise(augment(raw, generator) if config.augment else raw,

@@ -236,11 +236,16 @@ class ORResult:
     comparison: dict | None
 
     def to_json(self) -> dict:
-        return {"modalities": self.modalities, "readers": self.readers,
-                "aucs": {m: dict(zip(self.readers, map(float, row)))
-                         for m, row in zip(self.modalities, self.aucs)},
-                "mean_auc": self.mean_auc, "variance": self.variance, "ms": self.ms,
-                "single": self.single, "comparison": self.comparison}
+        out = {"modalities": self.modalities, "readers": self.readers,
+               "aucs": {m: dict(zip(self.readers, map(float, row)))
+                        for m, row in zip(self.modalities, self.aucs)},
+               "mean_auc": self.mean_auc, "variance": self.variance, "ms": self.ms,
+               "single": self.single, "comparison": self.comparison}
+        if self.comparison and len(self.modalities) == 2:  # the two-modality test, up front
+            pair = self.comparison["pairs"][0]
+            out |= {"F": self.comparison["F"], "ddf": self.comparison["ddf"],
+                    "p": self.comparison["p"], "diff": pair["diff"], "ci": pair["ci"]}
+        return out
 
     def lines(self) -> list[str]:
         out = ["Obuchowski-Rockette random-reader random-case analysis (Hillis ddf; jackknife "
