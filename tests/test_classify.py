@@ -308,6 +308,35 @@ def test_frozen_backbone_augmentation_embeds_a_fixed_number_of_views_once(review
     assert one.history == two.history  # seeded: the same views and the same draws
 
 
+@SQLITE_ONLY
+def test_seeds_share_the_frozen_pretrained_features_of_one_run(review_env, monkeypatch):
+    """Within a run the frozen pretrained backbone embeds each image set once for every seed
+    (and for the linear probe); a randomly initialised backbone differs by seed: never shared."""
+    from polyp_core.classify import train as train_module
+
+    data, classes = _phantom_tensors(review_env)
+    embedded = []
+    real = train_module.backbone_features
+    monkeypatch.setattr(train_module, "backbone_features",
+                        lambda model, spec, pixels, device, **kw:
+                        embedded.append(len(pixels)) or real(model, spec, pixels, device, **kw))
+    cache: dict = {}
+    config = ClassifierTrainConfig(image_size=32, epochs=1, batch_size=16, hidden=32,
+                                   freeze_backbone=True, augment=False)
+    runs = [train_classifier(data["train"], data["valid"], classes, config, seed=s,
+                             device=torch.device("cpu"), feature_cache=cache) for s in (0, 1)]
+    assert sum(embedded) == len(data["train"]) + len(data["valid"])  # once, not per seed
+    alone = train_classifier(data["train"], data["valid"], classes, config, seed=1,
+                             device=torch.device("cpu"))
+    assert alone.history == runs[1].history  # sharing changes nothing but the time
+    embedded.clear()
+    random_backbone = replace(config, pretrained=False)
+    for s in (0, 1):
+        train_classifier(data["train"], data["valid"], classes, random_backbone, seed=s,
+                         device=torch.device("cpu"), feature_cache=cache)
+    assert sum(embedded) == 2 * (len(data["train"]) + len(data["valid"]))
+
+
 def test_every_parameter_gets_a_gradient_and_bad_specs_are_refused():
     from polyp_core.classify.model import build_classifier
 
@@ -525,11 +554,16 @@ def test_retrain_cli_prints_the_table_and_lists_runs(review_env, capsys):
 
     env = review_env
     base = ["--workspace", str(env.workspace.root)]
-    code = main([*base, "retrain", "--dataset", "phantom", "--size", "32", "--epochs", "1",
-                 "--seeds", "0", "--batch-size", "16", "--max-ratio", "0.5", "--db", env.db.url])
+    args = [*base, "retrain", "--dataset", "phantom", "--size", "32", "--epochs", "1",
+            "--seeds", "0", "--batch-size", "16", "--max-ratio", "0.5", "--db", env.db.url]
+    assert main(args) == 1  # the small phantom's test split: too few lesions of SSA and HP
+    assert "too few independent groups" in capsys.readouterr().out
+    code = main([*args, "--allow-small-test"])
     out = capsys.readouterr().out
     assert code == 0, out
-    assert "macro-F1" in out and "SSA recall" in out and "augmented - baseline" in out
+    assert "macro-F1" in out and "SSA recall" in out and "augmented − baseline" in out
+    assert "cluster bootstrap over" in out and "unit of the test split: group" in out
+    assert "report: " in out
     run_id = out.split()[1]
     assert main([*base, "runs", "--db", env.db.url]) == 0
     assert run_id in capsys.readouterr().out

@@ -87,7 +87,7 @@ def test_a_grid_runs_as_a_job_and_a_second_admin_is_answered_at_once(live_app):
         one.predict("demo-ddpm", None, "AD", "", "", 0, 20, 2.0, "ddpm", "", 1.0, "seed",
                     ",".join(str(i) for i in range(13)), "guidance", "1,2,3,4,5",
                     api_name="/grid")
-    status, _timer = one.predict("demo-ddpm", None, "AD", "", "", 0, 10, 2.0, "ddpm", "", 1.0,
+    status, _timer = one.predict("demo-ddpm", None, "AD", "", "", 0, 5, 2.0, "ddpm", "", 1.0,
                                  *axes, api_name="/grid")
     assert status.startswith(("**queued**", "**running**")), status
     waits = []

@@ -235,6 +235,7 @@ def run_experiment(db: Database, workspace: Workspace, config: ExperimentConfig,
     run_id, folder = new_run_dir(workspace, "retrain")
     units = [(arm, seed) for seed in config.seeds for arm in config.arms]
     per_seed: dict[str, list[dict]] = {arm: [] for arm in config.arms}
+    features: dict = {}  # frozen pretrained backbone: seeds and the probe share embeddings
     best: dict[str, tuple[float, object]] = {}
     for u, (arm, seed) in enumerate(units):
         def unit_progress(done: int, total: int, message: str, u: int = u) -> None:
@@ -243,7 +244,8 @@ def run_experiment(db: Database, workspace: Workspace, config: ExperimentConfig,
 
         trained = train_classifier(train_sets[arm], data["valid"], classes, config.train, seed,
                                    device, registry, unit_progress, cancel,
-                                   label=f"{arm} seed {seed} ({u + 1}/{len(units)}) · ")
+                                   label=f"{arm} seed {seed} ({u + 1}/{len(units)}) · ",
+                                   feature_cache=features)
         device_used = next(trained.model.parameters()).device
         predicted = predict(trained.model, trained.spec, data["test"], device_used).argmax(1)
         metrics = classification_metrics(data["test"].labels.numpy(), predicted, classes)
@@ -269,7 +271,8 @@ def run_experiment(db: Database, workspace: Workspace, config: ExperimentConfig,
                 train_sets[arm], data["test"], train_groups[arm], classes, config.train,
                 device or torch.device("cuda" if torch.cuda.is_available() else "cpu"),
                 registry, seed=config.seeds[0],
-                unit="patient/lesion" if test_groups["grouped"] else "image (no groups known)")]
+                unit="patient/lesion" if test_groups["grouped"] else "image (no groups known)",
+                feature_cache=features)]
     results = {"classes": list(classes), "scheme": scheme_name,
                "arms": {arm: {"per_seed": rows, "summary": summarise_arm(rows)}
                         for arm, rows in per_seed.items()},

@@ -18,19 +18,22 @@ from polyp_core.backbones import WeightsRegistry
 from polyp_core.classify.data import ImageTensors
 from polyp_core.classify.metrics import classification_metrics
 from polyp_core.classify.model import build_classifier
-from polyp_core.classify.train import ClassifierTrainConfig, backbone_features
+from polyp_core.classify.train import ClassifierTrainConfig, frozen_features
 
 C_GRID = tuple(float(c) for c in np.logspace(-4, 2, 7))
 
 
 def embed(train_config: ClassifierTrainConfig, classes: Sequence[str], sets: Sequence[ImageTensors],
-          device: torch.device, registry: WeightsRegistry | None = None) -> list[np.ndarray]:
-    """Pooled features of each image set through the (pretrained, frozen) backbone."""
+          device: torch.device, registry: WeightsRegistry | None = None,
+          feature_cache: dict | None = None) -> list[np.ndarray]:
+    """Pooled features of each image set through the (pretrained, frozen) backbone; from
+    ``feature_cache`` when the run's frozen-backbone arms embedded the same images."""
     model, spec = build_classifier(train_config.backbone, tuple(classes), train_config.image_size,
                                    train_config.hidden, train_config.dropout,
                                    train_config.pretrained, registry)
     model = model.to(device)
-    return [backbone_features(model, spec, s.pixels, device).cpu().numpy() for s in sets]
+    return [frozen_features(feature_cache, train_config, model, spec, s, device).cpu().numpy()
+            for s in sets]
 
 
 def fit_probe(train_x: np.ndarray, train_y: np.ndarray, groups: Sequence[str], seed: int = 0,
@@ -69,10 +72,11 @@ def fit_probe(train_x: np.ndarray, train_y: np.ndarray, groups: Sequence[str], s
 def probe_arm(train: ImageTensors, test: ImageTensors, groups: Sequence[str],
               classes: Sequence[str], train_config: ClassifierTrainConfig, device: torch.device,
               registry: WeightsRegistry | None = None, seed: int = 0,
-              unit: str = "patient/lesion") -> dict:
+              unit: str = "patient/lesion", feature_cache: dict | None = None) -> dict:
     """Train the probe on ``train`` and evaluate it on ``test``: metrics as a per-seed entry
     (one: the probe is deterministic) with its predictions and how ``C`` was chosen."""
-    train_x, test_x = embed(train_config, classes, [train, test], device, registry)
+    train_x, test_x = embed(train_config, classes, [train, test], device, registry,
+                            feature_cache)
     fitted, choice = fit_probe(train_x, train.labels.numpy(), groups, seed, unit=unit)
     predicted = fitted.predict(test_x)
     metrics = classification_metrics(test.labels.numpy(), predicted, classes)

@@ -122,6 +122,20 @@ def backbone_features(model: Classifier, spec: ClassifierSpec, pixels: torch.Ten
     return torch.cat(out)
 
 
+def frozen_features(cache: dict | None, config: ClassifierTrainConfig, model: Classifier,
+                    spec: ClassifierSpec, data: ImageTensors, device: torch.device) -> torch.Tensor:
+    """Pretrained frozen-backbone features of ``data``, from ``cache`` when this run embedded
+    the same images with the same backbone before (another seed, the linear probe). A randomly
+    initialised backbone differs by seed, so it is never cached."""
+    key = (config.backbone, config.image_size, id(data))
+    if cache is not None and config.pretrained and key in cache and cache[key][0] is data:
+        return cache[key][1].to(device)
+    features = backbone_features(model, spec, data.pixels, device)
+    if cache is not None and config.pretrained:
+        cache[key] = (data, features.cpu())  # the data kept with it: its id stays its own
+    return features
+
+
 def evaluate(model: Classifier, spec: ClassifierSpec, data: ImageTensors,
              device: torch.device) -> dict:
     probs = predict(model, spec, data, device)
@@ -131,9 +145,13 @@ def evaluate(model: Classifier, spec: ClassifierSpec, data: ImageTensors,
 def train_classifier(train: ImageTensors, valid: ImageTensors, classes: tuple[str, ...],
                      config: ClassifierTrainConfig, seed: int, device: torch.device | None = None,
                      registry: WeightsRegistry | None = None, progress: Progress = no_progress,
-                     cancel: CancelToken | None = None, label: str = "") -> TrainedClassifier:
+                     cancel: CancelToken | None = None, label: str = "",
+                     feature_cache: dict | None = None) -> TrainedClassifier:
     """Train on ``train`` (augmented when asked), keep the weights of the epoch with the best
     validation macro-F1, stop after ``patience`` epochs without improvement.
+
+    ``feature_cache`` (a dict the caller keeps for one run) lets seeds share the frozen
+    backbone's features of the same images.
 
     Raises:
         ValueError: an empty training or validation set, or a bad config.
@@ -175,14 +193,14 @@ def train_classifier(train: ImageTensors, valid: ImageTensors, classes: tuple[st
     # costs at most (1 + views) embeddings instead of one per epoch.
     fixed = config.freeze_backbone
     if fixed:
-        views = [backbone_features(model, spec, pixels, device)]
+        views = [frozen_features(feature_cache, config, model, spec, train, device)]
         if config.augment:
             views += [torch.cat([backbone_features(model, spec,
                                                    augment(pixels[i:i + 256], generator), device)
                                  for i in range(0, len(pixels), 256)])
                       for _ in range(AUGMENTED_VIEWS)]
         view_stack = torch.stack(views)  # (views, N, features)
-        valid_features = backbone_features(model, spec, valid.pixels, device)
+        valid_features = frozen_features(feature_cache, config, model, spec, valid, device)
     best_f1, best_epoch, best_state, history, waited = -1.0, 0, None, [], 0
     step = 0
     for epoch in range(1, config.epochs + 1):
@@ -199,8 +217,11 @@ def train_classifier(train: ImageTensors, valid: ImageTensors, classes: tuple[st
             with torch.autocast(device.type, dtype=amp or torch.float32, enabled=amp is not None):
                 if fixed:
                     rows = index.to(device)
-                    pick = torch.randint(len(view_stack), (len(index),), generator=generator)
-                    logits = model.head(view_stack[pick.to(device), rows])
+                    if len(view_stack) == 1:  # no augmentation: no draw (runs stay as they were)
+                        logits = model.head(view_stack[0, rows])
+                    else:
+                        pick = torch.randint(len(view_stack), (len(index),), generator=generator)
+                        logits = model.head(view_stack[pick.to(device), rows])
                 else:
                     raw = pixels[index.to(pixels.device)].to(device, non_blocking=True)
                     x = normalise(augment(raw, generator) if config.augment else raw,
