@@ -165,7 +165,7 @@ def check_design(design: dict, allow_small: bool = False) -> list[str]:
     warnings = [f"{c}: only {v['groups']} test {unit}; its recall and F1 rest on them"
                 for c, v in test.items() if v["groups"] < FEW_TEST_GROUPS]
     if small:
-        warnings.insert(0, "run with --allow-small-test: " + ", ".join(
+        warnings.insert(0, "ran with --allow-small-test: " + ", ".join(
             f"{c} has {n} test {unit}" for c, n in small.items()))
     warnings.append(f"smallest macro-F1 change this test split can show (rough, 80% power, "
                     f"unpaired worst case): {minimal_detectable_change(test):.2f}")
