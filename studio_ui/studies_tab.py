@@ -136,8 +136,13 @@ class StudyDesk:
         head = f"**{name}** · {stats['n_rated']} of {stats['n_assignments']} rated\n\n{integrity}"
         summary = head + "\n\n```\n" + "\n".join(summary_lines(stats)) + "\n```"
         fmt = lambda x: f"{x:.3f}" if x == x else "-"  # noqa: E731
-        verdicts = [[who, m["n"], m["n_unsure"], fmt(stats["reader_roc"].get(who, {}).get("auc",
-                     float("nan"))), fmt(m["balanced_accuracy"]["value"]),
+        with_ci = lambda v, lo, hi: f"{fmt(v)} [{fmt(lo)}, {fmt(hi)}]"  # noqa: E731
+        roc = lambda who: stats["reader_roc"].get(who, {})  # noqa: E731
+        verdicts = [[who, m["n"], m["n_unsure"],
+                     with_ci(roc(who).get("auc", float("nan")), roc(who).get("low", float("nan")),
+                             roc(who).get("high", float("nan"))),
+                     with_ci(m["balanced_accuracy"]["value"], m["balanced_accuracy"]["low"],
+                             m["balanced_accuracy"]["high"]),
                      fmt(m["accuracy"]["value"]), f"{m['p_discrimination']:.3g}"]
                     for who, m in stats["verdicts_real_positive"].items()]
         quality = [[row["source"], row["good"], row["moderate"], row["poor"], row["n"]]
@@ -145,8 +150,12 @@ class StudyDesk:
         pairs = [[p["a"], p["b"], p["n"], fmt(p["kappa"])] for p in stats["cohen_verdict"]]
         pace = [[who, m["n"], f"{m['median']:.1f}", f"{m['q1']:.1f}-{m['q3']:.1f}",
                  "too fast" if m["too_fast"] else ""] for who, m in stats["pace"].items()]
-        sources = [[r["source"], r["class"], r["ratings"], fmt(r["called_synthetic"]),
-                    fmt(r.get("auc_vs_real", float("nan"))), r["good"], r["moderate"], r["poor"]]
+        sources = [[r["source"], r["class"], r["ratings"],
+                    with_ci(r["called_synthetic"], r["called_synthetic_low"],
+                            r["called_synthetic_high"]),
+                    with_ci(r.get("auc_vs_real", float("nan")), r.get("auc_low", float("nan")),
+                            r.get("auc_high", float("nan"))),
+                    r["good"], r["moderate"], r["poor"]]
                    for r in stats["per_source"]]
         return (summary, verdicts, quality, pairs, pace, sources, roc_figure(stats),
                 forest_figure(stats))
@@ -233,12 +242,13 @@ def build_studies_tab(studio: Studio, access: Access) -> dict:
     with gr.Row():
         roc_plot = gr.Plot(label="Per-reader ROC")
         forest_plot = gr.Plot(label="Reader AUCs and the readers-together CI")
-    verdicts = gr.Dataframe(headers=["reviewer", "n decisive", "unsure", "AUC (1-5 scale)",
-                                     "balanced accuracy", "accuracy", "Fisher p"],
+    verdicts = gr.Dataframe(headers=["reviewer", "n decisive", "unsure",
+                                     "AUC (1-5 scale) [95% CI]", "balanced accuracy [95% CI]",
+                                     "accuracy", "Fisher p"],
                             label="Real vs synthetic per reviewer (positive: real; chance: "
                                   "balanced accuracy 0.5, AUC 0.5)", interactive=False)
-    sources = gr.Dataframe(headers=["source", "class", "ratings", "called synthetic",
-                                    "AUC real vs it", "good", "moderate", "poor"],
+    sources = gr.Dataframe(headers=["source", "class", "ratings", "called synthetic [95% CI]",
+                                    "AUC real vs it [95% CI]", "good", "moderate", "poor"],
                            label="Per generator, checkpoint and class", interactive=False)
     pace = gr.Dataframe(headers=["reviewer", "n", "median s", "IQR s", "flag"],
                         label="Pace: seconds from serving to rating (server clock)",

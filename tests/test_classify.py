@@ -283,20 +283,27 @@ def test_a_frozen_backbone_is_embedded_once_and_stays_as_it_was(review_env):
         pytest.approx(trained.best_valid_macro_f1)
 
 
+@pytest.fixture
+def embedded(monkeypatch):
+    """How many images each call of ``backbone_features`` embedded, in order."""
+    from polyp_core.classify import train as train_module
+
+    counts = []
+    real = train_module.backbone_features
+    monkeypatch.setattr(train_module, "backbone_features",
+                        lambda model, spec, pixels, device, **kw:
+                        counts.append(len(pixels)) or real(model, spec, pixels, device, **kw))
+    return counts
+
+
 @SQLITE_ONLY
-def test_frozen_backbone_augmentation_embeds_a_fixed_number_of_views_once(review_env,
-                                                                           monkeypatch):
+def test_frozen_backbone_augmentation_embeds_a_fixed_number_of_views_once(review_env, embedded):
     """With the backbone frozen, augmentation embeds the original and AUGMENTED_VIEWS
     augmented views of every training image once, whatever the number of epochs (it used to
     push every augmented batch through the backbone every epoch: 13x slower on a real set)."""
     from polyp_core.classify import train as train_module
 
     data, classes = _phantom_tensors(review_env)
-    embedded = []
-    real = train_module.backbone_features
-    monkeypatch.setattr(train_module, "backbone_features",
-                        lambda model, spec, pixels, device, **kw:
-                        embedded.append(len(pixels)) or real(model, spec, pixels, device, **kw))
     config = ClassifierTrainConfig(image_size=32, epochs=4, batch_size=16, hidden=32,
                                    freeze_backbone=True, augment=True, lr=3e-3)
     one = train_classifier(data["train"], data["valid"], classes, config, seed=5,
@@ -309,17 +316,12 @@ def test_frozen_backbone_augmentation_embeds_a_fixed_number_of_views_once(review
 
 
 @SQLITE_ONLY
-def test_seeds_share_the_frozen_pretrained_features_of_one_run(review_env, monkeypatch):
+def test_seeds_share_the_frozen_pretrained_features_of_one_run(review_env, embedded):
     """Within a run the frozen pretrained backbone embeds each image set once for every seed
     (and for the linear probe); a randomly initialised backbone differs by seed: never shared."""
     from polyp_core.classify import train as train_module
 
     data, classes = _phantom_tensors(review_env)
-    embedded = []
-    real = train_module.backbone_features
-    monkeypatch.setattr(train_module, "backbone_features",
-                        lambda model, spec, pixels, device, **kw:
-                        embedded.append(len(pixels)) or real(model, spec, pixels, device, **kw))
     cache: dict = {}
     config = ClassifierTrainConfig(image_size=32, epochs=1, batch_size=16, hidden=32,
                                    freeze_backbone=True, augment=False)

@@ -67,16 +67,24 @@ def delta_bars(results: dict):
         figure.update_layout(title="Per-class change: needs both arms")
         return figure
     classes = results["classes"]
+    cluster = "delta_cluster" in results  # CIs over patients/lesions and seeds, when stored
     for metric, pattern in (("recall", ""), ("f1", "/")):
-        d = [results["delta"]["per_class"][c][metric] for c in classes]
-        means = [x["mean"] for x in d]
+        if cluster:
+            d = [results["delta_cluster"]["per_class"][c][metric] for c in classes]
+            means, lows, highs = ([x["estimate"] for x in d], [x["low"] for x in d],
+                                  [x["high"] for x in d])
+        else:
+            d = [results["delta"]["per_class"][c][metric] for c in classes]
+            means, lows, highs = ([x["mean"] for x in d], [x["ci"][0] for x in d],
+                                  [x["ci"][1] for x in d])
         figure.add_trace(go.Bar(
             x=classes, y=means, name=metric, marker_pattern_shape=pattern,
             marker_color=["#d62728" if m < 0 else "#2ca02c" for m in means],
             error_y=dict(type="data", symmetric=False,
-                         array=[x["ci"][1] - x["mean"] for x in d],
-                         arrayminus=[x["mean"] - x["ci"][0] for x in d])))
-    figure.update_layout(barmode="group", title="Per-class change, augmented − baseline (95% CI)",
+                         array=[h - m for h, m in zip(highs, means)],
+                         arrayminus=[m - lo for m, lo in zip(means, lows)])))
+    unit = "95% CI over patients/lesions and seeds" if cluster else "95% CI over seeds"
+    figure.update_layout(barmode="group", title=f"Per-class change, augmented − baseline ({unit})",
                          yaxis_title="Δ", height=360, margin=dict(l=40, r=20, t=50, b=40))
     return figure
 

@@ -322,7 +322,8 @@ def roc_figure(stats: dict):
         if roc.get("roc"):
             x, y = zip(*roc["roc"])
             figure.add_trace(go.Scatter(x=x, y=y, mode="lines+markers",
-                                        name=f"{who} (AUC {roc['auc']:.2f})"))
+                                        name=f"{who} (AUC {roc['auc']:.2f}, 95% CI "
+                                             f"{roc['low']:.2f}-{roc['high']:.2f})"))
     figure.add_trace(go.Scatter(x=[0, 1], y=[0, 1], mode="lines", name="chance",
                                 line=dict(dash="dot", color="grey")))
     figure.update_layout(title="Per-reader ROC (real = positive, 1-5 scale)",
