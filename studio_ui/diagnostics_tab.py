@@ -21,7 +21,8 @@ from polyp_core.runs import load_run
 from polyp_core.validation import number, whole
 from review_db import queries
 from studio_ui.access import Access
-from studio_ui.services import Studio, job_line, poll_run_job, shown_errors, ticking, watch_active
+from studio_ui.services import (Studio, job_line, poll_run_job, shown_errors, start_on_board,
+                                ticking, watch_active)
 
 
 class DiagnosticsDesk:
@@ -89,11 +90,6 @@ class DiagnosticsDesk:
                 pairs.append((pixels.rgb(real.path, real.sha256, 128), "its nearest real image"))
         return heatmap, text, projection, pairs
 
-    def _submit(self, person, kind: str, config: dict, work, holder: dict):  # noqa: ANN001, ANN201
-        job = self.studio.jobs.submit(kind, config, work, owner_id=person.id)
-        self.studio.board.put(job, holder)
-        return job, job_line(job_status(self.studio.db, job)), ticking(job)
-
     def poll_result(self, job: str | None):
         """A timer tick of a sweep or class check: its line, and its result once it is done."""
         holder = self.studio.board.get(job)
@@ -120,8 +116,8 @@ class DiagnosticsDesk:
                                                     f"(best: {result.best()})")
             return f"sweep of {generator}: best {result.best()}"
 
-        return self._submit(person, "sweep", {"generator": generator, "dataset": dataset}, work,
-                            holder)
+        return start_on_board(self.studio, person, "sweep",
+                              {"generator": generator, "dataset": dataset}, work, holder)
 
     @shown_errors
     def check_classes(self, person, generator, dataset, n_per_class, steps, guidance,
@@ -147,8 +143,8 @@ class DiagnosticsDesk:
                 "\n\n```\n" + "\n".join(table) + "\n```")
             return f"class check of {generator}: {head}"
 
-        return self._submit(person, "check-classes", {"generator": generator, "dataset": dataset},
-                            work, holder)
+        return start_on_board(self.studio, person, "check-classes",
+                              {"generator": generator, "dataset": dataset}, work, holder)
 
 
 def build_diagnostics_tab(studio: Studio, access: Access) -> dict:

@@ -16,7 +16,7 @@ from polyp_core.generation.request import SCHEDULERS, LoraChoice, SampleRequest
 from polyp_core.jobs import job_status
 from polyp_core.validation import number, whole
 from studio_ui.access import Access
-from studio_ui.services import Studio, job_line, shown_errors, ticking
+from studio_ui.services import Studio, job_line, shown_errors, start_on_board, ticking
 
 
 class GenerateDesk:
@@ -76,13 +76,8 @@ class GenerateDesk:
                          f"{len(holder['images'])} of {request.n} images")
             return f"{request.n} image(s) from {model_id}@{generator.checkpoint}"
 
-        return self._submit(person, "generate-sample", {"model": model_id, "n": request.n}, work,
-                            holder)
-
-    def _submit(self, person, kind: str, config: dict, work, holder: dict):  # noqa: ANN001, ANN201
-        job = self.studio.jobs.submit(kind, config, work, owner_id=person.id)
-        self.studio.board.put(job, holder)
-        return job, job_line(job_status(self.studio.db, job)), ticking(job)
+        return start_on_board(self.studio, person, "generate-sample",
+                              {"model": model_id, "n": request.n}, work, holder)
 
     @staticmethod
     def _tiles(holder: dict) -> list:
@@ -143,9 +138,9 @@ class GenerateDesk:
                     progress=progress, cancel=cancel, on_cell=on_cell)
             return f"grid of {len(xs) * len(ys)} cells from {model_id}"
 
-        return self._submit(person, "generate-grid",
-                            {"model": model_id, "x": x_axis, "y": y_axis,
-                             "cells": len(xs) * len(ys)}, work, holder)
+        return start_on_board(self.studio, person, "generate-grid",
+                              {"model": model_id, "x": x_axis, "y": y_axis,
+                               "cells": len(xs) * len(ys)}, work, holder)
 
     def poll_grid(self, job: str | None):
         """A timer tick: the job's line and the grid so far (cells not made yet are grey)."""

@@ -50,6 +50,16 @@ class Studio:
         return cls(workspace, db, JobRunner(db, gpu_slots=1))
 
 
+def start_on_board(studio: Studio, person, kind: str, config: dict, work, holder: dict):  # noqa: ANN001, ANN201
+    """Queue ``work`` as a job whose partial results go to ``holder`` on the board; returns
+    the job id, its line and the poll timer (switched on) for the page that started it."""
+    from polyp_core.jobs import job_status
+
+    job = studio.jobs.submit(kind, config, work, owner_id=person.id)
+    studio.board.put(job, holder)
+    return job, job_line(job_status(studio.db, job)), ticking(job)
+
+
 def shown_errors(fn):
     """Engine errors (bad input, missing model, unknown label) become a message in the page,
     worded as the engine worded them."""

@@ -8,7 +8,8 @@ from polyp_core.review import desk
 from polyp_core.review.reader import forest_figure, roc_figure, summary_lines
 from polyp_core.review.stats import study_statistics
 from polyp_core.review.leaks import DESCRIPTIONS, LeakReport
-from polyp_core.review.studies import (RealPool, StudySpec, SyntheticPool, audit_study, close_study,
+from polyp_core.review.studies import (RealPool, StudySpec, SyntheticPool, parse_calibration,
+                                      audit_study, close_study,
                                       create_study, list_studies, override_audit, plan_study,
                                       study_integrity)
 from polyp_core.validation import number, whole
@@ -163,22 +164,8 @@ class StudyDesk:
 
 def _calibration(text: str | None) -> tuple:
     """``synthetic:gen@step-100:5, real:phantom:test:5`` as calibration pools."""
-    pools = []
-    for part in (p.strip() for p in (text or "").split(",")):
-        if not part:
-            continue
-        kind, _, rest = part.partition(":")
-        pieces = rest.split(":")
-        if kind not in ("real", "synthetic") or len(pieces) < 2 or not pieces[-1].isdigit():
-            raise gr.Error(f"calibration {part!r}: write synthetic:GENERATOR[@CKPT]:N or "
-                           "real:DATASET[:SPLIT]:N")
-        n = int(pieces[-1])
-        if kind == "real":
-            pools.append(RealPool(pieces[0], n, pieces[1] if len(pieces) > 2 and pieces[1] else None))
-        else:
-            generator, _, checkpoint = pieces[0].partition("@")
-            pools.append(SyntheticPool(n, generator or None, checkpoint or None))
-    return tuple(pools)
+    return tuple(parse_calibration(part.strip()) for part in (text or "").split(",")
+                 if part.strip())
 
 
 def _audit_rows(audit: dict | None) -> list[list]:

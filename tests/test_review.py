@@ -321,3 +321,15 @@ def test_repeats_come_back_far_apart_and_calibration_items_are_scored_apart(revi
     assert (me["calibration_items"], me["calibration_score"]) == (4, 0.0)
     assert stats["consistency"][review_env.reviewers[1].name]["calibration_score"] == 1.0
     assert stats["verdicts_real_positive"]["pooled"]["n"] == 3 * 16  # main readings only
+
+
+def test_pool_specs_of_the_cli_and_the_studies_tab_parse_alike():
+    from polyp_core.review.studies import RealPool, SyntheticPool, parse_calibration, parse_pool
+
+    assert parse_pool("phantom:test:10", "real") == RealPool("phantom", 10, "test")
+    assert parse_pool("gen-a@step-5:3", "synthetic") == SyntheticPool(3, "gen-a", "step-5")
+    assert parse_calibration("real:phantom:4") == RealPool("phantom", 4)
+    with pytest.raises(ValueError, match="'10': end it with the number of images"):
+        parse_pool("10", "synthetic")  # a count alone named no generator
+    with pytest.raises(ValueError, match="start it with real: or synthetic:"):
+        parse_calibration("fake:gen:3")

@@ -57,7 +57,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _say(message: str, limit: int = 4000) -> None:
     """An error on stderr: bytes of a name that is not UTF-8 written as ``\\xe9``, and a
     message that quotes a huge input cut to ``limit`` characters."""
-    text = message.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+    from polyp_core.data.sources import printable_path
+
+    text = printable_path(message)
     if len(text) > limit:
         text = f"{text[:limit]}... ({len(text) - limit} more characters)"
     print(text, file=sys.stderr)

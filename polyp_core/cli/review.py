@@ -17,27 +17,22 @@ from polyp_core.cli.common import signed_in as _person
 from polyp_core.workspace import Workspace
 
 
-def _pool(spec: str, kind: str):
-    from polyp_core.review.studies import RealPool, SyntheticPool
+def _pool(spec: str, kind: str):  # noqa: ANN202
+    from polyp_core.review.studies import parse_pool
 
-    parts = spec.split(":")
     try:
-        n = int(parts[-1])
-    except ValueError:
-        raise SystemExit(f"--{kind} {spec!r}: end it with the number of images, e.g. "
-                         + ("phantom:test:10" if kind == "real" else "gen-a@step-1000:10"))
-    if kind == "real":
-        return RealPool(parts[0], n, parts[1] if len(parts) > 2 and parts[1] else None)
-    generator, _, checkpoint = parts[0].partition("@")
-    return SyntheticPool(n, generator or None, checkpoint or None)
+        return parse_pool(spec, kind)
+    except ValueError as exc:
+        raise SystemExit(f"--{kind} {exc}") from None
 
 
 def _calibration_pool(spec: str):  # noqa: ANN202
-    kind, _, rest = spec.partition(":")
-    if kind not in ("real", "synthetic"):
-        raise SystemExit(f"--calibration {spec!r}: start it with real: or synthetic:, e.g. "
-                         "synthetic:gen-a@step-100:5")
-    return _pool(rest, kind)
+    from polyp_core.review.studies import parse_calibration
+
+    try:
+        return parse_calibration(spec)
+    except ValueError as exc:
+        raise SystemExit(f"--{exc}") from None
 
 
 def cmd_reviewer(args: argparse.Namespace) -> int:

@@ -59,6 +59,35 @@ class SyntheticPool:
         return name + (f"@{self.checkpoint}" if self.checkpoint else "")
 
 
+def parse_pool(spec: str, kind: str) -> RealPool | SyntheticPool:
+    """``DATASET[:SPLIT]:N`` (real) or ``GENERATOR[@CHECKPOINT]:N`` (synthetic) as a pool: the
+    CLI's ``--real``/``--synthetic`` and the calibration items of the CLI and the Studies tab.
+
+    Raises:
+        ValueError: naming the spec and what it should look like.
+    """
+    example = "phantom:test:10" if kind == "real" else "gen-a@step-1000:10"
+    parts = spec.split(":")
+    if kind not in ("real", "synthetic"):
+        raise ValueError(f"{spec!r}: a pool is real or synthetic, not {kind!r}")
+    if len(parts) < 2 or not parts[-1].strip().isdigit():
+        raise ValueError(f"{spec!r}: end it with the number of images, e.g. {example}")
+    n = int(parts[-1])
+    if kind == "real":
+        return RealPool(parts[0], n, parts[1] if len(parts) > 2 and parts[1] else None)
+    generator, _, checkpoint = parts[0].partition("@")
+    return SyntheticPool(n, generator or None, checkpoint or None)
+
+
+def parse_calibration(spec: str) -> RealPool | SyntheticPool:
+    """``real:DATASET[:SPLIT]:N`` or ``synthetic:GENERATOR[@CKPT]:N``: a calibration pool."""
+    kind, _, rest = spec.partition(":")
+    if kind not in ("real", "synthetic"):
+        raise ValueError(f"calibration {spec!r}: start it with real: or synthetic:, e.g. "
+                         "synthetic:gen-a@step-100:5")
+    return parse_pool(rest, kind)
+
+
 @checked
 @dataclass(frozen=True)
 class StudySpec:
