@@ -6,9 +6,10 @@ import gradio as gr
 
 from polyp_core.classify import (ClassifierTrainConfig, ExperimentConfig, SelectionPolicy,
                                  compare_runs, parse_mix, run_experiment)
-from polyp_core.classify.figures import confusion_figure, delta_bars, metric_table
-from polyp_core.classify.experiment import check_design, design_groups
-from polyp_core.data.labels import SCHEMES, get_scheme
+from polyp_core.classify.figures import (confusion_figure, delta_bars, evaluation_line,
+                                         metric_table)
+from polyp_core.classify.experiment import plan_experiment
+from polyp_core.data.labels import SCHEMES
 from polyp_core.demo import DEMO_DATASET, DEMO_NOTE
 from polyp_core.jobs import job_status
 from polyp_core.runs import load_run
@@ -30,7 +31,7 @@ class RetrainDesk:
     @shown_errors
     def start(self, person, dataset, scheme, backbone, size, imbalance, seeds, epochs, freeze,
               min_quality, min_reviewers, verdict, unrated, mix, max_ratio, name,
-              allow_small=False, probe=False):  # noqa: ANN001
+              allow_small=False, probe=False, folds="auto", seen_train=False):  # noqa: ANN001
         seed_list = tuple(whole(s.strip(), "seeds") for s in str(seeds).split(",") if s.strip())
         config = ExperimentConfig(
             dataset=dataset, scheme=scheme or None, seeds=seed_list, name=name or None,
@@ -41,14 +42,13 @@ class RetrainDesk:
                                    min_reviewers=whole(min_reviewers, "min_reviewers"),
                                    verdict=verdict, unrated=unrated, target_mix=parse_mix(mix),
                                    max_ratio=number(max_ratio, "max_ratio") if max_ratio else None),
-            allow_small_test=bool(allow_small), linear_probe=bool(probe))
-        config.train.validate()
-        # the design is checked before anything is queued: too few test lesions is refused now
-        manifest = self.studio.workspace.load_manifest(dataset)
-        scheme_name = config.scheme or manifest.scheme
-        check_design(design_groups(manifest.with_scheme(scheme_name), scheme_name,
-                                   get_scheme(scheme_name).classes), config.allow_small_test)
+            allow_small_test=bool(allow_small), linear_probe=bool(probe),
+            folds=None if str(folds).strip().lower() in ("auto", "") else whole(folds, "folds"),
+            seen_groups_train=bool(seen_train))
         db, workspace = self.studio.db, self.studio.workspace
+        # planned before anything is queued: folds, too few test lesions, leaking generators
+        # and an empty selection are refused now
+        plan_experiment(db, workspace, config)
         job = self.studio.jobs.submit(
             "retrain", config.to_json(),
             lambda progress, cancel: run_experiment(db, workspace, config, progress, cancel).run_id,
@@ -84,9 +84,10 @@ class RetrainDesk:
         design = results.get("test_groups")
         if design:
             cluster = results.get("delta_cluster") or next(iter(results["uncertainty"].values()))
-            text += (f"\n\n95% intervals: cluster bootstrap over {cluster['groups']} test units "
+            text += (f"\n\nEvaluation: {evaluation_line(results)}. 95% intervals: cluster "
+                     f"bootstrap over {cluster['groups']} test units "
                      f"({design['unit']}) with {cluster['seeds']} seed(s). Design (groups / "
-                     "images per class):\n\n| split | " + " | ".join(results["classes"]) +
+                     "images per class):\n\n| part | " + " | ".join(results["classes"]) +
                      " |\n|---|" + "---|" * len(results["classes"]) + "\n" +
                      "\n".join(f"| {split} | " + " | ".join(
                          f"{v['groups']} / {v['images']}" for v in table.values()) + " |"
@@ -130,6 +131,12 @@ def build_retrain_tab(studio: Studio, access: Access) -> dict:
                                                "patients/lesions")
         probe = gr.Checkbox(True, label="Linear probe beside the arms (logistic regression on "
                                         "frozen features)")
+    with gr.Row():
+        folds = gr.Dropdown(["auto", "0", "3", "5", "10"], value="auto", allow_custom_value=True,
+                            label="Grouped cross-validation folds (auto: 5 where every class has "
+                                  "15 patients/lesions to test; 0: the data set's fixed split)")
+        seen_train = gr.Checkbox(False, label="With folds: groups a generator learned from "
+                                              "train in every fold (only unseen groups tested)")
     with gr.Accordion("Which synthetic images join (selection policy)", open=True):
         with gr.Row():
             min_quality = gr.Dropdown(["", "moderate", "good"], value="", label="Rated at least")
@@ -163,7 +170,7 @@ def build_retrain_tab(studio: Studio, access: Access) -> dict:
     on = lambda trigger, fn, **io: access.on(trigger, fn, "admin", **io)  # noqa: E731
     on(start.click, desk.start, inputs=[dataset, scheme, backbone, size, imbalance, seeds, epochs,
                                         freeze, min_quality, min_reviewers, verdict, unrated, mix,
-                                        max_ratio, name, allow_small, probe],
+                                        max_ratio, name, allow_small, probe, folds, seen_train],
        outputs=[job, status, timer],
        api_name="start_retrain")
     on(timer.tick, desk.poll, inputs=job, outputs=[status, run, job, timer],

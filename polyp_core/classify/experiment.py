@@ -1,32 +1,43 @@
-"""Baseline against augmented: the same split, the same seeds, per-class truth.
+"""Baseline against augmented: the same folds, the same seeds, per-class truth.
 
 :func:`run_experiment` trains a classifier on the real training images (``baseline``) and on
 the real plus the selected synthetic images (``augmented``) for every seed, evaluates both on
-the real test images, and stores a run: config, the exact image lists, the ratings hash,
-metrics per seed, mean ± std and 95 % intervals, paired differences, regression warnings and
-the best checkpoint of each arm.
+real test images, and stores a run: config, the exact image lists, the ratings hash, metrics
+per seed, mean ± std and 95 % intervals, paired differences, regression warnings and (fixed
+split) the best checkpoint of each arm.
+
+Two designs (``classify.folds``): the data set's fixed train/valid/test split, or grouped
+K-fold cross-validation (``folds``) over all its images, stratified by class and grouped by
+patient/lesion/video, with metrics from the pooled out-of-fold predictions; every arm uses the
+same folds and seeds, and each fold gets its own synthetic selection, checked against the
+generators' training records group by group. CV evaluates the procedure, so it stores no
+checkpoint; train the model to keep on the fixed split.
 
 Uncertainty is over the right unit: the test predictions of every seed are kept, and 95%
-intervals come from a cluster bootstrap over the test split's groups (patients/lesions) with
-the seeds (``uncertainty``); the paired difference of the arms likewise (``delta_cluster``),
-and a class's regression warning fires only when that interval excludes 0. Before training,
-the design table (groups and images per class and split) is checked: fewer than 3 test groups
-of a class is refused unless allowed, fewer than 5 is a warning.
+intervals come from a cluster bootstrap over the tested groups (patients/lesions) with the
+seeds (``uncertainty``); the paired difference of the arms likewise (``delta_cluster``), and
+a class's regression warning fires only when that interval excludes 0. Before training, the
+design table (groups and images per class in every part of every fold) is checked: fewer than
+3 test groups of a class in a test split or fold is refused unless allowed, fewer than 5 is a
+warning.
 """
 
 from __future__ import annotations
 
 import math
+from collections import Counter
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from polyp_core.backbones import WeightsRegistry
 from polyp_core.classify.data import ImageRef, ImageTensors, load_tensors
+from polyp_core.classify.folds import Fold, fixed_folds, fold_leaks, grouped_folds, groups_seen
 from polyp_core.classify.metrics import classification_metrics, compare_arms, summarise_arm
 from polyp_core.classify.model import save_classifier
-from polyp_core.classify.policy import SelectionPolicy, select_synthetic
+from polyp_core.classify.policy import Selection, SelectionPolicy, select_synthetic
 from polyp_core.classify.probe import probe_arm
 from polyp_core.classify.report import write_report
 from polyp_core.classify.train import ClassifierTrainConfig, predict, train_classifier
@@ -62,6 +73,16 @@ class ExperimentConfig:
             the test split (the results will say how little they rest on).
         linear_probe: also fit the linear probe (``classify.probe``) on every arm's training
             images: the baseline any network must beat, shown beside the arms.
+        folds: 0 uses the data set's fixed train/valid/test split; K >= 3 runs grouped K-fold
+            cross-validation over all its images (``classify.folds``), metrics from the pooled
+            out-of-fold predictions; ``None`` (the CLI's and UI's default, "auto") chooses
+            5-fold CV where every class has at least 15 groups to test (groups a supplying
+            generator learned from then train in every fold), else the fixed split, and the
+            run says which and why.
+        cv_seed: how the groups are dealt into folds (every arm and seed uses the same folds).
+        seen_groups_train: with folds, keep the groups a supplying generator learned from in
+            every fold's training part (only groups no generator saw are tested) instead of
+            refusing the run.
     """
 
     dataset: str
@@ -73,12 +94,16 @@ class ExperimentConfig:
     name: str | None = None
     allow_small_test: bool = False
     linear_probe: bool = False
+    folds: int | None = rule(0, lo=0, hi=20, flag="--folds")
+    cv_seed: int = 0
+    seen_groups_train: bool = False
 
     def to_json(self) -> dict:
         return {"dataset": self.dataset, "scheme": self.scheme, "train": asdict(self.train),
                 "seeds": list(self.seeds), "policy": self.policy.to_json(), "arms": list(self.arms),
                 "name": self.name, "allow_small_test": self.allow_small_test,
-                "linear_probe": self.linear_probe}
+                "linear_probe": self.linear_probe, "folds": self.folds, "cv_seed": self.cv_seed,
+                "seen_groups_train": self.seen_groups_train}
 
     @classmethod
     def from_json(cls, data: dict) -> ExperimentConfig:
@@ -86,7 +111,9 @@ class ExperimentConfig:
                    train=ClassifierTrainConfig(**data["train"]), seeds=tuple(data["seeds"]),
                    policy=SelectionPolicy.from_json(data["policy"]), arms=tuple(data["arms"]),
                    name=data.get("name"), allow_small_test=bool(data.get("allow_small_test")),
-                   linear_probe=bool(data.get("linear_probe")))
+                   linear_probe=bool(data.get("linear_probe")), folds=data.get("folds", 0),
+                   cv_seed=int(data.get("cv_seed", 0)),
+                   seen_groups_train=bool(data.get("seen_groups_train")))
 
 
 @dataclass
@@ -125,25 +152,36 @@ def check_leakage(db: Database, workspace: Workspace, synthetic: list[ImageRef],
                          "folder, or exclude the generator (policy.generators).")
 
 
-def design_groups(manifest, scheme: str, classes) -> dict:  # noqa: ANN001
-    """The independent units of each split: groups (patient/lesion/video) and images per class,
-    and each test image's group (its own id when the data set knows no groups: then every
-    frame counts as independent, which the report says)."""
-    grouped = any(i.group for i in manifest.items)
-    table = {}
-    for split in ("train", "valid", "test"):
-        items = manifest.split_items(split)
-        table[split] = {c: {"images": sum(manifest.label_of(i, scheme) == c for i in items),
-                            "groups": len({i.group or i.id for i in items
-                                           if manifest.label_of(i, scheme) == c})}
-                        for c in classes}
+def design_table(folds: list[Fold], labels: list[str], group_of: list[str], classes,  # noqa: ANN001
+                 grouped: bool) -> dict:
+    """The independent units of every part of every fold: groups (patient/lesion/video) and
+    images per class, and each tested image's group in the order of the pooled predictions
+    (its own id when the data set knows no groups: then every frame counts as independent,
+    which the report says)."""
+    def count(indices) -> dict:  # noqa: ANN001
+        return {c: {"images": sum(labels[i] == c for i in indices),
+                    "groups": len({group_of[i] for i in indices if labels[i] == c})}
+                for c in classes}
+
+    single = len(folds) == 1
+    table, test_rows = {}, []
+    for fold in folds:
+        for part in ("train", "valid", "test"):
+            row = part if single else f"{fold.name} {part}"
+            table[row] = count(getattr(fold, part))
+        test_rows.append("test" if single else f"{fold.name} test")
+    tested = [i for fold in folds for i in fold.test]
+    if not single:
+        table["tested (pooled)"] = count(tested)
     return {"unit": "group (patient/lesion/video)" if grouped else
             "image (the data set names no groups: frames are treated as independent)",
-            "grouped": grouped, "table": table,
-            "of_image": [i.group or i.id for i in manifest.split_items("test")]}
+            "grouped": grouped, "table": table, "test_rows": test_rows,
+            "pooled": "test" if single else "tested (pooled)",
+            "of_image": [group_of[i] for i in tested]}
 
 
 MIN_TEST_GROUPS = 3  # fewer: refused unless allowed
+AUTO_FOLDS = 5  # folds=None ("auto") runs 5-fold CV where every class has 5 x 3 groups to test
 FEW_TEST_GROUPS = 5  # fewer: a warning beside the numbers
 
 
@@ -154,21 +192,31 @@ def check_design(design: dict, allow_small: bool = False) -> list[str]:
     Raises:
         ValueError: naming the classes, their groups and how to override.
     """
-    test = design["table"]["test"]
     unit = "groups" if design["grouped"] else "images"
-    small = {c: v["groups"] for c, v in test.items() if v["groups"] < MIN_TEST_GROUPS}
+    rows = design.get("test_rows", ["test"])
+    small, few = {}, {}
+    for row in rows:
+        prefix = "" if row == "test" else row.removesuffix(" test") + ": "
+        for c, v in design["table"][row].items():
+            if v["groups"] < MIN_TEST_GROUPS:
+                small[f"{prefix}{c}"] = v["groups"]
+            if v["groups"] < FEW_TEST_GROUPS:
+                few[f"{prefix}{c}"] = v["groups"]
+    where = "the test split holds" if rows == ["test"] else "a test fold holds"
     if small and not allow_small:
-        raise ValueError("the test split holds too few independent " + unit + " to measure a "
+        raise ValueError(f"{where} too few independent " + unit + " to measure a "
                          "class: " + ", ".join(f"{c} {n}" for c, n in small.items()) +
-                         f" (at least {MIN_TEST_GROUPS}); resplit with more groups in test, or "
-                         "run anyway with --allow-small-test (the report says so)")
-    warnings = [f"{c}: only {v['groups']} test {unit}; its recall and F1 rest on them"
-                for c, v in test.items() if v["groups"] < FEW_TEST_GROUPS]
+                         f" (at least {MIN_TEST_GROUPS}); resplit with more groups in test, use "
+                         "fewer folds, or run anyway with --allow-small-test (the report says so)")
+    warnings = [f"{c}: only {n} test {unit}; its recall and F1 rest on them"
+                for c, n in few.items()]
     if small:
         warnings.insert(0, "ran with --allow-small-test: " + ", ".join(
             f"{c} has {n} test {unit}" for c, n in small.items()))
-    warnings.append(f"smallest macro-F1 change this test split can show (rough, 80% power, "
-                    f"unpaired worst case): {minimal_detectable_change(test):.2f}")
+    pooled = design["table"][design.get("pooled", "test")]
+    warnings.append(f"smallest macro-F1 change {'this test split' if rows == ['test'] else 'the pooled out-of-fold predictions'} "
+                    f"can show (rough, 80% power, unpaired worst case): "
+                    f"{minimal_detectable_change(pooled):.2f}")
     return warnings
 
 
@@ -181,124 +229,304 @@ def minimal_detectable_change(test: dict) -> float:
     return 2.8 * math.sqrt(2) * se
 
 
-def _real_refs(manifest, scheme: str, split: str) -> list[ImageRef]:  # noqa: ANN001
-    return [ImageRef(i.sha256, i.image, manifest.label_of(i, scheme)) for i in manifest.split_items(split)]
+@dataclass
+class ExperimentPlan:
+    """Everything decided before anything trains: the real images, the folds, each fold's
+    synthetic images and the design table (checked)."""
+
+    scheme: str
+    classes: tuple[str, ...]
+    real: list[ImageRef]
+    group_of: list[str]
+    splits: list[str]
+    folds: list[Fold]
+    selections: list[Selection | None]
+    design: dict
+    evaluation: dict
+
+
+def _generators_of(db: Database, images: list[ImageRef]) -> set[str]:
+    from review_db import queries
+
+    with db.session() as session:
+        return {queries.image_by_sha(session, ref.sha256).provenance.generator for ref in images}
+
+
+def _select(db: Database, config: ExperimentConfig, scheme: str, counts: dict) -> Selection:
+    selection = select_synthetic(db, config.policy, scheme, counts)
+    if not selection.images:
+        raise ValueError(f"the selection policy chose no synthetic image "
+                         f"(counts: {selection.counts}); the augmented arm would equal the "
+                         "baseline. Run the baseline alone with --baseline-only (arms: "
+                         "baseline), or loosen the policy")
+    return selection
+
+
+def plan_experiment(db: Database, workspace: Workspace, config: ExperimentConfig) -> ExperimentPlan:
+    """Check the request, build the folds (the fixed split, or grouped K-fold CV), choose each
+    fold's synthetic images, check generators for leaks and the design for enough groups.
+
+    Raises:
+        ValueError: unknown arm, an empty split, too few groups, no synthetic image for the
+            augmented arm, or a generator that learned from a held-out image or group.
+    """
+    if not config.arms or any(a not in ARMS for a in config.arms):
+        raise ValueError(f"arms must be some of {ARMS}; got {config.arms}")
+    if not config.seeds:
+        raise ValueError("give at least one seed")
+    if config.folds in (1, 2):
+        raise ValueError(f"--folds: {config.folds} folds cannot give every fold a training, a "
+                         "validation and a test part; use 3 or more (or 0 for the fixed split)")
+    config.train.validate()
+    manifest = workspace.load_manifest(config.dataset)
+    scheme = config.scheme or manifest.scheme
+    manifest = manifest.with_scheme(scheme)
+    classes = tuple(get_scheme(scheme).classes)
+    items = [i for split in ("train", "valid", "test") for i in manifest.split_items(split)]
+    if config.folds == 0:
+        for split in ("train", "valid", "test"):
+            if not manifest.split_items(split):
+                raise ValueError(f"data set {config.dataset!r} has no {split} images; an "
+                                 "experiment needs train, valid and test splits (or --folds K)")
+    real = [ImageRef(i.sha256, i.image, manifest.label_of(i, scheme)) for i in items]
+    group_of = [i.group or i.id for i in items]
+    grouped = any(i.group for i in items)
+    labels = [r.label for r in real]
+    augmented = "augmented" in config.arms
+    evaluation: dict = {"kind": "fixed split"}
+    k, seen_train, chosen = config.folds, config.seen_groups_train, None
+    train_only: list[int] = []
+    if k != 0 and augmented and (seen_train or k is None):
+        probe = _select(db, config, scheme, Counter(labels))
+        seen = _seen_groups(workspace, _generators_of(db, probe.images), real, group_of)
+        held = set().union(*seen.values()) if seen else set()
+        train_only = [i for i, g in enumerate(group_of) if g in held]
+    if k is None:  # auto: 5-fold CV where every class has groups enough to test
+        trained = {group_of[i] for i in train_only}
+        testable = {c: len({g for g, label in zip(group_of, labels)
+                            if label == c and g not in trained}) for c in classes}
+        short = {c: n for c, n in testable.items() if n < AUTO_FOLDS * MIN_TEST_GROUPS}
+        unit = "groups" if grouped else "images"
+        if short:
+            k, chosen = 0, (f"fixed split: {AUTO_FOLDS}-fold CV needs {AUTO_FOLDS * MIN_TEST_GROUPS} "
+                            f"{unit} per class to test, and " + ", ".join(
+                                f"{c} has {n}" for c, n in short.items()))
+            if not manifest.split_items("valid") or not manifest.split_items("test"):
+                raise ValueError(f"data set {config.dataset!r}: {chosen}; and it has no fixed "
+                                 "valid/test split either")
+        else:
+            k, seen_train = AUTO_FOLDS, bool(train_only)
+            chosen = (f"{AUTO_FOLDS}-fold CV: every class has at least "
+                      f"{AUTO_FOLDS * MIN_TEST_GROUPS} {unit} to test")
+    if not k:
+        folds = fixed_folds([i.split for i in items])
+    else:
+        evaluation = {"kind": "grouped cross-validation", "folds": k,
+                      "seed": config.cv_seed, "stratified": True, "grouped": grouped,
+                      "validation": "the next fold (early stopping)"}
+        if not seen_train:
+            train_only = []
+        elif train_only:
+            evaluation["train_only_groups"] = len({group_of[i] for i in train_only})
+            evaluation["train_only_images"] = len(train_only)
+        folds = grouped_folds([classes.index(c) for c in labels], group_of, k,
+                              config.cv_seed, train_only, classes)
+    if chosen:
+        evaluation["chosen"] = "auto: " + chosen
+    selections: list[Selection | None] = [None] * len(folds)
+    if augmented:
+        selections = [_select(db, config, scheme, Counter(labels[i] for i in fold.train))
+                      for fold in folds]
+        if k:
+            generators = [_generators_of(db, sel.images) for sel in selections]
+            seen = _seen_groups(workspace, set().union(*generators), real, group_of)
+            leaks = fold_leaks(folds, generators, seen, group_of)
+            if leaks:
+                raise ValueError(
+                    "synthetic images from generators that learned from a fold's validation/test "
+                    "groups would leak into that fold: " + "; ".join(leaks) + ". Run with "
+                    "--seen-groups-train (the groups a generator saw then train in every fold and "
+                    "only groups no generator saw are tested), use the fixed split, or exclude "
+                    "the generator (--generators)")
+        else:
+            fold = folds[0]
+            check_leakage(db, workspace, selections[0].images,
+                          {real[i].sha256 for i in fold.valid + fold.test})
+    design = design_table(folds, labels, group_of, classes, grouped)
+    design["warnings"] = check_design(design, config.allow_small_test)
+    return ExperimentPlan(scheme, classes, real, group_of, [i.split for i in items], folds,
+                          selections, design, evaluation)
+
+
+def _seen_groups(workspace: Workspace, generators: set[str], real: list[ImageRef],
+                 group_of: list[str]) -> dict[str, set[str]]:
+    """The groups of the experiment's images each generator (or a model it was fine-tuned
+    from) learned from; a generator without a training record is refused."""
+    trained_on, problems = {}, []
+    for generator in sorted(generators):
+        try:
+            trained_on[generator] = generator_training_images(workspace.models_dir, generator)
+        except ValueError as error:
+            problems.append(str(error))
+    if problems:
+        raise ValueError("cannot tell what these generators learned from: " + "; ".join(problems) +
+                         ". Restore the model folder or exclude the generator (--generators)")
+    return groups_seen(trained_on, {r.sha256: g for r, g in zip(real, group_of)})
 
 
 def run_experiment(db: Database, workspace: Workspace, config: ExperimentConfig,
                    progress: Progress = no_progress, cancel: CancelToken | None = None,
                    device: torch.device | None = None,
                    registry: WeightsRegistry | None = None) -> ExperimentResult:
-    """Train every arm over every seed, evaluate on the real test split and store the run.
+    """Train every arm over every fold and seed, evaluate on each fold's real test part
+    (pooled out-of-fold with ``folds``) and store the run.
 
     Raises:
-        ValueError: unknown arm, an empty split, no synthetic image for the augmented arm,
-            or synthetic images whose generator saw held-out images.
+        ValueError: see :func:`plan_experiment`.
         Cancelled: when ``cancel`` is set.
     """
-    if not config.arms or any(a not in ARMS for a in config.arms):
-        raise ValueError(f"arms must be some of {ARMS}; got {config.arms}")
-    if not config.seeds:
-        raise ValueError("give at least one seed")
-    config.train.validate()
-    manifest = workspace.load_manifest(config.dataset)
-    scheme_name = config.scheme or manifest.scheme
-    manifest = manifest.with_scheme(scheme_name)
-    classes = get_scheme(scheme_name).classes
-    splits = {s: _real_refs(manifest, scheme_name, s) for s in ("train", "valid", "test")}
-    for split, refs in splits.items():
-        if not refs:
-            raise ValueError(f"data set {config.dataset!r} has no {split} images; an experiment "
-                             "needs train, valid and test splits")
-    real_counts = {c: sum(r.label == c for r in splits["train"]) for c in classes}
-    selection = None
-    if "augmented" in config.arms:
-        selection = select_synthetic(db, config.policy, scheme_name, real_counts)
-        if not selection.images:
-            raise ValueError(f"the selection policy chose no synthetic image "
-                             f"(counts: {selection.counts}); the augmented arm would equal the "
-                             "baseline. Run the baseline alone with --baseline-only (arms: "
-                             "baseline), or loosen the policy")
-        held_out = {r.sha256 for r in splits["valid"] + splits["test"]}
-        check_leakage(db, workspace, selection.images, held_out)
-
-    test_groups = design_groups(manifest, scheme_name, classes)
-    test_groups["warnings"] = check_design(test_groups, config.allow_small_test)
+    plan = plan_experiment(db, workspace, config)
+    classes, folds = plan.classes, plan.folds
+    cv = plan.evaluation["kind"] == "grouped cross-validation"
     pixels = PixelCache(workspace.pixel_cache_dir)
     size = config.train.image_size
-    progress(0, 1, "loading images")
-    data = {s: load_tensors(refs, classes, size, pixels) for s, refs in splits.items()}
-    synthetic = load_tensors(selection.images, classes, size, pixels) if selection else None
-    train_sets = {"baseline": data["train"],
-                  "augmented": ImageTensors.concat([data["train"], synthetic]) if synthetic else None}
+    progress(0, 1, f"loading {len(plan.real)} real images")
+    pool = load_tensors(plan.real, classes, size, pixels)
+    synthetic_refs = sorted({r for sel in plan.selections if sel for r in sel.images},
+                            key=lambda r: r.sha256)
+    synthetic = load_tensors(synthetic_refs, classes, size, pixels) if synthetic_refs else None
+    position = {r.sha256: i for i, r in enumerate(synthetic_refs)}
 
+    def train_set(f: int, arm: str) -> ImageTensors:
+        real_part = pool.subset(folds[f].train)
+        if arm == "baseline" or synthetic is None:
+            return real_part
+        return ImageTensors.concat([real_part, synthetic.subset(
+            [position[r.sha256] for r in plan.selections[f].images])])
+
+    tested = [i for fold in folds for i in fold.test]
+    test_all = pool.subset(tested)
+    offsets = np.cumsum([0] + [len(fold.test) for fold in folds])
     run_id, folder = new_run_dir(workspace, "retrain")
-    units = [(arm, seed) for seed in config.seeds for arm in config.arms]
-    per_seed: dict[str, list[dict]] = {arm: [] for arm in config.arms}
-    features: dict = {}  # frozen pretrained backbone: seeds and the probe share embeddings
+    units = [(f, arm, seed) for f in range(len(folds)) for seed in config.seeds
+             for arm in config.arms]
+    predicted = {(arm, seed): np.zeros(len(tested), dtype=int) for arm in config.arms
+                 for seed in config.seeds}
+    fold_info: dict = {(arm, seed): [] for arm in config.arms for seed in config.seeds}
+    features: dict = {}  # frozen pretrained backbone: folds, seeds and the probe share embeddings
     best: dict[str, tuple[float, object]] = {}
-    for u, (arm, seed) in enumerate(units):
+    for u, (f, arm, seed) in enumerate(units):
         def unit_progress(done: int, total: int, message: str, u: int = u) -> None:
-            progress(u * 1000 + int(1000 * done / max(total, 1)), len(units) * 1000,
-                     f"{message}")
+            progress(u * 1000 + int(1000 * done / max(total, 1)), len(units) * 1000, message)
 
-        trained = train_classifier(train_sets[arm], data["valid"], classes, config.train, seed,
+        fold, where = folds[f], (f"{folds[f].name} · " if cv else "")
+        train = train_set(f, arm)
+        trained = train_classifier(train, pool.subset(fold.valid), classes, config.train, seed,
                                    device, registry, unit_progress, cancel,
-                                   label=f"{arm} seed {seed} ({u + 1}/{len(units)}) · ",
+                                   label=f"{where}{arm} seed {seed} ({u + 1}/{len(units)}) · ",
                                    feature_cache=features)
         device_used = next(trained.model.parameters()).device
-        predicted = predict(trained.model, trained.spec, data["test"], device_used).argmax(1)
-        metrics = classification_metrics(data["test"].labels.numpy(), predicted, classes)
-        metrics.update(seed=seed, predicted=predicted.tolist(), best_epoch=trained.best_epoch,
-                       valid_macro_f1=trained.best_valid_macro_f1, history=trained.history,
-                       n_train=len(train_sets[arm]))
-        per_seed[arm].append(metrics)
-        if arm not in best or trained.best_valid_macro_f1 > best[arm][0]:
+        predicted[arm, seed][offsets[f]:offsets[f + 1]] = predict(
+            trained.model, trained.spec, pool.subset(fold.test), device_used).argmax(1)
+        fold_info[arm, seed].append({"fold": fold.name, "best_epoch": trained.best_epoch,
+                                     "valid_macro_f1": trained.best_valid_macro_f1,
+                                     "history": trained.history, "n_train": len(train)})
+        if not cv and (arm not in best or trained.best_valid_macro_f1 > best[arm][0]):
             best[arm] = (trained.best_valid_macro_f1, trained)
             save_classifier(folder / "checkpoints" / arm, trained.model, trained.spec,
                             {"run": run_id, "arm": arm, "seed": seed, "best_epoch": trained.best_epoch,
                              "valid_macro_f1": trained.best_valid_macro_f1})
         trained.model.to("cpu")
 
-    probe_names = {"baseline": PROBE, "augmented": f"{PROBE} + synthetic"}
+    test_labels = test_all.labels.numpy()
+    per_seed: dict[str, list[dict]] = {arm: [] for arm in config.arms}
+    for arm in config.arms:
+        for seed in config.seeds:
+            metrics = classification_metrics(test_labels, predicted[arm, seed], classes)
+            info = fold_info[arm, seed]
+            metrics.update(seed=seed, predicted=predicted[arm, seed].tolist())
+            if cv:
+                metrics["folds"] = info
+            else:
+                metrics.update({k: v for k, v in info[0].items() if k != "fold"})
+            per_seed[arm].append(metrics)
+
     if config.linear_probe:
-        train_groups = {"baseline": [i.group or i.id for i in manifest.split_items("train")]}
-        if selection is not None:  # each synthetic image is its own unit
-            train_groups["augmented"] = train_groups["baseline"] + [r.sha256 for r in selection.images]
+        probe_names = {"baseline": PROBE, "augmented": f"{PROBE} + synthetic"}
+        unit = "patient/lesion" if plan.design["grouped"] else "image (no groups known)"
         for arm in config.arms:
             progress(len(units) * 1000, len(units) * 1000, f"linear probe: {arm}")
-            per_seed[probe_names[arm]] = [probe_arm(
-                train_sets[arm], data["test"], train_groups[arm], classes, config.train,
-                device or torch.device("cuda" if torch.cuda.is_available() else "cpu"),
-                registry, seed=config.seeds[0],
-                unit="patient/lesion" if test_groups["grouped"] else "image (no groups known)",
-                feature_cache=features)]
-    results = {"classes": list(classes), "scheme": scheme_name,
+            parts = []
+            for f, fold in enumerate(folds):
+                train = train_set(f, arm)
+                groups = [plan.group_of[i] for i in fold.train] + [r.sha256 for r in train.refs[len(fold.train):]]
+                parts.append(probe_arm(
+                    train, pool.subset(fold.test), groups, classes, config.train,
+                    device or torch.device("cuda" if torch.cuda.is_available() else "cpu"),
+                    registry, seed=config.seeds[0], unit=unit, feature_cache=features))
+            per_seed[probe_names[arm]] = [_pool_probe(parts, folds, test_labels, classes, cv)]
+    results = {"classes": list(classes), "scheme": plan.scheme, "evaluation": plan.evaluation,
                "arms": {arm: {"per_seed": rows, "summary": summarise_arm(rows)}
                         for arm, rows in per_seed.items()},
                "normalisation": {"mean": list(trained.spec.mean), "std": list(trained.spec.std),
                                  "arms": list(config.arms)}}
-    if selection is not None:
-        results["selection"] = {"counts": selection.counts, "ratings_hash": selection.ratings_hash}
-    # uncertainty over cases: a cluster bootstrap over the test groups, with the seeds
-    test_labels = data["test"].labels.numpy()
-    results["test_groups"] = test_groups
+    if any(plan.selections):
+        counts = [sel.counts for sel in plan.selections]
+        results["selection"] = {"counts": counts[0], "ratings_hash": plan.selections[0].ratings_hash}
+        if cv:
+            results["selection"]["per_fold"] = counts
+    # uncertainty over cases: a cluster bootstrap over the tested groups, with the seeds
+    results["test_groups"] = plan.design
     results["uncertainty"] = {arm: cluster_bootstrap(
-        test_labels, [m["predicted"] for m in rows], test_groups["of_image"], classes)
+        test_labels, [m["predicted"] for m in rows], plan.design["of_image"], classes)
         for arm, rows in per_seed.items()}
     if set(ARMS) <= set(config.arms):
         deltas, _ = compare_arms(per_seed["augmented"], per_seed["baseline"])
         results["delta"] = deltas
         results["delta_cluster"] = paired_cluster_bootstrap(
             test_labels, [m["predicted"] for m in per_seed["augmented"]],
-            [m["predicted"] for m in per_seed["baseline"]], test_groups["of_image"], classes)
+            [m["predicted"] for m in per_seed["baseline"]], plan.design["of_image"], classes)
         results["warnings"] = regression_warnings(results["delta_cluster"], classes)
-    images = {s: [asdict(r) for r in refs] for s, refs in splits.items()}
-    images["synthetic"] = [asdict(r) for r in selection.images] if selection else []
     write_report(folder, run_id, config.to_json(), results)  # report.html beside the run
-    save_run(db, workspace, run_id, folder, "retrain", config.to_json(), results, images)
+    save_run(db, workspace, run_id, folder, "retrain", config.to_json(), results,
+             _image_lists(plan, synthetic_refs))
     progress(1, 1, f"stored run {run_id}")
     return ExperimentResult(run_id, folder, results)
+
+
+def _pool_probe(parts: list[dict], folds: list[Fold], test_labels: np.ndarray, classes,  # noqa: ANN001
+                cv: bool) -> dict:
+    """One probe entry from its per-fold fits: metrics of the pooled predictions."""
+    if not cv:
+        return parts[0]
+    predicted = np.concatenate([p["predicted"] for p in parts]).astype(int)
+    metrics = classification_metrics(test_labels, predicted, classes)
+    chosen = ", ".join(f"{p['probe']['C']:g}" for p in parts)
+    metrics.update(seed=parts[0]["seed"], predicted=predicted.tolist(),
+                   folds=[{"fold": fold.name, "n_train": p["n_train"], "probe": p["probe"]}
+                          for fold, p in zip(folds, parts)],
+                   probe={"how": f"C per fold ({chosen}) by inner CV grouped within each fold's "
+                                 "training part (macro-F1)", "C": [p["probe"]["C"] for p in parts]})
+    return metrics
+
+
+def _image_lists(plan: ExperimentPlan, synthetic: list[ImageRef]) -> dict:
+    """What ``images.json`` stores: the real images with their split (fixed) or the fold that
+    tested them (CV), and every synthetic image with the folds it trained."""
+    if len(plan.folds) == 1:
+        fold = plan.folds[0]
+        images = {part: [asdict(plan.real[i]) for i in getattr(fold, part)]
+                  for part in ("train", "valid", "test")}
+        images["synthetic"] = [asdict(r) for r in synthetic]
+        return images
+    tested_in = {i: fold.name for fold in plan.folds for i in fold.test}
+    used_in: dict[str, list[str]] = {}
+    for fold, sel in zip(plan.folds, plan.selections):
+        for ref in sel.images if sel else []:
+            used_in.setdefault(ref.sha256, []).append(fold.name)
+    return {"real": [asdict(r) | {"group": g, "tested_in": tested_in.get(i, "train only")}
+                     for i, (r, g) in enumerate(zip(plan.real, plan.group_of))],
+            "synthetic": [asdict(r) | {"folds": used_in[r.sha256]} for r in synthetic]}
 
 
 def repeat_experiment(db: Database, workspace: Workspace, run_id: str, **kwargs) -> ExperimentResult:

@@ -4,6 +4,22 @@ regressions in red, confusion matrices side by side."""
 from __future__ import annotations
 
 
+def evaluation_line(results: dict) -> str:
+    """How the run was evaluated, in a few words (runs stored before CV: the fixed split)."""
+    ev = results.get("evaluation", {"kind": "fixed split"})
+    why = f" ({ev['chosen']})" if ev.get("chosen") else ""
+    if ev["kind"] != "grouped cross-validation":
+        return "the data set's fixed train/valid/test split" + why
+    unit = "patient/lesion/video" if ev.get("grouped") else \
+        "image (the data set names no groups: frame-level folds)"
+    text = (f"{ev['folds']}-fold cross-validation stratified by class and grouped by {unit}, "
+            f"pooled out-of-fold predictions")
+    if ev.get("train_only_groups"):
+        text += (f"; {ev['train_only_groups']} groups ({ev['train_only_images']} images) a "
+                 "generator learned from trained in every fold and were never tested")
+    return text + why
+
+
 def _cell(s: dict) -> str:
     return f"{s['mean']:.3f} ± {s['std']:.3f} [{s['ci'][0]:.3f}, {s['ci'][1]:.3f}]"
 

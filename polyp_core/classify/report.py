@@ -25,6 +25,7 @@ def _table(header: list, rows: list[list]) -> str:
 def methods_paragraph(config: dict, results: dict) -> str:
     """What was done, in words, from the stored config and results."""
     train, policy = config["train"], config["policy"]
+    cv = results.get("evaluation", {}).get("kind") == "grouped cross-validation"
     design = results.get("test_groups", {})
     table = design.get("table", {})
     count = lambda split, key: sum(v[key] for v in table.get(split, {}).values())  # noqa: E731
@@ -35,12 +36,11 @@ def methods_paragraph(config: dict, results: dict) -> str:
         f"AdamW, learning rate {train['lr']:g}, at most {train['epochs']} epochs with early "
         f"stopping on validation macro-F1 after {train['patience']} epochs without improvement; "
         f"class imbalance: {train['imbalance']}; augmentation "
-        f"{'on' if train['augment'] else 'off'}) were trained on the training split of data set "
+        f"{'on' if train['augment'] else 'off'}) were trained on the training "
+        f"{'part of every fold' if cv else 'split'} of data set "
         f"{config['dataset']} (label scheme {results['scheme']}) with seeds {seeds}; every arm "
-        "used the same split, seeds and input normalisation.",
-        f"The split was fixed (train/valid/test); the test split held {count('test', 'images')} "
-        f"images from {count('test', 'groups')} independent units ({design.get('unit', '?')}) "
-        "and was used for nothing but this evaluation.",
+        f"used the same {'folds' if cv else 'split'}, seeds and input normalisation.",
+        _evaluation_sentence(results, count),
     ]
     if "augmented" in results["arms"]:
         selected = results.get("selection", {}).get("counts", {}).get("selected", {})
@@ -50,7 +50,14 @@ def methods_paragraph(config: dict, results: dict) -> str:
             f"policy (quality at least {policy.get('min_quality') or 'any'} from at least "
             f"{policy['min_reviewers']} reviewer(s), verdict rule {policy['verdict']}, unrated "
             f"images {policy['unrated']}); no generator that supplied them had seen a validation "
-            "or test image.")
+            "or test image." if not cv else
+            f"In every fold the augmented arm added the synthetic images the selection policy "
+            f"chose for that fold's training counts (fold 1: {sum(selected.values())}; "
+            f"{', '.join(f'{c}: {n}' for c, n in selected.items())}; quality at least "
+            f"{policy.get('min_quality') or 'any'} from at least {policy['min_reviewers']} "
+            f"reviewer(s), verdict rule {policy['verdict']}, unrated images {policy['unrated']}); "
+            "no generator that supplied a fold had learned from an image of a group in that "
+            "fold's validation or test part.")
     if any(name.startswith("linear probe") for name in results["arms"]):
         probe = next(rows["per_seed"][0]["probe"] for name, rows in results["arms"].items()
                      if name.startswith("linear probe"))
@@ -68,6 +75,29 @@ def methods_paragraph(config: dict, results: dict) -> str:
     return " ".join(text)
 
 
+def _evaluation_sentence(results: dict, count) -> str:  # noqa: ANN001
+    design, ev = results.get("test_groups", {}), results.get("evaluation", {"kind": "fixed split"})
+    pooled = design.get("pooled", "test")
+    why = f" ({ev['chosen']})" if ev.get("chosen") else ""
+    if ev["kind"] != "grouped cross-validation":
+        return (f"The split was fixed (train/valid/test){why}; the test split held "
+                f"{count('test', 'images')} images from {count('test', 'groups')} independent "
+                f"units ({design.get('unit', '?')}) and was used for nothing but this evaluation.")
+    unit = ("patient/lesion/video" if ev.get("grouped") else
+            "image, because the data set names no patients or lesions (frame-level folds: frames "
+            "of one polyp may sit in different folds, so the figures may be optimistic)")
+    text = (f"Evaluation was {ev['folds']}-fold cross-validation{why}, folds stratified by class "
+            f"and grouped by {unit} (fold seed {ev['seed']}); each fold's models stopped early on "
+            "the next fold and were tested on their own fold, and metrics come from the pooled "
+            f"out-of-fold predictions of {count(pooled, 'images')} images from "
+            f"{count(pooled, 'groups')} independent units.")
+    if ev.get("train_only_groups"):
+        text += (f" {ev['train_only_groups']} groups ({ev['train_only_images']} images) that a "
+                 "supplying generator had learned from trained in every fold and were never "
+                 "tested.")
+    return text
+
+
 def write_report(folder: Path, run_id: str, config: dict, results: dict) -> Path:
     """``report.html`` in the run's folder."""
     header, rows = metric_table(results)
@@ -81,11 +111,13 @@ def write_report(folder: Path, run_id: str, config: dict, results: dict) -> Path
     if design:
         classes = results["classes"]
         parts += ["<h2>Design: groups / images per class</h2>",
-                  _table(["split", *classes], [[split, *(f"{v['groups']} / {v['images']}"
+                  _table(["part", *classes], [[split, *(f"{v['groups']} / {v['images']}"
                                                          for v in table.values())]
                                                for split, table in design["table"].items()])]
         parts += [f"<p class='warn'>{html.escape(line)}</p>" for line in design.get("warnings", [])]
-    parts += ["<h2>Results on the test split</h2>", _table(header, rows)]
+    cv = results.get("evaluation", {}).get("kind") == "grouped cross-validation"
+    parts += [f"<h2>Results on the {'pooled out-of-fold predictions' if cv else 'test split'}"
+              "</h2>", _table(header, rows)]
     for warning in results.get("warnings", []):
         parts.append(f"<p class='warn'>Regression: {html.escape(warning['text'])}</p>")
     parts.append("<h2>Confusion matrices (rows: truth; summed over seeds)</h2>")

@@ -124,16 +124,22 @@ def backbone_features(model: Classifier, spec: ClassifierSpec, pixels: torch.Ten
 
 def frozen_features(cache: dict | None, config: ClassifierTrainConfig, model: Classifier,
                     spec: ClassifierSpec, data: ImageTensors, device: torch.device) -> torch.Tensor:
-    """Pretrained frozen-backbone features of ``data``, from ``cache`` when this run embedded
-    the same images with the same backbone before (another seed, the linear probe). A randomly
+    """Pretrained frozen-backbone features of ``data``, from ``cache`` for every image this run
+    embedded before with the same backbone (another seed, another fold, the linear probe):
+    the cache is keyed by content hash, so only images it has not seen are embedded. A randomly
     initialised backbone differs by seed, so it is never cached."""
-    key = (config.backbone, config.image_size, id(data))
-    if cache is not None and config.pretrained and key in cache and cache[key][0] is data:
-        return cache[key][1].to(device)
-    features = backbone_features(model, spec, data.pixels, device)
-    if cache is not None and config.pretrained:
-        cache[key] = (data, features.cpu())  # the data kept with it: its id stays its own
-    return features
+    if cache is None or not config.pretrained:
+        return backbone_features(model, spec, data.pixels, device)
+    rows = cache.setdefault((config.backbone, config.image_size), {})
+    missing = [i for i, ref in enumerate(data.refs) if ref.sha256 not in rows]
+    if missing:
+        index = torch.as_tensor(missing, dtype=torch.long)
+        fresh = backbone_features(model, spec, data.pixels[index], device).cpu()
+        for i, row in zip(missing, fresh):
+            rows[data.refs[i].sha256] = row
+    if not len(data):
+        return backbone_features(model, spec, data.pixels, device)
+    return torch.stack([rows[ref.sha256] for ref in data.refs]).to(device)
 
 
 def evaluate(model: Classifier, spec: ClassifierSpec, data: ImageTensors,

@@ -11,8 +11,9 @@ from polyp_core.workspace import Workspace
 def print_experiment(results: dict) -> None:
     """The dashboard's metric table (mean ± std [95% CI] per arm and the paired difference),
     then the warnings."""
-    from polyp_core.classify.figures import metric_table
+    from polyp_core.classify.figures import evaluation_line, metric_table
 
+    print(f"  evaluation: {evaluation_line(results)}")
     header, rows = metric_table(results)
     widths = [max(len(str(r[i])) for r in [header, *rows]) + 2 for i in range(len(header))]
     for row in [header, *rows]:
@@ -24,8 +25,9 @@ def print_experiment(results: dict) -> None:
     design = results.get("test_groups")
     if design:
         print(f"  unit of the test split: {design['unit']}")
+        width = max(len(split) for split in design["table"])
         for split, table in design["table"].items():
-            print(f"  {split:<6}" + "  ".join(f"{c}: {v['groups']} groups / {v['images']} images"
+            print(f"  {split:<{width}}  " + "  ".join(f"{c}: {v['groups']} groups / {v['images']} images"
                                               for c, v in table.items()))
         for line in design.get("warnings", []):
             print(f"  design: {line}")
@@ -34,9 +36,21 @@ def print_experiment(results: dict) -> None:
         print(f"  {tag}: {w['text']}")
 
 
+def folds_option(text: str) -> int | None:
+    """``--folds``: a whole number or ``auto`` (None)."""
+    if text.strip().lower() == "auto":
+        return None
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of folds or 'auto'") from None
+
+
 def cmd_retrain(args: argparse.Namespace) -> int:
     from polyp_core.classify import (ClassifierTrainConfig, ExperimentConfig, SelectionPolicy,
                                      parse_mix, run_experiment)
+    from polyp_core.classify.experiment import plan_experiment
+    from polyp_core.classify.figures import evaluation_line
     from polyp_core.cli.common import TerminalProgress, cancel_on_interrupt, open_db as _db
     from polyp_core.jobs import run_job
 
@@ -55,8 +69,12 @@ def cmd_retrain(args: argparse.Namespace) -> int:
                               seeds=tuple(int(s) for s in args.seeds.split(",")), policy=policy,
                               arms=arms, name=args.name,
                               allow_small_test=args.allow_small_test,
-                              linear_probe=args.linear_probe)
+                              linear_probe=args.linear_probe, folds=args.folds,
+                              cv_seed=args.cv_seed, seen_groups_train=args.seen_groups_train)
     workspace, db = Workspace(args.workspace), _db(args)
+    # planned before the job: folds, design, selection and leaks are refused here, not later
+    plan = plan_experiment(db, workspace, config)
+    print(f"evaluation: {evaluation_line({'evaluation': plan.evaluation})}")
     outcome = {}
 
     def work(progress, cancel):  # noqa: ANN001
@@ -140,6 +158,15 @@ def add_classify_commands(sub) -> None:  # noqa: ANN001
                          "inner grouped CV): the baseline a network must beat")
     re.add_argument("--allow-small-test", action="store_true",
                     help="run even when a class has fewer than 3 test groups (patients/lesions)")
+    re.add_argument("--folds", type=folds_option, default=None, metavar="K|auto",
+                    help="grouped K-fold cross-validation over all images (K >= 3; folds "
+                         "stratified by class, grouped by patient/lesion/video); 0: the data "
+                         "set's fixed split; auto (default): 5 folds where every class has 15 "
+                         "groups to test, else the fixed split")
+    re.add_argument("--cv-seed", type=int, default=0, help="how groups are dealt into folds")
+    re.add_argument("--seen-groups-train", action="store_true",
+                    help="with --folds: groups a generator learned from train in every fold "
+                         "and are never tested (instead of refusing the run)")
     re.add_argument("--generators", help="comma-separated generator ids (default: all)")
     re.add_argument("--classes", help="comma-separated classes to add (default: all)")
     re.add_argument("--min-quality", choices=["moderate", "good"])
