@@ -71,6 +71,11 @@ class DiagnosticsDesk:
             text += (" · real-vs-real floor (two halves of a real class split by patient/lesion;"
                      " a diagonal cell near it is as close as real data gets): " + ", ".join(
                          f"{c} {f['mean']:.4f} ± {f['std']:.4f}" for c, f in floors.items()))
+        second = results.get("second_real", {})
+        if scheme in second.get("kid", {}):
+            cells = second["kid"][scheme]["cells"]
+            text += (f" · second real source {second['dataset']} (real vs real, same class): " +
+                     ", ".join(f"{c} {cells[c][c]['mean']:.4f}" for c in cells))
         projection = None
         for path in results.get("projections", {}).values():
             if Path(path).is_file():  # self-contained: plotly.js inlined, hover thumbnails

@@ -199,3 +199,35 @@ def test_diagnose_end_to_end_through_the_cli(review_env, monkeypatch, tmp_path):
     diagnose(review_env.db, review_env.workspace,
              DiagnoseConfig("phantom", size=64, subsets=5, real_split=None, projections=()))
     assert calls == []
+
+
+def test_diagnose_reads_a_second_real_source_beside_the_synthetic_rows(review_env, tmp_path,
+                                                                       capsys):
+    """``--against``: another real data set (here: a phantom of another seed, as a second
+    hospital) gets KID rows against this data set's real classes, and joins the projection."""
+    from polyp_core import cli
+    from polyp_core.data.importer import ImportConfig, import_dataset
+    from polyp_core.data.phantom import write_phantom
+    from polyp_core.runs import load_run
+
+    write_phantom(tmp_path / "site-b", n_frames=40, size=64, seed=11, workers=1)
+    import_dataset(review_env.workspace, ImportConfig(str(tmp_path / "site-b"), name="site-b"))
+    code = cli.main(["--workspace", str(review_env.workspace.root), "diagnose", "--dataset",
+                     "phantom", "--size", "64", "--subsets", "5", "--real-split", "all",
+                     "--projection", "pca", "--against", "site-b", "--db", review_env.db.url])
+    assert code == 0
+    out = capsys.readouterr().out
+    assert "second real source site-b (all: 40 images, 0 shared with phantom)" in out
+    (run,) = sorted(review_env.workspace.runs_dir.iterdir())
+    stored = load_run(review_env.db, run.name)
+    second = stored["results"]["second_real"]
+    assert second["dataset"] == "site-b" and second["images"] == 40
+    rows = second["kid"]["ad_vs_rest"]
+    assert rows["classes"] == ["AD", "REST"] and set(rows["cells"]["AD"]) == {"AD", "REST"}
+    assert len(stored["images"]["second_real"]) == 40
+    coords = np.load(run / "projection_pca.npy")
+    assert len(coords) == 60 + 40 + 40  # real, synthetic, second real source
+    # a source that is no data set is named
+    code = cli.main(["--workspace", str(review_env.workspace.root), "diagnose", "--dataset",
+                     "phantom", "--size", "64", "--against", "nowhere", "--db", review_env.db.url])
+    assert code == 2 and "nowhere" in capsys.readouterr().err

@@ -18,7 +18,9 @@ def cmd_diagnose(args: argparse.Namespace) -> int:
         real_split=None if args.real_split == "all" else args.real_split,
         extractor=args.extractor, size=args.size, subsets=args.subsets,
         subset_size=args.subset_size, seed=args.seed,
-        projections=tuple(args.projection or ["umap"]), near_copy=args.near_copy)
+        projections=tuple(args.projection or ["umap"]), near_copy=args.near_copy,
+        against=args.against,
+        against_split=None if args.against_split == "all" else args.against_split)
     with TerminalProgress() as progress:
         result = diagnose(open_db(args), workspace, config, progress=progress)
     print(f"diagnostic run {result.run_id} ({result.seconds:.1f} s), features: {result.extractor}")
@@ -36,6 +38,17 @@ def cmd_diagnose(args: argparse.Namespace) -> int:
             print(f"    {'syn ' + syn:<10}{cells}{matrix.margin[syn]:>10.4f}{floor_text:>22}")
         print("    floor: KID of two halves of the real class split by patient/lesion; a "
               "diagonal cell near it is as close as real data gets to itself")
+    second = result.second_real
+    for scheme, matrix in second.get("kid", {}).items():
+        print(f"  KID {scheme}, second real source {second['dataset']} "
+              f"({second['split'] or 'all'}: {second['images']} images, "
+              f"{second['shared_images']} shared with {config.dataset}) row vs real column:")
+        print("    " + " " * 12 + "".join(f"{'real ' + c:>14}" for c in matrix["classes"]))
+        for row in matrix["classes"]:
+            cells = "".join(f"{matrix['cells'][row][r]['mean']:>14.4f}" for r in matrix["classes"])
+            print(f"    {'real2 ' + row:<12}{cells}")
+        print("    a synthetic diagonal cell below the second source's is closer to this data set "
+              "than another real source is")
     memo = result.memorisation
     shares = ", ".join(f"{c} {v:.1%}" for c, v in memo["share_flagged"].items())
     print(f"  near copies (cosine >= {memo['threshold']}): {len(memo['pairs'])} ({shares})")
@@ -61,6 +74,10 @@ def add_diagnose_commands(sub) -> None:  # noqa: ANN001
     diag.add_argument("--projection", action="append", choices=["umap", "tsne", "pca"])
     diag.add_argument("--near-copy", type=float, default=0.95)
     diag.add_argument("--seed", type=int, default=0)
+    diag.add_argument("--against", metavar="DATASET",
+                      help="a second real source (another data set): its classes get KID rows "
+                           "against this data set's real classes, beside the synthetic ones")
+    diag.add_argument("--against-split", default="all", choices=["train", "valid", "test", "all"])
     diag.add_argument("--db")
     diag.set_defaults(func=cmd_diagnose)
 

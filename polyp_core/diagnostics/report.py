@@ -40,6 +40,10 @@ class DiagnoseConfig:
         subsets, subset_size: KID subsets (the size adapts to the smallest group).
         projections: methods among ``umap``, ``tsne``, ``pca``.
         near_copy: cosine similarity above which a synthetic image is flagged as a copy.
+        against, against_split: a second real source (another data set, e.g. another
+            hospital's): its classes get their own KID rows against this data set's real
+            classes, beside the synthetic rows, and join the projections, so a synthetic gap can
+            be read against the gap between two real sources.
     """
 
     dataset: str
@@ -53,6 +57,8 @@ class DiagnoseConfig:
     seed: int = 0
     projections: tuple[str, ...] = rule(("umap",), choices=("umap", "tsne", "pca"))
     near_copy: float = rule(0.95, lo=0.0, hi=1.0)
+    against: str | None = None
+    against_split: str | None = None
 
 
 @dataclass(frozen=True)
@@ -67,6 +73,7 @@ class DiagnoseResult:
     projection_files: dict[str, Path]
     seconds: float
     kid_floor: dict[str, dict[str, dict]] = field(default_factory=dict)  # scheme -> class -> KID
+    second_real: dict = field(default_factory=dict)  # the --against source's KID rows
 
 
 def pair_heatmap(matrix: PairMatrix):
@@ -138,8 +145,18 @@ def diagnose(db: Database, workspace: Workspace, config: DiagnoseConfig,
                                    config.size, progress)
     syn_features = cache.features(extractor, [(s, p) for s, p, _ in synthetic], config.size,
                                   progress)
+    other, other_items, other_features = None, [], np.zeros((0, real_features.shape[1]))
+    if config.against:
+        other = workspace.load_manifest(config.against)
+        other_items = [i for i in other.items if config.against_split in (None, i.split)]
+        if not other_items:
+            raise ValueError(f"--against: data set {config.against!r} has no "
+                             f"{config.against_split or ''} images".replace("  ", " "))
+        register_dataset(db, other)
+        other_features = cache.features(extractor, [(i.sha256, i.image) for i in other_items],
+                                        config.size, progress)
 
-    matrices, fids, floors = {}, {}, {}
+    matrices, fids, floors, cross = {}, {}, {}, {}
     for scheme_name in manifest.schemes:
         scheme = get_scheme(scheme_name)
         real_by, syn_by = {}, {}
@@ -153,6 +170,15 @@ def diagnose(db: Database, workspace: Workspace, config: DiagnoseConfig,
         matrices[scheme_name] = kid_matrix(syn_by, real_by, extractor.id, scheme_name,
                                            config.subsets, config.subset_size, config.seed)
         floors[scheme_name] = kid_floor(real_features, real_items, scheme, config)
+        if other is not None and scheme_name in other.schemes:
+            other_by = {}
+            for cls in scheme.classes:
+                o = [k for k, i in enumerate(other_items) if scheme.mapping.get(i.label) == cls]
+                if len(o) >= 2 and cls in real_by:
+                    other_by[cls] = other_features[o]
+            if other_by:
+                cross[scheme_name] = kid_matrix(other_by, real_by, extractor.id, scheme_name,
+                                                config.subsets, config.subset_size, config.seed)
         fids[scheme_name] = {c: asdict(fid(real_by[c], syn_by[c], config.seed)) for c in real_by}
         progress(1, 1, f"KID matrix for {scheme_name}")
     if not matrices:
@@ -164,15 +190,19 @@ def diagnose(db: Database, workspace: Workspace, config: DiagnoseConfig,
            "synthetic": diversity_by_class(syn_features, syn_labels)}
 
     run_id, folder = new_run_dir(workspace, "diagnose")
-    ids = [i.sha256 for i in real_items] + [s for s, _, _ in synthetic]
-    classes = [i.label for i in real_items] + syn_labels
-    sources = ["real"] * len(real_items) + ["synthetic"] * len(synthetic)
-    paths = [i.image for i in real_items] + [p for _, p, _ in synthetic]
+    ids = [i.sha256 for i in real_items] + [s for s, _, _ in synthetic] + \
+        [i.sha256 for i in other_items]
+    classes = [i.label for i in real_items] + syn_labels + [i.label for i in other_items]
+    sources = ["real"] * len(real_items) + ["synthetic"] * len(synthetic) + \
+        [f"real: {config.against}"] * len(other_items)
+    paths = [i.image for i in real_items] + [p for _, p, _ in synthetic] + \
+        [i.image for i in other_items]
     pixels = PixelCache(workspace.pixel_cache_dir)
     thumbs = [thumbnail_uri(pixels.rgb(p, sha, 128), size=128) for sha, p in zip(ids, paths)]
     files = {}
     for method in config.projections:
-        coords = project(np.concatenate([real_features, syn_features]), method, config.seed,
+        coords = project(np.concatenate([real_features, syn_features, other_features]), method,
+                         config.seed,
                          workspace.features_dir / "projections", ids, extractor.id)
         figure = projection_figure(coords, classes, sources, ids,
                                    f"{method.upper()} of {extractor.id} features", thumbs)
@@ -185,7 +215,15 @@ def diagnose(db: Database, workspace: Workspace, config: DiagnoseConfig,
     results = {"extractor": extractor.id, "kid": {s: m.to_json() for s, m in matrices.items()},
                "fid": fids, "kid_floor": floors, "memorisation": memo.to_json(), "diversity": div,
                "projections": {m: str(p) for m, p in files.items()}}
+    second = {}
+    if other is not None:
+        shared = {i.sha256 for i in other_items} & {i.sha256 for i in real_items}
+        second = {"dataset": config.against, "split": config.against_split,
+                  "images": len(other_items), "shared_images": len(shared),
+                  "kid": {s: m.to_json() for s, m in cross.items()}}
+        results["second_real"] = second
     save_run(db, workspace, run_id, folder, "diagnose", asdict(config) | {"extractor_id": extractor.id},
-             results, {"real": [i.sha256 for i in real_items], "synthetic": [s for s, _, _ in synthetic]})
+             results, {"real": [i.sha256 for i in real_items], "synthetic": [s for s, _, _ in synthetic],
+                       "second_real": [i.sha256 for i in other_items]})
     return DiagnoseResult(run_id, folder, extractor.id, matrices, fids, memo.to_json(), div, files,
-                          time.perf_counter() - start, floors)
+                          time.perf_counter() - start, floors, second)
