@@ -77,7 +77,11 @@ class RetrainDesk:
         selection = results.get("selection", {}).get("counts")
         text = (f"**{run_id}** · scheme {results['scheme']} · "
                 f"{results['arms'][next(iter(results['arms']))]['summary']['macro_f1']['n']} seed(s)")
-        if selection:
+        per_fold = results.get("selection", {}).get("per_fold")
+        if per_fold:
+            text += " · synthetic images selected per fold: " + ", ".join(
+                str(sum(c["selected"].values())) for c in per_fold)
+        elif selection:
             text += f" · synthetic images selected per class: {selection['selected']}"
         text += ("\n\n" + warnings) if warnings else ("\n\nNo class lost recall or F1 beyond "
                                                         "its 95% interval.")

@@ -558,15 +558,21 @@ def test_retrain_cli_prints_the_table_and_lists_runs(review_env, capsys):
     base = ["--workspace", str(env.workspace.root)]
     args = [*base, "retrain", "--dataset", "phantom", "--size", "32", "--epochs", "1",
             "--seeds", "0", "--batch-size", "16", "--max-ratio", "0.5", "--db", env.db.url]
-    assert main(args) == 1  # the small phantom's test split: too few lesions of SSA and HP
-    assert "too few independent groups" in capsys.readouterr().out
+    # the small phantom's test split: too few lesions of SSA and HP, refused before any job
+    assert main(args) == 2
+    assert "too few independent groups" in capsys.readouterr().err
+    with env.db.session() as session:
+        assert not queries.list_runs(session, "retrain")
     code = main([*args, "--allow-small-test"])
     out = capsys.readouterr().out
     assert code == 0, out
+    # --folds auto (the default) on a set this small: the fixed split, and why
+    assert "evaluation: the data set's fixed train/valid/test split (auto: fixed split: 5-fold " \
+           "CV needs 15 groups per class to test" in out
     assert "macro-F1" in out and "SSA recall" in out and "augmented − baseline" in out
     assert "cluster bootstrap over" in out and "unit of the test split: group" in out
     assert "report: " in out
-    run_id = out.split()[1]
+    run_id = next(line for line in out.splitlines() if line.startswith("run ")).split()[1]
     assert main([*base, "runs", "--db", env.db.url]) == 0
     assert run_id in capsys.readouterr().out
     assert main([*base, "jobs", "--db", env.db.url]) == 0
@@ -575,6 +581,8 @@ def test_retrain_cli_prints_the_table_and_lists_runs(review_env, capsys):
     code = main([*base, "retrain", "--dataset", "phantom", "--size", "32", "--epochs", "1",
                  "--seeds", "0", "--target-mix", "AD=0.9,SSA:0.1", "--db", env.db.url])
     assert code == 2 and "is not CLASS=share" in capsys.readouterr().err
+    code = main([*args, "--folds", "2"])
+    assert code == 2 and "use 3 or more" in capsys.readouterr().err
 
 
 def test_linear_probe_chooses_its_regularisation_by_grouped_cv():

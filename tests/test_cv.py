@@ -168,5 +168,6 @@ def test_demo_cv_loop_baseline_augmented_and_paired_deltas(demo_cv):
     assert all(r["folds"] for r in images["synthetic"])
     report = (result.folder / "report.html").read_text()
     for words in ("3-fold cross-validation", "grouped by patient/lesion/video",
-                  "pooled out-of-fold predictions", "fold 2 test", "chose for that fold"):
+                  "pooled out-of-fold predictions", "fold 2 test", "chose for that fold",
+                  "Synthetic images added in each fold"):
         assert words in report, words

@@ -40,7 +40,24 @@ def test_api_sign_in_review_and_refusals(live_app):
     # a reviewer cannot reach admin work: refused before it is queued
     with pytest.raises(Exception, match="403 Forbidden"):
         client.predict("phantom", "", "efficientnet_lite0", 128, "sampler", "0", 1, False, "", 1,
-                       "any", "include", "", None, "", False, True, api_name="/start_retrain")
+                       "any", "include", "", None, "", False, True, "auto", False,
+                       api_name="/start_retrain")
+
+
+def test_a_retrain_is_planned_before_it_is_queued(live_app):
+    """The Retrain tab's folds box goes through the same plan as the CLI: a bad number of folds
+    is answered at once and no job is queued."""
+    from polyp_core.jobs import list_jobs
+
+    client = gradio_client(live_app["url"], sign_in(live_app["url"], *DEMO_ADMIN))
+    before = len(list_jobs(live_app["db"], "retrain"))
+    for folds, message in (("2", "use 3 or more"), ("2.5", "not a whole number"),
+                           ("20", "fewer groups to test on than folds")):
+        with pytest.raises(Exception, match=message):
+            client.predict("phantom", "", "efficientnet_lite0", 128, "sampler", "0", 1, False, "",
+                           1, "any", "include", "", None, "", False, True, folds, False,
+                           api_name="/start_retrain")
+    assert len(list_jobs(live_app["db"], "retrain")) == before
 
 
 def wait_for_job(client, poll: str, timeout: float = 300):  # noqa: ANN001, ANN201
@@ -279,4 +296,5 @@ def test_first_start_makes_the_dashboards_content_as_jobs(live_app, tmp_path):
     diagnose_config, retrain_config = jobs[0][1], jobs[1][1]
     assert diagnose_config["generator"] == DEMO_GENERATOR and retrain_config["dataset"] == DEMO_DATASET
     assert retrain_config["train"]["freeze_backbone"] and retrain_config["seeds"] == [0, 1, 2]
+    assert retrain_config["folds"] is None and retrain_config["linear_probe"]  # auto: CV if it can
     fresh.dispose()

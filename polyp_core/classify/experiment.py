@@ -377,9 +377,13 @@ def _seen_groups(workspace: Workspace, generators: set[str], real: list[ImageRef
 def run_experiment(db: Database, workspace: Workspace, config: ExperimentConfig,
                    progress: Progress = no_progress, cancel: CancelToken | None = None,
                    device: torch.device | None = None,
-                   registry: WeightsRegistry | None = None) -> ExperimentResult:
+                   registry: WeightsRegistry | None = None,
+                   feature_cache: dict | None = None) -> ExperimentResult:
     """Train every arm over every fold and seed, evaluate on each fold's real test part
     (pooled out-of-fold with ``folds``) and store the run.
+
+    ``feature_cache``: a dict the caller keeps to share frozen pretrained-backbone features
+    (by content hash) with later runs; each run keeps its own otherwise.
 
     Raises:
         ValueError: see :func:`plan_experiment`.
@@ -413,7 +417,8 @@ def run_experiment(db: Database, workspace: Workspace, config: ExperimentConfig,
     predicted = {(arm, seed): np.zeros(len(tested), dtype=int) for arm in config.arms
                  for seed in config.seeds}
     fold_info: dict = {(arm, seed): [] for arm in config.arms for seed in config.seeds}
-    features: dict = {}  # frozen pretrained backbone: folds, seeds and the probe share embeddings
+    # frozen pretrained backbone: folds, seeds and the probe share embeddings
+    features: dict = {} if feature_cache is None else feature_cache
     best: dict[str, tuple[float, object]] = {}
     for u, (f, arm, seed) in enumerate(units):
         def unit_progress(done: int, total: int, message: str, u: int = u) -> None:

@@ -115,6 +115,13 @@ def write_report(folder: Path, run_id: str, config: dict, results: dict) -> Path
                                                          for v in table.values())]
                                                for split, table in design["table"].items()])]
         parts += [f"<p class='warn'>{html.escape(line)}</p>" for line in design.get("warnings", [])]
+    per_fold = results.get("selection", {}).get("per_fold")
+    if per_fold:
+        classes = results["classes"]
+        parts += ["<h2>Synthetic images added in each fold</h2>",
+                  _table(["fold", *classes, "eligible in the pool"],
+                         [[f"fold {k + 1}", *(c["selected"].get(cls, 0) for cls in classes),
+                           sum(c["eligible"].values())] for k, c in enumerate(per_fold)])]
     cv = results.get("evaluation", {}).get("kind") == "grouped cross-validation"
     parts += [f"<h2>Results on the {'pooled out-of-fold predictions' if cv else 'test split'}"
               "</h2>", _table(header, rows)]
