@@ -281,6 +281,13 @@ def test_a_frozen_backbone_is_embedded_once_and_stays_as_it_was(review_env):
     # the macro-F1 measured on cached features is the full model's on the images
     assert evaluate(trained.model, trained.spec, data["valid"], cpu)["macro_f1"] == \
         pytest.approx(trained.best_valid_macro_f1)
+    # and the head on cached features predicts the test images as the whole model does
+    from polyp_core.classify.train import predict, predict_run
+    cache: dict = {}
+    via_features = predict_run(trained, config, data["test"], cpu, cache)
+    assert len(cache[("efficientnet_lite0", 32)]) == len(data["test"])
+    np.testing.assert_allclose(via_features, predict(trained.model, trained.spec, data["test"], cpu),
+                               atol=1e-5)
 
 
 @pytest.fixture

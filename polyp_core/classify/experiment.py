@@ -40,7 +40,7 @@ from polyp_core.classify.model import save_classifier
 from polyp_core.classify.policy import Selection, SelectionPolicy, select_synthetic
 from polyp_core.classify.probe import probe_arm
 from polyp_core.classify.report import write_report
-from polyp_core.classify.train import ClassifierTrainConfig, predict, train_classifier
+from polyp_core.classify.train import ClassifierTrainConfig, predict_run, train_classifier
 from polyp_core.classify.uncertainty import (cluster_bootstrap, paired_cluster_bootstrap,
                                              regression_warnings)
 from polyp_core.data.cache import PixelCache
@@ -431,8 +431,8 @@ def run_experiment(db: Database, workspace: Workspace, config: ExperimentConfig,
                                    label=f"{where}{arm} seed {seed} ({u + 1}/{len(units)}) · ",
                                    feature_cache=features)
         device_used = next(trained.model.parameters()).device
-        predicted[arm, seed][offsets[f]:offsets[f + 1]] = predict(
-            trained.model, trained.spec, pool.subset(fold.test), device_used).argmax(1)
+        predicted[arm, seed][offsets[f]:offsets[f + 1]] = predict_run(
+            trained, config.train, pool.subset(fold.test), device_used, features).argmax(1)
         fold_info[arm, seed].append({"fold": fold.name, "best_epoch": trained.best_epoch,
                                      "valid_macro_f1": trained.best_valid_macro_f1,
                                      "history": trained.history, "n_train": len(train)})

@@ -142,6 +142,20 @@ def frozen_features(cache: dict | None, config: ClassifierTrainConfig, model: Cl
     return torch.stack([rows[ref.sha256] for ref in data.refs]).to(device)
 
 
+def predict_run(trained: TrainedClassifier, config: ClassifierTrainConfig, data: ImageTensors,
+                device: torch.device, cache: dict | None = None) -> np.ndarray:
+    """Class probabilities of ``data``: through the head alone on the run's cached features when
+    the pretrained backbone was frozen (the same numbers as the whole model in eval mode, which
+    a test checks; cross-validation predicts every fold, so this saves a backbone pass per image,
+    fold and seed), else through the whole model."""
+    if cache is None or not (config.freeze_backbone and config.pretrained):
+        return predict(trained.model, trained.spec, data, device)
+    trained.model.eval()
+    with torch.inference_mode():
+        features = frozen_features(cache, config, trained.model, trained.spec, data, device)
+        return torch.softmax(trained.model.head(features).float(), dim=1).cpu().numpy()
+
+
 def evaluate(model: Classifier, spec: ClassifierSpec, data: ImageTensors,
              device: torch.device) -> dict:
     probs = predict(model, spec, data, device)
