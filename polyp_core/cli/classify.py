@@ -27,8 +27,9 @@ def print_experiment(results: dict) -> None:
         print(f"  unit of the test split: {design['unit']}")
         width = max(len(split) for split in design["table"])
         for split, table in design["table"].items():
-            print(f"  {split:<{width}}  " + "  ".join(f"{c}: {v['groups']} groups / {v['images']} images"
-                                              for c, v in table.items()))
+            print(f"  {split:<{width}}  " + "  ".join(
+                f"{c}: {v['groups']} groups / {v['images']} images" if design["grouped"] else
+                f"{c}: {v['images']} images" for c, v in table.items()))
         for line in design.get("warnings", []):
             print(f"  design: {line}")
     for w in results.get("warnings", []):
