@@ -38,15 +38,18 @@ class DiagnosticsDesk:
         return list_models(self.studio.workspace)
 
     @shown_errors
-    def start(self, person, dataset, generator, subsets, subset_size, projection, near_copy):  # noqa: ANN001
+    def start(self, person, dataset, generator, subsets, subset_size, projection, near_copy,  # noqa: ANN001
+              against=""):
         config = DiagnoseConfig(dataset=dataset, generator=generator or None,
                                 subsets=whole(subsets, "subsets"),
                                 subset_size=whole(subset_size, "subset_size"),
                                 projections=(projection,),
-                                near_copy=number(near_copy, "near_copy"))
+                                near_copy=number(near_copy, "near_copy"), against=against or None)
+        if config.against and config.against not in self.studio.workspace.datasets():
+            raise ValueError(f"second real source: no data set {config.against!r}")
         db, workspace = self.studio.db, self.studio.workspace
         job = self.studio.jobs.submit(
-            "diagnose", {"dataset": dataset, "generator": generator},
+            "diagnose", {"dataset": dataset, "generator": generator, "against": config.against},
             lambda progress, cancel: diagnose(db, workspace, config, progress).run_id,
             owner_id=person.id)
         return job, job_line(job_status(db, job)), ticking(job)
@@ -165,6 +168,9 @@ def build_diagnostics_tab(studio: Studio, access: Access) -> dict:
         subsets = gr.Number(50, label="KID subsets", precision=0)
         subset_size = gr.Number(1000, label="KID subset size (adapts to the smallest group)", precision=0)
         near_copy = gr.Slider(0.8, 1.0, 0.95, step=0.005, label="Near-copy cosine threshold")
+        against = gr.Dropdown([""], value="", allow_custom_value=True,  # checked on the server
+                              label="Second real source (another data set: real-vs-real KID "
+                                    "rows beside the synthetic)")
     start = gr.Button("Run diagnostics", variant="primary")
     status = gr.Markdown()
     with gr.Row():
@@ -199,7 +205,7 @@ def build_diagnostics_tab(studio: Studio, access: Access) -> dict:
     check_job, check_timer = gr.State(None), gr.Timer(1.0, active=False)
     on = lambda trigger, fn, **io: access.on(trigger, fn, "admin", **io)  # noqa: E731
     on(start.click, desk.start, inputs=[dataset, generator, subsets, subset_size, projection,
-                                        near_copy], outputs=[job, status, timer])
+                                        near_copy, against], outputs=[job, status, timer])
     on(timer.tick, desk.poll, inputs=job, outputs=[status, run, job, timer])
     for trigger in (run.change, scheme.change):
         on(trigger, desk.show, inputs=[run, scheme],
@@ -218,9 +224,10 @@ def build_diagnostics_tab(studio: Studio, access: Access) -> dict:
         runs = desk.runs()
         names = studio.workspace.datasets()
         return (gr.update(choices=names, value=names[0] if names else None),
-                gr.update(choices=["", *desk.generators()]),
+                gr.update(choices=["", *desk.generators()]), gr.update(choices=["", *names]),
                 gr.update(choices=runs, value=runs[0][1] if runs else None),
                 gr.update(visible=DEMO_DATASET in names),
                 *watch_active(studio.db, "diagnose"))
 
-    return {"refresh": refresh, "outputs": [dataset, generator, run, note, job, status, timer]}
+    return {"refresh": refresh, "outputs": [dataset, generator, against, run, note, job, status,
+                                            timer]}

@@ -171,3 +171,30 @@ def test_demo_cv_loop_baseline_augmented_and_paired_deltas(demo_cv):
                   "pooled out-of-fold predictions", "fold 2 test", "chose for that fold",
                   "Synthetic images added in each fold"):
         assert words in report, words
+
+
+@SQLITE_ONLY
+def test_a_fixed_split_not_grouped_by_lesion_is_checked_by_lesion_too(review_env, small_phantom):
+    """Split by frame (stratified), a lesion can have frames in train and in test: a generator
+    that learned only from its training frames passes the check by image but not by lesion."""
+    from polyp_core.classify import SelectionPolicy
+    from polyp_core.data.importer import ImportConfig, import_dataset
+
+    env = review_env
+    import_dataset(env.workspace, ImportConfig(str(small_phantom), name="by-frame",
+                                               split="stratified"))
+    manifest = env.workspace.load_manifest("by-frame")
+    held = {i.group for i in manifest.items if i.split in ("valid", "test")}
+    straddling = [i.sha256 for i in manifest.split_items("train") if i.group in held]
+    assert straddling, "the stratified split should cut some lesion"
+    (env.workspace.models_dir / "gen-a" / "config.json").write_text(
+        json.dumps({"trained_on": {"image_sha256": straddling}}))
+    config = ExperimentConfig(dataset="by-frame", train=TINY, seeds=(0,), allow_small_test=True,
+                              policy=SelectionPolicy(generators=("gen-a",)))
+    with pytest.raises(ValueError, match=r"frames of a validation/test patient or lesion .*"
+                                         r"split: gen-a learned from \d+ group\(s\)"):
+        plan_experiment(env.db, env.workspace, config)
+    # a generator that learned from nothing of this data set passes
+    (env.workspace.models_dir / "gen-a" / "config.json").write_text(
+        json.dumps({"trained_on": {"image_sha256": ["0" * 64]}}))
+    assert plan_experiment(env.db, env.workspace, config).evaluation["kind"] == "fixed split"

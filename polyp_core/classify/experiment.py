@@ -352,6 +352,17 @@ def plan_experiment(db: Database, workspace: Workspace, config: ExperimentConfig
             fold = folds[0]
             check_leakage(db, workspace, selections[0].images,
                           {real[i].sha256 for i in fold.valid + fold.test})
+            # a split that is not grouped by lesion can hold other frames of a lesion the
+            # generator learned from in validation or test: refused by group as well
+            generators = _generators_of(db, selections[0].images)
+            leaks = fold_leaks(folds, [generators],
+                               _seen_groups(workspace, generators, real, group_of), group_of)
+            if leaks:
+                raise ValueError(
+                    "synthetic images from generators that learned from frames of a validation/"
+                    "test patient or lesion would leak into the comparison: " + "; ".join(leaks) +
+                    ". Resplit the data set grouped by patient/lesion, use --folds (with "
+                    "--seen-groups-train), or exclude the generator (--generators)")
     design = design_table(folds, labels, group_of, classes, grouped)
     design["warnings"] = check_design(design, config.allow_small_test)
     return ExperimentPlan(scheme, classes, real, group_of, [i.split for i in items], folds,
