@@ -214,9 +214,9 @@ def check_design(design: dict, allow_small: bool = False) -> list[str]:
         warnings.insert(0, "ran with --allow-small-test: " + ", ".join(
             f"{c} has {n} test {unit}" for c, n in small.items()))
     pooled = design["table"][design.get("pooled", "test")]
-    warnings.append(f"smallest macro-F1 change {'this test split' if rows == ['test'] else 'the pooled out-of-fold predictions'} "
-                    f"can show (rough, 80% power, unpaired worst case): "
-                    f"{minimal_detectable_change(pooled):.2f}")
+    what = "this test split" if rows == ["test"] else "the pooled out-of-fold predictions"
+    warnings.append(f"smallest macro-F1 change {what} can show (rough, 80% power, unpaired "
+                    f"worst case): {minimal_detectable_change(pooled):.2f}")
     return warnings
 
 
@@ -238,7 +238,6 @@ class ExperimentPlan:
     classes: tuple[str, ...]
     real: list[ImageRef]
     group_of: list[str]
-    splits: list[str]
     folds: list[Fold]
     selections: list[Selection | None]
     design: dict
@@ -311,7 +310,7 @@ def plan_experiment(db: Database, workspace: Workspace, config: ExperimentConfig
             k, chosen = 0, (f"fixed split: {AUTO_FOLDS}-fold CV needs {AUTO_FOLDS * MIN_TEST_GROUPS} "
                             f"{unit} per class to test, and " + ", ".join(
                                 f"{c} has {n}" for c, n in short.items()))
-            if not manifest.split_items("valid") or not manifest.split_items("test"):
+            if not all(manifest.split_items(split) for split in ("train", "valid", "test")):
                 raise ValueError(f"data set {config.dataset!r}: {chosen}; and it has no fixed "
                                  "valid/test split either")
         else:
@@ -365,8 +364,7 @@ def plan_experiment(db: Database, workspace: Workspace, config: ExperimentConfig
                     "--seen-groups-train), or exclude the generator (--generators)")
     design = design_table(folds, labels, group_of, classes, grouped)
     design["warnings"] = check_design(design, config.allow_small_test)
-    return ExperimentPlan(scheme, classes, real, group_of, [i.split for i in items], folds,
-                          selections, design, evaluation)
+    return ExperimentPlan(scheme, classes, real, group_of, folds, selections, design, evaluation)
 
 
 def _seen_groups(workspace: Workspace, generators: set[str], real: list[ImageRef],
