@@ -78,7 +78,8 @@ class DiagnosticsDesk:
         if scheme in second.get("kid", {}):
             cells = second["kid"][scheme]["cells"]
             text += (f" · second real source {second['dataset']} (real vs real, same class): " +
-                     ", ".join(f"{c} {cells[c][c]['mean']:.4f}" for c in cells))
+                     ", ".join(f"{c} {cells[c][c]['mean']:.4f} ± {cells[c][c]['std']:.4f}"
+                               for c in cells))
         projection = None
         for path in results.get("projections", {}).values():
             if Path(path).is_file():  # self-contained: plotly.js inlined, hover thumbnails

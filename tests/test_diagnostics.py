@@ -218,6 +218,7 @@ def test_diagnose_reads_a_second_real_source_beside_the_synthetic_rows(review_en
     assert code == 0
     out = capsys.readouterr().out
     assert "second real source site-b (all: 40 images, 0 shared with phantom)" in out
+    assert "real2 AD" in out and " ± " in out.split("real2 AD")[1].splitlines()[0]
     (run,) = sorted(review_env.workspace.runs_dir.iterdir())
     stored = load_run(review_env.db, run.name)
     second = stored["results"]["second_real"]

@@ -43,9 +43,10 @@ def cmd_diagnose(args: argparse.Namespace) -> int:
         print(f"  KID {scheme}, second real source {second['dataset']} "
               f"({second['split'] or 'all'}: {second['images']} images, "
               f"{second['shared_images']} shared with {config.dataset}) row vs real column:")
-        print("    " + " " * 12 + "".join(f"{'real ' + c:>14}" for c in matrix["classes"]))
+        print("    " + " " * 12 + "".join(f"{'real ' + c:>22}" for c in matrix["classes"]))
         for row in matrix["classes"]:
-            cells = "".join(f"{matrix['cells'][row][r]['mean']:>14.4f}" for r in matrix["classes"])
+            cells = "".join(f"{k['mean']:.4f} ± {k['std']:.4f}".rjust(22)
+                            for k in (matrix["cells"][row][r] for r in matrix["classes"]))
             print(f"    {'real2 ' + row:<12}{cells}")
         print("    a synthetic diagonal cell below the second source's is closer to this data set "
               "than another real source is")
