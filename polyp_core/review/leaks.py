@@ -54,11 +54,13 @@ class ChannelResult:
     high: float
     gated: bool
     leaks: bool
+    p: float | None = None  # combined: permutation p, computed when its interval clears 0.5
 
     def line(self) -> str:
         flag = "LEAK" if self.leaks else ("ok" if self.gated else "reported")
-        return (f"{self.name:15s} AUC {self.auc:.3f} [{self.low:.3f}, {self.high:.3f}]  {flag:8s}"
-                f" {DESCRIPTIONS.get(self.name, '')}")
+        p = f" permutation p {self.p:.3f}" if self.p is not None else ""
+        return (f"{self.name:15s} AUC {self.auc:.3f} [{self.low:.3f}, {self.high:.3f}]{p}  "
+                f"{flag:8s} {DESCRIPTIONS.get(self.name, '')}")
 
 
 @dataclass(frozen=True)
@@ -195,6 +197,26 @@ def combined_scores(rows: list[dict], names: tuple[str, ...], seed: int = 0) -> 
     return scores
 
 
+COMBINED_ALPHA = 0.01  # permutation p below which the combined channel holds a study
+PERMUTATIONS = 199
+
+
+def combined_permutation_p(rows: list[dict], observed: float, seed: int = 0,
+                           permutations: int = PERMUTATIONS) -> float:
+    """How often the combined model's out-of-fold AUC on images whose real/synthetic labels
+    were shuffled (image by image) reaches ``observed``: ``(1 + hits) / (1 + permutations)``."""
+    images = sorted({r["image"]: r["real"] for r in rows}.items())
+    names, truth = [n for n, _ in images], np.array([t for _, t in images])
+    rng = np.random.default_rng(seed)
+    hits = 0
+    for _ in range(permutations):
+        shuffled = dict(zip(names, rng.permutation(truth)))
+        fake = [{**r, "real": bool(shuffled[r["image"]])} for r in rows]
+        y = np.array([r["real"] for r in fake])
+        hits += auc(y, combined_scores(fake, GATED + MEASURED, seed)) >= observed
+    return (1 + hits) / (1 + permutations)
+
+
 def audit_rows(study: str, rows: list[dict], n_boot: int = 1000, seed: int = 0,
                chain: dict | None = None) -> LeakReport:
     """The report for measured rows (see :func:`channel_rows`)."""
@@ -216,7 +238,11 @@ def audit_rows(study: str, rows: list[dict], n_boot: int = 1000, seed: int = 0,
     value, low, high = cluster_bootstrap_auc(y, combined_scores(rows, GATED + MEASURED, seed),
                                              clusters, n_boot, seed)
     # out-of-fold scores on noise sit below 0.5 on average; only a model that really
-    # separates the sources lifts the whole interval above 0.5
-    results.append(ChannelResult("combined", value, low, high, True, low > 0.5))
+    # separates the sources lifts the whole interval above 0.5. The bootstrap interval ignores
+    # how the model's fit varies, so on noise (serving-time spikes under load, queue order) it
+    # cleared 0.5 for 2 of 25 clean studies; a suspected leak must also beat relabelled images
+    p = combined_permutation_p(rows, value, seed) if low > 0.5 else None
+    results.append(ChannelResult("combined", value, low, high, True,
+                                 low > 0.5 and p < COMBINED_ALPHA, p))
     return LeakReport(study, sum(images.values()), len(images) - sum(images.values()), len(rows),
                       tuple(results), n_boot, not any(c.leaks for c in results), chain or {})
