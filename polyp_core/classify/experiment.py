@@ -131,13 +131,8 @@ def check_leakage(db: Database, workspace: Workspace, synthetic: list[ImageRef],
     Raises:
         ValueError: naming the generators and how many held-out images each saw.
     """
-    from review_db import queries
-
-    with db.session() as session:
-        generators = sorted({queries.image_by_sha(session, ref.sha256).provenance.generator
-                             for ref in synthetic})
     problems = []
-    for generator in generators:
+    for generator in sorted(_generators_of(db, synthetic)):
         try:
             seen = generator_training_images(workspace.models_dir, generator) & held_out
         except ValueError as error:
