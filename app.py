@@ -115,7 +115,8 @@ def create_server(workspace: Workspace, db: Database | None = None):  # noqa: AN
 
 
 def launch_kwargs() -> dict:
-    return {"theme": THEME, "head": HEAD}
+    # no "Use via API" link: the API's schema is an admin's (the gate answers 403 to reviewers)
+    return {"theme": THEME, "head": HEAD, "footer_links": ["gradio", "settings"]}
 
 
 def main(argv: list[str] | None = None) -> None:

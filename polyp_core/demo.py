@@ -39,7 +39,8 @@ def sources_path(workspace: Workspace, name: str = DEMO_DATASET) -> Path:
 
 
 DEMO_ADMIN = ("admin", "polyp-demo-admin")
-DEMO_REVIEWERS = (("reviewer1", "polyp-demo-review"), ("reviewer2", "polyp-demo-review"))
+DEMO_REVIEWERS = (("reviewer1", "polyp-demo-review"), ("reviewer2", "polyp-demo-review"),
+                  ("reviewer3", "polyp-demo-review"))
 DEMO_GENERATOR = "demo-ddpm"
 DEMO_STUDY = "demo-study"
 #: a closed study whose ratings are simulated, so the reader-study dashboard (per-reader ROC,
@@ -70,7 +71,7 @@ def ensure_demo_workspace(workspace: Workspace, db, n_per_class: int = 12,  # no
                           progress: Progress = no_progress, assets: Path = ASSETS,
                           **dataset_options) -> list[str]:
     """Everything the demo needs so that every tab works on a CPU at first start: the phantom
-    data set, the demo generator, a few of its images in the pool, a demo admin and two
+    data set, the demo generator, a few of its images in the pool, a demo admin and three
     reviewers, and one open study. Each part is made only when missing.
 
     Returns:
@@ -110,7 +111,7 @@ def ensure_demo_workspace(workspace: Workspace, db, n_per_class: int = 12,  # no
             admin = Person(row.id, row.name, row.role)
         create_study(db, workspace, admin, StudySpec(
             DEMO_STUDY, (RealPool(DEMO_DATASET, 12, split="train"), SyntheticPool(12, DEMO_GENERATOR)),
-            tuple(r for r, _ in DEMO_REVIEWERS) + (DEMO_ADMIN[0],), overlap=2))
+            tuple(r for r, _ in DEMO_REVIEWERS), overlap=2))  # the admin stays blind: not a reader
         made.append(f"the open study {DEMO_STUDY!r}")
     with db.session() as session:
         has_simulated = queries.study_by_name(session, DEMO_SIMULATED_STUDY) is not None
@@ -123,8 +124,9 @@ def ensure_demo_workspace(workspace: Workspace, db, n_per_class: int = 12,  # no
 def simulate_reader_study(db, workspace: Workspace, seed: int = 7) -> None:  # noqa: ANN001
     """Create the demo's closed study and rate it with simulated readers (every reader rates
     every image, so the OR analysis applies): real images lean "real", the demo generator's
-    lean "synthetic" a little, each reader with their own skill and pace; the admin rates
-    fast, so the pace flag has something to flag. Nothing here is evidence of anything."""
+    lean "synthetic" a little, each reader with their own skill and pace; the third reader
+    rates fast, so the pace flag has something to flag. The admin, who can see the real images
+    in the Data tab, is not a reader. Nothing here is evidence of anything."""
     import numpy as np
 
     from polyp_core.review import desk
@@ -132,9 +134,9 @@ def simulate_reader_study(db, workspace: Workspace, seed: int = 7) -> None:  # n
     from polyp_core.review.studies import RealPool, StudySpec, SyntheticPool, close_study, create_study
     from review_db import queries
 
-    names = tuple(r for r, _ in DEMO_REVIEWERS) + (DEMO_ADMIN[0],)
+    names = tuple(r for r, _ in DEMO_REVIEWERS)
     with db.session() as session:
-        people = {n: Person(r.id, r.name, r.role) for n in names
+        people = {n: Person(r.id, r.name, r.role) for n in (*names, DEMO_ADMIN[0])
                   if (r := queries.reviewer_by_name(session, n)) is not None}
         n_synthetic = len(queries.synthetic_images(session, DEMO_GENERATOR))
     n = min(12, n_synthetic)

@@ -7,7 +7,8 @@
   session at once, across restarts and workers.
 - :class:`SessionGate` (ASGI middleware) refuses every request without a live session except
   the sign-in page itself: the page, its config, the event queue and the file route all need
-  one. Uploads need an admin. A cached file is served only to a session it was sent to.
+  one. Uploads and the API's schema routes (``/gradio_api/info``, ``openapi.json``, MCP,
+  monitoring) need an admin. A cached file is served only to a session it was sent to.
 - :meth:`Access.on` is the only way the tabs wire events. It demands a role (``reviewer``: any
   signed-in account, ``admin``: admins), resolves the session from the request's cookie on
   every call, and refuses before the callback runs. :meth:`Access.check_declared` makes
@@ -45,7 +46,10 @@ from review_db.database import Database
 ROLES = ("reviewer", "admin")  # anonymous clients reach only the sign-in page, never an event
 COOKIE = "polyp_session"
 PUBLIC_PATHS = ("/login", "/logout")
-ADMIN_PATHS = ("/gradio_api/upload",)  # uploading files into the studio's cache
+ADMIN_PATHS = ("/gradio_api/upload",  # uploading files into the studio's cache
+               # the API's schema and monitoring: they name every event, an admin's too
+               "/gradio_api/info", "/gradio_api/openapi.json", "/gradio_api/mcp",
+               "/monitoring")
 
 
 def _token_key(token: str) -> str:

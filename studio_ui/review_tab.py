@@ -149,7 +149,7 @@ def build_review_tab(studio: Studio, access: Access) -> dict:
     on(histology.change, desk_.choose_histology, inputs=[histology, state], outputs=state)
     for name, button in hidden.items():
         on(button.click, lambda s, n=name: (desk_.choose_histology(n, s), n), inputs=state,
-           outputs=[state, histology])
+           outputs=[state, histology], api_name=f"histology_{name.lower()}")
     for q, button in quality.items():
         on(button.click, lambda person, s, q=q: desk_.rate(person, q, s), inputs=state,
            outputs=shown, api_name=f"rate_{q}")

@@ -1,7 +1,8 @@
 """Blind studies: built by an admin from pools of real and synthetic images.
 
 A study draws images from each pool (seeded), gives each image to ``overlap`` reviewers
-(balancing their load) and puts each reviewer's images in their own random order. Each
+(balancing their load) and puts each reviewer's images in their own blocked random order
+(every source spread evenly over the queue, so position says nothing about the truth). Each
 assignment is reached through a random token; nothing about it reveals the image's source.
 """
 
@@ -243,7 +244,8 @@ def served_path(workspace: Workspace, study_id: int, image_sha256: str) -> Path:
 
 def plan_assignments(image_ids: list[int], reviewer_ids: list[int], overlap: int,
                      rng: np.random.Generator) -> dict[int, list[int]]:
-    """Give each image to ``overlap`` reviewers, least-loaded first; shuffle each queue."""
+    """Give each image to ``overlap`` reviewers, least-loaded first (the queues' order is
+    :func:`reviewer_queue`'s)."""
     load = {r: 0 for r in reviewer_ids}
     queues: dict[int, list[int]] = {r: [] for r in reviewer_ids}
     for image in rng.permutation(image_ids).tolist():
@@ -251,25 +253,63 @@ def plan_assignments(image_ids: list[int], reviewer_ids: list[int], overlap: int
         for reviewer in sorted(ties, key=lambda r: load[r])[:overlap]:
             queues[reviewer].append(image)
             load[reviewer] += 1
-    return {r: rng.permutation(q).tolist() for r, q in queues.items()}
+    return queues
 
 
-def with_repeats_and_calibration(main: list[int], calibration: list[int], repeats: float,
-                                 rng: np.random.Generator) -> list[tuple[int, str]]:
-    """One reviewer's queue as ``(image, kind)``: the main images and every calibration item
-    shuffled together, then ``repeats`` of the main images (drawn from the first half of the
-    queue) shown again, each at least half the queue after its first showing."""
-    base = [(image, "main") for image in main] + [(image, "calibration") for image in calibration]
-    if not calibration and not repeats:
-        return base  # the main queue is shuffled already (plan_assignments)
-    queue = [base[i] for i in rng.permutation(len(base))]
-    length = len(queue)
-    half = math.ceil(length / 2)
-    candidates = [i for i, (_, kind) in enumerate(queue) if kind == "main" and i + half <= length]
-    n = min(len(candidates), round(repeats * len(main)))
-    for index in sorted(rng.choice(candidates, n, replace=False).tolist(), reverse=True):
-        at = int(rng.integers(index + half, len(queue) + 1))
-        queue.insert(at, (queue[index][0], "repeat"))
+def _largest_remainder(total: int, weights: dict[str, int]) -> dict[str, int]:
+    """``total`` split over ``weights`` in proportion, rounded by largest remainder."""
+    whole = sum(weights.values())
+    share = {k: total * w / whole if whole else 0.0 for k, w in weights.items()}
+    quota = {k: math.floor(v) for k, v in share.items()}
+    for k in sorted(share, key=lambda k: (share[k] - quota[k], str(k)), reverse=True):
+        if sum(quota.values()) >= total:
+            break
+        quota[k] += 1
+    return quota
+
+
+def reviewer_queue(main: list[int], calibration: list[int], repeats: float,
+                   source_of: dict[int, str], rng: np.random.Generator) -> list[tuple[int, str]]:
+    """One reviewer's queue as ``(image, kind)``, in a blocked design.
+
+    Every source (a pool: the real images, each generator, each calibration pool) is spread
+    evenly over the whole queue, repeats included: with ``n_s`` showings of source ``s`` the
+    queue is cut, for that source, into ``n_s`` equal blocks, and its ``k``-th showing lands at
+    a uniformly random point of its ``k``-th block; the queue is sorted by those points. For
+    two sources of 8 images each this is the classic design of blocks of two (one real, one
+    synthetic, random order within the block); for other proportions it is the same idea
+    without a common block size. Any stretch of the queue then holds the sources in their
+    proportions (give or take one), so queue position says nothing about the truth, whatever
+    the seed.
+
+    ``repeats`` of the main images (each source in its share, largest remainder) are shown a
+    second time: a source's repeated images take its first blocks and their second showings
+    its last ones, so each comes back at least half the queue (without repeats) later; one
+    that a block's jitter would bring back sooner goes to the end of the queue.
+    """
+    members: dict[str, list[int]] = {}
+    for image in [*main, *calibration]:
+        members.setdefault(source_of[image], []).append(image)
+    in_main = set(main)
+    quota = _largest_remainder(round(repeats * len(main)), {
+        s: sum(i in in_main for i in m) for s, m in members.items()})
+    keyed = []
+    for source in sorted(members):
+        shuffled = [members[source][i] for i in rng.permutation(len(members[source]))]
+        again = shuffled[:quota.get(source, 0)]
+        showings = [(i, "main" if i in in_main else "calibration") for i in shuffled] + \
+            [(i, "repeat") for i in again]
+        n = len(showings)
+        keyed += [((k + rng.random()) / n, showing) for k, showing in enumerate(showings)]
+    queue = [showing for _, showing in sorted(keyed, key=lambda pair: pair[0])]
+    half = math.ceil((len(main) + len(calibration)) / 2)
+    for _ in range(len(queue)):  # moving one showing shifts the others: look again each time
+        first = {image: p for p, (image, kind) in enumerate(queue) if kind != "repeat"}
+        late = next((p for p, (image, kind) in enumerate(queue)
+                     if kind == "repeat" and p - first[image] < half), None)
+        if late is None:
+            break
+        queue.append(queue.pop(late))
     return queue
 
 
@@ -314,7 +354,7 @@ def create_study(db: Database, workspace: Workspace, admin: Person, spec: StudyS
         assignments = [(reviewer, image, position, secrets.token_urlsafe(32), kind)
                        for reviewer, queue in queues.items()
                        for position, (image, kind) in enumerate(
-                           with_repeats_and_calibration(queue, calibration, spec.repeats, rng))]
+                           reviewer_queue(queue, calibration, spec.repeats, chosen, rng))]
         settings = {**spec.settings(), "serving": plan.chain.describe(),
                     "native_resolution": plan.native, "warnings": list(plan.warnings)}
         study = queries.create_study(session, name=spec.name, settings=settings,
