@@ -31,7 +31,8 @@ class RetrainDesk:
     @shown_errors
     def start(self, person, dataset, scheme, backbone, size, imbalance, seeds, epochs, freeze,
               min_quality, min_reviewers, verdict, unrated, mix, max_ratio, name,
-              allow_small=False, probe=False, folds="auto", seen_train=False):  # noqa: ANN001
+              allow_small=False, probe=False, folds="auto", seen_train=False,  # noqa: ANN001
+              inner_valid=0.15, refit=False):
         seed_list = tuple(whole(s.strip(), "seeds") for s in str(seeds).split(",") if s.strip())
         config = ExperimentConfig(
             dataset=dataset, scheme=scheme or None, seeds=seed_list, name=name or None,
@@ -44,7 +45,8 @@ class RetrainDesk:
                                    max_ratio=number(max_ratio, "max_ratio") if max_ratio else None),
             allow_small_test=bool(allow_small), linear_probe=bool(probe),
             folds=None if str(folds).strip().lower() in ("auto", "") else whole(folds, "folds"),
-            seen_groups_train=bool(seen_train))
+            seen_groups_train=bool(seen_train),
+            inner_valid=number(inner_valid, "inner_valid"), refit=bool(refit))
         db, workspace = self.studio.db, self.studio.workspace
         # planned before anything is queued: folds, too few test lesions, leaking generators
         # and an empty selection are refused now
@@ -137,8 +139,13 @@ def build_retrain_tab(studio: Studio, access: Access) -> dict:
                                         "frozen features)")
     with gr.Row():
         folds = gr.Dropdown(["auto", "0", "3", "5", "10"], value="auto", allow_custom_value=True,
-                            label="Grouped cross-validation folds (auto: 5 where every class has "
-                                  "15 patients/lesions to test; 0: the data set's fixed split)")
+                            label="Grouped cross-validation folds (auto: the most, up to 10, that "
+                                  "keep 3 patients/lesions of each class in every test fold; 0: "
+                                  "the data set's fixed split)")
+        inner_valid = gr.Number(0.15, label="With folds: share of each fold's training groups "
+                                            "networks stop early on (0: fixed epochs)")
+        refit = gr.Checkbox(False, label="With folds: epochs by inner CV, then train on the "
+                                         "whole training part")
         seen_train = gr.Checkbox(False, label="With folds: groups a generator learned from "
                                               "train in every fold (only unseen groups tested)")
     with gr.Accordion("Which synthetic images join (selection policy)", open=True):
@@ -174,7 +181,8 @@ def build_retrain_tab(studio: Studio, access: Access) -> dict:
     on = lambda trigger, fn, **io: access.on(trigger, fn, "admin", **io)  # noqa: E731
     on(start.click, desk.start, inputs=[dataset, scheme, backbone, size, imbalance, seeds, epochs,
                                         freeze, min_quality, min_reviewers, verdict, unrated, mix,
-                                        max_ratio, name, allow_small, probe, folds, seen_train],
+                                        max_ratio, name, allow_small, probe, folds, seen_train,
+                                        inner_valid, refit],
        outputs=[job, status, timer],
        api_name="start_retrain")
     on(timer.tick, desk.poll, inputs=job, outputs=[status, run, job, timer],

@@ -70,9 +70,30 @@ def test_neopolyp_5_fold_cv_baseline_and_linear_probe_lite0_224(workspace, tmp_p
     y = np.array([plan.classes.index(r.label) for r in plan.real])
     tested = [i for fold in plan.folds for i in fold.test]
     reference = np.concatenate([make_pipeline(StandardScaler(), LogisticRegression(
-        class_weight="balanced", max_iter=5000)).fit(x[list(f.train)], y[list(f.train)])
+        class_weight="balanced", max_iter=5000)).fit(x[list(f.train + f.valid)],
+                                                     y[list(f.train + f.valid)])
         .predict(x[list(f.test)]) for f in plan.folds])
     lr_f1 = f1_score(y[tested], reference, average="macro")
     print(f"NeoPolyp 5-fold CV, logistic regression C = 1 on the same features: macro-F1 {lr_f1:.3f}")
     assert probe["macro_f1"]["estimate"] >= lr_f1 - 0.01
     assert probe["macro_f1"]["estimate"] > 0.68
+
+
+def test_neopolyp_3_fold_design_trains_on_more_than_it_tests(workspace, tmp_path):
+    """Every fold of ``retrain --folds 3`` learns from at least 1.5 times as many frames of each
+    class as it tests (a whole fold kept for early stopping gave as many), with an inner
+    validation split of its own."""
+    from polyp_core.classify import ExperimentConfig
+    from polyp_core.classify.experiment import plan_experiment
+    from review_db.database import Database
+
+    import_dataset(workspace, ImportConfig(str(NEOPOLYP)))
+    db = Database(f"sqlite:///{tmp_path / 'studio.db'}")
+    plan = plan_experiment(db, workspace, ExperimentConfig(
+        dataset="neopolyp", arms=("baseline",), folds=3))
+    table = plan.design["table"]
+    for f in (1, 2, 3):
+        for c in ("AD", "REST"):
+            trained, tested = table[f"fold {f} train"][c]["groups"], table[f"fold {f} test"][c]["groups"]
+            assert trained >= 1.5 * tested, (f, c, trained, tested)
+            assert table[f"fold {f} inner valid"][c]["groups"] >= 2

@@ -26,7 +26,8 @@ from __future__ import annotations
 
 import math
 from collections import Counter
-from dataclasses import asdict, dataclass, field
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -34,7 +35,9 @@ import torch
 
 from polyp_core.backbones import WeightsRegistry
 from polyp_core.classify.data import ImageRef, ImageTensors, load_tensors
-from polyp_core.classify.folds import Fold, fixed_folds, fold_leaks, grouped_folds, groups_seen
+from polyp_core.classify.folds import (INNER_VALID, MAX_AUTO_FOLDS, Fold, choose_folds,
+                                       fixed_folds, fold_leaks, grouped_folds, groups_seen,
+                                       inner_folds)
 from polyp_core.classify.metrics import classification_metrics, compare_arms, summarise_arm
 from polyp_core.classify.model import save_classifier
 from polyp_core.classify.policy import Selection, SelectionPolicy, select_synthetic
@@ -73,12 +76,19 @@ class ExperimentConfig:
             the test split (the results will say how little they rest on).
         linear_probe: also fit the linear probe (``classify.probe``) on every arm's training
             images: the baseline any network must beat, shown beside the arms.
-        folds: 0 uses the data set's fixed train/valid/test split; K >= 3 runs grouped K-fold
+        folds: 0 uses the data set's fixed train/valid/test split; K >= 2 runs grouped K-fold
             cross-validation over all its images (``classify.folds``), metrics from the pooled
-            out-of-fold predictions; ``None`` (the CLI's and UI's default, "auto") chooses
-            5-fold CV where every class has at least 15 groups to test (groups a supplying
-            generator learned from then train in every fold), else the fixed split, and the
-            run says which and why.
+            out-of-fold predictions; ``None`` ("auto", the CLI's and UI's default) chooses the largest K up to 10 for which every class has at least 3
+            groups in every test fold (groups a supplying generator learned from then train in
+            every fold), the fixed split only when no K >= 2 does, and the run says which and
+            why.
+        inner_valid: with folds, the share of each fold's training groups (at least 2 of each
+            class) that networks stop early on; the rest trains them. 0: no inner validation,
+            networks train ``train.epochs`` epochs and keep the last. The linear probe always
+            learns from the whole training part (its C is chosen by inner CV).
+        refit: with folds, choose the epoch count by inner grouped 3-fold CV within each
+            fold's training part (the median of the best epochs) and then train on the whole
+            training part for that many epochs (instead of an inner validation split).
         cv_seed: how the groups are dealt into folds (every arm and seed uses the same folds).
         seen_groups_train: with folds, keep the groups a supplying generator learned from in
             every fold's training part (only groups no generator saw are tested) instead of
@@ -97,13 +107,16 @@ class ExperimentConfig:
     folds: int | None = rule(0, lo=0, hi=20, flag="--folds")
     cv_seed: int = 0
     seen_groups_train: bool = False
+    inner_valid: float = rule(INNER_VALID, lo=0.0, hi=0.5, flag="--inner-valid")
+    refit: bool = False
 
     def to_json(self) -> dict:
         return {"dataset": self.dataset, "scheme": self.scheme, "train": asdict(self.train),
                 "seeds": list(self.seeds), "policy": self.policy.to_json(), "arms": list(self.arms),
                 "name": self.name, "allow_small_test": self.allow_small_test,
                 "linear_probe": self.linear_probe, "folds": self.folds, "cv_seed": self.cv_seed,
-                "seen_groups_train": self.seen_groups_train}
+                "seen_groups_train": self.seen_groups_train, "inner_valid": self.inner_valid,
+                "refit": self.refit}
 
     @classmethod
     def from_json(cls, data: dict) -> ExperimentConfig:
@@ -113,7 +126,10 @@ class ExperimentConfig:
                    name=data.get("name"), allow_small_test=bool(data.get("allow_small_test")),
                    linear_probe=bool(data.get("linear_probe")), folds=data.get("folds", 0),
                    cv_seed=int(data.get("cv_seed", 0)),
-                   seen_groups_train=bool(data.get("seen_groups_train")))
+                   seen_groups_train=bool(data.get("seen_groups_train")),
+                   # runs stored before inner validation kept a whole fold for it
+                   inner_valid=float(data.get("inner_valid", INNER_VALID)),
+                   refit=bool(data.get("refit")))
 
 
 @dataclass
@@ -162,7 +178,9 @@ def design_table(folds: list[Fold], labels: list[str], group_of: list[str], clas
     table, test_rows = {}, []
     for fold in folds:
         for part in ("train", "valid", "test"):
-            row = part if single else f"{fold.name} {part}"
+            if not single and part == "valid" and not fold.valid:
+                continue  # no inner validation (fixed epochs or --refit)
+            row = part if single else f"{fold.name} {'inner valid' if part == 'valid' else part}"
             table[row] = count(getattr(fold, part))
         test_rows.append("test" if single else f"{fold.name} test")
     tested = [i for fold in folds for i in fold.test]
@@ -175,8 +193,7 @@ def design_table(folds: list[Fold], labels: list[str], group_of: list[str], clas
             "of_image": [group_of[i] for i in tested]}
 
 
-MIN_TEST_GROUPS = 3  # fewer: refused unless allowed
-AUTO_FOLDS = 5  # folds=None ("auto") runs 5-fold CV where every class has 5 x 3 groups to test
+MIN_TEST_GROUPS = 3  # fewer: refused unless allowed; auto folds keep this many in every test fold
 FEW_TEST_GROUPS = 5  # fewer: a warning beside the numbers
 
 
@@ -268,9 +285,9 @@ def plan_experiment(db: Database, workspace: Workspace, config: ExperimentConfig
         raise ValueError(f"arms must be some of {ARMS}; got {config.arms}")
     if not config.seeds:
         raise ValueError("give at least one seed")
-    if config.folds in (1, 2):
-        raise ValueError(f"--folds: {config.folds} folds cannot give every fold a training, a "
-                         "validation and a test part; use 3 or more (or 0 for the fixed split)")
+    if config.folds == 1:
+        raise ValueError("folds: 1 fold cannot test every image on a model that did not learn "
+                         "from it; use 2 or more (or 0 for the fixed split)")
     config.train.validate()
     manifest = workspace.load_manifest(config.dataset)
     scheme = config.scheme or manifest.scheme
@@ -295,36 +312,42 @@ def plan_experiment(db: Database, workspace: Workspace, config: ExperimentConfig
         seen = _seen_groups(workspace, _generators_of(db, probe.images), real, group_of)
         held = set().union(*seen.values()) if seen else set()
         train_only = [i for i, g in enumerate(group_of) if g in held]
-    if k is None:  # auto: 5-fold CV where every class has groups enough to test
-        trained = {group_of[i] for i in train_only}
-        testable = {c: len({g for g, label in zip(group_of, labels)
-                            if label == c and g not in trained}) for c in classes}
-        short = {c: n for c, n in testable.items() if n < AUTO_FOLDS * MIN_TEST_GROUPS}
+    if k is None:  # auto: the largest K whose every test fold holds 3 groups of each class
+        class_index = [classes.index(c) for c in labels]
+        k = choose_folds(class_index, group_of, config.cv_seed, train_only, MIN_TEST_GROUPS)
         unit = "groups" if grouped else "images"
-        if short:
-            k, chosen = 0, (f"fixed split: {AUTO_FOLDS}-fold CV needs {AUTO_FOLDS * MIN_TEST_GROUPS} "
-                            f"{unit} per class to test, and " + ", ".join(
-                                f"{c} has {n}" for c, n in short.items()))
+        if k is None:
+            trained = {group_of[i] for i in train_only}
+            testable = {c: len({g for g, label in zip(group_of, labels)
+                                if label == c and g not in trained}) for c in classes}
+            k, chosen = 0, (f"fixed split: no K >= 2 gives every test fold {MIN_TEST_GROUPS} "
+                            f"{unit} of each class (" + ", ".join(
+                                f"{c}: {n}" for c, n in testable.items()) + " to test)")
             if not all(manifest.split_items(split) for split in ("train", "valid", "test")):
                 raise ValueError(f"data set {config.dataset!r}: {chosen}; and it has no fixed "
                                  "valid/test split either")
         else:
-            k, seen_train = AUTO_FOLDS, bool(train_only)
-            chosen = (f"{AUTO_FOLDS}-fold CV: every class has at least "
-                      f"{AUTO_FOLDS * MIN_TEST_GROUPS} {unit} to test")
+            seen_train = bool(train_only)
+            chosen = (f"{k}-fold CV: the most folds (up to {MAX_AUTO_FOLDS}) for which every "
+                      f"test fold holds at least {MIN_TEST_GROUPS} {unit} of each class")
     if not k:
         folds = fixed_folds([i.split for i in items])
     else:
+        inner = 0.0 if config.refit else config.inner_valid
         evaluation = {"kind": "grouped cross-validation", "folds": k,
                       "seed": config.cv_seed, "stratified": True, "grouped": grouped,
-                      "validation": "the next fold (early stopping)"}
+                      "inner_valid": inner, "refit": config.refit,
+                      "validation": _validation_words(inner, config.refit)}
         if not seen_train:
             train_only = []
         elif train_only:
             evaluation["train_only_groups"] = len({group_of[i] for i in train_only})
             evaluation["train_only_images"] = len(train_only)
         folds = grouped_folds([classes.index(c) for c in labels], group_of, k,
-                              config.cv_seed, train_only, classes)
+                              config.cv_seed, train_only, classes, inner)
+        evaluation["groups_learned"] = [len({group_of[i] for i in fold.train}) for fold in folds]
+        evaluation["groups_learned_probe"] = [len({group_of[i] for i in fold.train + fold.valid})
+                                              for fold in folds]
     if chosen:
         evaluation["chosen"] = "auto: " + chosen
     selections: list[Selection | None] = [None] * len(folds)
@@ -360,6 +383,18 @@ def plan_experiment(db: Database, workspace: Workspace, config: ExperimentConfig
     design = design_table(folds, labels, group_of, classes, grouped)
     design["warnings"] = check_design(design, config.allow_small_test)
     return ExperimentPlan(scheme, classes, real, group_of, folds, selections, design, evaluation)
+
+
+def _validation_words(inner: float, refit: bool) -> str:
+    if refit:
+        return ("networks: epoch count chosen by inner grouped 3-fold CV within each fold's "
+                "training part, then trained on the whole training part; linear probe: the "
+                "whole training part")
+    if inner > 0:
+        return (f"networks: early stopping on an inner validation split ({inner:.0%} of each "
+                "fold's training groups, at least 2 of each class, grouped and stratified), "
+                "trained on the rest; linear probe: the whole training part")
+    return "networks: fixed epochs on the whole training part (no validation); linear probe: the same"
 
 
 def _seen_groups(workspace: Workspace, generators: set[str], real: list[ImageRef],
@@ -405,8 +440,8 @@ def run_experiment(db: Database, workspace: Workspace, config: ExperimentConfig,
     synthetic = load_tensors(synthetic_refs, classes, size, pixels) if synthetic_refs else None
     position = {r.sha256: i for i, r in enumerate(synthetic_refs)}
 
-    def train_set(f: int, arm: str) -> ImageTensors:
-        real_part = pool.subset(folds[f].train)
+    def train_set(f: int, arm: str, real: Sequence[int] | None = None) -> ImageTensors:
+        real_part = pool.subset(folds[f].train if real is None else real)
         if arm == "baseline" or synthetic is None:
             return real_part
         return ImageTensors.concat([real_part, synthetic.subset(
@@ -429,17 +464,29 @@ def run_experiment(db: Database, workspace: Workspace, config: ExperimentConfig,
             progress(u * 1000 + int(1000 * done / max(total, 1)), len(units) * 1000, message)
 
         fold, where = folds[f], (f"{folds[f].name} · " if cv else "")
-        train = train_set(f, arm)
-        trained = train_classifier(train, pool.subset(fold.valid), classes, config.train, seed,
-                                   device, registry, unit_progress, cancel,
-                                   label=f"{where}{arm} seed {seed} ({u + 1}/{len(units)}) · ",
+        label = f"{where}{arm} seed {seed} ({u + 1}/{len(units)}) · "
+        train, train_config, inner_epochs = train_set(f, arm), config.train, None
+        if cv and config.refit:  # the epoch count from inner CV, then the whole training part
+            inner_epochs = [train_classifier(
+                train_set(f, arm, inner_train), pool.subset(inner_valid), classes, config.train,
+                seed, device, registry, unit_progress, cancel, label=f"{label}inner {j + 1} · ",
+                feature_cache=features).best_epoch for j, (inner_train, inner_valid) in
+                enumerate(inner_folds(fold.train, [classes.index(r.label) for r in plan.real],
+                                      plan.group_of, 3, config.cv_seed + f))]
+            train_config = replace(config.train, epochs=int(np.median(inner_epochs)))
+        trained = train_classifier(train, pool.subset(fold.valid), classes, train_config, seed,
+                                   device, registry, unit_progress, cancel, label=label,
                                    feature_cache=features)
         device_used = next(trained.model.parameters()).device
         predicted[arm, seed][offsets[f]:offsets[f + 1]] = predict_run(
             trained, config.train, pool.subset(fold.test), device_used, features).argmax(1)
+        validated = bool(fold.valid)
         fold_info[arm, seed].append({"fold": fold.name, "best_epoch": trained.best_epoch,
-                                     "valid_macro_f1": trained.best_valid_macro_f1,
-                                     "history": trained.history, "n_train": len(train)})
+                                     "valid_macro_f1": trained.best_valid_macro_f1
+                                     if validated else None,
+                                     "history": trained.history, "n_train": len(train),
+                                     **({"inner_best_epochs": inner_epochs}
+                                        if inner_epochs else {})})
         if not cv and (arm not in best or trained.best_valid_macro_f1 > best[arm][0]):
             best[arm] = (trained.best_valid_macro_f1, trained)
             save_classifier(folder / "checkpoints" / arm, trained.model, trained.spec,
@@ -467,8 +514,10 @@ def run_experiment(db: Database, workspace: Workspace, config: ExperimentConfig,
             progress(len(units) * 1000, len(units) * 1000, f"linear probe: {arm}")
             parts = []
             for f, fold in enumerate(folds):
-                train = train_set(f, arm)
-                groups = [plan.group_of[i] for i in fold.train] + [r.sha256 for r in train.refs[len(fold.train):]]
+                # the probe needs no validation: in CV it learns from the whole training part
+                real = fold.train + fold.valid if cv else fold.train
+                train = train_set(f, arm, real)
+                groups = [plan.group_of[i] for i in real] + [r.sha256 for r in train.refs[len(real):]]
                 parts.append(probe_arm(
                     train, pool.subset(fold.test), groups, classes, config.train,
                     device or torch.device("cuda" if torch.cuda.is_available() else "cpu"),

@@ -14,6 +14,8 @@ def evaluation_line(results: dict) -> str:
         "image (the data set names no groups: frame-level folds)"
     text = (f"{ev['folds']}-fold cross-validation stratified by class and grouped by {unit}, "
             f"pooled out-of-fold predictions")
+    if ev.get("validation"):
+        text += f"; {ev['validation']}"
     if ev.get("train_only_groups"):
         text += (f"; {ev['train_only_groups']} groups ({ev['train_only_images']} images) a "
                  "generator learned from trained in every fold and were never tested")

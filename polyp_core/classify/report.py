@@ -86,11 +86,19 @@ def _evaluation_sentence(results: dict, count) -> str:  # noqa: ANN001
     unit = ("patient/lesion/video" if ev.get("grouped") else
             "image, because the data set names no patients or lesions (frame-level folds: frames "
             "of one polyp may sit in different folds, so the figures may be optimistic)")
+    # runs stored before inner validation kept the next fold for early stopping
+    validation = ev.get("validation", "networks and the linear probe: early stopping on the "
+                                      "next fold, trained on the remaining folds")
     text = (f"Evaluation was {ev['folds']}-fold cross-validation{why}, folds stratified by class "
-            f"and grouped by {unit} (fold seed {ev['seed']}); each fold's models stopped early on "
-            "the next fold and were tested on their own fold, and metrics come from the pooled "
-            f"out-of-fold predictions of {count(pooled, 'images')} images from "
-            f"{count(pooled, 'groups')} independent units.")
+            f"and grouped by {unit} (fold seed {ev['seed']}); each fold's models learned from "
+            f"its training part (everything but its test part; {validation}) and were tested "
+            "on their own fold, and metrics come from the pooled out-of-fold predictions of "
+            f"{count(pooled, 'images')} images from {count(pooled, 'groups')} independent units.")
+    if ev.get("groups_learned"):
+        learned, probe = ev["groups_learned"], ev.get("groups_learned_probe", ev["groups_learned"])
+        text += (f" Networks learned from {min(learned)}-{max(learned)} groups per fold"
+                 + (f", the linear probe from {min(probe)}-{max(probe)}" if probe != learned
+                    else "") + ".")
     if ev.get("train_only_groups"):
         text += (f" {ev['train_only_groups']} groups ({ev['train_only_images']} images) that a "
                  "supplying generator had learned from trained in every fold and were never "

@@ -168,7 +168,9 @@ def train_classifier(train: ImageTensors, valid: ImageTensors, classes: tuple[st
                      cancel: CancelToken | None = None, label: str = "",
                      feature_cache: dict | None = None) -> TrainedClassifier:
     """Train on ``train`` (augmented when asked), keep the weights of the epoch with the best
-    validation macro-F1, stop after ``patience`` epochs without improvement.
+    validation macro-F1, stop after ``patience`` epochs without improvement. With an empty
+    ``valid`` the training runs ``config.epochs`` epochs and keeps the last (a fixed-epoch
+    arm: cross-validation without an inner validation split, and ``--refit``).
 
     ``feature_cache`` (a dict the caller keeps for one run) lets seeds share the frozen
     backbone's features of the same images.
@@ -178,9 +180,9 @@ def train_classifier(train: ImageTensors, valid: ImageTensors, classes: tuple[st
         Cancelled: when ``cancel`` is set (checked every step).
     """
     config.validate()
-    if len(train) == 0 or len(valid) == 0:
-        raise ValueError(f"training needs images in both training ({len(train)}) and "
-                         f"validation ({len(valid)}) sets")
+    if len(train) == 0:
+        raise ValueError("training needs images in the training set (it has none)")
+    validating = len(valid) > 0
     device = device or torch.device("cuda" if torch.cuda.is_available() else "cpu")
     torch.manual_seed(seed)  # the head's initialisation and dropout
     generator = torch.Generator().manual_seed(seed)  # order and augmentation
@@ -220,7 +222,8 @@ def train_classifier(train: ImageTensors, valid: ImageTensors, classes: tuple[st
                                  for i in range(0, len(pixels), 256)])
                       for _ in range(AUGMENTED_VIEWS)]
         view_stack = torch.stack(views)  # (views, N, features)
-        valid_features = frozen_features(feature_cache, config, model, spec, valid, device)
+        valid_features = frozen_features(feature_cache, config, model, spec, valid, device) \
+            if validating else None
     best_f1, best_epoch, best_state, history, waited = -1.0, 0, None, [], 0
     step = 0
     for epoch in range(1, config.epochs + 1):
@@ -257,6 +260,10 @@ def train_classifier(train: ImageTensors, valid: ImageTensors, classes: tuple[st
             running += loss.item()
             progress(step, total, f"{label}epoch {epoch}/{config.epochs} · step {step}/{total} · "
                                   f"loss {loss.item():.4f} · best valid macro-F1 {max(best_f1, 0):.3f}")
+        if not validating:
+            history.append({"epoch": epoch, "train_loss": running / steps_per_epoch})
+            best_epoch, best_state = epoch, None
+            continue
         if fixed:
             model.eval()
             with torch.inference_mode():
@@ -275,7 +282,8 @@ def train_classifier(train: ImageTensors, valid: ImageTensors, classes: tuple[st
             waited += 1
             if waited >= config.patience:
                 break
-    model.load_state_dict(best_state)
+    if best_state is not None:
+        model.load_state_dict(best_state)
     model.eval()
-    return TrainedClassifier(model, spec, best_epoch, best_f1, history,
-                             stopped_early=len(history) < config.epochs)
+    return TrainedClassifier(model, spec, best_epoch, best_f1 if validating else float("nan"),
+                             history, stopped_early=len(history) < config.epochs)

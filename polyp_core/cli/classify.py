@@ -71,7 +71,8 @@ def cmd_retrain(args: argparse.Namespace) -> int:
                               arms=arms, name=args.name,
                               allow_small_test=args.allow_small_test,
                               linear_probe=args.linear_probe, folds=args.folds,
-                              cv_seed=args.cv_seed, seen_groups_train=args.seen_groups_train)
+                              cv_seed=args.cv_seed, seen_groups_train=args.seen_groups_train,
+                              inner_valid=args.inner_valid, refit=args.refit)
     workspace, db = Workspace(args.workspace), _db(args)
     # planned before the job: folds, design, selection and leaks are refused here, not later
     plan = plan_experiment(db, workspace, config)
@@ -160,10 +161,18 @@ def add_classify_commands(sub) -> None:  # noqa: ANN001
     re.add_argument("--allow-small-test", action="store_true",
                     help="run even when a class has fewer than 3 test groups (patients/lesions)")
     re.add_argument("--folds", type=folds_option, default=None, metavar="K|auto",
-                    help="grouped K-fold cross-validation over all images (K >= 3; folds "
-                         "stratified by class, grouped by patient/lesion/video); 0: the data "
-                         "set's fixed split; auto (default): 5 folds where every class has 15 "
-                         "groups to test, else the fixed split")
+                    help="grouped K-fold cross-validation over all images (K >= 2; folds "
+                         "stratified by class, grouped by patient/lesion/video; each fold trains "
+                         "on everything but its test part); 0: the data set's fixed split; auto "
+                         "(default): the most folds up to 10 that keep 3 groups of each class in "
+                         "every test fold, the fixed split when none does")
+    re.add_argument("--inner-valid", type=float, default=0.15, metavar="SHARE",
+                    help="with folds: share of each fold's training groups (at least 2 per "
+                         "class) that networks stop early on (default 0.15); 0: fixed epochs on "
+                         "the whole training part")
+    re.add_argument("--refit", action="store_true",
+                    help="with folds: choose the epoch count by inner grouped 3-fold CV, then "
+                         "train on the whole training part")
     re.add_argument("--cv-seed", type=int, default=0, help="how groups are dealt into folds")
     re.add_argument("--seen-groups-train", action="store_true",
                     help="with --folds: groups a generator learned from train in every fold "
