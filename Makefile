@@ -22,9 +22,10 @@ $(VENV)/.test: requirements.txt requirements-test.txt | $(BIN)/python
 demo: $(VENV)/.runtime
 	$(BIN)/python app.py --port $(PORT)
 
+# the services it installs must then be there: their absence fails the run (tests/conftest.py)
 test: $(VENV)/.test
 	bash scripts/install-test-services.sh
-	$(BIN)/python -m pytest
+	STUDIO_REQUIRE_SERVICES=1 $(BIN)/python -m pytest
 
 bench: $(VENV)/.test
 	for b in bench/bench_*.py; do $(BIN)/python $$b || exit 1; done

@@ -34,8 +34,17 @@ HISTOLOGY_GUESSES = ("AD", "SSA", "HP", "unsure")
 JOB_STATUSES = ("queued", "running", "done", "failed", "cancelled", "interrupted")
 
 
-def utcnow() -> dt.datetime:
+def system_clock() -> dt.datetime:
     return dt.datetime.now(dt.timezone.utc)
+
+
+# what "now" is for every timestamp the studio stores and every lifetime it checks (sign-in
+# locks, sessions): tests set a fake clock here instead of sleeping
+CLOCK = system_clock
+
+
+def utcnow() -> dt.datetime:
+    return CLOCK()
 
 
 def _in(column: str, values: tuple[str, ...]) -> str:

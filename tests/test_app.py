@@ -42,7 +42,7 @@ def test_app_builds_and_its_callbacks_answer(phantom_ws):
     import app
 
     demo = app.build_app(phantom_ws)
-    assert demo is not None
+    assert demo.studio_access.blocks is demo and len(demo.fns) > 40  # every event declared
     browser = app.DataBrowser(phantom_ws)
     counts, classes, summary, scheme = browser.overview("phantom", None)
     assert scheme == {"choices": ["three_class", "ad_vs_rest"], "value": "three_class",

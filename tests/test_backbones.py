@@ -41,7 +41,8 @@ def test_lite0_mapping_covers_all_247_tensors():
 
 @pytest.mark.parametrize("name, expected", [("chelsea", CAT_CLASSES), ("coffee", {ESPRESSO})])
 def test_lite0_recognises_imagenet_pictures(lite0, name, expected):
-    skimage_data = pytest.importorskip("skimage.data")
+    import skimage.data as skimage_data  # pinned in requirements-test.txt: no skip
+
     spec = get_backbone_spec("efficientnet_lite0")
     with torch.no_grad():
         logits = lite0(imagenet_input(getattr(skimage_data, name)(), spec.mean, spec.std))
@@ -53,7 +54,8 @@ def test_lite0_recognises_imagenet_pictures(lite0, name, expected):
 
 def test_random_weights_do_not_recognise_the_cat():
     """The check above would catch weights that loaded but were wrong."""
-    skimage_data = pytest.importorskip("skimage.data")
+    import skimage.data as skimage_data
+
     torch.manual_seed(0)
     model = create_backbone("efficientnet_lite0", pretrained=False, num_classes=1000).eval()
     with torch.no_grad():

@@ -22,6 +22,7 @@ from polyp_core.classify.data import ImageRef, augment, load_tensors, normalise
 from polyp_core.classify.metrics import classification_metrics, compare_arms, spread
 from polyp_core.classify.model import load_classifier
 from polyp_core.classify.train import epoch_order, evaluate, train_classifier
+from polyp_core.classify.uncertainty import regression_warnings
 from polyp_core.data.cache import PixelCache
 from polyp_core.jobs import JobRunner, job_status, recover_interrupted
 from polyp_core.progress import CancelToken
@@ -398,7 +399,9 @@ def test_experiment_baseline_vs_augmented_is_stored_and_repeatable(review_env):
     assert res["arms"]["augmented"]["per_seed"][0]["n_train"] == n_train + len(chosen)
     assert set(res["delta"]["per_class"]) == {"AD", "SSA", "HP"}
     assert isinstance(res["warnings"], list)
-    assert all(w["ci"][1] < 0 and "excluding 0" in w["text"] for w in res["warnings"])
+    for w in res["warnings"]:  # each warning, if any, rests on an interval below zero
+        assert w["ci"][1] < 0 and "excluding 0" in w["text"]
+    assert res["warnings"] == regression_warnings(res["delta_cluster"], ("AD", "SSA", "HP"))
     # uncertainty over the test lesions (with the seeds), per arm and paired
     design = res["test_groups"]
     assert design["grouped"] and len(design["of_image"]) == len(stored["images"]["test"])
@@ -605,8 +608,26 @@ def test_linear_probe_chooses_its_regularisation_by_grouped_cv():
                         for c in lesion_class])
     y = np.repeat(lesion_class, 5)
     groups = np.repeat([f"l{i}" for i in range(24)], 5)
-    fitted, choice = fit_probe(x, y, groups)
-    assert choice["folds"] == 5 and "grouped by patient/lesion" in choice["how"]
+    import sklearn.model_selection as model_selection
+
+    seen_splits, real_cv = [], model_selection.cross_val_score
+
+    def recording(estimator, x_, y_, groups=None, cv=None, **kwargs):  # noqa: ANN001, ANN202
+        seen_splits.append(list(cv.split(x_, y_, groups)))
+        return real_cv(estimator, x_, y_, groups=groups, cv=cv, **kwargs)
+
+    model_selection.cross_val_score = recording
+    try:
+        fitted, choice = fit_probe(x, y, groups)
+    finally:
+        model_selection.cross_val_score = real_cv
+    assert choice["folds"] == 5 and len(seen_splits) == len(choice["cv_macro_f1"])
+    for splits in seen_splits:  # the folds themselves: grouped, every lesion tested once
+        assert len(splits) == 5
+        tested = [g for _, test in splits for g in set(groups[test])]
+        assert sorted(tested) == sorted(set(groups))
+        for train, test in splits:
+            assert not set(groups[train]) & set(groups[test])
     assert len(choice["cv_macro_f1"]) == 7 and (fitted.predict(x) == y).mean() > 0.9
     _, fallback = fit_probe(x[:15], np.array([0] * 5 + [1] * 5 + [2] * 5),
                             ["a"] * 5 + ["b"] * 5 + ["c"] * 5)

@@ -90,8 +90,13 @@ def test_same_request_same_pixels_and_per_image_seeds(trained):
 def test_every_scheduler_samples(trained, scheduler):
     workspace, _ = trained
     generator = load_generator(workspace, "t1")
-    images = generator.sample(SampleRequest(class_label="SSA", n=2, steps=3, scheduler=scheduler))
+    request = SampleRequest(class_label="SSA", n=2, steps=3, scheduler=scheduler, seed=4)
+    images = generator.sample(request)
     assert len(images) == 2 and images[0].rgb.shape == (32, 32, 3)
+    again = generator.sample(request)  # seeded: the same pixels again
+    assert all(np.array_equal(a.rgb, b.rgb) for a, b in zip(images, again))
+    assert not np.array_equal(images[0].rgb, images[1].rgb)  # each image its own noise
+    assert all(i.rgb.std() > 1.0 for i in images)  # not a blank
 
 
 def test_bad_requests(trained):

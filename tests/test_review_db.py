@@ -106,12 +106,21 @@ def test_many_processes_opening_a_new_sqlite_file_at_once(tmp_path):
     url = f"sqlite:///{tmp_path / 'race.db'}"
     import time
 
-    start_at = time.time() + 4  # every process opens the file at the same instant
-    code = ("import sys, time; sys.path.insert(0, %r); from review_db import Database; "
-            "time.sleep(max(0, %r - time.time())); "
-            "d = Database(%r); d.dispose(); print('ok')") % (str(root), start_at, url)
-    procs = [subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE,
-                              stderr=subprocess.PIPE, text=True) for _ in range(8)]
+    # every process waits at a barrier (a file) until all of them are ready, then opens the
+    # file at once: no clock decides whether the race is tested
+    barrier = tmp_path / "go"
+    code = ("import sys, time, pathlib; sys.path.insert(0, %r); from review_db import Database; "
+            "pathlib.Path(%r + '.' + sys.argv[1]).touch(); "
+            "exec('while not pathlib.Path(%r).exists(): time.sleep(0.001)'); "
+            "d = Database(%r); d.dispose(); print('ok')") % (str(root), str(barrier), str(barrier),
+                                                            url)
+    procs = [subprocess.Popen([sys.executable, "-c", code, str(i)], stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True) for i in range(8)]
+    deadline = time.monotonic() + 120
+    while len(list(tmp_path.glob("go.*"))) < 8:
+        assert time.monotonic() < deadline, "the processes did not start in 120 s"
+        time.sleep(0.01)
+    barrier.touch()
     for proc in procs:
         out, err = proc.communicate(timeout=120)
         assert proc.returncode == 0 and out.strip() == "ok", err[-2000:]

@@ -107,6 +107,7 @@ def test_pool_and_regeneration(env, db):
     _, workspace, _ = env
     stored = sample_to_pool(db, workspace, "lora-a", SampleRequest(class_label="HP", n=2, steps=2,
                                                                    seed=9, batch_size=2))
+    assert len(stored) == 2 and len({sha for _, sha in stored}) == 2
     for _, sha in stored:
         from PIL import Image
 
@@ -139,6 +140,10 @@ def test_speed_settings_keep_the_pixels_and_half_precision_needs_a_gpu(env):
     fast.optimise(channels_last=True)
     a, b = plain.sample(REQUEST)[0].rgb, fast.sample(REQUEST)[0].rgb
     assert np.abs(a.astype(int) - b.astype(int)).max() <= 2
-    if not torch.cuda.is_available():
+    if torch.cuda.is_available():  # on a GPU, half precision loads and samples
+        half = SDLoraGenerator(str(base), dtype=torch.bfloat16)
+        c = half.sample(REQUEST)[0].rgb
+        assert c.shape == a.shape and np.abs(a.astype(int) - c.astype(int)).mean() < 16
+    else:
         with pytest.raises(ValueError, match="needs a CUDA device"):
             SDLoraGenerator(str(base), dtype=torch.bfloat16)

@@ -78,8 +78,11 @@ def test_null_comparisons_are_flagged_at_about_the_nominal_rate():
         frames = [f"frame{i}" for i in range(len(labels))]  # ignoring the lesions
         naive += paired_cluster_bootstrap(labels, treated, control, frames, CLASSES,
                                           n_boot=300, seed=trial)["macro_f1"]["p"] < 0.05
-    assert cluster / trials <= 0.09, cluster  # nominal 5%, with simulation noise
-    assert naive / trials >= 0.08 and naive > 2 * cluster, (naive, cluster)  # measured: .11, .03
+    # seeded (the README's 3 % and 11 %): 6 and 22 of 200
+    assert (cluster, naive) == (6, 22), (cluster, naive)
+    # and within the band a level-5 % test allows over 200 trials (SE 1.5 %): +- 3 SE
+    assert 0.05 - 3 * 0.0154 <= cluster / trials <= 0.05 + 3 * 0.0154
+    assert naive > 2 * cluster
 
 
 def test_regression_warning_fires_only_when_the_interval_excludes_zero():
