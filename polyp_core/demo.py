@@ -10,6 +10,7 @@ from polyp_core.data.importer import ImportConfig, ImportResult, import_dataset
 from polyp_core.data.phantom import write_phantom
 from polyp_core.generation.lineage import lineage_record
 from polyp_core.progress import Progress, no_progress
+from polyp_core.vocabulary import QUALITIES
 from polyp_core.workspace import Workspace
 
 DEMO_DATASET = "phantom"
@@ -32,10 +33,6 @@ def ensure_demo_dataset(workspace: Workspace, n_frames: int = 1100, size: int = 
     # lesion_id groups the views of one polyp, so the default split is grouped.
     return import_dataset(workspace, ImportConfig(source=str(out), name=name, seed=seed,
                                                   overwrite=force), progress=progress)
-
-
-def sources_path(workspace: Workspace, name: str = DEMO_DATASET) -> Path:
-    return workspace.sources_dir / name
 
 
 DEMO_ADMIN = ("admin", "polyp-demo-admin")
@@ -161,7 +158,7 @@ def simulate_reader_study(db, workspace: Workspace, seed: int = 7) -> None:  # n
             if role == "repeat":  # mostly the same answer again, sometimes a point off
                 confidence = int(np.clip(first[image] + rng.choice([-1, 0, 0, 0, 1]), 1, 5))
             first.setdefault(image, confidence)
-            quality = ("good", "moderate", "poor")[int(rng.integers(0, 3))]
+            quality = QUALITIES[int(rng.integers(0, 3))]
             desk.rate(db, people[name], item.token, None, quality, None,
                       float(rng.gamma(2.0, pace[name] / 2)), confidence=confidence)
     close_study(db, admin, DEMO_SIMULATED_STUDY)
@@ -196,8 +193,9 @@ def demo_analyses(db, workspace: Workspace) -> list[tuple[str, dict, object]]:  
                                   "demo": True},
                      lambda progress, cancel: diagnose(db, workspace, config, progress).run_id))
     if "retrain" not in kinds:
-        # auto: 5-fold CV grouped by lesion where the set allows it; the demo generator learned
-        # from the train split, so those lesions train in every fold and are never tested
+        # auto: the most folds (up to 10) grouped by lesion that the set allows; the demo
+        # generator learned from the train split, so those lesions train in every fold and are
+        # never tested
         experiment = ExperimentConfig(
             dataset=DEMO_DATASET, seeds=(0, 1, 2), name="demo: does the demo generator help?",
             folds=None, linear_probe=True,

@@ -46,10 +46,6 @@ class JobStatus:
     finished: dt.datetime | None
 
     @property
-    def finished_ok(self) -> bool:
-        return self.status == "done"
-
-    @property
     def active(self) -> bool:
         return self.status in ACTIVE
 

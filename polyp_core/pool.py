@@ -16,6 +16,7 @@ from PIL import Image
 
 from polyp_core.data.manifest import Manifest
 from polyp_core.files import atomic_write
+from polyp_core.vocabulary import QUALITY_ORDER
 from polyp_core.workspace import Workspace
 from review_db import queries
 from review_db.database import Database
@@ -91,7 +92,6 @@ def image_path(db: Database, sha256: str) -> Path:
 
 # browsing and pruning the pool ---------------------------------------------------------------
 
-QUALITY_ORDER = ("poor", "moderate", "good")
 RATING_FILTERS = ("any", "rated", "unrated")
 
 

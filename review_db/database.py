@@ -100,10 +100,6 @@ class Database:
             migrate(self.engine)
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
 
-    @classmethod
-    def for_workspace(cls, workspace_root: Path | str) -> Database:
-        return cls(database_url(workspace_root))
-
     @contextmanager
     def session(self) -> Iterator[Session]:
         with self._sessions() as session:

@@ -14,23 +14,13 @@ from sqlalchemy import (JSON, CheckConstraint, DateTime, Float, ForeignKey, Inte
                         Text, UniqueConstraint)
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
+# the domain's vocabularies are the engine's; the constraints below are built from them
+from polyp_core.vocabulary import CONFIDENCES, HISTOLOGY_GUESSES, QUALITIES, VERDICTS
+
 IMAGE_KINDS = ("real", "synthetic")
 ROLES = ("admin", "reviewer")
 STUDY_STATUSES = ("open", "closed")
-VERDICTS = ("real", "synthetic", "unsure")
-#: The reviewer's answer: 1 definitely real, 2 probably real, 3 unsure, 4 probably synthetic,
-#: 5 definitely synthetic. The verdict is derived from it (``verdict_of``).
-CONFIDENCES = (1, 2, 3, 4, 5)
-CONFIDENCE_LABELS = {1: "definitely real", 2: "probably real", 3: "unsure",
-                     4: "probably synthetic", 5: "definitely synthetic"}
-
-
-def verdict_of(confidence: int) -> str:
-    """The binary verdict a point of the scale means (3: ``unsure``)."""
-    return "real" if confidence <= 2 else "synthetic" if confidence >= 4 else "unsure"
-QUALITIES = ("good", "moderate", "poor")
 ASSIGNMENT_KINDS = ("main", "repeat", "calibration")
-HISTOLOGY_GUESSES = ("AD", "SSA", "HP", "unsure")
 JOB_STATUSES = ("queued", "running", "done", "failed", "cancelled", "interrupted")
 
 

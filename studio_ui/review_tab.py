@@ -17,11 +17,11 @@ import gradio as gr
 
 from polyp_core.review import desk
 from polyp_core.review.studies import list_studies
-from review_db.models import CONFIDENCE_LABELS, CONFIDENCES
+from polyp_core.vocabulary import CONFIDENCE_LABELS, CONFIDENCES, HISTOLOGY_GUESSES
 from studio_ui.access import Access
 from studio_ui.services import Studio, shown_errors
 
-HISTOLOGY = ("AD", "SSA", "HP", "unsure")
+HISTOLOGY = HISTOLOGY_GUESSES
 NO_ANSWER = "No answer chosen"
 
 # 1-5 choose the confidence (1 definitely real ... 5 definitely synthetic); G / M / P rate the

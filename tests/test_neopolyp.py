@@ -61,6 +61,12 @@ def test_neopolyp_5_fold_cv_baseline_and_linear_probe_lite0_224(workspace, tmp_p
               f"[{ci['macro_f1']['low']:.3f}, {ci['macro_f1']['high']:.3f}], balanced accuracy "
               f"{ci['balanced_accuracy']['estimate']:.3f} [{ci['balanced_accuracy']['low']:.3f}, "
               f"{ci['balanced_accuracy']['high']:.3f}]")
+    # the README's table, as measured (seeded; each figure to its three decimals)
+    shown = lambda ci: tuple(round(ci[k], 3) for k in ("estimate", "low", "high"))  # noqa: E731
+    assert shown(cases["macro_f1"]) == (0.700, 0.666, 0.733)
+    assert shown(cases["balanced_accuracy"]) == (0.714, 0.681, 0.744)
+    assert shown(probe["macro_f1"]) == (0.704, 0.670, 0.734)
+    assert shown(probe["balanced_accuracy"]) == (0.716, 0.680, 0.745)
     # chance is 0.5 balanced accuracy; the minority class is found
     assert cases["balanced_accuracy"]["low"] > 0.55 and cases["macro_f1"]["estimate"] > 0.6
     assert cases["per_class"]["REST"]["recall"]["estimate"] > 0.3
@@ -75,6 +81,7 @@ def test_neopolyp_5_fold_cv_baseline_and_linear_probe_lite0_224(workspace, tmp_p
         .predict(x[list(f.test)]) for f in plan.folds])
     lr_f1 = f1_score(y[tested], reference, average="macro")
     print(f"NeoPolyp 5-fold CV, logistic regression C = 1 on the same features: macro-F1 {lr_f1:.3f}")
+    assert round(lr_f1, 3) == 0.677
     assert probe["macro_f1"]["estimate"] >= lr_f1 - 0.01
     assert probe["macro_f1"]["estimate"] > 0.68
 

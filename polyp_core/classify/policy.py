@@ -17,11 +17,11 @@ from dataclasses import asdict, dataclass, field
 
 from polyp_core.classify.data import ImageRef
 from polyp_core.data.labels import get_scheme
+from polyp_core.vocabulary import QUALITY_RANK
 from polyp_core.validation import checked, rule
 from review_db import queries
 from review_db.database import Database
 
-QUALITY_RANK = {"poor": 0, "moderate": 1, "good": 2}
 VERDICT_RULES = ("any", "not_majority_synthetic", "majority_real", "all_real")
 UNRATED = ("include", "exclude")
 

@@ -15,8 +15,8 @@ from polyp_core.review.errors import InvalidRating, NotFound, PermissionDenied, 
 from review_db import queries
 from review_db.database import Database
 from polyp_core.workspace import Workspace
-from review_db.models import (CONFIDENCES, HISTOLOGY_GUESSES, QUALITIES, Assignment,
-                              verdict_of)
+from polyp_core.vocabulary import CONFIDENCES, HISTOLOGY_GUESSES, QUALITIES, verdict_of
+from review_db.models import Assignment
 
 MAX_SECONDS = 24 * 3600
 

@@ -25,6 +25,8 @@ from collections.abc import Iterable, Sequence
 import numpy as np
 
 from polyp_core.review.mrmc import MRMCData, delong_auc, or_analysis
+from polyp_core.review.proportions import wilson
+from polyp_core.vocabulary import QUALITIES
 
 #: below this median number of seconds per image, a reader is flagged as too fast to have
 #: looked (a rating key pressed at once)
@@ -147,7 +149,6 @@ def pace(records: Sequence[dict], fast: float = FAST_SECONDS) -> dict[str, dict]
 def per_source(records: Sequence[dict]) -> list[dict]:
     """Per synthetic source and per (source, class): how often its images were called synthetic
     (Wilson CI), the pooled AUC of real images against its images, its quality ratings."""
-    from polyp_core.review.stats import wilson
 
     rows = answered(records)
     real = [r for r in rows if r["truth"] == "real"]
@@ -171,7 +172,7 @@ def per_source(records: Sequence[dict]) -> list[dict]:
             truth = [1] * len(versus) + [0] * len(mine)
             one = delong_auc(scores, truth)
             row |= {"auc_vs_real": one["auc"], "auc_low": one["low"], "auc_high": one["high"]}
-        for quality in ("good", "moderate", "poor"):
+        for quality in QUALITIES:
             row[quality] = sum(r["quality"] == quality for r in mine)
         out.append(row)
     return out
@@ -221,7 +222,6 @@ def consistency(records: Sequence[dict]) -> dict[str, dict]:
     calibration score (share of calibration items answered right, Wilson CI)."""
     from sklearn.metrics import cohen_kappa_score
 
-    from polyp_core.review.stats import wilson
 
     rows = answered(records)
     first = {(r["reviewer"], r["image"]): r for r in rows if r.get("kind", "main") == "main"}

@@ -24,24 +24,15 @@ from pathlib import Path
 import numpy as np
 
 from polyp_core.files import write_csv
-from review_db.models import HISTOLOGY_GUESSES, QUALITIES
+from polyp_core.review import reader
+from polyp_core.review.proportions import wilson  # noqa: F401  (stats.wilson: part of this API)
+from polyp_core.vocabulary import HISTOLOGY_GUESSES, QUALITIES, QUALITY_RANK
 
-QUALITY_ORDER = {"poor": 0, "moderate": 1, "good": 2}
 POOLED = "pooled"
 
 
 def rated(records: Iterable[dict]) -> list[dict]:
     return [r for r in records if r.get("verdict")]
-
-
-def wilson(k: int, n: int, z: float = 1.959963984540054) -> tuple[float, float]:
-    """Wilson score interval of a proportion ``k / n`` (``nan`` when ``n`` is 0)."""
-    if n == 0:
-        return (math.nan, math.nan)
-    p = k / n
-    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
-    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
-    return (max(0.0, centre - half), min(1.0, centre + half))
 
 
 def _ratio(k: int, n: int) -> dict:
@@ -189,7 +180,7 @@ def krippendorff_quality(records: Iterable[dict]) -> dict:
     reviewers, images, cells = _ratings_matrix(done, "quality")
     data = np.full((len(reviewers), len(images)), np.nan)
     for (reviewer, image), value in cells.items():
-        data[reviewers.index(reviewer), images.index(image)] = QUALITY_ORDER[value]
+        data[reviewers.index(reviewer), images.index(image)] = QUALITY_RANK[value]
     pairable = int((np.sum(~np.isnan(data), axis=0) >= 2).sum()) if len(images) else 0
     if pairable == 0 or len(np.unique(data[~np.isnan(data)])) < 2:
         return {"alpha": math.nan, "n_images": pairable}
@@ -200,7 +191,6 @@ def krippendorff_quality(records: Iterable[dict]) -> dict:
 
 def study_statistics(records: Sequence[dict]) -> dict:
     """Everything above, and the reader-study analyses of ``polyp_core.review.reader``."""
-    from polyp_core.review import reader
 
     everything = rated(records)
     done = reader.main_records(everything)  # repeats and calibration items are scored apart
@@ -279,9 +269,8 @@ def export_csv(records: Sequence[dict], folder: Path | str) -> list[Path]:
         paths.append(folder / name)
     # the ratings as MRMC data, for a statistician to check us with iMRMC or RJafroc
     from polyp_core.review.mrmc import imrmc_text
-    from polyp_core.review.reader import main_records, mrmc_data
 
-    data, _ = mrmc_data(main_records(rated(records)))
+    data, _ = reader.mrmc_data(reader.main_records(rated(records)))
     if data.scores:
         name = records[0].get("study", "study") if records else "study"
         (folder / "study.imrmc").write_text(imrmc_text(data, f"{name}: realness 1-5, real positive"))
