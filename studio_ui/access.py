@@ -38,9 +38,8 @@ from fastapi import Form, Request
 from fastapi.responses import HTMLResponse, RedirectResponse
 
 from polyp_core.review.accounts import (AuthPolicy, Person, end_session, open_session,
-                                        resolve_session, sign_in)
+                                        record_refusal, resolve_session, sign_in)
 from polyp_core.review.errors import AuthError, SignInLocked
-from review_db import queries
 from review_db.database import Database
 
 ROLES = ("reviewer", "admin")  # anonymous clients reach only the sign-in page, never an event
@@ -210,9 +209,7 @@ class Access:
     def record_refusal(self, who: str | None, address: str | None, target: str,
                        why: str) -> None:
         """An event refused at the gate or by its guard, in the audit log."""
-        with self.db.session() as session:
-            queries.add_audit(session, "event_refused", actor=who, address=address,
-                              target=target, detail={"why": why})
+        record_refusal(self.db, who, address, target, why)
 
     def check_declared(self, blocks: gr.Blocks) -> None:
         """Raise unless every event of the page was wired through :meth:`on`; then this is the

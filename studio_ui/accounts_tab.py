@@ -9,27 +9,25 @@ from __future__ import annotations
 
 import gradio as gr
 
-from polyp_core.review.accounts import audit_log, set_active, set_role
-from review_db import queries
+from polyp_core.review.accounts import audit_log
+from polyp_core.workflows import accounts as accounts_workflow
 from studio_ui.access import Access
 from studio_ui.services import Studio, shown_errors
 
-ACTIONS = ("deactivate", "activate", "make admin", "make reviewer")
+ACTIONS = accounts_workflow.ACTIONS
 
 
 class AccountDesk:
     def __init__(self, studio: Studio):
         self.studio = studio
 
-    def accounts(self) -> list[list]:
-        with self.studio.db.session() as session:
-            return [[r.name, r.role, "yes" if r.active else "no",
-                     queries.count_auth_sessions(session, r.id)]
-                    for r in queries.list_reviewers(session)]
+    def accounts(self, person) -> list[list]:  # noqa: ANN001
+        return [[a["name"], a["role"], "yes" if a["active"] else "no", a["sessions"]]
+                for a in accounts_workflow.accounts(self.studio.db, person)]
 
     @shown_errors
     def show(self, person):  # noqa: ANN001
-        rows = self.accounts()
+        rows = self.accounts(person)
         audit = [[e["at"], e["kind"], e["actor"] or "", e["address"] or "", e["target"] or "",
                   ", ".join(f"{k}={v}" for k, v in (e["detail"] or {}).items())]
                  for e in audit_log(self.studio.db, person, limit=200)]
@@ -42,12 +40,7 @@ class AccountDesk:
         if name == person.name and action in ("deactivate", "make reviewer"):
             raise gr.Error("You cannot deactivate or demote your own account here; ask another "
                            "admin or use the command line.")
-        if action in ("deactivate", "activate"):
-            ended = set_active(self.studio.db, name, action == "activate", by=person.name)
-        elif action in ("make admin", "make reviewer"):
-            ended = set_role(self.studio.db, name, action.split()[1], by=person.name)
-        else:
-            raise gr.Error(f"action {action!r} is not one of: {', '.join(ACTIONS)}")
+        ended = accounts_workflow.change(self.studio.db, person, name, action)
         return f"**{name}**: {action} done; {ended} open session(s) ended."
 
 

@@ -19,7 +19,7 @@ from polyp_core.generation.request import SCHEDULERS
 from polyp_core.jobs import job_status
 from polyp_core.runs import load_run
 from polyp_core.validation import number, whole
-from review_db import queries
+from polyp_core.workflows import diagnose as diagnose_workflow
 from studio_ui.access import Access
 from studio_ui.services import (Studio, job_line, poll_run_job, shown_errors, start_on_board,
                                 ticking, watch_active)
@@ -29,10 +29,9 @@ class DiagnosticsDesk:
     def __init__(self, studio: Studio):
         self.studio = studio
 
-    def runs(self) -> list[tuple[str, str]]:
-        with self.studio.db.session() as session:
-            return [(f"{r.id} · {r.config.get('generator') or 'all generators'}", r.id)
-                    for r in queries.list_runs(session, "diagnose")]
+    def runs(self, person) -> list[tuple[str, str]]:  # noqa: ANN001
+        return [(f"{r['id']} · {r['config'].get('generator') or 'all generators'}", r["id"])
+                for r in diagnose_workflow.runs(self.studio.db, person)]
 
     def generators(self) -> list[str]:
         return list_models(self.studio.workspace)
@@ -54,12 +53,12 @@ class DiagnosticsDesk:
             owner_id=person.id)
         return job, job_line(job_status(db, job)), ticking(job)
 
-    def poll(self, job: str | None):
+    def poll(self, person, job: str | None):  # noqa: ANN001
         """Progress of the running job; when it is done, its run is shown."""
-        return poll_run_job(self.studio.db, job, self.runs)
+        return poll_run_job(self.studio.db, job, lambda: self.runs(person))
 
     @shown_errors
-    def show(self, run_id: str | None, scheme: str | None):
+    def show(self, person, run_id: str | None, scheme: str | None):  # noqa: ANN001
         if not run_id:
             return None, "", None, []
         results = load_run(self.studio.db, run_id)["results"]
@@ -88,15 +87,16 @@ class DiagnosticsDesk:
                 break
         pixels = PixelCache(self.studio.workspace.pixel_cache_dir)
         pairs = []
-        with self.studio.db.session() as session:
-            for pair in results["memorisation"]["pairs"][:12]:
-                syn = queries.image_by_sha(session, pair["synthetic_id"])
-                real = queries.image_by_sha(session, pair["real_id"])
-                if syn is None or real is None:
-                    continue
-                pairs.append((pixels.rgb(syn.path, syn.sha256, 128),
-                              f"synthetic {pair['synthetic_class']} · cosine {pair['similarity']:.3f}"))
-                pairs.append((pixels.rgb(real.path, real.sha256, 128), "its nearest real image"))
+        shown = results["memorisation"]["pairs"][:12]
+        files = diagnose_workflow.images(self.studio.db, person, [
+            sha for pair in shown for sha in (pair["synthetic_id"], pair["real_id"])])
+        for pair in shown:
+            syn, real = files.get(pair["synthetic_id"]), files.get(pair["real_id"])
+            if syn is None or real is None:
+                continue
+            pairs.append((pixels.rgb(syn.path, syn.sha256, 128),
+                          f"synthetic {pair['synthetic_class']} · cosine {pair['similarity']:.3f}"))
+            pairs.append((pixels.rgb(real.path, real.sha256, 128), "its nearest real image"))
         return heatmap, text, projection, pairs
 
     def poll_result(self, job: str | None):
@@ -221,14 +221,14 @@ def build_diagnostics_tab(studio: Studio, access: Access) -> dict:
     on(check_timer.tick, desk.poll_result, inputs=check_job,
        outputs=[check_status, check_text, check_job, check_timer], api_name="poll_check_classes")
 
-    def refresh(_person):  # noqa: ANN001
-        runs = desk.runs()
+    def refresh(person):  # noqa: ANN001
+        runs = desk.runs(person)
         names = studio.workspace.datasets()
         return (gr.update(choices=names, value=names[0] if names else None),
                 gr.update(choices=["", *desk.generators()]), gr.update(choices=["", *names]),
                 gr.update(choices=runs, value=runs[0][1] if runs else None),
                 gr.update(visible=DEMO_DATASET in names),
-                *watch_active(studio.db, "diagnose"))
+                *watch_active(studio.db, person, "diagnose"))
 
     return {"refresh": refresh, "outputs": [dataset, generator, against, run, note, job, status,
                                             timer]}

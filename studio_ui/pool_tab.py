@@ -10,7 +10,7 @@ import gradio as gr
 from polyp_core.data.cache import PixelCache
 from polyp_core.pool import (QUALITY_ORDER, RATING_FILTERS, PoolFilter, pool_item, pool_page,
                              remove_from_pool)
-from review_db import queries
+from polyp_core.workflows import pool as pool_workflow
 from studio_ui.access import Access
 from studio_ui.services import Studio, shown_errors
 
@@ -23,9 +23,8 @@ class PoolDesk:
         self.studio = studio
         self.pixels = PixelCache(studio.workspace.pixel_cache_dir)
 
-    def generators(self) -> list[str]:
-        with self.studio.db.session() as session:
-            return sorted({i.provenance.generator for i in queries.synthetic_images(session)})
+    def generators(self, person) -> list[str]:  # noqa: ANN001
+        return pool_workflow.generators(self.studio.db, person)
 
     @staticmethod
     def _filter(generator, checkpoint, cls, rated, quality) -> PoolFilter:  # noqa: ANN001
@@ -103,8 +102,8 @@ def build_pool_tab(studio: Studio, access: Access) -> dict:
     on(on(remove.click, desk.remove, inputs=chosen, outputs=message, api_name="remove_from_pool")
        .then, desk.page, **page_io)
 
-    def refresh(_person):  # noqa: ANN001
-        return (gr.update(choices=[ANY, *desk.generators()], value=ANY),
+    def refresh(person):  # noqa: ANN001
+        return (gr.update(choices=[ANY, *desk.generators(person)], value=ANY),
                 *desk.page(ANY, "", ANY, "any", ANY, 0))
 
     return {"refresh": refresh, "outputs": [generator, gallery, page_label, page, shown, chosen]}

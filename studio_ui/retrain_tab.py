@@ -4,62 +4,50 @@ from __future__ import annotations
 
 import gradio as gr
 
-from polyp_core.classify import (ClassifierTrainConfig, ExperimentConfig, SelectionPolicy,
-                                 compare_runs, parse_mix, run_experiment)
+from polyp_core.classify import compare_runs
 from polyp_core.classify.figures import (confusion_figure, delta_bars, evaluation_line,
                                          metric_table)
-from polyp_core.classify.experiment import plan_experiment
 from polyp_core.data.labels import SCHEMES
 from polyp_core.demo import DEMO_DATASET, DEMO_NOTE
 from polyp_core.jobs import job_status
 from polyp_core.runs import load_run
-from polyp_core.validation import number, whole
-from review_db import queries
+from polyp_core.workflows import retrain
 from studio_ui.access import Access
-from studio_ui.services import Studio, job_line, poll_run_job, shown_errors, ticking, watch_active
+from studio_ui.services import (Studio, job_line, poll_run_job, shown_errors, shown_fields,
+                                ticking, watch_active)
 
 
 class RetrainDesk:
     def __init__(self, studio: Studio):
         self.studio = studio
 
-    def runs(self) -> list[tuple[str, str]]:
-        with self.studio.db.session() as session:
-            return [(f"{r.id} · {r.config.get('name') or r.config.get('dataset')}", r.id)
-                    for r in queries.list_runs(session, "retrain")]
+    def runs(self, person) -> list[tuple[str, str]]:  # noqa: ANN001
+        return [(f"{r['id']} · {r['name']}", r["id"])
+                for r in retrain.runs(self.studio.db, person)]
 
     @shown_errors
     def start(self, person, dataset, scheme, backbone, size, imbalance, seeds, epochs, freeze,
               min_quality, min_reviewers, verdict, unrated, mix, max_ratio, name,
               allow_small=False, probe=False, folds="auto", seen_train=False,  # noqa: ANN001
               inner_valid=0.15, refit=False):
-        seed_list = tuple(whole(s.strip(), "seeds") for s in str(seeds).split(",") if s.strip())
-        config = ExperimentConfig(
-            dataset=dataset, scheme=scheme or None, seeds=seed_list, name=name or None,
-            train=ClassifierTrainConfig(backbone=backbone, image_size=whole(size, "image_size"),
-                                        imbalance=imbalance, epochs=whole(epochs, "epochs"),
-                                        freeze_backbone=bool(freeze)),
-            policy=SelectionPolicy(min_quality=min_quality or None,
-                                   min_reviewers=whole(min_reviewers, "min_reviewers"),
-                                   verdict=verdict, unrated=unrated, target_mix=parse_mix(mix),
-                                   max_ratio=number(max_ratio, "max_ratio") if max_ratio else None),
-            allow_small_test=bool(allow_small), linear_probe=bool(probe),
-            folds=None if str(folds).strip().lower() in ("auto", "") else whole(folds, "folds"),
-            seen_groups_train=bool(seen_train),
-            inner_valid=number(inner_valid, "inner_valid"), refit=bool(refit))
-        db, workspace = self.studio.db, self.studio.workspace
+        config = retrain.retrain_request({
+            "dataset": dataset, "scheme": scheme, "backbone": backbone, "image_size": size,
+            "imbalance": imbalance, "seeds": seeds, "epochs": epochs, "freeze_backbone": freeze,
+            "min_quality": min_quality, "min_reviewers": min_reviewers, "verdict": verdict,
+            "unrated": unrated, "target_mix": mix, "max_ratio": max_ratio, "name": name,
+            "allow_small_test": allow_small, "linear_probe": probe, "folds": folds,
+            "seen_groups_train": seen_train, "inner_valid": inner_valid, "refit": refit})
         # planned before anything is queued: folds, too few test lesions, leaking generators
-        # and an empty selection are refused now
-        plan_experiment(db, workspace, config)
-        job = self.studio.jobs.submit(
-            "retrain", config.to_json(),
-            lambda progress, cancel: run_experiment(db, workspace, config, progress, cancel).run_id,
-            owner_id=person.id)
-        return job, job_line(job_status(db, job)), ticking(job)
+        # and an empty selection are refused now; the job runs that plan
+        started = retrain.start(self.studio.db, self.studio.workspace, person, config,
+                                lambda kind, cfg, work, owner: self.studio.jobs.submit(
+                                    kind, cfg, work, owner_id=owner))
+        job = started.job
+        return job, job_line(job_status(self.studio.db, job)), ticking(job)
 
-    def poll(self, job: str | None):
+    def poll(self, person, job: str | None):  # noqa: ANN001
         """Progress of the running job; when it is done, its run is shown."""
-        return poll_run_job(self.studio.db, job, self.runs)
+        return poll_run_job(self.studio.db, job, lambda: self.runs(person))
 
     def cancel(self, job: str | None) -> str:
         if not job or not self.studio.jobs.cancel(job):
@@ -98,7 +86,8 @@ class RetrainDesk:
                      "\n".join(f"| {split} | " + " | ".join(
                          f"{v['groups']} / {v['images']}" for v in table.values()) + " |"
                          for split, table in design["table"].items()))
-            text += "".join(f"\n- design: {line}" for line in design.get("warnings", []))
+            text += "".join(f"\n- design: {shown_fields(line)}"
+                            for line in design.get("warnings", []))
         return (gr.update(value=rows, headers=header), delta_bars(results),
                 confusion_figure(results), text, str(report) if report.is_file() else None)
 
@@ -118,6 +107,10 @@ class RetrainDesk:
         return "\n".join(lines)
 
 
+DEFAULTS = retrain.DEFAULTS  # the widgets start where the CLI's options do (the UI presets
+# 128 px and the linear probe on: a first run on a CPU should be quick and show its baseline)
+
+
 def build_retrain_tab(studio: Studio, access: Access) -> dict:
     desk = RetrainDesk(studio)
     job = gr.State(None)
@@ -129,20 +122,22 @@ def build_retrain_tab(studio: Studio, access: Access) -> dict:
                                label="Backbone")
         size = gr.Radio([128, 224], value=128, label="Image size")
     with gr.Row():
-        imbalance = gr.Radio(["none", "sampler", "loss"], value="sampler", label="Class imbalance")
-        seeds = gr.Textbox("0,1,2", label="Seeds")
-        epochs = gr.Number(10, label="Epochs", precision=0)
+        imbalance = gr.Radio(["none", "sampler", "loss"], value=DEFAULTS["imbalance"],
+                             label="Class imbalance")
+        seeds = gr.Textbox(DEFAULTS["seeds"], label="Seeds")
+        epochs = gr.Number(DEFAULTS["epochs"], label="Epochs", precision=0)
         freeze = gr.Checkbox(False, label="Train the head only (frozen backbone)")
         allow_small = gr.Checkbox(False, label="Run even if a test class has fewer than 3 "
                                                "patients/lesions")
         probe = gr.Checkbox(True, label="Linear probe beside the arms (logistic regression on "
                                         "frozen features)")
     with gr.Row():
-        folds = gr.Dropdown(["auto", "0", "3", "5", "10"], value="auto", allow_custom_value=True,
+        folds = gr.Dropdown(["auto", "0", "3", "5", "10"], value=DEFAULTS["folds"],
+                            allow_custom_value=True,
                             label="Grouped cross-validation folds (auto: the most, up to 10, that "
                                   "keep 3 patients/lesions of each class in every test fold; 0: "
                                   "the data set's fixed split)")
-        inner_valid = gr.Number(0.15, label="With folds: share of each fold's training groups "
+        inner_valid = gr.Number(DEFAULTS["inner_valid"], label="With folds: share of each fold's training groups "
                                             "networks stop early on (0: fixed epochs)")
         refit = gr.Checkbox(False, label="With folds: epochs by inner CV, then train on the "
                                          "whole training part")
@@ -192,11 +187,11 @@ def build_retrain_tab(studio: Studio, access: Access) -> dict:
        api_name="show_run")
     on(compare.click, desk.compare, inputs=[run, other], outputs=diff)
 
-    def refresh(_person):  # noqa: ANN001
-        runs = desk.runs()
+    def refresh(person):  # noqa: ANN001
+        runs = desk.runs(person)
         names = studio.workspace.datasets()
         return (gr.update(choices=names, value=names[0] if names else None),
                 gr.update(choices=runs, value=runs[0][1] if runs else None), gr.update(choices=runs),
-                gr.update(visible=DEMO_DATASET in names), *watch_active(studio.db, "retrain"))
+                gr.update(visible=DEMO_DATASET in names), *watch_active(studio.db, person, "retrain"))
 
     return {"refresh": refresh, "outputs": [dataset, run, other, note, job, status, timer]}

@@ -11,6 +11,7 @@ import gradio as gr
 
 from polyp_core.errors import StudioError
 from polyp_core.jobs import JobRunner
+from polyp_core.workflows.fields import name_fields
 from polyp_core.workspace import Workspace
 from review_db.database import Database
 
@@ -60,6 +61,23 @@ def start_on_board(studio: Studio, person, kind: str, config: dict, work, holder
     return job, job_line(job_status(studio.db, job)), ticking(job)
 
 
+#: The page's names for request fields that engine messages mention.
+FIELD_LABELS = {
+    "allow_small_test": '"Run even if a test class has fewer than 3 patients/lesions"',
+    "baseline_only": "the baseline alone (no synthetic images)",
+    "folds": '"Grouped cross-validation folds"',
+    "seen_groups_train": '"With folds: groups a generator learned from train in every fold"',
+    "generators": "the selection policy's generators",
+    "inner_valid": '"With folds: share of each fold\'s training groups networks stop early on"',
+    "refit": '"With folds: epochs by inner CV"',
+}
+
+
+def shown_fields(text: str) -> str:
+    """An engine message with its request fields named as the page's boxes."""
+    return name_fields(text, FIELD_LABELS, lambda field: f'"{field}"')
+
+
 def shown_errors(fn):
     """Engine errors (bad input, missing model, unknown label) become a message in the page,
     worded as the engine worded them."""
@@ -72,20 +90,20 @@ def shown_errors(fn):
             raise
         except (StudioError, ValueError, KeyError, FileNotFoundError, PermissionError) as exc:
             message = exc.args[0] if isinstance(exc, KeyError) and exc.args else str(exc)
-            raise gr.Error(str(message)) from None
+            # the engine names request fields; the page shows the labels of its own boxes
+            raise gr.Error(shown_fields(str(message))) from None
 
     return wrapper
 
 
-def watch_active(db: Database, kind: str):  # noqa: ANN201
+def watch_active(db: Database, person, kind: str):  # noqa: ANN001, ANN201
     """For a dashboard opening: the newest queued or running job of ``kind`` (the demo's
     first-start analyses, or another admin's), its line, and the poll timer switched on."""
     from polyp_core.jobs import job_status
-    from review_db import queries
+    from polyp_core.workflows import jobs as jobs_workflow
 
-    with db.session() as session:
-        jobs = queries.list_jobs(session, kind, statuses=("queued", "running"))
-    job = jobs[0].id if jobs else None
+    jobs = jobs_workflow.active(db, person, kind)
+    job = jobs[0] if jobs else None
     return job, job_line(job_status(db, job)) if job else gr.update(), ticking(job)
 
 

@@ -13,7 +13,8 @@ from polyp_core.review.studies import (RealPool, StudySpec, SyntheticPool, parse
                                       create_study, list_studies, override_audit, plan_study,
                                       study_integrity)
 from polyp_core.validation import number, whole
-from review_db import queries
+from polyp_core.workflows import accounts as accounts_workflow
+from polyp_core.workflows import pool as pool_workflow
 from studio_ui.access import Access
 from studio_ui.services import Studio, shown_errors
 
@@ -22,13 +23,11 @@ class StudyDesk:
     def __init__(self, studio: Studio):
         self.studio = studio
 
-    def reviewers(self) -> list[str]:
-        with self.studio.db.session() as session:
-            return [r.name for r in queries.list_reviewers(session)]
+    def reviewers(self, person) -> list[str]:  # noqa: ANN001
+        return accounts_workflow.reviewer_names(self.studio.db, person)
 
-    def generators(self) -> list[str]:
-        with self.studio.db.session() as session:
-            return sorted({i.provenance.generator for i in queries.synthetic_images(session)})
+    def generators(self, person) -> list[str]:  # noqa: ANN001
+        return pool_workflow.generators(self.studio.db, person)
 
     @shown_errors
     def table(self, person):  # noqa: ANN001
@@ -38,9 +37,10 @@ class StudyDesk:
         return gr.update(value=rows), gr.update(choices=[s.name for s in infos],
                                                 value=infos[-1].name if infos else None)
 
-    def choices(self):
+    def choices(self, person):  # noqa: ANN001
         return (gr.update(choices=self.studio.workspace.datasets()),
-                gr.update(choices=self.generators()), gr.update(choices=self.reviewers()))
+                gr.update(choices=self.generators(person)),
+                gr.update(choices=self.reviewers(person)))
 
     @staticmethod
     def _spec(name, dataset, n_real, generator, n_synthetic, reviewers, overlap, histology, seed,
@@ -264,6 +264,6 @@ def build_studies_tab(studio: Studio, access: Access) -> dict:
        outputs=[integrity, audit_table])
 
     def refresh(person):  # noqa: ANN001
-        return (*desk_.table(person), *desk_.choices())
+        return (*desk_.table(person), *desk_.choices(person))
 
     return {"refresh": refresh, "outputs": [table, chosen, dataset, generator, reviewers]}

@@ -370,7 +370,7 @@ def test_experiment_baseline_vs_augmented_is_stored_and_repeatable(review_env):
     policy = SelectionPolicy(min_quality="good", min_reviewers=2, unrated="exclude")
     config = ExperimentConfig(dataset="phantom", train=TINY, seeds=(0, 1), policy=policy, name="tiny")
     # the small phantom's test split holds one or two lesions of SSA and HP: refused as it is
-    with pytest.raises(ValueError, match=r"too few independent groups .*--allow-small-test"):
+    with pytest.raises(ValueError, match=r"too few independent groups .*`allow_small_test`"):
         run_experiment(env.db, env.workspace, config, device=torch.device("cpu"))
     config = replace(config, allow_small_test=True, linear_probe=True)
     messages = []
@@ -405,7 +405,7 @@ def test_experiment_baseline_vs_augmented_is_stored_and_repeatable(review_env):
     # uncertainty over the test lesions (with the seeds), per arm and paired
     design = res["test_groups"]
     assert design["grouped"] and len(design["of_image"]) == len(stored["images"]["test"])
-    assert any("allow-small-test" in w for w in design["warnings"])
+    assert any("`allow_small_test`" in w for w in design["warnings"])
     assert any("smallest macro-F1 change" in w for w in design["warnings"])
     for arm in ("baseline", "augmented"):
         ci = res["uncertainty"][arm]["macro_f1"]
@@ -465,7 +465,7 @@ def test_experiment_refuses_generators_that_saw_held_out_images(review_env):
         run_experiment(env.db, env.workspace, ExperimentConfig(
             dataset="phantom", train=TINY, seeds=(0,), policy=SelectionPolicy(generators=("gen-b",))))
     # restricted to the honest generator it runs
-    with pytest.raises(ValueError, match="chose no synthetic image.*--baseline-only"):
+    with pytest.raises(ValueError, match="chose no synthetic image.*`baseline_only`"):
         run_experiment(env.db, env.workspace, ExperimentConfig(
             dataset="phantom", train=TINY, seeds=(0,), policy=SelectionPolicy(generators=("gen-x",))))
     with env.db.session() as session:
@@ -570,15 +570,17 @@ def test_retrain_cli_prints_the_table_and_lists_runs(review_env, capsys):
             "--seeds", "0", "--batch-size", "16", "--max-ratio", "0.5", "--db", env.db.url]
     # the small phantom's test split: too few lesions of SSA and HP, refused before any job
     assert main(args) == 2
-    assert "too few independent groups" in capsys.readouterr().err
+    err = capsys.readouterr().err  # the engine names the request field, the CLI its option
+    assert "too few independent groups" in err and "run anyway with --allow-small-test" in err
     with env.db.session() as session:
         assert not queries.list_runs(session, "retrain")
     code = main([*args, "--allow-small-test"])
     out = capsys.readouterr().out
     assert code == 0, out
     # --folds auto (the default) on a set this small: the fixed split, and why
-    assert "evaluation: the data set's fixed train/valid/test split (auto: fixed split: 5-fold " \
-           "CV needs 15 groups per class to test" in out
+    # (the lesions the generators learned from train in every fold: 7, 2 and 2 are left to test)
+    assert "evaluation: the data set's fixed train/valid/test split (auto: fixed split: no K >= " \
+           "2 gives every test fold 3 groups of each class (AD: 7, SSA: 2, HP: 2 to test))" in out
     assert "macro-F1" in out and "SSA recall" in out and "augmented − baseline" in out
     assert "cluster bootstrap over" in out and "unit of the test split: group" in out
     assert "report: " in out
@@ -591,8 +593,11 @@ def test_retrain_cli_prints_the_table_and_lists_runs(review_env, capsys):
     code = main([*base, "retrain", "--dataset", "phantom", "--size", "32", "--epochs", "1",
                  "--seeds", "0", "--target-mix", "AD=0.9,SSA:0.1", "--db", env.db.url])
     assert code == 2 and "is not CLASS=share" in capsys.readouterr().err
-    code = main([*args, "--folds", "2"])
-    assert code == 2 and "use 3 or more" in capsys.readouterr().err
+    code = main([*args, "--folds", "1"])
+    assert code == 2 and "use 2 or more" in capsys.readouterr().err
+    code = main([*args, "--folds", "2.5"])
+    assert code == 2 and "--folds: '2.5' is not a number of folds or 'auto'" in \
+        capsys.readouterr().err
 
 
 def test_linear_probe_chooses_its_regularisation_by_grouped_cv():

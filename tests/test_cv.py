@@ -99,7 +99,7 @@ def test_cv_refuses_generators_that_saw_a_folds_groups_or_keeps_them_in_training
         plan_experiment(env.db, env.workspace, config)
     text = str(refused.value)
     assert "gen-a learned from" in text and "gen-b learned from" in text
-    assert any(lesion in text for lesion in seen_lesions) and "--seen-groups-train" in text
+    assert any(lesion in text for lesion in seen_lesions) and "`seen_groups_train`" in text
     assert "fold " in text
     from dataclasses import replace
     plan = plan_experiment(env.db, env.workspace, replace(config, seen_groups_train=True))

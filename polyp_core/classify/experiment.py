@@ -219,11 +219,11 @@ def check_design(design: dict, allow_small: bool = False) -> list[str]:
         raise ValueError(f"{where} too few independent " + unit + " to measure a "
                          "class: " + ", ".join(f"{c} {n}" for c, n in small.items()) +
                          f" (at least {MIN_TEST_GROUPS}); resplit with more groups in test, use "
-                         "fewer folds, or run anyway with --allow-small-test (the report says so)")
+                         "fewer folds, or run anyway with `allow_small_test` (the report says so)")
     warnings = [f"{c}: only {n} test {unit}; its recall and F1 rest on them"
                 for c, n in few.items()]
     if small:
-        warnings.insert(0, "ran with --allow-small-test: " + ", ".join(
+        warnings.insert(0, "ran with `allow_small_test`: " + ", ".join(
             f"{c} has {n} test {unit}" for c, n in small.items()))
     pooled = design["table"][design.get("pooled", "test")]
     what = "this test split" if rows == ["test"] else "the pooled out-of-fold predictions"
@@ -268,7 +268,7 @@ def _select(db: Database, config: ExperimentConfig, scheme: str, counts: dict) -
     if not selection.images:
         raise ValueError(f"the selection policy chose no synthetic image "
                          f"(counts: {selection.counts}); the augmented arm would equal the "
-                         "baseline. Run the baseline alone with --baseline-only (arms: "
+                         "baseline. Run the baseline alone with `baseline_only` (arms: "
                          "baseline), or loosen the policy")
     return selection
 
@@ -298,7 +298,7 @@ def plan_experiment(db: Database, workspace: Workspace, config: ExperimentConfig
         for split in ("train", "valid", "test"):
             if not manifest.split_items(split):
                 raise ValueError(f"data set {config.dataset!r} has no {split} images; an "
-                                 "experiment needs train, valid and test splits (or --folds K)")
+                                 "experiment needs train, valid and test splits (or `folds` K)")
     real = [ImageRef(i.sha256, i.image, manifest.label_of(i, scheme)) for i in items]
     group_of = [i.group or i.id for i in items]
     grouped = any(i.group for i in items)
@@ -362,9 +362,9 @@ def plan_experiment(db: Database, workspace: Workspace, config: ExperimentConfig
                 raise ValueError(
                     "synthetic images from generators that learned from a fold's validation/test "
                     "groups would leak into that fold: " + "; ".join(leaks) + ". Run with "
-                    "--seen-groups-train (the groups a generator saw then train in every fold and "
+                    "`seen_groups_train` (the groups a generator saw then train in every fold and "
                     "only groups no generator saw are tested), use the fixed split, or exclude "
-                    "the generator (--generators)")
+                    "the generator (`generators`)")
         else:
             fold = folds[0]
             check_leakage(db, workspace, selections[0].images,
@@ -378,8 +378,8 @@ def plan_experiment(db: Database, workspace: Workspace, config: ExperimentConfig
                 raise ValueError(
                     "synthetic images from generators that learned from frames of a validation/"
                     "test patient or lesion would leak into the comparison: " + "; ".join(leaks) +
-                    ". Resplit the data set grouped by patient/lesion, use --folds (with "
-                    "--seen-groups-train), or exclude the generator (--generators)")
+                    ". Resplit the data set grouped by patient/lesion, use `folds` (with "
+                    "`seen_groups_train`), or exclude the generator (`generators`)")
     design = design_table(folds, labels, group_of, classes, grouped)
     design["warnings"] = check_design(design, config.allow_small_test)
     return ExperimentPlan(scheme, classes, real, group_of, folds, selections, design, evaluation)
@@ -409,7 +409,7 @@ def _seen_groups(workspace: Workspace, generators: set[str], real: list[ImageRef
             problems.append(str(error))
     if problems:
         raise ValueError("cannot tell what these generators learned from: " + "; ".join(problems) +
-                         ". Restore the model folder or exclude the generator (--generators)")
+                         ". Restore the model folder or exclude the generator (`generators`)")
     return groups_seen(trained_on, {r.sha256: g for r, g in zip(real, group_of)})
 
 
@@ -417,18 +417,21 @@ def run_experiment(db: Database, workspace: Workspace, config: ExperimentConfig,
                    progress: Progress = no_progress, cancel: CancelToken | None = None,
                    device: torch.device | None = None,
                    registry: WeightsRegistry | None = None,
-                   feature_cache: dict | None = None) -> ExperimentResult:
+                   feature_cache: dict | None = None,
+                   plan: ExperimentPlan | None = None) -> ExperimentResult:
     """Train every arm over every fold and seed, evaluate on each fold's real test part
     (pooled out-of-fold with ``folds``) and store the run.
 
     ``feature_cache``: a dict the caller keeps to share frozen pretrained-backbone features
-    (by content hash) with later runs; each run keeps its own otherwise.
+    (by content hash) with later runs; each run keeps its own otherwise. ``plan``: the plan
+    :func:`plan_experiment` made for this config before the job was queued (made here when
+    not given), so a run is planned once.
 
     Raises:
         ValueError: see :func:`plan_experiment`.
         Cancelled: when ``cancel`` is set.
     """
-    plan = plan_experiment(db, workspace, config)
+    plan = plan or plan_experiment(db, workspace, config)
     classes, folds = plan.classes, plan.folds
     cv = plan.evaluation["kind"] == "grouped cross-validation"
     pixels = PixelCache(workspace.pixel_cache_dir)

@@ -122,7 +122,8 @@ def write_report(folder: Path, run_id: str, config: dict, results: dict) -> Path
                   _table(["part", *classes], [[split, *(f"{v['groups']} / {v['images']}"
                                                          for v in table.values())]
                                                for split, table in design["table"].items()])]
-        parts += [f"<p class='warn'>{html.escape(line)}</p>" for line in design.get("warnings", [])]
+        parts += [f"<p class='warn'>{html.escape(line.replace('`', ''))}</p>"
+                  for line in design.get("warnings", [])]
     per_fold = results.get("selection", {}).get("per_fold")
     if per_fold:
         classes = results["classes"]

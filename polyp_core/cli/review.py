@@ -7,7 +7,6 @@ command line (which other users of a cluster node can read).
 from __future__ import annotations
 
 import argparse
-import getpass
 import json
 from pathlib import Path
 
@@ -38,47 +37,42 @@ def _calibration_pool(spec: str):  # noqa: ANN202
 def cmd_reviewer(args: argparse.Namespace) -> int:
     """Accounts, run by whoever holds the workspace (the operator): add, list, deactivate or
     activate, change a role or a password. Every change ends the account's open sessions."""
-    from polyp_core.review import accounts
-    from review_db import queries
+    from polyp_core.workflows import TERMINAL
+    from polyp_core.workflows import accounts
 
     db = _db(args)
     if args.action != "list" and not args.name:
         raise SystemExit(f"reviewer {args.action}: give the account's name")
-    by = f"cli:{getpass.getuser()}"
     if args.action == "add":
-        person = accounts.create_account(
-            db, args.name, _password(args, f"new password for {args.name}: "), args.role, by=by)
+        person = accounts.create(db, TERMINAL, args.name,
+                                 _password(args, f"new password for {args.name}: "), args.role)
         print(f"added {person.role} {person.name}")
     elif args.action == "list":
-        with db.session() as session:
-            for reviewer in queries.list_reviewers(session):
-                state = "active" if reviewer.active else "deactivated"
-                print(f"{reviewer.name}\t{reviewer.role}\t{state}\t"
-                      f"{queries.count_auth_sessions(session, reviewer.id)} session(s)")
+        for account in accounts.accounts(db, TERMINAL):
+            state = "active" if account["active"] else "deactivated"
+            print(f"{account['name']}\t{account['role']}\t{state}\t{account['sessions']} "
+                  "session(s)")
     else:
         if args.action == "password":
-            ended = accounts.change_password(
-                db, args.name, _password(args, f"new password for {args.name}: "), by=by)
+            ended = accounts.set_password(db, TERMINAL, args.name,
+                                          _password(args, f"new password for {args.name}: "))
         elif args.action == "role":
-            ended = accounts.set_role(db, args.name, args.role, by=by)
+            ended = accounts.change(db, TERMINAL, args.name, f"make {args.role}")
         else:
-            ended = accounts.set_active(db, args.name, args.action == "activate", by=by)
+            ended = accounts.change(db, TERMINAL, args.name, args.action)
         print(f"{args.action} {args.name}: done; {ended} open session(s) ended")
     return 0
 
 
 def cmd_audit(args: argparse.Namespace) -> int:
     """The audit log, newest first: sign-ins, failures, lockouts, account and study changes."""
-    from review_db import queries
+    from polyp_core.workflows import TERMINAL
+    from polyp_core.workflows import accounts
 
-    db = _db(args)
-    with db.session() as session:
-        events = queries.audit_events(session, kinds=tuple(args.kind), actor=args.actor,
-                                      limit=args.limit)
-        for e in events:
-            print("\t".join([queries.as_utc(e.at).isoformat(timespec="seconds"), e.kind,
-                             e.actor or "-", e.address or "-", e.target or "-",
-                             json.dumps(e.detail) if e.detail else ""]))
+    for e in accounts.audit(_db(args), TERMINAL, tuple(args.kind), args.actor, args.limit):
+        print("\t".join([e["at"].isoformat(timespec="seconds"), e["kind"], e["actor"] or "-",
+                         e["address"] or "-", e["target"] or "-",
+                         json.dumps(e["detail"]) if e["detail"] else ""]))
     return 0
 
 

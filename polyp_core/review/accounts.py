@@ -304,6 +304,15 @@ def set_role(db: Database, name: str, role: str, by: str | None = None) -> int:
                            {"role": role})
 
 
+def record_refusal(db: Database, who: str | None, address: str | None, target: str,
+                   why: str) -> None:
+    """An event or route refused at the edge (the UI's gate or its event guard), in the audit
+    log."""
+    with db.session() as session:
+        queries.add_audit(session, "event_refused", actor=who, address=address, target=target,
+                          detail={"why": why})
+
+
 def audit_log(db: Database, admin: Person, limit: int = 200) -> list[dict]:
     """The newest audit events (admins)."""
     require_admin(admin)

@@ -1,0 +1,116 @@
+"""The workflow floor: every entry checks the acting person on the server, and the front ends
+reach the database only through it."""
+
+from __future__ import annotations
+
+import importlib
+import inspect
+import pkgutil
+import re
+import subprocess
+from pathlib import Path
+
+import pytest
+
+import polyp_core.workflows as workflows
+from polyp_core.review.accounts import Person, create_account, set_active
+from polyp_core.review.errors import PermissionDenied
+from polyp_core.workflows import TERMINAL
+from tests.conftest import PASSWORD
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _entries():
+    """Every public function of every workflow module that acts for a person."""
+    found = []
+    for module_info in pkgutil.iter_modules(workflows.__path__):
+        module = importlib.import_module(f"polyp_core.workflows.{module_info.name}")
+        for name, fn in inspect.getmembers(module, inspect.isfunction):
+            if fn.__module__ == module.__name__ and not name.startswith("_") and \
+                    "person" in inspect.signature(fn).parameters:
+                found.append(pytest.param(fn, id=f"{module_info.name}.{name}"))
+    return found
+
+
+ENTRIES = _entries()
+
+
+def test_the_workflows_cover_what_the_front_ends_need():
+    names = {p.id for p in ENTRIES}
+    assert {"retrain.plan", "retrain.start", "retrain.runs", "accounts.accounts",
+            "accounts.change", "accounts.create", "accounts.audit", "pool.generators",
+            "diagnose.runs", "diagnose.images", "jobs.active"} <= names, sorted(names)
+
+
+def _tables(db) -> dict:  # noqa: ANN001
+    from sqlalchemy import inspect as sql_inspect
+    from sqlalchemy import text
+
+    out = {}
+    with db.engine.connect() as connection:
+        for table in sql_inspect(db.engine).get_table_names():
+            if table != "audit_event":  # a refusal may be logged; nothing else may change
+                out[table] = sorted(map(repr, connection.execute(text(f"SELECT * FROM {table}"))))
+    return out
+
+
+def _call(fn, db, workspace, person):  # noqa: ANN001, ANN202
+    """Call an entry with the person and placeholders for the rest: the role check comes first,
+    so a refused call never looks at them."""
+    args = []
+    for name, parameter in inspect.signature(fn).parameters.items():
+        if parameter.default is not inspect.Parameter.empty:
+            break
+        args.append({"db": db, "workspace": workspace, "person": person}.get(name, "x"))
+    return fn(*args)
+
+
+@pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
+@pytest.mark.parametrize("entry", ENTRIES)
+def test_every_entry_refuses_reviewers_and_deactivated_admins(entry, review_env):
+    env = review_env
+    stale = create_account(env.db, "gone-admin", PASSWORD, "admin")
+    set_active(env.db, "gone-admin", False)
+    demoted = Person(env.reviewers[0].id, env.reviewers[0].name, "admin")  # a page's old claim
+    before = _tables(env.db)
+    for person in (env.reviewers[0], stale, demoted):
+        with pytest.raises(PermissionDenied):
+            _call(entry, env.db, env.workspace, person)
+    assert _tables(env.db) == before
+
+
+@pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
+def test_an_admin_and_the_terminal_pass(review_env):
+    from polyp_core.workflows import accounts, pool
+
+    for person in (review_env.admin, TERMINAL):
+        assert pool.generators(review_env.db, person) == ["gen-a", "gen-b"]
+        assert {"admin", "rev0"} <= {a["name"] for a in accounts.accounts(review_env.db, person)}
+    impostor = Person(0, "terminal", "admin")  # equal fields, not the terminal object
+    with pytest.raises(PermissionDenied):
+        pool.generators(review_env.db, impostor)
+
+
+def test_front_ends_reach_the_database_only_through_the_workflows():
+    found = subprocess.run(["grep", "-rnE", r"review_db(\.| import )(queries|models)",
+                            "studio_ui", "polyp_core/cli", "app.py"], cwd=ROOT,
+                           capture_output=True, text=True).stdout
+    assert found == "", found
+
+
+def test_folds_mean_one_thing_in_every_front_end():
+    from polyp_core.validation import InvalidRequest
+    from polyp_core.workflows.retrain import DEFAULTS, parse_folds, retrain_request
+
+    assert DEFAULTS["folds"] == "auto"
+    assert [parse_folds(v) for v in ("auto", " AUTO ", "", None, "0", 3, "5")] == \
+        [None, None, None, None, 0, 3, 5]
+    with pytest.raises(InvalidRequest, match="folds"):
+        parse_folds("2.5")
+    config = retrain_request({"dataset": "phantom"})
+    assert config.folds is None and config.inner_valid == 0.15 and config.seeds == (0, 1, 2)
+    with pytest.raises(InvalidRequest, match="epochz"):
+        retrain_request({"dataset": "phantom", "epochz": 3})
+    cli = (ROOT / "polyp_core" / "cli" / "classify.py").read_text()
+    assert 'default="auto"' in cli and re.search(r"def folds_option", cli) is None
