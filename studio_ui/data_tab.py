@@ -7,13 +7,14 @@ from pathlib import Path
 import gradio as gr
 
 from polyp_core.data.browse import ALL, browse_page, count_rows
-from polyp_core.data.archive import import_archive
 from polyp_core.data.cache import PixelCache
-from polyp_core.data.importer import ImportConfig, import_dataset
+from polyp_core.data.importer import ImportConfig
 from polyp_core.data.splits import SPLITS
 from polyp_core.demo import DEMO_DATASET
-from polyp_core.errors import DatasetImportError
+from polyp_core.errors import DatasetImportError, StudioError
+from polyp_core.workflows import data
 from polyp_core.workspace import Workspace
+from review_db.database import Database
 from studio_ui.access import Access
 from studio_ui.services import shown_errors
 
@@ -21,8 +22,9 @@ from studio_ui.services import shown_errors
 class DataBrowser:
     """Callbacks of the Data tab; holds the workspace, no per-user state."""
 
-    def __init__(self, workspace: Workspace):
+    def __init__(self, workspace: Workspace, db: Database | None = None):
         self.workspace = workspace
+        self.db = db
         self.cache = PixelCache(workspace.pixel_cache_dir)
 
     def datasets(self) -> list[str]:
@@ -44,13 +46,13 @@ class DataBrowser:
                 summary, gr.update(choices=manifest.schemes, value=scheme))
 
     @shown_errors
-    def make_active(self, name: str | None, scheme: str | None) -> str:
+    def make_active(self, person, name: str | None, scheme: str | None) -> str:  # noqa: ANN001
         if not name or not scheme:
             return "Choose a data set and a scheme first."
-        manifest = self.workspace.set_scheme(name, scheme)
+        manifest = data.set_scheme(self.db, self.workspace, person, name, scheme)
         return f"**{manifest.name}**: active scheme is now {manifest.scheme}; later runs use it."
 
-    def import_source(self, path: str, upload, name: str):  # noqa: ANN001
+    def import_source(self, person, path: str, upload, name: str):  # noqa: ANN001
         """Import a folder on the server, or an uploaded zip unpacked into the workspace."""
         name = (name or "").strip() or None
         try:
@@ -58,15 +60,17 @@ class DataBrowser:
                 if not name:
                     raise gr.Error("Give the uploaded data set a name.")
                 # the engine checks, stages and moves it into place; never over a source
-                result = import_archive(self.workspace, ImportConfig(str(upload), name=name))
+                result = data.import_data(self.db, self.workspace, person,
+                                          ImportConfig(str(upload), name=name), archive=True)
             elif path and path.strip():
                 source = Path(path.strip()).expanduser()
-                result = import_dataset(self.workspace, ImportConfig(str(source), name=name))
+                result = data.import_data(self.db, self.workspace, person,
+                                          ImportConfig(str(source), name=name), archive=False)
             else:
                 raise gr.Error("Give a folder path or upload a zip.")
         except DatasetImportError as exc:
             raise gr.Error(str(exc)) from None
-        except (ValueError, FileNotFoundError) as exc:
+        except (ValueError, FileNotFoundError, StudioError) as exc:
             raise gr.Error(str(exc)) from None
         counts = result.counts["all"]
         return (gr.update(choices=self.datasets(), value=result.name),
@@ -87,7 +91,7 @@ class DataBrowser:
 
 
 def build_data_tab(workspace: Workspace, access: Access) -> dict:
-    browser = DataBrowser(workspace)
+    browser = DataBrowser(workspace, access.db)
     with gr.Accordion("Import a data set", open=False):
         with gr.Row():
             source = gr.Textbox(label="Folder or CSV on the server (hospital layout, class folders, CSV)")

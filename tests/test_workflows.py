@@ -112,5 +112,11 @@ def test_folds_mean_one_thing_in_every_front_end():
     assert config.folds is None and config.inner_valid == 0.15 and config.seeds == (0, 1, 2)
     with pytest.raises(InvalidRequest, match="epochz"):
         retrain_request({"dataset": "phantom", "epochz": 3})
+    from polyp_core.cli import build_parser
+
+    args = build_parser().parse_args(["retrain", "--dataset", "phantom"])
+    fields = {k: v for k, v in vars(args).items() if k in DEFAULTS}
+    assert fields == {k: DEFAULTS[k] for k in fields if k not in ("dataset",)} | {
+        "dataset": "phantom"}  # every option starts at the request's default
     cli = (ROOT / "polyp_core" / "cli" / "classify.py").read_text()
-    assert 'default="auto"' in cli and re.search(r"def folds_option", cli) is None
+    assert re.search(r"def folds_option", cli) is None  # no second parser of folds

@@ -38,7 +38,7 @@ def _aliases(values: Sequence[str]) -> tuple[tuple[str, str], ...]:
 
 
 def cmd_import(args: argparse.Namespace) -> int:
-    from polyp_core.data.importer import ImportConfig, import_dataset
+    from polyp_core.data.importer import ImportConfig
 
     fractions = tuple(float(x) for x in args.fractions.split(","))
     config = ImportConfig(
@@ -48,18 +48,12 @@ def cmd_import(args: argparse.Namespace) -> int:
         split_fractions=fractions, seed=args.seed, scheme=args.scheme,
         label_aliases=_aliases(args.label_alias), cache_sizes=tuple(args.cache_size),
         overwrite=args.overwrite)
-    if args.overwrite and (args.name or "") in Workspace(args.workspace).datasets():
-        from polyp_core.cli.common import open_db
-        from polyp_core.data.removal import check_replaceable
+    from polyp_core.cli.common import open_db
+    from polyp_core.workflows import TERMINAL, data
 
-        check_replaceable(open_db(args), args.name)  # evidence is not replaced
-    with TerminalProgress() as progress:
-        if args.source.lower().endswith(".zip"):  # unpacked into the workspace, with limits
-            from polyp_core.data.archive import import_archive
-
-            result = import_archive(Workspace(args.workspace), config, progress=progress)
-        else:
-            result = import_dataset(Workspace(args.workspace), config, progress=progress)
+    with TerminalProgress() as progress:  # a zip is unpacked into the workspace, with limits
+        result = data.import_data(open_db(args), Workspace(args.workspace), TERMINAL, config,
+                                  progress)
     print(f"imported {result.n_images} images ({result.n_masks} with masks) as {result.name!r}: "
           f"scheme {result.scheme}, {result.split_method} split, {result.decoded} decoded, "
           f"{result.seconds:.1f} s")
@@ -72,9 +66,9 @@ def cmd_import(args: argparse.Namespace) -> int:
 def cmd_delete_dataset(args: argparse.Namespace) -> int:
     """Delete a data set nothing uses (refused, naming the studies and runs that use it)."""
     from polyp_core.cli.common import open_db
-    from polyp_core.data.removal import delete_dataset
+    from polyp_core.workflows import TERMINAL, data
 
-    for what in delete_dataset(open_db(args), Workspace(args.workspace), args.name):
+    for what in data.delete(open_db(args), Workspace(args.workspace), TERMINAL, args.name):
         print(f"removed {what}")
     return 0
 
@@ -108,7 +102,11 @@ def cmd_info(args: argparse.Namespace) -> int:
 
 
 def cmd_scheme(args: argparse.Namespace) -> int:
-    manifest = Workspace(args.workspace).set_scheme(args.name, args.scheme)
+    from polyp_core.cli.common import open_db
+    from polyp_core.workflows import TERMINAL, data
+
+    manifest = data.set_scheme(open_db(args), Workspace(args.workspace), TERMINAL, args.name,
+                               args.scheme)
     print(f"{manifest.name}: active scheme is now {manifest.scheme}")
     print_counts(manifest.class_counts())
     return 0

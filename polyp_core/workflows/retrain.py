@@ -28,9 +28,10 @@ DEFAULTS: dict[str, object] = {
     "folds": AUTO, "cv_seed": 0, "seen_groups_train": False, "inner_valid": 0.15,
     "refit": False,
     # which synthetic images join (SelectionPolicy)
-    "generators": "", "classes": "", "min_quality": None, "min_reviewers": 1, "verdict": "any",
-    "unrated": "include", "studies": "", "exclude_memorised": "", "target_mix": "",
-    "max_ratio": None, "selection_seed": 0,
+    # (None: every generator, class and study; no memorisation run; no target mix; no cap)
+    "generators": None, "classes": None, "min_quality": None, "min_reviewers": 1,
+    "verdict": "any", "unrated": "include", "studies": None, "exclude_memorised": None,
+    "target_mix": None, "max_ratio": None, "selection_seed": 0,
 }
 
 
