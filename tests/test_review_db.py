@@ -111,13 +111,15 @@ def test_many_processes_opening_a_new_sqlite_file_at_once(tmp_path):
     barrier = tmp_path / "go"
     code = ("import sys, time, pathlib; sys.path.insert(0, %r); from review_db import Database; "
             "pathlib.Path(%r + '.' + sys.argv[1]).touch(); "
-            "exec('while not pathlib.Path(%r).exists(): time.sleep(0.001)'); "
+            "exec(\"while not pathlib.Path(%r).exists(): time.sleep(0.001)\"); "
             "d = Database(%r); d.dispose(); print('ok')") % (str(root), str(barrier), str(barrier),
                                                             url)
     procs = [subprocess.Popen([sys.executable, "-c", code, str(i)], stdout=subprocess.PIPE,
                               stderr=subprocess.PIPE, text=True) for i in range(8)]
     deadline = time.monotonic() + 120
     while len(list(tmp_path.glob("go.*"))) < 8:
+        failed = [p for p in procs if p.poll() is not None]
+        assert not failed, failed[0].communicate()[1][-2000:]
         assert time.monotonic() < deadline, "the processes did not start in 120 s"
         time.sleep(0.01)
     barrier.touch()
