@@ -96,8 +96,15 @@ def test_demo_study_passes_and_the_chain_before_it_is_caught(live_app):
     create_study(db, workspace, admin, legacy)
     report = audit_study(db, workspace, admin, legacy.name)
     assert not report.passed
-    leak = _channel(report, "byte_length")  # the README: the old chain's byte length, AUC 0.951
-    assert leak.leaks and leak.auc == pytest.approx(0.951389, abs=5e-7), "\n".join(report.lines())
+    # the README: the old chain's byte length separates the sources, AUC 1.0 on the demo's own
+    # 18 images (the suite's order); 0.951 when the UI tests' samples have joined the pool
+    # first (another 12 are drawn), so the pin is the draw's, and the floor holds for both
+    leak = _channel(report, "byte_length")
+    assert leak.leaks and leak.auc >= 0.95, "\n".join(report.lines())
+    with db.session() as session:
+        in_pool = len(queries.synthetic_images(session, "demo-ddpm"))
+    if in_pool == 18:
+        assert leak.auc == 1.0
     # held: its reviewers do not see it, and its tokens answer like made-up ones
     assert [s.audit for s in list_studies(db, admin) if s.name == legacy.name] == ["held (failed)"]
     with pytest.raises(NotFound):
