@@ -12,7 +12,7 @@ from polyp_core.data.cache import PixelCache
 from polyp_core.demo import DEMO_DATASET, DEMO_NOTE
 from polyp_core.diagnostics.distances import PairMatrix
 from polyp_core.diagnostics.probe import check_generator_classes
-from polyp_core.diagnostics.report import DiagnoseConfig, diagnose, pair_heatmap
+from polyp_core.diagnostics.report import DiagnoseConfig, pair_heatmap
 from polyp_core.diagnostics.sweep import sweep_figure, sweep_generator
 from polyp_core.generation.backends import describe_model, list_models
 from polyp_core.generation.request import SCHEDULERS
@@ -44,14 +44,11 @@ class DiagnosticsDesk:
                                 subset_size=whole(subset_size, "subset_size"),
                                 projections=(projection,),
                                 near_copy=number(near_copy, "near_copy"), against=against or None)
-        if config.against and config.against not in self.studio.workspace.datasets():
-            raise ValueError(f"second real source: no data set {config.against!r}")
-        db, workspace = self.studio.db, self.studio.workspace
-        job = self.studio.jobs.submit(
-            "diagnose", {"dataset": dataset, "generator": generator, "against": config.against},
-            lambda progress, cancel: diagnose(db, workspace, config, progress).run_id,
-            owner_id=person.id)
-        return job, job_line(job_status(db, job)), ticking(job)
+        job = diagnose_workflow.start(
+            self.studio.db, self.studio.workspace, person, config,
+            lambda kind, cfg, work, owner: self.studio.jobs.submit(kind, cfg, work,
+                                                                   owner_id=owner))
+        return job, job_line(job_status(self.studio.db, job)), ticking(job)
 
     def poll(self, person, job: str | None):  # noqa: ANN001
         """Progress of the running job; when it is done, its run is shown."""

@@ -4,17 +4,15 @@ X/Y grid, and add what is good to the synthetic pool."""
 from __future__ import annotations
 
 import random
-from dataclasses import replace
 
 import gradio as gr
 
-from polyp_core.generation.backends import (describe_model, list_models, load_generator,
-                                            store_generated)
-from polyp_core.generation.grid import (AXES, check_grid, grid_labels, labelled_grid, max_cells,
-                                        parse_axis, xy_grid)
+from polyp_core.generation.backends import describe_model, list_models
+from polyp_core.generation.grid import AXES, grid_labels, labelled_grid, max_cells, parse_axis
 from polyp_core.generation.request import SCHEDULERS, LoraChoice, SampleRequest
 from polyp_core.jobs import job_status
 from polyp_core.validation import number, whole
+from polyp_core.workflows import generate
 from studio_ui.access import Access
 from studio_ui.services import Studio, job_line, shown_errors, start_on_board, ticking
 
@@ -58,24 +56,12 @@ class GenerateDesk:
         the board and shows images as each batch is made."""
         if not model_id:
             raise gr.Error("Choose a generator.")
-        describe_model(self.studio.workspace, model_id)  # an unknown model: refused at once
         request = self._request(cls, prompt, negative, n, seed, random_seed, steps, guidance,
                                 scheduler, lora, lora_scale)
         holder = {"kind": "sample", "model": model_id, "checkpoint": checkpoint,
                   "request": request, "images": []}
-        workspace = self.studio.workspace
-
-        def work(progress, cancel):  # noqa: ANN001, ANN202
-            generator = load_generator(workspace, model_id, checkpoint)
-            holder["checkpoint"] = generator.checkpoint
-            for start in range(0, request.n, request.batch_size):  # the generator's own batches
-                part = replace(request, n=min(request.batch_size, request.n - start),
-                               seed=request.seed + start)
-                holder["images"] = holder["images"] + generator.sample(part, cancel=cancel)
-                progress(len(holder["images"]), request.n,
-                         f"{len(holder['images'])} of {request.n} images")
-            return f"{request.n} image(s) from {model_id}@{generator.checkpoint}"
-
+        work = generate.sample_work(self.studio.db, self.studio.workspace, person, model_id,
+                                    checkpoint, request, holder)  # unknown models refused now
         return start_on_board(self.studio, person, "generate-sample",
                               {"model": model_id, "n": request.n}, work, holder)
 
@@ -107,12 +93,12 @@ class GenerateDesk:
         return "Cancelling: the image being made finishes first."
 
     @shown_errors
-    def add_to_pool(self, batch):  # noqa: ANN001
+    def add_to_pool(self, person, batch):  # noqa: ANN001
         if not batch:
             raise gr.Error("Sample some images first.")
-        generator = load_generator(self.studio.workspace, batch["model"], batch["checkpoint"])
-        stored = store_generated(self.studio.db, self.studio.workspace, generator, batch["model"],
-                                 batch["images"], batch["request"])
+        stored = generate.add_to_pool(self.studio.db, self.studio.workspace, person,
+                                      batch["model"], batch["checkpoint"], batch["images"],
+                                      batch["request"])
         return f"Added {len(stored)} image(s) to the synthetic pool (stored once each, by SHA-256)."
 
     @shown_errors
@@ -121,23 +107,13 @@ class GenerateDesk:
         """Queue an X/Y grid as a job; refused at once when it is over the cell limit."""
         if not model_id:
             raise gr.Error("Choose a generator.")
-        describe_model(self.studio.workspace, model_id)
         base = self._request(cls, prompt, negative, 1, seed, False, steps, guidance, scheduler,
                              lora, lora_scale)
         xs, ys = parse_axis(x_axis, x_values), parse_axis(y_axis, y_values)
-        check_grid(x_axis, xs, y_axis, ys)
         holder = {"kind": "grid", "labels": grid_labels(x_axis, xs, y_axis, ys),
                   "cells": [[None] * len(xs) for _ in ys]}
-        workspace = self.studio.workspace
-
-        def on_cell(i: int, j: int, rgb) -> None:  # noqa: ANN001
-            holder["cells"][i][j] = rgb
-
-        def work(progress, cancel):  # noqa: ANN001, ANN202
-            xy_grid(workspace, model_id, base, x_axis, xs, y_axis, ys, checkpoint,
-                    progress=progress, cancel=cancel, on_cell=on_cell)
-            return f"grid of {len(xs) * len(ys)} cells from {model_id}"
-
+        work = generate.grid_work(self.studio.db, self.studio.workspace, person, model_id,
+                                  checkpoint, base, x_axis, xs, y_axis, ys, holder)
         return start_on_board(self.studio, person, "generate-grid",
                               {"model": model_id, "x": x_axis, "y": y_axis,
                                "cells": len(xs) * len(ys)}, work, holder)

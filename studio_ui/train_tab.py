@@ -3,15 +3,14 @@
 from __future__ import annotations
 
 import csv
-from dataclasses import asdict
 from pathlib import Path
 
 import gradio as gr
 
-from polyp_core.generation.ddpm import PRESETS, DDPMTrainConfig, train_ddpm
-from polyp_core.generation.sd_lora import LoraTrainConfig, train_lora
+from polyp_core.generation.ddpm import PRESETS, DDPMTrainConfig
+from polyp_core.generation.sd_lora import LoraTrainConfig
 from polyp_core.jobs import job_status
-from polyp_core.progress import Cancelled
+from polyp_core.workflows import train_generator
 from polyp_core.validation import whole
 from studio_ui.access import Access
 from studio_ui.services import Studio, job_line, shown_errors, ticking
@@ -53,23 +52,16 @@ class TrainDesk:
                                      batch_size=whole(batch_size, "batch_size"),
                                      checkpoint_every=whole(every, "checkpoint_every"),
                                      class_balance=bool(balance))
-            config.validate()
-            train = train_ddpm
         else:
             config = LoraTrainConfig(dataset=dataset, model_id=model_id, base_model=base_model,
                                      steps=whole(steps, "steps"),
                                      batch_size=whole(batch_size, "batch_size"),
                                      checkpoint_every=whole(every, "checkpoint_every"),
                                      rank=whole(rank, "rank"))
-            train = train_lora
-
-        def work(progress, cancel):  # noqa: ANN001, ANN202
-            result = train(workspace, config, progress, cancel)
-            if result.status == "cancelled":  # a checkpoint was written; the job says cancelled
-                raise Cancelled(f"cancelled at step {result.steps_done}")
-            return f"{result.model_id}: {result.steps_done} steps, loss {result.final_loss:.4f}"
-
-        job = self.studio.jobs.submit(f"train-{backend}", asdict(config), work, owner_id=person.id)
+        job = train_generator.start(
+            self.studio.db, workspace, person, config,
+            lambda kind, cfg, work, owner: self.studio.jobs.submit(kind, cfg, work,
+                                                                   owner_id=owner))
         return job, model_id, job_line(job_status(self.studio.db, job)), ticking(job)
 
     def poll(self, job: str | None, model_id: str | None):

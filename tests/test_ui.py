@@ -97,10 +97,10 @@ def test_a_grid_runs_as_a_job_and_a_second_admin_is_answered_at_once(live_app, m
     import threading
 
     from polyp_core.review.accounts import create_account
-    from studio_ui import generate_tab
+    from polyp_core.workflows import generate
 
     first_cell, release = threading.Event(), threading.Event()
-    real_grid = generate_tab.xy_grid
+    real_grid = generate.xy_grid
 
     def held_grid(*args, on_cell=None, **kwargs):  # noqa: ANN001, ANN202
         def cell(i, j, rgb):  # noqa: ANN001, ANN202
@@ -109,7 +109,7 @@ def test_a_grid_runs_as_a_job_and_a_second_admin_is_answered_at_once(live_app, m
             assert release.wait(600), "the test never released the grid"
         return real_grid(*args, on_cell=cell, **kwargs)
 
-    monkeypatch.setattr(generate_tab, "xy_grid", held_grid)
+    monkeypatch.setattr(generate, "xy_grid", held_grid)
     url, db = live_app["url"], live_app["db"]
     name = f"admin-{uuid.uuid4().hex[:6]}"
     create_account(db, name, PASSWORD, role="admin")

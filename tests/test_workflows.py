@@ -40,7 +40,10 @@ def test_the_workflows_cover_what_the_front_ends_need():
     names = {p.id for p in ENTRIES}
     assert {"retrain.plan", "retrain.start", "retrain.runs", "accounts.accounts",
             "accounts.change", "accounts.create", "accounts.audit", "pool.generators",
-            "diagnose.runs", "diagnose.images", "jobs.active"} <= names, sorted(names)
+            "diagnose.runs", "diagnose.images", "diagnose.run", "diagnose.start", "jobs.active",
+            "data.import_data", "data.set_scheme", "data.delete", "train_generator.run",
+            "train_generator.start", "generate.sample_work", "generate.grid_work",
+            "generate.add_to_pool", "generate.sample_into_pool"} <= names, sorted(names)
 
 
 def _tables(db) -> dict:  # noqa: ANN001

@@ -10,7 +10,7 @@ from polyp_core.workspace import Workspace
 
 
 def cmd_diagnose(args: argparse.Namespace) -> int:
-    from polyp_core.diagnostics.report import DiagnoseConfig, diagnose
+    from polyp_core.diagnostics.report import DiagnoseConfig
 
     workspace = Workspace(args.workspace)
     config = DiagnoseConfig(
@@ -21,8 +21,11 @@ def cmd_diagnose(args: argparse.Namespace) -> int:
         projections=tuple(args.projection or ["umap"]), near_copy=args.near_copy,
         against=args.against,
         against_split=None if args.against_split == "all" else args.against_split)
+    from polyp_core.workflows import TERMINAL
+    from polyp_core.workflows import diagnose as diagnose_workflow
+
     with TerminalProgress() as progress:
-        result = diagnose(open_db(args), workspace, config, progress=progress)
+        result = diagnose_workflow.run(open_db(args), workspace, TERMINAL, config, progress)
     print(f"diagnostic run {result.run_id} ({result.seconds:.1f} s), features: {result.extractor}")
     for scheme, matrix in result.matrices.items():
         print(f"  KID {scheme} (synthetic row vs real column; {matrix.subsets} subsets of "

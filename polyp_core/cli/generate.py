@@ -10,7 +10,8 @@ from polyp_core.workspace import Workspace
 
 
 def cmd_train_ddpm(args: argparse.Namespace) -> int:
-    from polyp_core.generation.ddpm import DDPMTrainConfig, train_ddpm
+    from polyp_core.generation.ddpm import DDPMTrainConfig
+    from polyp_core.workflows import TERMINAL, train_generator
 
     config = DDPMTrainConfig(
         dataset=args.dataset, model_id=args.model, preset=args.preset, scheme=args.scheme,
@@ -22,7 +23,8 @@ def cmd_train_ddpm(args: argparse.Namespace) -> int:
         class_balance=args.class_balance, seed=args.seed,
         resume=not args.no_resume)
     with TerminalProgress() as progress:
-        result = train_ddpm(Workspace(args.workspace), config, progress, cancel_on_interrupt())
+        result = train_generator.run(None, Workspace(args.workspace), TERMINAL, config, progress,
+                                     cancel_on_interrupt())
     print(f"{result.status}: {result.model_id} at step {result.steps_done}, loss {result.final_loss:.4f}, "
           f"{result.seconds:.0f} s; checkpoints: {', '.join(result.checkpoints) or '-'}")
     print(f"  {result.folder}")
@@ -30,7 +32,8 @@ def cmd_train_ddpm(args: argparse.Namespace) -> int:
 
 
 def cmd_train_lora(args: argparse.Namespace) -> int:
-    from polyp_core.generation.sd_lora import LoraTrainConfig, train_lora
+    from polyp_core.generation.sd_lora import LoraTrainConfig
+    from polyp_core.workflows import TERMINAL, train_generator
 
     config = LoraTrainConfig(
         dataset=args.dataset, model_id=args.model, base_model=args.base_model, scheme=args.scheme,
@@ -43,14 +46,15 @@ def cmd_train_lora(args: argparse.Namespace) -> int:
         grad_accum=args.grad_accum, lr=args.lr, mixed_precision=args.mixed_precision,
         checkpoint_every=args.checkpoint_every, seed=args.seed)
     with TerminalProgress() as progress:
-        result = train_lora(Workspace(args.workspace), config, progress, cancel_on_interrupt())
+        result = train_generator.run(None, Workspace(args.workspace), TERMINAL, config, progress,
+                                     cancel_on_interrupt())
     print(f"{result.status}: LoRA {result.model_id} at step {result.steps_done}; checkpoints: "
           f"{', '.join(result.checkpoints) or '-'}\n  {result.folder}")
     return 0 if result.status == "done" else 130
 
 
 def cmd_sample(args: argparse.Namespace) -> int:
-    from polyp_core.generation.backends import sample_to_pool
+    from polyp_core.workflows import TERMINAL, generate
     from polyp_core.generation.request import LoraChoice, SampleRequest
     workspace = Workspace(args.workspace)
     db = open_db(args)
@@ -74,8 +78,8 @@ def cmd_sample(args: argparse.Namespace) -> int:
     token = cancel_on_interrupt()
     for request in jobs:
         with TerminalProgress() as progress:
-            stored = sample_to_pool(db, workspace, args.model, request, args.checkpoint,
-                                    progress, token)
+            stored = generate.sample_into_pool(db, workspace, TERMINAL, args.model, request,
+                                               args.checkpoint, progress, token)
         what = request.class_label or repr(request.prompt)
         print(f"{len(stored)} images of {what} from {args.model} added to the pool "
               f"({workspace.synthetic_dir})")

@@ -12,7 +12,7 @@ from review_db.database import Database
 TERMINAL = Person(0, "terminal", "admin")
 
 
-def authorise(db: Database, person: Person, role: str = "admin") -> Person:
+def authorise(db: Database | None, person: Person, role: str = "admin") -> Person:
     """``person`` if their account, as it is now, may act in ``role`` (``admin`` or
     ``reviewer``).
 
@@ -26,6 +26,8 @@ def authorise(db: Database, person: Person, role: str = "admin") -> Person:
         raise ValueError(f"role {role!r} is not one of: admin, reviewer")
     if role == "admin" and not person.is_admin:
         raise PermissionDenied(f"{person.name} is a reviewer; this needs an admin")
+    if db is None:  # only the terminal acts without the accounts' database
+        raise PermissionDenied(f"{person.name}: no account database to check the account in")
     with db.session() as session:
         live_account(session, person, admin=role == "admin")
     return person

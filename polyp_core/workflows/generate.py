@@ -1,0 +1,78 @@
+"""Generate: sample a generator by class or prompt, X/Y grids, and putting samples into the
+synthetic pool (admins, or the terminal's operator). The page shows what a job has made so far
+through a ``holder`` dict the job fills; the terminal samples straight into the pool."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import replace
+
+from polyp_core.generation.backends import (describe_model, load_generator, sample_to_pool,
+                                            store_generated)
+from polyp_core.generation.grid import check_grid, xy_grid
+from polyp_core.generation.request import SampleRequest
+from polyp_core.progress import CancelToken, Progress, no_progress
+from polyp_core.review.accounts import Person
+from polyp_core.workflows.base import authorise
+from polyp_core.workspace import Workspace
+from review_db.database import Database
+
+Work = Callable[[Progress, CancelToken], str]
+
+
+def sample_work(db: Database, workspace: Workspace, person: Person, model_id: str,
+                checkpoint: str | None, request: SampleRequest, holder: dict) -> Work:
+    """The job that samples ``request`` batch by batch into ``holder["images"]`` (an unknown
+    model is refused now, not in the job)."""
+    authorise(db, person)
+    describe_model(workspace, model_id)
+
+    def work(progress: Progress, cancel: CancelToken) -> str:
+        generator = load_generator(workspace, model_id, checkpoint)
+        holder["checkpoint"] = generator.checkpoint
+        for start in range(0, request.n, request.batch_size):  # the generator's own batches
+            part = replace(request, n=min(request.batch_size, request.n - start),
+                           seed=request.seed + start)
+            holder["images"] = holder["images"] + generator.sample(part, cancel=cancel)
+            progress(len(holder["images"]), request.n,
+                     f"{len(holder['images'])} of {request.n} images")
+        return f"{request.n} image(s) from {model_id}@{generator.checkpoint}"
+
+    return work
+
+
+def grid_work(db: Database, workspace: Workspace, person: Person, model_id: str,
+              checkpoint: str | None, base: SampleRequest, x_axis: str, xs: list, y_axis: str,
+              ys: list, holder: dict) -> Work:
+    """The job that makes an X/Y grid cell by cell into ``holder["cells"]``; a grid over the
+    cell limit is refused now."""
+    authorise(db, person)
+    describe_model(workspace, model_id)
+    check_grid(x_axis, xs, y_axis, ys)
+
+    def on_cell(i: int, j: int, rgb) -> None:  # noqa: ANN001
+        holder["cells"][i][j] = rgb
+
+    def work(progress: Progress, cancel: CancelToken) -> str:
+        xy_grid(workspace, model_id, base, x_axis, xs, y_axis, ys, checkpoint,
+                progress=progress, cancel=cancel, on_cell=on_cell)
+        return f"grid of {len(xs) * len(ys)} cells from {model_id}"
+
+    return work
+
+
+def add_to_pool(db: Database, workspace: Workspace, person: Person, model_id: str,
+                checkpoint: str | None, images: list, request: SampleRequest) -> list:
+    """Store sampled images in the pool, each once (by SHA-256), with their provenance."""
+    authorise(db, person)
+    generator = load_generator(workspace, model_id, checkpoint)
+    return store_generated(db, workspace, generator, model_id, images, request)
+
+
+def sample_into_pool(db: Database, workspace: Workspace, person: Person, model_id: str,
+                     request: SampleRequest, checkpoint: str | None = None,
+                     progress: Progress = no_progress,
+                     cancel: CancelToken | None = None) -> list[tuple[int, str]]:
+    """Sample and store every image in the pool (the terminal's ``sample``)."""
+    authorise(db, person)
+    return sample_to_pool(db, workspace, model_id, request, checkpoint, progress, cancel)
