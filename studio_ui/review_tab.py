@@ -15,8 +15,8 @@ from pathlib import Path
 
 import gradio as gr
 
-from polyp_core.review import desk
-from polyp_core.review.studies import list_studies
+from polyp_core.workflows import review
+from polyp_core.workflows import study as study_workflow
 from polyp_core.vocabulary import CONFIDENCE_LABELS, CONFIDENCES, HISTOLOGY_GUESSES
 from studio_ui.access import Access
 from studio_ui.services import Studio, shown_errors
@@ -63,27 +63,27 @@ class ReviewDesk:
 
     @shown_errors
     def studies(self, person):  # noqa: ANN001
-        infos = [s for s in list_studies(self.studio.db, person) if s.status == "open"]
+        infos = [s for s in study_workflow.studies(self.studio.db, person) if s.status == "open"]
         choices = [(f"{s.name} ({s.rated}/{s.assigned} rated)", s.name) for s in infos]
         return gr.update(choices=choices, value=choices[0][1] if choices else None)
 
     def _show(self, person, state: dict):  # noqa: ANN001
         """The next unrated image of the study (where the reviewer left off)."""
-        study = state["study"]
-        infos = {s.name: s for s in list_studies(self.studio.db, person)}
-        info = infos.get(study)
+        name = state["study"]
+        infos = {s.name: s for s in study_workflow.studies(self.studio.db, person)}
+        info = infos.get(name)
         progress = f"{info.rated} of {info.assigned} rated" if info else ""
-        item = desk.next_unrated(self.studio.db, person, study) if study else None
-        state = {**_empty(), "study": study}
+        item = review.next_unrated(self.studio.db, person, name) if name else None
+        state = {**_empty(), "study": name}
         ask = bool(info and info.ask_histology)
         if item is None:
-            done = f"**{study}**: all {info.assigned} images rated. Thank you." if info else \
+            done = f"**{name}**: all {info.assigned} images rated. Thank you." if info else \
                 "Choose a study."
             return None, done, state, gr.update(visible=ask), NO_ANSWER
-        image = self._served_file(desk.image_for(self.studio.db, self.studio.workspace, person,
-                                                 item.token))
+        image = self._served_file(review.image(self.studio.db, self.studio.workspace, person,
+                                               item.token))
         state.update(token=item.token, shown=time.monotonic())
-        return image, f"**{study}** · {progress}", state, gr.update(visible=ask, value=None), \
+        return image, f"**{name}** · {progress}", state, gr.update(visible=ask, value=None), \
             NO_ANSWER
 
     @shown_errors
@@ -110,8 +110,8 @@ class ReviewDesk:
                            "synthetic).")
         # server-side: from the moment the image was served to this rating
         seconds = min(time.monotonic() - state["shown"], 3600.0) if state.get("shown") else None
-        desk.rate(self.studio.db, person, state["token"], None, quality, state.get("histology"),
-                  seconds, confidence=state["confidence"])
+        review.rate(self.studio.db, person, state["token"], None, quality,
+                    state.get("histology"), seconds, confidence=state["confidence"])
         return self._show(person, state)
 
 

@@ -4,17 +4,13 @@ from __future__ import annotations
 
 import gradio as gr
 
-from polyp_core.review import desk
-from polyp_core.review.reader import forest_figure, roc_figure, summary_lines
-from polyp_core.review.stats import study_statistics
 from polyp_core.review.leaks import DESCRIPTIONS, LeakReport
-from polyp_core.review.studies import (RealPool, StudySpec, SyntheticPool, parse_calibration,
-                                      audit_study, close_study,
-                                      create_study, list_studies, override_audit, plan_study,
-                                      study_integrity)
+from polyp_core.review.reader import forest_figure, roc_figure, summary_lines
+from polyp_core.review.studies import RealPool, StudySpec, SyntheticPool, parse_calibration
 from polyp_core.validation import number, whole
 from polyp_core.workflows import accounts as accounts_workflow
 from polyp_core.workflows import pool as pool_workflow
+from polyp_core.workflows import study as study_workflow
 from studio_ui.access import Access
 from studio_ui.services import Studio, shown_errors
 
@@ -31,7 +27,7 @@ class StudyDesk:
 
     @shown_errors
     def table(self, person):  # noqa: ANN001
-        infos = list_studies(self.studio.db, person)
+        infos = study_workflow.studies(self.studio.db, person)
         rows = [[s.name, s.status, f"{s.rated}/{s.assigned}", ", ".join(s.reviewers),
                  "yes" if s.ask_histology else "no", s.audit] for s in infos]
         return gr.update(value=rows), gr.update(choices=[s.name for s in infos],
@@ -60,14 +56,14 @@ class StudyDesk:
                          calibration=_calibration(calibration))
 
     @shown_errors
-    def preview(self, name, dataset, n_real, generator, n_synthetic, reviewers, overlap,
+    def preview(self, person, name, dataset, n_real, generator, n_synthetic, reviewers, overlap,
                 histology, seed, working, repeats, calibration, target_auc):  # noqa: ANN001
         """Native resolutions of the pools and the serving chain, before creating; and the
         power of the MRMC analysis to show the target AUC against 0.5."""
         spec = self._spec(name or "preview", dataset, n_real, generator, n_synthetic,
                           reviewers or ("-",), overlap, histology, seed, working, repeats,
                           calibration)
-        lines = plan_study(self.studio.db, self.studio.workspace, spec).lines()
+        lines = study_workflow.plan(self.studio.db, self.studio.workspace, person, spec).lines()
         if target_auc and len(spec.reviewers) >= 2:
             from polyp_core.review.power import study_power
 
@@ -85,8 +81,8 @@ class StudyDesk:
                histology, seed, working, repeats, calibration, override):  # noqa: ANN001
         spec = self._spec(name, dataset, n_real, generator, n_synthetic, reviewers, overlap,
                           histology, seed, working, repeats, calibration, override)
-        create_study(self.studio.db, self.studio.workspace, person, spec)
-        state = study_integrity(self.studio.db, person, spec.name)["audit_state"]
+        study_workflow.create(self.studio.db, self.studio.workspace, person, spec)
+        state = study_workflow.integrity(self.studio.db, person, spec.name)["audit_state"]
         return (f"Study **{spec.name}** created: {sum(p.n for p in spec.pools)} images, "
                 f"{len(spec.reviewers)} reviewers, {spec.overlap} rating(s) per image; "
                 f"leak audit **{state}**" + (" — reviewers do not see it until it passes or is "
@@ -97,28 +93,28 @@ class StudyDesk:
         """The chosen study's leak audit (table) and what its results rest on."""
         if not name:
             return "", []
-        info = study_integrity(self.studio.db, person, name)
+        info = study_workflow.integrity(self.studio.db, person, name)
         return info["summary"], _audit_rows(info["audit"])
 
     @shown_errors
     def audit(self, person, name):  # noqa: ANN001
         if not name:
             raise gr.Error("Choose a study.")
-        audit_study(self.studio.db, self.studio.workspace, person, name)
+        study_workflow.audit(self.studio.db, self.studio.workspace, person, name)
         return self.integrity(person, name)
 
     @shown_errors
     def override(self, person, name, reason):  # noqa: ANN001
         if not name:
             raise gr.Error("Choose a study.")
-        override_audit(self.studio.db, person, name, reason or "")
+        study_workflow.override(self.studio.db, person, name, reason or "")
         return self.integrity(person, name)
 
     @shown_errors
     def close(self, person, name):  # noqa: ANN001
         if not name:
             raise gr.Error("Choose a study.")
-        close_study(self.studio.db, person, name)
+        study_workflow.close(self.studio.db, person, name)
         return f"Study **{name}** closed; the answer key is now visible."
 
     @shown_errors
@@ -129,11 +125,10 @@ class StudyDesk:
         if not name:
             return empty
         try:
-            records = desk.rating_records(self.studio.db, person, name)
+            stats = study_workflow.statistics(self.studio.db, person, name)
         except Exception as exc:  # open study with a hidden key
             return (f"{exc}", *empty[1:])
-        stats = study_statistics(records)
-        integrity = study_integrity(self.studio.db, person, name)["summary"]
+        integrity = study_workflow.integrity(self.studio.db, person, name)["summary"]
         head = f"**{name}** · {stats['n_rated']} of {stats['n_assignments']} rated\n\n{integrity}"
         summary = head + "\n\n```\n" + "\n".join(summary_lines(stats)) + "\n```"
         fmt = lambda x: f"{x:.3f}" if x == x else "-"  # noqa: E731

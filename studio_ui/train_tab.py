@@ -2,40 +2,32 @@
 
 from __future__ import annotations
 
-import csv
 from pathlib import Path
 
 import gradio as gr
 
 from polyp_core.generation.ddpm import PRESETS, DDPMTrainConfig
 from polyp_core.generation.sd_lora import LoraTrainConfig
+from polyp_core.generation.training_log import checkpoint_grids, loss_rows
 from polyp_core.jobs import job_status
-from polyp_core.workflows import train_generator
 from polyp_core.validation import whole
+from polyp_core.workflows import train_generator
 from studio_ui.access import Access
 from studio_ui.services import Studio, job_line, shown_errors, ticking
 
 
 def loss_figure(folder: Path):
-    """The loss curve of a model folder's ``loss.csv`` (None before the first row)."""
+    """The loss curve of a model folder's training log (None before the first row)."""
     import plotly.graph_objects as go
 
-    path = folder / "loss.csv"
-    if not path.is_file():
-        return None
-    with open(path) as handle:
-        rows = list(csv.reader(handle))[1:]
+    rows = loss_rows(folder)
     if not rows:
         return None
-    figure = go.Figure(go.Scatter(x=[int(r[0]) for r in rows], y=[float(r[1]) for r in rows],
+    figure = go.Figure(go.Scatter(x=[step for step, _ in rows], y=[loss for _, loss in rows],
                                   mode="lines", name="loss"))
     figure.update_layout(title="Training loss", xaxis_title="step", yaxis_type="log", height=320,
                          margin=dict(l=40, r=20, t=50, b=40))
     return figure
-
-
-def checkpoint_grids(folder: Path) -> list[tuple[str, str]]:
-    return [(str(p), p.parent.name) for p in sorted((folder / "checkpoints").glob("step-*/grid.png"))]
 
 
 class TrainDesk:

@@ -77,11 +77,9 @@ def cmd_audit(args: argparse.Namespace) -> int:
 
 
 def cmd_study(args: argparse.Namespace) -> int:
-    from polyp_core.review import desk, stats
-    from polyp_core.review.studies import (StudySpec, audit_study, close_study, create_study,
-                                           list_studies, override_audit, plan_study,
-                                           study_integrity)
+    from polyp_core.review.studies import StudySpec
     from polyp_core.runs import json_safe
+    from polyp_core.workflows import study
 
     spec = None
     if args.action in ("create", "plan"):
@@ -101,7 +99,7 @@ def cmd_study(args: argparse.Namespace) -> int:
     workspace = Workspace(args.workspace)
     if spec is not None:
         pools = spec.pools
-        for line in plan_study(db, workspace, spec).lines():
+        for line in study.plan(db, workspace, person, spec).lines():
             print(line)
         if args.target_auc is not None:
             from polyp_core.review.power import study_power
@@ -113,14 +111,14 @@ def cmd_study(args: argparse.Namespace) -> int:
                       f"{spec.overlap} of {len(spec.reviewers)} reviewers few or none are")
             print(study_power(args.target_auc, len(spec.reviewers), n_real, n_syn).line())
         if args.action == "create":
-            create_study(db, workspace, person, spec)
+            study.create(db, workspace, person, spec)
             print(f"created study {args.name}: {sum(p.n for p in pools)} images, "
                   f"each rated by {args.overlap} of {len(spec.reviewers)} reviewers")
             args.action = "audit-shown"
     if args.action in ("audit", "audit-shown"):
-        report = audit_study(db, workspace, person, args.name) if args.action == "audit" else \
+        report = study.audit(db, workspace, person, args.name) if args.action == "audit" else \
             None
-        integrity = study_integrity(db, person, args.name)
+        integrity = study.integrity(db, person, args.name)
         if args.json:
             print(json.dumps(json_safe(integrity), indent=1))
         else:
@@ -128,50 +126,50 @@ def cmd_study(args: argparse.Namespace) -> int:
                 print(line)
             print(integrity["summary"])
     elif args.action == "override":
-        override_audit(db, person, args.name, args.reason or "")
+        study.override(db, person, args.name, args.reason or "")
         print(f"study {args.name}: opened for reviewers despite its leak audit "
               f"(reason recorded: {args.reason})")
     elif args.action == "list":
-        for info in list_studies(db, person):
+        for info in study.studies(db, person):
             print(f"{info.name}\t{info.status}\t{info.rated}/{info.assigned} rated")
     elif args.action == "close":
-        close_study(db, person, args.name)
+        study.close(db, person, args.name)
         print(f"closed study {args.name}")
     elif args.action == "stats":
-        result = stats.study_statistics(desk.rating_records(db, person, args.name))
+        result = study.statistics(db, person, args.name)
         if args.json:
             print(json.dumps(json_safe(result), indent=1))
         else:
             from polyp_core.review.reader import summary_lines
 
             print(f"{args.name}: {result['n_rated']}/{result['n_assignments']} rated")
-            print("  " + study_integrity(db, person, args.name)["summary"])
+            print("  " + study.integrity(db, person, args.name)["summary"])
             for line in summary_lines(result):
                 print(f"  {line}")
     elif args.action == "export":
-        paths = stats.export_csv(desk.rating_records(db, person, args.name), args.out)
+        paths = study.export(db, person, args.name, args.out)
         print("wrote " + ", ".join(str(p) for p in paths))
     return 0
 
 
 def cmd_review(args: argparse.Namespace) -> int:
-    from polyp_core.review import desk
+    from polyp_core.workflows import review
 
     db = _db(args)
     person = _person(args, db)
     if args.action == "queue":
-        for item in desk.queue(db, person, args.study):
+        for item in review.queue(db, person, args.study):
             state = f"{item.confidence}:{item.verdict}/{item.quality}" if item.rated else "-"
             print(f"{item.position}\t{item.token}\t{state}")
     elif args.action == "image":
-        Path(args.out).write_bytes(desk.image_for(db, Workspace(args.workspace), person,
-                                                  args.token))
+        Path(args.out).write_bytes(review.image(db, Workspace(args.workspace), person,
+                                                args.token))
         print(f"wrote {args.out}")
     elif args.action == "rate":
         answer = args.verdict or ""
         confidence = int(answer) if answer.isdigit() else None  # 1-5, or real / synthetic
-        receipt = desk.rate(db, person, args.token, None if confidence else answer, args.quality,
-                            args.histology, args.seconds, confidence=confidence)
+        receipt = review.rate(db, person, args.token, None if confidence else answer,
+                              args.quality, args.histology, args.seconds, confidence=confidence)
         print(f"rated (revision {receipt.revision}{'' if receipt.changed else ', unchanged'})")
     return 0
 
