@@ -51,7 +51,7 @@ def test_a_retrain_is_planned_before_it_is_queued(live_app):
 
     client = gradio_client(live_app["url"], sign_in(live_app["url"], *DEMO_ADMIN))
     before = len(list_jobs(live_app["db"], "retrain"))
-    for folds, message in (("1", "use 2 or more"), ("2.5", "not a whole number"),
+    for folds, message in (("1", "use 2 or more"), ("2.5", "is not a number of folds or 'auto'"),
                            ("20", "fewer groups to test on than folds")):
         with pytest.raises(Exception, match=message):
             client.predict("phantom", "", "efficientnet_lite0", 128, "sampler", "0", 1, False, "",
