@@ -1,5 +1,6 @@
-# Two entry points (README quick start): `make demo` and `make test`. Each installs what it
-# needs into .venv first; a stamp file skips the install when the requirements are unchanged.
+# Two entry points (README quick start): `make demo` and `make test` (lint, then the suite).
+# Each installs what it needs into .venv first; a stamp file skips the install when the
+# requirements are unchanged.
 PYTHON ?= python3
 VENV ?= .venv
 PORT ?= 7860
@@ -25,6 +26,7 @@ demo: $(VENV)/.runtime
 # the services it installs must then be there: their absence fails the run (tests/conftest.py)
 test: $(VENV)/.test
 	bash scripts/install-test-services.sh
+	$(BIN)/ruff check .
 	STUDIO_REQUIRE_SERVICES=1 $(BIN)/python -m pytest
 
 bench: $(VENV)/.test

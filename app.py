@@ -20,7 +20,9 @@ from polyp_core.demo import (DEMO_ADMIN, DEMO_REVIEWERS, demo_analyses,  # noqa:
 from polyp_core.workspace import Workspace  # noqa: E402
 from review_db.database import Database, database_url  # noqa: E402
 from studio_ui import Studio  # noqa: E402
-from studio_ui.access import Access, SessionGate, instance_cache  # noqa: E402
+from studio_ui.access import Access  # noqa: E402
+from studio_ui.gate import SessionGate  # noqa: E402
+from studio_ui.ui_cache import instance_cache  # noqa: E402
 from studio_ui.accounts_tab import build_accounts_tab  # noqa: E402
 from studio_ui.data_tab import DataBrowser, build_data_tab  # noqa: E402, F401  (DataBrowser: tests)
 from studio_ui.diagnostics_tab import build_diagnostics_tab  # noqa: E402

@@ -15,7 +15,7 @@ from sqlalchemy import (JSON, CheckConstraint, DateTime, Float, ForeignKey, Inte
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
 # the domain's vocabularies are the engine's; the constraints below are built from them
-from polyp_core.vocabulary import CONFIDENCES, HISTOLOGY_GUESSES, QUALITIES, VERDICTS
+from polyp_core.vocabulary import HISTOLOGY_GUESSES, QUALITIES, VERDICTS
 
 IMAGE_KINDS = ("real", "synthetic")
 ROLES = ("admin", "reviewer")

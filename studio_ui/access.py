@@ -1,4 +1,7 @@
-"""Who may call what, decided on the server for every request and every event.
+"""Who may call what, decided on the server for every request and every event: sessions, the
+event guard and the sign-in routes. Beside it: ``gate`` (the ASGI gate in front of
+everything), ``file_grants`` (which cached file went to which session), ``login_page`` (the
+form) and ``ui_cache`` (the cache folder of a running studio).
 
 - Sign-in is an HTML form posted to ``/login`` (outside Gradio): the password is never an
   event input, never in a run history, never in browser storage. Success sets an HttpOnly,
@@ -17,21 +20,11 @@
 
 from __future__ import annotations
 
-import fcntl
-import hashlib
-import html
 import inspect
 import json
-import os
-import re
-import secrets
-import shutil
-import threading
-import time
 import typing
 from collections.abc import Callable
 from pathlib import Path
-from urllib.parse import unquote
 
 import gradio as gr
 from fastapi import Form, Request
@@ -41,69 +34,17 @@ from polyp_core.review.accounts import (AuthPolicy, Person, end_session, open_se
                                         record_refusal, resolve_session, sign_in)
 from polyp_core.review.errors import AuthError, SignInLocked
 from review_db.database import Database
+from studio_ui.file_grants import FileGrants, session_key
+from studio_ui.login_page import login_html
 
 ROLES = ("reviewer", "admin")  # anonymous clients reach only the sign-in page, never an event
 COOKIE = "polyp_session"
-PUBLIC_PATHS = ("/login", "/logout")
-ADMIN_PATHS = ("/gradio_api/upload",  # uploading files into the studio's cache
-               # the API's schema and monitoring: they name every event, an admin's too
-               "/gradio_api/info", "/gradio_api/openapi.json", "/gradio_api/mcp",
-               "/monitoring")
-
-
-def _token_key(token: str) -> str:
-    return hashlib.sha256(token.encode()).hexdigest()
 
 
 def client_address(scope_or_request) -> str | None:  # noqa: ANN001
     client = scope_or_request.get("client") if isinstance(scope_or_request, dict) \
         else getattr(scope_or_request, "client", None)
     return client[0] if client else None
-
-
-class FileGrants:
-    """Which files of the studio's UI cache were sent to which session.
-
-    The middleware reads every JSON or event-stream body it sends to a session and grants that
-    session the cache paths it finds; the file route then serves a path only to a session that
-    holds an unexpired grant for it. Kept in memory: the cache folder is this process's own.
-    """
-
-    def __init__(self, root: Path, ttl_s: float = 3600.0):
-        self.root = str(Path(root).resolve())
-        self.ttl_s = ttl_s
-        self._pattern = re.compile(re.escape(self.root) + r'/[^"\\\s<>]+')
-        self._grants: dict[str, dict[str, float]] = {}
-        self._lock = threading.Lock()
-
-    def record(self, key: str, text: str) -> None:
-        found = self._pattern.findall(text)
-        if not found:
-            return
-        expires = time.monotonic() + self.ttl_s
-        with self._lock:
-            grants = self._grants.setdefault(key, {})
-            for path in found:
-                grants[os.path.normpath(path)] = expires
-
-    def allowed(self, key: str, path: str) -> bool:
-        path = os.path.normpath(path)
-        with self._lock:
-            expires = self._grants.get(key, {}).get(path)
-        return expires is not None and expires > time.monotonic()
-
-    def forget(self, key: str) -> None:
-        with self._lock:
-            self._grants.pop(key, None)
-
-
-def file_route_path(path: str) -> str | None:
-    """The file a Gradio file route asks for, or None for other routes."""
-    for marker in ("/file=", "/gradio_api/file/"):
-        at = path.find(marker)
-        if at >= 0:
-            return unquote(path[at + len(marker):])
-    return None
 
 
 class Access:
@@ -252,7 +193,7 @@ class Access:
             token = request.cookies.get(COOKIE)
             if token:
                 end_session(self.db, token)
-                self.grants.forget(_token_key(token))
+                self.grants.forget(session_key(token))
             response = RedirectResponse("/login", status_code=303)
             response.delete_cookie(COOKIE, path="/", httponly=True, samesite="strict",
                                    secure=_is_https(request))
@@ -262,177 +203,3 @@ class Access:
 def _is_https(request) -> bool:  # noqa: ANN001
     # behind a TLS proxy, uvicorn's --proxy-headers (trusted proxies only) sets the scheme
     return request.url.scheme == "https"
-
-
-def login_html(message: str) -> str:
-    """The sign-in page: a plain form, no script, nothing loaded from elsewhere."""
-    note = f'<p class="msg" role="alert">{html.escape(message)}</p>' if message else ""
-    return f"""<!doctype html>
-<html lang="en"><head><meta charset="utf-8"><title>Polyp Studio · sign in</title>
-<meta name="viewport" content="width=device-width, initial-scale=1">
-<style>
-body {{ font-family: ui-sans-serif, system-ui, sans-serif; background: #f6f7f9; margin: 0; }}
-main {{ max-width: 22rem; margin: 12vh auto; background: #fff; padding: 2rem;
-       border-radius: 12px; box-shadow: 0 1px 4px rgba(0,0,0,.12); }}
-label {{ display: block; margin: 1rem 0 .3rem; }}
-input {{ width: 100%; box-sizing: border-box; padding: .55rem; font-size: 1rem; }}
-button {{ margin-top: 1.4rem; width: 100%; padding: .6rem; font-size: 1rem; background: #f97316;
-         color: #fff; border: 0; border-radius: 6px; cursor: pointer; }}
-.msg {{ color: #b91c1c; font-weight: 600; }}
-</style></head>
-<body><main><h1>Polyp Studio</h1>{note}
-<form method="post" action="/login" id="sign-in">
-<label for="name">Name</label><input id="name" name="name" autocomplete="username" required autofocus>
-<label for="password">Password</label>
-<input id="password" name="password" type="password" autocomplete="current-password" required>
-<button type="submit" id="sign-in-button">Sign in</button>
-</form></main></body></html>"""
-
-
-class SessionGate:
-    """ASGI middleware in front of the whole studio: deny by default.
-
-    No live session: the sign-in page only (the page itself redirects there; every other
-    route answers 401). A session: uploads need an admin; a cached file needs a grant; and
-    every JSON or event-stream body sent to the session grants it the files it names.
-    """
-
-    def __init__(self, app, access: Access):  # noqa: ANN001
-        self.app = app
-        self.access = access
-
-    async def __call__(self, scope, receive, send):  # noqa: ANN001
-        if scope["type"] == "websocket":  # the studio uses none; refuse them all
-            return await send({"type": "websocket.close", "code": 1008})
-        if scope["type"] != "http":
-            return await self.app(scope, receive, send)
-        path = scope.get("path", "")
-        if path.rstrip("/") in PUBLIC_PATHS:
-            return await self.app(scope, receive, send)
-        cookies = _cookies(scope)
-        person, why = await _in_thread(self.access.person_and_reason, cookies)
-        if person is None:
-            if scope["type"] == "http" and scope.get("method") in ("GET", "HEAD") and \
-                    path.rstrip("/") == "":
-                return await _respond(send, 303, b"", [(b"location", b"/login")])
-            return await _respond(send, 401, json.dumps({"error": why}).encode(),
-                                  [(b"content-type", b"application/json")])
-        key = _token_key(cookies[COOKIE])
-        if any(path.startswith(p) for p in ADMIN_PATHS) and not person.is_admin:
-            return await _respond(send, 403, b'{"error": "this needs an admin"}',
-                                  [(b"content-type", b"application/json")])
-        wanted = file_route_path(path)
-        if wanted is not None and not self.access.grants.allowed(key, wanted):
-            return await _respond(send, 403, b'{"error": "not a file of this session"}',
-                                  [(b"content-type", b"application/json")])
-        if scope["type"] == "http" and scope.get("method") == "POST" and _starts_event(path):
-            # refuse an event before Gradio queues or preprocesses anything of it
-            body, receive = await _read_body(receive)
-            role = self.access.role_of(path, body)
-            if role != "reviewer" and not (role == "admin" and person.is_admin):
-                why = "this needs an admin" if role == "admin" else "no such event"
-                await _in_thread(self.access.record_refusal, person.name, client_address(scope),
-                                 path, why)
-                message = json.dumps({"error": f"{person.name}: {why}"}).encode()
-                return await _respond(send, 403, message,
-                                      [(b"content-type", b"application/json")])
-        return await self.app(scope, receive, self._granting(send, key))
-
-    def _granting(self, send, key: str):  # noqa: ANN001, ANN202
-        grants = self.access.grants
-        state = {"scan": False, "tail": ""}
-
-        async def wrapped(message):  # noqa: ANN001, ANN202
-            if message["type"] == "http.response.start":
-                headers = dict(message.get("headers") or [])
-                kind = headers.get(b"content-type", b"").decode("latin-1")
-                state["scan"] = "json" in kind or "event-stream" in kind
-            elif message["type"] == "http.response.body" and state["scan"]:
-                text = state["tail"] + message.get("body", b"").decode("utf-8", "ignore")
-                grants.record(key, text)
-                state["tail"] = text[-1024:]  # a path cut between two chunks
-            await send(message)
-
-        return wrapped
-
-
-EVENT_ROUTES = ("/gradio_api/queue/join", "/gradio_api/run/", "/gradio_api/call/",
-                "/gradio_api/api/")
-
-
-def _starts_event(path: str) -> bool:
-    return any(path.startswith(p) for p in EVENT_ROUTES)
-
-
-async def _read_body(receive):  # noqa: ANN001, ANN202
-    """The whole request body, and a ``receive`` that hands it on unchanged."""
-    chunks, more = [], True
-    while more:
-        message = await receive()
-        if message["type"] != "http.request":
-            break
-        chunks.append(message.get("body", b""))
-        more = message.get("more_body", False)
-    body, sent = b"".join(chunks), False
-
-    async def replay():  # noqa: ANN202
-        nonlocal sent
-        if not sent:
-            sent = True
-            return {"type": "http.request", "body": body, "more_body": False}
-        return await receive()
-
-    return body, replay
-
-
-def _cookies(scope) -> dict[str, str]:  # noqa: ANN001
-    from http.cookies import SimpleCookie
-
-    raw = b"; ".join(v for k, v in scope.get("headers", []) if k == b"cookie").decode("latin-1")
-    jar = SimpleCookie()
-    try:
-        jar.load(raw)
-    except Exception:  # noqa: BLE001  (a malformed cookie header is no session)
-        return {}
-    return {k: m.value for k, m in jar.items()}
-
-
-async def _in_thread(fn, *args):  # noqa: ANN001, ANN202
-    import anyio
-
-    return await anyio.to_thread.run_sync(fn, *args)
-
-
-async def _respond(send, status: int, body: bytes, headers: list) -> None:  # noqa: ANN001
-    await send({"type": "http.response.start", "status": status,
-                "headers": [*headers, (b"content-length", str(len(body)).encode()),
-                            (b"cache-control", b"no-store")]})
-    await send({"type": "http.response.body", "body": body})
-
-
-# the UI's file cache -------------------------------------------------------------------------
-
-_held_locks: list = []  # lock files held for the life of the process
-
-
-def instance_cache(workspace_root: Path) -> Path:
-    """A fresh cache folder for this studio process inside its workspace
-    (``<workspace>/ui-cache/<random>``). Folders of studio processes that are gone (their lock
-    is free) are removed, so nothing a previous run served stays on disk."""
-    root = Path(workspace_root) / "ui-cache"
-    root.mkdir(parents=True, exist_ok=True)
-    for lock in root.glob("*.lock"):
-        with open(lock, "a") as handle:
-            try:
-                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                continue  # another studio on this workspace is running
-            shutil.rmtree(root / lock.stem, ignore_errors=True)
-            lock.unlink(missing_ok=True)
-    instance = secrets.token_hex(6)
-    handle = open(root / f"{instance}.lock", "a")  # noqa: SIM115  (held until exit)
-    fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    _held_locks.append(handle)
-    folder = root / instance
-    folder.mkdir(mode=0o700)
-    return folder.resolve()

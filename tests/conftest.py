@@ -297,7 +297,6 @@ def live_app(tmp_path_factory):
 @pytest.fixture(scope="session")
 def browser():
     """Debian's Chromium under Playwright (no browser download); CI must have it."""
-    import os
     import shutil
 
     chromium = shutil.which("chromium") or shutil.which("chromium-browser")

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import time
 import uuid
 from pathlib import Path
 
@@ -200,7 +199,7 @@ def test_an_event_wired_without_a_role_stops_the_app_from_building(tmp_path):
 
 
 def test_ui_cache_is_per_instance_inside_the_workspace(tmp_path):
-    from studio_ui.access import instance_cache
+    from studio_ui.ui_cache import instance_cache
 
     first = instance_cache(tmp_path)
     (first / "x.jpeg").write_bytes(b"x")

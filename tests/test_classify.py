@@ -327,8 +327,6 @@ def test_frozen_backbone_augmentation_embeds_a_fixed_number_of_views_once(review
 def test_seeds_share_the_frozen_pretrained_features_of_one_run(review_env, embedded):
     """Within a run the frozen pretrained backbone embeds each image set once for every seed
     (and for the linear probe); a randomly initialised backbone differs by seed: never shared."""
-    from polyp_core.classify import train as train_module
-
     data, classes = _phantom_tensors(review_env)
     cache: dict = {}
     config = ClassifierTrainConfig(image_size=32, epochs=1, batch_size=16, hidden=32,

@@ -1,7 +1,6 @@
 """Diagnostics: KID agrees with torchmetrics, FID with its textbook formula, the class-pair
 matrix reads the right way, features and projections are cached, copies are found."""
 
-import json
 
 import numpy as np
 import pytest

@@ -1,7 +1,6 @@
 """The DDPM backend: training (checkpoints, resume, cancel, two-step, per class), sampling
 (reproducible per seed, every scheduler), the pool with provenance, and regeneration."""
 
-import io
 import json
 
 import numpy as np

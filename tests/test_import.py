@@ -1,12 +1,8 @@
 """Import of the three layouts, label schemes, splits, and every kind of bad input."""
 
-import io
-import os
-import shutil
 
 import numpy as np
 import pytest
-from PIL import Image
 
 from conftest import (make_hospital, three_class_labels, write_csv, write_image, write_mask)
 from polyp_core.data.cache import PixelCache
@@ -101,7 +97,7 @@ def test_class_per_folder_tree(workspace, tmp_path):
     for cls, n in (("AD", 5), ("SSA", 3), ("HP", 3)):
         for i in range(n):
             write_image(src / cls / f"img{i}.png", seed=i)
-    result = import_dataset(workspace, ImportConfig(str(src)))
+    import_dataset(workspace, ImportConfig(str(src)))
     manifest = workspace.load_manifest("tree")
     assert manifest.layout == "folders"
     assert manifest.class_counts()["all"] == {"AD": 5, "SSA": 3, "HP": 3}

@@ -132,7 +132,6 @@ def test_bad_configs():
 def test_speed_settings_keep_the_pixels_and_half_precision_needs_a_gpu(env):
     """channels-last changes memory layout only (same images up to float rounding); fp16/bf16
     on a CPU is refused with the reason instead of failing deep inside a kernel."""
-    import torch
 
     base, _, _ = env
     plain = SDLoraGenerator(str(base))

@@ -19,7 +19,7 @@ import math
 import os
 import time
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -29,7 +29,7 @@ from PIL import Image
 from polyp_core import __version__
 from polyp_core.data.cache import PixelCache
 from polyp_core.data.labels import get_scheme
-from polyp_core.generation.request import (CancelToken, Cancelled, GeneratedImage,
+from polyp_core.generation.request import (CancelToken, GeneratedImage,
                                            SampleRequest, make_scheduler)
 from polyp_core.files import csv_row
 from polyp_core.progress import Progress, no_progress

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from polyp_core.progress import CancelToken, Cancelled  # noqa: F401  (re-exported)
 from polyp_core.validation import checked, rule
