@@ -13,6 +13,9 @@ from polyp_core.demo import DEMO_STUDY
 from review_db import queries
 
 COOKIE = "polyp_session"
+# How long a browser test waits for the page to show something: an event with a deadline, not
+# a speed bound (a 2-core machine running the suite beside other work can take tens of seconds)
+PAGE_WAIT_MS = 180_000
 
 
 def free_port() -> int:
@@ -90,6 +93,7 @@ def ratings_of(db, name: str) -> int:  # noqa: ANN001
 def offline_page(browser, url: str):
     """A page that may talk to the studio only; every other request is refused and recorded."""
     page = browser.new_page(viewport={"width": 1400, "height": 1000})
+    page.set_default_timeout(PAGE_WAIT_MS)
     outside = []
 
     def route(r):
@@ -112,4 +116,4 @@ def sign_in_page(page, url: str, name: str, password: str) -> None:
     page.locator("#name").fill(name)
     page.locator("#password").fill(password)
     page.locator("#sign-in-button").click()
-    page.get_by_text(f"Signed in as {name}").wait_for(timeout=30_000)
+    page.get_by_text(f"Signed in as {name}").wait_for(timeout=PAGE_WAIT_MS)

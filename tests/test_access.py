@@ -20,7 +20,8 @@ from polyp_core.review.accounts import (AuthPolicy, end_session, open_session, r
 from polyp_core.review.errors import AuthError, PermissionDenied, SignInLocked
 from review_db import queries
 from tests.conftest import PASSWORD
-from tests.studio_server import COOKIE, gradio_client, offline_page, ratings_of, sign_in_page
+from tests.studio_server import (COOKIE, PAGE_WAIT_MS, gradio_client, offline_page, ratings_of,
+                                 sign_in_page)
 from tests.studio_server import sign_in as http_sign_in
 
 
@@ -448,7 +449,7 @@ def test_browser_keeps_no_password(live_app, browser):
     sign_in_page(page, url, name, password)
     page.get_by_role("tab", name="Review").click()
     page.get_by_role("button", name="Start / resume").click()
-    page.locator("#rv-image img").wait_for(timeout=30_000)
+    page.locator("#rv-image img").wait_for(timeout=PAGE_WAIT_MS)
     stored = page.evaluate("""async () => {
         const dump = s => JSON.stringify(Object.entries(s));
         const dbs = indexedDB.databases ? await indexedDB.databases() : [];
@@ -469,7 +470,7 @@ def test_browser_keeps_no_password(live_app, browser):
     assert all(password not in part for part in stored), stored
     assert COOKIE not in stored[2]  # HttpOnly: the session is not readable by script
     page.locator("#sign-out").click()
-    page.wait_for_url("**/login", timeout=30_000)
+    page.wait_for_url("**/login", timeout=PAGE_WAIT_MS)
     stored_after = page.evaluate("() => [JSON.stringify(Object.entries(localStorage)), "
                                  "JSON.stringify(Object.entries(sessionStorage)), document.cookie]")
     assert all(password not in part for part in stored_after)

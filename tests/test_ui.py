@@ -11,7 +11,8 @@ import pytest
 from polyp_core.demo import DEMO_ADMIN, DEMO_REVIEWERS, DEMO_STUDY
 from review_db import queries
 from tests.conftest import PASSWORD
-from tests.studio_server import gradio_client, offline_page, ratings_of, sign_in, sign_in_page
+from tests.studio_server import (PAGE_WAIT_MS, gradio_client, offline_page, ratings_of, sign_in,
+                                 sign_in_page)
 
 SCREENSHOTS = os.environ.get("STUDIO_SCREENSHOTS")  # keep the tab screenshots here when set
 
@@ -237,14 +238,14 @@ def test_browser_reviewer_rates_three_images_with_the_keyboard(live_app, browser
     assert page.get_by_role("tab", name="Studies").count() == 0  # admin tabs stay hidden
     page.get_by_role("tab", name="Review").click()
     page.get_by_role("button", name="Start / resume").click()
-    page.get_by_text(f"{before} of").wait_for(timeout=30_000)
+    page.get_by_text(f"{before} of").wait_for(timeout=PAGE_WAIT_MS)
     for i in range(3):
-        page.locator("#rv-image img").wait_for(timeout=30_000)
+        page.locator("#rv-image img").wait_for(timeout=PAGE_WAIT_MS)
         page.locator("body").click(position={"x": 5, "y": 5})  # focus the page, not a field
         page.keyboard.press(str(2 + i))  # probably real, unsure, probably synthetic
-        page.get_by_text(f"Answer: {2 + i}").wait_for(timeout=30_000)
+        page.get_by_text(f"Answer: {2 + i}").wait_for(timeout=PAGE_WAIT_MS)
         page.keyboard.press("gmp"[i])
-        page.get_by_text(f"{before + i + 1} of").wait_for(timeout=30_000)
+        page.get_by_text(f"{before + i + 1} of").wait_for(timeout=PAGE_WAIT_MS)
     assert ratings_of(live_app["db"], name) == before + 3
     with live_app["db"].session() as session:
         reviewer = queries.reviewer_by_name(session, name)
@@ -276,30 +277,30 @@ def test_browser_admin_opens_every_tab(live_app, browser, tmp_path):
         page.get_by_role("tab", name=tab).click()
         time.sleep(1.5)  # let plots and galleries render
         if tab == "Studies":
-            page.locator(f"text={DEMO_STUDY} >> visible=true").first.wait_for(timeout=30_000)
+            page.locator(f"text={DEMO_STUDY} >> visible=true").first.wait_for(timeout=PAGE_WAIT_MS)
             # the chosen study's leak audit, channel by channel
-            page.locator("text=byte_length >> visible=true").first.wait_for(timeout=30_000)
+            page.locator("text=byte_length >> visible=true").first.wait_for(timeout=PAGE_WAIT_MS)
             page.locator("text=integrity: leak audit >> visible=true").first.wait_for(
-                timeout=30_000)
+                timeout=PAGE_WAIT_MS)
             # the reader study of the demo's simulated ratings (a second screenshot)
             page.get_by_label("Study", exact=True).locator("visible=true").first.click()
             page.get_by_role("option", name=DEMO_SIMULATED_STUDY).click()
             page.get_by_role("button", name="Statistics").click()
             page.locator("text=Obuchowski-Rockette >> visible=true").first.wait_for(
-                timeout=60_000)
+                timeout=PAGE_WAIT_MS)
             time.sleep(1.5)
             page.screenshot(path=str(folder / "tab-studies-reader-study.png"), full_page=True)
         if tab == "Accounts":
-            page.locator("text=sign_in >> visible=true").first.wait_for(timeout=30_000)
+            page.locator("text=sign_in >> visible=true").first.wait_for(timeout=PAGE_WAIT_MS)
         if tab == "Retrain & compare":
-            page.locator("text=augmented − baseline >> visible=true").first.wait_for(timeout=30_000)
+            page.locator("text=augmented − baseline >> visible=true").first.wait_for(timeout=PAGE_WAIT_MS)
         if tab == "Diagnostics":
-            page.locator("text=margins >> visible=true").first.wait_for(timeout=30_000)
+            page.locator("text=margins >> visible=true").first.wait_for(timeout=PAGE_WAIT_MS)
         if tab in ("Diagnostics", "Retrain & compare"):  # the demo's note on its dashboards
             page.locator("text=What you are looking at >> visible=true").first.wait_for(
-                timeout=30_000)
+                timeout=PAGE_WAIT_MS)
         if tab == "Pool":
-            page.locator("text=demo-ddpm@ >> visible=true").first.wait_for(timeout=30_000)
+            page.locator("text=demo-ddpm@ >> visible=true").first.wait_for(timeout=PAGE_WAIT_MS)
         shot = folder / f"tab-{tab.lower().replace(' & ', '-').replace(' ', '-')}.png"
         page.screenshot(path=str(shot), full_page=True)
         assert shot.stat().st_size > 10_000
