@@ -76,21 +76,39 @@ def _open_to_reviewers(fn) -> bool:  # noqa: ANN001
     return fn.__name__ in getattr(module, "REVIEWER_ENTRIES", ())
 
 
-@pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
+@pytest.fixture(scope="module")
+def people(tmp_path_factory, small_phantom):
+    """One workspace and SQLite database for every entry (each call is refused before it
+    reads anything, and the test checks that no table changed): a data set, an admin, a
+    reviewer, a deactivated admin and a deactivated reviewer."""
+    from types import SimpleNamespace
+
+    from polyp_core.data.importer import ImportConfig, import_dataset
+    from polyp_core.workspace import Workspace
+    from review_db.database import Database
+
+    root = tmp_path_factory.mktemp("workflows")
+    workspace, db = Workspace(root / "ws"), Database(f"sqlite:///{root / 'studio.db'}")
+    import_dataset(workspace, ImportConfig(str(small_phantom), name="phantom"))
+    reviewer = create_account(db, "rev0", PASSWORD)
+    stale = create_account(db, "gone-admin", PASSWORD, "admin")
+    gone = create_account(db, "gone-reviewer", PASSWORD)
+    set_active(db, "gone-admin", False)
+    set_active(db, "gone-reviewer", False)
+    yield SimpleNamespace(db=db, workspace=workspace, reviewer=reviewer, stale=stale, gone=gone,
+                          demoted=Person(reviewer.id, reviewer.name, "admin"))  # a stale claim
+    db.dispose()
+
+
 @pytest.mark.parametrize("entry", ENTRIES)
-def test_every_entry_refuses_reviewers_and_deactivated_admins(entry, review_env):
+def test_every_entry_refuses_reviewers_and_deactivated_admins(entry, people):
     """Where an admin is needed: a reviewer, a deactivated admin and a page's stale claim that
     a reviewer is an admin are all refused. Where a reviewer may act (the review desk, their
     own study list): a deactivated account is refused."""
-    env = review_env
-    stale = create_account(env.db, "gone-admin", PASSWORD, "admin")
-    set_active(env.db, "gone-admin", False)
-    demoted = Person(env.reviewers[0].id, env.reviewers[0].name, "admin")  # a page's old claim
-    set_active(env.db, "rev2", False)
-    gone_reviewer = env.reviewers[2]
+    env = people
     before = _tables(env.db)
-    refused = (gone_reviewer, stale) if _open_to_reviewers(entry) else \
-        (env.reviewers[0], stale, demoted)
+    refused = (env.gone, env.stale) if _open_to_reviewers(entry) else \
+        (env.reviewer, env.stale, env.demoted)
     for person in refused:
         with pytest.raises(PermissionDenied):
             _call(entry, env.db, env.workspace, person)
