@@ -2,6 +2,7 @@
 (baseline, augmented with the demo generator's images, paired deltas)."""
 
 import json
+from dataclasses import replace
 import time
 
 import numpy as np
@@ -302,3 +303,33 @@ def test_training_on_everything_but_the_test_part_beats_keeping_a_fold_for_stopp
     print(f"null comparisons flagged: {flagged} of {trials}")
     # nominal 5 %; with 120 trials the standard error of the rate is 2 %: [1 %, 11 %] is +-3 SE
     assert 0.01 <= flagged / trials <= 0.11, flagged
+
+
+def test_refit_and_fixed_epochs_train_on_the_whole_training_part(demo_cv):
+    """``refit``: each fold's epoch count is the median best epoch of an inner grouped 3-fold
+    CV, then the network trains on the whole training part for that many epochs; with
+    ``inner_valid=0`` it trains the configured epochs on all of it and keeps the last."""
+    workspace, db = demo_cv
+    # a frozen backbone: the ten trainings share one embedding of the images
+    base = ExperimentConfig(dataset="phantom", seeds=(0,), folds=2, arms=("baseline",),
+                            train=replace(TINY, freeze_backbone=True, augment=False),
+                            allow_small_test=True)
+    for config in (replace(base, refit=True), replace(base, inner_valid=0.0)):
+        plan = plan_experiment(db, workspace, config)
+        assert all(fold.valid == () for fold in plan.folds)
+        assert not any("inner valid" in row for row in plan.design["table"])
+        result = run_experiment(db, workspace, config, device=torch.device("cpu"), plan=plan)
+        rows = result.results["arms"]["baseline"]["per_seed"][0]["folds"]
+        for fold, row in zip(plan.folds, rows):
+            assert row["n_train"] == len(fold.train)  # everything but the test part
+            assert row["valid_macro_f1"] is None
+            if config.refit:
+                assert len(row["inner_best_epochs"]) == 3
+                assert all(1 <= e <= TINY.epochs for e in row["inner_best_epochs"])
+                expected = max(1, round(float(np.median(row["inner_best_epochs"]))))
+                assert len(row["history"]) == row["best_epoch"] == expected
+            else:
+                assert len(row["history"]) == row["best_epoch"] == TINY.epochs
+        assert result.results["evaluation"]["refit"] is config.refit
+        words = result.results["evaluation"]["validation"]
+        assert ("inner grouped 3-fold CV" in words) if config.refit else ("fixed epochs" in words)

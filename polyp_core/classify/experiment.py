@@ -78,8 +78,9 @@ class ExperimentConfig:
             images: the baseline any network must beat, shown beside the arms.
         folds: 0 uses the data set's fixed train/valid/test split; K >= 2 runs grouped K-fold
             cross-validation over all its images (``classify.folds``), metrics from the pooled
-            out-of-fold predictions; ``None`` ("auto", the CLI's and UI's default) chooses the largest K up to 10 for which every class has at least 3
-            groups in every test fold (groups a supplying generator learned from then train in
+            out-of-fold predictions; ``None`` ("auto", the CLI's and UI's default) chooses
+            the largest K up to 10 for which every class has at least 3 groups in every test
+            fold (groups a supplying generator learned from then train in
             every fold), the fixed split only when no K >= 2 does, and the run says which and
             why.
         inner_valid: with folds, the share of each fold's training groups (at least 2 of each
@@ -476,7 +477,7 @@ def run_experiment(db: Database, workspace: Workspace, config: ExperimentConfig,
                 feature_cache=features).best_epoch for j, (inner_train, inner_valid) in
                 enumerate(inner_folds(fold.train, [classes.index(r.label) for r in plan.real],
                                       plan.group_of, 3, config.cv_seed + f))]
-            train_config = replace(config.train, epochs=int(np.median(inner_epochs)))
+            train_config = replace(config.train, epochs=max(1, round(np.median(inner_epochs))))
         trained = train_classifier(train, pool.subset(fold.valid), classes, train_config, seed,
                                    device, registry, unit_progress, cancel, label=label,
                                    feature_cache=features)

@@ -68,7 +68,7 @@ def _rotating(n: int, train_only: Sequence[int]) -> np.ndarray:
 
 
 def groups_per_part(parts: Sequence[Sequence[int]], labels: Sequence[int],
-                          groups: Sequence[str]) -> list[dict[int, int]]:
+                    groups: Sequence[str]) -> list[dict[int, int]]:
     """For every test part, how many groups of each class it holds."""
     out = []
     for part in parts:
