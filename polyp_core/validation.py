@@ -50,7 +50,12 @@ class InvalidRequest(StudioError, ValueError):
         field = where.split("[", 1)[0]
         if field in self.flags:
             return self.flags[field]
-        return "--" + field.rsplit(".", 1)[-1].replace("_", "-")
+        return as_option(field.rsplit(".", 1)[-1])
+
+
+def as_option(field: str) -> str:
+    """The CLI's spelling of a field: ``allow_small_test`` -> ``--allow-small-test``."""
+    return "--" + field.replace("_", "-")
 
 
 def rule(default=dataclasses.MISSING, *, lo=None, hi=None, above=None, below=None,  # noqa: ANN001

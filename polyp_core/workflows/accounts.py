@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from polyp_core.review import accounts as engine
 from polyp_core.review.accounts import Person
-from polyp_core.workflows.base import authorise
+from polyp_core.workflows.base import TERMINAL, authorise
 from review_db import queries
 from review_db.database import Database
 
@@ -60,7 +60,5 @@ def audit(db: Database, person: Person, kinds: tuple[str, ...] = (), actor: str 
 
 def _by(person: Person) -> str:
     import getpass
-
-    from polyp_core.workflows.base import TERMINAL
 
     return f"cli:{getpass.getuser()}" if person is TERMINAL else person.name

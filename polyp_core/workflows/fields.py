@@ -6,6 +6,8 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Mapping
 
+from polyp_core.validation import as_option  # noqa: F401  (the CLI's spelling, re-exported)
+
 _FIELD = re.compile(r"`([a-z][a-z0-9_]*)`")
 
 
@@ -15,7 +17,3 @@ def name_fields(text: str, names: Mapping[str, str],
     has one, ``otherwise(field)`` else."""
     return _FIELD.sub(lambda m: names.get(m.group(1)) or otherwise(m.group(1)), text)
 
-
-def as_option(field: str) -> str:
-    """The CLI's spelling of a field: ``allow_small_test`` -> ``--allow-small-test``."""
-    return "--" + field.replace("_", "-")
