@@ -8,6 +8,7 @@ import json
 import gradio as gr
 
 from polyp_core.data.cache import PixelCache
+from polyp_core.external import SyntheticImport
 from polyp_core.pool import (QUALITY_ORDER, RATING_FILTERS, PoolFilter, pool_item, pool_page,
                              remove_from_pool)
 from polyp_core.workflows import pool as pool_workflow
@@ -58,6 +59,26 @@ class PoolDesk:
                              f"{r['revision']})" for r in item.ratings) or "unrated"))
 
     @shown_errors
+    def import_external(self, person, path: str, upload, generator: str, dataset: str,  # noqa: ANN001
+                        trained_on: str, version: str, source_note: str, licence: str) -> str:
+        """Import a folder on the server, or an uploaded zip, of images made elsewhere."""
+        source = str(upload) if upload is not None else (path or "").strip()
+        if not source:
+            raise gr.Error("Give a folder path on the server or upload a zip.")
+        blank = lambda v: (v or "").strip() or None  # noqa: E731
+        request = SyntheticImport(
+            source=source, generator=(generator or "").strip(), dataset=(dataset or "").strip(),
+            trained_on=blank(trained_on) or "unknown", version=blank(version),
+            source_note=blank(source_note), licence=blank(licence))
+        result = pool_workflow.import_synthetic(self.studio.db, self.studio.workspace, person,
+                                                request)  # errors name the file and row
+        trained = result.record.get("trained_on", {})
+        learned = ("unknown: retrain uses its images only when told to" if trained.get("unknown")
+                   else f"{trained.get('declared')} ({len(trained.get('image_sha256', []))} frames)")
+        return (f"Imported **{len(result.images)}** images ({result.masks} with masks) of "
+                f"**{result.generator}**; trained on: {learned}.")
+
+    @shown_errors
     def remove(self, chosen: list[str]) -> str:  # noqa: ANN001
         if not chosen:
             raise gr.Error("Tick the images to remove first.")
@@ -72,6 +93,25 @@ def build_pool_tab(studio: Studio, access: Access) -> dict:
     gr.Markdown("The synthetic pool: every image a generator made and an admin added, newest "
                 "first. Click an image for its full provenance and ratings. Images used by a "
                 "study or a stored run cannot be removed.")
+    with gr.Accordion("Import synthetic images made elsewhere", open=False):
+        gr.Markdown("A folder (or zip) with `manifest.csv` or `manifest.jsonl` (columns `file`, "
+                    "`class`, and any of `mask`, `seed`, `prompt`, `checkpoint`, `background`, "
+                    "...), the images, and masks with the same stem under `masks/`. Every row "
+                    "is checked before anything is stored; see the README.")
+        with gr.Row():
+            ext_path = gr.Textbox(label="Folder on the server")
+            ext_upload = gr.File(label="... or a zip", file_types=[".zip"], type="filepath")
+        with gr.Row():
+            ext_name = gr.Textbox(label="Generator name (as the pool will show it)")
+            ext_dataset = gr.Textbox(label="Real data set the images complement")
+            ext_trained = gr.Textbox("unknown", label="Trained on (DATASET:SPLIT, "
+                                     "DATASET:images=FILE, DATASET:groups=FILE or unknown)")
+        with gr.Row():
+            ext_version = gr.Textbox(label="Version")
+            ext_source = gr.Textbox(label="Source (URL or citation)")
+            ext_licence = gr.Textbox(label="Licence")
+        ext_button = gr.Button("Import into the pool")
+        ext_message = gr.Markdown()
     with gr.Row():
         generator = gr.Dropdown([ANY], value=ANY, label="Generator", allow_custom_value=True)
         checkpoint = gr.Textbox("", label="Checkpoint (e.g. step-002500)")
@@ -99,6 +139,9 @@ def build_pool_tab(studio: Studio, access: Access) -> dict:
     for button, turn in ((prev_btn, lambda p: max(0, p - 1)), (next_btn, lambda p: p + 1)):
         on(on(button.click, turn, inputs=page, outputs=page).then, desk.page, **page_io)
     on(gallery.select, desk.details, inputs=shown, outputs=details)
+    on(ext_button.click, desk.import_external,
+       inputs=[ext_path, ext_upload, ext_name, ext_dataset, ext_trained, ext_version, ext_source,
+               ext_licence], outputs=ext_message, api_name="import_synthetic")
     on(on(remove.click, desk.remove, inputs=chosen, outputs=message, api_name="remove_from_pool")
        .then, desk.page, **page_io)
 

@@ -29,14 +29,15 @@ class RetrainDesk:
     def start(self, person, dataset, scheme, backbone, size, imbalance, seeds, epochs, freeze,
               min_quality, min_reviewers, verdict, unrated, mix, max_ratio, name,
               allow_small=False, probe=False, folds="auto", seen_train=False,  # noqa: ANN001
-              inner_valid=0.15, refit=False):
+              inner_valid=0.15, refit=False, allow_unknown=False):
         config = retrain.retrain_request({
             "dataset": dataset, "scheme": scheme, "backbone": backbone, "image_size": size,
             "imbalance": imbalance, "seeds": seeds, "epochs": epochs, "freeze_backbone": freeze,
             "min_quality": min_quality, "min_reviewers": min_reviewers, "verdict": verdict,
             "unrated": unrated, "target_mix": mix, "max_ratio": max_ratio, "name": name,
             "allow_small_test": allow_small, "linear_probe": probe, "folds": folds,
-            "seen_groups_train": seen_train, "inner_valid": inner_valid, "refit": refit})
+            "seen_groups_train": seen_train, "inner_valid": inner_valid, "refit": refit,
+            "allow_unknown_training_data": allow_unknown})
         # planned before anything is queued: folds, too few test lesions, leaking generators
         # and an empty selection are refused now; the job runs that plan
         started = retrain.start(self.studio.db, self.studio.workspace, person, config,
@@ -143,6 +144,8 @@ def build_retrain_tab(studio: Studio, access: Access) -> dict:
                                          "whole training part")
         seen_train = gr.Checkbox(False, label="With folds: groups a generator learned from "
                                               "train in every fold (only unseen groups tested)")
+        allow_unknown = gr.Checkbox(False, label="Use imported generators whose training data "
+                                                 "are unknown (the report warns)")
     with gr.Accordion("Which synthetic images join (selection policy)", open=True):
         with gr.Row():
             min_quality = gr.Dropdown(["", "moderate", "good"], value="", label="Rated at least")
@@ -177,7 +180,7 @@ def build_retrain_tab(studio: Studio, access: Access) -> dict:
     on(start.click, desk.start, inputs=[dataset, scheme, backbone, size, imbalance, seeds, epochs,
                                         freeze, min_quality, min_reviewers, verdict, unrated, mix,
                                         max_ratio, name, allow_small, probe, folds, seen_train,
-                                        inner_valid, refit],
+                                        inner_valid, refit, allow_unknown],
        outputs=[job, status, timer],
        api_name="start_retrain")
     on(timer.tick, desk.poll, inputs=job, outputs=[status, run, job, timer],

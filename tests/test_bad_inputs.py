@@ -12,9 +12,11 @@ import hashlib
 import io
 import shutil
 import sqlite3
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from PIL import Image
 
 from polyp_core.cli import main as cli
 from polyp_core.data.importer import ImportConfig, import_dataset
@@ -24,6 +26,7 @@ from polyp_core.workspace import Workspace
 from review_db.database import Database, database_url
 from tests.conftest import (PASSWORD, make_hospital, three_class_labels, write_csv,
                             write_image)
+from tests.test_external import paint_external
 
 CORPUS = Path(__file__).resolve().parent / "bad_inputs"
 HUGE_NAME = "x" * 1_000_000
@@ -88,7 +91,29 @@ def non_utf8_file_name(tmp: Path) -> list[str]:
     return ["import", str(root), "--name", "new", "--layout", "folders"]
 
 
-def command(*argv: str):  # noqa: ANN201
+def synthetic(change: Callable[[Path, list[str]], None]) -> Callable[[Path], list[str]]:
+    """An external generator's folder (2 JPEGs per class, masks, CSV manifest) with one thing
+    wrong, imported into the pool for data set ``existing``."""
+    def build(tmp: Path) -> list[str]:
+        folder = paint_external(tmp / "ext", n_per_class=2)
+        lines = (folder / "manifest.csv").read_text().splitlines()
+        change(folder, lines)
+        (folder / "manifest.csv").write_text("\n".join(lines) + "\n")
+        return ["import-synthetic", str(folder), "--generator", "ext", "--dataset", "existing"]
+    return build
+
+
+def _real_frame_among_them(folder: Path, lines: list[str]) -> None:
+    shutil.copyfile(hospital(folder.parent / "src") / "images" / "ad001.png",
+                    folder / "images" / "frame.png")
+    lines.append("images/frame.png,AD,1,x,y")
+
+
+def _mask_of_another_size(folder: Path, _lines: list[str]) -> None:
+    Image.new("L", (20, 20)).save(folder / "masks" / "ad00.png")
+
+
+def command(*argv: str) -> Callable[[Path], list[str]]:
     return lambda _tmp: list(argv)
 
 
@@ -139,6 +164,18 @@ CASES = [
      "--guidance: inf is not a finite number"),
     ("number-huge-seed", command("retrain", "--dataset", "existing", "--seeds", f"0,{2**70}"),
      "--seeds: 1180591620717411303424 is out of range"),
+    # synthetic images made elsewhere
+    ("synthetic-missing-file", synthetic(lambda _f, rows: rows.__setitem__(
+        2, rows[2].replace("ad01.jpg", "gone.jpg"))), "manifest.csv row 3: image 'images/gone.jpg' not found"),
+    ("synthetic-unknown-class", synthetic(lambda _f, rows: rows.__setitem__(
+        1, rows[1].replace(",AD,", ",CARCINOID,"))),
+     "manifest.csv row 2: class 'CARCINOID' is not one this data set knows (AD, HP, SSA)"),
+    ("synthetic-duplicate", synthetic(lambda _f, rows: rows.__setitem__(2, rows[1])),
+     "manifest.csv row 3: images/ad00.jpg is the same image as row 2"),
+    ("synthetic-mask-size", synthetic(_mask_of_another_size),
+     "manifest.csv row 2: mask ad00.png is 20x20 but its image is 56x48"),
+    ("synthetic-real-frame", synthetic(_real_frame_among_them),
+     "manifest.csv row 8: images/frame.png is the real frame 'ad001' of data set 'existing'"),
     ("name-study-one-megabyte", command("study", "create", HUGE_NAME, "--as", "boss",
                                         "--password-stdin", "--real", "existing:4",
                                         "--reviewers", "rev"), "--name: 1000000 characters"),

@@ -45,7 +45,7 @@ def test_the_workflows_cover_what_the_front_ends_need():
             "train_generator.start", "generate.sample_work", "generate.grid_work",
             "generate.add_to_pool", "generate.sample_into_pool", "study.create", "study.plan",
             "study.audit", "study.close", "study.statistics", "study.studies", "review.queue",
-            "review.rate", "review.image"} <= names, sorted(names)
+            "review.rate", "review.image", "pool.import_synthetic"} <= names, sorted(names)
 
 
 def _tables(db) -> dict:  # noqa: ANN001

@@ -48,7 +48,8 @@ from polyp_core.classify.uncertainty import (cluster_bootstrap, paired_cluster_b
                                              regression_warnings)
 from polyp_core.data.cache import PixelCache
 from polyp_core.data.labels import get_scheme
-from polyp_core.generation.lineage import generator_training_images
+from polyp_core.generation.lineage import (UnknownTrainingData, declared_unknown,
+                                           generator_training_images)
 from polyp_core.progress import CancelToken, Progress, no_progress
 from polyp_core.runs import load_run, new_run_dir, save_run
 from polyp_core.validation import checked, rule
@@ -94,6 +95,8 @@ class ExperimentConfig:
         seen_groups_train: with folds, keep the groups a supplying generator learned from in
             every fold's training part (only groups no generator saw are tested) instead of
             refusing the run.
+        allow_unknown_training_data: use images of an imported generator whose training data
+            are declared unknown (their leak cannot be checked; the report warns).
     """
 
     dataset: str
@@ -110,6 +113,7 @@ class ExperimentConfig:
     seen_groups_train: bool = False
     inner_valid: float = rule(INNER_VALID, lo=0.0, hi=0.5, flag="--inner-valid")
     refit: bool = False
+    allow_unknown_training_data: bool = False
 
     def to_json(self) -> dict:
         return {"dataset": self.dataset, "scheme": self.scheme, "train": asdict(self.train),
@@ -117,7 +121,8 @@ class ExperimentConfig:
                 "name": self.name, "allow_small_test": self.allow_small_test,
                 "linear_probe": self.linear_probe, "folds": self.folds, "cv_seed": self.cv_seed,
                 "seen_groups_train": self.seen_groups_train, "inner_valid": self.inner_valid,
-                "refit": self.refit}
+                "refit": self.refit,
+                "allow_unknown_training_data": self.allow_unknown_training_data}
 
     @classmethod
     def from_json(cls, data: dict) -> ExperimentConfig:
@@ -130,7 +135,8 @@ class ExperimentConfig:
                    seen_groups_train=bool(data.get("seen_groups_train")),
                    # runs stored before inner validation kept a whole fold for it
                    inner_valid=float(data.get("inner_valid", INNER_VALID)),
-                   refit=bool(data.get("refit")))
+                   refit=bool(data.get("refit")),
+                   allow_unknown_training_data=bool(data.get("allow_unknown_training_data")))
 
 
 @dataclass
@@ -141,7 +147,7 @@ class ExperimentResult:
 
 
 def check_leakage(db: Database, workspace: Workspace, synthetic: list[ImageRef],
-                  held_out: set[str]) -> None:
+                  held_out: set[str], allow_unknown: bool = False) -> None:
     """Refuse synthetic images whose generator learned from validation or test images: a
     generator that saw them makes the comparison dishonest.
 
@@ -152,6 +158,11 @@ def check_leakage(db: Database, workspace: Workspace, synthetic: list[ImageRef],
     for generator in sorted(_generators_of(db, synthetic)):
         try:
             seen = generator_training_images(workspace.models_dir, generator) & held_out
+        except UnknownTrainingData as error:
+            if not allow_unknown:
+                problems.append(f"{error} (use it anyway with `allow_unknown_training_data`; "
+                                "the report then warns)")
+            continue
         except ValueError as error:
             problems.append(str(error))
             continue
@@ -162,6 +173,55 @@ def check_leakage(db: Database, workspace: Workspace, synthetic: list[ImageRef],
                          "into the comparison: " + "; ".join(problems) +
                          ". Train generators on the training split only, restore a missing model "
                          "folder, or exclude the generator (policy.generators).")
+
+
+def generator_summary(db: Database, workspace: Workspace,
+                      selections: list[Selection | None]) -> list[dict]:
+    """Where the synthetic images of a run came from: each generator, how many of its images
+    joined any fold, and for an imported one what its registration says (version, source,
+    licence, declared training data)."""
+    from polyp_core.external import read_record
+    from review_db import queries
+
+    shas = {ref.sha256 for sel in selections if sel for ref in sel.images}
+    with db.session() as session:
+        made_by = Counter(queries.image_by_sha(session, sha).provenance.generator for sha in shas)
+    rows = []
+    for generator, n in sorted(made_by.items()):
+        record = read_record(workspace, generator)
+        row = {"generator": generator, "images": n,
+               "made": "imported" if record else "trained in this workspace"}
+        if record:
+            trained = record.get("trained_on") or {}
+            row |= {"version": record.get("version"), "source": record.get("source"),
+                    "licence": record.get("licence"),
+                    "trained_on": "unknown" if trained.get("unknown") else trained.get("declared")}
+        rows.append(row)
+    return rows
+
+
+def background_leaks(db: Database, folds: list[Fold], selections: list[Selection | None],
+                     real: list[ImageRef], group_of: list[str]) -> list[str]:
+    """Inpainted images whose background frame belongs to a group of the fold's validation or
+    test part (the frame is training data of the image), naming image, frame and group."""
+    from review_db import queries
+
+    problems = []
+    group_of_sha = {r.sha256: g for r, g in zip(real, group_of)}
+    with db.session() as session:
+        for fold, selection in zip(folds, selections):
+            if selection is None:
+                continue
+            held = {group_of[i] for i in fold.valid + fold.test}
+            for ref in selection.images:
+                extra = (queries.image_by_sha(session, ref.sha256).provenance.extra or {})
+                frame = extra.get("background") or {}
+                group = group_of_sha.get(frame.get("sha256", ""))
+                if group is not None and group in held:
+                    problems.append(f"{fold.name}: image {ref.sha256[:12]} was made on frame "
+                                    f"{frame.get('dataset')}:{frame.get('id')} of group {group} "
+                                    "(validation/test part)")
+    return problems
 
 
 def design_table(folds: list[Fold], labels: list[str], group_of: list[str], classes,  # noqa: ANN001
@@ -310,7 +370,8 @@ def plan_experiment(db: Database, workspace: Workspace, config: ExperimentConfig
     train_only: list[int] = []
     if k != 0 and augmented and (seen_train or k is None):
         probe = _select(db, config, scheme, Counter(labels))
-        seen = _seen_groups(workspace, _generators_of(db, probe.images), real, group_of)
+        seen = _seen_groups(workspace, _generators_of(db, probe.images), real, group_of,
+                            config.allow_unknown_training_data)
         held = set().union(*seen.values()) if seen else set()
         train_only = [i for i, g in enumerate(group_of) if g in held]
     if k is None:  # auto: the largest K whose every test fold holds 3 groups of each class
@@ -357,7 +418,8 @@ def plan_experiment(db: Database, workspace: Workspace, config: ExperimentConfig
                       for fold in folds]
         if k:
             generators = [_generators_of(db, sel.images) for sel in selections]
-            seen = _seen_groups(workspace, set().union(*generators), real, group_of)
+            seen = _seen_groups(workspace, set().union(*generators), real, group_of,
+                                config.allow_unknown_training_data)
             leaks = fold_leaks(folds, generators, seen, group_of)
             if leaks:
                 raise ValueError(
@@ -369,20 +431,35 @@ def plan_experiment(db: Database, workspace: Workspace, config: ExperimentConfig
         else:
             fold = folds[0]
             check_leakage(db, workspace, selections[0].images,
-                          {real[i].sha256 for i in fold.valid + fold.test})
+                          {real[i].sha256 for i in fold.valid + fold.test},
+                          config.allow_unknown_training_data)
             # a split that is not grouped by lesion can hold other frames of a lesion the
             # generator learned from in validation or test: refused by group as well
             generators = _generators_of(db, selections[0].images)
             leaks = fold_leaks(folds, [generators],
-                               _seen_groups(workspace, generators, real, group_of), group_of)
+                               _seen_groups(workspace, generators, real, group_of,
+                                            config.allow_unknown_training_data), group_of)
             if leaks:
                 raise ValueError(
                     "synthetic images from generators that learned from frames of a validation/"
                     "test patient or lesion would leak into the comparison: " + "; ".join(leaks) +
                     ". Resplit the data set grouped by patient/lesion, use `folds` (with "
                     "`seen_groups_train`), or exclude the generator (`generators`)")
+        inpainted = background_leaks(db, folds, selections, real, group_of)
+        if inpainted:
+            raise ValueError("synthetic images inpainted into frames of a fold's validation/test "
+                             "groups would leak into that fold: " + "; ".join(inpainted[:10]) +
+                             (f" and {len(inpainted) - 10} more" if len(inpainted) > 10 else "") +
+                             ". Exclude these images or their generator (`generators`)")
     design = design_table(folds, labels, group_of, classes, grouped)
     design["warnings"] = check_design(design, config.allow_small_test)
+    if augmented:
+        used = set().union(*(_generators_of(db, s.images) for s in selections))
+        unknown = sorted(g for g in used if declared_unknown(workspace.models_dir, g))
+        if unknown:
+            design["warnings"].insert(0, "ran with `allow_unknown_training_data`: "
+                                         f"{', '.join(unknown)} declared no training data; its "
+                                         "images may come from frames this run tests")
     return ExperimentPlan(scheme, classes, real, group_of, folds, selections, design, evaluation)
 
 
@@ -399,13 +476,20 @@ def _validation_words(inner: float, refit: bool) -> str:
 
 
 def _seen_groups(workspace: Workspace, generators: set[str], real: list[ImageRef],
-                 group_of: list[str]) -> dict[str, set[str]]:
+                 group_of: list[str], allow_unknown: bool = False) -> dict[str, set[str]]:
     """The groups of the experiment's images each generator (or a model it was fine-tuned
-    from) learned from; a generator without a training record is refused."""
+    from) learned from; a generator without a training record is refused, and so is an
+    imported one declared as trained on unknown data unless ``allow_unknown``."""
     trained_on, problems = {}, []
     for generator in sorted(generators):
         try:
             trained_on[generator] = generator_training_images(workspace.models_dir, generator)
+        except UnknownTrainingData as error:
+            if allow_unknown:
+                trained_on[generator] = set()
+            else:
+                problems.append(f"{error}; use it anyway with `allow_unknown_training_data` "
+                                "(the report then warns)")
         except ValueError as error:
             problems.append(str(error))
     if problems:
@@ -537,6 +621,7 @@ def run_experiment(db: Database, workspace: Workspace, config: ExperimentConfig,
         results["selection"] = {"counts": counts[0], "ratings_hash": plan.selections[0].ratings_hash}
         if cv:
             results["selection"]["per_fold"] = counts
+        results["selection"]["generators"] = generator_summary(db, workspace, plan.selections)
     # uncertainty over cases: a cluster bootstrap over the tested groups, with the seeds
     results["test_groups"] = plan.design
     results["uncertainty"] = {arm: cluster_bootstrap(

@@ -131,6 +131,14 @@ def write_report(folder: Path, run_id: str, config: dict, results: dict) -> Path
                   _table(["fold", *classes, "eligible in the pool"],
                          [[f"fold {k + 1}", *(c["selected"].get(cls, 0) for cls in classes),
                            sum(c["eligible"].values())] for k, c in enumerate(per_fold)])]
+    made = results.get("selection", {}).get("generators")
+    if made:
+        parts += ["<h2>Where the synthetic images came from</h2>",
+                  _table(["generator", "images (any fold)", "made", "trained on", "version",
+                          "source", "licence"],
+                         [[g["generator"], g["images"], g["made"], g.get("trained_on") or "",
+                           g.get("version") or "", g.get("source") or "", g.get("licence") or ""]
+                          for g in made])]
     cv = results.get("evaluation", {}).get("kind") == "grouped cross-validation"
     parts += [f"<h2>Results on the {'pooled out-of-fold predictions' if cv else 'test split'}"
               "</h2>", _table(header, rows)]

@@ -149,6 +149,9 @@ def add_classify_commands(sub) -> None:  # noqa: ANN001
                          "inner grouped CV): the baseline a network must beat")
     re.add_argument("--allow-small-test", action="store_true",
                     help="run even when a class has fewer than 3 test groups (patients/lesions)")
+    re.add_argument("--allow-unknown-training-data", action="store_true",
+                    help="use images of imported generators whose training data are unknown "
+                         "(their leak cannot be checked; the run and its report warn)")
     re.add_argument("--folds", default=D["folds"], metavar="K|auto",
                     help="grouped K-fold cross-validation over all images (K >= 2; folds "
                          "stratified by class, grouped by patient/lesion/video; each fold trains "

@@ -63,6 +63,26 @@ def cmd_import(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_import_synthetic(args: argparse.Namespace) -> int:
+    """Import an external generator's images (folder or zip, with a manifest) into the pool."""
+    from polyp_core.cli.common import open_db
+    from polyp_core.external import SyntheticImport
+    from polyp_core.workflows import TERMINAL, pool
+
+    request = SyntheticImport(source=args.source, generator=args.generator, dataset=args.dataset,
+                              trained_on=args.trained_on, version=args.version,
+                              source_note=args.source_note, licence=args.licence)
+    with TerminalProgress() as progress:
+        result = pool.import_synthetic(open_db(args), Workspace(args.workspace), TERMINAL,
+                                       request, progress)
+    trained = result.record.get("trained_on", {})
+    learned = ("unknown (retrain needs --allow-unknown-training-data)" if trained.get("unknown")
+               else f"{trained.get('declared')} ({len(trained.get('image_sha256', []))} frames)")
+    print(f"imported {len(result.images)} images ({result.masks} with masks) of generator "
+          f"{result.generator!r} (import {result.import_id}); trained on: {learned}")
+    return 0
+
+
 def cmd_delete_dataset(args: argparse.Namespace) -> int:
     """Delete a data set nothing uses (refused, naming the studies and runs that use it)."""
     from polyp_core.cli.common import open_db
@@ -174,6 +194,25 @@ def add_data_commands(sub) -> None:  # noqa: ANN001
                      help="replace a data set of this name (refused if a study or run uses it)")
     imp.add_argument("--db", help="database URL (default: $STUDIO_DB_URL or the workspace's SQLite)")
     imp.set_defaults(func=cmd_import)
+
+    ext = sub.add_parser("import-synthetic", help="import synthetic images made elsewhere (a "
+                         "folder or zip with a manifest.csv/jsonl, images and optional masks) "
+                         "into the pool")
+    ext.add_argument("source", help="the folder or zip")
+    ext.add_argument("--generator", required=True, help="the name the images carry in the pool")
+    ext.add_argument("--dataset", required=True,
+                     help="the real data set the images complement (their classes are its)")
+    ext.add_argument("--trained-on", default="unknown",
+                     help="what the generator learned from: DATASET:SPLIT[,SPLIT], "
+                          "DATASET:images=FILE (ids or SHA-256s), DATASET:groups=FILE, or "
+                          "unknown (the default; retrain then refuses its images unless "
+                          "--allow-unknown-training-data)")
+    ext.add_argument("--version", help="the generator's version")
+    ext.add_argument("--source-note", "--citation", dest="source_note",
+                     help="where it comes from: a URL or citation text")
+    ext.add_argument("--licence", help="its licence, as a note")
+    ext.add_argument("--db")
+    ext.set_defaults(func=cmd_import_synthetic)
 
     delete = sub.add_parser("delete-dataset", help="delete a data set that no study or run uses")
     delete.add_argument("name")

@@ -4,6 +4,7 @@ label scheme, memorisation, diversity and projections, stored as a run."""
 from __future__ import annotations
 
 import time
+from collections import Counter
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -132,8 +133,9 @@ def diagnose(db: Database, workspace: Workspace, config: DiagnoseConfig,
     register_dataset(db, manifest)
     real_items = [i for i in manifest.items if config.real_split in (None, i.split)]
     with db.session() as session:
-        synthetic = [(im.sha256, im.path, im.label) for im in
-                     queries.synthetic_images(session, config.generator, config.checkpoint)]
+        images = queries.synthetic_images(session, config.generator, config.checkpoint)
+        synthetic = [(im.sha256, im.path, im.label) for im in images]
+        made_by = [im.provenance.generator if im.provenance else "?" for im in images]
     if not synthetic:
         raise ValueError(f"no synthetic images of generator {config.generator or 'any'}"
                          f"{'@' + config.checkpoint if config.checkpoint else ''} in the pool")
@@ -156,7 +158,7 @@ def diagnose(db: Database, workspace: Workspace, config: DiagnoseConfig,
         other_features = cache.features(extractor, [(i.sha256, i.image) for i in other_items],
                                         config.size, progress)
 
-    matrices, fids, floors, cross = {}, {}, {}, {}
+    matrices, fids, floors, cross, by_generator = {}, {}, {}, {}, {}
     for scheme_name in manifest.schemes:
         scheme = get_scheme(scheme_name)
         real_by, syn_by = {}, {}
@@ -180,6 +182,18 @@ def diagnose(db: Database, workspace: Workspace, config: DiagnoseConfig,
                 cross[scheme_name] = kid_matrix(other_by, real_by, extractor.id, scheme_name,
                                                 config.subsets, config.subset_size, config.seed)
         fids[scheme_name] = {c: asdict(fid(real_by[c], syn_by[c], config.seed)) for c in real_by}
+        if len(set(made_by)) > 1:  # several generators: each gets its own rows too
+            for generator in sorted(set(made_by)):
+                own = {}
+                for cls in real_by:
+                    s = [k for k, (_, _, label) in enumerate(synthetic)
+                         if made_by[k] == generator and scheme.mapping.get(label) == cls]
+                    if len(s) >= 2:
+                        own[cls] = syn_features[s]
+                if own:
+                    by_generator.setdefault(generator, {})[scheme_name] = kid_matrix(
+                        own, real_by, extractor.id, scheme_name, config.subsets,
+                        config.subset_size, config.seed).to_json()
         progress(1, 1, f"KID matrix for {scheme_name}")
     if not matrices:
         raise ValueError("no class has at least two real and two synthetic images")
@@ -193,7 +207,9 @@ def diagnose(db: Database, workspace: Workspace, config: DiagnoseConfig,
     ids = [i.sha256 for i in real_items] + [s for s, _, _ in synthetic] + \
         [i.sha256 for i in other_items]
     classes = [i.label for i in real_items] + syn_labels + [i.label for i in other_items]
-    sources = ["real"] * len(real_items) + ["synthetic"] * len(synthetic) + \
+    several = len(set(made_by)) > 1
+    sources = ["real"] * len(real_items) + \
+        [f"synthetic: {g}" if several else "synthetic" for g in made_by] + \
         [f"real: {config.against}"] * len(other_items)
     paths = [i.image for i in real_items] + [p for _, p, _ in synthetic] + \
         [i.image for i in other_items]
@@ -214,7 +230,10 @@ def diagnose(db: Database, workspace: Workspace, config: DiagnoseConfig,
 
     results = {"extractor": extractor.id, "kid": {s: m.to_json() for s, m in matrices.items()},
                "fid": fids, "kid_floor": floors, "memorisation": memo.to_json(), "diversity": div,
-               "projections": {m: str(p) for m, p in files.items()}}
+               "projections": {m: str(p) for m, p in files.items()},
+               "generators": dict(sorted(Counter(made_by).items()))}
+    if by_generator:
+        results["kid_by_generator"] = by_generator
     second = {}
     if other is not None:
         shared = {i.sha256 for i in other_items} & {i.sha256 for i in real_items}

@@ -12,8 +12,16 @@ import json
 from pathlib import Path
 
 
+class UnknownTrainingData(ValueError):
+    """An imported generator whose training data were declared unknown."""
+
+
 def _meta(models_dir: Path, model_id: str) -> dict:
     path = Path(models_dir) / model_id / "config.json"
+    # an imported generator's registration (polyp_core.external) sits beside models/
+    external = Path(models_dir).parent / "external" / model_id / "generator.json"
+    if not path.is_file() and external.is_file():
+        return json.loads(external.read_text())
     if not path.is_file():
         raise ValueError(f"generator {model_id!r} has no training record ({path} is missing), "
                          "so it cannot be shown not to have seen validation/test images")
@@ -39,12 +47,17 @@ def generator_training_images(models_dir: Path, model_id: str) -> set[str]:
     """SHA-256 of every image the generator and the models it was fine-tuned from learned from.
 
     Raises:
+        UnknownTrainingData: an imported generator declared as trained on unknown data.
         ValueError: when the training record of the generator, or of a model in its chain, is
             missing: what it saw cannot then be known.
     """
     shas: set[str] = set()
     for model in model_chain(models_dir, model_id):
         meta = _meta(models_dir, model)
+        if (meta.get("trained_on") or {}).get("unknown"):
+            raise UnknownTrainingData(
+                f"generator {model!r} was imported with its training data declared unknown, so "
+                "it cannot be shown not to have seen validation/test images")
         if "lineage" in meta:
             shas |= set(meta["lineage"]["image_sha256"])
             continue
@@ -58,3 +71,12 @@ def lineage_record(models_dir: Path, model_id: str) -> dict:
     """What an exported generator stores as ``lineage``."""
     return {"models": model_chain(models_dir, model_id),
             "image_sha256": sorted(generator_training_images(models_dir, model_id))}
+
+
+def declared_unknown(models_dir: Path, model_id: str) -> bool:
+    """Whether an imported generator's training data were declared unknown."""
+    try:
+        return any((_meta(models_dir, m).get("trained_on") or {}).get("unknown")
+                   for m in model_chain(models_dir, model_id))
+    except ValueError:
+        return False

@@ -26,7 +26,7 @@ DEFAULTS: dict[str, object] = {
     # the design
     "seeds": "0,1,2", "baseline_only": False, "linear_probe": False, "allow_small_test": False,
     "folds": AUTO, "cv_seed": 0, "seen_groups_train": False, "inner_valid": 0.15,
-    "refit": False,
+    "refit": False, "allow_unknown_training_data": False,
     # which synthetic images join (SelectionPolicy)
     # (None: every generator, class and study; no memorisation run; no target mix; no cap)
     "generators": None, "classes": None, "min_quality": None, "min_reviewers": 1,
@@ -88,7 +88,8 @@ def retrain_request(fields: Mapping[str, object]) -> ExperimentConfig:
         name=f["name"] or None, allow_small_test=bool(f["allow_small_test"]),
         linear_probe=bool(f["linear_probe"]), folds=parse_folds(f["folds"]),
         cv_seed=whole(f["cv_seed"], "cv_seed"), seen_groups_train=bool(f["seen_groups_train"]),
-        inner_valid=number(f["inner_valid"], "inner_valid"), refit=bool(f["refit"]))
+        inner_valid=number(f["inner_valid"], "inner_valid"), refit=bool(f["refit"]),
+        allow_unknown_training_data=bool(f["allow_unknown_training_data"]))
 
 
 def plan(db: Database, workspace: Workspace, person: Person,
