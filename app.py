@@ -13,25 +13,25 @@ import os
 
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # no calls home: clinics are offline
 
-import gradio as gr  # noqa: E402
+import gradio as gr
 
-from polyp_core.demo import (DEMO_ADMIN, DEMO_REVIEWERS, demo_analyses,  # noqa: E402
+from polyp_core.demo import (DEMO_ADMIN, DEMO_REVIEWERS, demo_analyses,
                              ensure_demo_workspace)
-from polyp_core.workspace import Workspace  # noqa: E402
-from review_db.database import Database, database_url  # noqa: E402
-from studio_ui import Studio  # noqa: E402
-from studio_ui.access import Access  # noqa: E402
-from studio_ui.gate import SessionGate  # noqa: E402
-from studio_ui.ui_cache import instance_cache  # noqa: E402
-from studio_ui.accounts_tab import build_accounts_tab  # noqa: E402
-from studio_ui.data_tab import DataBrowser, build_data_tab  # noqa: E402, F401  (DataBrowser: tests)
-from studio_ui.diagnostics_tab import build_diagnostics_tab  # noqa: E402
-from studio_ui.generate_tab import build_generate_tab  # noqa: E402
-from studio_ui.pool_tab import build_pool_tab  # noqa: E402
-from studio_ui.retrain_tab import build_retrain_tab  # noqa: E402
-from studio_ui.review_tab import KEYBOARD_JS, build_review_tab  # noqa: E402
-from studio_ui.studies_tab import build_studies_tab  # noqa: E402
-from studio_ui.train_tab import build_train_tab  # noqa: E402
+from polyp_core.workspace import Workspace
+from review_db.database import Database, database_url
+from studio_ui import Studio
+from studio_ui.access import Access
+from studio_ui.gate import SessionGate
+from studio_ui.ui_cache import instance_cache
+from studio_ui.accounts_tab import build_accounts_tab
+from studio_ui.data_tab import DataBrowser, build_data_tab  # noqa: F401  (DataBrowser: tests)
+from studio_ui.diagnostics_tab import build_diagnostics_tab
+from studio_ui.generate_tab import build_generate_tab
+from studio_ui.pool_tab import build_pool_tab
+from studio_ui.retrain_tab import build_retrain_tab
+from studio_ui.review_tab import KEYBOARD_JS, build_review_tab
+from studio_ui.studies_tab import build_studies_tab
+from studio_ui.train_tab import build_train_tab
 
 # System fonts only: the page must load fully with no network.
 THEME = gr.themes.Soft(font=["ui-sans-serif", "system-ui", "sans-serif"],

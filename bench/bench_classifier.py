@@ -22,14 +22,14 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-import torch  # noqa: E402
-import torch.nn.functional as F  # noqa: E402
+import torch
+import torch.nn.functional as F
 
-from polyp_core.classify.data import ImageRef, load_tensors  # noqa: E402
-from polyp_core.classify.model import build_classifier  # noqa: E402
-from polyp_core.classify.train import ClassifierTrainConfig, train_classifier  # noqa: E402
-from polyp_core.data.cache import PixelCache  # noqa: E402
-from sources import bench_workspace  # noqa: E402
+from polyp_core.classify.data import ImageRef, load_tensors
+from polyp_core.classify.model import build_classifier
+from polyp_core.classify.train import ClassifierTrainConfig, train_classifier
+from polyp_core.data.cache import PixelCache
+from sources import bench_workspace
 
 
 class FileDataset(torch.utils.data.Dataset):

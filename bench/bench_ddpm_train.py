@@ -25,8 +25,8 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from polyp_core.generation.ddpm import DDPMTrainConfig, build_unet, get_preset, train_ddpm  # noqa: E402
-from polyp_core.workspace import Workspace  # noqa: E402
+from polyp_core.generation.ddpm import DDPMTrainConfig, build_unet, get_preset, train_ddpm
+from polyp_core.workspace import Workspace
 
 
 def sync(device: torch.device) -> None:

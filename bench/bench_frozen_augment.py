@@ -21,12 +21,12 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-import torch  # noqa: E402
+import torch
 
-from polyp_core.classify.data import ImageRef, load_tensors  # noqa: E402
-from polyp_core.classify.train import ClassifierTrainConfig, train_classifier  # noqa: E402
-from polyp_core.data.cache import PixelCache  # noqa: E402
-from sources import bench_workspace  # noqa: E402
+from polyp_core.classify.data import ImageRef, load_tensors
+from polyp_core.classify.train import ClassifierTrainConfig, train_classifier
+from polyp_core.data.cache import PixelCache
+from sources import bench_workspace
 
 
 def timed(train, valid, classes, config) -> float:
@@ -45,8 +45,9 @@ def main() -> None:
     workspace, _ = bench_workspace(tmp, args.n + 64)
     manifest = workspace.load_manifest("bench")
     classes = tuple(sorted({i.label for i in manifest.items}))
-    refs = lambda split: [ImageRef(i.sha256, i.image, i.label)  # noqa: E731
-                          for i in manifest.split_items(split)]
+    def refs(split):
+        return [ImageRef(i.sha256, i.image, i.label)
+                              for i in manifest.split_items(split)]
     pixels = PixelCache(workspace.pixel_cache_dir)
     train = load_tensors(refs("train")[:args.n], classes, args.size, pixels)
     valid = load_tensors(refs("valid")[:max(32, args.n // 4)], classes, args.size, pixels)

@@ -18,7 +18,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from polyp_core.diagnostics.distances import kid  # noqa: E402
+from polyp_core.diagnostics.distances import kid
 
 
 class Identity(torch.nn.Module):

@@ -17,9 +17,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from polyp_core.data.cache import PixelCache  # noqa: E402
-from polyp_core.data.images import load_rgb, resize_rgb  # noqa: E402
-from sources import bench_workspace  # noqa: E402
+from polyp_core.data.cache import PixelCache
+from polyp_core.data.images import load_rgb, resize_rgb
+from sources import bench_workspace
 
 
 def main() -> None:

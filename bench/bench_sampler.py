@@ -24,7 +24,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from polyp_core.generation.ddpm import DDPMConfig, build_unet, noise_schedule, sample_batch  # noqa: E402
+from polyp_core.generation.ddpm import DDPMConfig, build_unet, noise_schedule, sample_batch
 
 CONFIG = DDPMConfig(size=64, block_out_channels=(64, 128, 128, 256),
                     attention=(False, False, True, False), layers_per_block=2)

@@ -32,9 +32,9 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from polyp_core.generation.request import SampleRequest  # noqa: E402
-from polyp_core.generation.sd_lora import SDLoraGenerator  # noqa: E402
-from polyp_core.generation.tiny_sd import build_tiny_sd, tiny_tokenizer  # noqa: E402
+from polyp_core.generation.request import SampleRequest
+from polyp_core.generation.sd_lora import SDLoraGenerator
+from polyp_core.generation.tiny_sd import build_tiny_sd, tiny_tokenizer
 
 PROMPT = "a colonoscopy image of sks adenomatous polyp"
 

@@ -14,11 +14,11 @@ from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from polyp_core.data.cache import PixelCache  # noqa: E402
-from polyp_core.generation.backends import load_generator  # noqa: E402
-from polyp_core.generation.grid import labelled_grid  # noqa: E402
-from polyp_core.generation.request import SampleRequest  # noqa: E402
-from polyp_core.workspace import Workspace  # noqa: E402
+from polyp_core.data.cache import PixelCache
+from polyp_core.generation.backends import load_generator
+from polyp_core.generation.grid import labelled_grid
+from polyp_core.generation.request import SampleRequest
+from polyp_core.workspace import Workspace
 
 
 def main() -> None:
@@ -33,7 +33,8 @@ def main() -> None:
     workspace = Workspace(args.workspace)
     generator = load_generator(workspace, args.model, args.checkpoint)
     manifest, pixels = workspace.load_manifest(args.dataset), PixelCache(workspace.pixel_cache_dir)
-    show = lambda rgb: np.asarray(Image.fromarray(rgb).resize((64, 64), Image.Resampling.BICUBIC))  # noqa: E731
+    def show(rgb):
+        return np.asarray(Image.fromarray(rgb).resize((64, 64), Image.Resampling.BICUBIC))
     classes = list(manifest.class_counts()["all"])
     rows, names = [], []
     for cls in classes:  # real training frames, seen at the generator's resolution

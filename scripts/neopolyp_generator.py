@@ -24,17 +24,17 @@ from PIL import Image
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from polyp_core.cli.common import TerminalProgress  # noqa: E402
-from polyp_core.data.importer import ImportConfig, import_dataset  # noqa: E402
-from polyp_core.demo import export_generator  # noqa: E402
-from polyp_core.diagnostics.report import DiagnoseConfig, diagnose  # noqa: E402
-from polyp_core.generation.backends import sample_to_pool  # noqa: E402
-from polyp_core.generation.ddpm import DDPMTrainConfig, train_ddpm  # noqa: E402
-from polyp_core.generation.request import SampleRequest  # noqa: E402
-from polyp_core.progress import CancelToken  # noqa: E402
-from polyp_core.workspace import Workspace  # noqa: E402
-from review_db import queries  # noqa: E402
-from review_db.database import Database  # noqa: E402
+from polyp_core.cli.common import TerminalProgress
+from polyp_core.data.importer import ImportConfig, import_dataset
+from polyp_core.demo import export_generator
+from polyp_core.diagnostics.report import DiagnoseConfig, diagnose
+from polyp_core.generation.backends import sample_to_pool
+from polyp_core.generation.ddpm import DDPMTrainConfig, train_ddpm
+from polyp_core.generation.request import SampleRequest
+from polyp_core.progress import CancelToken
+from polyp_core.workspace import Workspace
+from review_db import queries
+from review_db.database import Database
 
 MODEL = "neopolyp-ddpm64"
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import gradio as gr
 
-from polyp_core.review.accounts import audit_log
 from polyp_core.workflows import accounts as accounts_workflow
 from studio_ui.access import Access
 from studio_ui.services import Studio, shown_errors
@@ -28,9 +27,9 @@ class AccountDesk:
     @shown_errors
     def show(self, person):  # noqa: ANN001
         rows = self.accounts(person)
-        audit = [[e["at"], e["kind"], e["actor"] or "", e["address"] or "", e["target"] or "",
+        audit = [[e["at"].isoformat(timespec="seconds"), e["kind"], e["actor"] or "", e["address"] or "", e["target"] or "",
                   ", ".join(f"{k}={v}" for k, v in (e["detail"] or {}).items())]
-                 for e in audit_log(self.studio.db, person, limit=200)]
+                 for e in accounts_workflow.audit(self.studio.db, person, limit=200)]
         return rows, gr.update(choices=[r[0] for r in rows]), audit
 
     @shown_errors
@@ -59,7 +58,8 @@ def build_accounts_tab(studio: Studio, access: Access) -> dict:
     refresh_btn = gr.Button("Refresh", size="sm")
     audit = gr.Dataframe(headers=["at (UTC)", "event", "who", "address", "target", "detail"],
                          label="Audit log (newest first)", interactive=False, wrap=True)
-    on = lambda trigger, fn, **io: access.on(trigger, fn, "admin", **io)  # noqa: E731
+    def on(trigger, fn, **io):
+        return access.on(trigger, fn, "admin", **io)
     shown = [accounts, name, audit]
     on(on(apply.click, desk.change, inputs=[name, action], outputs=message,
           api_name="change_account").then, desk.show, outputs=shown)

@@ -119,7 +119,8 @@ def build_data_tab(workspace: Workspace, access: Access) -> dict:
     overview_io = dict(inputs=[dataset, scheme], outputs=[counts, cls, summary, scheme])
     page_io = dict(inputs=[dataset, scheme, split, cls, page, masks],
                    outputs=[gallery, page_label, page])
-    on = lambda trigger, fn, **io: access.on(trigger, fn, "admin", **io)  # noqa: E731
+    def on(trigger, fn, **io):
+        return access.on(trigger, fn, "admin", **io)
 
     def first_page_then_show(trigger) -> None:  # noqa: ANN001
         on(on(trigger, lambda: 0, outputs=page).then, browser.page, **page_io)

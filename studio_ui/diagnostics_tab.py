@@ -201,7 +201,8 @@ def build_diagnostics_tab(studio: Studio, access: Access) -> dict:
     timer = gr.Timer(1.0, active=False)
     sweep_job, sweep_timer = gr.State(None), gr.Timer(2.0, active=False)
     check_job, check_timer = gr.State(None), gr.Timer(1.0, active=False)
-    on = lambda trigger, fn, **io: access.on(trigger, fn, "admin", **io)  # noqa: E731
+    def on(trigger, fn, **io):
+        return access.on(trigger, fn, "admin", **io)
     on(start.click, desk.start, inputs=[dataset, generator, subsets, subset_size, projection,
                                         near_copy, against], outputs=[job, status, timer])
     on(timer.tick, desk.poll, inputs=job, outputs=[status, run, job, timer])

@@ -170,7 +170,8 @@ def build_generate_tab(studio: Studio, access: Access) -> dict:
         grid = gr.Image(label="X/Y grid (cells appear as they are made)", type="numpy",
                         interactive=False)
     timer, grid_timer = gr.Timer(1.0, active=False), gr.Timer(1.0, active=False)
-    on = lambda trigger, fn, **io: access.on(trigger, fn, "admin", **io)  # noqa: E731
+    def on(trigger, fn, **io):
+        return access.on(trigger, fn, "admin", **io)
     on(model.change, desk.model_info, inputs=model, outputs=[checkpoint, cls, info])
     on(go.click, desk.sample, inputs=[model, checkpoint, cls, prompt, negative, n, seed, random_seed,
                                       steps, guidance, scheduler, lora, lora_scale],

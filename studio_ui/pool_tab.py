@@ -29,7 +29,8 @@ class PoolDesk:
 
     @staticmethod
     def _filter(generator, checkpoint, cls, rated, quality) -> PoolFilter:  # noqa: ANN001
-        pick = lambda v: None if v in (None, "", ANY) else v  # noqa: E731
+        def pick(v):
+            return None if v in (None, "", ANY) else v
         return PoolFilter(generator=pick(generator), checkpoint=pick((checkpoint or "").strip()),
                           class_label=pick(cls), rated=rated or "any",
                           min_quality=pick(quality))
@@ -65,7 +66,8 @@ class PoolDesk:
         source = str(upload) if upload is not None else (path or "").strip()
         if not source:
             raise gr.Error("Give a folder path on the server or upload a zip.")
-        blank = lambda v: (v or "").strip() or None  # noqa: E731
+        def blank(v):
+            return (v or "").strip() or None
         request = SyntheticImport(
             source=source, generator=(generator or "").strip(), dataset=(dataset or "").strip(),
             trained_on=blank(trained_on) or "unknown", version=blank(version),
@@ -131,7 +133,8 @@ def build_pool_tab(studio: Studio, access: Access) -> dict:
     remove = gr.Button("Remove the selected images from the pool", variant="stop")
     message = gr.Markdown()
 
-    on = lambda trigger, fn, **io: access.on(trigger, fn, "admin", **io)  # noqa: E731
+    def on(trigger, fn, **io):
+        return access.on(trigger, fn, "admin", **io)
     filters = [generator, checkpoint, cls, rated, quality]
     page_io = dict(inputs=[*filters, page], outputs=[gallery, page_label, page, shown, chosen])
     for trigger in (generator.change, checkpoint.submit, cls.change, rated.change, quality.change):

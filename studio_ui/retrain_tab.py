@@ -176,7 +176,8 @@ def build_retrain_tab(studio: Studio, access: Access) -> dict:
                            "with CIs, confusion matrices)", interactive=False)
     diff = gr.Markdown()
     timer = gr.Timer(1.0, active=False)
-    on = lambda trigger, fn, **io: access.on(trigger, fn, "admin", **io)  # noqa: E731
+    def on(trigger, fn, **io):
+        return access.on(trigger, fn, "admin", **io)
     on(start.click, desk.start, inputs=[dataset, scheme, backbone, size, imbalance, seeds, epochs,
                                         freeze, min_quality, min_reviewers, verdict, unrated, mix,
                                         max_ratio, name, allow_small, probe, folds, seen_train,

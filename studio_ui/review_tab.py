@@ -141,7 +141,8 @@ def build_review_tab(studio: Studio, access: Access) -> dict:
                 "**P** poor submits and shows the next image.")
     shown = [image, status, state, histology, choice]
     # every signed-in account may review its own queue; the engine answers only for its own tokens
-    on = lambda trigger, fn, **io: access.on(trigger, fn, "reviewer", **io)  # noqa: E731
+    def on(trigger, fn, **io):
+        return access.on(trigger, fn, "reviewer", **io)
     on(start.click, desk_.open_study, inputs=[study, state], outputs=shown, api_name="open_study")
     for confidence, button in answers.items():
         on(button.click, lambda s, c=confidence: desk_.choose(c, s), inputs=state,

@@ -131,9 +131,12 @@ class StudyDesk:
         integrity = study_workflow.integrity(self.studio.db, person, name)["summary"]
         head = f"**{name}** · {stats['n_rated']} of {stats['n_assignments']} rated\n\n{integrity}"
         summary = head + "\n\n```\n" + "\n".join(summary_lines(stats)) + "\n```"
-        fmt = lambda x: f"{x:.3f}" if x == x else "-"  # noqa: E731
-        with_ci = lambda v, lo, hi: f"{fmt(v)} [{fmt(lo)}, {fmt(hi)}]"  # noqa: E731
-        roc = lambda who: stats["reader_roc"].get(who, {})  # noqa: E731
+        def fmt(x):
+            return f"{x:.3f}" if x == x else "-"
+        def with_ci(v, lo, hi):
+            return f"{fmt(v)} [{fmt(lo)}, {fmt(hi)}]"
+        def roc(who):
+            return stats["reader_roc"].get(who, {})
         verdicts = [[who, m["n"], m["n_unsure"],
                      with_ci(roc(who).get("auc", float("nan")), roc(who).get("low", float("nan")),
                              roc(who).get("high", float("nan"))),
@@ -239,7 +242,8 @@ def build_studies_tab(studio: Studio, access: Access) -> dict:
                            label="Quality by source", interactive=False)
     pairs = gr.Dataframe(headers=["reviewer a", "reviewer b", "n", "Cohen's κ"],
                          label="Pairwise agreement on the verdict", interactive=False)
-    on = lambda trigger, fn, **io: access.on(trigger, fn, "admin", **io)  # noqa: E731
+    def on(trigger, fn, **io):
+        return access.on(trigger, fn, "admin", **io)
     form = [name, dataset, n_real, generator, n_syn, reviewers, overlap, histology, seed, working,
             repeats, calibration]
     on(preview.click, desk_.preview, inputs=[*form, target_auc], outputs=plan,

@@ -96,7 +96,8 @@ def build_train_tab(studio: Studio, access: Access) -> dict:
     loss = gr.Plot(label="Loss")
     grids = gr.Gallery(label="Sample grid per checkpoint (one row per class)", columns=4, height="auto")
     timer = gr.Timer(2.0, active=False)
-    on = lambda trigger, fn, **io: access.on(trigger, fn, "admin", **io)  # noqa: E731
+    def on(trigger, fn, **io):
+        return access.on(trigger, fn, "admin", **io)
     on(start.click, desk.start, inputs=[backend, dataset, model_id, preset, steps, batch_size,
                                         every, base_model, rank, balance],
        outputs=[job, watched, status, timer], api_name="start_training")

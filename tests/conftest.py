@@ -1,8 +1,14 @@
 from __future__ import annotations
 
 import csv
+import glob
 import json
 import os
+import shutil
+import socket
+import subprocess
+import tempfile
+import uuid
 from pathlib import Path
 
 import numpy as np
@@ -122,13 +128,6 @@ def small_phantom(tmp_path_factory) -> Path:
 
 
 # --- databases: every database test runs on SQLite and on a real PostgreSQL server ---------
-
-import glob  # noqa: E402
-import shutil  # noqa: E402
-import socket  # noqa: E402
-import subprocess  # noqa: E402
-import tempfile  # noqa: E402
-import uuid  # noqa: E402
 
 
 def _pg_bindir() -> str | None:

@@ -12,9 +12,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from polyp_core.review import desk  # noqa: E402
-from polyp_core.review.accounts import sign_in  # noqa: E402
-from review_db import Database  # noqa: E402
+from polyp_core.review import desk
+from polyp_core.review.accounts import sign_in
+from review_db import Database
 
 
 def main() -> None:

@@ -274,7 +274,8 @@ def test_training_on_everything_but_the_test_part_beats_keeping_a_fold_for_stopp
     from polyp_core.classify.uncertainty import paired_cluster_bootstrap
 
     classes = ("AD", "SSA", "HP")
-    macro = lambda y, p: classification_metrics(y, p, classes)["macro_f1"]  # noqa: E731
+    def macro(y, p):
+        return classification_metrics(y, p, classes)["macro_f1"]
     new, old = [], []
     for trial in range(40):
         x, y, groups = _feature_set(np.random.default_rng(trial))

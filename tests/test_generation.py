@@ -229,7 +229,8 @@ def test_demo_generator_recipe_is_one_command_and_made_the_shipped_model(small_p
 def test_class_balance_draws_every_class_equally_often():
     labels = torch.tensor([0] * 540 + [1] * 120 + [2] * 120)
     images = torch.zeros(len(labels), 1, dtype=torch.uint8)
-    drawn = lambda balance: torch.cat([b for _, b in training_loader(images, labels, 30, 0, balance)])
+    def drawn(balance):
+        return torch.cat([b for _, b in training_loader(images, labels, 30, 0, balance)])
     plain, balanced = drawn(False), drawn(True)
     assert torch.bincount(plain).tolist() == [540, 120, 120]  # one epoch, each image once
     share = torch.bincount(balanced, minlength=3).double() / len(balanced)
@@ -339,11 +340,13 @@ def test_clipped_eps_keeps_the_clean_image_in_the_pixel_range(name):
     if name == "euler":
         sigma = scheduler.sigmas[index]
         x = x0 + sigma * eps
-        recovered = lambda e: x - sigma * e  # noqa: E731
+        def recovered(e):
+            return x - sigma * e
     else:
         ab = scheduler.alphas_cumprod[int(t)]
         x = ab.sqrt() * x0 + (1 - ab).sqrt() * eps
-        recovered = lambda e: (x - (1 - ab).sqrt() * e) / ab.sqrt()  # noqa: E731
+        def recovered(e):
+            return (x - (1 - ab).sqrt() * e) / ab.sqrt()
     fixed = clipped_eps(scheduler, x, eps, t, index)
     assert torch.allclose(recovered(fixed), x0.clamp(-1, 1), atol=1e-4)
     inside = x0.abs() <= 1

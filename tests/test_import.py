@@ -136,7 +136,8 @@ def test_split_is_saved_and_reproducible(workspace, tmp_path):
     import_dataset(workspace, ImportConfig(str(src), name="a", seed=5))
     import_dataset(workspace, ImportConfig(str(src), name="b", seed=5))
     import_dataset(workspace, ImportConfig(str(src), name="c", seed=6))
-    split = lambda n: {i.id: i.split for i in workspace.load_manifest(n).items}  # noqa: E731
+    def split(n):
+        return {i.id: i.split for i in workspace.load_manifest(n).items}
     assert split("a") == split("b") and split("a") != split("c")
     counts = workspace.load_manifest("a").class_counts()
     assert counts["train"] == {"AD": 28, "SSA": 7, "HP": 7}

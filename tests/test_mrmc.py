@@ -48,9 +48,10 @@ def test_van_dyke_reproduces_the_published_or_analysis():
 
 
 def test_the_cli_prints_the_analysis_and_json(tmp_path):
-    run = lambda *extra: subprocess.run(  # noqa: E731
-        [sys.executable, "-m", "polyp_core", "--workspace", str(tmp_path), "mrmc", str(VANDYKE),
-         *extra], capture_output=True, text=True)
+    def run(*extra):
+        return subprocess.run(
+            [sys.executable, "-m", "polyp_core", "--workspace", str(tmp_path), "mrmc", str(VANDYKE),
+             *extra], capture_output=True, text=True)
     text = run()
     assert text.returncode == 0, text.stderr
     assert "F = 4.4563, ndf = 1, ddf = 15.2597, p = 0.05167" in text.stdout

@@ -62,7 +62,8 @@ def test_neopolyp_5_fold_cv_baseline_and_linear_probe_lite0_224(workspace, tmp_p
               f"{ci['balanced_accuracy']['estimate']:.3f} [{ci['balanced_accuracy']['low']:.3f}, "
               f"{ci['balanced_accuracy']['high']:.3f}]")
     # the README's table, as measured (seeded; each figure to its three decimals)
-    shown = lambda ci: tuple(round(ci[k], 3) for k in ("estimate", "low", "high"))  # noqa: E731
+    def shown(ci):
+        return tuple(round(ci[k], 3) for k in ("estimate", "low", "high"))
     assert shown(cases["macro_f1"]) == (0.700, 0.666, 0.733)
     assert shown(cases["balanced_accuracy"]) == (0.714, 0.681, 0.744)
     assert shown(probe["macro_f1"]) == (0.704, 0.670, 0.734)

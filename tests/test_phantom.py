@@ -56,7 +56,8 @@ def test_views_of_a_lesion_share_its_look_but_not_its_frame():
     first, mask1 = render_frame(lesion, 0, 96)
     second, mask2 = render_frame(lesion, 1, 96)
     assert not np.array_equal(first, second)
-    colour = lambda img, m: img[m].mean(axis=0)  # noqa: E731
+    def colour(img, m):
+        return img[m].mean(axis=0)
     assert np.abs(colour(first, mask1) - colour(second, mask2)).max() < 40
 
 

@@ -218,7 +218,8 @@ def test_api_admin_checks_that_samples_carry_their_class(live_app):
     assert "balanced accuracy" in text and "on 2 samples per class" in text, text
     lines = text.split("```")[1].strip("\n").splitlines()
     headers = [i for i, line in enumerate(lines) if "read as" in line]
-    rows = lambda h: {l.split()[0]: sum(map(int, l.split()[1:])) for l in lines[h + 1:h + 4]}
+    def rows(h):
+        return {l.split()[0]: sum(map(int, l.split()[1:])) for l in lines[h + 1:h + 4]}
     real, generated = rows(headers[0]), rows(headers[1])
     manifest = live_app["workspace"].load_manifest("phantom")
     assert real == {c: sum(manifest.label_of(i) == c for i in manifest.split_items("test"))

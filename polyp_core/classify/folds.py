@@ -43,7 +43,8 @@ class Fold:
 
 def fixed_folds(splits: Sequence[str]) -> list[Fold]:
     """The manifest's split as the experiment's single fold."""
-    pick = lambda name: tuple(i for i, s in enumerate(splits) if s == name)  # noqa: E731
+    def pick(name):
+        return tuple(i for i, s in enumerate(splits) if s == name)
     return [Fold("split", pick("train"), pick("valid"), pick("test"))]
 
 
@@ -141,7 +142,8 @@ def grouped_folds(labels: Sequence[int], groups: Sequence[str], k: int, seed: in
     rotating = _rotating(len(labels), train_only)
     y = np.asarray(labels)
     g = np.asarray([str(x) for x in groups])
-    name = lambda c: classes[c] if c < len(classes) else str(c)  # noqa: E731
+    def name(c):
+        return classes[c] if c < len(classes) else str(c)
     present = sorted(set(y.tolist()))
     short = {name(c): len(set(g[rotating][y[rotating] == c])) for c in present
              if len(set(g[rotating][y[rotating] == c])) < k}

@@ -28,7 +28,8 @@ def methods_paragraph(config: dict, results: dict) -> str:
     cv = results.get("evaluation", {}).get("kind") == "grouped cross-validation"
     design = results.get("test_groups", {})
     table = design.get("table", {})
-    count = lambda split, key: sum(v[key] for v in table.get(split, {}).values())  # noqa: E731
+    def count(split, key):
+        return sum(v[key] for v in table.get(split, {}).values())
     seeds = ", ".join(str(s) for s in config["seeds"])
     text = [
         f"Classifiers ({train['backbone']}, ImageNet weights, {train['image_size']} px, "

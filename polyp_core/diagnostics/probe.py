@@ -127,7 +127,8 @@ def class_fidelity(manifest: Manifest, cache: PixelCache, generated: dict[str, S
     unknown = sorted(set(generated) - set(labels))
     if unknown:
         raise ValueError(f"data set {manifest.name!r} has no class {', '.join(unknown)}")
-    view = lambda rgb: resize_rgb(resize_rgb(rgb, size), feature_size)  # noqa: E731
+    def view(rgb):
+        return resize_rgb(resize_rgb(rgb, size), feature_size)
     model, real_features, real_truth, _ = _fit_probe(
         manifest, lambda i: view(cache.rgb(i.image, i.sha256, size)), backbone, test_split, scheme, C,
         progress)

@@ -41,7 +41,8 @@ def _scrypt(password: str, salt: bytes, n: int, r: int, p: int) -> bytes:
 
 def hash_password(password: str, n: int = SCRYPT_N, r: int = SCRYPT_R, p: int = SCRYPT_P) -> str:
     salt = secrets.token_bytes(16)
-    b64 = lambda b: base64.b64encode(b).decode()  # noqa: E731
+    def b64(b):
+        return base64.b64encode(b).decode()
     return f"scrypt${n}${r}${p}${b64(salt)}${b64(_scrypt(password, salt, n, r, p))}"
 
 
@@ -311,13 +312,3 @@ def record_refusal(db: Database, who: str | None, address: str | None, target: s
     with db.session() as session:
         queries.add_audit(session, "event_refused", actor=who, address=address, target=target,
                           detail={"why": why})
-
-
-def audit_log(db: Database, admin: Person, limit: int = 200) -> list[dict]:
-    """The newest audit events (admins)."""
-    require_admin(admin)
-    with db.session() as session:
-        live_account(session, admin, admin=True)
-        return [{"at": queries.as_utc(e.at).isoformat(timespec="seconds"), "kind": e.kind,
-                 "actor": e.actor, "address": e.address, "target": e.target,
-                 "detail": e.detail} for e in queries.audit_events(session, limit=limit)]
