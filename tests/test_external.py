@@ -232,3 +232,28 @@ def test_bad_manifests_name_the_row_and_import_nothing(studio, tmp_path):
         "demo-ddpm)" in text
     assert _pool_shas(db) == before
     assert not (workspace.root / "external" / "ext-bad").exists()
+
+
+def test_a_zip_with_a_jsonl_manifest_imports_the_same_way(studio, tmp_path):
+    """The zip goes through the data import's archive checks into staging, which is removed
+    afterwards; JSONL rows carry nested values, kept as given."""
+    import zipfile
+
+    workspace, db, _ = studio
+    folder = paint_external(tmp_path / "j", n_per_class=1, seed=5)
+    (folder / "manifest.csv").unlink()
+    rows = [{"file": f"images/{c}00.jpg", "class": c.upper(), "seed": 500 + k,
+             "sampler": {"name": "ddim", "steps": 50}} for k, c in enumerate(("ad", "ssa", "hp"))]
+    (folder / "manifest.jsonl").write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+    archive = tmp_path / "j.zip"
+    with zipfile.ZipFile(archive, "w") as handle:
+        for path in sorted(folder.rglob("*")):
+            handle.write(path, f"j/{path.relative_to(folder)}")
+    result = import_synthetic(db, workspace, SyntheticImport(
+        source=str(archive), generator="ext-zip", dataset="phantom", trained_on="phantom:train"))
+    assert len(result.images) == 3 and result.masks == 3
+    item = pool_page(db, PoolFilter(generator="ext-zip", class_label="SSA")).items[0]
+    assert item.provenance["seed"] == 501
+    assert item.provenance["extra"]["columns"] == {"sampler": {"name": "ddim", "steps": 50}}
+    assert item.provenance["extra"]["manifest_row"] == 2  # the JSONL line
+    assert not list(workspace.staging_dir.iterdir())
