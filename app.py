@@ -17,6 +17,7 @@ import gradio as gr
 
 from polyp_core.demo import (DEMO_ADMIN, DEMO_REVIEWERS, demo_analyses,
                              ensure_demo_workspace)
+from polyp_core.review.accounts import Person
 from polyp_core.workspace import Workspace
 from review_db.database import Database, database_url
 from studio_ui import Studio
@@ -80,12 +81,12 @@ def build_app(workspace: Workspace, db: Database | None = None,
         order = list(tabs)
         refresh_outputs = [o for r in refreshers for o in r["outputs"]]
 
-        def enter(person):  # noqa: ANN001
+        def enter(person: Person) -> tuple:
             """Who is signed in (from the server's session) and the tabs of their role."""
             return (f"Signed in as **{person.name}** ({person.role})",
                     *[gr.update(visible=t == "Review" or person.is_admin) for t in order])
 
-        def refresh_all(person):  # noqa: ANN001
+        def refresh_all(person: Person) -> list:
             """Fill the admin tabs' lists; a reviewer's page gets nothing of them."""
             if not person.is_admin:
                 return [gr.update() for _ in refresh_outputs]
@@ -100,7 +101,7 @@ def build_app(workspace: Workspace, db: Database | None = None,
     return demo
 
 
-def create_server(workspace: Workspace, db: Database | None = None):  # noqa: ANN201
+def create_server(workspace: Workspace, db: Database | None = None) -> SessionGate:
     """The studio as one ASGI app: sign-in routes, the page mounted at ``/``, and the session
     gate in front of both. Serve it with uvicorn (``main``) or any ASGI server."""
     from fastapi import FastAPI

@@ -110,7 +110,7 @@ class WeightsRegistry:
     Inception-v3 FID weights) are looked up by the code that needs them.
     """
 
-    def __init__(self, folder: Path):
+    def __init__(self, folder: Path) -> None:
         self.folder = Path(folder)
         self.path = self.folder / "registry.json"
 
@@ -122,7 +122,8 @@ class WeightsRegistry:
     def entries(self) -> dict[str, dict]:
         return self._read()
 
-    def add(self, name: str, file: Path | str, sha256: str, architecture: str | None = None) -> dict:
+    def add(self, name: str, file: Path | str, sha256: str,
+            architecture: str | None = None) -> dict:
         """Register ``file`` under ``name`` after checking its SHA-256.
 
         Raises:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import shutil
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from polyp_core.data.importer import ImportConfig, ImportResult, import_dataset
 from polyp_core.data.phantom import write_phantom
@@ -12,6 +13,11 @@ from polyp_core.generation.lineage import lineage_record
 from polyp_core.progress import Progress, no_progress
 from polyp_core.vocabulary import QUALITIES
 from polyp_core.workspace import Workspace
+
+if TYPE_CHECKING:
+    from polyp_core.generation.ddpm import DDPMTrainConfig
+    from polyp_core.progress import CancelToken
+    from review_db.database import Database
 
 DEMO_DATASET = "phantom"
 
@@ -64,9 +70,9 @@ def install_demo_generator(workspace: Workspace, assets: Path = ASSETS) -> bool:
     return True
 
 
-def ensure_demo_workspace(workspace: Workspace, db, n_per_class: int = 12,  # noqa: ANN001
+def ensure_demo_workspace(workspace: Workspace, db: Database, n_per_class: int = 12,
                           progress: Progress = no_progress, assets: Path = ASSETS,
-                          **dataset_options) -> list[str]:
+                          **dataset_options: object) -> list[str]:
     """Everything the demo needs so that every tab works on a CPU at first start: the phantom
     data set, the demo generator, a few of its images in the pool, a demo admin and three
     reviewers, and one open study. Each part is made only when missing.
@@ -118,7 +124,7 @@ def ensure_demo_workspace(workspace: Workspace, db, n_per_class: int = 12,  # no
     return made
 
 
-def simulate_reader_study(db, workspace: Workspace, seed: int = 7) -> None:  # noqa: ANN001
+def simulate_reader_study(db: Database, workspace: Workspace, seed: int = 7) -> None:
     """Create the demo's closed study and rate it with simulated readers (every reader rates
     every image, so the OR analysis applies): real images lean "real", the demo generator's
     lean "synthetic" a little, each reader with their own skill and pace; the third reader
@@ -171,7 +177,7 @@ DEMO_NOTE = ("**What you are looking at.** This is the demo workspace: the real 
              "its evidence, not how well any method works on real polyps.")
 
 
-def demo_analyses(db, workspace: Workspace) -> list[tuple[str, dict, object]]:  # noqa: ANN001
+def demo_analyses(db: Database, workspace: Workspace) -> list[tuple[str, dict, object]]:
     """The demo's diagnostics report and retrain-and-compare run, as ``(kind, config, work)``
     jobs for the job runner: the same engine calls a user makes, so the two dashboards have
     content on first look. Only the missing ones (a workspace with any run of a kind has
@@ -214,7 +220,7 @@ DEMO_TRAINING_THREADS = (1, 2)
 
 
 def demo_generator_recipe(steps: tuple[int, int] = DEMO_TRAINING_STEPS,
-                          checkpoint_every: int = 500):  # noqa: ANN201
+                          checkpoint_every: int = 500) -> list[DDPMTrainConfig]:
     """The two training jobs that made ``assets/demo-ddpm`` (assets/README.md explains why two).
 
     ``steps`` exists so that a test can run the same recipe in seconds; warm-up shrinks with it
@@ -235,9 +241,11 @@ def demo_generator_recipe(steps: tuple[int, int] = DEMO_TRAINING_STEPS,
     return [first, second]
 
 
-def train_demo_generator(workspace: Workspace, target: Path, steps: tuple[int, int] = DEMO_TRAINING_STEPS,
+def train_demo_generator(workspace: Workspace, target: Path,
+                         steps: tuple[int, int] = DEMO_TRAINING_STEPS,
                          checkpoint_every: int = 500, progress: Progress = no_progress,
-                         cancel=None, same_threads: bool = True) -> Path | None:  # noqa: ANN001
+                         cancel: CancelToken | None = None,
+                         same_threads: bool = True) -> Path | None:
     """Make the demo generator from nothing: paint and import the phantom set (when missing),
     run :func:`demo_generator_recipe`'s two jobs (each resumes where an earlier run stopped)
     and export the last checkpoint to ``target``. With ``same_threads`` each job runs on

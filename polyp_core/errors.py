@@ -28,7 +28,7 @@ class StudioError(Exception):
 class DatasetImportError(StudioError):
     """An import found problems; nothing was written. ``problems`` lists all of them."""
 
-    def __init__(self, problems: list[Problem], source: str = ""):
+    def __init__(self, problems: list[Problem], source: str = "") -> None:
         self.problems = list(dict.fromkeys(problems))  # once each, in the order found
         self.source = source
         head = f"import of {source} failed" if source else "import failed"
@@ -43,7 +43,7 @@ class DatasetImportError(StudioError):
 class ImageDecodeError(StudioError):
     """An image file could not be decoded into pixels."""
 
-    def __init__(self, path: str, reason: str):
+    def __init__(self, path: str, reason: str) -> None:
         self.path = path
         self.reason = reason
         super().__init__(f"{path}: {reason}")

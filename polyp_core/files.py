@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import BinaryIO
 
@@ -45,7 +45,7 @@ def csv_cell(value: object) -> object:
         return "'" + value
 
 
-def csv_row(values) -> list:  # noqa: ANN001
+def csv_row(values: Iterable[object]) -> list:
     return [csv_cell(v) for v in values]
 
 

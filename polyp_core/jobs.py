@@ -22,10 +22,14 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from polyp_core.progress import CancelToken, Cancelled, Progress, no_progress
 from review_db import queries
 from review_db.database import Database
+
+if TYPE_CHECKING:
+    from review_db.models import Job
 
 Work = Callable[[Progress, CancelToken], str | None]
 ACTIVE = ("queued", "running")
@@ -61,7 +65,7 @@ class JobStatus:
         return eta(elapsed, self.done, self.total)
 
 
-def _status(job) -> JobStatus:  # noqa: ANN001
+def _status(job: Job) -> JobStatus:
     return JobStatus(job.id, job.kind, job.status, job.done, job.total, job.message, job.error,
                      dict(job.config or {}), queries.as_utc(job.created),
                      queries.as_utc(job.started), queries.as_utc(job.finished))
@@ -136,7 +140,7 @@ def _create(db: Database, kind: str, config: dict, owner_id: int | None) -> str:
 class _Recorder:
     """The progress callback of one job: writes to the database at most every ``every`` s."""
 
-    def __init__(self, db: Database, job_id: str, echo: Progress, every: float = 0.5):
+    def __init__(self, db: Database, job_id: str, echo: Progress, every: float = 0.5) -> None:
         self.db, self.job_id, self.echo, self.every = db, job_id, echo, every
         self.last = 0.0
 
@@ -200,7 +204,7 @@ class JobRunner:
     Creating a runner marks the jobs a dead process left behind as interrupted.
     """
 
-    def __init__(self, db: Database, gpu_slots: int = 1):
+    def __init__(self, db: Database, gpu_slots: int = 1) -> None:
         self.db = db
         self.gpu = threading.BoundedSemaphore(gpu_slots)
         self.tokens: dict[str, CancelToken] = {}

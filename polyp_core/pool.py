@@ -10,6 +10,7 @@ import hashlib
 import io
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 from PIL import Image
@@ -20,6 +21,13 @@ from polyp_core.vocabulary import QUALITY_ORDER
 from polyp_core.workspace import Workspace
 from review_db import queries
 from review_db.database import Database
+
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+
+    from sqlalchemy.orm import Session
+
+    from review_db.models import Image, Provenance
 
 
 @dataclass(frozen=True)
@@ -144,7 +152,7 @@ class PoolPage:
     total: int
 
 
-def _provenance_dict(provenance) -> dict:  # noqa: ANN001
+def _provenance_dict(provenance: Provenance | None) -> dict:
     if provenance is None:
         return {}
     return {c: getattr(provenance, c) for c in (
@@ -195,7 +203,7 @@ def pool_item(db: Database, sha256: str) -> PoolItem:
         return _items(session, images)[0]
 
 
-def _items(session, images, with_studies: bool = True) -> list[PoolItem]:  # noqa: ANN001
+def _items(session: Session, images: Sequence[Image], with_studies: bool = True) -> list[PoolItem]:
     shas = {i.sha256 for i in images}
     ratings: dict[str, list[dict]] = {}
     for sha, _reviewer, study, verdict, quality, revision in queries.synthetic_ratings(session):

@@ -15,7 +15,7 @@ from review_db import queries
 from review_db.database import Database
 
 
-def json_safe(value):
+def json_safe(value: object) -> object:
     """JSON cannot hold NaN: store it as null."""
     if isinstance(value, float) and not math.isfinite(value):
         return None

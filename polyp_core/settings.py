@@ -7,7 +7,8 @@ import typing
 from dataclasses import fields
 
 
-def numbers_from_env(cls, prefix: str, environ: typing.Mapping[str, str] | None = None):  # noqa: ANN001, ANN201
+def numbers_from_env(cls: type, prefix: str,
+                     environ: typing.Mapping[str, str] | None = None) -> object:
     """``cls`` built from ``<prefix><FIELD>`` variables (int or float fields, by their default's
     type), the defaults where unset. Raises ``ValueError`` naming a variable that is no number;
     ``cls`` itself checks ranges."""

@@ -23,8 +23,12 @@ import dataclasses
 import functools
 import math
 from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any
 
 from polyp_core.errors import Problem, StudioError
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
 
 SEED_LIMIT = 2**32
 NAME_MAX = 200
@@ -34,7 +38,8 @@ TEXT_MAX = 2000
 class InvalidRequest(StudioError, ValueError):
     """A request with fields out of range; ``problems`` names each field."""
 
-    def __init__(self, kind: str, problems: list[Problem], flags: Mapping[str, str] | None = None):
+    def __init__(self, kind: str, problems: list[Problem],
+                 flags: Mapping[str, str] | None = None) -> None:
         self.kind = kind
         self.problems = list(problems)
         self.flags = dict(flags or {})
@@ -58,9 +63,11 @@ def as_option(field: str) -> str:
     return "--" + field.replace("_", "-")
 
 
-def rule(default=dataclasses.MISSING, *, lo=None, hi=None, above=None, below=None,  # noqa: ANN001
+def rule(default: object = dataclasses.MISSING, *, lo: float | None = None, hi: float | None = None,
+         above: float | None = None, below: float | None = None,
          choices: Sequence | None = None, text: bool = False, flag: str | None = None,
-         factory=dataclasses.MISSING, **field_kwargs):
+         factory: Callable[[], object] | object = dataclasses.MISSING,
+         **field_kwargs: object) -> Any:
     """A dataclass field with what it accepts: ``lo <= v <= hi``, ``above < v < below``,
     one of ``choices``; ``text`` allows long printable text (prompts); ``flag``: the CLI's
     option for the field when it is not ``--<field-name>``."""
@@ -90,7 +97,7 @@ def describe(meta: Mapping) -> str:
     return " and ".join(parts)
 
 
-def _short(value) -> str:  # noqa: ANN001
+def _short(value: object) -> str:
     text = repr(value)
     return text if len(text) <= 60 else f"{text[:40]}... ({len(text)} characters)"
 
@@ -105,7 +112,7 @@ def _number_type(declared: str) -> type | None:
     return None
 
 
-def _check_value(where: str, value, meta: Mapping, declared: str,  # noqa: ANN001, C901
+def _check_value(where: str, value: object, meta: Mapping, declared: str,  # noqa: C901
                  problems: list[Problem], seed: bool) -> None:
     if value is None:
         return
@@ -160,7 +167,7 @@ def _check_value(where: str, value, meta: Mapping, declared: str,  # noqa: ANN00
                                        f"{describe(meta)}"))
 
 
-def problems_of(request, prefix: str = "") -> list[Problem]:  # noqa: ANN001
+def problems_of(request: object, prefix: str = "") -> list[Problem]:
     """Every field of ``request`` (a dataclass) that breaks its rule or the common rules."""
     problems: list[Problem] = []
     for field in dataclasses.fields(request):
@@ -173,7 +180,7 @@ def problems_of(request, prefix: str = "") -> list[Problem]:  # noqa: ANN001
     return problems
 
 
-def check_request(request) -> None:  # noqa: ANN001
+def check_request(request: object) -> None:
     """Raise :class:`InvalidRequest` naming every bad field of ``request``."""
     problems = problems_of(request)
     if problems:
@@ -182,12 +189,12 @@ def check_request(request) -> None:  # noqa: ANN001
         raise InvalidRequest(type(request).__name__, problems, flags)
 
 
-def checked(cls):  # noqa: ANN001, ANN201
+def checked(cls: type) -> type:
     """Class decorator (above ``@dataclass``): construction checks every field."""
     init = cls.__init__
 
     @functools.wraps(init)
-    def __init__(self, *args, **kwargs) -> None:  # noqa: N807, ANN002, ANN003
+    def __init__(self: object, *args: object, **kwargs: object) -> None:  # noqa: N807
         init(self, *args, **kwargs)
         check_request(self)
 
@@ -195,7 +202,7 @@ def checked(cls):  # noqa: ANN001, ANN201
     return cls
 
 
-def whole(value, where: str) -> int:  # noqa: ANN001
+def whole(value: object, where: str) -> int:
     """A form's number as an int, or :class:`InvalidRequest` naming ``where`` (the UI's number
     boxes send floats, NaN and text too; ``int()`` would truncate 2.5 or fail unnamed)."""
     number_ = number(value, where)
@@ -204,7 +211,7 @@ def whole(value, where: str) -> int:  # noqa: ANN001
     return int(number_)
 
 
-def number(value, where: str) -> float | int:  # noqa: ANN001
+def number(value: object, where: str) -> float | int:
     """A form's number (int stays int), finite, or :class:`InvalidRequest` naming ``where``."""
     if isinstance(value, bool) or value is None or value == "":
         raise InvalidRequest("form", [Problem(where, "a number is needed")])

@@ -26,7 +26,7 @@ class Workspace:
     ``runs/``, ``cache/pixels/`` and ``weights/``.
     """
 
-    def __init__(self, root: Path | str):
+    def __init__(self, root: Path | str) -> None:
         self.root = Path(root).expanduser().resolve()
         for folder in (self.datasets_dir, self.models_dir, self.synthetic_dir,
                        self.features_dir, self.runs_dir, self.pixel_cache_dir, self.weights_dir,

@@ -8,9 +8,14 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.orm import Session, sessionmaker
+
+if TYPE_CHECKING:
+    from sqlalchemy.engine import Connection
+    from sqlalchemy.engine.interfaces import DBAPIConnection
 
 MIGRATIONS = Path(__file__).resolve().parent / "migrations"
 
@@ -27,7 +32,7 @@ def database_url(workspace_root: Path | str | None = None) -> str:
 
 def _configure_sqlite(engine: Engine) -> None:
     @event.listens_for(engine, "connect")
-    def on_connect(dbapi_connection, _record):  # noqa: ANN001
+    def on_connect(dbapi_connection: DBAPIConnection, _record: object) -> None:
         # Let SQLAlchemy's "begin" below own transactions (pysqlite's own BEGIN is deferred).
         dbapi_connection.isolation_level = None
         cursor = dbapi_connection.cursor()
@@ -48,7 +53,7 @@ def _configure_sqlite(engine: Engine) -> None:
         cursor.close()
 
     @event.listens_for(engine, "begin")
-    def on_begin(connection):  # noqa: ANN001
+    def on_begin(connection: Connection) -> None:
         # IMMEDIATE takes the write lock up front: concurrent writers wait (busy_timeout)
         # instead of failing when a read transaction tries to become a write.
         connection.exec_driver_sql("BEGIN IMMEDIATE")
@@ -93,7 +98,7 @@ def migrate(engine: Engine, revision: str = "head") -> None:
 class Database:
     """An engine plus a session factory; ``session()`` commits on success, rolls back on error."""
 
-    def __init__(self, url: str, upgrade: bool = True):
+    def __init__(self, url: str, upgrade: bool = True) -> None:
         self.url = url
         self.engine = create_db_engine(url)
         if upgrade:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Iterable, Sequence
+from typing import TYPE_CHECKING
 
 from sqlalchemy import delete, func, or_, select
 from sqlalchemy.exc import IntegrityError
@@ -11,6 +12,9 @@ from sqlalchemy.orm import Session, joinedload
 
 from review_db.models import (Assignment, AuditEvent, AuthSession, Image, Job, Provenance, Rating,
                               RatingRevision, Reviewer, Run, Study, StudyImage, utcnow)
+
+if TYPE_CHECKING:
+    from sqlalchemy import Select
 
 
 # reviewers -----------------------------------------------------------------------------------
@@ -162,7 +166,8 @@ def real_images(session: Session, dataset: str, split: str | None = None,
     return list(session.scalars(query.order_by(Image.id)))
 
 
-def _synthetic_query(generator: str | None, checkpoint: str | None, classes: Iterable[str]):  # noqa: ANN202
+def _synthetic_query(generator: str | None, checkpoint: str | None,
+                     classes: Iterable[str]) -> Select:
     query = (select(Image).join(Provenance, Image.provenance_id == Provenance.id)
              .where(Image.kind == "synthetic"))
     if generator:
@@ -260,7 +265,7 @@ def list_studies(session: Session) -> list[Study]:
     return list(session.scalars(select(Study).order_by(Study.created, Study.id)))
 
 
-def update_study_settings(session: Session, study: Study, **changes) -> None:
+def update_study_settings(session: Session, study: Study, **changes: object) -> None:
     """Replace some keys of a study's settings (a new dict, so the JSON column is written)."""
     study.settings = {**study.settings, **changes}
 

@@ -27,8 +27,9 @@ from collections.abc import Callable
 from pathlib import Path
 
 import gradio as gr
-from fastapi import Form, Request
-from fastapi.responses import HTMLResponse, RedirectResponse
+from fastapi import FastAPI, Form, Request
+from fastapi.responses import HTMLResponse, RedirectResponse, Response
+from starlette.types import Scope
 
 from polyp_core.review.accounts import (AuthPolicy, Person, end_session, open_session,
                                         record_refusal, resolve_session, sign_in)
@@ -41,7 +42,7 @@ ROLES = ("reviewer", "admin")  # anonymous clients reach only the sign-in page, 
 COOKIE = "polyp_session"
 
 
-def client_address(scope_or_request) -> str | None:  # noqa: ANN001
+def client_address(scope_or_request: Scope | Request) -> str | None:
     client = scope_or_request.get("client") if isinstance(scope_or_request, dict) \
         else getattr(scope_or_request, "client", None)
     return client[0] if client else None
@@ -50,7 +51,7 @@ def client_address(scope_or_request) -> str | None:  # noqa: ANN001
 class Access:
     """Sessions, the event guard and file grants of one studio instance."""
 
-    def __init__(self, db: Database, cache_dir: Path, policy: AuthPolicy | None = None):
+    def __init__(self, db: Database, cache_dir: Path, policy: AuthPolicy | None = None) -> None:
         self.db = db
         self.policy = policy or AuthPolicy.from_env()
         self.grants = FileGrants(cache_dir)
@@ -72,14 +73,14 @@ class Access:
         except AuthError as exc:
             return None, str(exc)
 
-    def auth_dependency(self, request) -> str | None:  # noqa: ANN001
+    def auth_dependency(self, request: Request) -> str | None:
         """Gradio's own check on its routes (a second lock behind :class:`SessionGate`)."""
         person = self.person_or_none(request.cookies)
         return person.name if person else None
 
     # events -----------------------------------------------------------------------------------
 
-    def on(self, trigger: Callable, fn: Callable, role: str, **kwargs):  # noqa: ANN201
+    def on(self, trigger: Callable, fn: Callable, role: str, **kwargs: object) -> object:
         """Wire ``fn`` to ``trigger`` (``button.click``, ``dependency.then``, ``demo.load`` ...)
         for ``role``. ``fn`` receives the server-resolved :class:`Person` as its first argument
         when that parameter is named ``person``; the page never sends who it is."""
@@ -93,7 +94,7 @@ class Access:
         params = params[1:] if wants_person else params
         name = getattr(fn, "__name__", "event")
 
-        def guarded(request, *args):  # noqa: ANN001, ANN202
+        def guarded(request: gr.Request, *args: object) -> object:
             person = self.authorise(request, role, name)
             return fn(person, *args) if wants_person else fn(*args)
 
@@ -106,8 +107,11 @@ class Access:
         # resolved annotations of the function it calls: hand on the callback's own
         try:
             hints = typing.get_type_hints(fn)
-        except (NameError, TypeError):
+        except TypeError:  # not a plain function (a partial, a builtin): nothing to hand on
             hints = {}
+        except NameError as exc:  # silently dropping them would lose gr.SelectData & co.
+            raise RuntimeError(f"event {name}: its annotations cannot be resolved ({exc}); "
+                               "import the names they use at run time") from None
         guarded.__annotations__ = {**{p.name: hints[p.name] for p in params if p.name in hints},
                                    "request": gr.Request}
         guarded.__name__ = name
@@ -116,7 +120,7 @@ class Access:
         guarded.studio_role = role
         return guarded
 
-    def authorise(self, request, role: str, event: str) -> Person:  # noqa: ANN001
+    def authorise(self, request: gr.Request | Request, role: str, event: str) -> Person:
         """The session's person if it may call an event declared for ``role``; else the event
         is refused (and the refusal audited) before its callback runs."""
         address = client_address(getattr(request, "request", None) or request)
@@ -165,16 +169,17 @@ class Access:
 
     # sign-in routes ---------------------------------------------------------------------------
 
-    def add_routes(self, app) -> None:  # noqa: ANN001
+    def add_routes(self, app: FastAPI) -> None:
         """``GET/POST /login`` and ``GET/POST /logout`` on the outer FastAPI app."""
         @app.get("/login", response_class=HTMLResponse)
-        def login_page(request: Request):  # noqa: ANN202
+        def login_page(request: Request) -> Response:
             if self.person_or_none(request.cookies):
                 return RedirectResponse("/", status_code=303)
             return HTMLResponse(login_html(""))
 
         @app.post("/login")
-        def login(request: Request, name: str = Form(""), password: str = Form("")):  # noqa: ANN202, B008
+        def login(request: Request, name: str = Form(""),
+                  password: str = Form("")) -> Response:  # noqa: B008
             address = client_address(request)
             try:
                 person = sign_in(self.db, name.strip(), password, address, self.policy)
@@ -189,7 +194,7 @@ class Access:
             return response
 
         @app.api_route("/logout", methods=["GET", "POST"])
-        def logout(request: Request):  # noqa: ANN202
+        def logout(request: Request) -> RedirectResponse:
             token = request.cookies.get(COOKIE)
             if token:
                 end_session(self.db, token)
@@ -200,6 +205,6 @@ class Access:
             return response
 
 
-def _is_https(request) -> bool:  # noqa: ANN001
+def _is_https(request: Request) -> bool:
     # behind a TLS proxy, uvicorn's --proxy-headers (trusted proxies only) sets the scheme
     return request.url.scheme == "https"

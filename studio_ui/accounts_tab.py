@@ -7,8 +7,11 @@ password``): a password never travels through the page.
 
 from __future__ import annotations
 
+import functools
+
 import gradio as gr
 
+from polyp_core.review.accounts import Person
 from polyp_core.workflows import accounts as accounts_workflow
 from studio_ui.access import Access
 from studio_ui.services import Studio, shown_errors
@@ -17,15 +20,15 @@ ACTIONS = accounts_workflow.ACTIONS
 
 
 class AccountDesk:
-    def __init__(self, studio: Studio):
+    def __init__(self, studio: Studio) -> None:
         self.studio = studio
 
-    def accounts(self, person) -> list[list]:  # noqa: ANN001
+    def accounts(self, person: Person) -> list[list]:
         return [[a["name"], a["role"], "yes" if a["active"] else "no", a["sessions"]]
                 for a in accounts_workflow.accounts(self.studio.db, person)]
 
     @shown_errors
-    def show(self, person):  # noqa: ANN001
+    def show(self, person: Person) -> tuple:
         rows = self.accounts(person)
         audit = [[e["at"].isoformat(timespec="seconds"), e["kind"], e["actor"] or "", e["address"] or "", e["target"] or "",
                   ", ".join(f"{k}={v}" for k, v in (e["detail"] or {}).items())]
@@ -33,7 +36,7 @@ class AccountDesk:
         return rows, gr.update(choices=[r[0] for r in rows]), audit
 
     @shown_errors
-    def change(self, person, name: str | None, action: str):  # noqa: ANN001
+    def change(self, person: Person, name: str | None, action: str) -> str:
         if not name:
             raise gr.Error("Choose an account.")
         if name == person.name and action in ("deactivate", "make reviewer"):
@@ -58,8 +61,7 @@ def build_accounts_tab(studio: Studio, access: Access) -> dict:
     refresh_btn = gr.Button("Refresh", size="sm")
     audit = gr.Dataframe(headers=["at (UTC)", "event", "who", "address", "target", "detail"],
                          label="Audit log (newest first)", interactive=False, wrap=True)
-    def on(trigger, fn, **io):
-        return access.on(trigger, fn, "admin", **io)
+    on = functools.partial(access.on, role="admin")  # every event of this tab: admins
     shown = [accounts, name, audit]
     on(on(apply.click, desk.change, inputs=[name, action], outputs=message,
           api_name="change_account").then, desk.show, outputs=shown)

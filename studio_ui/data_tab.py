@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Callable
 from pathlib import Path
 
 import gradio as gr
@@ -12,6 +14,7 @@ from polyp_core.data.importer import ImportConfig
 from polyp_core.data.splits import SPLITS
 from polyp_core.demo import DEMO_DATASET
 from polyp_core.errors import DatasetImportError, StudioError
+from polyp_core.review.accounts import Person
 from polyp_core.workflows import data
 from polyp_core.workspace import Workspace
 from review_db.database import Database
@@ -22,7 +25,7 @@ from studio_ui.services import shown_errors
 class DataBrowser:
     """Callbacks of the Data tab; holds the workspace, no per-user state."""
 
-    def __init__(self, workspace: Workspace, db: Database | None = None):
+    def __init__(self, workspace: Workspace, db: Database | None = None) -> None:
         self.workspace = workspace
         self.db = db
         self.cache = PixelCache(workspace.pixel_cache_dir)
@@ -31,7 +34,7 @@ class DataBrowser:
         return self.workspace.datasets()
 
     @shown_errors
-    def overview(self, name: str | None, scheme: str | None):
+    def overview(self, name: str | None, scheme: str | None) -> tuple:
         if not name:
             return (gr.update(value=None), gr.update(choices=[ALL], value=ALL),
                     "No data set yet.", gr.update(choices=[], value=None))
@@ -46,13 +49,13 @@ class DataBrowser:
                 summary, gr.update(choices=manifest.schemes, value=scheme))
 
     @shown_errors
-    def make_active(self, person, name: str | None, scheme: str | None) -> str:  # noqa: ANN001
+    def make_active(self, person: Person, name: str | None, scheme: str | None) -> str:
         if not name or not scheme:
             return "Choose a data set and a scheme first."
         manifest = data.set_scheme(self.db, self.workspace, person, name, scheme)
         return f"**{manifest.name}**: active scheme is now {manifest.scheme}; later runs use it."
 
-    def import_source(self, person, path: str, upload, name: str):  # noqa: ANN001
+    def import_source(self, person: Person, path: str, upload: str | None, name: str) -> tuple:
         """Import a folder on the server, or an uploaded zip unpacked into the workspace."""
         name = (name or "").strip() or None
         try:
@@ -79,7 +82,7 @@ class DataBrowser:
 
     @shown_errors
     def page(self, name: str | None, scheme: str | None, split: str, cls: str, page: int,
-             show_masks: bool):
+             show_masks: bool) -> tuple:
         if not name:
             return [], "", 0
         manifest = self.workspace.load_manifest(name)
@@ -119,10 +122,9 @@ def build_data_tab(workspace: Workspace, access: Access) -> dict:
     overview_io = dict(inputs=[dataset, scheme], outputs=[counts, cls, summary, scheme])
     page_io = dict(inputs=[dataset, scheme, split, cls, page, masks],
                    outputs=[gallery, page_label, page])
-    def on(trigger, fn, **io):
-        return access.on(trigger, fn, "admin", **io)
+    on = functools.partial(access.on, role="admin")  # every event of this tab: admins
 
-    def first_page_then_show(trigger) -> None:  # noqa: ANN001
+    def first_page_then_show(trigger: Callable) -> None:
         on(on(trigger, lambda: 0, outputs=page).then, browser.page, **page_io)
 
     # scheme.input, not .change: overview() itself sets the radio to the active scheme
@@ -136,7 +138,7 @@ def build_data_tab(workspace: Workspace, access: Access) -> dict:
     on(import_btn.click, browser.import_source, inputs=[source, upload, new_name],
        outputs=[dataset, import_msg])
 
-    def refresh(_person):  # noqa: ANN001
+    def refresh(_person: Person) -> tuple:
         names = browser.datasets()
         first = DEMO_DATASET if DEMO_DATASET in names else (names[0] if names else None)
         return (gr.update(choices=names, value=first),)

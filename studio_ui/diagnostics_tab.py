@@ -3,6 +3,7 @@ UMAP/t-SNE with thumbnails on hover, memorisation pairs side by side."""
 
 from __future__ import annotations
 
+import functools
 import html
 from pathlib import Path
 
@@ -17,19 +18,21 @@ from polyp_core.diagnostics.sweep import sweep_figure, sweep_generator
 from polyp_core.generation.backends import describe_model, list_models
 from polyp_core.generation.request import SCHEDULERS
 from polyp_core.jobs import job_status
+from polyp_core.progress import CancelToken, Progress
+from polyp_core.review.accounts import Person
 from polyp_core.runs import load_run
 from polyp_core.validation import number, whole
 from polyp_core.workflows import diagnose as diagnose_workflow
 from studio_ui.access import Access
-from studio_ui.services import (Studio, job_line, poll_run_job, shown_errors, start_on_board,
+from studio_ui.services import (Num, Text, Studio, job_line, poll_run_job, shown_errors, start_on_board,
                                 ticking, watch_active)
 
 
 class DiagnosticsDesk:
-    def __init__(self, studio: Studio):
+    def __init__(self, studio: Studio) -> None:
         self.studio = studio
 
-    def runs(self, person) -> list[tuple[str, str]]:  # noqa: ANN001
+    def runs(self, person: Person) -> list[tuple[str, str]]:
         return [(f"{r['id']} · {r['config'].get('generator') or 'all generators'}", r["id"])
                 for r in diagnose_workflow.runs(self.studio.db, person)]
 
@@ -37,8 +40,9 @@ class DiagnosticsDesk:
         return list_models(self.studio.workspace)
 
     @shown_errors
-    def start(self, person, dataset, generator, subsets, subset_size, projection, near_copy,  # noqa: ANN001
-              against=""):
+    def start(self, person: Person, dataset: Text, generator: Text, subsets: Num, subset_size: Num,
+              projection: Text, near_copy: Num,
+              against: Text = "") -> tuple:
         config = DiagnoseConfig(dataset=dataset, generator=generator or None,
                                 subsets=whole(subsets, "subsets"),
                                 subset_size=whole(subset_size, "subset_size"),
@@ -50,12 +54,12 @@ class DiagnosticsDesk:
                                                                    owner_id=owner))
         return job, job_line(job_status(self.studio.db, job)), ticking(job)
 
-    def poll(self, person, job: str | None):  # noqa: ANN001
+    def poll(self, person: Person, job: str | None) -> tuple:
         """Progress of the running job; when it is done, its run is shown."""
         return poll_run_job(self.studio.db, job, lambda: self.runs(person))
 
     @shown_errors
-    def show(self, person, run_id: str | None, scheme: str | None):  # noqa: ANN001
+    def show(self, person: Person, run_id: str | None, scheme: str | None) -> tuple:
         if not run_id:
             return None, "", None, []
         results = load_run(self.studio.db, run_id)["results"]
@@ -96,7 +100,7 @@ class DiagnosticsDesk:
             pairs.append((pixels.rgb(real.path, real.sha256, 128), "its nearest real image"))
         return heatmap, text, projection, pairs
 
-    def poll_result(self, job: str | None):
+    def poll_result(self, job: str | None) -> tuple:
         """A timer tick of a sweep or class check: its line, and its result once it is done."""
         holder = self.studio.board.get(job)
         if holder is None:
@@ -106,7 +110,8 @@ class DiagnosticsDesk:
         return job_line(status), holder.get("output", gr.update()), job, ticking(job)
 
     @shown_errors
-    def sweep(self, person, generator, dataset, n_per_class, steps):  # noqa: ANN001
+    def sweep(self, person: Person, generator: Text, dataset: Text, n_per_class: Num,
+              steps: Num) -> tuple | str:
         """Queue a checkpoint sweep (a job: the runner holds the generation lock)."""
         if not generator:
             raise gr.Error("Choose a generator.")
@@ -115,7 +120,7 @@ class DiagnosticsDesk:
         holder: dict = {}
         workspace = self.studio.workspace
 
-        def work(progress, _cancel):  # noqa: ANN001, ANN202
+        def work(progress: Progress, _cancel: CancelToken) -> str:
             result = sweep_generator(workspace, generator, dataset, n_per_class=n, steps=steps,
                                      subsets=20, progress=progress)
             holder["output"] = sweep_figure(result, f"Checkpoint sweep of {generator} "
@@ -126,8 +131,9 @@ class DiagnosticsDesk:
                               {"generator": generator, "dataset": dataset}, work, holder)
 
     @shown_errors
-    def check_classes(self, person, generator, dataset, n_per_class, steps, guidance,
-                      scheduler):  # noqa: ANN001
+    def check_classes(self, person: Person, generator: Text, dataset: Text, n_per_class: Num,
+                      steps: Num, guidance: Num,
+                      scheduler: Text) -> tuple | str:
         """Do the generator's samples carry their class? (``check-classes`` on the CLI.) A job."""
         if not generator or not dataset:
             raise gr.Error("Choose a generator and the real data set it should match.")
@@ -138,7 +144,7 @@ class DiagnosticsDesk:
         holder: dict = {}
         workspace = self.studio.workspace
 
-        def work(progress, cancel):  # noqa: ANN001, ANN202
+        def work(progress: Progress, cancel: CancelToken) -> str:
             result = check_generator_classes(workspace, generator, dataset, n=n, steps=steps,
                                              guidance=guidance, scheduler=scheduler,
                                              progress=progress, cancel=cancel)
@@ -201,8 +207,7 @@ def build_diagnostics_tab(studio: Studio, access: Access) -> dict:
     timer = gr.Timer(1.0, active=False)
     sweep_job, sweep_timer = gr.State(None), gr.Timer(2.0, active=False)
     check_job, check_timer = gr.State(None), gr.Timer(1.0, active=False)
-    def on(trigger, fn, **io):
-        return access.on(trigger, fn, "admin", **io)
+    on = functools.partial(access.on, role="admin")  # every event of this tab: admins
     on(start.click, desk.start, inputs=[dataset, generator, subsets, subset_size, projection,
                                         near_copy, against], outputs=[job, status, timer])
     on(timer.tick, desk.poll, inputs=job, outputs=[status, run, job, timer])
@@ -219,7 +224,7 @@ def build_diagnostics_tab(studio: Studio, access: Access) -> dict:
     on(check_timer.tick, desk.poll_result, inputs=check_job,
        outputs=[check_status, check_text, check_job, check_timer], api_name="poll_check_classes")
 
-    def refresh(person):  # noqa: ANN001
+    def refresh(person: Person) -> tuple:
         runs = desk.runs(person)
         names = studio.workspace.datasets()
         return (gr.update(choices=names, value=names[0] if names else None),

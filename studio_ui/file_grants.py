@@ -25,7 +25,7 @@ class FileGrants:
     holds an unexpired grant for it. Kept in memory: the cache folder is this process's own.
     """
 
-    def __init__(self, root: Path, ttl_s: float = 3600.0):
+    def __init__(self, root: Path, ttl_s: float = 3600.0) -> None:
         self.root = str(Path(root).resolve())
         self.ttl_s = ttl_s
         self._pattern = re.compile(re.escape(self.root) + r'/[^"\\\s<>]+')

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
+
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from studio_ui.access import COOKIE, Access, client_address
 from studio_ui.file_grants import file_route_path, session_key
@@ -22,11 +25,11 @@ class SessionGate:
     every JSON or event-stream body sent to the session grants it the files it names.
     """
 
-    def __init__(self, app, access: Access):  # noqa: ANN001
+    def __init__(self, app: ASGIApp, access: Access) -> None:
         self.app = app
         self.access = access
 
-    async def __call__(self, scope, receive, send):  # noqa: ANN001
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "websocket":  # the studio uses none; refuse them all
             return await send({"type": "websocket.close", "code": 1008})
         if scope["type"] != "http":
@@ -63,11 +66,11 @@ class SessionGate:
                                       [(b"content-type", b"application/json")])
         return await self.app(scope, receive, self._granting(send, key))
 
-    def _granting(self, send, key: str):  # noqa: ANN001, ANN202
+    def _granting(self, send: Send, key: str) -> Send:
         grants = self.access.grants
         state = {"scan": False, "tail": ""}
 
-        async def wrapped(message):  # noqa: ANN001, ANN202
+        async def wrapped(message: Message) -> None:
             if message["type"] == "http.response.start":
                 headers = dict(message.get("headers") or [])
                 kind = headers.get(b"content-type", b"").decode("latin-1")
@@ -89,7 +92,7 @@ def _starts_event(path: str) -> bool:
     return any(path.startswith(p) for p in EVENT_ROUTES)
 
 
-async def _read_body(receive):  # noqa: ANN001, ANN202
+async def _read_body(receive: Receive) -> tuple[bytes, Receive]:
     """The whole request body, and a ``receive`` that hands it on unchanged."""
     chunks, more = [], True
     while more:
@@ -100,7 +103,7 @@ async def _read_body(receive):  # noqa: ANN001, ANN202
         more = message.get("more_body", False)
     body, sent = b"".join(chunks), False
 
-    async def replay():  # noqa: ANN202
+    async def replay() -> Message:
         nonlocal sent
         if not sent:
             sent = True
@@ -110,7 +113,7 @@ async def _read_body(receive):  # noqa: ANN001, ANN202
     return body, replay
 
 
-def _cookies(scope) -> dict[str, str]:  # noqa: ANN001
+def _cookies(scope: Scope) -> dict[str, str]:
     from http.cookies import SimpleCookie
 
     raw = b"; ".join(v for k, v in scope.get("headers", []) if k == b"cookie").decode("latin-1")
@@ -122,13 +125,13 @@ def _cookies(scope) -> dict[str, str]:  # noqa: ANN001
     return {k: m.value for k, m in jar.items()}
 
 
-async def _in_thread(fn, *args):  # noqa: ANN001, ANN202
+async def _in_thread(fn: Callable, *args: object) -> object:
     import anyio
 
     return await anyio.to_thread.run_sync(fn, *args)
 
 
-async def _respond(send, status: int, body: bytes, headers: list) -> None:  # noqa: ANN001
+async def _respond(send: Send, status: int, body: bytes, headers: list) -> None:
     await send({"type": "http.response.start", "status": status,
                 "headers": [*headers, (b"content-length", str(len(body)).encode()),
                             (b"cache-control", b"no-store")]})

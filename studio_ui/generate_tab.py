@@ -3,6 +3,7 @@ X/Y grid, and add what is good to the synthetic pool."""
 
 from __future__ import annotations
 
+import functools
 import random
 
 import gradio as gr
@@ -11,21 +12,22 @@ from polyp_core.generation.backends import describe_model, list_models
 from polyp_core.generation.grid import AXES, grid_labels, labelled_grid, max_cells, parse_axis
 from polyp_core.generation.request import SCHEDULERS, LoraChoice, SampleRequest
 from polyp_core.jobs import job_status
+from polyp_core.review.accounts import Person
 from polyp_core.validation import number, whole
 from polyp_core.workflows import generate
 from studio_ui.access import Access
-from studio_ui.services import Studio, job_line, shown_errors, start_on_board, ticking
+from studio_ui.services import Num, Studio, Text, job_line, shown_errors, start_on_board, ticking
 
 
 class GenerateDesk:
-    def __init__(self, studio: Studio):
+    def __init__(self, studio: Studio) -> None:
         self.studio = studio
 
     def models(self) -> list[str]:
         return list_models(self.studio.workspace)
 
     @shown_errors
-    def model_info(self, model_id: str | None):
+    def model_info(self, model_id: str | None) -> tuple:
         """Checkpoints and classes of the chosen generator (read from its config, no weights)."""
         if not model_id:
             return gr.update(choices=[], value=None), gr.update(choices=[], value=None), ""
@@ -36,8 +38,9 @@ class GenerateDesk:
         return (gr.update(choices=checkpoints, value=checkpoints[-1] if checkpoints else None),
                 gr.update(choices=classes, value=classes[0] if classes else None), text)
 
-    def _request(self, cls, prompt, negative, n, seed, random_seed, steps, guidance, scheduler,
-                 lora, lora_scale) -> SampleRequest:  # noqa: ANN001
+    def _request(self, cls: Text, prompt: Text, negative: Text, n: Num, seed: Num,
+                 random_seed: bool, steps: Num, guidance: Num, scheduler: Text,
+                 lora: Text, lora_scale: Num) -> SampleRequest:
         seed = random.randrange(2**31) if random_seed else whole(seed, "seed")
         loras = ((LoraChoice(lora.strip(), number(lora_scale, "lora_scale")),)
                  if lora and lora.strip() else ())
@@ -50,8 +53,9 @@ class GenerateDesk:
         return request
 
     @shown_errors
-    def sample(self, person, model_id, checkpoint, cls, prompt, negative, n, seed, random_seed,
-               steps, guidance, scheduler, lora, lora_scale):  # noqa: ANN001
+    def sample(self, person: Person, model_id: Text, checkpoint: Text, cls: Text, prompt: Text,
+               negative: Text, n: Num, seed: Num, random_seed: bool,
+               steps: Num, guidance: Num, scheduler: Text, lora: Text, lora_scale: Num) -> tuple:
         """Queue the sampling as a job (the runner holds the generation lock); the page polls
         the board and shows images as each batch is made."""
         if not model_id:
@@ -72,7 +76,7 @@ class GenerateDesk:
                           f"{request.scheduler} {request.steps} steps · guidance "
                           f"{request.guidance:g}") for img in holder["images"]]
 
-    def poll(self, job: str | None):
+    def poll(self, job: str | None) -> tuple:
         """A timer tick: the job's line, the images so far, the batch to add (when done)."""
         holder = self.studio.board.get(job)
         if holder is None:
@@ -93,7 +97,7 @@ class GenerateDesk:
         return "Cancelling: the image being made finishes first."
 
     @shown_errors
-    def add_to_pool(self, person, batch):  # noqa: ANN001
+    def add_to_pool(self, person: Person, batch: list | None) -> str:
         if not batch:
             raise gr.Error("Sample some images first.")
         stored = generate.add_to_pool(self.studio.db, self.studio.workspace, person,
@@ -102,8 +106,10 @@ class GenerateDesk:
         return f"Added {len(stored)} image(s) to the synthetic pool (stored once each, by SHA-256)."
 
     @shown_errors
-    def grid(self, person, model_id, checkpoint, cls, prompt, negative, seed, steps, guidance,
-             scheduler, lora, lora_scale, x_axis, x_values, y_axis, y_values):  # noqa: ANN001
+    def grid(self, person: Person, model_id: Text, checkpoint: Text, cls: Text, prompt: Text,
+             negative: Text, seed: Num, steps: Num, guidance: Num,
+             scheduler: Text, lora: Text, lora_scale: Num, x_axis: Text, x_values: Text,
+             y_axis: Text, y_values: Text) -> tuple:
         """Queue an X/Y grid as a job; refused at once when it is over the cell limit."""
         if not model_id:
             raise gr.Error("Choose a generator.")
@@ -118,7 +124,7 @@ class GenerateDesk:
                               {"model": model_id, "x": x_axis, "y": y_axis,
                                "cells": len(xs) * len(ys)}, work, holder)
 
-    def poll_grid(self, job: str | None):
+    def poll_grid(self, job: str | None) -> tuple:
         """A timer tick: the job's line and the grid so far (cells not made yet are grey)."""
         holder = self.studio.board.get(job)
         if holder is None:
@@ -170,8 +176,7 @@ def build_generate_tab(studio: Studio, access: Access) -> dict:
         grid = gr.Image(label="X/Y grid (cells appear as they are made)", type="numpy",
                         interactive=False)
     timer, grid_timer = gr.Timer(1.0, active=False), gr.Timer(1.0, active=False)
-    def on(trigger, fn, **io):
-        return access.on(trigger, fn, "admin", **io)
+    on = functools.partial(access.on, role="admin")  # every event of this tab: admins
     on(model.change, desk.model_info, inputs=model, outputs=[checkpoint, cls, info])
     on(go.click, desk.sample, inputs=[model, checkpoint, cls, prompt, negative, n, seed, random_seed,
                                       steps, guidance, scheduler, lora, lora_scale],
@@ -188,7 +193,7 @@ def build_generate_tab(studio: Studio, access: Access) -> dict:
        outputs=[grid_status, grid, grid_job, grid_timer], api_name="poll_grid")
     on(grid_cancel.click, desk.cancel, inputs=grid_job, outputs=grid_status, api_name="cancel_grid")
 
-    def refresh(_person):  # noqa: ANN001
+    def refresh(_person: Person) -> tuple:
         models = desk.models()
         return (gr.update(choices=models, value=models[0] if models else None),)
 

@@ -3,6 +3,7 @@ and remove the ones that should not be used (refused for images a study or run u
 
 from __future__ import annotations
 
+import functools
 import json
 
 import gradio as gr
@@ -11,32 +12,35 @@ from polyp_core.data.cache import PixelCache
 from polyp_core.external import SyntheticImport
 from polyp_core.pool import (QUALITY_ORDER, RATING_FILTERS, PoolFilter, pool_item, pool_page,
                              remove_from_pool)
+from polyp_core.review.accounts import Person
 from polyp_core.workflows import pool as pool_workflow
 from studio_ui.access import Access
-from studio_ui.services import Studio, shown_errors
+from studio_ui.services import Num, Studio, Text, shown_errors
 
 PER_PAGE = 24
 ANY = "any"
 
 
 class PoolDesk:
-    def __init__(self, studio: Studio):
+    def __init__(self, studio: Studio) -> None:
         self.studio = studio
         self.pixels = PixelCache(studio.workspace.pixel_cache_dir)
 
-    def generators(self, person) -> list[str]:  # noqa: ANN001
+    def generators(self, person: Person) -> list[str]:
         return pool_workflow.generators(self.studio.db, person)
 
     @staticmethod
-    def _filter(generator, checkpoint, cls, rated, quality) -> PoolFilter:  # noqa: ANN001
-        def pick(v):
+    def _filter(generator: Text, checkpoint: Text, cls: Text, rated: Text,
+                quality: Text) -> PoolFilter:
+        def pick(v: Text) -> Text:
             return None if v in (None, "", ANY) else v
         return PoolFilter(generator=pick(generator), checkpoint=pick((checkpoint or "").strip()),
                           class_label=pick(cls), rated=rated or "any",
                           min_quality=pick(quality))
 
     @shown_errors
-    def page(self, generator, checkpoint, cls, rated, quality, page):  # noqa: ANN001
+    def page(self, generator: Text, checkpoint: Text, cls: Text, rated: Text, quality: Text,
+             page: Num) -> tuple:
         """A page of thumbnails with captions, the page line, the page number and the hashes
         shown (the selection is made among these)."""
         result = pool_page(self.studio.db, self._filter(generator, checkpoint, cls, rated, quality),
@@ -49,7 +53,7 @@ class PoolDesk:
         return tiles, label, result.page, shown, gr.update(choices=choices, value=[])
 
     @shown_errors
-    def details(self, shown: list[str], evt: gr.SelectData):  # noqa: ANN001
+    def details(self, shown: list[str], evt: gr.SelectData) -> str:
         """Full provenance and every rating of the clicked image."""
         if not shown or evt.index is None or evt.index >= len(shown):
             return ""
@@ -60,13 +64,14 @@ class PoolDesk:
                              f"{r['revision']})" for r in item.ratings) or "unrated"))
 
     @shown_errors
-    def import_external(self, person, path: str, upload, generator: str, dataset: str,  # noqa: ANN001
+    def import_external(self, person: Person, path: str, upload: str | None, generator: str,
+                        dataset: str,
                         trained_on: str, version: str, source_note: str, licence: str) -> str:
         """Import a folder on the server, or an uploaded zip, of images made elsewhere."""
         source = str(upload) if upload is not None else (path or "").strip()
         if not source:
             raise gr.Error("Give a folder path on the server or upload a zip.")
-        def blank(v):
+        def blank(v: Text) -> str | None:
             return (v or "").strip() or None
         request = SyntheticImport(
             source=source, generator=(generator or "").strip(), dataset=(dataset or "").strip(),
@@ -81,7 +86,7 @@ class PoolDesk:
                 f"**{result.generator}**; trained on: {learned}.")
 
     @shown_errors
-    def remove(self, chosen: list[str]) -> str:  # noqa: ANN001
+    def remove(self, chosen: list[str]) -> str:
         if not chosen:
             raise gr.Error("Tick the images to remove first.")
         result = remove_from_pool(self.studio.db, self.studio.workspace, list(chosen))
@@ -133,8 +138,7 @@ def build_pool_tab(studio: Studio, access: Access) -> dict:
     remove = gr.Button("Remove the selected images from the pool", variant="stop")
     message = gr.Markdown()
 
-    def on(trigger, fn, **io):
-        return access.on(trigger, fn, "admin", **io)
+    on = functools.partial(access.on, role="admin")  # every event of this tab: admins
     filters = [generator, checkpoint, cls, rated, quality]
     page_io = dict(inputs=[*filters, page], outputs=[gallery, page_label, page, shown, chosen])
     for trigger in (generator.change, checkpoint.submit, cls.change, rated.change, quality.change):
@@ -148,7 +152,7 @@ def build_pool_tab(studio: Studio, access: Access) -> dict:
     on(on(remove.click, desk.remove, inputs=chosen, outputs=message, api_name="remove_from_pool")
        .then, desk.page, **page_io)
 
-    def refresh(person):  # noqa: ANN001
+    def refresh(person: Person) -> tuple:
         return (gr.update(choices=[ANY, *desk.generators(person)], value=ANY),
                 *desk.page(ANY, "", ANY, "any", ANY, 0))
 

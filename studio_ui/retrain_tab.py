@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+
 import gradio as gr
 
 from polyp_core.classify import compare_runs
@@ -10,26 +12,30 @@ from polyp_core.classify.figures import (confusion_figure, delta_bars, evaluatio
 from polyp_core.data.labels import SCHEMES
 from polyp_core.demo import DEMO_DATASET, DEMO_NOTE
 from polyp_core.jobs import job_status
+from polyp_core.review.accounts import Person
 from polyp_core.runs import load_run
 from polyp_core.workflows import retrain
 from studio_ui.access import Access
-from studio_ui.services import (Studio, job_line, poll_run_job, shown_errors, shown_fields,
+from studio_ui.services import (Num, Text, Studio, job_line, poll_run_job, shown_errors, shown_fields,
                                 ticking, watch_active)
 
 
 class RetrainDesk:
-    def __init__(self, studio: Studio):
+    def __init__(self, studio: Studio) -> None:
         self.studio = studio
 
-    def runs(self, person) -> list[tuple[str, str]]:  # noqa: ANN001
+    def runs(self, person: Person) -> list[tuple[str, str]]:
         return [(f"{r['id']} · {r['name']}", r["id"])
                 for r in retrain.runs(self.studio.db, person)]
 
     @shown_errors
-    def start(self, person, dataset, scheme, backbone, size, imbalance, seeds, epochs, freeze,
-              min_quality, min_reviewers, verdict, unrated, mix, max_ratio, name,
-              allow_small=False, probe=False, folds="auto", seen_train=False,  # noqa: ANN001
-              inner_valid=0.15, refit=False, allow_unknown=False):
+    def start(self, person: Person, dataset: Text, scheme: Text, backbone: Text, size: Num,
+              imbalance: Text, seeds: Text, epochs: Num, freeze: bool,
+              min_quality: Text, min_reviewers: Num, verdict: Text, unrated: Text, mix: Text,
+              max_ratio: Num, name: Text,
+              allow_small: bool = False, probe: bool = False, folds: Text = "auto",
+              seen_train: bool = False,
+              inner_valid: Num = 0.15, refit: bool = False, allow_unknown: bool = False) -> tuple:
         config = retrain.retrain_request({
             "dataset": dataset, "scheme": scheme, "backbone": backbone, "image_size": size,
             "imbalance": imbalance, "seeds": seeds, "epochs": epochs, "freeze_backbone": freeze,
@@ -46,7 +52,7 @@ class RetrainDesk:
         job = started.job
         return job, job_line(job_status(self.studio.db, job)), ticking(job)
 
-    def poll(self, person, job: str | None):  # noqa: ANN001
+    def poll(self, person: Person, job: str | None) -> tuple:
         """Progress of the running job; when it is done, its run is shown."""
         return poll_run_job(self.studio.db, job, lambda: self.runs(person))
 
@@ -56,7 +62,7 @@ class RetrainDesk:
         return "Cancelling at the next training step ..."
 
     @shown_errors
-    def show(self, run_id: str | None):
+    def show(self, run_id: str | None) -> tuple:
         if not run_id:
             return gr.update(value=[]), None, None, "", None
         run = load_run(self.studio.db, run_id)
@@ -176,8 +182,7 @@ def build_retrain_tab(studio: Studio, access: Access) -> dict:
                            "with CIs, confusion matrices)", interactive=False)
     diff = gr.Markdown()
     timer = gr.Timer(1.0, active=False)
-    def on(trigger, fn, **io):
-        return access.on(trigger, fn, "admin", **io)
+    on = functools.partial(access.on, role="admin")  # every event of this tab: admins
     on(start.click, desk.start, inputs=[dataset, scheme, backbone, size, imbalance, seeds, epochs,
                                         freeze, min_quality, min_reviewers, verdict, unrated, mix,
                                         max_ratio, name, allow_small, probe, folds, seen_train,
@@ -191,7 +196,7 @@ def build_retrain_tab(studio: Studio, access: Access) -> dict:
        api_name="show_run")
     on(compare.click, desk.compare, inputs=[run, other], outputs=diff)
 
-    def refresh(person):  # noqa: ANN001
+    def refresh(person: Person) -> tuple:
         runs = desk.runs(person)
         names = studio.workspace.datasets()
         return (gr.update(choices=names, value=names[0] if names else None),

@@ -9,12 +9,14 @@ shows only the reviewer's own progress.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import time
 from pathlib import Path
 
 import gradio as gr
 
+from polyp_core.review.accounts import Person
 from polyp_core.workflows import review
 from polyp_core.workflows import study as study_workflow
 from polyp_core.vocabulary import CONFIDENCE_LABELS, CONFIDENCES, HISTOLOGY_GUESSES
@@ -47,7 +49,7 @@ def _empty() -> dict:
 
 
 class ReviewDesk:
-    def __init__(self, studio: Studio, scratch: Path):
+    def __init__(self, studio: Studio, scratch: Path) -> None:
         self.studio = studio
         self.scratch = scratch  # inside this instance's UI cache
 
@@ -62,12 +64,12 @@ class ReviewDesk:
         return str(path)
 
     @shown_errors
-    def studies(self, person):  # noqa: ANN001
+    def studies(self, person: Person) -> dict:
         infos = [s for s in study_workflow.studies(self.studio.db, person) if s.status == "open"]
         choices = [(f"{s.name} ({s.rated}/{s.assigned} rated)", s.name) for s in infos]
         return gr.update(choices=choices, value=choices[0][1] if choices else None)
 
-    def _show(self, person, state: dict):  # noqa: ANN001
+    def _show(self, person: Person, state: dict) -> tuple:
         """The next unrated image of the study (where the reviewer left off)."""
         name = state["study"]
         infos = {s.name: s for s in study_workflow.studies(self.studio.db, person)}
@@ -87,22 +89,22 @@ class ReviewDesk:
             NO_ANSWER
 
     @shown_errors
-    def open_study(self, person, study: str | None, state: dict):  # noqa: ANN001
+    def open_study(self, person: Person, study: str | None, state: dict) -> tuple:
         state = {**(state or _empty()), "study": study}
         return self._show(person, state)
 
-    def choose(self, confidence: int, state: dict):
+    def choose(self, confidence: int, state: dict) -> tuple:
         if not state or not state.get("token"):
             raise gr.Error("No image to rate: choose a study.")
         return ({**state, "confidence": confidence},
                 f"Answer: **{confidence} · {CONFIDENCE_LABELS[confidence]}** — now rate the "
                 "quality (G/M/P)")
 
-    def choose_histology(self, histology: str | None, state: dict):
+    def choose_histology(self, histology: str | None, state: dict) -> dict:
         return {**(state or _empty()), "histology": histology}
 
     @shown_errors
-    def rate(self, person, quality: str, state: dict):  # noqa: ANN001
+    def rate(self, person: Person, quality: str, state: dict) -> tuple:
         if not state or not state.get("token"):
             raise gr.Error("No image to rate: choose a study.")
         if not state.get("confidence"):
@@ -141,8 +143,7 @@ def build_review_tab(studio: Studio, access: Access) -> dict:
                 "**P** poor submits and shows the next image.")
     shown = [image, status, state, histology, choice]
     # every signed-in account may review its own queue; the engine answers only for its own tokens
-    def on(trigger, fn, **io):
-        return access.on(trigger, fn, "reviewer", **io)
+    on = functools.partial(access.on, role="reviewer")  # every event of this tab: reviewers
     on(start.click, desk_.open_study, inputs=[study, state], outputs=shown, api_name="open_study")
     for confidence, button in answers.items():
         on(button.click, lambda s, c=confidence: desk_.choose(c, s), inputs=state,

@@ -5,22 +5,31 @@ from __future__ import annotations
 import functools
 import threading
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import gradio as gr
 
 from polyp_core.errors import StudioError
-from polyp_core.jobs import JobRunner
+from polyp_core.jobs import JobRunner, JobStatus
+from polyp_core.progress import CancelToken, Progress
+from polyp_core.review.accounts import Person
 from polyp_core.workflows.fields import name_fields
 from polyp_core.workspace import Workspace
 from review_db.database import Database
+
+
+#: what a Gradio box hands an event: text (None when never filled) and numbers (None when
+#: empty); handlers turn them into request fields with `whole`/`number` or the workflow parsers
+Text = str | None
+Num = float | int | None
 
 
 class Board:
     """What each running job has made so far (images, grid cells, a finished figure), for the
     page that started it to poll; in memory, the newest ``keep`` jobs."""
 
-    def __init__(self, keep: int = 32):
+    def __init__(self, keep: int = 32) -> None:
         self.keep = keep
         self._items: OrderedDict[str, dict] = OrderedDict()
         self._lock = threading.Lock()
@@ -51,7 +60,8 @@ class Studio:
         return cls(workspace, db, JobRunner(db, gpu_slots=1))
 
 
-def start_on_board(studio: Studio, person, kind: str, config: dict, work, holder: dict):  # noqa: ANN001, ANN201
+def start_on_board(studio: Studio, person: Person, kind: str, config: dict,
+                   work: Callable[[Progress, CancelToken], object], holder: dict) -> tuple:
     """Queue ``work`` as a job whose partial results go to ``holder`` on the board; returns
     the job id, its line and the poll timer (switched on) for the page that started it."""
     from polyp_core.jobs import job_status
@@ -80,12 +90,12 @@ def shown_fields(text: str) -> str:
     return name_fields(text, FIELD_LABELS, lambda field: f'"{field}"')
 
 
-def shown_errors(fn):
+def shown_errors(fn: Callable) -> Callable:
     """Engine errors (bad input, missing model, unknown label) become a message in the page,
     worded as the engine worded them."""
 
     @functools.wraps(fn)
-    def wrapper(*args, **kwargs):
+    def wrapper(*args: object, **kwargs: object) -> object:
         try:
             return fn(*args, **kwargs)
         except gr.Error:
@@ -98,7 +108,7 @@ def shown_errors(fn):
     return wrapper
 
 
-def watch_active(db: Database, person, kind: str):  # noqa: ANN001, ANN201
+def watch_active(db: Database, person: Person, kind: str) -> tuple:
     """For a dashboard opening: the newest queued or running job of ``kind`` (the demo's
     first-start analyses, or another admin's), its line, and the poll timer switched on."""
     from polyp_core.jobs import job_status
@@ -114,7 +124,7 @@ def ticking(job: str | None) -> gr.Timer:
     return gr.Timer(active=job is not None)
 
 
-def poll_run_job(db: Database, job: str | None, runs):  # noqa: ANN001
+def poll_run_job(db: Database, job: str | None, runs: Callable[[], list]) -> tuple:
     """A timer tick for a job that stores a run: its progress line, the run list (choosing the
     new run when the job is done), the job id to keep polling (None when it ended), and the
     timer (stopped when it ended)."""
@@ -130,7 +140,7 @@ def poll_run_job(db: Database, job: str | None, runs):  # noqa: ANN001
     return job_line(status), gr.update(), job, ticking(job)
 
 
-def job_line(status) -> str:  # noqa: ANN001
+def job_line(status: JobStatus | None) -> str:
     """One line of Markdown for a job's state."""
     if status is None:
         return ""

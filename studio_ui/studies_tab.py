@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import functools
+
 import gradio as gr
 
+from polyp_core.review.accounts import Person
 from polyp_core.review.leaks import DESCRIPTIONS, LeakReport
 from polyp_core.review.reader import forest_figure, roc_figure, summary_lines
 from polyp_core.review.studies import RealPool, StudySpec, SyntheticPool, parse_calibration
@@ -12,35 +15,36 @@ from polyp_core.workflows import accounts as accounts_workflow
 from polyp_core.workflows import pool as pool_workflow
 from polyp_core.workflows import study as study_workflow
 from studio_ui.access import Access
-from studio_ui.services import Studio, shown_errors
+from studio_ui.services import Num, Studio, Text, shown_errors
 
 
 class StudyDesk:
-    def __init__(self, studio: Studio):
+    def __init__(self, studio: Studio) -> None:
         self.studio = studio
 
-    def reviewers(self, person) -> list[str]:  # noqa: ANN001
+    def reviewers(self, person: Person) -> list[str]:
         return accounts_workflow.reviewer_names(self.studio.db, person)
 
-    def generators(self, person) -> list[str]:  # noqa: ANN001
+    def generators(self, person: Person) -> list[str]:
         return pool_workflow.generators(self.studio.db, person)
 
     @shown_errors
-    def table(self, person):  # noqa: ANN001
+    def table(self, person: Person) -> tuple:
         infos = study_workflow.studies(self.studio.db, person)
         rows = [[s.name, s.status, f"{s.rated}/{s.assigned}", ", ".join(s.reviewers),
                  "yes" if s.ask_histology else "no", s.audit] for s in infos]
         return gr.update(value=rows), gr.update(choices=[s.name for s in infos],
                                                 value=infos[-1].name if infos else None)
 
-    def choices(self, person):  # noqa: ANN001
+    def choices(self, person: Person) -> tuple:
         return (gr.update(choices=self.studio.workspace.datasets()),
                 gr.update(choices=self.generators(person)),
                 gr.update(choices=self.reviewers(person)))
 
     @staticmethod
-    def _spec(name, dataset, n_real, generator, n_synthetic, reviewers, overlap, histology, seed,
-              working, repeats, calibration, override=None) -> StudySpec:  # noqa: ANN001
+    def _spec(name: Text, dataset: Text, n_real: Num, generator: Text, n_synthetic: Num,
+              reviewers: list[str] | None, overlap: Num, histology: bool, seed: Num,
+              working: Text, repeats: Num, calibration: Text, override: Text = None) -> StudySpec:
         pools = []
         if dataset and whole(n_real or 0, "n_real") > 0:
             pools.append(RealPool(dataset, whole(n_real, "n_real"), split="train"))
@@ -56,8 +60,10 @@ class StudyDesk:
                          calibration=_calibration(calibration))
 
     @shown_errors
-    def preview(self, person, name, dataset, n_real, generator, n_synthetic, reviewers, overlap,
-                histology, seed, working, repeats, calibration, target_auc):  # noqa: ANN001
+    def preview(self, person: Person, name: Text, dataset: Text, n_real: Num, generator: Text,
+                n_synthetic: Num, reviewers: list[str] | None, overlap: Num,
+                histology: bool, seed: Num, working: Text, repeats: Num, calibration: Text,
+                target_auc: Num) -> str:
         """Native resolutions of the pools and the serving chain, before creating; and the
         power of the MRMC analysis to show the target AUC against 0.5."""
         spec = self._spec(name or "preview", dataset, n_real, generator, n_synthetic,
@@ -77,8 +83,10 @@ class StudyDesk:
         return "\n".join(f"- {line}" for line in lines)
 
     @shown_errors
-    def create(self, person, name, dataset, n_real, generator, n_synthetic, reviewers, overlap,
-               histology, seed, working, repeats, calibration, override):  # noqa: ANN001
+    def create(self, person: Person, name: Text, dataset: Text, n_real: Num, generator: Text,
+               n_synthetic: Num, reviewers: list[str] | None, overlap: Num,
+               histology: bool, seed: Num, working: Text, repeats: Num, calibration: Text,
+               override: Text) -> str:
         spec = self._spec(name, dataset, n_real, generator, n_synthetic, reviewers, overlap,
                           histology, seed, working, repeats, calibration, override)
         study_workflow.create(self.studio.db, self.studio.workspace, person, spec)
@@ -89,7 +97,7 @@ class StudyDesk:
                                              "opened with a reason." if "held" in state else "."))
 
     @shown_errors
-    def integrity(self, person, name):  # noqa: ANN001
+    def integrity(self, person: Person, name: Text) -> tuple:
         """The chosen study's leak audit (table) and what its results rest on."""
         if not name:
             return "", []
@@ -97,28 +105,28 @@ class StudyDesk:
         return info["summary"], _audit_rows(info["audit"])
 
     @shown_errors
-    def audit(self, person, name):  # noqa: ANN001
+    def audit(self, person: Person, name: Text) -> tuple:
         if not name:
             raise gr.Error("Choose a study.")
         study_workflow.audit(self.studio.db, self.studio.workspace, person, name)
         return self.integrity(person, name)
 
     @shown_errors
-    def override(self, person, name, reason):  # noqa: ANN001
+    def override(self, person: Person, name: Text, reason: Text) -> tuple:
         if not name:
             raise gr.Error("Choose a study.")
         study_workflow.override(self.studio.db, person, name, reason or "")
         return self.integrity(person, name)
 
     @shown_errors
-    def close(self, person, name):  # noqa: ANN001
+    def close(self, person: Person, name: Text) -> str:
         if not name:
             raise gr.Error("Choose a study.")
         study_workflow.close(self.studio.db, person, name)
         return f"Study **{name}** closed; the answer key is now visible."
 
     @shown_errors
-    def statistics(self, person, name):  # noqa: ANN001
+    def statistics(self, person: Person, name: Text) -> tuple:
         """The reader study: binary verdicts with the right chance, per-reader ROC, the OR
         analysis, pace, per-source tables and agreement (``study stats`` prints the same)."""
         empty = ("", [], [], [], [], [], None, None)
@@ -131,11 +139,11 @@ class StudyDesk:
         integrity = study_workflow.integrity(self.studio.db, person, name)["summary"]
         head = f"**{name}** · {stats['n_rated']} of {stats['n_assignments']} rated\n\n{integrity}"
         summary = head + "\n\n```\n" + "\n".join(summary_lines(stats)) + "\n```"
-        def fmt(x):
+        def fmt(x: float) -> str:
             return f"{x:.3f}" if x == x else "-"
-        def with_ci(v, lo, hi):
+        def with_ci(v: float, lo: float, hi: float) -> str:
             return f"{fmt(v)} [{fmt(lo)}, {fmt(hi)}]"
-        def roc(who):
+        def roc(who: str) -> dict:
             return stats["reader_roc"].get(who, {})
         verdicts = [[who, m["n"], m["n_unsure"],
                      with_ci(roc(who).get("auc", float("nan")), roc(who).get("low", float("nan")),
@@ -242,8 +250,7 @@ def build_studies_tab(studio: Studio, access: Access) -> dict:
                            label="Quality by source", interactive=False)
     pairs = gr.Dataframe(headers=["reviewer a", "reviewer b", "n", "Cohen's κ"],
                          label="Pairwise agreement on the verdict", interactive=False)
-    def on(trigger, fn, **io):
-        return access.on(trigger, fn, "admin", **io)
+    on = functools.partial(access.on, role="admin")  # every event of this tab: admins
     form = [name, dataset, n_real, generator, n_syn, reviewers, overlap, histology, seed, working,
             repeats, calibration]
     on(preview.click, desk_.preview, inputs=[*form, target_auc], outputs=plan,
@@ -262,7 +269,7 @@ def build_studies_tab(studio: Studio, access: Access) -> dict:
     on(override_btn.click, desk_.override, inputs=[chosen, reason],
        outputs=[integrity, audit_table])
 
-    def refresh(person):  # noqa: ANN001
+    def refresh(person: Person) -> tuple:
         return (*desk_.table(person), *desk_.choices(person))
 
     return {"refresh": refresh, "outputs": [table, chosen, dataset, generator, reviewers]}

@@ -2,24 +2,25 @@
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 
 import gradio as gr
+import plotly.graph_objects as go
 
 from polyp_core.generation.ddpm import PRESETS, DDPMTrainConfig
 from polyp_core.generation.sd_lora import LoraTrainConfig
 from polyp_core.generation.training_log import checkpoint_grids, loss_rows
 from polyp_core.jobs import job_status
+from polyp_core.review.accounts import Person
 from polyp_core.validation import whole
 from polyp_core.workflows import train_generator
 from studio_ui.access import Access
-from studio_ui.services import Studio, job_line, shown_errors, ticking
+from studio_ui.services import Num, Studio, Text, job_line, shown_errors, ticking
 
 
-def loss_figure(folder: Path):
+def loss_figure(folder: Path) -> go.Figure | None:
     """The loss curve of a model folder's training log (None before the first row)."""
-    import plotly.graph_objects as go
-
     rows = loss_rows(folder)
     if not rows:
         return None
@@ -31,12 +32,13 @@ def loss_figure(folder: Path):
 
 
 class TrainDesk:
-    def __init__(self, studio: Studio):
+    def __init__(self, studio: Studio) -> None:
         self.studio = studio
 
     @shown_errors
-    def start(self, person, backend, dataset, model_id, preset, steps, batch_size, every,
-              base_model, rank, balance=False):  # noqa: ANN001
+    def start(self, person: Person, backend: Text, dataset: Text, model_id: Text, preset: Text,
+              steps: Num, batch_size: Num, every: Num,
+              base_model: Text, rank: Num, balance: bool = False) -> tuple:
         workspace = self.studio.workspace
         if backend == "ddpm":
             config = DDPMTrainConfig(dataset=dataset, model_id=model_id, preset=preset,
@@ -56,7 +58,7 @@ class TrainDesk:
                                                                    owner_id=owner))
         return job, model_id, job_line(job_status(self.studio.db, job)), ticking(job)
 
-    def poll(self, job: str | None, model_id: str | None):
+    def poll(self, job: str | None, model_id: str | None) -> tuple:
         """While a job runs: its line, loss curve and grids (the last tick draws the final state)."""
         if not job or not model_id:
             return gr.update(), gr.update(), gr.update(), None, ticking(None)
@@ -96,15 +98,14 @@ def build_train_tab(studio: Studio, access: Access) -> dict:
     loss = gr.Plot(label="Loss")
     grids = gr.Gallery(label="Sample grid per checkpoint (one row per class)", columns=4, height="auto")
     timer = gr.Timer(2.0, active=False)
-    def on(trigger, fn, **io):
-        return access.on(trigger, fn, "admin", **io)
+    on = functools.partial(access.on, role="admin")  # every event of this tab: admins
     on(start.click, desk.start, inputs=[backend, dataset, model_id, preset, steps, batch_size,
                                         every, base_model, rank, balance],
        outputs=[job, watched, status, timer], api_name="start_training")
     on(timer.tick, desk.poll, inputs=[job, watched], outputs=[status, loss, grids, job, timer])
     on(cancel.click, desk.cancel, inputs=job, outputs=status)
 
-    def refresh(_person):  # noqa: ANN001
+    def refresh(_person: Person) -> tuple:
         names = studio.workspace.datasets()
         return (gr.update(choices=names, value=names[0] if names else None),)
 

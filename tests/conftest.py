@@ -10,12 +10,16 @@ import subprocess
 import tempfile
 import uuid
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pytest
 from PIL import Image
 
 from polyp_core.workspace import Workspace
+
+if TYPE_CHECKING:
+    import datetime as dt
 
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 NEOPOLYP = SHARED_DATA / "neopolyp"
@@ -29,7 +33,7 @@ REQUIRE_SERVICES = bool(os.environ.get("STUDIO_REQUIRE_SERVICES") or os.environ.
 REQUIRE_REAL_DATA = bool(os.environ.get("STUDIO_REQUIRE_REAL_DATA"))
 
 
-def pytest_sessionstart(session):  # noqa: ANN001, ANN201
+def pytest_sessionstart(session: pytest.Session) -> None:
     if REQUIRE_REAL_DATA and not (NEOPOLYP / "labels.csv").is_file():
         raise pytest.UsageError(f"STUDIO_REQUIRE_REAL_DATA is set but the NeoPolyp data set is "
                                 f"missing: {NEOPOLYP / 'labels.csv'} (../shared/data)")
@@ -49,7 +53,7 @@ class FakeClock:
 
         self.now = dt.datetime(2026, 1, 5, 9, 0, tzinfo=dt.timezone.utc)
 
-    def __call__(self):  # noqa: ANN204
+    def __call__(self) -> dt.datetime:
         return self.now
 
     def advance(self, seconds: float) -> None:

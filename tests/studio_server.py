@@ -6,11 +6,18 @@ from __future__ import annotations
 import socket
 import threading
 import time
+from typing import TYPE_CHECKING
 
 import httpx
 
 from polyp_core.demo import DEMO_STUDY
 from review_db import queries
+
+if TYPE_CHECKING:
+    from gradio_client import Client
+
+    from polyp_core.workspace import Workspace
+    from review_db.database import Database
 
 COOKIE = "polyp_session"
 # How long a browser test waits for the page to show something: an event with a deadline, not
@@ -27,7 +34,7 @@ def free_port() -> int:
 class LiveServer:
     """``create_server(workspace, db)`` served by uvicorn until :meth:`stop`."""
 
-    def __init__(self, workspace, db):  # noqa: ANN001
+    def __init__(self, workspace: Workspace, db: Database) -> None:
         import uvicorn
 
         import app
@@ -59,7 +66,7 @@ def sign_in(url: str, name: str, password: str) -> httpx.Client:
     return client
 
 
-def gradio_client(url: str, session: httpx.Client, **kwargs):  # noqa: ANN201
+def gradio_client(url: str, session: httpx.Client, **kwargs: object) -> Client:
     """A gradio_client ``Client`` acting for ``session``. The API's schema (``/gradio_api/info``)
     is an admin's: a reviewer's client is given the schema an admin session fetched, and then
     talks to the studio with the reviewer's cookie alone, as an attacker who knows the schema
@@ -69,7 +76,7 @@ def gradio_client(url: str, session: httpx.Client, **kwargs):  # noqa: ANN201
     from polyp_core.demo import DEMO_ADMIN
 
     class SchemaKnown(Client):
-        def _get_api_info(self):  # noqa: ANN202
+        def _get_api_info(self) -> dict:
             response = session.get("gradio_api/info")
             if response.status_code == 403:
                 admin = sign_in(url, *DEMO_ADMIN)
@@ -81,7 +88,7 @@ def gradio_client(url: str, session: httpx.Client, **kwargs):  # noqa: ANN201
                        verbose=False, **kwargs)
 
 
-def ratings_of(db, name: str) -> int:  # noqa: ANN001
+def ratings_of(db: Database, name: str) -> int:
     with db.session() as session:
         reviewer = queries.reviewer_by_name(session, name)
         study = queries.study_by_name(session, DEMO_STUDY)

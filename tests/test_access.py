@@ -9,6 +9,7 @@ import hashlib
 import json
 import uuid
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import httpx
 import pytest
@@ -23,6 +24,9 @@ from tests.conftest import PASSWORD
 from tests.studio_server import (COOKIE, PAGE_WAIT_MS, gradio_client, offline_page, ratings_of,
                                  sign_in_page)
 from tests.studio_server import sign_in as http_sign_in
+
+if TYPE_CHECKING:
+    from review_db.database import Database
 
 
 @pytest.fixture
@@ -491,7 +495,7 @@ def test_job_poll_timers_tick_only_while_a_job_runs(db):
     from studio_ui.services import poll_run_job
     from studio_ui.services import watch_active as watch
 
-    def watch_active(db, kind):  # noqa: ANN001, ANN202  (the dashboard opening, as an admin)
+    def watch_active(db: Database, kind: str) -> tuple:
         return watch(db, TERMINAL, kind)
 
     def runs():

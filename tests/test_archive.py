@@ -10,12 +10,16 @@ import subprocess
 import sys
 import zipfile
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 
 from polyp_core.data.archive import ArchiveLimits, import_archive
 from polyp_core.data.importer import ImportConfig
 from polyp_core.errors import DatasetImportError
+
+if TYPE_CHECKING:
+    from polyp_core.workspace import Workspace
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -28,7 +32,7 @@ def _zip_folder(folder: Path, target: Path) -> Path:
     return target
 
 
-def _leftovers(workspace) -> list[str]:  # noqa: ANN001
+def _leftovers(workspace: Workspace) -> list[str]:
     found = []
     for folder in (workspace.sources_dir, workspace.staging_dir, workspace.datasets_dir):
         if folder.is_dir():
@@ -126,7 +130,7 @@ def test_zip_bomb_from_the_command_line_is_refused_fast(tmp_path, monkeypatch):
     from polyp_core.data.importer import ImportConfig
     from polyp_core.workspace import Workspace
 
-    def no_inflating(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
+    def no_inflating(*args: object, **kwargs: object) -> None:
         raise AssertionError("an entry was extracted before the archive was refused")
 
     monkeypatch.setattr(archive_module, "extract", no_inflating)

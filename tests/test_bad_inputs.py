@@ -36,7 +36,7 @@ def hospital(root: Path) -> Path:
     return make_hospital(root, three_class_labels(4, 2, 2), masks=False)
 
 
-def with_image(corpus_file: str, as_name: str = "ad001.png"):  # noqa: ANN201
+def with_image(corpus_file: str, as_name: str = "ad001.png") -> Callable[[Path], list[str]]:
     """A hospital folder whose image ``as_name`` is the corpus file."""
     def build(tmp: Path) -> list[str]:
         root = hospital(tmp / "src")
@@ -47,7 +47,7 @@ def with_image(corpus_file: str, as_name: str = "ad001.png"):  # noqa: ANN201
     return build
 
 
-def with_labels(corpus_file: str):  # noqa: ANN201
+def with_labels(corpus_file: str) -> Callable[[Path], list[str]]:
     def build(tmp: Path) -> list[str]:
         root = hospital(tmp / "src")
         shutil.copyfile(CORPUS / corpus_file, root / "labels.csv")
@@ -55,7 +55,7 @@ def with_labels(corpus_file: str):  # noqa: ANN201
     return build
 
 
-def relabel(image_id: str, label: str):  # noqa: ANN201
+def relabel(image_id: str, label: str) -> Callable[[Path], list[str]]:
     """A hospital folder whose label table gives ``image_id`` the class ``label``."""
     def build(tmp: Path) -> list[str]:
         root = hospital(tmp / "src")
@@ -65,7 +65,7 @@ def relabel(image_id: str, label: str):  # noqa: ANN201
     return build
 
 
-def extra_row(row: list[str]):  # noqa: ANN201
+def extra_row(row: list[str]) -> Callable[[Path], list[str]]:
     """A hospital folder whose label table has one more row."""
     def build(tmp: Path) -> list[str]:
         root = hospital(tmp / "src")
@@ -75,7 +75,7 @@ def extra_row(row: list[str]):  # noqa: ANN201
     return build
 
 
-def archive(corpus_file: str, name: str = "new"):  # noqa: ANN201
+def archive(corpus_file: str, name: str = "new") -> Callable[[Path], list[str]]:
     def build(_tmp: Path) -> list[str]:
         return ["import", str(CORPUS / corpus_file), "--name", name]
     return build

@@ -615,7 +615,9 @@ def test_linear_probe_chooses_its_regularisation_by_grouped_cv():
 
     seen_splits, real_cv = [], model_selection.cross_val_score
 
-    def recording(estimator, x_, y_, groups=None, cv=None, **kwargs):  # noqa: ANN001, ANN202
+    def recording(estimator: object, x_: np.ndarray, y_: np.ndarray,
+                  groups: np.ndarray | None = None, cv: object = None,
+                  **kwargs: object) -> np.ndarray:
         seen_splits.append(list(cv.split(x_, y_, groups)))
         return real_cv(estimator, x_, y_, groups=groups, cv=cv, **kwargs)
 

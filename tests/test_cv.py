@@ -1,9 +1,12 @@
 """Grouped cross-validation: the folds, per-fold generator checks, and the demo's whole CV loop
 (baseline, augmented with the demo generator's images, paired deltas)."""
 
+from __future__ import annotations
+
 import json
 from dataclasses import replace
 import time
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pytest
@@ -13,6 +16,11 @@ from polyp_core.classify import ClassifierTrainConfig, ExperimentConfig, run_exp
 from polyp_core.classify.experiment import plan_experiment
 from polyp_core.classify.folds import fold_leaks, grouped_folds, groups_seen
 from polyp_core.workspace import Workspace
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Sequence
+
+    from polyp_core.classify.folds import Fold
 
 SQLITE_ONLY = pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
 TINY = ClassifierTrainConfig(image_size=32, epochs=2, batch_size=32, patience=2, hidden=32)
@@ -252,7 +260,9 @@ def _feature_set(rng, per_class=12, dim=64, signal=0.35):
     return np.array(x), np.array(y), groups
 
 
-def _pooled_oof(x, y, folds, train_of, columns=None) -> np.ndarray:  # noqa: ANN001
+def _pooled_oof(x: np.ndarray, y: np.ndarray, folds: list[Fold],
+                train_of: Callable[[int, Fold], Sequence[int]],
+                columns: np.ndarray | None = None) -> np.ndarray:
     """Pooled out-of-fold predictions of a logistic regression (the probe's model)."""
     from sklearn.linear_model import LogisticRegression
 
@@ -295,7 +305,7 @@ def test_training_on_everything_but_the_test_part_beats_keeping_a_fold_for_stopp
         x, y, groups = _feature_set(rng)
         folds = grouped_folds(y, groups, 3, seed=trial, inner_valid=0.0)
 
-        def arm():  # noqa: ANN202  (3 seeds, each a random 48 of the 64 feature columns)
+        def arm() -> list[np.ndarray]:
             return [_pooled_oof(x, y, folds, lambda f, fold: fold.train,
                                 rng.choice(64, 48, replace=False)) for _ in range(3)]
 

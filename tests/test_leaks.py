@@ -6,6 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from PIL import Image
+from typing import TYPE_CHECKING
 
 from polyp_core.demo import DEMO_ADMIN, DEMO_STUDY
 from polyp_core.review import desk
@@ -17,14 +18,21 @@ from polyp_core.review.studies import (RealPool, StudySpec, SyntheticPool, audit
                                        study_integrity)
 from review_db import queries
 
+if TYPE_CHECKING:
+    import subprocess
+    from collections.abc import Callable
 
-def _admin(db) -> Person:  # noqa: ANN001
+    from polyp_core.review.leaks import ChannelResult, LeakReport
+    from review_db.database import Database
+
+
+def _admin(db: Database) -> Person:
     with db.session() as session:
         row = queries.reviewer_by_name(session, DEMO_ADMIN[0])
         return Person(row.id, row.name, row.role)
 
 
-def _channel(report, name: str):  # noqa: ANN001, ANN202
+def _channel(report: LeakReport, name: str) -> ChannelResult:
     return next(c for c in report.channels if c.name == name)
 
 
@@ -41,7 +49,7 @@ def test_auc_is_scikit_learns_with_ties():
 def test_auditor_catches_a_planted_channel_and_passes_noise():
     rng = np.random.default_rng(0)
 
-    def rows(byte_length):  # noqa: ANN001, ANN202
+    def rows(byte_length: Callable[[int], int]) -> list[dict]:
         return [{"image": f"i{i}", "real": i < 30, "byte_length": byte_length(i),
                  "url_length": 60, "token_length": 43, "position": rng.random(),
                  "serve_ms": 0.0, "jpeg75_bytes": 1000, "high_frequency": 1.0}
@@ -205,7 +213,7 @@ def test_blocked_queues_carry_no_label_whatever_the_seed():
     assert 0.40 <= np.mean(firsts) <= 0.60
 
 
-def _burn_cpu():  # noqa: ANN202
+def _burn_cpu() -> subprocess.Popen:
     """A process that keeps one core busy until stopped."""
     import subprocess
     import sys

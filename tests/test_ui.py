@@ -1,10 +1,13 @@
 """The studio in a real server: gradio_client against its API, and Debian's Chromium (driven by
 Playwright) as a reviewer rating by keyboard and as an admin opening every tab, offline."""
 
+from __future__ import annotations
+
 import os
 import time
 import uuid
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 
@@ -13,6 +16,12 @@ from review_db import queries
 from tests.conftest import PASSWORD
 from tests.studio_server import (PAGE_WAIT_MS, gradio_client, offline_page, ratings_of, sign_in,
                                  sign_in_page)
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    import numpy as np
+    from gradio_client import Client
 
 SCREENSHOTS = os.environ.get("STUDIO_SCREENSHOTS")  # keep the tab screenshots here when set
 
@@ -61,7 +70,7 @@ def test_a_retrain_is_planned_before_it_is_queued(live_app):
     assert len(list_jobs(live_app["db"], "retrain")) == before
 
 
-def wait_for_job(client, poll: str, timeout: float = 300):  # noqa: ANN001, ANN201
+def wait_for_job(client: Client, poll: str, timeout: float = 300) -> tuple:
     """Poll a job's timer event until its line says it ended; the last outputs."""
     deadline = time.time() + timeout
     while True:
@@ -103,8 +112,8 @@ def test_a_grid_runs_as_a_job_and_a_second_admin_is_answered_at_once(live_app, m
     first_cell, release = threading.Event(), threading.Event()
     real_grid = generate.xy_grid
 
-    def held_grid(*args, on_cell=None, **kwargs):  # noqa: ANN001, ANN202
-        def cell(i, j, rgb):  # noqa: ANN001, ANN202
+    def held_grid(*args: object, on_cell: Callable | None = None, **kwargs: object) -> object:
+        def cell(i: int, j: int, rgb: np.ndarray) -> None:
             on_cell(i, j, rgb)
             first_cell.set()
             assert release.wait(600), "the test never released the grid"

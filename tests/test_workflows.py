@@ -9,6 +9,7 @@ import pkgutil
 import re
 import subprocess
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 
@@ -17,6 +18,12 @@ from polyp_core.review.accounts import Person, create_account, set_active
 from polyp_core.review.errors import PermissionDenied
 from polyp_core.workflows import TERMINAL
 from tests.conftest import PASSWORD
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from polyp_core.workspace import Workspace
+    from review_db.database import Database
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -48,7 +55,7 @@ def test_the_workflows_cover_what_the_front_ends_need():
             "review.rate", "review.image", "pool.import_synthetic"} <= names, sorted(names)
 
 
-def _tables(db) -> dict:  # noqa: ANN001
+def _tables(db: Database) -> dict:
     from sqlalchemy import inspect as sql_inspect
     from sqlalchemy import text
 
@@ -60,7 +67,7 @@ def _tables(db) -> dict:  # noqa: ANN001
     return out
 
 
-def _call(fn, db, workspace, person):  # noqa: ANN001, ANN202
+def _call(fn: Callable, db: Database, workspace: Workspace, person: Person) -> object:
     """Call an entry with the person and placeholders for the rest: the role check comes first,
     so a refused call never looks at them."""
     args = []
@@ -71,7 +78,7 @@ def _call(fn, db, workspace, person):  # noqa: ANN001, ANN202
     return fn(*args)
 
 
-def _open_to_reviewers(fn) -> bool:  # noqa: ANN001
+def _open_to_reviewers(fn: Callable) -> bool:
     module = inspect.getmodule(fn)
     return fn.__name__ in getattr(module, "REVIEWER_ENTRIES", ())
 

@@ -224,13 +224,13 @@ def background_leaks(db: Database, folds: list[Fold], selections: list[Selection
     return problems
 
 
-def design_table(folds: list[Fold], labels: list[str], group_of: list[str], classes,  # noqa: ANN001
+def design_table(folds: list[Fold], labels: list[str], group_of: list[str], classes: Sequence[str],
                  grouped: bool) -> dict:
     """The independent units of every part of every fold: groups (patient/lesion/video) and
     images per class, and each tested image's group in the order of the pooled predictions
     (its own id when the data set knows no groups: then every frame counts as independent,
     which the report says)."""
-    def count(indices) -> dict:  # noqa: ANN001
+    def count(indices: Sequence[int]) -> dict:
         return {c: {"images": sum(labels[i] == c for i in indices),
                     "groups": len({group_of[i] for i in indices if labels[i] == c})}
                 for c in classes}
@@ -641,7 +641,8 @@ def run_experiment(db: Database, workspace: Workspace, config: ExperimentConfig,
     return ExperimentResult(run_id, folder, results)
 
 
-def _pool_probe(parts: list[dict], folds: list[Fold], test_labels: np.ndarray, classes,  # noqa: ANN001
+def _pool_probe(parts: list[dict], folds: list[Fold], test_labels: np.ndarray,
+                classes: Sequence[str],
                 cv: bool) -> dict:
     """One probe entry from its per-fold fits: metrics of the pooled predictions."""
     if not cv:
@@ -676,7 +677,8 @@ def _image_lists(plan: ExperimentPlan, synthetic: list[ImageRef]) -> dict:
             "synthetic": [asdict(r) | {"folds": used_in[r.sha256]} for r in synthetic]}
 
 
-def repeat_experiment(db: Database, workspace: Workspace, run_id: str, **kwargs) -> ExperimentResult:
+def repeat_experiment(db: Database, workspace: Workspace, run_id: str,
+                      **kwargs: object) -> ExperimentResult:
     """Run a stored experiment's config again (the selection reads today's ratings)."""
     config = ExperimentConfig.from_json(load_run(db, run_id)["config"])
     return run_experiment(db, workspace, config, **kwargs)

@@ -3,6 +3,11 @@ regressions in red, confusion matrices side by side."""
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import plotly.graph_objects as go
+
 
 def evaluation_line(results: dict) -> str:
     """How the run was evaluated, in a few words (runs stored before CV: the fixed split)."""
@@ -75,7 +80,7 @@ def metric_table(results: dict) -> tuple[list[str], list[list[str]]]:
     return header, rows
 
 
-def delta_bars(results: dict):
+def delta_bars(results: dict) -> go.Figure:
     """Per-class change in recall and F1 (augmented − baseline) with 95% intervals; a bar is
     red when the class got worse."""
     import plotly.graph_objects as go
@@ -107,7 +112,7 @@ def delta_bars(results: dict):
     return figure
 
 
-def confusion_figure(results: dict):
+def confusion_figure(results: dict) -> go.Figure:
     """Summed confusion matrices of each arm (over seeds), side by side."""
     import plotly.graph_objects as go
     from plotly.subplots import make_subplots

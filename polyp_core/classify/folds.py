@@ -43,7 +43,7 @@ class Fold:
 
 def fixed_folds(splits: Sequence[str]) -> list[Fold]:
     """The manifest's split as the experiment's single fold."""
-    def pick(name):
+    def pick(name: str) -> tuple[int, ...]:
         return tuple(i for i, s in enumerate(splits) if s == name)
     return [Fold("split", pick("train"), pick("valid"), pick("test"))]
 
@@ -142,7 +142,7 @@ def grouped_folds(labels: Sequence[int], groups: Sequence[str], k: int, seed: in
     rotating = _rotating(len(labels), train_only)
     y = np.asarray(labels)
     g = np.asarray([str(x) for x in groups])
-    def name(c):
+    def name(c: int) -> str:
         return classes[c] if c < len(classes) else str(c)
     present = sorted(set(y.tolist()))
     short = {name(c): len(set(g[rotating][y[rotating] == c])) for c in present
@@ -175,7 +175,8 @@ def inner_folds(indices: Sequence[int], labels: Sequence[int], groups: Sequence[
             for p, part in enumerate(parts)]
 
 
-def groups_seen(trained_on: dict[str, set[str]], group_of_sha: dict[str, str]) -> dict[str, set[str]]:
+def groups_seen(trained_on: dict[str, set[str]], group_of_sha: dict[str, str]) -> dict[str,
+                set[str]]:
     """The groups of this data set each generator learned from (by its recorded images)."""
     return {gen: {group_of_sha[s] for s in shas if s in group_of_sha}
             for gen, shas in trained_on.items()}

@@ -31,7 +31,7 @@ class ClassifierSpec:
 class Classifier(nn.Module):
     """Backbone (pooled features) -> Linear -> ReLU -> Dropout -> Linear."""
 
-    def __init__(self, backbone: nn.Module, num_classes: int, hidden: int, dropout: float):
+    def __init__(self, backbone: nn.Module, num_classes: int, hidden: int, dropout: float) -> None:
         super().__init__()
         self.backbone = backbone
         self.head = nn.Sequential(nn.Linear(backbone.num_features, hidden), nn.ReLU(),

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -20,6 +21,9 @@ from polyp_core.classify.data import ImageTensors
 from polyp_core.classify.metrics import classification_metrics
 from polyp_core.classify.model import build_classifier
 from polyp_core.classify.train import ClassifierTrainConfig, frozen_features
+
+if TYPE_CHECKING:
+    from sklearn.pipeline import Pipeline
 
 C_GRID = tuple(float(c) for c in np.logspace(-4, 2, 7))
 
@@ -38,7 +42,8 @@ def embed(train_config: ClassifierTrainConfig, classes: Sequence[str], sets: Seq
 
 
 def fit_probe(train_x: np.ndarray, train_y: np.ndarray, groups: Sequence[str], seed: int = 0,
-              grid: Sequence[float] = C_GRID, unit: str = "patient/lesion"):  # noqa: ANN201
+              grid: Sequence[float] = C_GRID, unit: str = "patient/lesion") -> tuple[Pipeline,
+              dict]:
     """The probe with ``C`` chosen by inner grouped, stratified CV on macro-F1.
 
     Returns:
@@ -49,7 +54,7 @@ def fit_probe(train_x: np.ndarray, train_y: np.ndarray, groups: Sequence[str], s
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
 
-    def model(c: float):  # noqa: ANN202
+    def model(c: float) -> Pipeline:
         return make_pipeline(StandardScaler(), LogisticRegression(
             C=c, class_weight="balanced", max_iter=5000))
 

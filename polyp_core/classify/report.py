@@ -7,8 +7,12 @@ from __future__ import annotations
 import datetime as dt
 import html
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from polyp_core.classify.figures import metric_table
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
 
 STYLE = """body{font-family:sans-serif;max-width:1100px;margin:2em auto;color:#222}
 table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #bbb;padding:4px 8px;
@@ -28,7 +32,7 @@ def methods_paragraph(config: dict, results: dict) -> str:
     cv = results.get("evaluation", {}).get("kind") == "grouped cross-validation"
     design = results.get("test_groups", {})
     table = design.get("table", {})
-    def count(split, key):
+    def count(split: str, key: str) -> int:
         return sum(v[key] for v in table.get(split, {}).values())
     seeds = ", ".join(str(s) for s in config["seeds"])
     text = [
@@ -76,7 +80,7 @@ def methods_paragraph(config: dict, results: dict) -> str:
     return " ".join(text)
 
 
-def _evaluation_sentence(results: dict, count) -> str:  # noqa: ANN001
+def _evaluation_sentence(results: dict, count: Callable[[str, str], int]) -> str:
     design, ev = results.get("test_groups", {}), results.get("evaluation", {"kind": "fixed split"})
     pooled = design.get("pooled", "test")
     why = f" ({ev['chosen']})" if ev.get("chosen") else ""

@@ -4,8 +4,14 @@ from __future__ import annotations
 
 import argparse
 import json
+from typing import TYPE_CHECKING
 
 from polyp_core.workspace import Workspace
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from polyp_core.progress import CancelToken, Progress
 
 
 def print_experiment(results: dict) -> None:
@@ -63,8 +69,9 @@ def cmd_retrain(args: argparse.Namespace) -> int:
     print(f"evaluation: {evaluation_line({'evaluation': planned.evaluation})}")
     outcome = {}
 
-    def in_this_thread(kind: str, config_json: dict, work, owner_id):  # noqa: ANN001, ANN202
-        def recording(progress, cancel):  # noqa: ANN001, ANN202
+    def in_this_thread(kind: str, config_json: dict, work: Callable[[Progress, CancelToken], str],
+                       owner_id: int | None) -> str:
+        def recording(progress: Progress, cancel: CancelToken) -> str:
             outcome["run"] = work(progress, cancel)
             return outcome["run"]
 
@@ -127,7 +134,7 @@ def cmd_jobs(args: argparse.Namespace) -> int:
     return 0
 
 
-def add_classify_commands(sub) -> None:  # noqa: ANN001
+def add_classify_commands(sub: argparse._SubParsersAction) -> None:
     from polyp_core.workflows.retrain import DEFAULTS as D  # one set of defaults with the UI
 
     re = sub.add_parser("retrain", help="baseline vs augmented classifier over several seeds")

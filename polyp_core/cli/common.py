@@ -10,9 +10,17 @@ import signal
 import sys
 import threading
 import time
+from typing import TYPE_CHECKING
 
 from polyp_core.progress import clock, eta
 from polyp_core.workspace import Workspace
+
+if TYPE_CHECKING:
+    from typing import TextIO
+
+    from polyp_core.progress import CancelToken
+    from polyp_core.review.accounts import Person
+    from review_db.database import Database
 
 
 class TerminalProgress:
@@ -21,7 +29,7 @@ class TerminalProgress:
     the last state while the work is silent, e.g. inside a long step). Use as a context
     manager, or call :meth:`close`."""
 
-    def __init__(self, every: float = 10.0, stream=None):  # noqa: ANN001
+    def __init__(self, every: float = 10.0, stream: TextIO | None = None) -> None:
         self.every = every
         self.stream = stream or sys.stderr
         self.start = time.monotonic()
@@ -66,7 +74,7 @@ class TerminalProgress:
     def __enter__(self) -> TerminalProgress:
         return self
 
-    def __exit__(self, *exc) -> None:  # noqa: ANN002
+    def __exit__(self, *exc: object) -> None:
         self.close()
 
 
@@ -79,7 +87,7 @@ def print_counts(counts: dict[str, dict[str, int]]) -> None:
 
 
 
-def cancel_on_interrupt():  # noqa: ANN201
+def cancel_on_interrupt() -> CancelToken:
     """Ctrl-C stops long work cleanly: a checkpoint is written and resume continues from it."""
     from polyp_core.progress import CancelToken
 
@@ -97,14 +105,14 @@ def password(args: argparse.Namespace, prompt: str) -> str:
     return getpass.getpass(prompt)
 
 
-def open_db(args: argparse.Namespace):  # noqa: ANN201
+def open_db(args: argparse.Namespace) -> Database:
     from review_db import Database
     from review_db.database import database_url
 
     return Database(getattr(args, "db", None) or database_url(Workspace(args.workspace).root))
 
 
-def signed_in(args: argparse.Namespace, db):  # noqa: ANN001, ANN201
+def signed_in(args: argparse.Namespace, db: Database) -> Person:
     from polyp_core.review.accounts import sign_in
 
     return sign_in(db, args.as_, password(args, f"password for {args.as_}: "))

@@ -165,7 +165,7 @@ def cmd_weights(args: argparse.Namespace) -> int:
 
 
 
-def add_data_commands(sub) -> None:  # noqa: ANN001
+def add_data_commands(sub: argparse._SubParsersAction) -> None:
     demo = sub.add_parser("demo-data", help="paint the phantom demo data set and import it")
     demo.add_argument("--frames", type=int, default=1100)
     demo.add_argument("--size", type=int, default=256)

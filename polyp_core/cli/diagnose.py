@@ -65,7 +65,7 @@ def cmd_diagnose(args: argparse.Namespace) -> int:
 
 
 
-def add_diagnose_commands(sub) -> None:  # noqa: ANN001
+def add_diagnose_commands(sub: argparse._SubParsersAction) -> None:
     diag = sub.add_parser("diagnose", help="KID/FID per class pair, copies, diversity, projections")
     diag.add_argument("--dataset", required=True)
     diag.add_argument("--generator")

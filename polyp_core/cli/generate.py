@@ -132,7 +132,7 @@ def cmd_train_demo_generator(args: argparse.Namespace) -> int:
     return 0
 
 
-def add_generate_commands(sub) -> None:  # noqa: ANN001
+def add_generate_commands(sub: argparse._SubParsersAction) -> None:
     check = sub.add_parser("check-classes", help="do a generator's samples carry their class? "
                            "(a probe trained on real frames reads them)")
     check.add_argument("--model", required=True)

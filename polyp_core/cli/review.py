@@ -9,14 +9,18 @@ from __future__ import annotations
 import argparse
 import json
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from polyp_core.cli.common import open_db as _db
 from polyp_core.cli.common import password as _password
 from polyp_core.cli.common import signed_in as _person
 from polyp_core.workspace import Workspace
 
+if TYPE_CHECKING:
+    from polyp_core.review.studies import RealPool, SyntheticPool
 
-def _pool(spec: str, kind: str):  # noqa: ANN202
+
+def _pool(spec: str, kind: str) -> RealPool | SyntheticPool:
     from polyp_core.review.studies import parse_pool
 
     try:
@@ -25,7 +29,7 @@ def _pool(spec: str, kind: str):  # noqa: ANN202
         raise SystemExit(f"--{kind} {exc}") from None
 
 
-def _calibration_pool(spec: str):  # noqa: ANN202
+def _calibration_pool(spec: str) -> RealPool | SyntheticPool:
     from polyp_core.review.studies import parse_calibration
 
     try:
@@ -198,7 +202,7 @@ def cmd_power(args: argparse.Namespace) -> int:
     return 0
 
 
-def add_review_commands(sub) -> None:  # noqa: ANN001
+def add_review_commands(sub: argparse._SubParsersAction) -> None:
     """Register the review sub-commands on the main parser's ``sub``."""
     power = sub.add_parser("power", help="plan a reader study: the power of its MRMC analysis "
                                          "for a target AUC (or two generators' AUCs)")

@@ -18,12 +18,16 @@ import uuid
 import zipfile
 from dataclasses import dataclass, replace
 from pathlib import Path, PurePosixPath
+from typing import TYPE_CHECKING
 
 from polyp_core.errors import DatasetImportError, Problem
 from polyp_core.progress import Progress, no_progress
 from polyp_core.settings import numbers_from_env
 from polyp_core.validation import checked, rule
 from polyp_core.workspace import Workspace, check_name
+
+if TYPE_CHECKING:
+    from polyp_core.data.importer import ImportConfig, ImportResult
 
 
 @checked
@@ -112,8 +116,8 @@ def extract(archive: Path, files: list[zipfile.ZipInfo], folder: Path,
             progress(index + 1, len(files), f"extracted {index + 1}/{len(files)} files")
 
 
-def import_archive(workspace: Workspace, config, limits: ArchiveLimits | None = None,  # noqa: ANN001
-                   progress: Progress = no_progress):  # noqa: ANN201
+def import_archive(workspace: Workspace, config: ImportConfig, limits: ArchiveLimits | None = None,
+                   progress: Progress = no_progress) -> ImportResult:
     """Import ``config.source`` (a zip) as a new source ``sources/<name>`` and data set
     ``<name>`` (default: the archive's stem). Nothing is left behind on failure.
 

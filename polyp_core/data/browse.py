@@ -33,7 +33,8 @@ def filter_items(manifest: Manifest, split: str = ALL, cls: str = ALL,
             and (cls == ALL or manifest.label_of(item, scheme) == cls)]
 
 
-def overlay_mask(rgb: np.ndarray, mask: np.ndarray, colour=(64, 255, 96)) -> np.ndarray:
+def overlay_mask(rgb: np.ndarray, mask: np.ndarray,
+                 colour: tuple[int, int, int] = (64, 255, 96)) -> np.ndarray:
     """Draw the mask's outline (2 px) on a copy of the image."""
     edge = mask & ~ndimage.binary_erosion(mask, iterations=2)
     out = rgb.copy()

@@ -18,7 +18,7 @@ from polyp_core.files import atomic_write
 
 
 class PixelCache:
-    def __init__(self, root: Path):
+    def __init__(self, root: Path) -> None:
         self.root = Path(root)
         self.root.mkdir(parents=True, exist_ok=True)
         self.decodes = 0  # how many files this instance had to decode

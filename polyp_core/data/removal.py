@@ -18,7 +18,7 @@ from review_db.database import Database
 class DatasetInUse(StudioError):
     """A data set used by studies or runs; ``users`` names them."""
 
-    def __init__(self, name: str, users: dict[str, list[str]], doing: str):
+    def __init__(self, name: str, users: dict[str, list[str]], doing: str) -> None:
         self.users = users
         parts = [f"{kind} {', '.join(names)}" for kind, names in users.items() if names]
         super().__init__(f"data set {name!r} cannot be {doing}: used by " + "; ".join(parts))

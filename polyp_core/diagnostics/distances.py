@@ -29,7 +29,7 @@ class KIDResult:
         return f"{self.mean:.4f} ± {self.std:.4f} ({self.subsets}×{self.subset_size})"
 
 
-def _as_tensor(features, device: torch.device | None = None,
+def _as_tensor(features: np.ndarray | torch.Tensor, device: torch.device | None = None,
                dtype: torch.dtype | None = None) -> torch.Tensor:
     tensor = torch.as_tensor(np.asarray(features) if not torch.is_tensor(features) else features)
     if tensor.ndim != 2:
@@ -76,7 +76,8 @@ def subset_indices(n_x: int, n_y: int, subsets: int, subset_size: int,
              torch.randperm(n_y, generator=generator)[:subset_size]) for _ in range(subsets)]
 
 
-def kid(x, y, subsets: int = 100, subset_size: int = 1000, seed: int = 0,
+def kid(x: np.ndarray | torch.Tensor, y: np.ndarray | torch.Tensor, subsets: int = 100,
+        subset_size: int = 1000, seed: int = 0,
         device: torch.device | None = None) -> KIDResult:
     """Kernel Inception Distance between feature matrices ``x`` (reference) and ``y``.
 
@@ -118,7 +119,8 @@ class FIDResult:
     note: str = ""
 
 
-def fid(x, y, seed: int = 0, equal_sizes: bool = True) -> FIDResult:
+def fid(x: np.ndarray | torch.Tensor, y: np.ndarray | torch.Tensor, seed: int = 0,
+        equal_sizes: bool = True) -> FIDResult:
     """Fréchet distance between Gaussians fitted to ``x`` and ``y``.
 
     FID is biased by sample size, so by default both sides are subsampled to the same

@@ -23,7 +23,8 @@ def default_device() -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
-def to_batch(images: Sequence[np.ndarray], mean, std, device: torch.device) -> torch.Tensor:
+def to_batch(images: Sequence[np.ndarray], mean: Sequence[float], std: Sequence[float],
+             device: torch.device) -> torch.Tensor:
     """uint8 HWC arrays (one size) -> normalised float NCHW tensor, channels_last."""
     array = np.stack(images).astype(np.float32) / 255.0
     batch = torch.from_numpy(array).permute(0, 3, 1, 2).to(device)
@@ -35,8 +36,9 @@ def to_batch(images: Sequence[np.ndarray], mean, std, device: torch.device) -> t
 class FeatureExtractor:
     """A backbone's pooled features, with an id that names backbone and weights."""
 
-    def __init__(self, backbone: str = "efficientnet_lite0", registry: WeightsRegistry | None = None,
-                 device: torch.device | None = None, batch_size: int = 64):
+    def __init__(self, backbone: str = "efficientnet_lite0",
+                 registry: WeightsRegistry | None = None,
+                 device: torch.device | None = None, batch_size: int = 64) -> None:
         self.spec = get_backbone_spec(backbone)
         self.device = device or default_device()
         self.batch_size = batch_size
@@ -53,7 +55,8 @@ class FeatureExtractor:
         self.dim = int(self.model.num_features)
 
     @torch.inference_mode()
-    def __call__(self, images: Sequence[np.ndarray], progress: Progress = no_progress) -> np.ndarray:
+    def __call__(self, images: Sequence[np.ndarray],
+                 progress: Progress = no_progress) -> np.ndarray:
         out = []
         for start in range(0, len(images), self.batch_size):
             batch = to_batch(images[start:start + self.batch_size], self.spec.mean, self.spec.std,
@@ -77,7 +80,7 @@ def extract_features(images: Sequence[np.ndarray], backbone: str = "efficientnet
 class FeatureCache:
     """``features/<extractor id>/<size>/<sha[:2]>/<sha>.npy`` in the workspace."""
 
-    def __init__(self, root: Path, pixels: PixelCache):
+    def __init__(self, root: Path, pixels: PixelCache) -> None:
         self.root = Path(root)
         self.pixels = pixels
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -11,6 +12,15 @@ from polyp_core.data.cache import PixelCache
 from polyp_core.data.manifest import Manifest
 from polyp_core.diagnostics.features import extract_features
 from polyp_core.progress import Progress, no_progress
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from sklearn.pipeline import Pipeline
+
+    from polyp_core.data.manifest import ManifestItem
+    from polyp_core.progress import CancelToken
+    from polyp_core.workspace import Workspace
 
 
 @dataclass(frozen=True)
@@ -25,8 +35,9 @@ class ProbeResult:
     size: int
 
 
-def _fit_probe(manifest: Manifest, pixels_of, backbone: str, test_split: str,  # noqa: ANN001
-               scheme: str | None, C: float, progress: Progress):  # noqa: ANN202
+def _fit_probe(manifest: Manifest, pixels_of: Callable[[ManifestItem], np.ndarray],
+               backbone: str, test_split: str, scheme: str | None, C: float,
+               progress: Progress) -> tuple[Pipeline, np.ndarray, np.ndarray, int]:
     """A class-balanced logistic regression on the train split's features (``pixels_of`` turns
     a manifest item into the pixels the backbone sees).
 
@@ -108,7 +119,8 @@ class ClassFidelity:
         return out
 
 
-def class_fidelity(manifest: Manifest, cache: PixelCache, generated: dict[str, Sequence[np.ndarray]],
+def class_fidelity(manifest: Manifest, cache: PixelCache,
+                   generated: dict[str, Sequence[np.ndarray]],
                    size: int, backbone: str = "efficientnet_lite0", feature_size: int = 128,
                    test_split: str = "test", scheme: str | None = None, C: float = 0.1,
                    progress: Progress = no_progress) -> ClassFidelity:
@@ -127,7 +139,7 @@ def class_fidelity(manifest: Manifest, cache: PixelCache, generated: dict[str, S
     unknown = sorted(set(generated) - set(labels))
     if unknown:
         raise ValueError(f"data set {manifest.name!r} has no class {', '.join(unknown)}")
-    def view(rgb):
+    def view(rgb: np.ndarray) -> np.ndarray:
         return resize_rgb(resize_rgb(rgb, size), feature_size)
     model, real_features, real_truth, _ = _fit_probe(
         manifest, lambda i: view(cache.rgb(i.image, i.sha256, size)), backbone, test_split, scheme, C,
@@ -146,11 +158,11 @@ def class_fidelity(manifest: Manifest, cache: PixelCache, generated: dict[str, S
         generated_confusion=confusion_matrix(gen_truth, gen_pred, labels=labels).tolist())
 
 
-def check_generator_classes(workspace, model_id: str, dataset: str, n: int = 30,  # noqa: ANN001
+def check_generator_classes(workspace: Workspace, model_id: str, dataset: str, n: int = 30,
                             checkpoint: str | None = None, classes: Sequence[str] | None = None,
                             seed: int = 0, steps: int = 200, guidance: float = 4.0,
                             scheduler: str = "ddpm", progress: Progress = no_progress,
-                            cancel=None) -> ClassFidelity:  # noqa: ANN001
+                            cancel: CancelToken | None = None) -> ClassFidelity:
     """Sample ``n`` images per class from a workspace generator and read them with
     :func:`class_fidelity` (the same seeds for every class, so only the class differs).
 

@@ -13,18 +13,23 @@ import io
 import json
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 from PIL import Image
 
+if TYPE_CHECKING:
+    import plotly.graph_objects as go
 
-def _pca(features: np.ndarray, seed: int, **params) -> np.ndarray:
+
+def _pca(features: np.ndarray, seed: int, **params: object) -> np.ndarray:
     from sklearn.decomposition import PCA
 
     return PCA(n_components=2, random_state=seed, **params).fit_transform(features)
 
 
-def _tsne(features: np.ndarray, seed: int, perplexity: float = 30.0, **params) -> np.ndarray:
+def _tsne(features: np.ndarray, seed: int, perplexity: float = 30.0,
+          **params: object) -> np.ndarray:
     from sklearn.manifold import TSNE
 
     perplexity = min(perplexity, max(2.0, (len(features) - 1) / 3))
@@ -33,7 +38,7 @@ def _tsne(features: np.ndarray, seed: int, perplexity: float = 30.0, **params) -
 
 
 def _umap(features: np.ndarray, seed: int, n_neighbors: int = 15, min_dist: float = 0.1,
-          **params) -> np.ndarray:
+          **params: object) -> np.ndarray:
     import umap
 
     n_neighbors = min(n_neighbors, len(features) - 1)
@@ -54,7 +59,7 @@ def projection_key(image_ids: Sequence[str], extractor: str, method: str, params
 
 def project(features: np.ndarray, method: str = "umap", seed: int = 0,
             cache_dir: Path | None = None, image_ids: Sequence[str] = (), extractor: str = "",
-            **params) -> np.ndarray:
+            **params: object) -> np.ndarray:
     """``(n, 2)`` coordinates; cached per (image set, extractor, method, parameters, seed).
 
     Raises:
@@ -87,7 +92,7 @@ def thumbnail_uri(rgb: np.ndarray, size: int = 96) -> str:
 
 def projection_figure(coords: np.ndarray, classes: Sequence[str], sources: Sequence[str],
                       image_ids: Sequence[str], title: str,
-                      thumbnails: Sequence[str] | None = None):
+                      thumbnails: Sequence[str] | None = None) -> go.Figure:
     """A plotly scatter: colour = class, marker = source; ``customdata`` = (id, thumbnail)."""
     import plotly.graph_objects as go
 
@@ -134,7 +139,7 @@ plot.on('plotly_click', function(d){ var c = d.points[0].customdata; if (c && c[
 """
 
 
-def write_projection_html(figure, path: Path) -> Path:
+def write_projection_html(figure: go.Figure, path: Path) -> Path:
     """Self-contained HTML (plotly.js inlined: works offline) with thumbnails on hover."""
     figure.write_html(str(path), include_plotlyjs=True, full_html=True,
                       post_script=HOVER_THUMBNAIL_JS)

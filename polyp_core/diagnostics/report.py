@@ -7,6 +7,7 @@ import time
 from collections import Counter
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -25,6 +26,14 @@ from polyp_core.validation import checked, rule
 from polyp_core.workspace import Workspace
 from review_db import queries
 from review_db.database import Database
+
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+
+    import plotly.graph_objects as go
+
+    from polyp_core.data.labels import LabelScheme
+    from polyp_core.data.manifest import ManifestItem
 
 
 @checked
@@ -77,7 +86,7 @@ class DiagnoseResult:
     second_real: dict = field(default_factory=dict)  # the --against source's KID rows
 
 
-def pair_heatmap(matrix: PairMatrix):
+def pair_heatmap(matrix: PairMatrix) -> go.Figure:
     """The class-pair matrix as a heatmap with mean ± std in each cell."""
     import plotly.graph_objects as go
 
@@ -95,7 +104,8 @@ def pair_heatmap(matrix: PairMatrix):
     return figure
 
 
-def kid_floor(real_features: np.ndarray, real_items, scheme, config: DiagnoseConfig) -> dict:  # noqa: ANN001
+def kid_floor(real_features: np.ndarray, real_items: Sequence[ManifestItem], scheme: LabelScheme,
+              config: DiagnoseConfig) -> dict:
     """What "close" means: per class, the KID of two group-disjoint halves of the real images
     (patients/lesions split in two, every frame of a group on one side; frames when no groups
     are known). A synthetic-vs-real KID near this floor is as close as real data gets to

@@ -5,11 +5,17 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from polyp_core.diagnostics.distances import PairMatrix, kid_matrix
 from polyp_core.progress import Progress, no_progress
+
+if TYPE_CHECKING:
+    import plotly.graph_objects as go
+
+    from polyp_core.workspace import Workspace
 
 #: (checkpoint, class, n, seed) -> n RGB uint8 images
 Sampler = Callable[[str, str, int, int], Sequence[np.ndarray]]
@@ -54,7 +60,7 @@ def checkpoint_sweep(sampler: Sampler, checkpoints: Sequence[str], classes: Sequ
     return SweepResult(tuple(checkpoints), matrices, rows)
 
 
-def sweep_figure(result: SweepResult, title: str = "Checkpoint sweep"):
+def sweep_figure(result: SweepResult, title: str = "Checkpoint sweep") -> go.Figure:
     """Margin per class across checkpoints (higher is better), diagonal KID dashed."""
     import plotly.graph_objects as go
 
@@ -73,10 +79,13 @@ def sweep_figure(result: SweepResult, title: str = "Checkpoint sweep"):
     return figure
 
 
-def sweep_generator(workspace, model_id: str, dataset: str, n_per_class: int = 50,
-                    checkpoints: Sequence[str] | None = None, extractor_name: str = "efficientnet_lite0",
-                    size: int = 224, steps: int = 50, guidance: float = 2.0, scheduler: str = "ddpm",
-                    seed: int = 0, subsets: int = 50, progress: Progress = no_progress) -> SweepResult:
+def sweep_generator(workspace: Workspace, model_id: str, dataset: str, n_per_class: int = 50,
+                    checkpoints: Sequence[str] | None = None,
+                    extractor_name: str = "efficientnet_lite0",
+                    size: int = 224, steps: int = 50, guidance: float = 2.0,
+                    scheduler: str = "ddpm",
+                    seed: int = 0, subsets: int = 50,
+                    progress: Progress = no_progress) -> SweepResult:
     """Sweep every checkpoint of a generator in the workspace against the real training split.
 
     The same seeds are used at every checkpoint, so differences come from the weights.
@@ -103,7 +112,7 @@ def sweep_generator(workspace, model_id: str, dataset: str, n_per_class: int = 5
         real[cls] = cache.features(extractor, [(i.sha256, i.image) for i in items], size)
     generators = {checkpoints[0]: first}
 
-    def sampler(checkpoint, cls, n, sample_seed):
+    def sampler(checkpoint: str | None, cls: str, n: int, sample_seed: int) -> list[np.ndarray]:
         generator = generators.get(checkpoint) or load_generator(workspace, model_id, checkpoint)
         generators[checkpoint] = generator
         request = SampleRequest(class_label=cls, n=n, seed=sample_seed, steps=steps,

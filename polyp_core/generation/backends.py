@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -15,14 +16,22 @@ from polyp_core.workspace import Workspace, check_name
 from review_db import queries
 from review_db.database import Database
 
+if TYPE_CHECKING:
+    import torch
 
-def _load_ddpm(folder: Path, checkpoint: str | None, device=None):
+    from polyp_core.generation.ddpm import DDPMGenerator
+    from polyp_core.generation.sd_lora import SDLoraGenerator
+
+
+def _load_ddpm(folder: Path, checkpoint: str | None,
+               device: torch.device | None = None) -> DDPMGenerator:
     from polyp_core.generation.ddpm import DDPMGenerator
 
     return DDPMGenerator(folder, checkpoint, device)
 
 
-def _load_sd_lora(folder: Path, checkpoint: str | None, device=None):
+def _load_sd_lora(folder: Path, checkpoint: str | None,
+                  device: torch.device | None = None) -> SDLoraGenerator:
     from polyp_core.generation.sd_lora import SDLoraGenerator
 
     return SDLoraGenerator.from_model_dir(folder, checkpoint, device)
@@ -66,7 +75,7 @@ def describe_model(workspace: Workspace, model_id: str) -> dict:
 
 
 def load_generator(workspace: Workspace, model_id: str, checkpoint: str | None = None,
-                   device=None):
+                   device: torch.device | None = None) -> DDPMGenerator | SDLoraGenerator:
     """The generator in ``workspace/models/<model_id>`` at a checkpoint (default: the last).
 
     Raises:
@@ -77,7 +86,7 @@ def load_generator(workspace: Workspace, model_id: str, checkpoint: str | None =
     return BACKENDS[meta["backend"]](folder, checkpoint, device)
 
 
-def provenance_of(generator, model_id: str, image: GeneratedImage,
+def provenance_of(generator: DDPMGenerator | SDLoraGenerator, model_id: str, image: GeneratedImage,
                   request: SampleRequest) -> ProvenanceRecord:
     return ProvenanceRecord(
         backend=generator.backend, generator=model_id, class_label=image.class_label,
@@ -123,7 +132,8 @@ def sample_to_pool(db: Database, workspace: Workspace, model_id: str, request: S
     return store_generated(db, workspace, generator, model_id, images, request)
 
 
-def store_generated(db: Database, workspace: Workspace, generator, model_id: str,
+def store_generated(db: Database, workspace: Workspace, generator: DDPMGenerator | SDLoraGenerator,
+                    model_id: str,
                     images: list[GeneratedImage], request: SampleRequest) -> list[tuple[int, str]]:
     """Put sampled images into the pool, each once, with its provenance."""
     return [add_synthetic(db, workspace, image.rgb, provenance_of(generator, model_id, image, request))

@@ -21,6 +21,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -35,6 +36,11 @@ from polyp_core.files import csv_row
 from polyp_core.progress import Progress, no_progress
 from polyp_core.validation import checked, rule
 from polyp_core.workspace import Workspace, check_name
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from diffusers import SchedulerMixin, UNet2DModel
 
 UNKNOWN = "unknown"
 MIXED_PRECISION = ("auto", "no", "fp16", "bf16")
@@ -57,7 +63,7 @@ class DDPMConfig:
     beta_schedule: str = "linear"
     prediction_type: str = "epsilon"
 
-    def __post_init__(self):
+    def __post_init__(self) -> None:
         if len(self.attention) != len(self.block_out_channels):
             raise ValueError("attention needs one flag per level of block_out_channels")
         if self.size % (2 ** (len(self.block_out_channels) - 1)):
@@ -140,7 +146,7 @@ class DDPMTrainConfig:
             raise ValueError("class_balance needs a conditional model with labelled classes")
 
 
-def build_unet(config: DDPMConfig, num_class_embeds: int | None):
+def build_unet(config: DDPMConfig, num_class_embeds: int | None) -> UNet2DModel:
     from diffusers import UNet2DModel
 
     down = tuple("AttnDownBlock2D" if a else "DownBlock2D" for a in config.attention)
@@ -169,7 +175,8 @@ def _to_uint8(x: torch.Tensor) -> np.ndarray:
     return ((x.float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
 
 
-def clipped_eps(scheduler, x: torch.Tensor, eps: torch.Tensor, t, index: int) -> torch.Tensor:
+def clipped_eps(scheduler: SchedulerMixin, x: torch.Tensor, eps: torch.Tensor,
+                t: torch.Tensor | int, index: int) -> torch.Tensor:
     """The noise prediction made consistent with a clean image kept in [-1, 1].
 
     A pixel-space model's clean-image estimate ``x0`` is clipped to the pixel range and the
@@ -188,7 +195,8 @@ def clipped_eps(scheduler, x: torch.Tensor, eps: torch.Tensor, t, index: int) ->
 
 
 @torch.inference_mode()
-def sample_batch(unet, schedule: dict, scheduler_name: str, steps: int, class_ids: Sequence[int] | None,
+def sample_batch(unet: UNet2DModel, schedule: dict, scheduler_name: str, steps: int,
+                 class_ids: Sequence[int] | None,
                  null_id: int | None, seeds: Sequence[int], guidance: float, size: int,
                  device: torch.device, dtype: torch.dtype = torch.float32,
                  cancel: CancelToken | None = None) -> np.ndarray:
@@ -303,7 +311,8 @@ def training_loader(images: torch.Tensor, labels: torch.Tensor, batch_size: int,
                                        drop_last=drop_last)
 
 
-def _train_per_class(workspace, config, progress, cancel) -> TrainResult:
+def _train_per_class(workspace: Workspace, config: DDPMTrainConfig, progress: Progress,
+                     cancel: CancelToken | None) -> TrainResult:
     manifest = workspace.load_manifest(config.dataset)
     classes = get_scheme(config.scheme or manifest.scheme).classes
     folder = model_dir(workspace, config.model_id)
@@ -419,7 +428,7 @@ def _train_one(workspace: Workspace, config: DDPMTrainConfig, folder: Path, only
         writer.writerow(csv_row(["step", "loss", "lr"]))
     status, last_loss, running = "done", math.nan, []
 
-    def save_checkpoint():
+    def save_checkpoint() -> None:
         ckpt = folder / "checkpoints" / f"step-{step:06d}"
         ckpt.mkdir(parents=True, exist_ok=True)
         raw = accelerator.unwrap_model(unet)
@@ -519,7 +528,8 @@ class DDPMGenerator:
 
     backend = "ddpm"
 
-    def __init__(self, folder: Path, checkpoint: str | None = None, device: torch.device | None = None):
+    def __init__(self, folder: Path, checkpoint: str | None = None,
+                 device: torch.device | None = None) -> None:
         from safetensors.torch import load_file
 
         self.folder = Path(folder)
@@ -535,7 +545,8 @@ class DDPMGenerator:
         self.classes = sampling_classes(self.meta)
         self.checkpoint = next(iter(self.units.values()))[2]
 
-    def _load(self, folder: Path, checkpoint: str | None, load_file):
+    def _load(self, folder: Path, checkpoint: str | None,
+              load_file: Callable[[str], dict]) -> tuple[UNet2DModel, Path, str, dict]:
         meta = json.loads((folder / "config.json").read_text())
         checkpoint = pick_checkpoint(folder, list_checkpoints(folder), checkpoint)
         config = DDPMConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in meta["model"].items()})

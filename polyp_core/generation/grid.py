@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from collections.abc import Callable, Sequence
 from dataclasses import replace
+from typing import TYPE_CHECKING
 
 import numpy as np
 from PIL import Image, ImageDraw
@@ -12,6 +13,12 @@ from PIL import Image, ImageDraw
 from polyp_core.generation.request import LoraChoice, SampleRequest
 from polyp_core.progress import CancelToken, Progress, no_progress
 from polyp_core.workspace import Workspace
+
+if TYPE_CHECKING:
+    import torch
+
+    from polyp_core.generation.ddpm import DDPMGenerator
+    from polyp_core.generation.sd_lora import SDLoraGenerator
 
 AXES = {"guidance": float, "steps": int, "scheduler": str, "class_label": str, "seed": int,
         "checkpoint": str, "lora_scale": float}
@@ -70,7 +77,7 @@ def parse_axis(name: str, values: str) -> list:
     return out
 
 
-def _apply(request: SampleRequest, name: str, value) -> SampleRequest:  # noqa: ANN001
+def _apply(request: SampleRequest, name: str, value: object) -> SampleRequest:
     if name == "lora_scale":
         return replace(request, loras=tuple(LoraChoice(l.path, value) for l in request.loras))
     if name == "checkpoint":
@@ -102,7 +109,8 @@ def grid_labels(x_axis: str, x_values: Sequence, y_axis: str,
 
 
 def xy_grid(workspace: Workspace, model_id: str, base: SampleRequest, x_axis: str, x_values: list,
-            y_axis: str, y_values: list, checkpoint: str | None = None, device=None,
+            y_axis: str, y_values: list, checkpoint: str | None = None,
+            device: torch.device | None = None,
             cell_size: int = 128, progress: Progress = no_progress,
             cancel: CancelToken | None = None,
             on_cell: Callable[[int, int, np.ndarray], None] | None = None,
@@ -122,7 +130,7 @@ def xy_grid(workspace: Workspace, model_id: str, base: SampleRequest, x_axis: st
                 for y in y_values]  # every cell's request is checked before the first is made
     generators: dict[str | None, object] = {}
 
-    def generator_at(ckpt: str | None):  # noqa: ANN202
+    def generator_at(ckpt: str | None) -> DDPMGenerator | SDLoraGenerator:
         if ckpt not in generators:
             generators[ckpt] = load_generator(workspace, model_id, ckpt, device)
         return generators[ckpt]

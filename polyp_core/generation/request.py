@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from polyp_core.progress import CancelToken, Cancelled  # noqa: F401  (re-exported)
 from polyp_core.validation import checked, rule
 
+if TYPE_CHECKING:
+    from diffusers import SchedulerMixin
+
 SCHEDULERS = ("ddpm", "ddim", "dpmsolver++", "euler", "euler_a")
 
 
-def make_scheduler(name: str, config: dict):
+def make_scheduler(name: str, config: dict) -> SchedulerMixin:
     """A fresh diffusers scheduler ``name`` built on a training noise schedule ``config``.
 
     Raises:

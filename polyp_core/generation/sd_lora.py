@@ -20,6 +20,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -36,6 +37,9 @@ from polyp_core.progress import Progress, no_progress
 from polyp_core.validation import checked, rule
 from polyp_core.workspace import Workspace
 
+if TYPE_CHECKING:
+    from diffusers import StableDiffusionPipeline
+
 PROMPT_TEMPLATE = "a colonoscopy image of {token} {name} polyp"
 CLASS_TOKENS = {"AD": ("sks", "adenomatous"), "SSA": ("zwx", "sessile serrated"),
                 "HP": ("qlv", "hyperplastic"), "REST": ("vqd", "non-adenomatous")}
@@ -47,7 +51,8 @@ def class_prompt(cls: str, with_token: bool = True) -> str:
     return PROMPT_TEMPLATE.format(token=token if with_token else "", name=name).replace("  ", " ")
 
 
-def load_base_pipeline(base_model: str, dtype: torch.dtype = torch.float32):
+def load_base_pipeline(base_model: str,
+                       dtype: torch.dtype = torch.float32) -> StableDiffusionPipeline:
     """A StableDiffusionPipeline from a local folder, the HF cache, or (online) the hub.
 
     Raises:
@@ -79,7 +84,7 @@ def load_base_pipeline(base_model: str, dtype: torch.dtype = torch.float32):
         raise WeightsUnavailableError(f"{message} ({type(exc).__name__}: {exc})") from None
 
 
-def base_model_hash(pipe) -> str:
+def base_model_hash(pipe: StableDiffusionPipeline) -> str:
     """SHA-256 of the UNet weights the pipeline was loaded from (identifies the base)."""
     folder = Path(pipe.unet.config._name_or_path or "")
     files = sorted(folder.glob("diffusion_pytorch_model*.safetensors")) or sorted(folder.glob("*.bin"))
@@ -138,13 +143,14 @@ class LoraTrainConfig:
             raise ValueError("resolution must be a multiple of 8")
 
 
-def _encode_prompts(pipe, prompts: Sequence[str], device) -> torch.Tensor:
+def _encode_prompts(pipe: StableDiffusionPipeline, prompts: Sequence[str],
+                    device: torch.device) -> torch.Tensor:
     tokens = pipe.tokenizer(list(prompts), padding="max_length", truncation=True,
                             max_length=pipe.tokenizer.model_max_length, return_tensors="pt")
     return pipe.text_encoder(tokens.input_ids.to(device))[0]
 
 
-def _lora_state(pipe, train_text_encoder: bool) -> dict:
+def _lora_state(pipe: StableDiffusionPipeline, train_text_encoder: bool) -> dict:
     from diffusers.utils import convert_state_dict_to_diffusers
     from peft.utils import get_peft_model_state_dict
 
@@ -248,14 +254,14 @@ def train_lora(workspace: Workspace, config: LoraTrainConfig, progress: Progress
         x = batch.permute(0, 3, 1, 2).float().div(127.5).sub(1).to(device, weight_dtype)
         return vae.encode(x).latent_dist.sample() * vae.config.scaling_factor
 
-    def diffusion_loss(latents, hidden):
+    def diffusion_loss(latents: torch.Tensor, hidden: torch.Tensor) -> torch.Tensor:
         eps = torch.randn_like(latents)
         t = torch.randint(0, noise.config.num_train_timesteps, (len(latents),), device=device)
         pred = unet(noise.add_noise(latents, eps, t), t, hidden).sample
         target = eps if noise.config.prediction_type == "epsilon" else noise.get_velocity(latents, eps, t)
         return torch.nn.functional.mse_loss(pred.float(), target.float())
 
-    def save_checkpoint(step: int, last_loss: float):
+    def save_checkpoint(step: int, last_loss: float) -> None:
         ckpt = folder / "checkpoints" / f"step-{step:06d}"
         ckpt.mkdir(parents=True, exist_ok=True)
         raw_unet = accelerator.unwrap_model(unet)
@@ -316,7 +322,8 @@ def train_lora(workspace: Workspace, config: LoraTrainConfig, progress: Progress
                        last_loss, time.perf_counter() - start_time)
 
 
-def _prior_images(pipe, classes, config: LoraTrainConfig, device) -> tuple[torch.Tensor, list[str]]:
+def _prior_images(pipe: StableDiffusionPipeline, classes: Sequence[str], config: LoraTrainConfig,
+                  device: torch.device) -> tuple[torch.Tensor, list[str]]:
     """Base-model images of the bare class prompts (DreamBooth prior preservation)."""
     per_class = max(1, config.prior_images // len(classes))
     images, prompts = [], []
@@ -354,7 +361,7 @@ class SDLoraGenerator:
     def __init__(self, base_model: str, adapters: Sequence[tuple[str, Path, float]] = (),
                  device: torch.device | None = None, meta: dict | None = None,
                  checkpoint: str | None = None, own_adapter: Path | None = None,
-                 dtype: torch.dtype | None = None):
+                 dtype: torch.dtype | None = None) -> None:
         self.device = device or torch.device("cuda" if torch.cuda.is_available() else "cpu")
         if dtype is None:
             dtype = torch.float16 if self.device.type == "cuda" else torch.float32
@@ -458,14 +465,16 @@ class SDLoraGenerator:
             progress(len(out), len(seeds), f"sampled {len(out)}/{len(seeds)}")
         return out
 
-    def sample_exact(self, seeds: Sequence[int], classes: Sequence[str | None], request: SampleRequest,
+    def sample_exact(self, seeds: Sequence[int], classes: Sequence[str | None],
+                     request: SampleRequest,
                      cancel: CancelToken | None = None) -> np.ndarray:
         self._resolve_loras(request)
         self.pipe.scheduler = make_scheduler(request.scheduler, self.pipe.scheduler.config)
         prompts = [self._prompt(c, request.prompt) for c in classes]
         size = request.size or self.size
 
-        def on_step(pipe, step, timestep, kwargs):
+        def on_step(pipe: StableDiffusionPipeline, step: int, timestep: torch.Tensor | int,
+                    kwargs: dict) -> dict:
             if cancel is not None:
                 cancel.check()
             return kwargs

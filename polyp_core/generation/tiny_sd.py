@@ -9,8 +9,13 @@ byte-level CLIP BPE with a character vocabulary, made without any download.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
+
+if TYPE_CHECKING:
+    from diffusers import StableDiffusionPipeline
+    from transformers import CLIPTokenizer
 
 
 def _byte_chars() -> list[str]:
@@ -27,7 +32,7 @@ def _byte_chars() -> list[str]:
     return chars
 
 
-def tiny_tokenizer():
+def tiny_tokenizer() -> CLIPTokenizer:
     from transformers import CLIPTokenizer
 
     chars = _byte_chars()
@@ -38,7 +43,7 @@ def tiny_tokenizer():
     return CLIPTokenizer(vocab=vocab, merges=[], model_max_length=77)
 
 
-def build_tiny_sd(seed: int = 0, sample_size: int = 64):
+def build_tiny_sd(seed: int = 0, sample_size: int = 64) -> StableDiffusionPipeline:
     """A StableDiffusionPipeline of ~1 M parameters (VAE downsamples by 2)."""
     from diffusers import (AutoencoderKL, DDIMScheduler, StableDiffusionPipeline,
                            UNet2DConditionModel)

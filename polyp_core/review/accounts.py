@@ -16,12 +16,20 @@ import hashlib
 import hmac
 import secrets
 from dataclasses import dataclass, fields
+from typing import TYPE_CHECKING
 
 from polyp_core.settings import numbers_from_env
 from review_db import queries
 from review_db.database import Database
 from review_db.models import ROLES, Reviewer, utcnow
 from polyp_core.review.errors import AuthError, PermissionDenied, SignInLocked
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Sequence
+
+    from sqlalchemy.orm import Session
+
+    from review_db.models import AuditEvent
 
 # scrypt cost: 2^15 x 8 x 1 takes ~50 ms and 32 MiB here, which slows guessing without
 # making sign-in feel slow.
@@ -41,7 +49,7 @@ def _scrypt(password: str, salt: bytes, n: int, r: int, p: int) -> bytes:
 
 def hash_password(password: str, n: int = SCRYPT_N, r: int = SCRYPT_R, p: int = SCRYPT_P) -> str:
     salt = secrets.token_bytes(16)
-    def b64(b):
+    def b64(b: bytes) -> str:
         return base64.b64encode(b).decode()
     return f"scrypt${n}${r}${p}${b64(salt)}${b64(_scrypt(password, salt, n, r, p))}"
 
@@ -114,7 +122,7 @@ def require_admin(person: Person) -> None:
         raise PermissionDenied(f"{person.name} is a reviewer; this needs an admin")
 
 
-def live_account(session, person: Person, admin: bool = False) -> Reviewer:  # noqa: ANN001
+def live_account(session: Session, person: Person, admin: bool = False) -> Reviewer:
     """The person's account as it is now: refused when it was deactivated, deleted, or (for
     ``admin``) is no longer an admin. The engine's review functions call this, so a stale
     ``Person`` cannot act after its account changed."""
@@ -145,7 +153,7 @@ def create_account(db: Database, name: str, password: str, role: str = "reviewer
 
 # sign-in -------------------------------------------------------------------------------------
 
-def _lock_left(events, limit: int, policy: AuthPolicy, now: dt.datetime,
+def _lock_left(events: Sequence[AuditEvent], limit: int, policy: AuthPolicy, now: dt.datetime,
                reset_on_success: bool) -> float:
     """Seconds a name or address stays locked, from its recent attempts (newest first)."""
     failures = []
@@ -267,7 +275,8 @@ def end_session(db: Database, token: str | None) -> None:
 
 # account changes: each ends the account's sessions -------------------------------------------
 
-def _change_account(db: Database, name: str, kind: str, change, by: str | None,  # noqa: ANN001
+def _change_account(db: Database, name: str, kind: str, change: Callable[[Session, Reviewer], None],
+                    by: str | None,
                     detail: dict | None = None) -> int:
     with db.session() as session:
         reviewer = queries.reviewer_by_name(session, name)

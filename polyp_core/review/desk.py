@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from polyp_core.review.accounts import Person, live_account
 from polyp_core.review.errors import InvalidRating, NotFound, PermissionDenied, StudyClosed
@@ -17,6 +18,11 @@ from review_db.database import Database
 from polyp_core.workspace import Workspace
 from polyp_core.vocabulary import CONFIDENCES, HISTOLOGY_GUESSES, QUALITIES, verdict_of
 from review_db.models import Assignment
+
+if TYPE_CHECKING:
+    from sqlalchemy.orm import Session
+
+    from review_db.models import Image, Study
 
 MAX_SECONDS = 24 * 3600
 
@@ -43,7 +49,7 @@ class Receipt:
     changed: bool
 
 
-def _study_named(session, study_name: str):  # noqa: ANN001
+def _study_named(session: Session, study_name: str) -> Study:
     from polyp_core.review.studies import open_to_reviewers
 
     study = queries.study_by_name(session, study_name)
@@ -71,7 +77,7 @@ def next_unrated(db: Database, person: Person, study_name: str) -> QueueItem | N
     return next((item for item in queue(db, person, study_name) if not item.rated), None)
 
 
-def _own_assignment(session, person: Person, token: str, lock: bool = False) -> Assignment:  # noqa: ANN001
+def _own_assignment(session: Session, person: Person, token: str, lock: bool = False) -> Assignment:
     if not isinstance(token, str) or not token:
         raise NotFound("unknown assignment token")
     assignment = queries.assignment_by_token(session, token, lock=lock)
@@ -155,7 +161,7 @@ def rate(db: Database, person: Person, token: str, verdict: str | None, quality:
 
 # admin views ---------------------------------------------------------------------------------
 
-def _visible_study(session, admin: Person, study_name: str):  # noqa: ANN001
+def _visible_study(session: Session, admin: Person, study_name: str) -> Study:
     from polyp_core.review.studies import admin_study
 
     study = admin_study(session, admin, study_name)
@@ -166,7 +172,7 @@ def _visible_study(session, admin: Person, study_name: str):  # noqa: ANN001
     return study
 
 
-def source_of(image) -> str:  # noqa: ANN001
+def source_of(image: Image) -> str:
     """``real`` or ``<generator>@<checkpoint>``: the unit statistics are reported per."""
     if image.kind == "real":
         return "real"

@@ -14,7 +14,7 @@ class AuthError(ReviewError):
 class SignInLocked(AuthError):
     """Too many recent failed sign-ins for a name or address: refused before any hash runs."""
 
-    def __init__(self, message: str, seconds: float):
+    def __init__(self, message: str, seconds: float) -> None:
         super().__init__(message)
         self.seconds = seconds
 

@@ -68,7 +68,7 @@ class MRMCData:
                 raise ValueError(f"modality {modality} needs positive and negative cases")
 
 
-def _natural(text: str):  # noqa: ANN202
+def _natural(text: str) -> tuple[int, int, str]:
     return (0, int(text), "") if text.lstrip("-").isdigit() else (1, 0, text)
 
 

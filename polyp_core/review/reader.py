@@ -21,12 +21,18 @@ from __future__ import annotations
 import math
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from polyp_core.review.mrmc import MRMCData, delong_auc, or_analysis
 from polyp_core.review.proportions import wilson
 from polyp_core.vocabulary import QUALITIES
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    import plotly.graph_objects as go
 
 #: below this median number of seconds per image, a reader is flagged as too fast to have
 #: looked (a rating key pressed at once)
@@ -71,7 +77,8 @@ def reader_rocs(records: Sequence[dict]) -> dict[str, dict]:
     return out
 
 
-def mrmc_data(records: Sequence[dict], modality_of=None) -> tuple[MRMCData, dict]:  # noqa: ANN001
+def mrmc_data(records: Sequence[dict],
+              modality_of: Callable[[dict], str] | None = None) -> tuple[MRMCData, dict]:
     """The study as MRMC data: readers are reviewers, cases are images (real: positive), the
     score is realness. ``modality_of(record)`` names each record's modalities (default: one,
     ``all``). Only images every reader rated are kept (the analysis needs a factorial design
@@ -200,7 +207,8 @@ def gwet_ac1(table: Sequence[Sequence], categories: Sequence | None = None) -> d
     return {"ac1": ac1, "pa": pa, "pe": pe, "n_units": len(rated), "n_paired": len(paired)}
 
 
-def ac1_of(records: Sequence[dict], field: str = "verdict", categories: Sequence | None = None) -> dict:
+def ac1_of(records: Sequence[dict], field: str = "verdict",
+           categories: Sequence | None = None) -> dict:
     """Gwet's AC1 of one rating field over the study's images (rows) and reviewers."""
     rows = answered(records)
     reviewers = sorted({r["reviewer"] for r in rows})
@@ -313,7 +321,7 @@ def summary_lines(stats: dict) -> list[str]:
     return out
 
 
-def roc_figure(stats: dict):
+def roc_figure(stats: dict) -> go.Figure:
     """Per-reader empirical ROC curves (plotly)."""
     import plotly.graph_objects as go
 
@@ -332,7 +340,7 @@ def roc_figure(stats: dict):
     return figure
 
 
-def forest_figure(stats: dict):
+def forest_figure(stats: dict) -> go.Figure:
     """Reader AUCs with their CIs and the OR pooled CI (plotly); the 0.5 line is chance."""
     import plotly.graph_objects as go
 

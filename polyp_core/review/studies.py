@@ -15,6 +15,7 @@ import secrets
 import shutil
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -27,6 +28,11 @@ from polyp_core.validation import checked, rule
 from polyp_core.workspace import Workspace
 from review_db import queries
 from review_db.database import Database
+
+if TYPE_CHECKING:
+    from sqlalchemy.orm import Session
+
+    from review_db.models import Image, Study
 
 
 @checked
@@ -177,13 +183,13 @@ class StudyPlan:
         return [*rows, f"serving chain: {self.chain.text()}", *self.warnings]
 
 
-def _pool_candidates(session, pool):  # noqa: ANN001, ANN202
+def _pool_candidates(session: Session, pool: RealPool | SyntheticPool) -> list[Image]:
     if isinstance(pool, RealPool):
         return queries.real_images(session, pool.dataset, pool.split, pool.classes)
     return queries.synthetic_images(session, pool.generator, pool.checkpoint, pool.classes)
 
 
-def _plan(session, spec: StudySpec) -> StudyPlan:  # noqa: ANN001
+def _plan(session: Session, spec: StudySpec) -> StudyPlan:
     native = {}
     for pool in (*spec.pools, *spec.calibration):
         images = _pool_candidates(session, pool)
@@ -385,7 +391,7 @@ def _override(admin: Person, reason: str) -> dict:
             "at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")}
 
 
-def admin_study(session, admin: Person, name: str):  # noqa: ANN001, ANN202
+def admin_study(session: Session, admin: Person, name: str) -> Study:
     """The named study, for an admin whose account is live; ``NotFound`` otherwise."""
     require_admin(admin)
     live_account(session, admin, admin=True)
@@ -395,7 +401,7 @@ def admin_study(session, admin: Person, name: str):  # noqa: ANN001, ANN202
     return study
 
 
-def _render(session, workspace: Workspace, study_id: int, chain: ServingChain) -> None:  # noqa: ANN001
+def _render(session: Session, workspace: Workspace, study_id: int, chain: ServingChain) -> None:
     served_dir(workspace, study_id).mkdir(parents=True, exist_ok=True)
     for study_image in queries.study_images(session, study_id):
         image = study_image.image
@@ -407,7 +413,7 @@ def _render(session, workspace: Workspace, study_id: int, chain: ServingChain) -
         target.write_bytes(data)
 
 
-def served_bytes(workspace: Workspace, study, image) -> bytes:  # noqa: ANN001
+def served_bytes(workspace: Workspace, study: Study, image: Image) -> bytes:
     """The bytes a reviewer receives for one image of a study (rendered at creation; studies
     made before that are rendered now with the chain they were made with)."""
     path = served_path(workspace, study.id, image.sha256)
@@ -416,7 +422,7 @@ def served_bytes(workspace: Workspace, study, image) -> bytes:  # noqa: ANN001
     return ServingChain.from_settings(study.settings).serve(image.path)
 
 
-def _audit(session, workspace: Workspace, study, n_boot: int = 1000) -> LeakReport:  # noqa: ANN001
+def _audit(session: Session, workspace: Workspace, study: Study, n_boot: int = 1000) -> LeakReport:
     rows = queries.study_rows(session, study.id)
     lengths: dict[int, int] = {}
     for assignment, _ in rows:
@@ -482,7 +488,7 @@ def study_integrity(db: Database, admin: Person, name: str) -> dict:
             "audit_lines": lines}
 
 
-def open_to_reviewers(study) -> bool:  # noqa: ANN001
+def open_to_reviewers(study: Study) -> bool:
     """A study held by a failed leak audit is invisible to its reviewers."""
     return not study.settings.get("held", False)
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import replace
+from typing import TYPE_CHECKING
 
 from polyp_core.generation.backends import (describe_model, load_generator, sample_to_pool,
                                             store_generated)
@@ -16,6 +17,9 @@ from polyp_core.review.accounts import Person
 from polyp_core.workflows.base import authorise
 from polyp_core.workspace import Workspace
 from review_db.database import Database
+
+if TYPE_CHECKING:
+    import numpy as np
 
 Work = Callable[[Progress, CancelToken], str]
 
@@ -50,7 +54,7 @@ def grid_work(db: Database, workspace: Workspace, person: Person, model_id: str,
     describe_model(workspace, model_id)
     check_grid(x_axis, xs, y_axis, ys)
 
-    def on_cell(i: int, j: int, rgb) -> None:  # noqa: ANN001
+    def on_cell(i: int, j: int, rgb: np.ndarray) -> None:
         holder["cells"][i][j] = rgb
 
     def work(progress: Progress, cancel: CancelToken) -> str:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from polyp_core.classify import (ClassifierTrainConfig, ExperimentConfig, SelectionPolicy,
                                  parse_mix)
@@ -14,6 +15,9 @@ from polyp_core.validation import InvalidRequest, Problem, number, whole
 from polyp_core.workflows.base import authorise
 from polyp_core.workspace import Workspace
 from review_db.database import Database
+
+if TYPE_CHECKING:
+    from polyp_core.progress import CancelToken, Progress
 
 AUTO = "auto"
 #: Every field of a retrain request with its default: the CLI's options and the Retrain tab's
@@ -121,7 +125,7 @@ def start(db: Database, workspace: Workspace, person: Person, config: Experiment
     authorise(db, person)
     planned = planned or plan_experiment(db, workspace, config)
 
-    def work(progress, cancel) -> str:  # noqa: ANN001
+    def work(progress: Progress, cancel: CancelToken) -> str:
         return run_experiment(db, workspace, config, progress, cancel, plan=planned).run_id
 
     return Started(submit("retrain", config.to_json(), work, person.id or None), planned)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import asdict
+from typing import TYPE_CHECKING
 
 from polyp_core.generation.ddpm import DDPMTrainConfig, train_ddpm
 from polyp_core.generation.sd_lora import LoraTrainConfig, train_lora
@@ -14,16 +15,19 @@ from polyp_core.workflows.base import authorise
 from polyp_core.workspace import Workspace
 from review_db.database import Database
 
+if TYPE_CHECKING:
+    from polyp_core.generation.ddpm import TrainResult
+
 TrainConfig = DDPMTrainConfig | LoraTrainConfig
 
 
-def _trainer(config: TrainConfig):  # noqa: ANN202
+def _trainer(config: TrainConfig) -> Callable[..., TrainResult]:
     config.validate()
     return train_ddpm if isinstance(config, DDPMTrainConfig) else train_lora
 
 
 def run(db: Database | None, workspace: Workspace, person: Person, config: TrainConfig,
-        progress: Progress = no_progress, cancel: CancelToken | None = None):  # noqa: ANN201
+        progress: Progress = no_progress, cancel: CancelToken | None = None) -> TrainResult:
     """Train in this thread; the training result (status, steps, loss, checkpoints)."""
     authorise(db, person)
     return _trainer(config)(workspace, config, progress, cancel)
@@ -37,7 +41,7 @@ def start(db: Database, workspace: Workspace, person: Person, config: TrainConfi
     train = _trainer(config)
     backend = "ddpm" if isinstance(config, DDPMTrainConfig) else "lora"
 
-    def work(progress, cancel) -> str:  # noqa: ANN001
+    def work(progress: Progress, cancel: CancelToken) -> str:
         result = train(workspace, config, progress, cancel)
         if result.status == "cancelled":  # a checkpoint was written; the job says cancelled
             raise Cancelled(f"cancelled at step {result.steps_done}")
