@@ -30,6 +30,7 @@ import uuid
 import zipfile
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path, PurePosixPath
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -44,6 +45,9 @@ from polyp_core.validation import checked, rule
 from polyp_core.workspace import Workspace, check_name
 from review_db import queries
 from review_db.database import Database
+
+if TYPE_CHECKING:
+    from sqlalchemy.orm import Session
 
 MANIFEST_NAMES = ("manifest.csv", "manifest.jsonl")
 KNOWN_COLUMNS = ("file", "class", "mask", "seed", "prompt", "negative_prompt", "checkpoint",
@@ -255,90 +259,114 @@ def _number(value: object, kind: type, where: str, name: str,
 def _check_rows(workspace: Workspace, db: Database, folder: Path, manifest_name: str,
                 rows: list[tuple[int, dict]], classes: set[str], frames: dict,
                 progress: Progress) -> tuple[list[_Row], list[Problem]]:
+    """Check every manifest row (see :func:`_check_row`); images given twice are found across
+    rows."""
     problems: list[Problem] = []
     checked_rows: list[_Row] = []
     first_of: dict[str, int] = {}
     with db.session() as session:
         for index, (number, row) in enumerate(rows):
-            where = f"{manifest_name} row {number}"
-            name, label = _column(row, FILE_ALIASES), _column(row, CLASS_ALIASES)
-            if name is None:
-                problems.append(Problem(where, "no file: give the image's path in a 'file' column"))
-                continue
-            path = _inside(folder, name)
-            if path is None:
-                problems.append(Problem(where, f"file {name!r} points outside the import folder"))
-                continue
-            if not path.is_file():
-                problems.append(Problem(where, f"image {name!r} not found"))
-                continue
-            canonical = canonical_label(label) if label else None
-            if canonical is None or canonical not in classes:
-                problems.append(Problem(where, f"class {label!r} is not one this data set knows "
-                                               f"({', '.join(sorted(classes))})"))
-            try:
-                rgb = load_rgb(path)
-            except ImageDecodeError as error:
-                problems.append(Problem(where, str(error)))
-                continue
-            file_sha = sha256_file(path)
-            png = png_bytes(rgb)
-            pool_sha = hashlib.sha256(png).hexdigest()
-            for sha in dict.fromkeys((file_sha, pool_sha)):
-                if sha in frames:
-                    dataset, frame, _ = frames[sha]
-                    problems.append(Problem(where, f"{name} is the real frame {frame!r} of data "
-                                                   f"set {dataset!r} (same SHA-256 {sha[:12]}); a "
-                                                   "real frame in the synthetic pool would poison "
-                                                   "every statistic"))
-                    break
-                known = queries.image_by_sha(session, sha)
-                if known is not None:
-                    whose = (f"the synthetic pool (generator {known.provenance.generator})"
-                             if known.kind == "synthetic" and known.provenance else
-                             f"the database as a {known.kind} image")
-                    problems.append(Problem(where, f"{name} is already in {whose} (SHA-256 "
-                                                   f"{sha[:12]})"))
-                    break
-                if sha in first_of:
-                    problems.append(Problem(where, f"{name} is the same image as row "
-                                                   f"{first_of[sha]} (SHA-256 {sha[:12]})"))
-                    break
-            first_of.setdefault(file_sha, number)
-            first_of.setdefault(pool_sha, number)
-            mask = None
-            mask_path = _mask_file(folder, path, _column(row, ("mask",)))
-            if _column(row, ("mask",)) and (mask_path is None or not mask_path.is_file()):
-                problems.append(Problem(where, f"mask {_column(row, ('mask',))!r} not found"))
-            elif mask_path is not None:
-                try:
-                    mask = load_mask(mask_path)
-                except ImageDecodeError as error:
-                    problems.append(Problem(where, str(error)))
-                else:
-                    if mask.shape != rgb.shape[:2]:
-                        problems.append(Problem(where, f"mask {mask_path.name} is "
-                                                       f"{mask.shape[1]}x{mask.shape[0]} but its "
-                                                       f"image is {rgb.shape[1]}x{rgb.shape[0]}"))
-            background = None
-            if (named := _column(row, ("background",))) is not None:
-                background = _background(workspace, frames, named)
-                if background is None:
-                    problems.append(Problem(where, f"background {named!r} is not a real frame of "
-                                                   "this workspace (give DATASET:ID or its SHA-256)"))
-            fields = {"seed": _number(row.get("seed"), int, where, "seed", problems),
-                      "steps": _number(row.get("steps"), int, where, "steps", problems),
-                      "guidance": _number(row.get("guidance"), float, where, "guidance", problems),
-                      "prompt": _column(row, ("prompt",)),
-                      "negative_prompt": _column(row, ("negative_prompt",)),
-                      "checkpoint": _column(row, ("checkpoint",)),
-                      "scheduler": _column(row, ("scheduler",))}
-            other = {k: v for k, v in row.items()
-                     if k not in KNOWN_COLUMNS + FILE_ALIASES + CLASS_ALIASES}
-            checked_rows.append(_Row(number, path, canonical or "", rgb, file_sha, png, mask,
-                                     background, fields, other))
+            checked = _check_row(session, workspace, folder, f"{manifest_name} row {number}",
+                                 number, row, classes, frames, first_of, problems)
+            if checked is not None:
+                checked_rows.append(checked)
             progress(index + 1, len(rows), f"checked {index + 1}/{len(rows)} images")
     return checked_rows, problems
+
+
+def _check_row(session: Session, workspace: Workspace, folder: Path, where: str, number: int,
+               row: dict, classes: set[str], frames: dict, first_of: dict[str, int],
+               problems: list[Problem]) -> _Row | None:
+    """One manifest row: its file inside the folder and decodable, its class known, not a real
+    frame, not in the pool, not given before (``first_of``: SHA-256 -> row), its mask of the
+    image's size, its background frame known, its numbers numbers. Problems join
+    ``problems``; None when the image itself cannot be read."""
+    name, label = _column(row, FILE_ALIASES), _column(row, CLASS_ALIASES)
+    if name is None:
+        problems.append(Problem(where, "no file: give the image's path in a 'file' column"))
+        return None
+    path = _inside(folder, name)
+    if path is None:
+        problems.append(Problem(where, f"file {name!r} points outside the import folder"))
+        return None
+    if not path.is_file():
+        problems.append(Problem(where, f"image {name!r} not found"))
+        return None
+    canonical = canonical_label(label) if label else None
+    if canonical is None or canonical not in classes:
+        problems.append(Problem(where, f"class {label!r} is not one this data set knows "
+                                       f"({', '.join(sorted(classes))})"))
+    try:
+        rgb = load_rgb(path)
+    except ImageDecodeError as error:
+        problems.append(Problem(where, str(error)))
+        return None
+    file_sha, png = sha256_file(path), png_bytes(rgb)
+    pool_sha = hashlib.sha256(png).hexdigest()
+    seen = _seen_before(session, name, (file_sha, pool_sha), frames, first_of)
+    if seen:
+        problems.append(Problem(where, seen))
+    first_of.setdefault(file_sha, number)
+    first_of.setdefault(pool_sha, number)
+    mask = _mask_of(folder, path, _column(row, ("mask",)), rgb.shape[:2], where, problems)
+    background = None
+    if (named := _column(row, ("background",))) is not None:
+        background = _background(workspace, frames, named)
+        if background is None:
+            problems.append(Problem(where, f"background {named!r} is not a real frame of "
+                                           "this workspace (give DATASET:ID or its SHA-256)"))
+    fields = {"seed": _number(row.get("seed"), int, where, "seed", problems),
+              "steps": _number(row.get("steps"), int, where, "steps", problems),
+              "guidance": _number(row.get("guidance"), float, where, "guidance", problems),
+              "prompt": _column(row, ("prompt",)),
+              "negative_prompt": _column(row, ("negative_prompt",)),
+              "checkpoint": _column(row, ("checkpoint",)),
+              "scheduler": _column(row, ("scheduler",))}
+    other = {k: v for k, v in row.items() if k not in KNOWN_COLUMNS + FILE_ALIASES + CLASS_ALIASES}
+    return _Row(number, path, canonical or "", rgb, file_sha, png, mask, background, fields, other)
+
+
+def _seen_before(session: Session, name: str, shas: tuple[str, str], frames: dict,
+                 first_of: dict[str, int]) -> str | None:
+    """Why an image may not join the pool: it is a real frame here, already in the pool (or
+    the database), or given in an earlier row. None when it is new."""
+    for sha in dict.fromkeys(shas):
+        if sha in frames:
+            dataset, frame, _ = frames[sha]
+            return (f"{name} is the real frame {frame!r} of data set {dataset!r} (same SHA-256 "
+                    f"{sha[:12]}); a real frame in the synthetic pool would poison every "
+                    "statistic")
+        known = queries.image_by_sha(session, sha)
+        if known is not None:
+            whose = (f"the synthetic pool (generator {known.provenance.generator})"
+                     if known.kind == "synthetic" and known.provenance else
+                     f"the database as a {known.kind} image")
+            return f"{name} is already in {whose} (SHA-256 {sha[:12]})"
+        if sha in first_of:
+            return f"{name} is the same image as row {first_of[sha]} (SHA-256 {sha[:12]})"
+    return None
+
+
+def _mask_of(folder: Path, image: Path, named: str | None, shape: tuple[int, int], where: str,
+             problems: list[Problem]) -> np.ndarray | None:
+    """The image's mask (a ``mask`` column, or ``masks/<stem>.*``), which must decode and
+    have the image's size; None when there is none or it is refused."""
+    mask_path = _mask_file(folder, image, named)
+    if named and (mask_path is None or not mask_path.is_file()):
+        problems.append(Problem(where, f"mask {named!r} not found"))
+        return None
+    if mask_path is None:
+        return None
+    try:
+        mask = load_mask(mask_path)
+    except ImageDecodeError as error:
+        problems.append(Problem(where, str(error)))
+        return None
+    if mask.shape != shape:
+        problems.append(Problem(where, f"mask {mask_path.name} is {mask.shape[1]}x{mask.shape[0]} "
+                                       f"but its image is {shape[1]}x{shape[0]}"))
+        return None
+    return mask
 
 
 def _background(workspace: Workspace, frames: dict, named: str) -> dict | None:

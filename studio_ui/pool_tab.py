@@ -10,8 +10,7 @@ import gradio as gr
 
 from polyp_core.data.cache import PixelCache
 from polyp_core.external import SyntheticImport
-from polyp_core.pool import (QUALITY_ORDER, RATING_FILTERS, PoolFilter, pool_item, pool_page,
-                             remove_from_pool)
+from polyp_core.pool import QUALITY_ORDER, RATING_FILTERS, PoolFilter
 from polyp_core.review.accounts import Person
 from polyp_core.workflows import pool as pool_workflow
 from studio_ui.access import Access
@@ -39,12 +38,13 @@ class PoolDesk:
                           min_quality=pick(quality))
 
     @shown_errors
-    def page(self, generator: Text, checkpoint: Text, cls: Text, rated: Text, quality: Text,
-             page: Num) -> tuple:
+    def page(self, person: Person, generator: Text, checkpoint: Text, cls: Text, rated: Text,
+             quality: Text, page: Num) -> tuple:
         """A page of thumbnails with captions, the page line, the page number and the hashes
         shown (the selection is made among these)."""
-        result = pool_page(self.studio.db, self._filter(generator, checkpoint, cls, rated, quality),
-                           int(page or 0), PER_PAGE)
+        result = pool_workflow.page(self.studio.db, person,
+                                    self._filter(generator, checkpoint, cls, rated, quality),
+                                    int(page or 0), PER_PAGE)
         tiles = [(self.pixels.rgb(i.path, i.sha256, 128), i.caption()) for i in result.items]
         shown = [i.sha256 for i in result.items]
         label = f"page {result.page + 1} of {result.pages} · {result.total} image(s)"
@@ -53,11 +53,11 @@ class PoolDesk:
         return tiles, label, result.page, shown, gr.update(choices=choices, value=[])
 
     @shown_errors
-    def details(self, shown: list[str], evt: gr.SelectData) -> str:
+    def details(self, person: Person, shown: list[str], evt: gr.SelectData) -> str:
         """Full provenance and every rating of the clicked image."""
         if not shown or evt.index is None or evt.index >= len(shown):
             return ""
-        item = pool_item(self.studio.db, shown[evt.index])
+        item = pool_workflow.item(self.studio.db, person, shown[evt.index])
         return (f"**{item.sha256[:16]}…** · in studies: {', '.join(item.studies) or 'none'}\n\n"
                 f"```json\n{json.dumps(item.provenance, indent=1, default=str)}\n```\n\n"
                 + ("\n".join(f"- {r['study']}: {r['verdict']}, {r['quality']} (revision "
@@ -86,10 +86,11 @@ class PoolDesk:
                 f"**{result.generator}**; trained on: {learned}.")
 
     @shown_errors
-    def remove(self, chosen: list[str]) -> str:
+    def remove(self, person: Person, chosen: list[str]) -> str:
         if not chosen:
             raise gr.Error("Tick the images to remove first.")
-        result = remove_from_pool(self.studio.db, self.studio.workspace, list(chosen))
+        result = pool_workflow.remove(self.studio.db, self.studio.workspace, person,
+                                      list(chosen))
         lines = [f"Removed {len(result.removed)} image(s) from the pool."]
         lines += [f"- kept {sha[:12]}…: {why}" for sha, why in result.refused.items()]
         return "\n".join(lines)
@@ -154,6 +155,6 @@ def build_pool_tab(studio: Studio, access: Access) -> dict:
 
     def refresh(person: Person) -> tuple:
         return (gr.update(choices=[ANY, *desk.generators(person)], value=ANY),
-                *desk.page(ANY, "", ANY, "any", ANY, 0))
+                *desk.page(person, ANY, "", ANY, "any", ANY, 0))
 
     return {"refresh": refresh, "outputs": [generator, gallery, page_label, page, shown, chosen]}

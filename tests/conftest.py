@@ -283,7 +283,7 @@ def live_app(tmp_path_factory):
 
     # the phantom end to end: baseline against augmented with the demo generator's images
     result = run_experiment(db, workspace, ExperimentConfig(
-        dataset="phantom", seeds=(0, 1), name="ui-test", allow_small_test=True,
+        dataset="phantom", seeds=(0, 1), name="ui-test", allow_small_test=True, folds=0,
         train=ClassifierTrainConfig(image_size=32, epochs=1, batch_size=16, hidden=16)),
         device=torch.device("cpu"))
     assert sum(result.results["selection"]["counts"]["selected"].values()) == 18

@@ -366,7 +366,8 @@ def test_experiment_baseline_vs_augmented_is_stored_and_repeatable(review_env):
     pool = _study(env, "s1", generator="gen-a")
     _rate_everything(env, "s1", lambda sha, r: ("real", "good") if sha < "8" else ("synthetic", "poor"))
     policy = SelectionPolicy(min_quality="good", min_reviewers=2, unrated="exclude")
-    config = ExperimentConfig(dataset="phantom", train=TINY, seeds=(0, 1), policy=policy, name="tiny")
+    config = ExperimentConfig(dataset="phantom", train=TINY, seeds=(0, 1), policy=policy, name="tiny",
+                              folds=0)
     # the small phantom's test split holds one or two lesions of SSA and HP: refused as it is
     with pytest.raises(ValueError, match=r"too few independent groups .*`allow_small_test`"):
         run_experiment(env.db, env.workspace, config, device=torch.device("cpu"))
@@ -454,18 +455,20 @@ def test_experiment_refuses_generators_that_saw_held_out_images(review_env):
     test_sha = manifest.split_items("test")[0].sha256
     folder = env.workspace.models_dir / "gen-a"
     (folder / "config.json").write_text(json.dumps({"trained_on": {"image_sha256": [test_sha]}}))
-    config = ExperimentConfig(dataset="phantom", train=TINY, seeds=(0,))
+    config = ExperimentConfig(dataset="phantom", train=TINY, seeds=(0,), folds=0)
     with pytest.raises(ValueError, match="gen-a learned from 1 validation/test images"):
         run_experiment(env.db, env.workspace, config, device=torch.device("cpu"))
     # a generator whose training record is gone cannot be shown honest
     shutil.rmtree(env.workspace.models_dir / "gen-b")
     with pytest.raises(ValueError, match="'gen-b' has no training record"):
         run_experiment(env.db, env.workspace, ExperimentConfig(
-            dataset="phantom", train=TINY, seeds=(0,), policy=SelectionPolicy(generators=("gen-b",))))
+            dataset="phantom", train=TINY, seeds=(0,), folds=0,
+            policy=SelectionPolicy(generators=("gen-b",))))
     # restricted to the honest generator it runs
     with pytest.raises(ValueError, match="chose no synthetic image.*`baseline_only`"):
         run_experiment(env.db, env.workspace, ExperimentConfig(
-            dataset="phantom", train=TINY, seeds=(0,), policy=SelectionPolicy(generators=("gen-x",))))
+            dataset="phantom", train=TINY, seeds=(0,), folds=0,
+            policy=SelectionPolicy(generators=("gen-x",))))
     with env.db.session() as session:
         assert not queries.list_runs(session, "retrain")
 

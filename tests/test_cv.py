@@ -233,7 +233,7 @@ def test_a_fixed_split_not_grouped_by_lesion_is_checked_by_lesion_too(review_env
     (env.workspace.models_dir / "gen-a" / "config.json").write_text(
         json.dumps({"trained_on": {"image_sha256": straddling}}))
     config = ExperimentConfig(dataset="by-frame", train=TINY, seeds=(0,), allow_small_test=True,
-                              policy=SelectionPolicy(generators=("gen-a",)))
+                              folds=0, policy=SelectionPolicy(generators=("gen-a",)))
     with pytest.raises(ValueError, match=r"frames of a validation/test patient or lesion .*"
                                          r"split: gen-a learned from \d+ group\(s\)"):
         plan_experiment(env.db, env.workspace, config)

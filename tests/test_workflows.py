@@ -52,7 +52,8 @@ def test_the_workflows_cover_what_the_front_ends_need():
             "train_generator.start", "generate.sample_work", "generate.grid_work",
             "generate.add_to_pool", "generate.sample_into_pool", "study.create", "study.plan",
             "study.audit", "study.close", "study.statistics", "study.studies", "review.queue",
-            "review.rate", "review.image", "pool.import_synthetic"} <= names, sorted(names)
+            "review.rate", "review.image", "pool.import_synthetic", "pool.page", "pool.item",
+            "pool.remove"} <= names, sorted(names)
 
 
 def _tables(db: Database) -> dict:

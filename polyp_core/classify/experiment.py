@@ -43,11 +43,13 @@ from polyp_core.classify.model import save_classifier
 from polyp_core.classify.policy import Selection, SelectionPolicy, select_synthetic
 from polyp_core.classify.probe import probe_arm
 from polyp_core.classify.report import write_report
-from polyp_core.classify.train import ClassifierTrainConfig, predict_run, train_classifier
+from polyp_core.classify.train import (ClassifierTrainConfig, TrainedClassifier, predict_run,
+                                      train_classifier)
 from polyp_core.classify.uncertainty import (cluster_bootstrap, paired_cluster_bootstrap,
                                              regression_warnings)
 from polyp_core.data.cache import PixelCache
 from polyp_core.data.labels import get_scheme
+from polyp_core.data.manifest import Manifest, ManifestItem
 from polyp_core.generation.lineage import (UnknownTrainingData, declared_unknown,
                                            generator_training_images)
 from polyp_core.progress import CancelToken, Progress, no_progress
@@ -79,7 +81,7 @@ class ExperimentConfig:
             images: the baseline any network must beat, shown beside the arms.
         folds: 0 uses the data set's fixed train/valid/test split; K >= 2 runs grouped K-fold
             cross-validation over all its images (``classify.folds``), metrics from the pooled
-            out-of-fold predictions; ``None`` ("auto", the CLI's and UI's default) chooses
+            out-of-fold predictions; ``None`` ("auto", the default here as in the CLI and UI) chooses
             the largest K up to 10 for which every class has at least 3 groups in every test
             fold (groups a supplying generator learned from then train in
             every fold), the fixed split only when no K >= 2 does, and the run says which and
@@ -108,7 +110,7 @@ class ExperimentConfig:
     name: str | None = None
     allow_small_test: bool = False
     linear_probe: bool = False
-    folds: int | None = rule(0, lo=0, hi=20, flag="--folds")
+    folds: int | None = rule(None, lo=0, hi=20, flag="--folds")
     cv_seed: int = 0
     seen_groups_train: bool = False
     inner_valid: float = rule(INNER_VALID, lo=0.0, hi=0.5, flag="--inner-valid")
@@ -130,6 +132,7 @@ class ExperimentConfig:
                    train=ClassifierTrainConfig(**data["train"]), seeds=tuple(data["seeds"]),
                    policy=SelectionPolicy.from_json(data["policy"]), arms=tuple(data["arms"]),
                    name=data.get("name"), allow_small_test=bool(data.get("allow_small_test")),
+                   # runs stored before cross-validation existed ran the fixed split
                    linear_probe=bool(data.get("linear_probe")), folds=data.get("folds", 0),
                    cv_seed=int(data.get("cv_seed", 0)),
                    seen_groups_train=bool(data.get("seen_groups_train")),
@@ -334,14 +337,25 @@ def _select(db: Database, config: ExperimentConfig, scheme: str, counts: dict) -
     return selection
 
 
-def plan_experiment(db: Database, workspace: Workspace, config: ExperimentConfig) -> ExperimentPlan:
-    """Check the request, build the folds (the fixed split, or grouped K-fold CV), choose each
-    fold's synthetic images, check generators for leaks and the design for enough groups.
+@dataclass(frozen=True)
+class _RealSide:
+    """The experiment's real images in fold order, with their labels and groups."""
 
-    Raises:
-        ValueError: unknown arm, an empty split, too few groups, no synthetic image for the
-            augmented arm, or a generator that learned from a held-out image or group.
-    """
+    manifest: Manifest
+    scheme: str
+    classes: tuple[str, ...]
+    items: list[ManifestItem]
+    real: list[ImageRef]
+    group_of: list[str]
+    grouped: bool
+
+    @property
+    def labels(self) -> list[str]:
+        return [r.label for r in self.real]
+
+
+def _real_side(workspace: Workspace, config: ExperimentConfig) -> _RealSide:
+    """Check the request's own fields, then read its data set's images under its scheme."""
     if not config.arms or any(a not in ARMS for a in config.arms):
         raise ValueError(f"arms must be some of {ARMS}; got {config.arms}")
     if not config.seeds:
@@ -353,105 +367,133 @@ def plan_experiment(db: Database, workspace: Workspace, config: ExperimentConfig
     manifest = workspace.load_manifest(config.dataset)
     scheme = config.scheme or manifest.scheme
     manifest = manifest.with_scheme(scheme)
-    classes = tuple(get_scheme(scheme).classes)
     items = [i for split in ("train", "valid", "test") for i in manifest.split_items(split)]
     if config.folds == 0:
         for split in ("train", "valid", "test"):
             if not manifest.split_items(split):
                 raise ValueError(f"data set {config.dataset!r} has no {split} images; an "
                                  "experiment needs train, valid and test splits (or `folds` K)")
-    real = [ImageRef(i.sha256, i.image, manifest.label_of(i, scheme)) for i in items]
-    group_of = [i.group or i.id for i in items]
-    grouped = any(i.group for i in items)
-    labels = [r.label for r in real]
+    return _RealSide(manifest, scheme, tuple(get_scheme(scheme).classes), items,
+                     [ImageRef(i.sha256, i.image, manifest.label_of(i, scheme)) for i in items],
+                     [i.group or i.id for i in items], any(i.group for i in items))
+
+
+def _auto_folds(side: _RealSide, config: ExperimentConfig,
+                train_only: list[int]) -> tuple[int, str]:
+    """``folds`` auto: the largest K whose every test fold holds 3 groups of each class (the
+    fixed split when none does), and the sentence that says so."""
+    labels, group_of = side.labels, side.group_of
+    k = choose_folds([side.classes.index(c) for c in labels], group_of, config.cv_seed,
+                     train_only, MIN_TEST_GROUPS)
+    unit = "groups" if side.grouped else "images"
+    if k is not None:
+        return k, (f"{k}-fold CV: the most folds (up to {MAX_AUTO_FOLDS}) for which every test "
+                   f"fold holds at least {MIN_TEST_GROUPS} {unit} of each class")
+    trained = {group_of[i] for i in train_only}
+    testable = {c: len({g for g, label in zip(group_of, labels) if label == c and g not in trained})
+                for c in side.classes}
+    chosen = (f"fixed split: no K >= 2 gives every test fold {MIN_TEST_GROUPS} {unit} of each "
+              "class (" + ", ".join(f"{c}: {n}" for c, n in testable.items()) + " to test)")
+    if not all(side.manifest.split_items(split) for split in ("train", "valid", "test")):
+        raise ValueError(f"data set {config.dataset!r}: {chosen}; and it has no fixed "
+                         "valid/test split either")
+    return 0, chosen
+
+
+def _cv_folds(side: _RealSide, config: ExperimentConfig, k: int,
+              train_only: list[int]) -> tuple[list[Fold], dict]:
+    """K grouped folds and how they were made, for the report."""
+    group_of = side.group_of
+    inner = 0.0 if config.refit else config.inner_valid
+    evaluation = {"kind": "grouped cross-validation", "folds": k, "seed": config.cv_seed,
+                  "stratified": True, "grouped": side.grouped, "inner_valid": inner,
+                  "refit": config.refit, "validation": _validation_words(inner, config.refit)}
+    if train_only:
+        evaluation["train_only_groups"] = len({group_of[i] for i in train_only})
+        evaluation["train_only_images"] = len(train_only)
+    folds = grouped_folds([side.classes.index(c) for c in side.labels], group_of, k,
+                          config.cv_seed, train_only, side.classes, inner)
+    evaluation["groups_learned"] = [len({group_of[i] for i in fold.train}) for fold in folds]
+    evaluation["groups_learned_probe"] = [len({group_of[i] for i in fold.train + fold.valid})
+                                          for fold in folds]
+    return folds, evaluation
+
+
+def _check_synthetic(db: Database, workspace: Workspace, config: ExperimentConfig,
+                     side: _RealSide, folds: list[Fold], selections: list[Selection],
+                     cv: bool) -> None:
+    """Refuse synthetic images that would leak a fold's validation or test part: from a
+    generator that learned from its images or groups, or inpainted into one of its frames."""
+    real, group_of, unknown_ok = side.real, side.group_of, config.allow_unknown_training_data
+    if cv:
+        generators = [_generators_of(db, sel.images) for sel in selections]
+        seen = _seen_groups(workspace, set().union(*generators), real, group_of, unknown_ok)
+        leaks = fold_leaks(folds, generators, seen, group_of)
+        if leaks:
+            raise ValueError(
+                "synthetic images from generators that learned from a fold's validation/test "
+                "groups would leak into that fold: " + "; ".join(leaks) + ". Run with "
+                "`seen_groups_train` (the groups a generator saw then train in every fold and "
+                "only groups no generator saw are tested), use the fixed split, or exclude "
+                "the generator (`generators`)")
+    else:
+        fold = folds[0]
+        check_leakage(db, workspace, selections[0].images,
+                      {real[i].sha256 for i in fold.valid + fold.test}, unknown_ok)
+        # a split that is not grouped by lesion can hold other frames of a lesion the
+        # generator learned from in validation or test: refused by group as well
+        generators = _generators_of(db, selections[0].images)
+        leaks = fold_leaks(folds, [generators],
+                           _seen_groups(workspace, generators, real, group_of, unknown_ok),
+                           group_of)
+        if leaks:
+            raise ValueError(
+                "synthetic images from generators that learned from frames of a validation/"
+                "test patient or lesion would leak into the comparison: " + "; ".join(leaks) +
+                ". Resplit the data set grouped by patient/lesion, use `folds` (with "
+                "`seen_groups_train`), or exclude the generator (`generators`)")
+    inpainted = background_leaks(db, folds, selections, real, group_of)
+    if inpainted:
+        raise ValueError("synthetic images inpainted into frames of a fold's validation/test "
+                         "groups would leak into that fold: " + "; ".join(inpainted[:10]) +
+                         (f" and {len(inpainted) - 10} more" if len(inpainted) > 10 else "") +
+                         ". Exclude these images or their generator (`generators`)")
+
+
+def plan_experiment(db: Database, workspace: Workspace, config: ExperimentConfig) -> ExperimentPlan:
+    """Check the request, build the folds (the fixed split, or grouped K-fold CV), choose each
+    fold's synthetic images, check generators for leaks and the design for enough groups.
+
+    Raises:
+        ValueError: unknown arm, an empty split, too few groups, no synthetic image for the
+            augmented arm, or a generator that learned from a held-out image or group.
+    """
+    side = _real_side(workspace, config)
+    labels, group_of = side.labels, side.group_of
     augmented = "augmented" in config.arms
-    evaluation: dict = {"kind": "fixed split"}
     k, seen_train, chosen = config.folds, config.seen_groups_train, None
     train_only: list[int] = []
     if k != 0 and augmented and (seen_train or k is None):
-        probe = _select(db, config, scheme, Counter(labels))
-        seen = _seen_groups(workspace, _generators_of(db, probe.images), real, group_of,
+        probe = _select(db, config, side.scheme, Counter(labels))
+        seen = _seen_groups(workspace, _generators_of(db, probe.images), side.real, group_of,
                             config.allow_unknown_training_data)
         held = set().union(*seen.values()) if seen else set()
         train_only = [i for i, g in enumerate(group_of) if g in held]
-    if k is None:  # auto: the largest K whose every test fold holds 3 groups of each class
-        class_index = [classes.index(c) for c in labels]
-        k = choose_folds(class_index, group_of, config.cv_seed, train_only, MIN_TEST_GROUPS)
-        unit = "groups" if grouped else "images"
-        if k is None:
-            trained = {group_of[i] for i in train_only}
-            testable = {c: len({g for g, label in zip(group_of, labels)
-                                if label == c and g not in trained}) for c in classes}
-            k, chosen = 0, (f"fixed split: no K >= 2 gives every test fold {MIN_TEST_GROUPS} "
-                            f"{unit} of each class (" + ", ".join(
-                                f"{c}: {n}" for c, n in testable.items()) + " to test)")
-            if not all(manifest.split_items(split) for split in ("train", "valid", "test")):
-                raise ValueError(f"data set {config.dataset!r}: {chosen}; and it has no fixed "
-                                 "valid/test split either")
-        else:
-            seen_train = bool(train_only)
-            chosen = (f"{k}-fold CV: the most folds (up to {MAX_AUTO_FOLDS}) for which every "
-                      f"test fold holds at least {MIN_TEST_GROUPS} {unit} of each class")
-    if not k:
-        folds = fixed_folds([i.split for i in items])
+    if k is None:
+        k, chosen = _auto_folds(side, config, train_only)
+        seen_train = seen_train or bool(k and train_only)
+    if k:
+        folds, evaluation = _cv_folds(side, config, k, train_only if seen_train else [])
     else:
-        inner = 0.0 if config.refit else config.inner_valid
-        evaluation = {"kind": "grouped cross-validation", "folds": k,
-                      "seed": config.cv_seed, "stratified": True, "grouped": grouped,
-                      "inner_valid": inner, "refit": config.refit,
-                      "validation": _validation_words(inner, config.refit)}
-        if not seen_train:
-            train_only = []
-        elif train_only:
-            evaluation["train_only_groups"] = len({group_of[i] for i in train_only})
-            evaluation["train_only_images"] = len(train_only)
-        folds = grouped_folds([classes.index(c) for c in labels], group_of, k,
-                              config.cv_seed, train_only, classes, inner)
-        evaluation["groups_learned"] = [len({group_of[i] for i in fold.train}) for fold in folds]
-        evaluation["groups_learned_probe"] = [len({group_of[i] for i in fold.train + fold.valid})
-                                              for fold in folds]
+        folds, evaluation = fixed_folds([i.split for i in side.items]), {"kind": "fixed split"}
     if chosen:
         evaluation["chosen"] = "auto: " + chosen
     selections: list[Selection | None] = [None] * len(folds)
     if augmented:
-        selections = [_select(db, config, scheme, Counter(labels[i] for i in fold.train))
+        selections = [_select(db, config, side.scheme, Counter(labels[i] for i in fold.train))
                       for fold in folds]
-        if k:
-            generators = [_generators_of(db, sel.images) for sel in selections]
-            seen = _seen_groups(workspace, set().union(*generators), real, group_of,
-                                config.allow_unknown_training_data)
-            leaks = fold_leaks(folds, generators, seen, group_of)
-            if leaks:
-                raise ValueError(
-                    "synthetic images from generators that learned from a fold's validation/test "
-                    "groups would leak into that fold: " + "; ".join(leaks) + ". Run with "
-                    "`seen_groups_train` (the groups a generator saw then train in every fold and "
-                    "only groups no generator saw are tested), use the fixed split, or exclude "
-                    "the generator (`generators`)")
-        else:
-            fold = folds[0]
-            check_leakage(db, workspace, selections[0].images,
-                          {real[i].sha256 for i in fold.valid + fold.test},
-                          config.allow_unknown_training_data)
-            # a split that is not grouped by lesion can hold other frames of a lesion the
-            # generator learned from in validation or test: refused by group as well
-            generators = _generators_of(db, selections[0].images)
-            leaks = fold_leaks(folds, [generators],
-                               _seen_groups(workspace, generators, real, group_of,
-                                            config.allow_unknown_training_data), group_of)
-            if leaks:
-                raise ValueError(
-                    "synthetic images from generators that learned from frames of a validation/"
-                    "test patient or lesion would leak into the comparison: " + "; ".join(leaks) +
-                    ". Resplit the data set grouped by patient/lesion, use `folds` (with "
-                    "`seen_groups_train`), or exclude the generator (`generators`)")
-        inpainted = background_leaks(db, folds, selections, real, group_of)
-        if inpainted:
-            raise ValueError("synthetic images inpainted into frames of a fold's validation/test "
-                             "groups would leak into that fold: " + "; ".join(inpainted[:10]) +
-                             (f" and {len(inpainted) - 10} more" if len(inpainted) > 10 else "") +
-                             ". Exclude these images or their generator (`generators`)")
-    design = design_table(folds, labels, group_of, classes, grouped)
+        _check_synthetic(db, workspace, config, side, folds, selections, cv=bool(k))
+    design = design_table(folds, labels, group_of, side.classes, side.grouped)
     design["warnings"] = check_design(design, config.allow_small_test)
     if augmented:
         used = set().union(*(_generators_of(db, s.images) for s in selections))
@@ -460,7 +502,8 @@ def plan_experiment(db: Database, workspace: Workspace, config: ExperimentConfig
             design["warnings"].insert(0, "ran with `allow_unknown_training_data`: "
                                          f"{', '.join(unknown)} declared no training data; its "
                                          "images may come from frames this run tests")
-    return ExperimentPlan(scheme, classes, real, group_of, folds, selections, design, evaluation)
+    return ExperimentPlan(side.scheme, side.classes, side.real, group_of, folds, selections,
+                          design, evaluation)
 
 
 def _validation_words(inner: float, refit: bool) -> str:
@@ -498,6 +541,127 @@ def _seen_groups(workspace: Workspace, generators: set[str], real: list[ImageRef
     return groups_seen(trained_on, {r.sha256: g for r, g in zip(real, group_of)})
 
 
+class _TrainingSets:
+    """The real images (loaded once) and the synthetic images any fold adds, and each fold's
+    training set per arm."""
+
+    def __init__(self, plan: ExperimentPlan, size: int, pixels: PixelCache) -> None:
+        self.plan = plan
+        self.pool = load_tensors(plan.real, plan.classes, size, pixels)
+        self.synthetic_refs = sorted({r for sel in plan.selections if sel for r in sel.images},
+                                     key=lambda r: r.sha256)
+        self.synthetic = load_tensors(self.synthetic_refs, plan.classes, size, pixels) \
+            if self.synthetic_refs else None
+        self.position = {r.sha256: i for i, r in enumerate(self.synthetic_refs)}
+
+    def train_set(self, f: int, arm: str, real: Sequence[int] | None = None) -> ImageTensors:
+        """Fold ``f``'s training part (or the given real images), plus the fold's selected
+        synthetic images in the augmented arm."""
+        real_part = self.pool.subset(self.plan.folds[f].train if real is None else real)
+        if arm == "baseline" or self.synthetic is None:
+            return real_part
+        return ImageTensors.concat([real_part, self.synthetic.subset(
+            [self.position[r.sha256] for r in self.plan.selections[f].images])])
+
+
+def _train_arms(config: ExperimentConfig, plan: ExperimentPlan, sets: _TrainingSets,
+                folder: Path, run_id: str, progress: Progress, cancel: CancelToken | None,
+                device: torch.device | None, registry: WeightsRegistry | None,
+                features: dict) -> tuple[dict, dict, TrainedClassifier]:
+    """Train every (fold, arm, seed) and predict its fold's test part. Returns the pooled
+    predictions and the per-fold training records of each (arm, seed), and the last model
+    (its normalisation is the run's)."""
+    folds, classes, pool = plan.folds, plan.classes, sets.pool
+    cv = plan.evaluation["kind"] == "grouped cross-validation"
+    offsets = np.cumsum([0] + [len(fold.test) for fold in folds])
+    units = [(f, arm, seed) for f in range(len(folds)) for seed in config.seeds
+             for arm in config.arms]
+    predicted = {(arm, seed): np.zeros(offsets[-1], dtype=int) for arm in config.arms
+                 for seed in config.seeds}
+    fold_info: dict = {(arm, seed): [] for arm in config.arms for seed in config.seeds}
+    best: dict[str, float] = {}
+    for u, (f, arm, seed) in enumerate(units):
+        def unit_progress(done: int, total: int, message: str, u: int = u) -> None:
+            progress(u * 1000 + int(1000 * done / max(total, 1)), len(units) * 1000, message)
+
+        fold, where = folds[f], (f"{folds[f].name} · " if cv else "")
+        label = f"{where}{arm} seed {seed} ({u + 1}/{len(units)}) · "
+        train, train_config, inner_epochs = sets.train_set(f, arm), config.train, None
+        if cv and config.refit:  # the epoch count from inner CV, then the whole training part
+            inner_epochs = [train_classifier(
+                sets.train_set(f, arm, inner_train), pool.subset(inner_valid), classes,
+                config.train, seed, device, registry, unit_progress, cancel,
+                label=f"{label}inner {j + 1} · ", feature_cache=features).best_epoch
+                for j, (inner_train, inner_valid) in enumerate(inner_folds(
+                    fold.train, [classes.index(r.label) for r in plan.real], plan.group_of, 3,
+                    config.cv_seed + f))]
+            train_config = replace(config.train, epochs=max(1, round(np.median(inner_epochs))))
+        trained = train_classifier(train, pool.subset(fold.valid), classes, train_config, seed,
+                                   device, registry, unit_progress, cancel, label=label,
+                                   feature_cache=features)
+        device_used = next(trained.model.parameters()).device
+        predicted[arm, seed][offsets[f]:offsets[f + 1]] = predict_run(
+            trained, config.train, pool.subset(fold.test), device_used, features).argmax(1)
+        fold_info[arm, seed].append({"fold": fold.name, "best_epoch": trained.best_epoch,
+                                     "valid_macro_f1": trained.best_valid_macro_f1
+                                     if fold.valid else None,
+                                     "history": trained.history, "n_train": len(train),
+                                     **({"inner_best_epochs": inner_epochs}
+                                        if inner_epochs else {})})
+        if not cv and (arm not in best or trained.best_valid_macro_f1 > best[arm]):
+            best[arm] = trained.best_valid_macro_f1
+            save_classifier(folder / "checkpoints" / arm, trained.model, trained.spec,
+                            {"run": run_id, "arm": arm, "seed": seed,
+                             "best_epoch": trained.best_epoch,
+                             "valid_macro_f1": trained.best_valid_macro_f1})
+        trained.model.to("cpu")
+    return predicted, fold_info, trained
+
+
+def _probe_arms(config: ExperimentConfig, plan: ExperimentPlan, sets: _TrainingSets,
+                test_labels: np.ndarray, progress: Progress, device: torch.device | None,
+                registry: WeightsRegistry | None, features: dict) -> dict[str, list[dict]]:
+    """The linear probe beside each arm: logistic regression on the frozen backbone's features,
+    over the same folds (in CV it learns from each fold's whole training part)."""
+    cv = plan.evaluation["kind"] == "grouped cross-validation"
+    names = {"baseline": PROBE, "augmented": f"{PROBE} + synthetic"}
+    unit = "patient/lesion" if plan.design["grouped"] else "image (no groups known)"
+    out = {}
+    for arm in config.arms:
+        progress(1, 1, f"linear probe: {arm}")
+        parts = []
+        for f, fold in enumerate(plan.folds):
+            real = fold.train + fold.valid if cv else fold.train
+            train = sets.train_set(f, arm, real)
+            groups = [plan.group_of[i] for i in real] + \
+                [r.sha256 for r in train.refs[len(real):]]
+            parts.append(probe_arm(
+                train, sets.pool.subset(fold.test), groups, plan.classes, config.train,
+                device or torch.device("cuda" if torch.cuda.is_available() else "cpu"),
+                registry, seed=config.seeds[0], unit=unit, feature_cache=features))
+        out[names[arm]] = [_pool_probe(parts, plan.folds, test_labels, plan.classes, cv)]
+    return out
+
+
+def _with_uncertainty(results: dict, config: ExperimentConfig, plan: ExperimentPlan,
+                      per_seed: dict[str, list[dict]], test_labels: np.ndarray) -> dict:
+    """A cluster bootstrap over the tested groups (with the seeds) for every arm, and the
+    paired augmented-minus-baseline deltas with their regression warnings."""
+    classes, of_image = plan.classes, plan.design["of_image"]
+    results["test_groups"] = plan.design
+    results["uncertainty"] = {arm: cluster_bootstrap(
+        test_labels, [m["predicted"] for m in rows], of_image, classes)
+        for arm, rows in per_seed.items()}
+    if set(ARMS) <= set(config.arms):
+        deltas, _ = compare_arms(per_seed["augmented"], per_seed["baseline"])
+        results["delta"] = deltas
+        results["delta_cluster"] = paired_cluster_bootstrap(
+            test_labels, [m["predicted"] for m in per_seed["augmented"]],
+            [m["predicted"] for m in per_seed["baseline"]], of_image, classes)
+        results["warnings"] = regression_warnings(results["delta_cluster"], classes)
+    return results
+
+
 def run_experiment(db: Database, workspace: Workspace, config: ExperimentConfig,
                    progress: Progress = no_progress, cancel: CancelToken | None = None,
                    device: torch.device | None = None,
@@ -519,70 +683,14 @@ def run_experiment(db: Database, workspace: Workspace, config: ExperimentConfig,
     plan = plan or plan_experiment(db, workspace, config)
     classes, folds = plan.classes, plan.folds
     cv = plan.evaluation["kind"] == "grouped cross-validation"
-    pixels = PixelCache(workspace.pixel_cache_dir)
-    size = config.train.image_size
     progress(0, 1, f"loading {len(plan.real)} real images")
-    pool = load_tensors(plan.real, classes, size, pixels)
-    synthetic_refs = sorted({r for sel in plan.selections if sel for r in sel.images},
-                            key=lambda r: r.sha256)
-    synthetic = load_tensors(synthetic_refs, classes, size, pixels) if synthetic_refs else None
-    position = {r.sha256: i for i, r in enumerate(synthetic_refs)}
-
-    def train_set(f: int, arm: str, real: Sequence[int] | None = None) -> ImageTensors:
-        real_part = pool.subset(folds[f].train if real is None else real)
-        if arm == "baseline" or synthetic is None:
-            return real_part
-        return ImageTensors.concat([real_part, synthetic.subset(
-            [position[r.sha256] for r in plan.selections[f].images])])
-
-    tested = [i for fold in folds for i in fold.test]
-    test_all = pool.subset(tested)
-    offsets = np.cumsum([0] + [len(fold.test) for fold in folds])
+    sets = _TrainingSets(plan, config.train.image_size, PixelCache(workspace.pixel_cache_dir))
     run_id, folder = new_run_dir(workspace, "retrain")
-    units = [(f, arm, seed) for f in range(len(folds)) for seed in config.seeds
-             for arm in config.arms]
-    predicted = {(arm, seed): np.zeros(len(tested), dtype=int) for arm in config.arms
-                 for seed in config.seeds}
-    fold_info: dict = {(arm, seed): [] for arm in config.arms for seed in config.seeds}
     # frozen pretrained backbone: folds, seeds and the probe share embeddings
     features: dict = {} if feature_cache is None else feature_cache
-    best: dict[str, tuple[float, object]] = {}
-    for u, (f, arm, seed) in enumerate(units):
-        def unit_progress(done: int, total: int, message: str, u: int = u) -> None:
-            progress(u * 1000 + int(1000 * done / max(total, 1)), len(units) * 1000, message)
-
-        fold, where = folds[f], (f"{folds[f].name} · " if cv else "")
-        label = f"{where}{arm} seed {seed} ({u + 1}/{len(units)}) · "
-        train, train_config, inner_epochs = train_set(f, arm), config.train, None
-        if cv and config.refit:  # the epoch count from inner CV, then the whole training part
-            inner_epochs = [train_classifier(
-                train_set(f, arm, inner_train), pool.subset(inner_valid), classes, config.train,
-                seed, device, registry, unit_progress, cancel, label=f"{label}inner {j + 1} · ",
-                feature_cache=features).best_epoch for j, (inner_train, inner_valid) in
-                enumerate(inner_folds(fold.train, [classes.index(r.label) for r in plan.real],
-                                      plan.group_of, 3, config.cv_seed + f))]
-            train_config = replace(config.train, epochs=max(1, round(np.median(inner_epochs))))
-        trained = train_classifier(train, pool.subset(fold.valid), classes, train_config, seed,
-                                   device, registry, unit_progress, cancel, label=label,
-                                   feature_cache=features)
-        device_used = next(trained.model.parameters()).device
-        predicted[arm, seed][offsets[f]:offsets[f + 1]] = predict_run(
-            trained, config.train, pool.subset(fold.test), device_used, features).argmax(1)
-        validated = bool(fold.valid)
-        fold_info[arm, seed].append({"fold": fold.name, "best_epoch": trained.best_epoch,
-                                     "valid_macro_f1": trained.best_valid_macro_f1
-                                     if validated else None,
-                                     "history": trained.history, "n_train": len(train),
-                                     **({"inner_best_epochs": inner_epochs}
-                                        if inner_epochs else {})})
-        if not cv and (arm not in best or trained.best_valid_macro_f1 > best[arm][0]):
-            best[arm] = (trained.best_valid_macro_f1, trained)
-            save_classifier(folder / "checkpoints" / arm, trained.model, trained.spec,
-                            {"run": run_id, "arm": arm, "seed": seed, "best_epoch": trained.best_epoch,
-                             "valid_macro_f1": trained.best_valid_macro_f1})
-        trained.model.to("cpu")
-
-    test_labels = test_all.labels.numpy()
+    predicted, fold_info, trained = _train_arms(config, plan, sets, folder, run_id, progress,
+                                                cancel, device, registry, features)
+    test_labels = sets.pool.subset([i for fold in folds for i in fold.test]).labels.numpy()
     per_seed: dict[str, list[dict]] = {arm: [] for arm in config.arms}
     for arm in config.arms:
         for seed in config.seeds:
@@ -594,23 +702,9 @@ def run_experiment(db: Database, workspace: Workspace, config: ExperimentConfig,
             else:
                 metrics.update({k: v for k, v in info[0].items() if k != "fold"})
             per_seed[arm].append(metrics)
-
     if config.linear_probe:
-        probe_names = {"baseline": PROBE, "augmented": f"{PROBE} + synthetic"}
-        unit = "patient/lesion" if plan.design["grouped"] else "image (no groups known)"
-        for arm in config.arms:
-            progress(len(units) * 1000, len(units) * 1000, f"linear probe: {arm}")
-            parts = []
-            for f, fold in enumerate(folds):
-                # the probe needs no validation: in CV it learns from the whole training part
-                real = fold.train + fold.valid if cv else fold.train
-                train = train_set(f, arm, real)
-                groups = [plan.group_of[i] for i in real] + [r.sha256 for r in train.refs[len(real):]]
-                parts.append(probe_arm(
-                    train, pool.subset(fold.test), groups, classes, config.train,
-                    device or torch.device("cuda" if torch.cuda.is_available() else "cpu"),
-                    registry, seed=config.seeds[0], unit=unit, feature_cache=features))
-            per_seed[probe_names[arm]] = [_pool_probe(parts, folds, test_labels, classes, cv)]
+        per_seed |= _probe_arms(config, plan, sets, test_labels, progress, device, registry,
+                                features)
     results = {"classes": list(classes), "scheme": plan.scheme, "evaluation": plan.evaluation,
                "arms": {arm: {"per_seed": rows, "summary": summarise_arm(rows)}
                         for arm, rows in per_seed.items()},
@@ -618,25 +712,15 @@ def run_experiment(db: Database, workspace: Workspace, config: ExperimentConfig,
                                  "arms": list(config.arms)}}
     if any(plan.selections):
         counts = [sel.counts for sel in plan.selections]
-        results["selection"] = {"counts": counts[0], "ratings_hash": plan.selections[0].ratings_hash}
+        results["selection"] = {"counts": counts[0],
+                                "ratings_hash": plan.selections[0].ratings_hash}
         if cv:
             results["selection"]["per_fold"] = counts
         results["selection"]["generators"] = generator_summary(db, workspace, plan.selections)
-    # uncertainty over cases: a cluster bootstrap over the tested groups, with the seeds
-    results["test_groups"] = plan.design
-    results["uncertainty"] = {arm: cluster_bootstrap(
-        test_labels, [m["predicted"] for m in rows], plan.design["of_image"], classes)
-        for arm, rows in per_seed.items()}
-    if set(ARMS) <= set(config.arms):
-        deltas, _ = compare_arms(per_seed["augmented"], per_seed["baseline"])
-        results["delta"] = deltas
-        results["delta_cluster"] = paired_cluster_bootstrap(
-            test_labels, [m["predicted"] for m in per_seed["augmented"]],
-            [m["predicted"] for m in per_seed["baseline"]], plan.design["of_image"], classes)
-        results["warnings"] = regression_warnings(results["delta_cluster"], classes)
+    _with_uncertainty(results, config, plan, per_seed, test_labels)
     write_report(folder, run_id, config.to_json(), results)  # report.html beside the run
     save_run(db, workspace, run_id, folder, "retrain", config.to_json(), results,
-             _image_lists(plan, synthetic_refs))
+             _image_lists(plan, sets.synthetic_refs))
     progress(1, 1, f"stored run {run_id}")
     return ExperimentResult(run_id, folder, results)
 

@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 import torch.nn.functional as F
+from torch.optim.lr_scheduler import LambdaLR
 
 from polyp_core.backbones import WeightsRegistry
 from polyp_core.classify.data import ImageTensors, augment, normalise
@@ -162,6 +163,92 @@ def evaluate(model: Classifier, spec: ClassifierSpec, data: ImageTensors,
     return classification_metrics(data.labels.numpy(), probs.argmax(1), spec.classes)
 
 
+def _optimiser(model: torch.nn.Module, config: ClassifierTrainConfig,
+               steps_per_epoch: int) -> tuple[torch.optim.Optimizer, LambdaLR]:
+    """AdamW over the trainable parameters, with linear warm-up then cosine decay per step."""
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
+    total = steps_per_epoch * config.epochs
+    warmup = max(1, int(config.warmup_epochs * steps_per_epoch))
+
+    def lr_factor(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / warmup
+        return 0.5 * (1 + math.cos(math.pi * (step - warmup) / max(1, total - warmup)))
+
+    return optimizer, LambdaLR(optimizer, lr_factor)
+
+
+def _frozen_views(feature_cache: dict | None, config: ClassifierTrainConfig,
+                  model: torch.nn.Module, spec: ClassifierSpec, train: ImageTensors,
+                  pixels: torch.Tensor, device: torch.device,
+                  generator: torch.Generator) -> torch.Tensor:
+    """A frozen backbone sees the same inputs every epoch: embed once. With augmentation, a
+    fixed number of augmented views per image (AUGMENTED_VIEWS) is embedded once as well and
+    each epoch draws one view per image (the original or an augmented one), so augmenting costs
+    at most (1 + views) embeddings instead of one per epoch. Returns (views, N, features)."""
+    views = [frozen_features(feature_cache, config, model, spec, train, device)]
+    if config.augment:
+        views += [torch.cat([backbone_features(model, spec, augment(pixels[i:i + 256], generator),
+                                               device) for i in range(0, len(pixels), 256)])
+                  for _ in range(AUGMENTED_VIEWS)]
+    return torch.stack(views)
+
+
+def _valid_metrics(model: torch.nn.Module, spec: ClassifierSpec, valid: ImageTensors,
+                   device: torch.device, valid_features: torch.Tensor | None) -> dict:
+    """Macro-F1 and balanced accuracy on the validation images (from cached features when the
+    backbone is frozen)."""
+    if valid_features is None:
+        return evaluate(model, spec, valid, device)
+    model.eval()
+    with torch.inference_mode():
+        predicted = model.head(valid_features).argmax(1).cpu().numpy()
+    return classification_metrics(valid.labels.numpy(), predicted, spec.classes)
+
+
+class _Stepper:
+    """One optimisation step at a time: the batch's logits (from the embedded views when the
+    backbone is frozen, else from the pixels, augmented when asked), the loss, the update."""
+
+    def __init__(self, model: Classifier, spec: ClassifierSpec, config: ClassifierTrainConfig,
+                 device: torch.device, generator: torch.Generator, pixels: torch.Tensor,
+                 labels: torch.Tensor, view_stack: torch.Tensor | None,
+                 optimizer: torch.optim.Optimizer, schedule: LambdaLR,
+                 loss_weights: torch.Tensor | None) -> None:
+        self.model, self.spec, self.config, self.device = model, spec, config, device
+        self.generator, self.pixels, self.labels = generator, pixels, labels
+        self.view_stack, self.optimizer, self.schedule = view_stack, optimizer, schedule
+        self.loss_weights = loss_weights
+        self.amp = _autocast_dtype(config, device)
+        self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp == torch.float16)
+
+    def logits(self, index: torch.Tensor) -> torch.Tensor:
+        views, device = self.view_stack, self.device
+        if views is not None:
+            rows = index.to(device)
+            if len(views) == 1:  # no augmentation: no draw (runs stay as they were)
+                return self.model.head(views[0, rows])
+            pick = torch.randint(len(views), (len(index),), generator=self.generator)
+            return self.model.head(views[pick.to(device), rows])
+        raw = self.pixels[index.to(self.pixels.device)].to(device, non_blocking=True)
+        x = augment(raw, self.generator) if self.config.augment else raw
+        return self.model(normalise(x, self.spec.mean, self.spec.std))
+
+    def step(self, index: torch.Tensor) -> float:
+        """One update on the batch ``index``; its loss."""
+        y = self.labels[index.to(self.device)]
+        amp = self.amp
+        with torch.autocast(self.device.type, dtype=amp or torch.float32, enabled=amp is not None):
+            loss = F.cross_entropy(self.logits(index).float(), y, weight=self.loss_weights)
+        self.optimizer.zero_grad(set_to_none=True)
+        self.scaler.scale(loss).backward()
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        self.schedule.step()
+        return loss.item()
+
+
 def train_classifier(train: ImageTensors, valid: ImageTensors, classes: tuple[str, ...],
                      config: ClassifierTrainConfig, seed: int, device: torch.device | None = None,
                      registry: WeightsRegistry | None = None, progress: Progress = no_progress,
@@ -191,39 +278,22 @@ def train_classifier(train: ImageTensors, valid: ImageTensors, classes: tuple[st
     model = model.to(device).to(memory_format=torch.channels_last)
     if config.freeze_backbone:
         model.backbone.requires_grad_(False)
-    params = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
     steps_per_epoch = math.ceil(len(train) / config.batch_size)
     total = steps_per_epoch * config.epochs
-    warmup = max(1, int(config.warmup_epochs * steps_per_epoch))
-
-    def lr_factor(step: int) -> float:
-        if step < warmup:
-            return (step + 1) / warmup
-        return 0.5 * (1 + math.cos(math.pi * (step - warmup) / max(1, total - warmup)))
-
-    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_factor)
-    amp = _autocast_dtype(config, device)
-    scaler = torch.amp.GradScaler("cuda", enabled=amp == torch.float16)
+    optimizer, schedule = _optimiser(model, config, steps_per_epoch)
     loss_weights = class_weights(train.labels, len(classes)).to(device) \
         if config.imbalance == "loss" else None
     labels_dev = train.labels.to(device)
     pixels = train.pixels.to(device) if device.type == "cuda" else train.pixels
-    # A frozen backbone sees the same inputs every epoch: embed once. With augmentation, a
-    # fixed number of augmented views per image (AUGMENTED_VIEWS) is embedded once as well and
-    # each epoch draws one view per image (the original or an augmented one), so augmenting
-    # costs at most (1 + views) embeddings instead of one per epoch.
     fixed = config.freeze_backbone
-    if fixed:
-        views = [frozen_features(feature_cache, config, model, spec, train, device)]
-        if config.augment:
-            views += [torch.cat([backbone_features(model, spec,
-                                                   augment(pixels[i:i + 256], generator), device)
-                                 for i in range(0, len(pixels), 256)])
-                      for _ in range(AUGMENTED_VIEWS)]
-        view_stack = torch.stack(views)  # (views, N, features)
-        valid_features = frozen_features(feature_cache, config, model, spec, valid, device) \
-            if validating else None
+    view_stack = _frozen_views(feature_cache, config, model, spec, train, pixels, device,
+                               generator) if fixed else None
+    valid_features = frozen_features(feature_cache, config, model, spec, valid, device) \
+        if fixed and validating else None
+
+    stepper = _Stepper(model, spec, config, device, generator, pixels, labels_dev, view_stack,
+                       optimizer, schedule, loss_weights)
+
     best_f1, best_epoch, best_state, history, waited = -1.0, 0, None, [], 0
     step = 0
     for epoch in range(1, config.epochs + 1):
@@ -236,41 +306,16 @@ def train_classifier(train: ImageTensors, valid: ImageTensors, classes: tuple[st
             if cancel is not None:
                 cancel.check()
             index = order[start:start + config.batch_size]
-            y = labels_dev[index.to(device)]
-            with torch.autocast(device.type, dtype=amp or torch.float32, enabled=amp is not None):
-                if fixed:
-                    rows = index.to(device)
-                    if len(view_stack) == 1:  # no augmentation: no draw (runs stay as they were)
-                        logits = model.head(view_stack[0, rows])
-                    else:
-                        pick = torch.randint(len(view_stack), (len(index),), generator=generator)
-                        logits = model.head(view_stack[pick.to(device), rows])
-                else:
-                    raw = pixels[index.to(pixels.device)].to(device, non_blocking=True)
-                    x = normalise(augment(raw, generator) if config.augment else raw,
-                                  spec.mean, spec.std)
-                    logits = model(x)
-                loss = F.cross_entropy(logits.float(), y, weight=loss_weights)
-            optimizer.zero_grad(set_to_none=True)
-            scaler.scale(loss).backward()
-            scaler.step(optimizer)
-            scaler.update()
-            schedule.step()
+            loss = stepper.step(index)
             step += 1
-            running += loss.item()
+            running += loss
             progress(step, total, f"{label}epoch {epoch}/{config.epochs} · step {step}/{total} · "
-                                  f"loss {loss.item():.4f} · best valid macro-F1 {max(best_f1, 0):.3f}")
+                                  f"loss {loss:.4f} · best valid macro-F1 {max(best_f1, 0):.3f}")
         if not validating:
             history.append({"epoch": epoch, "train_loss": running / steps_per_epoch})
             best_epoch, best_state = epoch, None
             continue
-        if fixed:
-            model.eval()
-            with torch.inference_mode():
-                predicted = model.head(valid_features).argmax(1).cpu().numpy()
-            valid_metrics = classification_metrics(valid.labels.numpy(), predicted, spec.classes)
-        else:
-            valid_metrics = evaluate(model, spec, valid, device)
+        valid_metrics = _valid_metrics(model, spec, valid, device, valid_features)
         f1 = valid_metrics["macro_f1"]
         history.append({"epoch": epoch, "train_loss": running / steps_per_epoch,
                         "valid_macro_f1": f1, "valid_balanced_accuracy": valid_metrics["balanced_accuracy"]})

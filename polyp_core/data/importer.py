@@ -162,6 +162,57 @@ def _empty_class_problems(items: list[SourceItem], scheme_name: str, source: str
             for cls in scheme.classes if counts.get(cls, 0) == 0]
 
 
+def _check_config(config: ImportConfig, name: str, target: Path, source: Path) -> None:
+    """The request's own choices: a free name (or ``overwrite``), a known scheme, layout and
+    split method."""
+    if target.exists() and not config.overwrite:
+        raise DatasetImportError([Problem(str(target), f"a data set named {name!r} already "
+                                                       "exists (choose another name or overwrite)")],
+                                 str(source))
+    if config.scheme is not None:
+        get_scheme(config.scheme)
+    if config.layout not in LAYOUTS:
+        raise ValueError(f"unknown layout {config.layout!r}; choose one of: {', '.join(LAYOUTS)}")
+    if config.split not in SPLIT_METHODS:
+        raise ValueError(f"unknown split method {config.split!r}; choose one of: "
+                         f"{', '.join(SPLIT_METHODS)}")
+
+
+def _check_items(items: list[SourceItem], cache: PixelCache, cache_sizes: tuple[int, ...],
+                 problems: list[Problem], progress: Progress) -> list[_Checked]:
+    """Hash and decode every image and mask (threads: decoding releases the GIL), caching the
+    pixels at ``cache_sizes``; each item's problems join ``problems``."""
+    progress(0, len(items), f"checking {len(items)} images")
+    checked: list[_Checked] = []
+    workers = max(1, min(8, os.cpu_count() or 1))
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        jobs = pool.map(lambda it: _check_item(it, cache, cache_sizes), items)
+        for done, result in enumerate(jobs, start=1):
+            checked.append(result)
+            problems.extend(result.problems)
+            if done % 50 == 0 or done == len(items):
+                progress(done, len(items), f"checked {done}/{len(items)} images")
+    return checked
+
+
+def _put_in_place(workspace: Workspace, manifest: Manifest, target: Path) -> None:
+    """Write the manifest into a staging folder and rename it into ``datasets/``: the data set
+    appears whole or not at all (an old one is moved aside first and then removed)."""
+    staging = workspace.staging_dir / f"{manifest.name}-{uuid.uuid4().hex}"
+    staging.mkdir(parents=True)
+    try:
+        manifest.save(staging / "manifest.json")
+        if target.exists():
+            retired = workspace.staging_dir / f"old-{manifest.name}-{uuid.uuid4().hex}"
+            os.replace(target, retired)
+            os.replace(staging, target)
+            shutil.rmtree(retired, ignore_errors=True)
+        else:
+            os.replace(staging, target)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
 def import_dataset(workspace: Workspace, config: ImportConfig,
                    progress: Progress = no_progress) -> ImportResult:
     """Validate a data set completely and write its manifest into the workspace.
@@ -177,17 +228,7 @@ def import_dataset(workspace: Workspace, config: ImportConfig,
     source = Path(config.source).expanduser().resolve()
     name = check_name(config.name or source.stem)
     target = workspace.dataset_dir(name)
-    if target.exists() and not config.overwrite:
-        raise DatasetImportError([Problem(str(target), f"a data set named {name!r} already "
-                                                       "exists (choose another name or overwrite)")],
-                                 str(source))
-    if config.scheme is not None:
-        get_scheme(config.scheme)
-    if config.layout not in LAYOUTS:
-        raise ValueError(f"unknown layout {config.layout!r}; choose one of: {', '.join(LAYOUTS)}")
-    if config.split not in SPLIT_METHODS:
-        raise ValueError(f"unknown split method {config.split!r}; choose one of: "
-                         f"{', '.join(SPLIT_METHODS)}")
+    _check_config(config, name, target, source)
     columns = ColumnChoice(config.id_column, config.label_column, config.group_column,
                            config.path_column, config.mask_column)
     aliases = dict(config.label_aliases) or None
@@ -198,19 +239,8 @@ def import_dataset(workspace: Workspace, config: ImportConfig,
         raise DatasetImportError([Problem(str(source), str(exc).removeprefix(f"{source}: "))],
                                  str(source)) from None
     problems = list(scan.problems)
-    progress(0, len(scan.items), f"checking {len(scan.items)} images")
-
     cache = PixelCache(workspace.pixel_cache_dir)
-    checked: list[_Checked] = []
-    workers = max(1, min(8, os.cpu_count() or 1))
-    with ThreadPoolExecutor(max_workers=workers) as pool:
-        jobs = pool.map(lambda it: _check_item(it, cache, config.cache_sizes), scan.items)
-        for done, result in enumerate(jobs, start=1):
-            checked.append(result)
-            problems.extend(result.problems)
-            if done % 50 == 0 or done == len(scan.items):
-                progress(done, len(scan.items), f"checked {done}/{len(scan.items)} images")
-
+    checked = _check_items(scan.items, cache, config.cache_sizes, problems, progress)
     items = [c.item for c in checked]
     if not items and not problems:
         problems.append(Problem(str(source), "no labelled images found"))
@@ -238,19 +268,7 @@ def import_dataset(workspace: Workspace, config: ImportConfig,
         created=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
         studio_version=__version__, notes=tuple(scan.notes))
 
-    staging = workspace.staging_dir / f"{name}-{uuid.uuid4().hex}"
-    staging.mkdir(parents=True)
-    try:
-        manifest.save(staging / "manifest.json")
-        if target.exists():
-            retired = workspace.staging_dir / f"old-{name}-{uuid.uuid4().hex}"
-            os.replace(target, retired)
-            os.replace(staging, target)
-            shutil.rmtree(retired, ignore_errors=True)
-        else:
-            os.replace(staging, target)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
+    _put_in_place(workspace, manifest, target)
     progress(len(items), len(items), f"imported {name}: {len(items)} images")
     return ImportResult(
         name=name, manifest_path=target / "manifest.json", n_images=len(items),

@@ -126,19 +126,10 @@ def _lesion_params(lesion: Lesion) -> dict:
     return p
 
 
-def render_frame(lesion: Lesion, view: int, size: int = 256) -> tuple[np.ndarray, np.ndarray]:
-    """Paint one frame of ``lesion`` seen from viewpoint ``view``.
-
-    Returns:
-        ``(rgb uint8 (size, size, 3), mask bool (size, size))``.
-    """
-    p = _lesion_params(lesion)
-    rng = np.random.default_rng([lesion.seed, view, 31])
-    coords = (np.arange(size) + 0.5) / size * 2 - 1
-    u, v = np.meshgrid(coords, coords)
-    r_img = np.hypot(u, v)
-
-    # Mucosa: tunnel towards the lumen, haustral folds around it, vessels, colour noise.
+def _mucosa(rng: np.random.Generator, u: np.ndarray, v: np.ndarray,
+            size: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The colon wall: a tunnel towards the lumen, haustral folds around it, vessels and colour
+    noise. Returns ``(rgb float, lumen centre, depth falloff)``."""
     lumen = rng.uniform(-0.55, 0.55, 2)
     r_l = np.hypot(u - lumen[0], v - lumen[1])
     warp = _field(rng, size, 6)
@@ -154,9 +145,13 @@ def render_frame(lesion: Lesion, view: int, size: int = 256) -> tuple[np.ndarray
     for cells, width, weight in ((9, 0.06, 0.4), (18, 0.045, 0.3)):
         vessels = np.maximum(vessels, weight * np.exp(-(_field(rng, size, cells) / width) ** 2))
     vessel_colour = np.array([0.50, 0.12, 0.16])
-    rgb = rgb * (1 - vessels[..., None]) + vessel_colour * vessels[..., None]
+    return rgb * (1 - vessels[..., None]) + vessel_colour * vessels[..., None], lumen, depth
 
-    # Polyp, placed away from the lumen, drawn in its own rotated and scaled frame.
+
+def _polyp_frame(rng: np.random.Generator, p: dict, u: np.ndarray, v: np.ndarray,
+                 lumen: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The polyp placed away from the lumen, in its own rotated and scaled coordinates.
+    Returns ``(x, y, d)``: lesion coordinates and the distance to its (lobed) edge, < 1 inside."""
     for _ in range(20):
         centre = rng.uniform(-0.5, 0.5, 2)
         if np.hypot(*(centre - lumen)) > 0.35:
@@ -168,12 +163,12 @@ def render_frame(lesion: Lesion, view: int, size: int = 256) -> tuple[np.ndarray
     y = (-np.sin(angle) * du + np.cos(angle) * dv) / (scale * p["aspect"])
     theta = np.arctan2(y, x)
     edge = 1 + sum(a * np.cos(k * theta + phase) for k, a, phase in p["harmonics"])
-    d = np.hypot(x, y) / edge
-    mask = d < 1.0
-    alpha = 1 / (1 + np.exp(-(1 - d) / p["soft"]))
-    height = p["height"] * np.clip(1 - d ** 2, 0, 1) ** 0.6
+    return x, y, np.hypot(x, y) / edge
 
-    # Surface pattern in lesion coordinates, so every view shows the same polyp.
+
+def _polyp_surface(p: dict, x: np.ndarray, y: np.ndarray, d: np.ndarray) -> np.ndarray:
+    """The polyp's colour with its surface pattern (and mucus cap), in lesion coordinates, so
+    every view shows the same polyp."""
     s = p["pattern_scale"]
     px, py = (x + 1.5) * s, (y + 1.5) * s
     if p["pattern"] in ("branched", "tubular"):
@@ -195,16 +190,12 @@ def render_frame(lesion: Lesion, view: int, size: int = 256) -> tuple[np.ndarray
         cap = _sample(p["mucus_grid"], (x + 1.5) * 3, (y + 1.5) * 3) + 0.6 - d
         cap_alpha = p["mucus"] * np.clip(cap, 0, 1)
         polyp = polyp * (1 - cap_alpha[..., None]) + np.array([0.86, 0.74, 0.36]) * cap_alpha[..., None]
+    return polyp
 
-    light = rng.uniform(-1, 1, 2)
-    light /= np.linalg.norm(light) + 1e-6
-    gy, gx = np.gradient(height * size / 10)
-    shade = np.clip(1 + 0.35 * (gx * light[0] + gy * light[1]) / np.sqrt(1 + gx ** 2 + gy ** 2),
-                    0.5, 1.4)
-    rgb = rgb * (1 - alpha[..., None]) + polyp * alpha[..., None]
-    rgb = rgb * (shade * (1 + 0.15 * height))[..., None]
 
-    # Specular highlights: on the polyp's top and scattered on the wet folds.
+def _specular(rng: np.random.Generator, rgb: np.ndarray, height: np.ndarray, mask: np.ndarray,
+              size: int) -> np.ndarray:
+    """Specular highlights: on the polyp's top and scattered on the wet folds."""
     spots = np.zeros((size, size))
     top = np.argwhere(height > 0.7 * height.max()) if mask.any() else np.empty((0, 2))
     points = [top[i] for i in rng.choice(len(top), min(len(top), 3), replace=False)] if len(top) else []
@@ -213,7 +204,35 @@ def render_frame(lesion: Lesion, view: int, size: int = 256) -> tuple[np.ndarray
     for py_, px_ in points:
         sigma = rng.uniform(0.6, 2.2) * size / 256
         spots = np.maximum(spots, np.exp(-((rows - py_) ** 2 + (cols - px_) ** 2) / (2 * sigma ** 2)))
-    rgb = rgb * (1 - spots[..., None]) + 1.0 * spots[..., None]
+    return rgb * (1 - spots[..., None]) + 1.0 * spots[..., None]
+
+
+def render_frame(lesion: Lesion, view: int, size: int = 256) -> tuple[np.ndarray, np.ndarray]:
+    """Paint one frame of ``lesion`` seen from viewpoint ``view``.
+
+    Returns:
+        ``(rgb uint8 (size, size, 3), mask bool (size, size))``.
+    """
+    p = _lesion_params(lesion)
+    rng = np.random.default_rng([lesion.seed, view, 31])
+    coords = (np.arange(size) + 0.5) / size * 2 - 1
+    u, v = np.meshgrid(coords, coords)
+    r_img = np.hypot(u, v)
+    rgb, lumen, depth = _mucosa(rng, u, v, size)
+    x, y, d = _polyp_frame(rng, p, u, v, lumen)
+    mask = d < 1.0
+    alpha = 1 / (1 + np.exp(-(1 - d) / p["soft"]))
+    height = p["height"] * np.clip(1 - d ** 2, 0, 1) ** 0.6
+    polyp = _polyp_surface(p, x, y, d)
+
+    light = rng.uniform(-1, 1, 2)
+    light /= np.linalg.norm(light) + 1e-6
+    gy, gx = np.gradient(height * size / 10)
+    shade = np.clip(1 + 0.35 * (gx * light[0] + gy * light[1]) / np.sqrt(1 + gx ** 2 + gy ** 2),
+                    0.5, 1.4)
+    rgb = rgb * (1 - alpha[..., None]) + polyp * alpha[..., None]
+    rgb = rgb * (shade * (1 + 0.15 * height))[..., None]
+    rgb = _specular(rng, rgb, height, mask, size)
 
     # Lighting falls off with depth and towards the edge of the circular field.
     rgb = rgb * (depth * (1 - 0.55 * r_img ** 3))[..., None]

@@ -157,12 +157,9 @@ def _read_table_or_problem(path: Path, problems: list[Problem]) -> Table | None:
         return None
 
 
-def scan_hospital(root: Path, columns: ColumnChoice = ColumnChoice(),
-                  labels_csv: Path | None = None,
-                  aliases: dict[str, str] | None = None) -> SourceScan:
-    """Read the seed thesis's hospital layout (also BKAI NeoPolyp as shared here)."""
-    problems: list[Problem] = []
-    notes: list[str] = []
+def _hospital_files(root: Path, problems: list[Problem]) -> tuple[list[Path], dict[str, Path],
+                                                                   dict[str, Path]]:
+    """The image folders (``images/`` and every ``*/images/``), and images and masks by stem."""
     image_dirs = [root / "images"] + sorted(d / "images" for d in root.iterdir()
                                               if d.is_dir() and (d / "images").is_dir())
     image_dirs = [d for d in image_dirs if d.is_dir()]
@@ -176,39 +173,44 @@ def scan_hospital(root: Path, columns: ColumnChoice = ColumnChoice(),
                 images[stem] = path
         for stem, path in _stem_index(folder.parent / "masks", problems).items():
             masks.setdefault(stem, path)
+    return image_dirs, images, masks
 
-    split_tables: list[tuple[str, Path]] = []
-    for folder in [root] + sorted(d for d in root.iterdir() if d.is_dir()):
-        for name, split in SPLIT_FILES.items():
-            if (folder / name).is_file():
-                split_tables.append((split, folder / name))
 
-    if labels_csv is None:
-        split_paths = {p for _, p in split_tables}
-        candidates = [p for p in sorted(root.glob("*.csv")) if p not in split_paths]
-        id_names = (columns.id,) if columns.id else ID_COLUMNS
-        label_names = (columns.label,) if columns.label else LABEL_COLUMNS
-        labelled = []
-        for path in candidates:
-            table = _read_table_or_problem(path, problems)
-            if table and table.find(id_names) and table.find(label_names):
-                labelled.append(path)
-        if len(labelled) > 1:
-            problems.append(Problem(str(root), "several label tables: " + ", ".join(
-                p.name for p in labelled) + "; name the one to use"))
-        elif len(labelled) == 1:
-            labels_csv = labelled[0]
-        elif len(candidates) == 1:
-            labels_csv = candidates[0]  # the only table: its missing columns are reported below
-        elif not split_tables:
-            what = ("several CSVs, none with" if candidates else "no label CSV with")
-            problems.append(Problem(str(root), f"{what} an id ('image_id') and a class ('cls') "
-                                               "column; name the label table and its columns"))
-            return SourceScan("hospital", root, [], problems, notes)
+def _label_table(root: Path, columns: ColumnChoice, split_tables: list[tuple[str, Path]],
+                 problems: list[Problem]) -> Path | None | bool:
+    """The one CSV with an id and a class column (or the only CSV there is). None: none, and
+    the split files carry the labels; False: no usable table (a problem says why)."""
+    split_paths = {p for _, p in split_tables}
+    candidates = [p for p in sorted(root.glob("*.csv")) if p not in split_paths]
+    id_names = (columns.id,) if columns.id else ID_COLUMNS
+    label_names = (columns.label,) if columns.label else LABEL_COLUMNS
+    labelled = []
+    for path in candidates:
+        table = _read_table_or_problem(path, problems)
+        if table and table.find(id_names) and table.find(label_names):
+            labelled.append(path)
+    if len(labelled) > 1:
+        problems.append(Problem(str(root), "several label tables: " + ", ".join(
+            p.name for p in labelled) + "; name the one to use"))
+        return None
+    if len(labelled) == 1:
+        return labelled[0]
+    if len(candidates) == 1:
+        return candidates[0]  # the only table: its missing columns are reported later
+    if not split_tables:
+        what = ("several CSVs, none with" if candidates else "no label CSV with")
+        problems.append(Problem(str(root), f"{what} an id ('image_id') and a class ('cls') "
+                                           "column; name the label table and its columns"))
+        return False
+    return None
 
+
+def _labelled_items(label_tables: list[tuple[str | None, Path]], columns: ColumnChoice,
+                    images: dict[str, Path], masks: dict[str, Path], image_dirs: list[Path],
+                    root: Path, aliases: dict[str, str] | None,
+                    problems: list[Problem]) -> dict[str, SourceItem]:
+    """Every labelled row whose image exists, by id (a split table gives its split)."""
     items: dict[str, SourceItem] = {}
-    label_tables = [(None, labels_csv)] if labels_csv else [
-        (split, path) for split, path in split_tables]
     for split, path in label_tables:
         table = _read_table_or_problem(path, problems)
         if table is None:
@@ -245,45 +247,71 @@ def scan_hospital(root: Path, columns: ColumnChoice = ColumnChoice(),
                 id=image_id, image=image, raw_label=row[label_col], label=label, origin=where,
                 mask=masks.get(image_id), group=(row.get(group_col) or None) if group_col else None,
                 split=split, extra=extra)
+    return items
 
-    split_from_files = False
+
+def _apply_split_files(items: dict[str, SourceItem], split_tables: list[tuple[str, Path]],
+                       labels_csv: Path, columns: ColumnChoice, root: Path,
+                       problems: list[Problem]) -> None:
+    """Give every labelled item the split of the split file that lists it; an id in two
+    split files, in none, or not labelled is a problem."""
+    assigned: dict[str, tuple[str, str]] = {}
+    for split, path in split_tables:
+        table = _read_table_or_problem(path, problems)
+        if table is None:
+            continue
+        id_col = _resolve_column(table, "id", columns.id, ID_COLUMNS, problems, True)
+        if id_col is None:
+            continue
+        for number, row in enumerate(table.rows, start=table.first_row):
+            image_id = _strip_suffix(row.get(id_col, "")) if row else ""
+            if not image_id:
+                continue
+            where = f"{path} row {number}"
+            if image_id in assigned:
+                problems.append(Problem(where, f"id {image_id!r} is also in the "
+                                               f"{assigned[image_id][0]} split "
+                                               f"({assigned[image_id][1]})"))
+            elif image_id not in items:
+                problems.append(Problem(where, f"id {image_id!r} is not in {labels_csv.name}"))
+            else:
+                assigned[image_id] = (split, where)
+                items[image_id].split = split
+    unassigned = [i for i in items.values() if i.split is None]
+    for item in unassigned[:20]:
+        problems.append(Problem(item.origin, f"id {item.id!r} is in no split file "
+                                             f"({', '.join(p.name for _, p in split_tables)})"))
+    if len(unassigned) > 20:
+        problems.append(Problem(str(root), f"{len(unassigned) - 20} more ids in no split file"))
+
+
+def scan_hospital(root: Path, columns: ColumnChoice = ColumnChoice(),
+                  labels_csv: Path | None = None,
+                  aliases: dict[str, str] | None = None) -> SourceScan:
+    """Read the seed thesis's hospital layout (also BKAI NeoPolyp as shared here)."""
+    problems: list[Problem] = []
+    notes: list[str] = []
+    image_dirs, images, masks = _hospital_files(root, problems)
+    split_tables: list[tuple[str, Path]] = []
+    for folder in [root] + sorted(d for d in root.iterdir() if d.is_dir()):
+        for name, split in SPLIT_FILES.items():
+            if (folder / name).is_file():
+                split_tables.append((split, folder / name))
+    if labels_csv is None:
+        found = _label_table(root, columns, split_tables, problems)
+        if found is False:
+            return SourceScan("hospital", root, [], problems, notes)
+        labels_csv = found
+    label_tables = [(None, labels_csv)] if labels_csv else list(split_tables)
+    items = _labelled_items(label_tables, columns, images, masks, image_dirs, root, aliases,
+                            problems)
     if labels_csv is not None and split_tables:
-        split_from_files = True
-        assigned: dict[str, tuple[str, str]] = {}
-        for split, path in split_tables:
-            table = _read_table_or_problem(path, problems)
-            if table is None:
-                continue
-            id_col = _resolve_column(table, "id", columns.id, ID_COLUMNS, problems, True)
-            if id_col is None:
-                continue
-            for number, row in enumerate(table.rows, start=table.first_row):
-                image_id = _strip_suffix(row.get(id_col, "")) if row else ""
-                if not image_id:
-                    continue
-                where = f"{path} row {number}"
-                if image_id in assigned:
-                    problems.append(Problem(where, f"id {image_id!r} is also in the "
-                                                   f"{assigned[image_id][0]} split "
-                                                   f"({assigned[image_id][1]})"))
-                elif image_id not in items:
-                    problems.append(Problem(where, f"id {image_id!r} is not in {labels_csv.name}"))
-                else:
-                    assigned[image_id] = (split, where)
-                    items[image_id].split = split
-        unassigned = [i for i in items.values() if i.split is None]
-        for item in unassigned[:20]:
-            problems.append(Problem(item.origin, f"id {item.id!r} is in no split file "
-                                                 f"({', '.join(p.name for _, p in split_tables)})"))
-        if len(unassigned) > 20:
-            problems.append(Problem(str(root), f"{len(unassigned) - 20} more ids in no split file"))
-    elif split_tables:
-        split_from_files = True
-
+        _apply_split_files(items, split_tables, labels_csv, columns, root, problems)
     unlabelled = len(set(images) - set(items))
     if unlabelled:
         notes.append(f"{unlabelled} image(s) in images/ have no label row and were left out")
-    return SourceScan("hospital", root, list(items.values()), problems, notes, split_from_files)
+    return SourceScan("hospital", root, list(items.values()), problems, notes,
+                      bool(split_tables))
 
 
 def scan_folders(root: Path, aliases: dict[str, str] | None = None) -> SourceScan:

@@ -28,12 +28,12 @@ from review_db import queries
 from review_db.database import Database
 
 if TYPE_CHECKING:
-    from collections.abc import Sequence
+    from collections.abc import Callable, Sequence
 
     import plotly.graph_objects as go
 
     from polyp_core.data.labels import LabelScheme
-    from polyp_core.data.manifest import ManifestItem
+    from polyp_core.data.manifest import Manifest, ManifestItem
 
 
 @checked
@@ -130,6 +130,142 @@ def kid_floor(real_features: np.ndarray, real_items: Sequence[ManifestItem], sch
     return out
 
 
+@dataclass
+class _Sides:
+    """What one diagnostics run compares: real items, synthetic images (sha, path, label) and
+    their generators, a second real source when asked, and every side's features."""
+
+    real_items: list[ManifestItem]
+    synthetic: list[tuple[str, str, str | None]]
+    made_by: list[str]
+    real: np.ndarray
+    syn: np.ndarray
+    other: Manifest | None
+    other_items: list[ManifestItem]
+    other_features: np.ndarray
+
+    @property
+    def syn_labels(self) -> list[str]:
+        return [label or "?" for _, _, label in self.synthetic]
+
+    @property
+    def several(self) -> bool:
+        return len(set(self.made_by)) > 1
+
+
+def _gather(db: Database, workspace: Workspace, config: DiagnoseConfig, manifest: Manifest,
+            extractor: FeatureExtractor, progress: Progress) -> _Sides:
+    """The images of each side and their features (cached by content hash)."""
+    register_dataset(db, manifest)
+    real_items = [i for i in manifest.items if config.real_split in (None, i.split)]
+    with db.session() as session:
+        images = queries.synthetic_images(session, config.generator, config.checkpoint)
+        synthetic = [(im.sha256, im.path, im.label) for im in images]
+        made_by = [im.provenance.generator if im.provenance else "?" for im in images]
+    if not synthetic:
+        raise ValueError(f"no synthetic images of generator {config.generator or 'any'}"
+                         f"{'@' + config.checkpoint if config.checkpoint else ''} in the pool")
+    cache = FeatureCache(workspace.features_dir, PixelCache(workspace.pixel_cache_dir))
+    progress(0, 1, f"features of {len(real_items)} real and {len(synthetic)} synthetic images")
+    real = cache.features(extractor, [(i.sha256, i.image) for i in real_items], config.size,
+                          progress)
+    syn = cache.features(extractor, [(s, p) for s, p, _ in synthetic], config.size, progress)
+    other, other_items, other_features = None, [], np.zeros((0, real.shape[1]))
+    if config.against:
+        other = workspace.load_manifest(config.against)
+        other_items = [i for i in other.items if config.against_split in (None, i.split)]
+        if not other_items:
+            raise ValueError(f"--against: data set {config.against!r} has no "
+                             f"{config.against_split or ''} images".replace("  ", " "))
+        register_dataset(db, other)
+        other_features = cache.features(extractor, [(i.sha256, i.image) for i in other_items],
+                                        config.size, progress)
+    return _Sides(real_items, synthetic, made_by, real, syn, other, other_items, other_features)
+
+
+def _by_class(labels: Sequence[str | None], features: np.ndarray, scheme: LabelScheme,
+              keep: Callable[[int], bool] = lambda _k: True) -> dict[str, np.ndarray]:
+    """Each class of ``scheme`` with at least two images: their feature rows."""
+    out = {}
+    for cls in scheme.classes:
+        rows = [k for k, label in enumerate(labels) if keep(k) and scheme.mapping.get(label) == cls]
+        if len(rows) >= 2:
+            out[cls] = features[rows]
+    return out
+
+
+def _distances(sides: _Sides, manifest: Manifest, config: DiagnoseConfig, extractor_id: str,
+               progress: Progress) -> dict:
+    """KID class-pair matrices (all synthetic images, each generator when there are several,
+    and the second real source), FID and the real-vs-real floor, per label scheme."""
+    out = {"matrices": {}, "fid": {}, "floors": {}, "cross": {}, "by_generator": {}}
+    syn_labels = [label for _, _, label in sides.synthetic]
+    for scheme_name in manifest.schemes:
+        scheme = get_scheme(scheme_name)
+        real_all = _by_class([i.label for i in sides.real_items], sides.real, scheme)
+        syn_by = _by_class(syn_labels, sides.syn, scheme)
+        real_by = {c: f for c, f in real_all.items() if c in syn_by}
+        syn_by = {c: f for c, f in syn_by.items() if c in real_by}
+        if not real_by:
+            continue
+
+        def pairs(synthetic: dict[str, np.ndarray], name: str = scheme_name) -> PairMatrix:
+            return kid_matrix(synthetic, real_by, extractor_id, name, config.subsets,
+                              config.subset_size, config.seed)
+
+        out["matrices"][scheme_name] = pairs(syn_by)
+        out["floors"][scheme_name] = kid_floor(sides.real, sides.real_items, scheme, config)
+        if sides.other is not None and scheme_name in sides.other.schemes:
+            other_by = {c: f for c, f in _by_class([i.label for i in sides.other_items],
+                                                   sides.other_features, scheme).items()
+                        if c in real_by}
+            if other_by:
+                out["cross"][scheme_name] = pairs(other_by)
+        out["fid"][scheme_name] = {c: asdict(fid(real_by[c], syn_by[c], config.seed))
+                                   for c in real_by}
+        if sides.several:  # several generators: each gets its own rows too
+            for generator in sorted(set(sides.made_by)):
+                own = {c: f for c, f in _by_class(
+                    syn_labels, sides.syn, scheme,
+                    lambda k, g=generator: sides.made_by[k] == g).items() if c in real_by}
+                if own:
+                    out["by_generator"].setdefault(generator, {})[scheme_name] = \
+                        pairs(own).to_json()
+        progress(1, 1, f"KID matrix for {scheme_name}")
+    if not out["matrices"]:
+        raise ValueError("no class has at least two real and two synthetic images")
+    return out
+
+
+def _figures(workspace: Workspace, folder: Path, sides: _Sides, config: DiagnoseConfig,
+             extractor_id: str, matrices: dict[str, PairMatrix]) -> dict[str, Path]:
+    """The projections (self-contained HTML with thumbnails, and their coordinates) and a
+    heatmap of every KID matrix."""
+    ids = [i.sha256 for i in sides.real_items] + [s for s, _, _ in sides.synthetic] + \
+        [i.sha256 for i in sides.other_items]
+    classes = [i.label for i in sides.real_items] + sides.syn_labels + \
+        [i.label for i in sides.other_items]
+    sources = ["real"] * len(sides.real_items) + \
+        [f"synthetic: {g}" if sides.several else "synthetic" for g in sides.made_by] + \
+        [f"real: {config.against}"] * len(sides.other_items)
+    paths = [i.image for i in sides.real_items] + [p for _, p, _ in sides.synthetic] + \
+        [i.image for i in sides.other_items]
+    pixels = PixelCache(workspace.pixel_cache_dir)
+    thumbs = [thumbnail_uri(pixels.rgb(p, sha, 128), size=128) for sha, p in zip(ids, paths)]
+    files = {}
+    for method in config.projections:
+        coords = project(np.concatenate([sides.real, sides.syn, sides.other_features]), method,
+                         config.seed, workspace.features_dir / "projections", ids, extractor_id)
+        figure = projection_figure(coords, classes, sources, ids,
+                                   f"{method.upper()} of {extractor_id} features", thumbs)
+        files[method] = write_projection_html(figure, folder / f"projection_{method}.html")
+        np.save(folder / f"projection_{method}.npy", coords)
+    for scheme_name, matrix in matrices.items():
+        pair_heatmap(matrix).write_html(str(folder / f"kid_{scheme_name}.html"),
+                                        include_plotlyjs=True)
+    return files
+
+
 def diagnose(db: Database, workspace: Workspace, config: DiagnoseConfig,
              progress: Progress = no_progress) -> DiagnoseResult:
     """Run every diagnostic and store the run (config, image ids, results, figures).
@@ -140,119 +276,34 @@ def diagnose(db: Database, workspace: Workspace, config: DiagnoseConfig,
     """
     start = time.perf_counter()
     manifest = workspace.load_manifest(config.dataset)
-    register_dataset(db, manifest)
-    real_items = [i for i in manifest.items if config.real_split in (None, i.split)]
-    with db.session() as session:
-        images = queries.synthetic_images(session, config.generator, config.checkpoint)
-        synthetic = [(im.sha256, im.path, im.label) for im in images]
-        made_by = [im.provenance.generator if im.provenance else "?" for im in images]
-    if not synthetic:
-        raise ValueError(f"no synthetic images of generator {config.generator or 'any'}"
-                         f"{'@' + config.checkpoint if config.checkpoint else ''} in the pool")
-    syn_labels = [label or "?" for _, _, label in synthetic]
     extractor = FeatureExtractor(config.extractor, WeightsRegistry(workspace.weights_dir))
-    cache = FeatureCache(workspace.features_dir, PixelCache(workspace.pixel_cache_dir))
-    progress(0, 1, f"features of {len(real_items)} real and {len(synthetic)} synthetic images")
-    real_features = cache.features(extractor, [(i.sha256, i.image) for i in real_items],
-                                   config.size, progress)
-    syn_features = cache.features(extractor, [(s, p) for s, p, _ in synthetic], config.size,
-                                  progress)
-    other, other_items, other_features = None, [], np.zeros((0, real_features.shape[1]))
-    if config.against:
-        other = workspace.load_manifest(config.against)
-        other_items = [i for i in other.items if config.against_split in (None, i.split)]
-        if not other_items:
-            raise ValueError(f"--against: data set {config.against!r} has no "
-                             f"{config.against_split or ''} images".replace("  ", " "))
-        register_dataset(db, other)
-        other_features = cache.features(extractor, [(i.sha256, i.image) for i in other_items],
-                                        config.size, progress)
-
-    matrices, fids, floors, cross, by_generator = {}, {}, {}, {}, {}
-    for scheme_name in manifest.schemes:
-        scheme = get_scheme(scheme_name)
-        real_by, syn_by = {}, {}
-        for cls in scheme.classes:
-            r = [k for k, i in enumerate(real_items) if scheme.mapping.get(i.label) == cls]
-            s = [k for k, (_, _, label) in enumerate(synthetic) if scheme.mapping.get(label) == cls]
-            if len(r) >= 2 and len(s) >= 2:
-                real_by[cls], syn_by[cls] = real_features[r], syn_features[s]
-        if not real_by:
-            continue
-        matrices[scheme_name] = kid_matrix(syn_by, real_by, extractor.id, scheme_name,
-                                           config.subsets, config.subset_size, config.seed)
-        floors[scheme_name] = kid_floor(real_features, real_items, scheme, config)
-        if other is not None and scheme_name in other.schemes:
-            other_by = {}
-            for cls in scheme.classes:
-                o = [k for k, i in enumerate(other_items) if scheme.mapping.get(i.label) == cls]
-                if len(o) >= 2 and cls in real_by:
-                    other_by[cls] = other_features[o]
-            if other_by:
-                cross[scheme_name] = kid_matrix(other_by, real_by, extractor.id, scheme_name,
-                                                config.subsets, config.subset_size, config.seed)
-        fids[scheme_name] = {c: asdict(fid(real_by[c], syn_by[c], config.seed)) for c in real_by}
-        if len(set(made_by)) > 1:  # several generators: each gets its own rows too
-            for generator in sorted(set(made_by)):
-                own = {}
-                for cls in real_by:
-                    s = [k for k, (_, _, label) in enumerate(synthetic)
-                         if made_by[k] == generator and scheme.mapping.get(label) == cls]
-                    if len(s) >= 2:
-                        own[cls] = syn_features[s]
-                if own:
-                    by_generator.setdefault(generator, {})[scheme_name] = kid_matrix(
-                        own, real_by, extractor.id, scheme_name, config.subsets,
-                        config.subset_size, config.seed).to_json()
-        progress(1, 1, f"KID matrix for {scheme_name}")
-    if not matrices:
-        raise ValueError("no class has at least two real and two synthetic images")
-
-    memo = memorisation_report(syn_features, [s for s, _, _ in synthetic], syn_labels, real_features,
-                               [i.sha256 for i in real_items], config.near_copy, extractor.id)
-    div = {"real": diversity_by_class(real_features, [i.label for i in real_items]),
-           "synthetic": diversity_by_class(syn_features, syn_labels)}
-
+    sides = _gather(db, workspace, config, manifest, extractor, progress)
+    found = _distances(sides, manifest, config, extractor.id, progress)
+    matrices = found["matrices"]
+    memo = memorisation_report(sides.syn, [s for s, _, _ in sides.synthetic], sides.syn_labels,
+                               sides.real, [i.sha256 for i in sides.real_items], config.near_copy,
+                               extractor.id)
+    div = {"real": diversity_by_class(sides.real, [i.label for i in sides.real_items]),
+           "synthetic": diversity_by_class(sides.syn, sides.syn_labels)}
     run_id, folder = new_run_dir(workspace, "diagnose")
-    ids = [i.sha256 for i in real_items] + [s for s, _, _ in synthetic] + \
-        [i.sha256 for i in other_items]
-    classes = [i.label for i in real_items] + syn_labels + [i.label for i in other_items]
-    several = len(set(made_by)) > 1
-    sources = ["real"] * len(real_items) + \
-        [f"synthetic: {g}" if several else "synthetic" for g in made_by] + \
-        [f"real: {config.against}"] * len(other_items)
-    paths = [i.image for i in real_items] + [p for _, p, _ in synthetic] + \
-        [i.image for i in other_items]
-    pixels = PixelCache(workspace.pixel_cache_dir)
-    thumbs = [thumbnail_uri(pixels.rgb(p, sha, 128), size=128) for sha, p in zip(ids, paths)]
-    files = {}
-    for method in config.projections:
-        coords = project(np.concatenate([real_features, syn_features, other_features]), method,
-                         config.seed,
-                         workspace.features_dir / "projections", ids, extractor.id)
-        figure = projection_figure(coords, classes, sources, ids,
-                                   f"{method.upper()} of {extractor.id} features", thumbs)
-        files[method] = write_projection_html(figure, folder / f"projection_{method}.html")
-        np.save(folder / f"projection_{method}.npy", coords)
-    for scheme_name, matrix in matrices.items():
-        pair_heatmap(matrix).write_html(str(folder / f"kid_{scheme_name}.html"),
-                                        include_plotlyjs=True)
-
+    files = _figures(workspace, folder, sides, config, extractor.id, matrices)
     results = {"extractor": extractor.id, "kid": {s: m.to_json() for s, m in matrices.items()},
-               "fid": fids, "kid_floor": floors, "memorisation": memo.to_json(), "diversity": div,
-               "projections": {m: str(p) for m, p in files.items()},
-               "generators": dict(sorted(Counter(made_by).items()))}
-    if by_generator:
-        results["kid_by_generator"] = by_generator
+               "fid": found["fid"], "kid_floor": found["floors"], "memorisation": memo.to_json(),
+               "diversity": div, "projections": {m: str(p) for m, p in files.items()},
+               "generators": dict(sorted(Counter(sides.made_by).items()))}
+    if found["by_generator"]:
+        results["kid_by_generator"] = found["by_generator"]
     second = {}
-    if other is not None:
-        shared = {i.sha256 for i in other_items} & {i.sha256 for i in real_items}
+    if sides.other is not None:
+        shared = {i.sha256 for i in sides.other_items} & {i.sha256 for i in sides.real_items}
         second = {"dataset": config.against, "split": config.against_split,
-                  "images": len(other_items), "shared_images": len(shared),
-                  "kid": {s: m.to_json() for s, m in cross.items()}}
+                  "images": len(sides.other_items), "shared_images": len(shared),
+                  "kid": {s: m.to_json() for s, m in found["cross"].items()}}
         results["second_real"] = second
-    save_run(db, workspace, run_id, folder, "diagnose", asdict(config) | {"extractor_id": extractor.id},
-             results, {"real": [i.sha256 for i in real_items], "synthetic": [s for s, _, _ in synthetic],
-                       "second_real": [i.sha256 for i in other_items]})
-    return DiagnoseResult(run_id, folder, extractor.id, matrices, fids, memo.to_json(), div, files,
-                          time.perf_counter() - start, floors, second)
+    save_run(db, workspace, run_id, folder, "diagnose",
+             asdict(config) | {"extractor_id": extractor.id}, results,
+             {"real": [i.sha256 for i in sides.real_items],
+              "synthetic": [s for s, _, _ in sides.synthetic],
+              "second_real": [i.sha256 for i in sides.other_items]})
+    return DiagnoseResult(run_id, folder, extractor.id, matrices, found["fid"], memo.to_json(),
+                          div, files, time.perf_counter() - start, found["floors"], second)

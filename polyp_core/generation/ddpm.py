@@ -41,6 +41,10 @@ if TYPE_CHECKING:
     from collections.abc import Callable
 
     from diffusers import SchedulerMixin, UNet2DModel
+    from diffusers.training_utils import EMAModel
+    from torch.optim.lr_scheduler import LambdaLR
+
+    from polyp_core.data.labels import LabelScheme
 
 UNKNOWN = "unknown"
 MIXED_PRECISION = ("auto", "no", "fp16", "bf16")
@@ -330,19 +334,26 @@ def _train_per_class(workspace: Workspace, config: DDPMTrainConfig, progress: Pr
                        tuple(f"class-{c}" for c in classes))
 
 
-def _train_one(workspace: Workspace, config: DDPMTrainConfig, folder: Path, only_class: str | None,
-               progress: Progress, cancel: CancelToken | None) -> TrainResult:
-    from accelerate import Accelerator
-    from accelerate.utils import set_seed
-    from diffusers import DDPMScheduler
-    from diffusers.optimization import get_cosine_schedule_with_warmup
-    from diffusers.training_utils import EMAModel
-    from safetensors.torch import load_file, save_file
+@dataclass
+class _TrainingSet:
+    """What one DDPM learns from: the frames, their class ids, and the class table."""
 
-    start_time = time.perf_counter()
-    model_cfg = get_preset(config.preset)
+    items: list
+    classes: list[str]
+    conditional: bool
+    images: torch.Tensor  # (N, H, W, 3) uint8
+    labels: torch.Tensor  # (N,) class ids
+
+
+def _training_set(workspace: Workspace, config: DDPMTrainConfig, scheme: LabelScheme,
+                  only_class: str | None, size: int) -> _TrainingSet:
+    """The training frames (pixels at the model's size) of ``config``'s splits, of one class
+    or of all, with the class table (``[scheme classes..., unknown, <null>]`` when conditional).
+
+    Raises:
+        ValueError: no image in the splits, or a class without images.
+    """
     manifest = workspace.load_manifest(config.dataset)
-    scheme = get_scheme(config.scheme or manifest.scheme)
     items = [i for i in manifest.items if i.split in config.splits
              and (only_class is None or scheme.map(i.label) == only_class)]
     if not items:
@@ -355,26 +366,173 @@ def _train_one(workspace: Workspace, config: DDPMTrainConfig, folder: Path, only
         empty = [c for c, n in counts.items() if n == 0]
         if empty:
             raise ValueError(f"no training images of class {', '.join(empty)} in {config.dataset}")
+    pixels = PixelCache(workspace.pixel_cache_dir)
+    images = torch.from_numpy(np.stack([pixels.rgb(i.image, i.sha256, size) for i in items]))
+    if conditional:
+        label_ids = [classes.index(UNKNOWN) if config.unknown_class
+                     else classes.index(scheme.map(i.label)) for i in items]
+    else:
+        label_ids = [0] * len(items)
+    return _TrainingSet(items, classes, conditional, images, torch.tensor(label_ids))
 
-    mixed = config.mixed_precision
-    if mixed == "auto":
-        mixed = ("bf16" if torch.cuda.is_bf16_supported() else "fp16") if torch.cuda.is_available() else "no"
+
+def _denoising_loss(unet: UNet2DModel, noise: SchedulerMixin, batch: torch.Tensor,
+                    batch_labels: torch.Tensor, aug: torch.Generator, null_id: int | None,
+                    class_dropout: float, timesteps: int) -> torch.Tensor:
+    """One batch's noise-prediction loss: random flips, a random timestep per image, and the
+    class dropped to the null token with probability ``class_dropout`` (classifier-free
+    guidance) when ``null_id`` is given."""
+    x = batch.permute(0, 3, 1, 2).float().div(127.5).sub(1)
+    flip_h = torch.rand(len(x), generator=aug) < 0.5
+    flip_v = torch.rand(len(x), generator=aug) < 0.5
+    x = torch.where(flip_h.view(-1, 1, 1, 1).to(x.device), x.flip(3), x)
+    x = torch.where(flip_v.view(-1, 1, 1, 1).to(x.device), x.flip(2), x)
+    eps = torch.randn_like(x)
+    t = torch.randint(0, timesteps, (len(x),), device=x.device)
+    noisy = noise.add_noise(x, eps, t)
+    class_labels = None
+    if null_id is not None:
+        drop = torch.rand(len(x), device=x.device) < class_dropout
+        class_labels = torch.where(drop, torch.full_like(batch_labels, null_id), batch_labels)
+    pred = unet(noisy, t, class_labels=class_labels).sample
+    return torch.nn.functional.mse_loss(pred.float(), eps.float())
+
+
+def _model_record(config: DDPMTrainConfig, model_cfg: DDPMConfig, data: _TrainingSet,
+                  scheme: LabelScheme, processes: int, mixed: str,
+                  init_note: str | None) -> dict:
+    """The model folder's ``config.json``: architecture, classes, noise schedule, training
+    request and what it learned from (every training image's SHA-256)."""
+    return {"backend": "ddpm", "mode": "conditional" if data.conditional else "single_class",
+            "model": asdict(model_cfg), "classes": data.classes,
+            "null_class": NULL if data.conditional else None,
+            "noise_schedule": noise_schedule(model_cfg), "train": asdict(config),
+            "trained_on": {"dataset": config.dataset, "splits": list(config.splits),
+                           "n_images": len(data.items), "scheme": scheme.name,
+                           "image_sha256": sorted(i.sha256 for i in data.items)},
+            "processes": processes, "mixed_precision": mixed, "init_from": init_note,
+            "versions": versions()}
+
+
+def _save_checkpoint(ckpt: Path, step: int, last_loss: float, raw: UNet2DModel, ema: EMAModel,
+                     optimizer: torch.optim.Optimizer, lr_schedule: LambdaLR,
+                     config: DDPMTrainConfig, model_cfg: DDPMConfig, scheme: LabelScheme,
+                     only_class: str | None, null_id: int | None, device: torch.device) -> None:
+    """A checkpoint folder: the raw and the EMA weights, a sample grid of the EMA model, the
+    optimiser, schedule, EMA and RNG state for resuming, and ``state.json``; the EMA weights
+    are renamed into place last, which marks the checkpoint complete."""
+    from safetensors.torch import save_file
+
+    conditional = null_id is not None
+    ckpt.mkdir(parents=True, exist_ok=True)
+    save_file({k: v.detach().cpu().contiguous() for k, v in raw.state_dict().items()},
+              str(ckpt / "unet.safetensors"))
+    ema.store(raw.parameters())
+    ema.copy_to(raw.parameters())
+    save_file({k: v.detach().cpu().contiguous() for k, v in raw.state_dict().items()},
+              str(ckpt / ".unet_ema.tmp"))
+    raw.eval()
+    per = config.grid_per_class
+    grid_classes = list(range(len(scheme.classes))) if conditional else [0]
+    ids = [c for c in grid_classes for _ in range(per)]
+    shots = sample_batch(raw, noise_schedule(model_cfg), "ddim", config.grid_steps,
+                         ids if conditional else None, null_id, list(range(len(ids))),
+                         2.0 if conditional else 1.0, model_cfg.size, device)
+    raw.train()
+    ema.restore(raw.parameters())
+    Image.fromarray(grid(shots, per)).save(ckpt / "grid.png")
+    torch.save({"optimizer": optimizer.state_dict(), "lr_schedule": lr_schedule.state_dict(),
+                "ema": ema.state_dict(), "step": step, "torch_rng": torch.get_rng_state()},
+               ckpt / "training_state.pt")
+    (ckpt / "state.json").write_text(json.dumps({
+        "step": step, "loss": last_loss, "grid_rows": [scheme.classes[c] for c in grid_classes]
+        if conditional else [only_class], "versions": versions()}, indent=1))
+    os.replace(ckpt / ".unet_ema.tmp", ckpt / "unet_ema.safetensors")  # marks it complete
+
+
+def _resume(folder: Path, config: DDPMTrainConfig, unet: UNet2DModel,
+            optimizer: torch.optim.Optimizer, lr_schedule: LambdaLR) -> tuple[int, EMAModel]:
+    """The step to start from and the EMA of the weights: with ``resume``, the newest
+    checkpoint's weights, optimiser, schedule, RNG and EMA state are loaded first."""
+    from diffusers.training_utils import EMAModel
+    from safetensors.torch import load_file
+
+    step, state, done = 0, None, list_checkpoints(folder)
+    if config.resume and done:
+        last = folder / "checkpoints" / done[-1]
+        unet.load_state_dict(load_file(str(last / "unet.safetensors")))
+        state = torch.load(last / "training_state.pt", map_location="cpu", weights_only=False)
+        optimizer.load_state_dict(state["optimizer"])
+        lr_schedule.load_state_dict(state["lr_schedule"])
+        step = state["step"]
+        torch.set_rng_state(state["torch_rng"])
+    ema = EMAModel(unet.parameters(), decay=config.ema_decay, use_ema_warmup=True,
+                   model_cls=type(unet), model_config=unet.config)
+    if state is not None:
+        ema.load_state_dict(state["ema"])
+    return step, ema
+
+
+class _LossLog:
+    """``loss.csv``: the mean loss over every 10 steps (and the last step), written by the main
+    process only; ``last`` is the newest mean written (NaN until the first)."""
+
+    def __init__(self, path: Path, write: bool, fresh: bool) -> None:
+        self.handle = open(path, "a", newline="") if write else None
+        self.writer = csv.writer(self.handle) if self.handle else None
+        if self.writer and fresh:
+            self.writer.writerow(csv_row(["step", "loss", "lr"]))
+        self.running: list[float] = []
+        self.last = math.nan
+
+    def add(self, step: int, loss: float, lr: float, final: bool) -> None:
+        self.running.append(loss)
+        if self.writer and (step % 10 == 0 or final):
+            self.last = float(np.mean(self.running))
+            self.writer.writerow(csv_row([step, f"{self.last:.6f}", f"{lr:.3e}"]))
+            self.handle.flush()
+            self.running = []
+
+    @property
+    def shown(self) -> float:
+        """What the progress line shows: the mean since the last row, else that row's."""
+        return float(np.mean(self.running or [self.last]))
+
+    def close(self) -> None:
+        if self.handle:
+            self.handle.close()
+
+
+def mixed_precision(setting: str) -> str:
+    """``auto``: bf16 on a GPU that has it, else fp16 on a GPU, ``no`` on the CPU."""
+    if setting != "auto":
+        return setting
+    if not torch.cuda.is_available():
+        return "no"
+    return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+
+
+def _train_one(workspace: Workspace, config: DDPMTrainConfig, folder: Path, only_class: str | None,
+               progress: Progress, cancel: CancelToken | None) -> TrainResult:
+    from accelerate import Accelerator
+    from accelerate.utils import set_seed
+    from diffusers import DDPMScheduler
+    from diffusers.optimization import get_cosine_schedule_with_warmup
+    from safetensors.torch import load_file
+
+    start_time = time.perf_counter()
+    model_cfg = get_preset(config.preset)
+    scheme = get_scheme(config.scheme or workspace.load_manifest(config.dataset).scheme)
+    data = _training_set(workspace, config, scheme, only_class, model_cfg.size)
+    conditional, classes = data.conditional, data.classes
+    mixed = mixed_precision(config.mixed_precision)
     # cpu=True without CUDA: otherwise accelerate treats each of several CPU processes
     # (accelerate launch --multi_gpu on a node without GPUs) as alone, and all write checkpoints
     accelerator = Accelerator(mixed_precision=mixed, gradient_accumulation_steps=config.grad_accum,
                               cpu=not torch.cuda.is_available())
     set_seed(config.seed)
     main = accelerator.is_main_process
-
-    pixels = PixelCache(workspace.pixel_cache_dir)
-    images = torch.from_numpy(np.stack([pixels.rgb(i.image, i.sha256, model_cfg.size) for i in items]))
-    if conditional:
-        label_ids = [classes.index(UNKNOWN) if config.unknown_class else classes.index(scheme.map(i.label))
-                     for i in items]
-    else:
-        label_ids = [0] * len(items)
-    labels = torch.tensor(label_ids)
-    loader = training_loader(images, labels, config.batch_size, config.seed,
+    loader = training_loader(data.images, data.labels, config.batch_size, config.seed,
                              balance=config.class_balance and conditional)
 
     unet = build_unet(model_cfg, len(classes) if conditional else None)
@@ -390,71 +548,24 @@ def _train_one(workspace: Workspace, config: DDPMTrainConfig, folder: Path, only
     optimizer = torch.optim.AdamW(trainable, lr=config.lr, weight_decay=1e-2)
     lr_schedule = get_cosine_schedule_with_warmup(optimizer, config.warmup, config.steps)
     noise = DDPMScheduler(**noise_schedule(model_cfg))
-
     folder.mkdir(parents=True, exist_ok=True)
-    step = 0
-    done_ckpts = list_checkpoints(folder)
-    if config.resume and done_ckpts:
-        last = folder / "checkpoints" / done_ckpts[-1]
-        unet.load_state_dict(load_file(str(last / "unet.safetensors")))
-        state = torch.load(last / "training_state.pt", map_location="cpu", weights_only=False)
-        optimizer.load_state_dict(state["optimizer"])
-        lr_schedule.load_state_dict(state["lr_schedule"])
-        step = state["step"]
-        torch.set_rng_state(state["torch_rng"])
-    ema = EMAModel(unet.parameters(), decay=config.ema_decay, use_ema_warmup=True,
-                   model_cls=type(unet), model_config=unet.config)
-    if config.resume and done_ckpts:
-        ema.load_state_dict(state["ema"])
-
+    step, ema = _resume(folder, config, unet, optimizer, lr_schedule)
     if main:
-        (folder / "config.json").write_text(json.dumps({
-            "backend": "ddpm", "mode": "conditional" if conditional else "single_class",
-            "model": asdict(model_cfg), "classes": classes, "null_class": NULL if conditional else None,
-            "noise_schedule": noise_schedule(model_cfg), "train": asdict(config),
-            "trained_on": {"dataset": config.dataset, "splits": list(config.splits),
-                           "n_images": len(items), "scheme": scheme.name,
-                           "image_sha256": sorted(i.sha256 for i in items)},
-            "processes": accelerator.num_processes, "mixed_precision": mixed,
-            "init_from": init_note, "versions": versions()}, indent=1))
+        (folder / "config.json").write_text(json.dumps(_model_record(
+            config, model_cfg, data, scheme, accelerator.num_processes, mixed, init_note),
+            indent=1))
 
     unet, optimizer, loader, lr_schedule = accelerator.prepare(unet, optimizer, loader, lr_schedule)
     ema.to(accelerator.device)
     null_id = classes.index(NULL) if conditional else None
     aug = torch.Generator().manual_seed(config.seed + step)
-    loss_log = open(folder / "loss.csv", "a", newline="") if main else None
-    writer = csv.writer(loss_log) if loss_log else None
-    if writer and step == 0:
-        writer.writerow(csv_row(["step", "loss", "lr"]))
-    status, last_loss, running = "done", math.nan, []
+    log = _LossLog(folder / "loss.csv", main, fresh=step == 0)
+    status = "done"
 
     def save_checkpoint() -> None:
-        ckpt = folder / "checkpoints" / f"step-{step:06d}"
-        ckpt.mkdir(parents=True, exist_ok=True)
-        raw = accelerator.unwrap_model(unet)
-        save_file({k: v.detach().cpu().contiguous() for k, v in raw.state_dict().items()},
-                  str(ckpt / "unet.safetensors"))
-        ema.store(raw.parameters())
-        ema.copy_to(raw.parameters())
-        save_file({k: v.detach().cpu().contiguous() for k, v in raw.state_dict().items()},
-                  str(ckpt / ".unet_ema.tmp"))
-        raw.eval()
-        per = config.grid_per_class
-        grid_classes = list(range(len(scheme.classes))) if conditional else [0]
-        ids = [c for c in grid_classes for _ in range(per)]
-        shots = sample_batch(raw, noise_schedule(model_cfg), "ddim", config.grid_steps,
-                             ids if conditional else None, null_id, list(range(len(ids))), 2.0 if conditional else 1.0,
-                             model_cfg.size, accelerator.device)
-        raw.train()
-        ema.restore(raw.parameters())
-        Image.fromarray(grid(shots, per)).save(ckpt / "grid.png")
-        torch.save({"optimizer": optimizer.state_dict(), "lr_schedule": lr_schedule.state_dict(),
-                    "ema": ema.state_dict(), "step": step, "torch_rng": torch.get_rng_state()},
-                   ckpt / "training_state.pt")
-        (ckpt / "state.json").write_text(json.dumps({
-            "step": step, "loss": last_loss, "grid_rows": [scheme.classes[c] for c in grid_classes]
-            if conditional else [only_class], "versions": versions()}, indent=1))
-        os.replace(ckpt / ".unet_ema.tmp", ckpt / "unet_ema.safetensors")  # marks it complete
+        _save_checkpoint(folder / "checkpoints" / f"step-{step:06d}", step, log.last,
+                         accelerator.unwrap_model(unet), ema, optimizer, lr_schedule, config,
+                         model_cfg, scheme, only_class, null_id, accelerator.device)
 
     unet.train()
     while step < config.steps and status == "done":
@@ -465,20 +576,8 @@ def _train_one(workspace: Workspace, config: DDPMTrainConfig, folder: Path, only
                 status = "cancelled"
                 break
             with accelerator.accumulate(unet):
-                x = batch.permute(0, 3, 1, 2).float().div(127.5).sub(1)
-                flip_h = torch.rand(len(x), generator=aug) < 0.5
-                flip_v = torch.rand(len(x), generator=aug) < 0.5
-                x = torch.where(flip_h.view(-1, 1, 1, 1).to(x.device), x.flip(3), x)
-                x = torch.where(flip_v.view(-1, 1, 1, 1).to(x.device), x.flip(2), x)
-                eps = torch.randn_like(x)
-                t = torch.randint(0, model_cfg.num_train_timesteps, (len(x),), device=x.device)
-                noisy = noise.add_noise(x, eps, t)
-                class_labels = None
-                if conditional:
-                    drop = torch.rand(len(x), device=x.device) < config.class_dropout
-                    class_labels = torch.where(drop, torch.full_like(batch_labels, null_id), batch_labels)
-                pred = unet(noisy, t, class_labels=class_labels).sample
-                loss = torch.nn.functional.mse_loss(pred.float(), eps.float())
+                loss = _denoising_loss(unet, noise, batch, batch_labels, aug, null_id,
+                                       config.class_dropout, model_cfg.num_train_timesteps)
                 accelerator.backward(loss)
                 optimizer.step()
                 lr_schedule.step()
@@ -487,25 +586,19 @@ def _train_one(workspace: Workspace, config: DDPMTrainConfig, folder: Path, only
                 continue
             ema.step(accelerator.unwrap_model(unet).parameters())
             step += 1
-            running.append(accelerator.gather(loss.detach()).mean().item())
-            if writer and (step % 10 == 0 or step == config.steps):
-                last_loss = float(np.mean(running))
-                writer.writerow(csv_row([step, f"{last_loss:.6f}",
-                                         f"{lr_schedule.get_last_lr()[0]:.3e}"]))
-                loss_log.flush()
-                running = []
-            progress(step, config.steps, f"step {step}/{config.steps} loss {np.mean(running or [last_loss]):.4f}")
+            log.add(step, accelerator.gather(loss.detach()).mean().item(),
+                    lr_schedule.get_last_lr()[0], step == config.steps)
+            progress(step, config.steps, f"step {step}/{config.steps} loss {log.shown:.4f}")
             if main and (step % config.checkpoint_every == 0 or step == config.steps):
                 save_checkpoint()
             accelerator.wait_for_everyone()
     if status == "cancelled" and main and step > 0 and f"step-{step:06d}" not in list_checkpoints(folder):
         save_checkpoint()  # keep what was learnt; resume continues from here
-    if loss_log:
-        loss_log.close()
+    log.close()
     accelerator.wait_for_everyone()
     accelerator.end_training()
     return TrainResult(config.model_id, folder, step, tuple(list_checkpoints(folder)), status,
-                       last_loss, time.perf_counter() - start_time)
+                       log.last, time.perf_counter() - start_time)
 
 
 # ---------------------------------------------------------------------------------------------

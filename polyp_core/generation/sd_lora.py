@@ -30,7 +30,8 @@ from polyp_core.data.cache import PixelCache
 from polyp_core.data.images import sha256_file
 from polyp_core.data.labels import get_scheme
 from polyp_core.errors import WeightsUnavailableError
-from polyp_core.generation.ddpm import TrainResult, grid, model_dir, pick_checkpoint, versions
+from polyp_core.generation.ddpm import (TrainResult, grid, mixed_precision, model_dir,
+                                        pick_checkpoint, versions)
 from polyp_core.generation.request import (CancelToken, GeneratedImage, SampleRequest,
                                            make_scheduler)
 from polyp_core.progress import Progress, no_progress
@@ -38,7 +39,10 @@ from polyp_core.validation import checked, rule
 from polyp_core.workspace import Workspace
 
 if TYPE_CHECKING:
-    from diffusers import StableDiffusionPipeline
+    from diffusers import SchedulerMixin, StableDiffusionPipeline
+
+    from polyp_core.data.labels import LabelScheme
+    from polyp_core.data.manifest import ManifestItem
 
 PROMPT_TEMPLATE = "a colonoscopy image of {token} {name} polyp"
 CLASS_TOKENS = {"AD": ("sks", "adenomatous"), "SSA": ("zwx", "sessile serrated"),
@@ -163,14 +167,116 @@ def _lora_state(pipe: StableDiffusionPipeline, train_text_encoder: bool) -> dict
     return out
 
 
+def _add_adapters(pipe: StableDiffusionPipeline, config: LoraTrainConfig,
+                  cuda: bool) -> dict[str, torch.nn.Parameter]:
+    """Freeze the pipeline, add LoRA adapters to the UNet (and the text encoder when asked),
+    unfreeze the UNet parameters ``config.unfreeze`` names, and switch on gradient
+    checkpointing where it pays. Returns the unfrozen parameters by name."""
+    from peft import LoraConfig
+
+    unet, text_encoder = pipe.unet, pipe.text_encoder
+    for module in (unet, pipe.vae, text_encoder):
+        module.requires_grad_(False)
+    unet.add_adapter(LoraConfig(r=config.rank, lora_alpha=config.alpha, lora_dropout=config.dropout,
+                                init_lora_weights=config.lora_init,
+                                target_modules=list(config.target_modules)))
+    if config.train_text_encoder:
+        text_encoder.add_adapter(LoraConfig(
+            r=config.rank, lora_alpha=config.alpha, lora_dropout=config.dropout,
+            init_lora_weights=config.lora_init,
+            target_modules=["q_proj", "k_proj", "v_proj", "out_proj"]))
+    unfrozen = {}
+    for name, parameter in unet.named_parameters():
+        if "lora_" not in name and any(name.startswith(p) for p in config.unfreeze):
+            parameter.requires_grad_(True)
+            unfrozen[name] = parameter
+    if config.unfreeze and not unfrozen:
+        raise ValueError(f"no UNet parameters start with {config.unfreeze}")
+    checkpointing = cuda if config.gradient_checkpointing == "auto" \
+        else bool(config.gradient_checkpointing)
+    if checkpointing:
+        unet.enable_gradient_checkpointing()
+    return unfrozen
+
+
+def _lora_optimizer(config: LoraTrainConfig, cuda: bool) -> type[torch.optim.Optimizer]:
+    """AdamW, or bitsandbytes' 8-bit AdamW when asked (``auto``: on CUDA when installed)."""
+    if (config.use_8bit_adam is True) or (config.use_8bit_adam == "auto" and cuda):
+        try:
+            import bitsandbytes as bnb
+
+            return bnb.optim.AdamW8bit
+        except ImportError:
+            if config.use_8bit_adam is True:
+                raise ValueError("use_8bit_adam needs bitsandbytes (pip install bitsandbytes)") \
+                    from None
+    return torch.optim.AdamW
+
+
+def _latent_diffusion_loss(pipe: StableDiffusionPipeline, unet: torch.nn.Module,
+                           noise: SchedulerMixin, batch: torch.Tensor, prompts: list[str],
+                           device: torch.device, weight_dtype: torch.dtype) -> torch.Tensor:
+    """The denoising loss of one batch of uint8 images with their prompts: VAE latents, noise
+    at a random timestep, the UNet's prediction (noise or velocity) against its target."""
+    vae = pipe.vae
+    with torch.no_grad():
+        x = batch.permute(0, 3, 1, 2).float().div(127.5).sub(1).to(device, weight_dtype)
+        latents = (vae.encode(x).latent_dist.sample() * vae.config.scaling_factor).float()
+    hidden = _encode_prompts(pipe, prompts, device)
+    eps = torch.randn_like(latents)
+    t = torch.randint(0, noise.config.num_train_timesteps, (len(latents),), device=device)
+    pred = unet(noise.add_noise(latents, eps, t), t, hidden).sample
+    target = eps if noise.config.prediction_type == "epsilon" else noise.get_velocity(latents, eps, t)
+    return torch.nn.functional.mse_loss(pred.float(), target.float())
+
+
+def _lora_record(config: LoraTrainConfig, base_hash: str, scheme: LabelScheme,
+                 items: list[ManifestItem]) -> dict:
+    """The model folder's ``config.json``: base model and its hash, prompts, the training
+    request and what it learned from (every training image's SHA-256)."""
+    return {"backend": "sd_lora", "base_model": config.base_model, "base_model_hash": base_hash,
+            "prompt_template": PROMPT_TEMPLATE, "classes": list(scheme.classes),
+            "class_prompts": {c: class_prompt(c) for c in scheme.classes},
+            "train": asdict(config), "trained_on": {
+                "dataset": config.dataset, "splits": list(config.splits), "n_images": len(items),
+                "scheme": scheme.name, "image_sha256": sorted(i.sha256 for i in items)},
+            "versions": versions()}
+
+
+def _save_lora_checkpoint(ckpt: Path, step: int, last_loss: float,
+                          pipe: StableDiffusionPipeline, unfrozen: dict[str, torch.nn.Parameter],
+                          config: LoraTrainConfig, scheme: LabelScheme) -> None:
+    """A checkpoint folder: the LoRA weights (and the unfrozen UNet parameters), validation
+    images of every class, and ``state.json``."""
+    from safetensors.torch import save_file
+
+    ckpt.mkdir(parents=True, exist_ok=True)
+    type(pipe).save_lora_weights(str(ckpt), safe_serialization=True,
+                                 **_lora_state(pipe, config.train_text_encoder))
+    if unfrozen:
+        save_file({k: v.detach().cpu().contiguous() for k, v in pipe.unet.state_dict().items()
+                   if k in unfrozen}, str(ckpt / "unfrozen.safetensors"))
+    shots = []
+    for cls in scheme.classes:  # validation images per class
+        with torch.no_grad():
+            out = pipe(class_prompt(cls), num_inference_steps=config.validation_steps,
+                       num_images_per_prompt=config.validation_per_class, output_type="np",
+                       height=config.resolution, width=config.resolution,
+                       generator=torch.Generator().manual_seed(config.seed))
+        shots.append((out.images * 255).round().astype(np.uint8))
+    Image.fromarray(grid(np.concatenate(shots), config.validation_per_class)).save(
+        ckpt / "validation.png")
+    (ckpt / "state.json").write_text(json.dumps({"step": step, "loss": last_loss,
+                                                 "validation_rows": list(scheme.classes),
+                                                 "versions": versions()}, indent=1))
+
+
 def train_lora(workspace: Workspace, config: LoraTrainConfig, progress: Progress = no_progress,
                cancel: CancelToken | None = None) -> TrainResult:
     """Fine-tune LoRA adapters on the training split; checkpoints carry validation images."""
     from accelerate import Accelerator
     from accelerate.utils import set_seed
     from diffusers import DDPMScheduler
-    from peft import LoraConfig
-    from safetensors.torch import save_file
 
     config.validate()
     start_time = time.perf_counter()
@@ -180,9 +286,7 @@ def train_lora(workspace: Workspace, config: LoraTrainConfig, progress: Progress
     if not items:
         raise ValueError(f"no images in splits {config.splits} of {config.dataset}")
     cuda = torch.cuda.is_available()
-    mixed = config.mixed_precision
-    if mixed == "auto":
-        mixed = ("bf16" if torch.cuda.is_bf16_supported() else "fp16") if cuda else "no"
+    mixed = mixed_precision(config.mixed_precision)
     # cpu=True without CUDA: otherwise accelerate treats each of several CPU processes
     # (accelerate launch --multi_gpu on a node without GPUs) as alone, and all write checkpoints
     accelerator = Accelerator(mixed_precision=mixed, gradient_accumulation_steps=config.grad_accum,
@@ -194,38 +298,11 @@ def train_lora(workspace: Workspace, config: LoraTrainConfig, progress: Progress
     pipe = load_base_pipeline(config.base_model)
     base_hash = base_model_hash(pipe)
     unet, vae, text_encoder = pipe.unet, pipe.vae, pipe.text_encoder
-    for module in (unet, vae, text_encoder):
-        module.requires_grad_(False)
     vae.to(device, weight_dtype)
-    unet.add_adapter(LoraConfig(r=config.rank, lora_alpha=config.alpha, lora_dropout=config.dropout,
-                                init_lora_weights=config.lora_init,
-                                target_modules=list(config.target_modules)))
-    if config.train_text_encoder:
-        text_encoder.add_adapter(LoraConfig(r=config.rank, lora_alpha=config.alpha,
-                                            lora_dropout=config.dropout, init_lora_weights=config.lora_init,
-                                            target_modules=["q_proj", "k_proj", "v_proj", "out_proj"]))
-    unfrozen = {}
-    for name, parameter in unet.named_parameters():
-        if "lora_" not in name and any(name.startswith(p) for p in config.unfreeze):
-            parameter.requires_grad_(True)
-            unfrozen[name] = parameter
-    if config.unfreeze and not unfrozen:
-        raise ValueError(f"no UNet parameters start with {config.unfreeze}")
-    use_checkpointing = cuda if config.gradient_checkpointing == "auto" else bool(config.gradient_checkpointing)
-    if use_checkpointing:
-        unet.enable_gradient_checkpointing()
+    unfrozen = _add_adapters(pipe, config, cuda)
     params = [p for p in unet.parameters() if p.requires_grad] + \
              [p for p in text_encoder.parameters() if p.requires_grad]
-    optimizer_cls = torch.optim.AdamW
-    if (config.use_8bit_adam is True) or (config.use_8bit_adam == "auto" and cuda):
-        try:
-            import bitsandbytes as bnb
-
-            optimizer_cls = bnb.optim.AdamW8bit
-        except ImportError:
-            if config.use_8bit_adam is True:
-                raise ValueError("use_8bit_adam needs bitsandbytes (pip install bitsandbytes)") from None
-    optimizer = optimizer_cls(params, lr=config.lr)
+    optimizer = _lora_optimizer(config, cuda)(params, lr=config.lr)
     noise = DDPMScheduler.from_config(pipe.scheduler.config)
 
     pixels = PixelCache(workspace.pixel_cache_dir)
@@ -241,49 +318,18 @@ def train_lora(workspace: Workspace, config: LoraTrainConfig, progress: Progress
     folder = model_dir(workspace, config.model_id)
     folder.mkdir(parents=True, exist_ok=True)
     if accelerator.is_main_process:
-        (folder / "config.json").write_text(json.dumps({
-            "backend": "sd_lora", "base_model": config.base_model, "base_model_hash": base_hash,
-            "prompt_template": PROMPT_TEMPLATE, "classes": list(scheme.classes),
-            "class_prompts": {c: class_prompt(c) for c in scheme.classes},
-            "train": asdict(config), "trained_on": {"dataset": config.dataset, "splits": list(config.splits),
-                                                    "n_images": len(items), "scheme": scheme.name,
-                                                    "image_sha256": sorted(i.sha256 for i in items)},
-            "versions": versions()}, indent=1))
+        (folder / "config.json").write_text(json.dumps(
+            _lora_record(config, base_hash, scheme, items), indent=1))
 
-    def to_latents(batch: torch.Tensor) -> torch.Tensor:
-        x = batch.permute(0, 3, 1, 2).float().div(127.5).sub(1).to(device, weight_dtype)
-        return vae.encode(x).latent_dist.sample() * vae.config.scaling_factor
-
-    def diffusion_loss(latents: torch.Tensor, hidden: torch.Tensor) -> torch.Tensor:
-        eps = torch.randn_like(latents)
-        t = torch.randint(0, noise.config.num_train_timesteps, (len(latents),), device=device)
-        pred = unet(noise.add_noise(latents, eps, t), t, hidden).sample
-        target = eps if noise.config.prediction_type == "epsilon" else noise.get_velocity(latents, eps, t)
-        return torch.nn.functional.mse_loss(pred.float(), target.float())
+    def step_loss(batch: torch.Tensor, batch_prompts: list[str]) -> torch.Tensor:
+        return _latent_diffusion_loss(pipe, unet, noise, batch, batch_prompts, device,
+                                      weight_dtype)
 
     def save_checkpoint(step: int, last_loss: float) -> None:
-        ckpt = folder / "checkpoints" / f"step-{step:06d}"
-        ckpt.mkdir(parents=True, exist_ok=True)
-        raw_unet = accelerator.unwrap_model(unet)
-        raw_text = accelerator.unwrap_model(text_encoder)
-        pipe.unet, pipe.text_encoder = raw_unet, raw_text
-        type(pipe).save_lora_weights(str(ckpt), safe_serialization=True,
-                                     **_lora_state(pipe, config.train_text_encoder))
-        if unfrozen:
-            save_file({k: v.detach().cpu().contiguous() for k, v in raw_unet.state_dict().items()
-                       if k in unfrozen}, str(ckpt / "unfrozen.safetensors"))
-        shots = []
-        for cls in scheme.classes:  # validation images per class
-            with torch.no_grad():
-                out = pipe(class_prompt(cls), num_inference_steps=config.validation_steps,
-                           num_images_per_prompt=config.validation_per_class, output_type="np",
-                           height=config.resolution, width=config.resolution,
-                           generator=torch.Generator().manual_seed(config.seed))
-            shots.append((out.images * 255).round().astype(np.uint8))
-        Image.fromarray(grid(np.concatenate(shots), config.validation_per_class)).save(ckpt / "validation.png")
-        (ckpt / "state.json").write_text(json.dumps({"step": step, "loss": last_loss,
-                                                     "validation_rows": list(scheme.classes),
-                                                     "versions": versions()}, indent=1))
+        pipe.unet = accelerator.unwrap_model(unet)
+        pipe.text_encoder = accelerator.unwrap_model(text_encoder)
+        _save_lora_checkpoint(folder / "checkpoints" / f"step-{step:06d}", step, last_loss, pipe,
+                              unfrozen, config, scheme)
 
     step, status, last_loss = 0, "done", math.nan
     unet.train()
@@ -293,16 +339,11 @@ def train_lora(workspace: Workspace, config: LoraTrainConfig, progress: Progress
                 status = "cancelled"
                 break
             with accelerator.accumulate(unet):
-                with torch.no_grad():
-                    latents = to_latents(images[index.cpu()])
-                hidden = _encode_prompts(pipe, [prompts[i] for i in index.tolist()], device)
-                loss = diffusion_loss(latents.float(), hidden)
+                loss = step_loss(images[index.cpu()], [prompts[i] for i in index.tolist()])
                 if prior is not None:
                     pick = torch.randint(0, len(prior[0]), (len(index),))
-                    with torch.no_grad():
-                        prior_latents = to_latents(prior[0][pick])
-                    prior_hidden = _encode_prompts(pipe, [prior[1][i] for i in pick.tolist()], device)
-                    loss = loss + config.prior_weight * diffusion_loss(prior_latents.float(), prior_hidden)
+                    loss = loss + config.prior_weight * step_loss(
+                        prior[0][pick], [prior[1][i] for i in pick.tolist()])
                 accelerator.backward(loss)
                 optimizer.step()
                 optimizer.zero_grad(set_to_none=True)

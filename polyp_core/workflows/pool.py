@@ -4,6 +4,8 @@ elsewhere imported into it."""
 from __future__ import annotations
 
 from polyp_core.external import ImportedSynthetic, SyntheticImport
+from polyp_core.pool import (PoolFilter, PoolItem, PoolPage, Removal, pool_item, pool_page,
+                             remove_from_pool)
 from polyp_core.progress import Progress, no_progress
 from polyp_core.review.accounts import Person
 from polyp_core.workflows.base import authorise
@@ -17,6 +19,25 @@ def generators(db: Database, person: Person) -> list[str]:
     authorise(db, person)
     with db.session() as session:
         return sorted({i.provenance.generator for i in queries.synthetic_images(session)})
+
+
+def page(db: Database, person: Person, pool_filter: PoolFilter, number: int = 0,
+         per_page: int = 24) -> PoolPage:
+    """One page of the synthetic pool, newest first, with provenance, ratings and studies."""
+    authorise(db, person)
+    return pool_page(db, pool_filter, number, per_page)
+
+
+def item(db: Database, person: Person, sha256: str) -> PoolItem:
+    """One synthetic image with its full provenance, every rating and its studies."""
+    authorise(db, person)
+    return pool_item(db, sha256)
+
+
+def remove(db: Database, workspace: Workspace, person: Person, shas: list[str]) -> Removal:
+    """Remove images no study and no stored run uses; the others are kept, each with why."""
+    authorise(db, person)
+    return remove_from_pool(db, workspace, list(shas))
 
 
 def import_synthetic(db: Database, workspace: Workspace, person: Person,
