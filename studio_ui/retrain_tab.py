@@ -35,7 +35,8 @@ class RetrainDesk:
               max_ratio: Num, name: Text,
               allow_small: bool = False, probe: bool = False, folds: Text = "auto",
               seen_train: bool = False,
-              inner_valid: Num = 0.15, refit: bool = False, allow_unknown: bool = False) -> tuple:
+              inner_valid: Num = 0.15, refit: bool = False, allow_unknown: bool = False,
+              task: Text = "classification") -> tuple:
         config = retrain.retrain_request({
             "dataset": dataset, "scheme": scheme, "backbone": backbone, "image_size": size,
             "imbalance": imbalance, "seeds": seeds, "epochs": epochs, "freeze_backbone": freeze,
@@ -43,7 +44,7 @@ class RetrainDesk:
             "unrated": unrated, "target_mix": mix, "max_ratio": max_ratio, "name": name,
             "allow_small_test": allow_small, "linear_probe": probe, "folds": folds,
             "seen_groups_train": seen_train, "inner_valid": inner_valid, "refit": refit,
-            "allow_unknown_training_data": allow_unknown})
+            "allow_unknown_training_data": allow_unknown, "task": task or "classification"})
         # planned before anything is queued: folds, too few test lesions, leaking generators
         # and an empty selection are refused now; the job runs that plan
         started = retrain.start(self.studio.db, self.studio.workspace, person, config,
@@ -72,16 +73,20 @@ class RetrainDesk:
         warnings = "\n".join(f"- {'**regression**' if w['beyond_noise'] else 'warning'}: {w['text']}"
                              for w in results.get("warnings", []))
         selection = results.get("selection", {}).get("counts")
-        text = (f"**{run_id}** · scheme {results['scheme']} · "
-                f"{results['arms'][next(iter(results['arms']))]['summary']['macro_f1']['n']} seed(s)")
+        segmentation = results.get("task") == "segmentation"
+        first = results["arms"][next(iter(results["arms"]))]["summary"]
+        text = (f"**{run_id}** · {'segmentation' if segmentation else 'classification'} · scheme "
+                f"{results['scheme']} · {first['dice' if segmentation else 'macro_f1']['n']} "
+                "seed(s)")
         per_fold = results.get("selection", {}).get("per_fold")
         if per_fold:
             text += " · synthetic images selected per fold: " + ", ".join(
                 str(sum(c["selected"].values())) for c in per_fold)
         elif selection:
             text += f" · synthetic images selected per class: {selection['selected']}"
-        text += ("\n\n" + warnings) if warnings else ("\n\nNo class lost recall or F1 beyond "
-                                                        "its 95% interval.")
+        text += ("\n\n" + warnings) if warnings else (
+            "\n\nDice did not fall beyond its 95% interval." if segmentation else
+            "\n\nNo class lost recall or F1 beyond its 95% interval.")
         design = results.get("test_groups")
         if design:
             cluster = results.get("delta_cluster") or next(iter(results["uncertainty"].values()))
@@ -122,6 +127,8 @@ def build_retrain_tab(studio: Studio, access: Access) -> dict:
     desk = RetrainDesk(studio)
     job = gr.State(None)
     note = gr.Markdown(DEMO_NOTE, visible=False)
+    task = gr.Radio(["classification", "segmentation"], value=DEFAULTS["task"],
+                    label="Task (segmentation: a U-Net on the data set's masks, Dice and IoU)")
     with gr.Row():
         dataset = gr.Dropdown([], label="Data set", allow_custom_value=True)  # filled at admin sign-in
         scheme = gr.Dropdown(["", *SCHEMES], value="", label="Label scheme (empty: the data set's)")
@@ -186,7 +193,7 @@ def build_retrain_tab(studio: Studio, access: Access) -> dict:
     on(start.click, desk.start, inputs=[dataset, scheme, backbone, size, imbalance, seeds, epochs,
                                         freeze, min_quality, min_reviewers, verdict, unrated, mix,
                                         max_ratio, name, allow_small, probe, folds, seen_train,
-                                        inner_valid, refit, allow_unknown],
+                                        inner_valid, refit, allow_unknown, task],
        outputs=[job, status, timer],
        api_name="start_retrain")
     on(timer.tick, desk.poll, inputs=job, outputs=[status, run, job, timer],

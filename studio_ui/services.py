@@ -81,6 +81,7 @@ FIELD_LABELS = {
     "inner_valid": '"With folds: share of each fold\'s training groups networks stop early on"',
     "refit": '"With folds: epochs by inner CV"',
     "allow_unknown_training_data": '"Use imported generators whose training data are unknown"',
+    "task": '"Task"',
 
 }
 

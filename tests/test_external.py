@@ -257,3 +257,30 @@ def test_a_zip_with_a_jsonl_manifest_imports_the_same_way(studio, tmp_path):
     assert item.provenance["extra"]["columns"] == {"sampler": {"name": "ddim", "steps": 50}}
     assert item.provenance["extra"]["manifest_row"] == 2  # the JSONL line
     assert not list(workspace.staging_dir.iterdir())
+
+
+def test_imported_images_with_masks_feed_a_segmentation_run(studio):
+    """The external images' masks join the real training masks in the augmented arm; the
+    demo generator's images (no masks) are left out, and the report says where the added
+    images came from."""
+    workspace, db, folder = studio
+    if not pool_page(db, PoolFilter(generator=EXTERNAL)).total:
+        import_synthetic(db, workspace, SyntheticImport(
+            source=str(folder), generator=EXTERNAL, dataset="phantom", trained_on="phantom:train"))
+    config = ExperimentConfig(dataset="phantom", task="segmentation", folds=0, seeds=(0,),
+                              allow_small_test=True, name="seg-external",
+                              train=ClassifierTrainConfig(image_size=64, epochs=1, batch_size=16))
+    run = run_experiment(db, workspace, config, device=torch.device("cpu"))
+    counts = run.results["selection"]["counts"]
+    assert counts["dropped"]["no_mask"] == 12  # the demo generator's 4 per class
+    assert sum(counts["selected"].values()) == 24
+    assert run.results["selection"]["generators"][0]["generator"] == EXTERNAL
+    # the paired delta is the difference of the arms' means over the same test images
+    delta, arms = run.results["delta_cluster"]["dice"], run.results["uncertainty"]
+    assert delta["estimate"] == pytest.approx(
+        arms["augmented"]["dice"]["estimate"] - arms["baseline"]["dice"]["estimate"])
+    assert delta["low"] < delta["high"] and delta["groups"] == arms["baseline"]["groups"]
+    added = run.results["arms"]["augmented"]["per_seed"][0]["n_train"]
+    assert added == run.results["arms"]["baseline"]["per_seed"][0]["n_train"] + 24
+    assert f"<td>{EXTERNAL}</td><td>24</td><td>imported</td>" in \
+        (run.folder / "report.html").read_text()

@@ -26,6 +26,7 @@ class ImageRef:
     path: str
     label: str
     kind: str = "real"
+    mask: str | None = None  # its mask's file, for segmentation
 
 
 @dataclass

@@ -59,6 +59,7 @@ from polyp_core.workspace import Workspace
 from review_db.database import Database
 
 ARMS = ("baseline", "augmented")
+TASKS = ("classification", "segmentation")
 PROBE = "linear probe"
 
 
@@ -116,6 +117,7 @@ class ExperimentConfig:
     inner_valid: float = rule(INNER_VALID, lo=0.0, hi=0.5, flag="--inner-valid")
     refit: bool = False
     allow_unknown_training_data: bool = False
+    task: str = rule("classification", choices=TASKS)
 
     def to_json(self) -> dict:
         return {"dataset": self.dataset, "scheme": self.scheme, "train": asdict(self.train),
@@ -124,7 +126,8 @@ class ExperimentConfig:
                 "linear_probe": self.linear_probe, "folds": self.folds, "cv_seed": self.cv_seed,
                 "seen_groups_train": self.seen_groups_train, "inner_valid": self.inner_valid,
                 "refit": self.refit,
-                "allow_unknown_training_data": self.allow_unknown_training_data}
+                "allow_unknown_training_data": self.allow_unknown_training_data,
+                "task": self.task}
 
     @classmethod
     def from_json(cls, data: dict) -> ExperimentConfig:
@@ -139,7 +142,8 @@ class ExperimentConfig:
                    # runs stored before inner validation kept a whole fold for it
                    inner_valid=float(data.get("inner_valid", INNER_VALID)),
                    refit=bool(data.get("refit")),
-                   allow_unknown_training_data=bool(data.get("allow_unknown_training_data")))
+                   allow_unknown_training_data=bool(data.get("allow_unknown_training_data")),
+                   task=data.get("task", "classification"))
 
 
 @dataclass
@@ -261,7 +265,8 @@ MIN_TEST_GROUPS = 3  # fewer: refused unless allowed; auto folds keep this many 
 FEW_TEST_GROUPS = 5  # fewer: a warning beside the numbers
 
 
-def check_design(design: dict, allow_small: bool = False) -> list[str]:
+def check_design(design: dict, allow_small: bool = False,
+                 task: str = "classification") -> list[str]:
     """Refuse a test split with fewer than 3 groups of a class (unless ``allow_small``); warn
     under 5; and estimate the smallest macro-F1 change the test split can show.
 
@@ -284,13 +289,15 @@ def check_design(design: dict, allow_small: bool = False) -> list[str]:
                          "class: " + ", ".join(f"{c} {n}" for c, n in small.items()) +
                          f" (at least {MIN_TEST_GROUPS}); resplit with more groups in test, use "
                          "fewer folds, or run anyway with `allow_small_test` (the report says so)")
-    warnings = [f"{c}: only {n} test {unit}; its recall and F1 rest on them"
-                for c, n in few.items()]
+    rests = "its Dice" if task == "segmentation" else "its recall and F1"
+    warnings = [f"{c}: only {n} test {unit}; {rests} rest on them" for c, n in few.items()]
     if small:
         warnings.insert(0, "ran with `allow_small_test`: " + ", ".join(
             f"{c} has {n} test {unit}" for c, n in small.items()))
     pooled = design["table"][design.get("pooled", "test")]
     what = "this test split" if rows == ["test"] else "the pooled out-of-fold predictions"
+    if task == "segmentation":
+        return warnings
     warnings.append(f"smallest macro-F1 change {what} can show (rough, 80% power, unpaired "
                     f"worst case): {minimal_detectable_change(pooled):.2f}")
     return warnings
@@ -328,7 +335,8 @@ def _generators_of(db: Database, images: list[ImageRef]) -> set[str]:
 
 
 def _select(db: Database, config: ExperimentConfig, scheme: str, counts: dict) -> Selection:
-    selection = select_synthetic(db, config.policy, scheme, counts)
+    selection = select_synthetic(db, config.policy, scheme, counts,
+                                 with_masks=config.task == "segmentation")
     if not selection.images:
         raise ValueError(f"the selection policy chose no synthetic image "
                          f"(counts: {selection.counts}); the augmented arm would equal the "
@@ -368,13 +376,24 @@ def _real_side(workspace: Workspace, config: ExperimentConfig) -> _RealSide:
     scheme = config.scheme or manifest.scheme
     manifest = manifest.with_scheme(scheme)
     items = [i for split in ("train", "valid", "test") for i in manifest.split_items(split)]
+    if config.task == "segmentation":
+        if config.refit or config.linear_probe:
+            raise ValueError("`refit` and `linear_probe` are for classification; segmentation "
+                             "stops early on an inner validation split (`inner_valid`) or "
+                             "trains fixed epochs (`inner_valid` 0)")
+        unmasked = [i.id for i in items if not i.mask]
+        if unmasked:
+            raise ValueError(f"data set {config.dataset!r}: {len(unmasked)} of {len(items)} images "
+                             f"have no mask (e.g. {', '.join(unmasked[:3])}); the segmentation "
+                             "task needs a mask for every image (`task`)")
     if config.folds == 0:
         for split in ("train", "valid", "test"):
             if not manifest.split_items(split):
                 raise ValueError(f"data set {config.dataset!r} has no {split} images; an "
                                  "experiment needs train, valid and test splits (or `folds` K)")
     return _RealSide(manifest, scheme, tuple(get_scheme(scheme).classes), items,
-                     [ImageRef(i.sha256, i.image, manifest.label_of(i, scheme)) for i in items],
+                     [ImageRef(i.sha256, i.image, manifest.label_of(i, scheme), mask=i.mask)
+                      for i in items],
                      [i.group or i.id for i in items], any(i.group for i in items))
 
 
@@ -407,7 +426,8 @@ def _cv_folds(side: _RealSide, config: ExperimentConfig, k: int,
     inner = 0.0 if config.refit else config.inner_valid
     evaluation = {"kind": "grouped cross-validation", "folds": k, "seed": config.cv_seed,
                   "stratified": True, "grouped": side.grouped, "inner_valid": inner,
-                  "refit": config.refit, "validation": _validation_words(inner, config.refit)}
+                  "refit": config.refit,
+                  "validation": _validation_words(inner, config.refit, config.task)}
     if train_only:
         evaluation["train_only_groups"] = len({group_of[i] for i in train_only})
         evaluation["train_only_images"] = len(train_only)
@@ -494,7 +514,7 @@ def plan_experiment(db: Database, workspace: Workspace, config: ExperimentConfig
                       for fold in folds]
         _check_synthetic(db, workspace, config, side, folds, selections, cv=bool(k))
     design = design_table(folds, labels, group_of, side.classes, side.grouped)
-    design["warnings"] = check_design(design, config.allow_small_test)
+    design["warnings"] = check_design(design, config.allow_small_test, config.task)
     if augmented:
         used = set().union(*(_generators_of(db, s.images) for s in selections))
         unknown = sorted(g for g in used if declared_unknown(workspace.models_dir, g))
@@ -506,7 +526,12 @@ def plan_experiment(db: Database, workspace: Workspace, config: ExperimentConfig
                           design, evaluation)
 
 
-def _validation_words(inner: float, refit: bool) -> str:
+def _validation_words(inner: float, refit: bool, task: str = "classification") -> str:
+    words = _network_validation(inner, refit)
+    return words.split("; linear probe")[0] if task == "segmentation" else words
+
+
+def _network_validation(inner: float, refit: bool) -> str:
     if refit:
         return ("networks: epoch count chosen by inner grouped 3-fold CV within each fold's "
                 "training part, then trained on the whole training part; linear probe: the "
@@ -684,6 +709,13 @@ def run_experiment(db: Database, workspace: Workspace, config: ExperimentConfig,
     classes, folds = plan.classes, plan.folds
     cv = plan.evaluation["kind"] == "grouped cross-validation"
     progress(0, 1, f"loading {len(plan.real)} real images")
+    if config.task == "segmentation":
+        from polyp_core.segment.experiment import run_segmentation
+
+        run_id, folder = new_run_dir(workspace, "retrain")
+        results = run_segmentation(config, plan, PixelCache(workspace.pixel_cache_dir), folder,
+                                   progress, cancel, device, registry)
+        return _store_run(db, workspace, config, plan, run_id, folder, results, progress)
     sets = _TrainingSets(plan, config.train.image_size, PixelCache(workspace.pixel_cache_dir))
     run_id, folder = new_run_dir(workspace, "retrain")
     # frozen pretrained backbone: folds, seeds and the probe share embeddings
@@ -710,17 +742,27 @@ def run_experiment(db: Database, workspace: Workspace, config: ExperimentConfig,
                         for arm, rows in per_seed.items()},
                "normalisation": {"mean": list(trained.spec.mean), "std": list(trained.spec.std),
                                  "arms": list(config.arms)}}
+    _with_uncertainty(results, config, plan, per_seed, test_labels)
+    return _store_run(db, workspace, config, plan, run_id, folder, results, progress)
+
+
+def _store_run(db: Database, workspace: Workspace, config: ExperimentConfig,
+               plan: ExperimentPlan, run_id: str, folder: Path, results: dict,
+               progress: Progress) -> ExperimentResult:
+    """Add what the selection chose (and from which generators), write ``report.html`` and
+    store the run with its image lists."""
     if any(plan.selections):
         counts = [sel.counts for sel in plan.selections]
         results["selection"] = {"counts": counts[0],
                                 "ratings_hash": plan.selections[0].ratings_hash}
-        if cv:
+        if plan.evaluation["kind"] == "grouped cross-validation":
             results["selection"]["per_fold"] = counts
         results["selection"]["generators"] = generator_summary(db, workspace, plan.selections)
-    _with_uncertainty(results, config, plan, per_seed, test_labels)
     write_report(folder, run_id, config.to_json(), results)  # report.html beside the run
+    synthetic = sorted({r for sel in plan.selections if sel for r in sel.images},
+                       key=lambda r: r.sha256)
     save_run(db, workspace, run_id, folder, "retrain", config.to_json(), results,
-             _image_lists(plan, sets.synthetic_refs))
+             _image_lists(plan, synthetic))
     progress(1, 1, f"stored run {run_id}")
     return ExperimentResult(run_id, folder, results)
 
@@ -794,9 +836,17 @@ def compare_runs(db: Database, run_a: str, run_b: str) -> dict:
     syn_b = {i["sha256"] for i in b["images"].get("synthetic", [])}
     hash_a = a["results"].get("selection", {}).get("ratings_hash")
     hash_b = b["results"].get("selection", {}).get("ratings_hash")
+    tasks = {r["results"].get("task", "classification") for r in (a, b)}
+    if len(tasks) > 1:
+        raise ValueError(f"{run_a} and {run_b} answer different tasks ({', '.join(sorted(tasks))}); "
+                         "compare runs of one task")
     metrics = {}
     for arm in sorted(set(a["results"]["arms"]) & set(b["results"]["arms"])):
         sa, sb = a["results"]["arms"][arm]["summary"], b["results"]["arms"][arm]["summary"]
+        if tasks == {"segmentation"}:
+            metrics[arm] = {m: sb[m]["mean"] - sa[m]["mean"] for m in ("dice", "iou", "precision",
+                                                                       "recall")}
+            continue
         row = {m: sb[m]["mean"] - sa[m]["mean"] for m in ("macro_f1", "balanced_accuracy", "accuracy")}
         row["per_class"] = {c: {m: sb["per_class"][c][m]["mean"] - sa["per_class"][c][m]["mean"]
                                 for m in ("precision", "recall", "f1")}

@@ -56,10 +56,16 @@ def metric_table(results: dict) -> tuple[list[str], list[list[str]]]:
         header += (["augmented − baseline: paired CI over groups+seeds, p"] if
                    "delta_cluster" in results else []) + ["augmented − baseline over seeds"]
     rows = []
-    names = [("macro-F1", ("macro_f1",)), ("balanced accuracy", ("balanced_accuracy",)),
-             ("accuracy", ("accuracy",))]
-    names += [(f"{c} {m}", ("per_class", c, m)) for c in results["classes"]
-              for m in ("precision", "recall", "f1")]
+    if results.get("task") == "segmentation":  # per test image with a polyp, then averaged
+        names = [("Dice", ("dice",)), ("IoU", ("iou",)), ("pixel precision", ("precision",)),
+                 ("pixel recall", ("recall",))]
+        names += [(f"{c} Dice", ("per_class", c, "dice")) for c in results["classes"]
+                  if len(results["classes"]) > 1]
+    else:
+        names = [("macro-F1", ("macro_f1",)), ("balanced accuracy", ("balanced_accuracy",)),
+                 ("accuracy", ("accuracy",))]
+        names += [(f"{c} {m}", ("per_class", c, m)) for c in results["classes"]
+                  for m in ("precision", "recall", "f1")]
     for label, path in names:
         row = [label]
         for arm in arms:
@@ -68,14 +74,20 @@ def metric_table(results: dict) -> tuple[list[str], list[list[str]]]:
                     row.append(_case_cell(_node(results["uncertainty"][arm], path)))
                 except KeyError:  # accuracy: chance depends on the mix, so no case CI is given
                     row.append("-")
-            row.append(_cell(_node(results["arms"][arm]["summary"], path)))
+            try:
+                row.append(_cell(_node(results["arms"][arm]["summary"], path)))
+            except KeyError:  # segmentation: per-class Dice has a case CI only
+                row.append("-")
         if "delta" in results:
             if "delta_cluster" in results:
                 try:
                     row.append(_case_cell(_node(results["delta_cluster"], path)))
                 except KeyError:
                     row.append("-")
-            row.append(_cell(_node(results["delta"], path)))
+            try:
+                row.append(_cell(_node(results["delta"], path)))
+            except KeyError:
+                row.append("-")
         rows.append(row)
     return header, rows
 
@@ -89,6 +101,8 @@ def delta_bars(results: dict) -> go.Figure:
     if "delta" not in results:
         figure.update_layout(title="Per-class change: needs both arms")
         return figure
+    if results.get("task") == "segmentation":
+        return _dice_change(results)
     classes = results["classes"]
     cluster = "delta_cluster" in results  # CIs over patients/lesions and seeds, when stored
     for metric, pattern in (("recall", ""), ("f1", "/")):
@@ -112,10 +126,34 @@ def delta_bars(results: dict) -> go.Figure:
     return figure
 
 
+def _dice_change(results: dict) -> go.Figure:
+    """Change in Dice (augmented − baseline), overall and per class, with the paired 95%
+    interval over test groups and seeds."""
+    import plotly.graph_objects as go
+
+    delta = results["delta_cluster"]
+    names = ["all", *delta.get("per_class", {})]
+    d = [delta["dice"], *(delta["per_class"][c]["dice"] for c in names[1:])]
+    means = [x["estimate"] for x in d]
+    figure = go.Figure(go.Bar(
+        x=names, y=means, marker_color=["#d62728" if m < 0 else "#2ca02c" for m in means],
+        error_y=dict(type="data", symmetric=False, array=[x["high"] - x["estimate"] for x in d],
+                     arrayminus=[x["estimate"] - x["low"] for x in d])))
+    figure.update_layout(title="Change in Dice, augmented − baseline (95% CI over patients/"
+                               "lesions and seeds)", yaxis_title="Δ Dice", height=360,
+                         margin=dict(l=40, r=20, t=50, b=40))
+    return figure
+
+
 def confusion_figure(results: dict) -> go.Figure:
     """Summed confusion matrices of each arm (over seeds), side by side."""
     import plotly.graph_objects as go
     from plotly.subplots import make_subplots
+
+    if results.get("task") == "segmentation":
+        figure = go.Figure()
+        figure.update_layout(title="Segmentation: no confusion matrix (see Dice and IoU)")
+        return figure
 
     arms = list(results["arms"])
     classes = results["classes"]

@@ -14,6 +14,8 @@ import random
 from collections import Counter, defaultdict
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING
 
 from polyp_core.classify.data import ImageRef
 from polyp_core.data.labels import get_scheme
@@ -21,6 +23,9 @@ from polyp_core.vocabulary import QUALITY_RANK
 from polyp_core.validation import checked, rule
 from review_db import queries
 from review_db.database import Database
+
+if TYPE_CHECKING:
+    from review_db.models import Image
 
 VERDICT_RULES = ("any", "not_majority_synthetic", "majority_real", "all_real")
 UNRATED = ("include", "exclude")
@@ -161,10 +166,17 @@ def _quotas(real_counts: dict[str, int], available: dict[str, int], policy: Sele
     return quota
 
 
+def _mask_path(image: Image) -> str | None:
+    """Where the pool keeps a synthetic image's mask (beside the image, content-addressed)."""
+    mask_sha = ((image.provenance.extra if image.provenance else None) or {}).get("mask_sha256")
+    return str(Path(image.path).parent / "masks" / f"{mask_sha}.png") if mask_sha else None
+
+
 def select_synthetic(db: Database, policy: SelectionPolicy, scheme: str,
-                     real_counts: dict[str, int]) -> Selection:
+                     real_counts: dict[str, int], with_masks: bool = False) -> Selection:
     """Apply ``policy`` to the synthetic pool for a training set with ``real_counts`` images
-    per scheme class.
+    per scheme class. ``with_masks`` (segmentation): only images stored with a mask, which
+    each chosen image then carries.
 
     Returns:
         the chosen images (scheme classes), the ratings hash and how many each rule dropped.
@@ -175,7 +187,7 @@ def select_synthetic(db: Database, policy: SelectionPolicy, scheme: str,
         pool = []
         for generator in policy.generators or (None,):
             pool += queries.synthetic_images(session, generator=generator)
-        candidates = sorted({(img.sha256, img.path, img.label) for img in pool})
+        candidates = sorted({(img.sha256, img.path, img.label, _mask_path(img)) for img in pool})
         rows = queries.synthetic_ratings(session, policy.studies)
     ratings: dict[str, list[tuple]] = defaultdict(list)
     for sha, reviewer, _study, verdict, quality, _rev in rows:
@@ -183,7 +195,10 @@ def select_synthetic(db: Database, policy: SelectionPolicy, scheme: str,
     flagged = memorised(db, policy.exclude_memorised)
     dropped: Counter = Counter()
     eligible: dict[str, list[ImageRef]] = defaultdict(list)
-    for sha, path, label in candidates:
+    for sha, path, label, mask in candidates:
+        if with_masks and mask is None:
+            dropped["no_mask"] += 1
+            continue
         cls = label_scheme.mapping.get(label or "")
         if cls is None or (policy.classes and cls not in policy.classes):
             dropped["class"] += 1
@@ -211,7 +226,7 @@ def select_synthetic(db: Database, policy: SelectionPolicy, scheme: str,
             if not keep:
                 dropped["verdict"] += 1
                 continue
-        eligible[cls].append(ImageRef(sha, path, cls, "synthetic"))
+        eligible[cls].append(ImageRef(sha, path, cls, "synthetic", mask if with_masks else None))
     available = {c: len(eligible[c]) for c in label_scheme.classes}
     quota = _quotas(real_counts, available, policy, label_scheme.classes)
     rng = random.Random(policy.seed)

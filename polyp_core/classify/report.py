@@ -35,7 +35,20 @@ def methods_paragraph(config: dict, results: dict) -> str:
     def count(split: str, key: str) -> int:
         return sum(v[key] for v in table.get(split, {}).values())
     seeds = ", ".join(str(s) for s in config["seeds"])
+    segmentation = results.get("task") == "segmentation"
     text = [
+        f"U-Nets (segmentation-models-pytorch; encoder {train['backbone']} with ImageNet "
+        f"weights, {train['image_size']} px, "
+        f"{'encoder frozen, decoder trained' if train['freeze_backbone'] else 'fine-tuned'}; "
+        f"Dice + binary cross-entropy loss; AdamW, learning rate {train['lr']:g}, at most "
+        f"{train['epochs']} epochs with early stopping on validation Dice after "
+        f"{train['patience']} epochs without improvement; flips and quarter turns on image and "
+        f"mask {'on' if train['augment'] else 'off'}) were trained on the training "
+        f"{'part of every fold' if cv else 'split'} of data set {config['dataset']} with seeds "
+        f"{seeds}; every arm used the same {'folds' if cv else 'split'}, seeds and input "
+        "normalisation. Dice, IoU and pixel precision and recall are computed per test image "
+        "with a polyp and averaged; test images without a polyp are counted apart (how many "
+        "got a predicted polyp)." if segmentation else
         f"Classifiers ({train['backbone']}, ImageNet weights, {train['image_size']} px, "
         f"{'backbone frozen, head trained' if train['freeze_backbone'] else 'fine-tuned'}; "
         f"AdamW, learning rate {train['lr']:g}, at most {train['epochs']} epochs with early "
@@ -75,8 +88,10 @@ def methods_paragraph(config: dict, results: dict) -> str:
             f"95% confidence intervals come from a cluster bootstrap ({uncertainty['n_boot']} "
             f"replicates) over the {uncertainty['groups']} test units, each replicate also "
             "redrawing the training seeds; differences between arms are paired (the same units "
-            "and seeds in both arms) with two-sided bootstrap p-values. A class is reported as "
-            "a regression only when its difference's interval excludes zero.")
+            "and seeds in both arms) with two-sided bootstrap p-values. "
+            + ("Dice is reported as a regression only when its difference's interval excludes "
+               "zero." if segmentation else "A class is reported as a regression only when its "
+               "difference's interval excludes zero."))
     return " ".join(text)
 
 
@@ -149,13 +164,38 @@ def write_report(folder: Path, run_id: str, config: dict, results: dict) -> Path
               "</h2>", _table(header, rows)]
     for warning in results.get("warnings", []):
         parts.append(f"<p class='warn'>Regression: {html.escape(warning['text'])}</p>")
+    if results.get("task") == "segmentation":
+        parts += _segmentation_parts(results)
+        return _write(folder, parts)
     parts.append("<h2>Confusion matrices (rows: truth; summed over seeds)</h2>")
     for arm, data in results["arms"].items():
         matrix = data["summary"]["confusion_sum"]
         parts += [f"<h3>{html.escape(arm)}</h3>",
                   _table(["truth \\ predicted", *results["classes"]],
                          [[c, *row] for c, row in zip(results["classes"], matrix)])]
+    return _write(folder, parts)
+
+
+def _write(folder: Path, parts: list[str]) -> Path:
     parts.append("</body></html>")
     path = Path(folder) / "report.html"
     path.write_text("\n".join(parts), encoding="utf-8")
     return path
+
+
+def _segmentation_parts(results: dict) -> list[str]:
+    """Empty test images per arm, and overlays of each arm's best and worst test images."""
+    parts = ["<h2>Test images without a polyp</h2>",
+             _table(["arm", "seed", "images with a polyp", "images without", "of these, with a "
+                     "predicted polyp"],
+                    [[arm, r["seed"], r["images_with_polyp"], r["empty_images"],
+                      r["empty_false_positives"]]
+                     for arm, data in results["arms"].items() for r in data["per_seed"]])]
+    for arm, shown in results.get("overlays", {}).items():
+        parts.append(f"<h2>{html.escape(arm)}: best and worst test images (first seed; truth "
+                     "green, prediction magenta)</h2>")
+        for which in ("best", "worst"):
+            parts.append(f"<p>{which}: " + " ".join(
+                f"<img src='{o['uri']}' title='{html.escape(o['image'])} Dice {o['dice']:.3f}' "
+                f"alt='{which} {html.escape(o['image'])}'>" for o in shown[which]) + "</p>")
+    return parts

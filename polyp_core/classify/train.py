@@ -72,7 +72,7 @@ class TrainedClassifier:
     stopped_early: bool = False
 
 
-def _autocast_dtype(config: ClassifierTrainConfig, device: torch.device) -> torch.dtype | None:
+def autocast_dtype(config: ClassifierTrainConfig, device: torch.device) -> torch.dtype | None:
     if device.type != "cuda" or config.mixed_precision == "no":
         return None
     if config.mixed_precision == "fp16":
@@ -163,7 +163,7 @@ def evaluate(model: Classifier, spec: ClassifierSpec, data: ImageTensors,
     return classification_metrics(data.labels.numpy(), probs.argmax(1), spec.classes)
 
 
-def _optimiser(model: torch.nn.Module, config: ClassifierTrainConfig,
+def warmup_cosine_adamw(model: torch.nn.Module, config: ClassifierTrainConfig,
                steps_per_epoch: int) -> tuple[torch.optim.Optimizer, LambdaLR]:
     """AdamW over the trainable parameters, with linear warm-up then cosine decay per step."""
     params = [p for p in model.parameters() if p.requires_grad]
@@ -220,7 +220,7 @@ class _Stepper:
         self.generator, self.pixels, self.labels = generator, pixels, labels
         self.view_stack, self.optimizer, self.schedule = view_stack, optimizer, schedule
         self.loss_weights = loss_weights
-        self.amp = _autocast_dtype(config, device)
+        self.amp = autocast_dtype(config, device)
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp == torch.float16)
 
     def logits(self, index: torch.Tensor) -> torch.Tensor:
@@ -280,7 +280,7 @@ def train_classifier(train: ImageTensors, valid: ImageTensors, classes: tuple[st
         model.backbone.requires_grad_(False)
     steps_per_epoch = math.ceil(len(train) / config.batch_size)
     total = steps_per_epoch * config.epochs
-    optimizer, schedule = _optimiser(model, config, steps_per_epoch)
+    optimizer, schedule = warmup_cosine_adamw(model, config, steps_per_epoch)
     loss_weights = class_weights(train.labels, len(classes)).to(device) \
         if config.imbalance == "loss" else None
     labels_dev = train.labels.to(device)

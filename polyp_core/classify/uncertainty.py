@@ -15,6 +15,7 @@ replicate costs one ``bincount`` per seed.
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
 
 import numpy as np
@@ -59,10 +60,13 @@ def _draws(groups: Sequence[str], n_seeds: int, n_boot: int,
 
 
 def _seed_average(values: np.ndarray, seeds: np.ndarray) -> np.ndarray:
-    """values (B, S, ...) averaged over each replicate's drawn seeds -> (B, ...)."""
+    """values (B, S, ...) averaged over each replicate's drawn seeds -> (B, ...); NaN where a
+    replicate has no value (no drawn image a score applies to)."""
     picked = np.take_along_axis(values, seeds.reshape(seeds.shape + (1,) * (values.ndim - 2)),
                                 axis=1)
-    return np.nanmean(picked, axis=1)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN replicates stay NaN
+        return np.nanmean(picked, axis=1)
 
 
 def _interval(estimate: float, replicates: np.ndarray, level: float) -> dict:
@@ -153,3 +157,49 @@ def regression_warnings(delta: dict, classes: Sequence[str]) -> list[dict]:
                                              f"cluster bootstrap over {delta['groups']} test "
                                              f"groups and {delta['seeds']} seeds)"})
     return warnings
+
+
+def _score_means(scores: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    """Weighted means over images of per-image scores (S, N) under image weights (B, N) -> (B, S),
+    NaN scores (images a score does not apply to) left out."""
+    finite = np.isfinite(scores)
+    values = np.where(finite, scores, 0.0)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return (weights @ values.T) / (weights @ finite.T.astype(float))
+
+
+def cluster_bootstrap_scores(scores: Sequence[Sequence[float]], groups: Sequence[str],
+                             n_boot: int = 2000, seed: int = 0, level: float = 0.95) -> dict:
+    """The mean of a per-image score (one row per training seed; NaN where it does not apply)
+    with its 95% interval from the same cluster bootstrap over test groups and seeds as
+    :func:`cluster_bootstrap`."""
+    s = np.atleast_2d(np.asarray(scores, dtype=float))
+    rng = np.random.default_rng(seed)
+    weights, seeds = _draws(groups, s.shape[0], n_boot, rng)
+    point = float(np.nanmean(_score_means(s, np.ones((1, s.shape[1])))[0]))
+    boot = _seed_average(_score_means(s, weights), seeds)
+    return _interval(point, boot, level) | {"groups": int(len(set(map(str, groups)))),
+                                            "seeds": int(s.shape[0]), "n_boot": n_boot}
+
+
+def paired_cluster_bootstrap_scores(treated: Sequence[Sequence[float]],
+                                    control: Sequence[Sequence[float]], groups: Sequence[str],
+                                    n_boot: int = 2000, seed: int = 0,
+                                    level: float = 0.95) -> dict:
+    """``treated - control`` of a per-image score's mean, with its paired interval and a
+    two-sided bootstrap p-value (the same groups and seeds in both arms in every replicate)."""
+    a = np.atleast_2d(np.asarray(treated, dtype=float))
+    b = np.atleast_2d(np.asarray(control, dtype=float))
+    if a.shape != b.shape:
+        raise ValueError(f"paired arms need the same seeds and test images; got {a.shape} and "
+                         f"{b.shape}")
+    rng = np.random.default_rng(seed)
+    weights, seeds = _draws(groups, a.shape[0], n_boot, rng)
+    ones = np.ones((1, a.shape[1]))
+    point = float(np.nanmean(_score_means(a, ones)[0] - _score_means(b, ones)[0]))
+    boot = _seed_average(_score_means(a, weights) - _score_means(b, weights), seeds)
+    finite = boot[np.isfinite(boot)]
+    p = float(min(1.0, 2 * min((finite <= 0).mean(), (finite >= 0).mean()))) if finite.size \
+        else float("nan")
+    return _interval(point, boot, level) | {"p": p, "groups": int(len(set(map(str, groups)))),
+                                            "seeds": int(a.shape[0]), "n_boot": n_boot}

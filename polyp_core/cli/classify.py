@@ -156,6 +156,9 @@ def add_classify_commands(sub: argparse._SubParsersAction) -> None:
                          "inner grouped CV): the baseline a network must beat")
     re.add_argument("--allow-small-test", action="store_true",
                     help="run even when a class has fewer than 3 test groups (patients/lesions)")
+    re.add_argument("--task", default=D["task"], choices=["classification", "segmentation"],
+                    help="classification (histology) or segmentation (a U-Net on the data "
+                         "set's masks; Dice and IoU per test image)")
     re.add_argument("--allow-unknown-training-data", action="store_true",
                     help="use images of imported generators whose training data are unknown "
                          "(their leak cannot be checked; the run and its report warn)")

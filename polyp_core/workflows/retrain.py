@@ -23,7 +23,7 @@ AUTO = "auto"
 #: Every field of a retrain request with its default: the CLI's options and the Retrain tab's
 #: widgets start from these, so "auto" and every default mean one thing in both.
 DEFAULTS: dict[str, object] = {
-    "dataset": None, "scheme": None, "name": None,
+    "dataset": None, "scheme": None, "name": None, "task": "classification",
     # how each classifier trains (ClassifierTrainConfig)
     "backbone": "efficientnet_lite0", "image_size": 224, "imbalance": "sampler", "epochs": 15,
     "batch_size": 32, "lr": 3e-4, "patience": 5, "augment": True, "freeze_backbone": False,
@@ -93,7 +93,8 @@ def retrain_request(fields: Mapping[str, object]) -> ExperimentConfig:
         linear_probe=bool(f["linear_probe"]), folds=parse_folds(f["folds"]),
         cv_seed=whole(f["cv_seed"], "cv_seed"), seen_groups_train=bool(f["seen_groups_train"]),
         inner_valid=number(f["inner_valid"], "inner_valid"), refit=bool(f["refit"]),
-        allow_unknown_training_data=bool(f["allow_unknown_training_data"]))
+        allow_unknown_training_data=bool(f["allow_unknown_training_data"]),
+        task=str(f["task"]))
 
 
 def plan(db: Database, workspace: Workspace, person: Person,

@@ -1,0 +1,190 @@
+"""Retrain's segmentation task: the classifier experiment's plan (data set, grouped folds,
+seeds, selection policy, leak checks, design table) with a U-Net in place of the classifier,
+scored per test image and summarised with the same cluster bootstrap over groups and seeds."""
+
+from __future__ import annotations
+
+import base64
+import io
+from typing import TYPE_CHECKING
+
+import numpy as np
+import torch
+from PIL import Image
+
+from polyp_core.classify.metrics import paired_difference, spread
+from polyp_core.classify.uncertainty import (cluster_bootstrap_scores,
+                                             paired_cluster_bootstrap_scores)
+from polyp_core.data.browse import overlay_mask
+from polyp_core.data.cache import PixelCache
+from polyp_core.segment.metrics import SCORES, mask_scores, summarise_scores
+from polyp_core.segment.train import MaskTensors, load_masked, predict_masks, train_segmenter
+
+if TYPE_CHECKING:
+    from pathlib import Path
+
+    from polyp_core.backbones import WeightsRegistry
+    from polyp_core.classify.experiment import ExperimentConfig, ExperimentPlan
+    from polyp_core.progress import CancelToken, Progress
+
+#: overlays in the report: this many best and worst test images per arm
+OVERLAYS = 3
+
+
+def _train_sets(plan: ExperimentPlan, size: int, pixels: PixelCache
+                ) -> tuple[MaskTensors, MaskTensors | None, dict[str, int]]:
+    """The real images and masks, the synthetic ones any fold adds, and where each synthetic
+    image sits."""
+    real = load_masked(plan.real, size, pixels)
+    refs = sorted({r for sel in plan.selections if sel for r in sel.images}, key=lambda r: r.sha256)
+    synthetic = load_masked(refs, size, pixels) if refs else None
+    return real, synthetic, {r.sha256: i for i, r in enumerate(refs)}
+
+
+def train_and_predict(config: ExperimentConfig, plan: ExperimentPlan, workspace_pixels: PixelCache,
+                      progress: Progress, cancel: CancelToken | None,
+                      device: torch.device | None, registry: WeightsRegistry | None
+                      ) -> tuple[dict, dict, MaskTensors, dict]:
+    """Train every (fold, arm, seed) and predict its fold's test masks. Returns the per-image
+    scores of each (arm, seed) in pooled test order, the per-fold training records, the
+    pooled test images with their masks, and the predicted masks."""
+    folds, cv = plan.folds, plan.evaluation["kind"] == "grouped cross-validation"
+    real, synthetic, position = _train_sets(plan, config.train.image_size, workspace_pixels)
+    tested = [i for fold in folds for i in fold.test]
+    test_all = real.subset(tested)
+    offsets = np.cumsum([0] + [len(fold.test) for fold in folds])
+    units = [(f, arm, seed) for f in range(len(folds)) for seed in config.seeds
+             for arm in config.arms]
+    predicted = {(arm, seed): np.zeros(tuple(test_all.masks.shape), dtype=bool)
+                 for arm in config.arms for seed in config.seeds}
+    info: dict = {(arm, seed): [] for arm in config.arms for seed in config.seeds}
+    for u, (f, arm, seed) in enumerate(units):
+        def unit_progress(done: int, total: int, message: str, u: int = u) -> None:
+            progress(u * 1000 + int(1000 * done / max(total, 1)), len(units) * 1000, message)
+
+        fold = folds[f]
+        train = real.subset(fold.train)
+        if arm == "augmented" and synthetic is not None:
+            train = MaskTensors.concat([train, synthetic.subset(
+                [position[r.sha256] for r in plan.selections[f].images])])
+        label = f"{fold.name + ' · ' if cv else ''}{arm} seed {seed} ({u + 1}/{len(units)}) · "
+        trained = train_segmenter(train, real.subset(fold.valid), config.train, seed, device,
+                                  registry, unit_progress, cancel, label)
+        used = next(trained.model.parameters()).device
+        predicted[arm, seed][offsets[f]:offsets[f + 1]] = predict_masks(
+            trained.model, real.subset(fold.test), used)
+        info[arm, seed].append({"fold": fold.name, "best_epoch": trained.best_epoch,
+                                "valid_dice": trained.best_valid_dice if fold.valid else None,
+                                "history": trained.history, "n_train": len(train)})
+        trained.model.to("cpu")
+    truth = test_all.masks.numpy()
+    scores = {key: mask_scores(mask, truth) for key, mask in predicted.items()}
+    return scores, info, test_all, predicted
+
+
+def _overlay_uri(rgb: np.ndarray, truth: np.ndarray, predicted: np.ndarray) -> str:
+    """A PNG data URI: the truth outlined green, the prediction magenta."""
+    shown = overlay_mask(overlay_mask(rgb, truth, (64, 255, 96)), predicted, (255, 64, 255))
+    buffer = io.BytesIO()
+    Image.fromarray(shown).resize((160, 160), Image.Resampling.NEAREST).save(buffer, "PNG")
+    return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode()
+
+
+def overlays(scores: dict, test_all: MaskTensors, predicted_of: dict[str, np.ndarray],
+             arms: tuple[str, ...], seed: int) -> dict:
+    """The best and worst test images (by Dice, first seed) of every arm, as overlays."""
+    out = {}
+    pixels = test_all.pixels.permute(0, 2, 3, 1).numpy()
+    truth = test_all.masks.numpy()
+    for arm in arms:
+        dice = scores[arm, seed]["dice"]
+        ranked = [int(i) for i in np.argsort(np.where(np.isfinite(dice), dice, np.inf))
+                  if np.isfinite(dice[i])]
+        pick = {"worst": ranked[:OVERLAYS], "best": ranked[::-1][:OVERLAYS]}
+        out[arm] = {which: [{"image": test_all.refs[i].sha256[:12], "dice": float(dice[i]),
+                             "uri": _overlay_uri(pixels[i], truth[i], predicted_of[arm][i])}
+                            for i in idx] for which, idx in pick.items()}
+    return out
+
+
+def segmentation_results(config: ExperimentConfig, plan: ExperimentPlan, scores: dict,
+                         info: dict) -> dict:
+    """Per arm and seed the mean scores (with the per-image scores kept for the bootstrap);
+    over seeds mean ± std [t interval]; over test groups and seeds the cluster-bootstrap 95%
+    intervals, per class where the data set has classes; and the paired deltas with their
+    regression warnings."""
+    cv = plan.evaluation["kind"] == "grouped cross-validation"
+    groups = plan.design["of_image"]
+    tested = [i for fold in plan.folds for i in fold.test]
+    labels = [plan.real[i].label for i in tested]
+    arms: dict = {}
+    for arm in config.arms:
+        rows = []
+        for seed in config.seeds:
+            s = scores[arm, seed]
+            row = summarise_scores(s) | {"seed": seed,
+                                         "scores": {m: s[m].tolist() for m in SCORES}}
+            if cv:
+                row["folds"] = info[arm, seed]
+            else:
+                row |= {k: v for k, v in info[arm, seed][0].items() if k != "fold"}
+            rows.append(row)
+        arms[arm] = {"per_seed": rows, "summary": {
+            m: spread([r[m] for r in rows], bounds=(0.0, 1.0)) for m in SCORES}}
+    per_image = {arm: {m: np.array([scores[arm, s][m] for s in config.seeds]) for m in SCORES}
+                 for arm in config.arms}
+    classes = [c for c in plan.classes if c in set(labels)]  # the scheme's order
+
+    def of_class(values: np.ndarray, cls: str) -> np.ndarray:
+        return np.where(np.array(labels) == cls, values, np.nan)
+
+    uncertainty = {}
+    about = {"groups": len(set(map(str, groups))), "seeds": len(config.seeds), "n_boot": 2000,
+             "method": "cluster bootstrap over test groups, with seeds"}
+    for arm in config.arms:
+        uncertainty[arm] = {m: cluster_bootstrap_scores(per_image[arm][m], groups)
+                            for m in SCORES} | about
+        if len(classes) > 1:
+            uncertainty[arm]["per_class"] = {c: {"dice": cluster_bootstrap_scores(
+                of_class(per_image[arm]["dice"], c), groups)} for c in classes}
+    results = {"task": "segmentation", "classes": classes, "scheme": plan.scheme,
+               "evaluation": plan.evaluation, "arms": arms, "uncertainty": uncertainty,
+               "test_groups": plan.design}
+    if {"baseline", "augmented"} <= set(config.arms):
+        a, b = per_image["augmented"], per_image["baseline"]
+        results["delta"] = {m: paired_difference([r[m] for r in arms["augmented"]["per_seed"]],
+                                                 [r[m] for r in arms["baseline"]["per_seed"]])
+                            for m in SCORES}
+        results["delta_cluster"] = {m: paired_cluster_bootstrap_scores(a[m], b[m], groups)
+                                    for m in SCORES} | about
+        if len(classes) > 1:
+            results["delta_cluster"]["per_class"] = {c: {"dice": paired_cluster_bootstrap_scores(
+                of_class(a["dice"], c), of_class(b["dice"], c), groups)} for c in classes}
+        results["warnings"] = _regressions(results["delta_cluster"], classes)
+    return results
+
+
+def _regressions(delta: dict, classes: list[str]) -> list[dict]:
+    """A warning where Dice fell (overall or in a class); beyond noise when the whole paired
+    interval is below 0."""
+    found = [("all test images", delta["dice"])]
+    found += [(c, delta["per_class"][c]["dice"]) for c in classes if "per_class" in delta]
+    return [{"class": where, "metric": "dice", "delta": d["estimate"], "ci": [d["low"], d["high"]],
+             "beyond_noise": d["high"] < 0,
+             "text": f"Dice on {where} fell by {-d['estimate']:.3f} (95% CI {d['low']:+.3f} to "
+                     f"{d['high']:+.3f}, p={d['p']:.3g})"}
+            for where, d in found if d["estimate"] < 0]
+
+
+def run_segmentation(config: ExperimentConfig, plan: ExperimentPlan, pixels: PixelCache,
+                     folder: Path, progress: Progress, cancel: CancelToken | None,
+                     device: torch.device | None, registry: WeightsRegistry | None) -> dict:
+    """Train and score every arm; the run's results (overlays included)."""
+    scores, info, test_all, predicted = train_and_predict(config, plan, pixels, progress,
+                                                          cancel, device, registry)
+    results = segmentation_results(config, plan, scores, info)
+    first = config.seeds[0]
+    results["overlays"] = overlays(scores, test_all,
+                                   {arm: predicted[arm, first] for arm in config.arms},
+                                   config.arms, first)
+    return results

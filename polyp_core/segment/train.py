@@ -1,0 +1,196 @@
+"""Training a segmenter: images and masks in memory, Dice + BCE, the classifier's optimiser and
+schedule, early stopping on validation Dice (fixed epochs without a validation set)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from polyp_core.classify.data import ImageRef, normalise
+from polyp_core.classify.train import ClassifierTrainConfig, autocast_dtype, warmup_cosine_adamw
+from polyp_core.data.cache import PixelCache
+from polyp_core.data.images import load_mask, resize_mask
+from polyp_core.errors import ImageDecodeError
+from polyp_core.progress import CancelToken, Progress, no_progress
+from polyp_core.segment.metrics import mask_scores
+from polyp_core.segment.model import build_segmenter
+
+if TYPE_CHECKING:
+    from polyp_core.backbones import WeightsRegistry
+
+
+@dataclass
+class MaskTensors:
+    """Images and their masks in memory: ``pixels`` uint8 ``(N, 3, S, S)``, ``masks`` bool
+    ``(N, S, S)``."""
+
+    refs: list[ImageRef]
+    pixels: torch.Tensor
+    masks: torch.Tensor
+
+    def __len__(self) -> int:
+        return len(self.refs)
+
+    def subset(self, indices: list[int] | tuple[int, ...]) -> MaskTensors:
+        index = torch.as_tensor(list(indices), dtype=torch.long)
+        return MaskTensors([self.refs[i] for i in indices], self.pixels[index], self.masks[index])
+
+    @staticmethod
+    def concat(parts: list[MaskTensors]) -> MaskTensors:
+        return MaskTensors([r for p in parts for r in p.refs],
+                           torch.cat([p.pixels for p in parts]), torch.cat([p.masks for p in parts]))
+
+
+def load_masked(refs: list[ImageRef], size: int, pixels: PixelCache) -> MaskTensors:
+    """Decode every image (through the pixel cache) and its mask at ``size`` x ``size``.
+
+    Raises:
+        ValueError: an image without a mask, or a mask that cannot be read (naming the file).
+    """
+    images, masks = [], []
+    for ref in refs:
+        if not ref.mask:
+            raise ValueError(f"{ref.path}: no mask; segmentation needs a mask for every image")
+        try:
+            mask = load_mask(ref.mask)
+        except ImageDecodeError as error:
+            raise ValueError(str(error)) from None
+        images.append(pixels.rgb(ref.path, ref.sha256, size))
+        masks.append(resize_mask(mask, size))
+    if not refs:
+        return MaskTensors([], torch.zeros((0, 3, size, size), dtype=torch.uint8),
+                           torch.zeros((0, size, size), dtype=torch.bool))
+    return MaskTensors(list(refs), torch.from_numpy(np.stack(images)).permute(0, 3, 1, 2).contiguous(),
+                       torch.from_numpy(np.stack(masks)))
+
+
+def augment_pair(pixels: torch.Tensor, masks: torch.Tensor,
+                 generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    """The same random flips and quarter turns on images (uint8 ``(N, 3, S, S)``) and masks,
+    and a brightness / contrast jitter on the images; floats in 0..1 and bool masks."""
+    n = len(pixels)
+    draws = torch.rand((n, 5), generator=generator).to(pixels.device)
+    x, m = pixels.float() / 255.0, masks.unsqueeze(1)
+    flip_h, flip_v = (draws[:, 0] < 0.5).view(n, 1, 1, 1), (draws[:, 1] < 0.5).view(n, 1, 1, 1)
+    x, m = torch.where(flip_h, x.flip(3), x), torch.where(flip_h, m.flip(3), m)
+    x, m = torch.where(flip_v, x.flip(2), x), torch.where(flip_v, m.flip(2), m)
+    turns = (draws[:, 2] * 4).long().clamp(max=3).tolist()
+    x = torch.stack([torch.rot90(img, k, dims=(1, 2)) for img, k in zip(x, turns)])
+    m = torch.stack([torch.rot90(mask, k, dims=(1, 2)) for mask, k in zip(m, turns)])
+    brightness = (draws[:, 3] - 0.5).view(n, 1, 1, 1) * 0.2
+    contrast = 1 + (draws[:, 4] - 0.5).view(n, 1, 1, 1) * 0.2
+    mean = x.mean(dim=(1, 2, 3), keepdim=True)
+    x = ((x - mean) * contrast + mean + brightness).clamp(0, 1)
+    return x, m.squeeze(1)
+
+
+def dice_bce_loss(logits: torch.Tensor, masks: torch.Tensor, eps: float = 1.0) -> torch.Tensor:
+    """Binary cross-entropy plus soft Dice loss (per image, then averaged) on ``(N, 1, S, S)``
+    logits and bool ``(N, S, S)`` masks."""
+    target = masks.unsqueeze(1).float()
+    bce = F.binary_cross_entropy_with_logits(logits, target)
+    prob = torch.sigmoid(logits)
+    inter = (prob * target).sum(dim=(1, 2, 3))
+    dice = (2 * inter + eps) / (prob.sum(dim=(1, 2, 3)) + target.sum(dim=(1, 2, 3)) + eps)
+    return bce + (1 - dice).mean()
+
+
+@dataclass
+class TrainedSegmenter:
+    model: torch.nn.Module
+    best_epoch: int
+    best_valid_dice: float
+    history: list[dict] = field(default_factory=list)
+
+
+def predict_masks(model: torch.nn.Module, data: MaskTensors, device: torch.device,
+                  batch_size: int = 16) -> np.ndarray:
+    """Boolean masks ``(N, S, S)``: the U-Net's logit above 0."""
+    model.eval()
+    out = []
+    with torch.inference_mode():
+        for start in range(0, len(data), batch_size):
+            x = normalise(data.pixels[start:start + batch_size].to(device), model.mean, model.std)
+            out.append((model(x)[:, 0] > 0).cpu().numpy())
+    return np.concatenate(out) if out else np.zeros((0,) + tuple(data.masks.shape[1:]), bool)
+
+
+def _valid_dice(model: torch.nn.Module, valid: MaskTensors, device: torch.device) -> float:
+    scores = mask_scores(predict_masks(model, valid, device), valid.masks.numpy())
+    return float(np.nanmean(scores["dice"])) if (~scores["empty"]).any() else 0.0
+
+
+def train_segmenter(train: MaskTensors, valid: MaskTensors, config: ClassifierTrainConfig,
+                    seed: int, device: torch.device | None = None,
+                    registry: WeightsRegistry | None = None, progress: Progress = no_progress,
+                    cancel: CancelToken | None = None, label: str = "") -> TrainedSegmenter:
+    """Train a U-Net on ``train`` (flips, turns and a light jitter when ``augment``); keep the
+    epoch with the best validation Dice and stop after ``patience`` epochs without one, or,
+    with an empty ``valid``, train ``epochs`` epochs and keep the last. ``freeze_backbone``
+    trains the decoder only. Seeded: the same seed gives the same model on the CPU.
+
+    Raises:
+        ValueError: an empty training set.
+        Cancelled: when ``cancel`` is set (checked every step).
+    """
+    if len(train) == 0:
+        raise ValueError("training needs images in the training set (it has none)")
+    device = device or torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    torch.manual_seed(seed)
+    generator = torch.Generator().manual_seed(seed)
+    model = build_segmenter(config.backbone, config.pretrained, registry).to(device)
+    if config.freeze_backbone:
+        model.encoder.requires_grad_(False)
+    steps_per_epoch = -(-len(train) // config.batch_size)
+    total = steps_per_epoch * config.epochs
+    optimizer, schedule = warmup_cosine_adamw(model, config, steps_per_epoch)
+    amp = autocast_dtype(config, device)
+    scaler = torch.amp.GradScaler("cuda", enabled=amp == torch.float16)
+    best = (-1.0, 0, None)  # dice, epoch, state
+    history, waited, step = [], 0, 0
+    for epoch in range(1, config.epochs + 1):
+        model.train()
+        if config.freeze_backbone:
+            model.encoder.eval()
+        order = torch.randperm(len(train), generator=generator)
+        running = 0.0
+        for start in range(0, len(order), config.batch_size):
+            if cancel is not None:
+                cancel.check()
+            index = order[start:start + config.batch_size]
+            pixels, masks = train.pixels[index].to(device), train.masks[index].to(device)
+            x, m = augment_pair(pixels, masks, generator) if config.augment else \
+                (pixels.float() / 255.0, masks)
+            with torch.autocast(device.type, dtype=amp or torch.float32, enabled=amp is not None):
+                loss = dice_bce_loss(model(normalise(x, model.mean, model.std)).float(), m)
+            optimizer.zero_grad(set_to_none=True)
+            scaler.scale(loss).backward()
+            scaler.step(optimizer)
+            scaler.update()
+            schedule.step()
+            step += 1
+            running += loss.item()
+            progress(step, total, f"{label}epoch {epoch}/{config.epochs} · step {step}/{total} · "
+                                  f"loss {loss.item():.4f}")
+        row = {"epoch": epoch, "train_loss": running / steps_per_epoch}
+        if len(valid) == 0:
+            history.append(row)
+            best = (float("nan"), epoch, None)
+            continue
+        dice = _valid_dice(model, valid, device)
+        history.append(row | {"valid_dice": dice})
+        if dice > best[0]:
+            best, waited = (dice, epoch, {k: v.detach().to("cpu", copy=True)
+                                          for k, v in model.state_dict().items()}), 0
+        else:
+            waited += 1
+            if waited >= config.patience:
+                break
+    if best[2] is not None:
+        model.load_state_dict(best[2])
+    model.eval()
+    return TrainedSegmenter(model, best[1], best[0], history)
