@@ -314,3 +314,24 @@ def browser():
                                     args=["--no-sandbox", "--disable-dev-shm-usage"])
         yield browser
         browser.close()
+
+
+def demo_pool(root: Path, n_frames: int, steps: int) -> tuple[Workspace, object]:
+    """A workspace with the demo data set (``n_frames`` at 64 px), the shipped demo generator
+    and 4 of its images per class in the pool (``steps`` DDIM steps: tests need images of the
+    generator, not good ones), and its SQLite database."""
+    from polyp_core.demo import (DEMO_GENERATOR, DEMO_GUIDANCE, ensure_demo_dataset,
+                                 install_demo_generator)
+    from polyp_core.generation.backends import sample_to_pool
+    from polyp_core.generation.request import SampleRequest
+    from review_db.database import Database
+
+    workspace = Workspace(root / "ws")
+    db = Database(f"sqlite:///{root / 'ws' / 'studio.db'}")
+    ensure_demo_dataset(workspace, n_frames=n_frames, size=64)
+    assert install_demo_generator(workspace), "this test needs assets/demo-ddpm"
+    for i, cls in enumerate(("AD", "SSA", "HP")):
+        sample_to_pool(db, workspace, DEMO_GENERATOR, SampleRequest(
+            class_label=cls, n=4, seed=1000 * i, steps=steps, guidance=DEMO_GUIDANCE,
+            scheduler="ddim"))
+    return workspace, db

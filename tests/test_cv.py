@@ -15,7 +15,6 @@ import torch
 from polyp_core.classify import ClassifierTrainConfig, ExperimentConfig, run_experiment
 from polyp_core.classify.experiment import plan_experiment
 from polyp_core.classify.folds import fold_leaks, grouped_folds, groups_seen
-from polyp_core.workspace import Workspace
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Sequence
@@ -134,21 +133,9 @@ def demo_cv(tmp_path_factory):
     images in the pool (20 DDIM steps: the loop needs images of the generator, not good ones).
     The demo generator learned from the full-size demo set, whose files this one does not share,
     so no group of it is held back."""
-    from polyp_core.demo import (DEMO_GENERATOR, DEMO_GUIDANCE, ensure_demo_dataset,
-                                 install_demo_generator)
-    from polyp_core.generation.backends import sample_to_pool
-    from polyp_core.generation.request import SampleRequest
-    from review_db.database import Database
+    from tests.conftest import demo_pool
 
-    root = tmp_path_factory.mktemp("cv")
-    workspace = Workspace(root / "ws")
-    db = Database(f"sqlite:///{root / 'studio.db'}")
-    ensure_demo_dataset(workspace, n_frames=300, size=64)
-    assert install_demo_generator(workspace), "the demo CV loop needs assets/demo-ddpm"
-    for i, cls in enumerate(("AD", "SSA", "HP")):
-        sample_to_pool(db, workspace, DEMO_GENERATOR, SampleRequest(
-            class_label=cls, n=4, seed=1000 * i, steps=20, guidance=DEMO_GUIDANCE,
-            scheduler="ddim"))
+    workspace, db = demo_pool(tmp_path_factory.mktemp("cv"), n_frames=300, steps=20)
     return workspace, db
 
 

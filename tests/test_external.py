@@ -20,7 +20,6 @@ from polyp_core.cli import main as cli
 from polyp_core.errors import DatasetImportError
 from polyp_core.external import SyntheticImport, import_synthetic, mask_file
 from polyp_core.pool import PoolFilter, pool_page
-from polyp_core.workspace import Workspace
 from review_db import queries
 from review_db.database import Database
 
@@ -59,21 +58,11 @@ def paint_external(folder: Path, n_per_class: int = 8, size: tuple[int, int] = (
 def studio(tmp_path_factory):
     """The demo data set (90 frames at 64 px, every frame its own lesion group), the demo
     generator with 4 images per class in the pool, an admin, and the external folder."""
-    from polyp_core.demo import (DEMO_GENERATOR, DEMO_GUIDANCE, ensure_demo_dataset,
-                                 install_demo_generator)
-    from polyp_core.generation.backends import sample_to_pool
-    from polyp_core.generation.request import SampleRequest
     from polyp_core.review.accounts import create_account
+    from tests.conftest import demo_pool
 
     root = tmp_path_factory.mktemp("external")
-    workspace = Workspace(root / "ws")
-    db = Database(f"sqlite:///{root / 'ws' / 'studio.db'}")
-    ensure_demo_dataset(workspace, n_frames=90, size=64)
-    assert install_demo_generator(workspace), "this test needs assets/demo-ddpm"
-    for i, cls in enumerate(("AD", "SSA", "HP")):
-        sample_to_pool(db, workspace, DEMO_GENERATOR, SampleRequest(
-            class_label=cls, n=4, seed=1000 * i, steps=10, guidance=DEMO_GUIDANCE,
-            scheduler="ddim"))
+    workspace, db = demo_pool(root, n_frames=90, steps=10)
     create_account(db, "boss", "correct horse battery", "admin")
     for name in ("r1", "r2"):
         create_account(db, name, "correct horse battery")
