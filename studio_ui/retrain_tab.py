@@ -36,7 +36,8 @@ class RetrainDesk:
               allow_small: bool = False, probe: bool = False, folds: Text = "auto",
               seen_train: bool = False,
               inner_valid: Num = 0.15, refit: bool = False, allow_unknown: bool = False,
-              task: Text = "classification") -> tuple:
+              task: Text = "classification", synthetic_arm: bool = False,
+              real_fractions: Text = "", against: Text = "") -> tuple:
         config = retrain.retrain_request({
             "dataset": dataset, "scheme": scheme, "backbone": backbone, "image_size": size,
             "imbalance": imbalance, "seeds": seeds, "epochs": epochs, "freeze_backbone": freeze,
@@ -44,7 +45,9 @@ class RetrainDesk:
             "unrated": unrated, "target_mix": mix, "max_ratio": max_ratio, "name": name,
             "allow_small_test": allow_small, "linear_probe": probe, "folds": folds,
             "seen_groups_train": seen_train, "inner_valid": inner_valid, "refit": refit,
-            "allow_unknown_training_data": allow_unknown, "task": task or "classification"})
+            "allow_unknown_training_data": allow_unknown, "task": task or "classification",
+            "synthetic_arm": synthetic_arm, "real_fractions": real_fractions,
+            "against": against})
         # planned before anything is queued: folds, too few test lesions, leaking generators
         # and an empty selection are refused now; the job runs that plan
         started = retrain.start(self.studio.db, self.studio.workspace, person, config,
@@ -127,8 +130,14 @@ def build_retrain_tab(studio: Studio, access: Access) -> dict:
     desk = RetrainDesk(studio)
     job = gr.State(None)
     note = gr.Markdown(DEMO_NOTE, visible=False)
-    task = gr.Radio(["classification", "segmentation"], value=DEFAULTS["task"],
-                    label="Task (segmentation: a U-Net on the data set's masks, Dice and IoU)")
+    with gr.Row():
+        task = gr.Radio(["classification", "segmentation"], value=DEFAULTS["task"],
+                        label="Task (segmentation: a U-Net on the data set's masks, Dice and IoU)")
+        synthetic_arm = gr.Checkbox(False, label="Segmentation: also train on the synthetic "
+                                                 "images alone")
+        real_fractions = gr.Textbox("", label="Segmentation: learning curve, shares of the real "
+                                              "training groups (e.g. 0.25,0.5)")
+        against = gr.Textbox("", label="Segmentation: also test on data set")
     with gr.Row():
         dataset = gr.Dropdown([], label="Data set", allow_custom_value=True)  # filled at admin sign-in
         scheme = gr.Dropdown(["", *SCHEMES], value="", label="Label scheme (empty: the data set's)")
@@ -193,7 +202,8 @@ def build_retrain_tab(studio: Studio, access: Access) -> dict:
     on(start.click, desk.start, inputs=[dataset, scheme, backbone, size, imbalance, seeds, epochs,
                                         freeze, min_quality, min_reviewers, verdict, unrated, mix,
                                         max_ratio, name, allow_small, probe, folds, seen_train,
-                                        inner_valid, refit, allow_unknown, task],
+                                        inner_valid, refit, allow_unknown, task,
+                                        synthetic_arm, real_fractions, against],
        outputs=[job, status, timer],
        api_name="start_retrain")
     on(timer.tick, desk.poll, inputs=job, outputs=[status, run, job, timer],

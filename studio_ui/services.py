@@ -82,6 +82,8 @@ FIELD_LABELS = {
     "refit": '"With folds: epochs by inner CV"',
     "allow_unknown_training_data": '"Use imported generators whose training data are unknown"',
     "task": '"Task"',
+    "real_fractions": '"Segmentation: learning curve"',
+    "against": '"Segmentation: also test on data set"',
 
 }
 

@@ -248,18 +248,36 @@ def test_a_zip_with_a_jsonl_manifest_imports_the_same_way(studio, tmp_path):
     assert not list(workspace.staging_dir.iterdir())
 
 
-def test_imported_images_with_masks_feed_a_segmentation_run(studio):
-    """The external images' masks join the real training masks in the augmented arm; the
-    demo generator's images (no masks) are left out, and the report says where the added
-    images came from."""
+def test_imported_images_with_masks_feed_every_arm_of_a_segmentation_run(studio):
+    """The external images' masks join the real training masks in the augmented arm and train
+    the synthetic-only arm; the learning curve's arms learn from half the real training groups;
+    every model is tested on a second source too. The demo generator's images (no masks) are
+    left out, and the report says where the added images came from."""
     workspace, db, folder = studio
     if not pool_page(db, PoolFilter(generator=EXTERNAL)).total:
         import_synthetic(db, workspace, SyntheticImport(
             source=str(folder), generator=EXTERNAL, dataset="phantom", trained_on="phantom:train"))
+    from polyp_core.data.importer import ImportConfig, import_dataset
+    from polyp_core.data.phantom import write_phantom
+
+    if "other" not in workspace.datasets():  # a second source: other lesions, other seed
+        write_phantom(workspace.root.parent / "other", n_frames=20, size=64, seed=9, workers=1)
+        import_dataset(workspace, ImportConfig(str(workspace.root.parent / "other"),
+                                               name="other"))
     config = ExperimentConfig(dataset="phantom", task="segmentation", folds=0, seeds=(0,),
                               allow_small_test=True, name="seg-external",
+                              arms=("baseline", "augmented", "synthetic"), real_fractions=(0.5,),
+                              against="other",
                               train=ClassifierTrainConfig(image_size=64, epochs=1, batch_size=16))
     run = run_experiment(db, workspace, config, device=torch.device("cpu"))
+    arms = run.results["arms"]
+    assert list(arms) == ["baseline", "augmented", "synthetic", "baseline 50%", "augmented 50%"]
+    n_train = {arm: arms[arm]["per_seed"][0]["n_train"] for arm in arms}
+    assert n_train["synthetic"] == 24 and n_train["augmented 50%"] == n_train["baseline 50%"] + 24
+    assert n_train["baseline"] // 2 <= n_train["baseline 50%"] < n_train["baseline"]
+    other = run.results["against"]
+    assert other["images"] == 20 and set(other["arms"]) == set(arms)
+    assert other["arms"]["baseline"]["dice"]["groups"] == other["groups"]
     counts = run.results["selection"]["counts"]
     assert counts["dropped"]["no_mask"] == 12  # the demo generator's 4 per class
     assert sum(counts["selected"].values()) == 24
@@ -269,7 +287,6 @@ def test_imported_images_with_masks_feed_a_segmentation_run(studio):
     assert delta["estimate"] == pytest.approx(
         arms["augmented"]["dice"]["estimate"] - arms["baseline"]["dice"]["estimate"])
     assert delta["low"] < delta["high"] and delta["groups"] == arms["baseline"]["groups"]
-    added = run.results["arms"]["augmented"]["per_seed"][0]["n_train"]
-    assert added == run.results["arms"]["baseline"]["per_seed"][0]["n_train"] + 24
+    assert n_train["augmented"] == n_train["baseline"] + 24
     assert f"<td>{EXTERNAL}</td><td>24</td><td>imported</td>" in \
         (run.folder / "report.html").read_text()

@@ -59,6 +59,8 @@ from polyp_core.workspace import Workspace
 from review_db.database import Database
 
 ARMS = ("baseline", "augmented")
+#: segmentation also trains on the selected synthetic images alone
+SEGMENTATION_ARMS = ARMS + ("synthetic",)
 TASKS = ("classification", "segmentation")
 PROBE = "linear probe"
 
@@ -100,6 +102,11 @@ class ExperimentConfig:
             refusing the run.
         allow_unknown_training_data: use images of an imported generator whose training data
             are declared unknown (their leak cannot be checked; the report warns).
+        task: ``classification`` (histology) or ``segmentation`` (a U-Net on the masks).
+        real_fractions: segmentation: also train every arm on these shares of each fold's
+            real training groups (a learning curve; the test parts stay whole).
+        against: segmentation: also test every model on this second real data set (another
+            source's frames, with masks), with its own intervals.
     """
 
     dataset: str
@@ -107,7 +114,7 @@ class ExperimentConfig:
     train: ClassifierTrainConfig = field(default_factory=ClassifierTrainConfig)
     seeds: tuple[int, ...] = (0, 1, 2)
     policy: SelectionPolicy = field(default_factory=SelectionPolicy)
-    arms: tuple[str, ...] = rule(ARMS, choices=ARMS)
+    arms: tuple[str, ...] = rule(ARMS, choices=SEGMENTATION_ARMS)
     name: str | None = None
     allow_small_test: bool = False
     linear_probe: bool = False
@@ -118,6 +125,8 @@ class ExperimentConfig:
     refit: bool = False
     allow_unknown_training_data: bool = False
     task: str = rule("classification", choices=TASKS)
+    real_fractions: tuple[float, ...] = rule((), lo=0.05, below=1.0)
+    against: str | None = None
 
     def to_json(self) -> dict:
         return {"dataset": self.dataset, "scheme": self.scheme, "train": asdict(self.train),
@@ -127,7 +136,8 @@ class ExperimentConfig:
                 "seen_groups_train": self.seen_groups_train, "inner_valid": self.inner_valid,
                 "refit": self.refit,
                 "allow_unknown_training_data": self.allow_unknown_training_data,
-                "task": self.task}
+                "task": self.task, "real_fractions": list(self.real_fractions),
+                "against": self.against}
 
     @classmethod
     def from_json(cls, data: dict) -> ExperimentConfig:
@@ -143,7 +153,9 @@ class ExperimentConfig:
                    inner_valid=float(data.get("inner_valid", INNER_VALID)),
                    refit=bool(data.get("refit")),
                    allow_unknown_training_data=bool(data.get("allow_unknown_training_data")),
-                   task=data.get("task", "classification"))
+                   task=data.get("task", "classification"),
+                   real_fractions=tuple(data.get("real_fractions", ())),
+                   against=data.get("against"))
 
 
 @dataclass
@@ -364,8 +376,12 @@ class _RealSide:
 
 def _real_side(workspace: Workspace, config: ExperimentConfig) -> _RealSide:
     """Check the request's own fields, then read its data set's images under its scheme."""
-    if not config.arms or any(a not in ARMS for a in config.arms):
-        raise ValueError(f"arms must be some of {ARMS}; got {config.arms}")
+    allowed = SEGMENTATION_ARMS if config.task == "segmentation" else ARMS
+    if not config.arms or any(a not in allowed for a in config.arms):
+        raise ValueError(f"arms must be some of {allowed}; got {config.arms}")
+    if config.task != "segmentation" and (config.real_fractions or config.against):
+        raise ValueError("`real_fractions` and `against` are for the segmentation task "
+                         "(diagnostics reads a second source for classification)")
     if not config.seeds:
         raise ValueError("give at least one seed")
     if config.folds == 1:
@@ -381,6 +397,12 @@ def _real_side(workspace: Workspace, config: ExperimentConfig) -> _RealSide:
             raise ValueError("`refit` and `linear_probe` are for classification; segmentation "
                              "stops early on an inner validation split (`inner_valid`) or "
                              "trains fixed epochs (`inner_valid` 0)")
+        if config.against:
+            other = workspace.load_manifest(config.against).items
+            missing = [i.id for i in other if not i.mask]
+            if missing:
+                raise ValueError(f"`against`: data set {config.against!r} has {len(missing)} "
+                                 f"images without a mask (e.g. {', '.join(missing[:3])})")
         unmasked = [i.id for i in items if not i.mask]
         if unmasked:
             raise ValueError(f"data set {config.dataset!r}: {len(unmasked)} of {len(items)} images "
@@ -490,7 +512,7 @@ def plan_experiment(db: Database, workspace: Workspace, config: ExperimentConfig
     """
     side = _real_side(workspace, config)
     labels, group_of = side.labels, side.group_of
-    augmented = "augmented" in config.arms
+    augmented = bool({"augmented", "synthetic"} & set(config.arms))
     k, seen_train, chosen = config.folds, config.seen_groups_train, None
     train_only: list[int] = []
     if k != 0 and augmented and (seen_train or k is None):
@@ -714,7 +736,7 @@ def run_experiment(db: Database, workspace: Workspace, config: ExperimentConfig,
 
         run_id, folder = new_run_dir(workspace, "retrain")
         results = run_segmentation(config, plan, PixelCache(workspace.pixel_cache_dir), folder,
-                                   progress, cancel, device, registry)
+                                   progress, cancel, device, registry, workspace.load_manifest)
         return _store_run(db, workspace, config, plan, run_id, folder, results, progress)
     sets = _TrainingSets(plan, config.train.image_size, PixelCache(workspace.pixel_cache_dir))
     run_id, folder = new_run_dir(workspace, "retrain")

@@ -184,8 +184,19 @@ def _write(folder: Path, parts: list[str]) -> Path:
 
 
 def _segmentation_parts(results: dict) -> list[str]:
-    """Empty test images per arm, and overlays of each arm's best and worst test images."""
-    parts = ["<h2>Test images without a polyp</h2>",
+    """The second source's figures, empty test images per arm, and overlays of each arm's best
+    and worst test images."""
+    parts = []
+    if "against" in results:
+        other = results["against"]
+        parts += [f"<h2>Tested on {html.escape(other['dataset'])} too ({other['images']} images, "
+                  f"{other['groups']} groups; every fold's model, averaged per image; 95% CI over "
+                  "its groups and the seeds)</h2>",
+                  _table(["arm", *(m for m in ("dice", "iou", "precision", "recall"))],
+                         [[arm, *(f"{s[m]['estimate']:.3f} [{s[m]['low']:.3f}, {s[m]['high']:.3f}]"
+                                  for m in ("dice", "iou", "precision", "recall"))]
+                          for arm, s in other["arms"].items()])]
+    parts += ["<h2>Test images without a polyp</h2>",
              _table(["arm", "seed", "images with a polyp", "images without", "of these, with a "
                      "predicted polyp"],
                     [[arm, r["seed"], r["images_with_polyp"], r["empty_images"],

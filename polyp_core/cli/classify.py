@@ -42,6 +42,14 @@ def print_experiment(results: dict) -> None:
     for w in results.get("warnings", []):
         tag = "REGRESSION" if w["beyond_noise"] else "warning"
         print(f"  {tag}: {w['text']}")
+    if "against" in results:
+        other = results["against"]
+        print(f"  tested on {other['dataset']} too ({other['images']} images, {other['groups']} "
+              "groups; 95% CIs over its groups and the seeds):")
+        for arm, scores in other["arms"].items():
+            print(f"    {arm:<16} " + "  ".join(
+                f"{m} {s['estimate']:.3f} [{s['low']:.3f}, {s['high']:.3f}]"
+                for m, s in scores.items() if m in ("dice", "iou")))
 
 
 # the retrain request's fields this command spells otherwise (the rest: --field-name)
@@ -159,6 +167,14 @@ def add_classify_commands(sub: argparse._SubParsersAction) -> None:
     re.add_argument("--task", default=D["task"], choices=["classification", "segmentation"],
                     help="classification (histology) or segmentation (a U-Net on the data "
                          "set's masks; Dice and IoU per test image)")
+    re.add_argument("--synthetic-arm", action="store_true",
+                    help="segmentation: also train on the selected synthetic images alone")
+    re.add_argument("--real-fractions", metavar="SHARES",
+                    help="segmentation: a learning curve, every arm again on these shares of "
+                         "each fold's real training groups (e.g. 0.25,0.5)")
+    re.add_argument("--against", metavar="DATASET",
+                    help="segmentation: also test every model on this second real data set "
+                         "(another source's frames with masks)")
     re.add_argument("--allow-unknown-training-data", action="store_true",
                     help="use images of imported generators whose training data are unknown "
                          "(their leak cannot be checked; the run and its report warn)")

@@ -12,6 +12,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+from polyp_core.classify.data import ImageRef
 from polyp_core.classify.metrics import paired_difference, spread
 from polyp_core.classify.uncertainty import (cluster_bootstrap_scores,
                                              paired_cluster_bootstrap_scores)
@@ -21,10 +22,12 @@ from polyp_core.segment.metrics import SCORES, mask_scores, summarise_scores
 from polyp_core.segment.train import MaskTensors, load_masked, predict_masks, train_segmenter
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
     from pathlib import Path
 
     from polyp_core.backbones import WeightsRegistry
     from polyp_core.classify.experiment import ExperimentConfig, ExperimentPlan
+    from polyp_core.data.manifest import Manifest
     from polyp_core.progress import CancelToken, Progress
 
 #: overlays in the report: this many best and worst test images per arm
@@ -41,45 +44,95 @@ def _train_sets(plan: ExperimentPlan, size: int, pixels: PixelCache
     return real, synthetic, {r.sha256: i for i, r in enumerate(refs)}
 
 
+def arm_specs(config: ExperimentConfig) -> dict[str, tuple[str, float]]:
+    """Every arm the run trains, by name: each arm of ``config.arms`` on the whole training
+    part, and the real-data arms again on each share of ``real_fractions`` (``baseline 25%``)
+    -> (arm, share of the real training groups)."""
+    specs = {arm: (arm, 1.0) for arm in config.arms}
+    for share in config.real_fractions:
+        specs |= {f"{arm} {share:.0%}": (arm, share) for arm in config.arms if arm != "synthetic"}
+    return specs
+
+
+def arm_names(config: ExperimentConfig) -> list[str]:
+    return list(arm_specs(config))
+
+
+def _share_of_groups(fold_train: tuple[int, ...], plan: ExperimentPlan, share: float,
+                     seed: int) -> list[int]:
+    """The training images of a seeded ``share`` of the fold's training groups, drawn per
+    class (at least one group of each), the same for every arm and seed."""
+    rng = np.random.default_rng(seed)
+    by_class: dict[str, list[str]] = {}
+    for i in fold_train:
+        groups = by_class.setdefault(plan.real[i].label, [])
+        if plan.group_of[i] not in groups:
+            groups.append(plan.group_of[i])
+    kept = set()
+    for groups in by_class.values():
+        order = rng.permutation(len(groups))
+        kept |= {groups[k] for k in order[:max(1, int(np.ceil(share * len(groups))))]}
+    return [i for i in fold_train if plan.group_of[i] in kept]
+
+
+def _against_set(config: ExperimentConfig, pixels: PixelCache,
+                 workspace_manifest: Callable[[str], Manifest]) -> tuple[MaskTensors, list[str]]:
+    """The second source's images and masks at the run's size, and their groups."""
+    manifest = workspace_manifest(config.against)
+    items = list(manifest.items)
+    refs = [ImageRef(i.sha256, i.image, i.label, mask=i.mask) for i in items]
+    return load_masked(refs, config.train.image_size, pixels), [i.group or i.id for i in items]
+
+
 def train_and_predict(config: ExperimentConfig, plan: ExperimentPlan, workspace_pixels: PixelCache,
                       progress: Progress, cancel: CancelToken | None,
-                      device: torch.device | None, registry: WeightsRegistry | None
-                      ) -> tuple[dict, dict, MaskTensors, dict]:
-    """Train every (fold, arm, seed) and predict its fold's test masks. Returns the per-image
-    scores of each (arm, seed) in pooled test order, the per-fold training records, the
-    pooled test images with their masks, and the predicted masks."""
+                      device: torch.device | None, registry: WeightsRegistry | None,
+                      against: MaskTensors | None = None
+                      ) -> tuple[dict, dict, MaskTensors, dict, dict]:
+    """Train every (fold, arm, seed) and predict its fold's test masks (and, with ``against``,
+    the second source's). Returns the per-image scores of each (arm, seed) in pooled test
+    order, the per-fold training records, the pooled test images with their masks, the
+    predicted masks, and the scores on the second source."""
     folds, cv = plan.folds, plan.evaluation["kind"] == "grouped cross-validation"
     real, synthetic, position = _train_sets(plan, config.train.image_size, workspace_pixels)
     tested = [i for fold in folds for i in fold.test]
     test_all = real.subset(tested)
     offsets = np.cumsum([0] + [len(fold.test) for fold in folds])
-    units = [(f, arm, seed) for f in range(len(folds)) for seed in config.seeds
-             for arm in config.arms]
-    predicted = {(arm, seed): np.zeros(tuple(test_all.masks.shape), dtype=bool)
-                 for arm in config.arms for seed in config.seeds}
-    info: dict = {(arm, seed): [] for arm in config.arms for seed in config.seeds}
-    for u, (f, arm, seed) in enumerate(units):
+    names = arm_names(config)
+    units = [(f, name, seed) for f in range(len(folds)) for seed in config.seeds
+             for name in names]
+    predicted = {(name, seed): np.zeros(tuple(test_all.masks.shape), dtype=bool)
+                 for name in names for seed in config.seeds}
+    elsewhere: dict = {}
+    info: dict = {(name, seed): [] for name in names for seed in config.seeds}
+    for u, (f, name, seed) in enumerate(units):
         def unit_progress(done: int, total: int, message: str, u: int = u) -> None:
             progress(u * 1000 + int(1000 * done / max(total, 1)), len(units) * 1000, message)
 
         fold = folds[f]
-        train = real.subset(fold.train)
-        if arm == "augmented" and synthetic is not None:
-            train = MaskTensors.concat([train, synthetic.subset(
-                [position[r.sha256] for r in plan.selections[f].images])])
-        label = f"{fold.name + ' · ' if cv else ''}{arm} seed {seed} ({u + 1}/{len(units)}) · "
+        arm, share = arm_specs(config)[name]
+        real_part = fold.train if share == 1.0 else _share_of_groups(
+            fold.train, plan, share, config.cv_seed * 1000 + f)
+        parts = [] if arm == "synthetic" else [real.subset(real_part)]
+        if arm in ("augmented", "synthetic") and synthetic is not None:
+            parts.append(synthetic.subset([position[r.sha256] for r in plan.selections[f].images]))
+        train = MaskTensors.concat(parts)
+        label = f"{fold.name + ' · ' if cv else ''}{name} seed {seed} ({u + 1}/{len(units)}) · "
         trained = train_segmenter(train, real.subset(fold.valid), config.train, seed, device,
                                   registry, unit_progress, cancel, label)
         used = next(trained.model.parameters()).device
-        predicted[arm, seed][offsets[f]:offsets[f + 1]] = predict_masks(
+        predicted[name, seed][offsets[f]:offsets[f + 1]] = predict_masks(
             trained.model, real.subset(fold.test), used)
-        info[arm, seed].append({"fold": fold.name, "best_epoch": trained.best_epoch,
-                                "valid_dice": trained.best_valid_dice if fold.valid else None,
-                                "history": trained.history, "n_train": len(train)})
+        if against is not None:  # every fold's model on the whole second source
+            elsewhere.setdefault((name, seed), []).append(mask_scores(
+                predict_masks(trained.model, against, used), against.masks.numpy()))
+        info[name, seed].append({"fold": fold.name, "best_epoch": trained.best_epoch,
+                                 "valid_dice": trained.best_valid_dice if fold.valid else None,
+                                 "history": trained.history, "n_train": len(train)})
         trained.model.to("cpu")
     truth = test_all.masks.numpy()
     scores = {key: mask_scores(mask, truth) for key, mask in predicted.items()}
-    return scores, info, test_all, predicted
+    return scores, info, test_all, predicted, elsewhere
 
 
 def _overlay_uri(rgb: np.ndarray, truth: np.ndarray, predicted: np.ndarray) -> str:
@@ -118,7 +171,8 @@ def segmentation_results(config: ExperimentConfig, plan: ExperimentPlan, scores:
     tested = [i for fold in plan.folds for i in fold.test]
     labels = [plan.real[i].label for i in tested]
     arms: dict = {}
-    for arm in config.arms:
+    names = arm_names(config)
+    for arm in names:
         rows = []
         for seed in config.seeds:
             s = scores[arm, seed]
@@ -132,7 +186,7 @@ def segmentation_results(config: ExperimentConfig, plan: ExperimentPlan, scores:
         arms[arm] = {"per_seed": rows, "summary": {
             m: spread([r[m] for r in rows], bounds=(0.0, 1.0)) for m in SCORES}}
     per_image = {arm: {m: np.array([scores[arm, s][m] for s in config.seeds]) for m in SCORES}
-                 for arm in config.arms}
+                 for arm in names}
     classes = [c for c in plan.classes if c in set(labels)]  # the scheme's order
 
     def of_class(values: np.ndarray, cls: str) -> np.ndarray:
@@ -141,7 +195,7 @@ def segmentation_results(config: ExperimentConfig, plan: ExperimentPlan, scores:
     uncertainty = {}
     about = {"groups": len(set(map(str, groups))), "seeds": len(config.seeds), "n_boot": 2000,
              "method": "cluster bootstrap over test groups, with seeds"}
-    for arm in config.arms:
+    for arm in names:
         uncertainty[arm] = {m: cluster_bootstrap_scores(per_image[arm][m], groups)
                             for m in SCORES} | about
         if len(classes) > 1:
@@ -176,15 +230,34 @@ def _regressions(delta: dict, classes: list[str]) -> list[dict]:
             for where, d in found if d["estimate"] < 0]
 
 
+def against_results(config: ExperimentConfig, elsewhere: dict, groups: list[str]) -> dict:
+    """Every arm's models on the second source: per image the mean over the folds' models,
+    then the cluster bootstrap over that source's groups and the seeds."""
+    out = {"dataset": config.against, "images": len(groups),
+           "groups": len(set(groups)), "arms": {}}
+    for arm in arm_names(config):
+        per_seed = {m: np.array([np.nanmean([s[m] for s in elsewhere[arm, seed]], axis=0)
+                                 for seed in config.seeds]) for m in SCORES}
+        out["arms"][arm] = {m: cluster_bootstrap_scores(per_seed[m], groups) for m in SCORES}
+    return out
+
+
 def run_segmentation(config: ExperimentConfig, plan: ExperimentPlan, pixels: PixelCache,
                      folder: Path, progress: Progress, cancel: CancelToken | None,
-                     device: torch.device | None, registry: WeightsRegistry | None) -> dict:
-    """Train and score every arm; the run's results (overlays included)."""
-    scores, info, test_all, predicted = train_and_predict(config, plan, pixels, progress,
-                                                          cancel, device, registry)
+                     device: torch.device | None, registry: WeightsRegistry | None,
+                     load_manifest: Callable[[str], Manifest] | None = None) -> dict:
+    """Train and score every arm; the run's results (overlays and the second source
+    included)."""
+    against, against_groups = (None, [])
+    if config.against:
+        against, against_groups = _against_set(config, pixels, load_manifest)
+    scores, info, test_all, predicted, elsewhere = train_and_predict(
+        config, plan, pixels, progress, cancel, device, registry, against)
     results = segmentation_results(config, plan, scores, info)
     first = config.seeds[0]
     results["overlays"] = overlays(scores, test_all,
                                    {arm: predicted[arm, first] for arm in config.arms},
                                    config.arms, first)
+    if against is not None:
+        results["against"] = against_results(config, elsewhere, against_groups)
     return results

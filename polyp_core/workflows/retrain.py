@@ -24,6 +24,8 @@ AUTO = "auto"
 #: widgets start from these, so "auto" and every default mean one thing in both.
 DEFAULTS: dict[str, object] = {
     "dataset": None, "scheme": None, "name": None, "task": "classification",
+    # segmentation's extra arms: synthetic images alone, a learning curve, a second source
+    "synthetic_arm": False, "real_fractions": None, "against": None,
     # how each classifier trains (ClassifierTrainConfig)
     "backbone": "efficientnet_lite0", "image_size": 224, "imbalance": "sampler", "epochs": 15,
     "batch_size": 32, "lr": 3e-4, "patience": 5, "augment": True, "freeze_backbone": False,
@@ -88,13 +90,16 @@ def retrain_request(fields: Mapping[str, object]) -> ExperimentConfig:
         seed=whole(f["selection_seed"], "selection_seed"))
     return ExperimentConfig(
         dataset=str(f["dataset"]), scheme=f["scheme"] or None, train=train, seeds=seeds,
-        policy=policy, arms=("baseline",) if f["baseline_only"] else ("baseline", "augmented"),
+        policy=policy, arms=(("baseline",) if f["baseline_only"] else ("baseline", "augmented"))
+        + (("synthetic",) if f["synthetic_arm"] else ()),
         name=f["name"] or None, allow_small_test=bool(f["allow_small_test"]),
         linear_probe=bool(f["linear_probe"]), folds=parse_folds(f["folds"]),
         cv_seed=whole(f["cv_seed"], "cv_seed"), seen_groups_train=bool(f["seen_groups_train"]),
         inner_valid=number(f["inner_valid"], "inner_valid"), refit=bool(f["refit"]),
         allow_unknown_training_data=bool(f["allow_unknown_training_data"]),
-        task=str(f["task"]))
+        task=str(f["task"]),
+        real_fractions=tuple(number(x, "real_fractions") for x in _names(f["real_fractions"])),
+        against=str(f["against"]).strip() or None if f["against"] else None)
 
 
 def plan(db: Database, workspace: Workspace, person: Person,
