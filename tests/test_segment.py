@@ -120,3 +120,29 @@ def test_a_data_set_without_masks_is_refused_for_segmentation(tmp_path, capsys):
                 "--dataset", "plain", "--baseline-only", "--folds", "0"])
     assert code == 2
     assert "8 of 8 images have no mask" in capsys.readouterr().err
+
+
+def test_the_fast_arm_trains_the_decoder_on_cached_encoder_features(phantom_ws):
+    """``freeze_backbone``: the encoder's weights stay the bundled ones, the decoder learns,
+    and two runs with the same seed give the same decoder."""
+    from polyp_core.classify.data import ImageRef
+    from polyp_core.classify.train import ClassifierTrainConfig
+    from polyp_core.data.cache import PixelCache
+    from polyp_core.segment.train import load_masked, train_segmenter
+
+    manifest = phantom_ws.load_manifest("phantom")
+    refs = [ImageRef(i.sha256, i.image, i.label, mask=i.mask) for i in manifest.items[:20]]
+    data = load_masked(refs, 64, PixelCache(phantom_ws.pixel_cache_dir))
+    config = ClassifierTrainConfig(image_size=64, epochs=2, batch_size=8, freeze_backbone=True)
+    empty = data.subset([])
+    first = train_segmenter(data.subset(range(16)), empty, config, seed=3)
+    again = train_segmenter(data.subset(range(16)), empty, config, seed=3)
+    torch.manual_seed(3)  # the initialisation train_segmenter started from
+    fresh = build_segmenter("efficientnet_lite0", pretrained=True)
+    trained, init = first.model.state_dict(), fresh.state_dict()
+    encoder = [k for k in trained if k.startswith("encoder.")]
+    decoder = [k for k in trained if k.startswith("decoder.") and trained[k].is_floating_point()]
+    assert all(torch.equal(trained[k], init[k]) for k in encoder if "running" not in k)
+    assert any(not torch.equal(trained[k], init[k]) for k in decoder)
+    assert all(torch.equal(trained[k], again.model.state_dict()[k]) for k in decoder)
+    assert first.best_epoch == 2 and len(first.history) == 2

@@ -119,8 +119,40 @@ def predict_masks(model: torch.nn.Module, data: MaskTensors, device: torch.devic
     return np.concatenate(out) if out else np.zeros((0,) + tuple(data.masks.shape[1:]), bool)
 
 
-def _valid_dice(model: torch.nn.Module, valid: MaskTensors, device: torch.device) -> float:
-    scores = mask_scores(predict_masks(model, valid, device), valid.masks.numpy())
+def encoder_features(model: torch.nn.Module, data: MaskTensors, device: torch.device,
+                     batch_size: int = 32) -> list[torch.Tensor]:
+    """The frozen encoder's feature maps of every image (each level stacked over images, kept
+    on the CPU in float16): computed once, so a decoder-only arm trains without re-running
+    the encoder every epoch."""
+    model.encoder.eval()
+    levels: list[list[torch.Tensor]] = []
+    with torch.inference_mode():
+        for start in range(0, len(data), batch_size):
+            x = normalise(data.pixels[start:start + batch_size].to(device), model.mean, model.std)
+            for k, f in enumerate(model.encoder(x)):
+                if k == len(levels):
+                    levels.append([])
+                levels[k].append(f.to("cpu", torch.float16))
+    return [torch.cat(parts) for parts in levels]
+
+
+def _decode(model: torch.nn.Module, features: list[torch.Tensor], index: torch.Tensor,
+            device: torch.device) -> torch.Tensor:
+    """The U-Net's logits from cached encoder features of the images ``index``."""
+    return model.segmentation_head(model.decoder([f[index].to(device).float() for f in features]))
+
+
+def _valid_dice(model: torch.nn.Module, valid: MaskTensors, device: torch.device,
+                features: list[torch.Tensor] | None = None) -> float:
+    if features is None:
+        predicted = predict_masks(model, valid, device)
+    else:
+        model.eval()
+        with torch.inference_mode():
+            predicted = np.concatenate([
+                (_decode(model, features, torch.arange(i, min(i + 32, len(valid))), device)[:, 0]
+                 > 0).cpu().numpy() for i in range(0, len(valid), 32)])
+    scores = mask_scores(predicted, valid.masks.numpy())
     return float(np.nanmean(scores["dice"])) if (~scores["empty"]).any() else 0.0
 
 
@@ -130,8 +162,10 @@ def train_segmenter(train: MaskTensors, valid: MaskTensors, config: ClassifierTr
                     cancel: CancelToken | None = None, label: str = "") -> TrainedSegmenter:
     """Train a U-Net on ``train`` (flips, turns and a light jitter when ``augment``); keep the
     epoch with the best validation Dice and stop after ``patience`` epochs without one, or,
-    with an empty ``valid``, train ``epochs`` epochs and keep the last. ``freeze_backbone``
-    trains the decoder only. Seeded: the same seed gives the same model on the CPU.
+    with an empty ``valid``, train ``epochs`` epochs and keep the last. ``freeze_backbone`` is
+    the fast arm: the decoder trains on encoder features computed once (no augmentation), the
+    way the frozen classifier trains its head. Seeded: the same seed gives the same model on
+    the CPU.
 
     Raises:
         ValueError: an empty training set.
@@ -143,8 +177,11 @@ def train_segmenter(train: MaskTensors, valid: MaskTensors, config: ClassifierTr
     torch.manual_seed(seed)
     generator = torch.Generator().manual_seed(seed)
     model = build_segmenter(config.backbone, config.pretrained, registry).to(device)
+    cached = valid_cached = None
     if config.freeze_backbone:
         model.encoder.requires_grad_(False)
+        cached = encoder_features(model, train, device)
+        valid_cached = encoder_features(model, valid, device) if len(valid) else None
     steps_per_epoch = -(-len(train) // config.batch_size)
     total = steps_per_epoch * config.epochs
     optimizer, schedule = warmup_cosine_adamw(model, config, steps_per_epoch)
@@ -162,11 +199,15 @@ def train_segmenter(train: MaskTensors, valid: MaskTensors, config: ClassifierTr
             if cancel is not None:
                 cancel.check()
             index = order[start:start + config.batch_size]
-            pixels, masks = train.pixels[index].to(device), train.masks[index].to(device)
-            x, m = augment_pair(pixels, masks, generator) if config.augment else \
-                (pixels.float() / 255.0, masks)
             with torch.autocast(device.type, dtype=amp or torch.float32, enabled=amp is not None):
-                loss = dice_bce_loss(model(normalise(x, model.mean, model.std)).float(), m)
+                if cached is not None:
+                    logits, m = _decode(model, cached, index, device), train.masks[index].to(device)
+                else:
+                    pixels, masks = train.pixels[index].to(device), train.masks[index].to(device)
+                    x, m = augment_pair(pixels, masks, generator) if config.augment else \
+                        (pixels.float() / 255.0, masks)
+                    logits = model(normalise(x, model.mean, model.std))
+                loss = dice_bce_loss(logits.float(), m)
             optimizer.zero_grad(set_to_none=True)
             scaler.scale(loss).backward()
             scaler.step(optimizer)
@@ -181,7 +222,7 @@ def train_segmenter(train: MaskTensors, valid: MaskTensors, config: ClassifierTr
             history.append(row)
             best = (float("nan"), epoch, None)
             continue
-        dice = _valid_dice(model, valid, device)
+        dice = _valid_dice(model, valid, device, valid_cached)
         history.append(row | {"valid_dice": dice})
         if dice > best[0]:
             best, waited = (dice, epoch, {k: v.detach().to("cpu", copy=True)
