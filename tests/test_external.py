@@ -253,6 +253,8 @@ def test_imported_images_with_masks_feed_every_arm_of_a_segmentation_run(studio)
     the synthetic-only arm; the learning curve's arms learn from half the real training groups;
     every model is tested on a second source too. The demo generator's images (no masks) are
     left out, and the report says where the added images came from."""
+    from polyp_core.demo import DEMO_GENERATOR
+
     workspace, db, folder = studio
     if not pool_page(db, PoolFilter(generator=EXTERNAL)).total:
         import_synthetic(db, workspace, SyntheticImport(
@@ -268,6 +270,7 @@ def test_imported_images_with_masks_feed_every_arm_of_a_segmentation_run(studio)
                               allow_small_test=True, name="seg-external",
                               arms=("baseline", "augmented", "synthetic"), real_fractions=(0.5,),
                               against="other",
+                              policy=SelectionPolicy(generators=(EXTERNAL, DEMO_GENERATOR)),
                               train=ClassifierTrainConfig(image_size=64, epochs=1, batch_size=16))
     run = run_experiment(db, workspace, config, device=torch.device("cpu"))
     arms = run.results["arms"]

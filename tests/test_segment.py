@@ -146,3 +146,31 @@ def test_the_fast_arm_trains_the_decoder_on_cached_encoder_features(phantom_ws):
     assert any(not torch.equal(trained[k], init[k]) for k in decoder)
     assert all(torch.equal(trained[k], again.model.state_dict()[k]) for k in decoder)
     assert first.best_epoch == 2 and len(first.history) == 2
+
+
+def test_mixed_precision_steps_run_under_bf16_autocast(phantom_ws, monkeypatch):
+    """The GPU path's autocast (bf16 here, on the CPU, where torch supports it): the loss is
+    taken in float32 from bf16 logits and the model still learns and predicts. (No GPU was
+    lent to this project: fp16 with its grad scaler is not exercised.)"""
+    import polyp_core.segment.train as seg_train
+    from polyp_core.classify.data import ImageRef
+    from polyp_core.classify.train import ClassifierTrainConfig
+    from polyp_core.data.cache import PixelCache
+
+    manifest = phantom_ws.load_manifest("phantom")
+    refs = [ImageRef(i.sha256, i.image, i.label, mask=i.mask) for i in manifest.items[:12]]
+    data = seg_train.load_masked(refs, 64, PixelCache(phantom_ws.pixel_cache_dir))
+    monkeypatch.setattr(seg_train, "autocast_dtype", lambda config, device: torch.bfloat16)
+    seen, loss = [], seg_train.dice_bce_loss
+
+    def recording(logits: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
+        seen.append((torch.is_autocast_enabled("cpu"), torch.get_autocast_dtype("cpu")))
+        return loss(logits, masks)
+
+    monkeypatch.setattr(seg_train, "dice_bce_loss", recording)
+    result = seg_train.train_segmenter(data.subset(range(8)), data.subset(range(8, 12)),
+                                       ClassifierTrainConfig(image_size=64, epochs=2,
+                                                             batch_size=4, patience=2), seed=0)
+    assert seen == [(True, torch.bfloat16)] * 4  # 2 epochs x 2 steps, all under bf16 autocast
+    assert all(np.isfinite(row["train_loss"]) for row in result.history)
+    assert len(result.history) == 2 and np.isfinite(result.best_valid_dice)
