@@ -404,7 +404,8 @@ def _registration(workspace: Workspace, request: SyntheticImport, trained_on: di
 
 
 def import_synthetic(db: Database, workspace: Workspace, request: SyntheticImport,
-                     progress: Progress = no_progress) -> ImportedSynthetic:
+                     progress: Progress = no_progress,
+                     origin: str | None = None) -> ImportedSynthetic:
     """Check every row, then store the images (and masks) in the pool with their provenance and
     register the generator. Nothing is written when any check fails.
 
@@ -424,13 +425,20 @@ def import_synthetic(db: Database, workspace: Workspace, request: SyntheticImpor
     manifest_name, rows = _read_manifest(source)
     trained_on, problems = resolve_training(workspace, request.trained_on, source)
     record = _registration(workspace, request, trained_on, problems)
+    with db.session() as session:
+        own = [i for i in queries.synthetic_images(session, request.generator)
+               if i.provenance and i.provenance.backend != "external"]
+    if own:
+        problems.append(Problem("generator", f"{request.generator!r} already names {len(own)} "
+                                             "image(s) the studio made; choose another name"))
     classes = {i.label for i in manifest.items}
     checked_rows, row_problems = _check_rows(workspace, db, source, manifest_name, rows, classes,
                                              _real_frames(workspace), progress)
     problems += row_problems
     if problems:
         raise DatasetImportError(problems, str(source))
-    return _store(db, workspace, request, source / manifest_name, checked_rows, record)
+    return _store(db, workspace, request, source / manifest_name, checked_rows, record,
+                  origin)
 
 
 def _import_zip(db: Database, workspace: Workspace, request: SyntheticImport, archive: Path,
@@ -445,13 +453,14 @@ def _import_zip(db: Database, workspace: Workspace, request: SyntheticImport, ar
         extract(archive, files, staging, limits, progress)
         entries = [p for p in staging.iterdir() if not p.name.startswith(("__", "."))]
         root = entries[0] if len(entries) == 1 and entries[0].is_dir() else staging
-        return import_synthetic(db, workspace, replace(request, source=str(root)), progress)
+        return import_synthetic(db, workspace, replace(request, source=str(root)), progress,
+                                origin=str(archive))
     finally:  # the pool keeps its own copies: the extracted folder is not needed afterwards
         shutil.rmtree(staging, ignore_errors=True)
 
 
 def _store(db: Database, workspace: Workspace, request: SyntheticImport, manifest_file: Path,
-           rows: list[_Row], record: dict) -> ImportedSynthetic:
+           rows: list[_Row], record: dict, origin: str | None = None) -> ImportedSynthetic:
     import_id = dt.datetime.now(dt.timezone.utc).strftime("%Y%m%d-%H%M%S-") + uuid.uuid4().hex[:6]
     record_file = record_path(workspace, request.generator)
     folder = record_file.parent
@@ -492,7 +501,8 @@ def _store(db: Database, workspace: Workspace, request: SyntheticImport, manifes
                                      label=row.label, provenance=asdict(provenance))
                 result.images.append(sha)
             record["imports"] = record.get("imports", []) + [{
-                "id": import_id, "from": str(manifest_file.parent), "manifest": kept.name,
+                "id": import_id, "from": origin or str(manifest_file.parent),
+                "manifest": kept.name,
                 "manifest_sha256": sha256_file(manifest_file), "images": len(rows),
                 "masks": result.masks}]
             atomic_write(record_file, json.dumps(record, indent=2).encode())

@@ -219,6 +219,9 @@ def test_bad_manifests_name_the_row_and_import_nothing(studio, tmp_path):
     assert "manifest.csv row 6: mask ssa01.png is 20x20 but its image is 56x48" in text
     assert "manifest.csv row 11: images/old.png is already in the synthetic pool (generator " \
         "demo-ddpm)" in text
+    with pytest.raises(DatasetImportError, match="'demo-ddpm' already names 12 image"):
+        import_synthetic(db, workspace, SyntheticImport(source=str(bad), generator="demo-ddpm",
+                                                        dataset="phantom"))
     assert _pool_shas(db) == before
     assert not (workspace.root / "external" / "ext-bad").exists()
 
@@ -246,6 +249,8 @@ def test_a_zip_with_a_jsonl_manifest_imports_the_same_way(studio, tmp_path):
     assert item.provenance["extra"]["columns"] == {"sampler": {"name": "ddim", "steps": 50}}
     assert item.provenance["extra"]["manifest_row"] == 2  # the JSONL line
     assert not list(workspace.staging_dir.iterdir())
+    record = json.loads((workspace.root / "external" / "ext-zip" / "generator.json").read_text())
+    assert record["imports"][0]["from"] == str(archive)  # not the removed staging folder
 
 
 def test_imported_images_with_masks_feed_every_arm_of_a_segmentation_run(studio):
