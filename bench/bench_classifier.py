@@ -13,7 +13,6 @@ present, else a freshly painted phantom set.
 
 from __future__ import annotations
 
-import argparse
 import sys
 import tempfile
 import time
@@ -29,7 +28,7 @@ from polyp_core.classify.data import ImageRef, load_tensors
 from polyp_core.classify.model import build_classifier
 from polyp_core.classify.train import ClassifierTrainConfig, train_classifier
 from polyp_core.data.cache import PixelCache
-from sources import bench_workspace
+from sources import bench_workspace, throughput_args
 
 
 class FileDataset(torch.utils.data.Dataset):
@@ -74,12 +73,7 @@ def plain_loop(refs, classes, config, workers: int) -> float:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--n", type=int, default=256)
-    parser.add_argument("--size", type=int, default=128)
-    parser.add_argument("--epochs", type=int, default=2)
-    parser.add_argument("--workers", type=int, default=2, help="DataLoader workers of the plain loop")
-    args = parser.parse_args()
+    args = throughput_args(256)
     with tempfile.TemporaryDirectory() as tmp:
         workspace, _ = bench_workspace(tmp, args.n + 16)
         manifest = workspace.load_manifest("bench")

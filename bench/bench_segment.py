@@ -14,7 +14,6 @@ whole batches. Prints images per second of each and the ratio (target: at least 
 
 from __future__ import annotations
 
-import argparse
 import sys
 import tempfile
 import time
@@ -31,7 +30,7 @@ from polyp_core.classify.train import ClassifierTrainConfig
 from polyp_core.data.cache import PixelCache
 from polyp_core.segment.model import build_segmenter
 from polyp_core.segment.train import dice_bce_loss, load_masked, train_segmenter
-from sources import bench_workspace
+from sources import bench_workspace, throughput_args
 
 
 class FileDataset(torch.utils.data.Dataset):
@@ -79,12 +78,7 @@ def plain_loop(refs, config, workers: int) -> float:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--n", type=int, default=192)
-    parser.add_argument("--size", type=int, default=128)
-    parser.add_argument("--epochs", type=int, default=2)
-    parser.add_argument("--workers", type=int, default=2, help="DataLoader workers of the plain loop")
-    args = parser.parse_args()
+    args = throughput_args(192)
     with tempfile.TemporaryDirectory() as tmp:
         workspace, _ = bench_workspace(tmp, args.n + 16)
         manifest = workspace.load_manifest("bench")

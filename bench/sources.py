@@ -3,6 +3,7 @@ else a freshly painted phantom set, imported into a workspace as ``bench``."""
 
 from __future__ import annotations
 
+import argparse
 from pathlib import Path
 
 from polyp_core.data.importer import ImportConfig, import_dataset
@@ -21,3 +22,13 @@ def bench_workspace(tmp: Path | str, n_frames: int) -> tuple[Workspace, Path]:
         write_phantom(source, n_frames=n_frames, size=384)
     import_dataset(workspace, ImportConfig(str(source), name="bench"))
     return workspace, source
+
+
+def throughput_args(n: int) -> argparse.Namespace:
+    """The options of the training-throughput benchmarks (studio loop against a plain one)."""
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--n", type=int, default=n)
+    parser.add_argument("--size", type=int, default=128)
+    parser.add_argument("--epochs", type=int, default=2)
+    parser.add_argument("--workers", type=int, default=2, help="DataLoader workers of the plain loop")
+    return parser.parse_args()

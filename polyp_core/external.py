@@ -185,12 +185,15 @@ def _mask_file(folder: Path, image: Path, named: str | None) -> Path | None:
     return None
 
 
-def _real_frames(workspace: Workspace) -> dict[str, tuple[str, str, str | None]]:
-    """SHA-256 -> (data set, id, group) of every real frame of every data set here."""
-    frames: dict[str, tuple[str, str, str | None]] = {}
+def _real_frames(workspace: Workspace) -> dict[str, dict]:
+    """Every real frame of every data set here, read once, by its SHA-256 and by
+    ``DATASET:ID`` (how a background may be named): ``{dataset, id, sha256, group}``."""
+    frames: dict[str, dict] = {}
     for name in workspace.datasets():
         for item in workspace.load_manifest(name).items:
-            frames.setdefault(item.sha256, (name, item.id, item.group))
+            frame = {"dataset": name, "id": item.id, "sha256": item.sha256, "group": item.group}
+            frames.setdefault(item.sha256, frame)
+            frames[f"{name}:{item.id}"] = frame
     return frames
 
 
@@ -311,7 +314,7 @@ def _check_row(session: Session, workspace: Workspace, folder: Path, where: str,
     mask = _mask_of(folder, path, _column(row, ("mask",)), rgb.shape[:2], where, problems)
     background = None
     if (named := _column(row, ("background",))) is not None:
-        background = _background(workspace, frames, named)
+        background = _background(frames, named)
         if background is None:
             problems.append(Problem(where, f"background {named!r} is not a real frame of "
                                            "this workspace (give DATASET:ID or its SHA-256)"))
@@ -332,7 +335,7 @@ def _seen_before(session: Session, name: str, shas: tuple[str, str], frames: dic
     the database), or given in an earlier row. None when it is new."""
     for sha in dict.fromkeys(shas):
         if sha in frames:
-            dataset, frame, _ = frames[sha]
+            frame, dataset = frames[sha]["id"], frames[sha]["dataset"]
             return (f"{name} is the real frame {frame!r} of data set {dataset!r} (same SHA-256 "
                     f"{sha[:12]}); a real frame in the synthetic pool would poison every "
                     "statistic")
@@ -369,18 +372,10 @@ def _mask_of(folder: Path, image: Path, named: str | None, shape: tuple[int, int
     return mask
 
 
-def _background(workspace: Workspace, frames: dict, named: str) -> dict | None:
-    sha = named.lower()
-    if sha in frames:
-        dataset, frame, group = frames[sha]
-        return {"dataset": dataset, "id": frame, "sha256": sha, "group": group}
-    dataset, _, frame = named.partition(":")
-    if not frame or dataset not in workspace.datasets():
-        return None
-    for item in workspace.load_manifest(dataset).items:
-        if item.id == frame:
-            return {"dataset": dataset, "id": frame, "sha256": item.sha256, "group": item.group}
-    return None
+def _background(frames: dict, named: str) -> dict | None:
+    """The real frame a ``background`` names (its SHA-256, or ``DATASET:ID``), or None."""
+    found = frames.get(named.lower()) or frames.get(named)
+    return dict(found) if found else None
 
 
 def _registration(workspace: Workspace, request: SyntheticImport, trained_on: dict,

@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import math
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
@@ -200,11 +200,9 @@ def generator_summary(db: Database, workspace: Workspace,
     joined any fold, and for an imported one what its registration says (version, source,
     licence, declared training data)."""
     from polyp_core.external import read_record
-    from review_db import queries
 
-    shas = {ref.sha256 for sel in selections if sel for ref in sel.images}
-    with db.session() as session:
-        made_by = Counter(queries.image_by_sha(session, sha).provenance.generator for sha in shas)
+    made_by = Counter(generator for generator, _ in _provenance(
+        db, (ref.sha256 for sel in selections if sel for ref in sel.images)).values())
     rows = []
     for generator, n in sorted(made_by.items()):
         record = read_record(workspace, generator)
@@ -223,23 +221,20 @@ def background_leaks(db: Database, folds: list[Fold], selections: list[Selection
                      real: list[ImageRef], group_of: list[str]) -> list[str]:
     """Inpainted images whose background frame belongs to a group of the fold's validation or
     test part (the frame is training data of the image), naming image, frame and group."""
-    from review_db import queries
-
     problems = []
     group_of_sha = {r.sha256: g for r, g in zip(real, group_of)}
-    with db.session() as session:
-        for fold, selection in zip(folds, selections):
-            if selection is None:
-                continue
-            held = {group_of[i] for i in fold.valid + fold.test}
-            for ref in selection.images:
-                extra = (queries.image_by_sha(session, ref.sha256).provenance.extra or {})
-                frame = extra.get("background") or {}
-                group = group_of_sha.get(frame.get("sha256", ""))
-                if group is not None and group in held:
-                    problems.append(f"{fold.name}: image {ref.sha256[:12]} was made on frame "
-                                    f"{frame.get('dataset')}:{frame.get('id')} of group {group} "
-                                    "(validation/test part)")
+    extra_of = _provenance(db, (ref.sha256 for sel in selections if sel for ref in sel.images))
+    for fold, selection in zip(folds, selections):
+        if selection is None:
+            continue
+        held = {group_of[i] for i in fold.valid + fold.test}
+        for ref in selection.images:
+            frame = extra_of[ref.sha256][1].get("background") or {}
+            group = group_of_sha.get(frame.get("sha256", ""))
+            if group is not None and group in held:
+                problems.append(f"{fold.name}: image {ref.sha256[:12]} was made on frame "
+                                f"{frame.get('dataset')}:{frame.get('id')} of group {group} "
+                                "(validation/test part)")
     return problems
 
 
@@ -338,12 +333,25 @@ class ExperimentPlan:
     design: dict
     evaluation: dict
 
+    @property
+    def synthetic_refs(self) -> list[ImageRef]:
+        """Every synthetic image any fold adds, once each, by content hash."""
+        return sorted({r for sel in self.selections if sel for r in sel.images},
+                      key=lambda r: r.sha256)
 
-def _generators_of(db: Database, images: list[ImageRef]) -> set[str]:
+
+def _provenance(db: Database, shas: Iterable[str]) -> dict[str, tuple[str, dict]]:
+    """SHA-256 -> (generator, provenance ``extra``) of synthetic images, in one query."""
     from review_db import queries
 
     with db.session() as session:
-        return {queries.image_by_sha(session, ref.sha256).provenance.generator for ref in images}
+        images, _ = queries.synthetic_page(session, shas=sorted(set(shas)))
+        return {i.sha256: (i.provenance.generator, dict(i.provenance.extra or {}))
+                for i in images}
+
+
+def _generators_of(db: Database, images: list[ImageRef]) -> set[str]:
+    return {generator for generator, _ in _provenance(db, [r.sha256 for r in images]).values()}
 
 
 def _select(db: Database, config: ExperimentConfig, scheme: str, counts: dict) -> Selection:
@@ -463,12 +471,13 @@ def _cv_folds(side: _RealSide, config: ExperimentConfig, k: int,
 
 def _check_synthetic(db: Database, workspace: Workspace, config: ExperimentConfig,
                      side: _RealSide, folds: list[Fold], selections: list[Selection],
-                     cv: bool) -> None:
+                     cv: bool) -> set[str]:
     """Refuse synthetic images that would leak a fold's validation or test part: from a
-    generator that learned from its images or groups, or inpainted into one of its frames."""
+    generator that learned from its images or groups, or inpainted into one of its frames.
+    Returns the generators that supply any fold."""
     real, group_of, unknown_ok = side.real, side.group_of, config.allow_unknown_training_data
+    generators = [_generators_of(db, sel.images) for sel in selections]
     if cv:
-        generators = [_generators_of(db, sel.images) for sel in selections]
         seen = _seen_groups(workspace, set().union(*generators), real, group_of, unknown_ok)
         leaks = fold_leaks(folds, generators, seen, group_of)
         if leaks:
@@ -484,9 +493,8 @@ def _check_synthetic(db: Database, workspace: Workspace, config: ExperimentConfi
                       {real[i].sha256 for i in fold.valid + fold.test}, unknown_ok)
         # a split that is not grouped by lesion can hold other frames of a lesion the
         # generator learned from in validation or test: refused by group as well
-        generators = _generators_of(db, selections[0].images)
-        leaks = fold_leaks(folds, [generators],
-                           _seen_groups(workspace, generators, real, group_of, unknown_ok),
+        leaks = fold_leaks(folds, generators,
+                           _seen_groups(workspace, generators[0], real, group_of, unknown_ok),
                            group_of)
         if leaks:
             raise ValueError(
@@ -500,6 +508,7 @@ def _check_synthetic(db: Database, workspace: Workspace, config: ExperimentConfi
                          "groups would leak into that fold: " + "; ".join(inpainted[:10]) +
                          (f" and {len(inpainted) - 10} more" if len(inpainted) > 10 else "") +
                          ". Exclude these images or their generator (`generators`)")
+    return set().union(*generators)
 
 
 def plan_experiment(db: Database, workspace: Workspace, config: ExperimentConfig) -> ExperimentPlan:
@@ -534,11 +543,10 @@ def plan_experiment(db: Database, workspace: Workspace, config: ExperimentConfig
     if augmented:
         selections = [_select(db, config, side.scheme, Counter(labels[i] for i in fold.train))
                       for fold in folds]
-        _check_synthetic(db, workspace, config, side, folds, selections, cv=bool(k))
+        used = _check_synthetic(db, workspace, config, side, folds, selections, cv=bool(k))
     design = design_table(folds, labels, group_of, side.classes, side.grouped)
     design["warnings"] = check_design(design, config.allow_small_test, config.task)
     if augmented:
-        used = set().union(*(_generators_of(db, s.images) for s in selections))
         unknown = sorted(g for g in used if declared_unknown(workspace.models_dir, g))
         if unknown:
             design["warnings"].insert(0, "ran with `allow_unknown_training_data`: "
@@ -549,20 +557,21 @@ def plan_experiment(db: Database, workspace: Workspace, config: ExperimentConfig
 
 
 def _validation_words(inner: float, refit: bool, task: str = "classification") -> str:
-    words = _network_validation(inner, refit)
-    return words.split("; linear probe")[0] if task == "segmentation" else words
-
-
-def _network_validation(inner: float, refit: bool) -> str:
+    """How the networks (and, for classification, the linear probe) use a fold's training
+    part."""
     if refit:
-        return ("networks: epoch count chosen by inner grouped 3-fold CV within each fold's "
-                "training part, then trained on the whole training part; linear probe: the "
-                "whole training part")
-    if inner > 0:
-        return (f"networks: early stopping on an inner validation split ({inner:.0%} of each "
-                "fold's training groups, at least 2 of each class, grouped and stratified), "
-                "trained on the rest; linear probe: the whole training part")
-    return "networks: fixed epochs on the whole training part (no validation); linear probe: the same"
+        networks = ("networks: epoch count chosen by inner grouped 3-fold CV within each fold's "
+                    "training part, then trained on the whole training part")
+        probe = "the whole training part"
+    elif inner > 0:
+        networks = (f"networks: early stopping on an inner validation split ({inner:.0%} of each "
+                    "fold's training groups, at least 2 of each class, grouped and stratified), "
+                    "trained on the rest")
+        probe = "the whole training part"
+    else:
+        networks = "networks: fixed epochs on the whole training part (no validation)"
+        probe = "the same"
+    return networks if task == "segmentation" else f"{networks}; linear probe: {probe}"
 
 
 def _seen_groups(workspace: Workspace, generators: set[str], real: list[ImageRef],
@@ -595,8 +604,7 @@ class _TrainingSets:
     def __init__(self, plan: ExperimentPlan, size: int, pixels: PixelCache) -> None:
         self.plan = plan
         self.pool = load_tensors(plan.real, plan.classes, size, pixels)
-        self.synthetic_refs = sorted({r for sel in plan.selections if sel for r in sel.images},
-                                     key=lambda r: r.sha256)
+        self.synthetic_refs = plan.synthetic_refs
         self.synthetic = load_tensors(self.synthetic_refs, plan.classes, size, pixels) \
             if self.synthetic_refs else None
         self.position = {r.sha256: i for i, r in enumerate(self.synthetic_refs)}
@@ -781,10 +789,8 @@ def _store_run(db: Database, workspace: Workspace, config: ExperimentConfig,
             results["selection"]["per_fold"] = counts
         results["selection"]["generators"] = generator_summary(db, workspace, plan.selections)
     write_report(folder, run_id, config.to_json(), results)  # report.html beside the run
-    synthetic = sorted({r for sel in plan.selections if sel for r in sel.images},
-                       key=lambda r: r.sha256)
     save_run(db, workspace, run_id, folder, "retrain", config.to_json(), results,
-             _image_lists(plan, synthetic))
+             _image_lists(plan, plan.synthetic_refs))
     progress(1, 1, f"stored run {run_id}")
     return ExperimentResult(run_id, folder, results)
 

@@ -39,7 +39,7 @@ def _train_sets(plan: ExperimentPlan, size: int, pixels: PixelCache
     """The real images and masks, the synthetic ones any fold adds, and where each synthetic
     image sits."""
     real = load_masked(plan.real, size, pixels)
-    refs = sorted({r for sel in plan.selections if sel for r in sel.images}, key=lambda r: r.sha256)
+    refs = plan.synthetic_refs
     synthetic = load_masked(refs, size, pixels) if refs else None
     return real, synthetic, {r.sha256: i for i, r in enumerate(refs)}
 
@@ -98,7 +98,8 @@ def train_and_predict(config: ExperimentConfig, plan: ExperimentPlan, workspace_
     tested = [i for fold in folds for i in fold.test]
     test_all = real.subset(tested)
     offsets = np.cumsum([0] + [len(fold.test) for fold in folds])
-    names = arm_names(config)
+    specs = arm_specs(config)
+    names = list(specs)
     units = [(f, name, seed) for f in range(len(folds)) for seed in config.seeds
              for name in names]
     predicted = {(name, seed): np.zeros(tuple(test_all.masks.shape), dtype=bool)
@@ -110,7 +111,7 @@ def train_and_predict(config: ExperimentConfig, plan: ExperimentPlan, workspace_
             progress(u * 1000 + int(1000 * done / max(total, 1)), len(units) * 1000, message)
 
         fold = folds[f]
-        arm, share = arm_specs(config)[name]
+        arm, share = specs[name]
         real_part = fold.train if share == 1.0 else _share_of_groups(
             fold.train, plan, share, config.cv_seed * 1000 + f)
         parts = [] if arm == "synthetic" else [real.subset(real_part)]
