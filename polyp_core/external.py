@@ -39,7 +39,7 @@ from polyp_core.data.labels import canonical_label
 from polyp_core.data.tables import normalise_column, read_table
 from polyp_core.errors import DatasetImportError, ImageDecodeError, Problem
 from polyp_core.files import atomic_write
-from polyp_core.pool import ProvenanceRecord, png_bytes
+from polyp_core.pool import ProvenanceRecord, mask_path, png_bytes
 from polyp_core.progress import Progress, no_progress
 from polyp_core.validation import checked, rule
 from polyp_core.workspace import Workspace, check_name
@@ -119,6 +119,15 @@ class ImportedSynthetic:
     images: list[str] = field(default_factory=list)  # pool SHA-256, in manifest order
     masks: int = 0
     record: dict = field(default_factory=dict)
+
+    @property
+    def declared_training(self) -> str | None:
+        """What the generator was declared to have learned from, with how many frames that
+        is; None when it was declared unknown."""
+        trained = self.record.get("trained_on", {})
+        if trained.get("unknown"):
+            return None
+        return f"{trained.get('declared')} ({len(trained.get('image_sha256', []))} frames)"
 
 
 def _read_manifest(folder: Path) -> tuple[str, list[tuple[int, dict]]]:
@@ -479,10 +488,10 @@ def _store(db: Database, workspace: Workspace, request: SyntheticImport, manifes
                 if row.mask is not None:
                     mask_png = png_bytes(np.repeat(row.mask[..., None].astype(np.uint8) * 255, 3, 2))
                     mask_sha = hashlib.sha256(mask_png).hexdigest()
-                    mask_path = mask_file(workspace, mask_sha)
-                    if not mask_path.exists():
-                        atomic_write(mask_path, mask_png)
-                        written.append(mask_path)
+                    stored = mask_file(workspace, mask_sha)
+                    if not stored.exists():
+                        atomic_write(stored, mask_png)
+                        written.append(stored)
                     result.masks += 1
                 extra = {"import": import_id, "file": row.file.relative_to(
                     manifest_file.parent).as_posix(), "file_sha256": row.file_sha,
@@ -515,7 +524,7 @@ def _store(db: Database, workspace: Workspace, request: SyntheticImport, manifes
 
 def mask_file(workspace: Workspace, mask_sha: str) -> Path:
     """Where the pool keeps a mask (content-addressed, like the images)."""
-    return workspace.synthetic_dir / "masks" / f"{mask_sha}.png"
+    return mask_path(workspace.synthetic_dir, mask_sha)
 
 
 def external_generators(workspace: Workspace) -> list[str]:

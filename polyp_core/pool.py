@@ -80,6 +80,11 @@ def add_synthetic(db: Database, workspace: Workspace, rgb: np.ndarray,
         return image.id, sha
 
 
+def mask_path(synthetic_dir: Path, mask_sha: str) -> Path:
+    """Where the pool keeps a synthetic image's mask: beside the images, by content hash."""
+    return Path(synthetic_dir) / "masks" / f"{mask_sha}.png"
+
+
 def register_dataset(db: Database, manifest: Manifest) -> int:
     """Make a data set's images known to the database as real images. Returns how many."""
     with db.session() as session:

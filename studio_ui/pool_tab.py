@@ -79,9 +79,7 @@ class PoolDesk:
             source_note=blank(source_note), licence=blank(licence))
         result = pool_workflow.import_synthetic(self.studio.db, self.studio.workspace, person,
                                                 request)  # errors name the file and row
-        trained = result.record.get("trained_on", {})
-        learned = ("unknown: retrain uses its images only when told to" if trained.get("unknown")
-                   else f"{trained.get('declared')} ({len(trained.get('image_sha256', []))} frames)")
+        learned = result.declared_training or "unknown: retrain uses its images only when told to"
         return (f"Imported **{len(result.images)}** images ({result.masks} with masks) of "
                 f"**{result.generator}**; trained on: {learned}.")
 

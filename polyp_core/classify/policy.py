@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING
 
 from polyp_core.classify.data import ImageRef
 from polyp_core.data.labels import get_scheme
+from polyp_core.pool import mask_path
 from polyp_core.vocabulary import QUALITY_RANK
 from polyp_core.validation import checked, rule
 from review_db import queries
@@ -167,9 +168,9 @@ def _quotas(real_counts: dict[str, int], available: dict[str, int], policy: Sele
 
 
 def _mask_path(image: Image) -> str | None:
-    """Where the pool keeps a synthetic image's mask (beside the image, content-addressed)."""
+    """The file of a synthetic image's mask, when it was stored with one."""
     mask_sha = ((image.provenance.extra if image.provenance else None) or {}).get("mask_sha256")
-    return str(Path(image.path).parent / "masks" / f"{mask_sha}.png") if mask_sha else None
+    return str(mask_path(Path(image.path).parent, mask_sha)) if mask_sha else None
 
 
 def select_synthetic(db: Database, policy: SelectionPolicy, scheme: str,

@@ -75,9 +75,7 @@ def cmd_import_synthetic(args: argparse.Namespace) -> int:
     with TerminalProgress() as progress:
         result = pool.import_synthetic(open_db(args), Workspace(args.workspace), TERMINAL,
                                        request, progress)
-    trained = result.record.get("trained_on", {})
-    learned = ("unknown (retrain needs --allow-unknown-training-data)" if trained.get("unknown")
-               else f"{trained.get('declared')} ({len(trained.get('image_sha256', []))} frames)")
+    learned = result.declared_training or "unknown (retrain needs --allow-unknown-training-data)"
     print(f"imported {len(result.images)} images ({result.masks} with masks) of generator "
           f"{result.generator!r} (import {result.import_id}); trained on: {learned}")
     return 0
