@@ -39,7 +39,7 @@ from polyp_core.data.labels import canonical_label
 from polyp_core.data.tables import normalise_column, read_table
 from polyp_core.errors import DatasetImportError, ImageDecodeError, Problem
 from polyp_core.files import atomic_write
-from polyp_core.pool import ProvenanceRecord, mask_path, png_bytes
+from polyp_core.pool import ProvenanceRecord, mask_path, mask_png, png_bytes
 from polyp_core.progress import Progress, no_progress
 from polyp_core.validation import checked, rule
 from polyp_core.workspace import Workspace, check_name
@@ -486,11 +486,11 @@ def _store(db: Database, workspace: Workspace, request: SyntheticImport, manifes
                     written.append(path)
                 mask_sha = None
                 if row.mask is not None:
-                    mask_png = png_bytes(np.repeat(row.mask[..., None].astype(np.uint8) * 255, 3, 2))
-                    mask_sha = hashlib.sha256(mask_png).hexdigest()
+                    stored_png = mask_png(row.mask)
+                    mask_sha = hashlib.sha256(stored_png).hexdigest()
                     stored = mask_file(workspace, mask_sha)
                     if not stored.exists():
-                        atomic_write(stored, mask_png)
+                        atomic_write(stored, stored_png)
                         written.append(stored)
                     result.masks += 1
                 extra = {"import": import_id, "file": row.file.relative_to(

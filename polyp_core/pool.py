@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import io
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -61,9 +61,15 @@ def png_bytes(rgb: np.ndarray) -> bytes:
     return buffer.getvalue()
 
 
+def mask_png(mask: np.ndarray) -> bytes:
+    """A mask as the pool stores it: black and white RGB PNG without metadata."""
+    return png_bytes(np.repeat(np.asarray(mask, bool)[..., None].astype(np.uint8) * 255, 3, 2))
+
+
 def add_synthetic(db: Database, workspace: Workspace, rgb: np.ndarray,
-                  provenance: ProvenanceRecord) -> tuple[int, str]:
-    """Store a synthetic image once (content-addressed) with its provenance.
+                  provenance: ProvenanceRecord, mask: np.ndarray | None = None) -> tuple[int, str]:
+    """Store a synthetic image once (content-addressed) with its provenance, and its polyp
+    mask beside it when it has one (``provenance.extra["mask_sha256"]``).
 
     Returns:
         ``(image id, sha256)``; adding the same pixels again returns the first record.
@@ -71,6 +77,15 @@ def add_synthetic(db: Database, workspace: Workspace, rgb: np.ndarray,
     data = png_bytes(rgb)
     sha = hashlib.sha256(data).hexdigest()
     path = workspace.synthetic_dir / f"{sha}.png"
+    if mask is not None:
+        if mask.shape != rgb.shape[:2]:
+            raise ValueError(f"mask is {mask.shape[1]}x{mask.shape[0]}, image "
+                             f"{rgb.shape[1]}x{rgb.shape[0]}")
+        stored = mask_png(mask)
+        mask_sha = hashlib.sha256(stored).hexdigest()
+        if not mask_path(workspace.synthetic_dir, mask_sha).exists():
+            atomic_write(mask_path(workspace.synthetic_dir, mask_sha), stored)
+        provenance = replace(provenance, extra={**(provenance.extra or {}), "mask_sha256": mask_sha})
     if not path.exists():
         atomic_write(path, data)
     with db.session() as session:
@@ -135,6 +150,12 @@ class PoolItem:
     provenance: dict
     ratings: tuple[dict, ...]
     studies: tuple[str, ...]
+
+    @property
+    def mask_file(self) -> Path | None:
+        """The polyp mask stored with the image, when it has one."""
+        mask_sha = (self.provenance.get("extra") or {}).get("mask_sha256")
+        return mask_path(Path(self.path).parent, mask_sha) if mask_sha else None
 
     @property
     def median_quality(self) -> str | None:

@@ -7,8 +7,12 @@ import functools
 import random
 
 import gradio as gr
+import numpy as np
+from PIL import Image
 
+from polyp_core.data.browse import overlay_mask
 from polyp_core.generation.backends import describe_model, list_models
+from polyp_core.generation.inpaint import InpaintRequest, parse_seeds
 from polyp_core.generation.grid import AXES, grid_labels, labelled_grid, max_cells, parse_axis
 from polyp_core.generation.request import SCHEDULERS, LoraChoice, SampleRequest
 from polyp_core.jobs import job_status
@@ -135,6 +139,95 @@ class GenerateDesk:
         return job_line(status), picture, job, ticking(job)
 
 
+class InpaintDesk:
+    """The Inpaint panel: a frame (a data set's, or uploaded), a mask (the frame's own, drawn
+    in the editor, or made by an image-and-mask model), a class and seeds; the results go to the
+    pool with their masks, and the page shows background, mask, result and overlay."""
+
+    def __init__(self, studio: Studio) -> None:
+        self.studio = studio
+
+    @shown_errors
+    def frames(self, person: Person, dataset: Text) -> dict:
+        if not dataset:
+            return gr.update(choices=[], value=None)
+        ids = generate.background_frames(self.studio.db, self.studio.workspace, person, dataset)
+        return gr.update(choices=ids, value=ids[0] if ids else None)
+
+    @shown_errors
+    def show_frame(self, person: Person, dataset: Text, frame: Text) -> dict:
+        """The frame in the editor, its own mask outlined, to draw a new one on."""
+        if not dataset or not frame:
+            return gr.update(value=None)
+        background = generate.background_frame(self.studio.db, self.studio.workspace, person,
+                                                dataset, frame)
+        shown = overlay_mask(background.rgb, background.mask) if background.mask is not None \
+            else background.rgb
+        return gr.update(value={"background": shown, "layers": [], "composite": shown})
+
+    @staticmethod
+    def drawn_mask(editor: dict | None, shape: tuple[int, int] | None) -> np.ndarray | None:
+        """What was painted on the editor's layers (any opaque pixel), at the frame's size."""
+        layers = [np.asarray(layer) for layer in (editor or {}).get("layers") or []]
+        layers = [layer for layer in layers if layer.ndim == 3 and layer.shape[2] == 4]
+        if not layers:
+            return None
+        mask = np.any([layer[..., 3] > 0 for layer in layers], axis=0)
+        if shape is not None and mask.shape != shape:
+            mask = np.asarray(Image.fromarray(mask.astype(np.uint8) * 255).resize(
+                (shape[1], shape[0]), Image.Resampling.NEAREST)) >= 128
+        return mask
+
+    @shown_errors
+    def inpaint(self, person: Person, model_id: Text, checkpoint: Text, cls: Text,
+                dataset: Text, frame: Text, upload: np.ndarray | None, editor: dict | None,
+                mask_source: Text, mask_generator: Text, dilate: Num, seeds: Text, steps: Num,
+                guidance: Num, scheduler: Text, jump_length: Num, jump_n_sample: Num) -> tuple:
+        if not model_id:
+            raise gr.Error("Choose a generator (above).")
+        use_upload = upload is not None
+        request = InpaintRequest(
+            generator=model_id, checkpoint=checkpoint or None, class_label=cls or "",
+            dataset=None if use_upload else (dataset or None),
+            image=None if use_upload else (frame or None), mask_source=mask_source or "own",
+            mask_generator=mask_generator or None, dilate=whole(dilate, "dilate"),
+            seeds=parse_seeds(seeds), steps=whole(steps, "steps"),
+            guidance=number(guidance, "guidance"), scheduler=scheduler or "ddim",
+            jump_length=whole(jump_length, "jump_length"),
+            jump_n_sample=whole(jump_n_sample, "jump_n_sample"))
+        shape = upload.shape[:2] if use_upload else None
+        if shape is None and dataset and frame:
+            shape = generate.background_frame(self.studio.db, self.studio.workspace, person,
+                                              dataset, frame).rgb.shape[:2]
+        drawn = self.drawn_mask(editor, shape) if request.mask_source == "drawn" else None
+        holder: dict = {"kind": "inpaint"}
+        work = generate.inpaint_work(self.studio.db, self.studio.workspace, person, request,
+                                     upload if use_upload else None, drawn, holder)
+        return start_on_board(self.studio, person, "generate-inpaint",
+                              {"model": model_id, "seeds": len(request.seeds)}, work, holder)
+
+    def poll(self, job: str | None) -> tuple:
+        """A timer tick: the job's line; when done, the four panels and every result."""
+        holder = self.studio.board.get(job)
+        if holder is None:
+            return (gr.update(),) * 3 + (None, ticking(None))
+        status = job_status(self.studio.db, job)
+        panels, tiles = gr.update(), gr.update()
+        result = holder.get("result")
+        if result is not None:
+            first = result.images[0]
+            mask_view = overlay_mask(overlay_mask(result.background_rgb, first.hole, (255, 200, 0)),
+                                     first.mask)
+            panels = [(result.background_rgb, "background"),
+                      (mask_view, "hole (yellow) and polyp mask (green)"),
+                      (first.rgb, f"result, seed {first.seed}"),
+                      (overlay_mask(first.rgb, first.mask), "overlay")]
+            tiles = [(overlay_mask(image.rgb, image.mask), f"seed {image.seed} · {result.method}")
+                     for image in result.images]
+        job = job if status.active else None
+        return job_line(status), panels, tiles, job, ticking(job)
+
+
 def build_generate_tab(studio: Studio, access: Access) -> dict:
     desk = GenerateDesk(studio)
     batch, job, grid_job = gr.State(None), gr.State(None), gr.State(None)
@@ -175,8 +268,49 @@ def build_generate_tab(studio: Studio, access: Access) -> dict:
         grid_status = gr.Markdown()
         grid = gr.Image(label="X/Y grid (cells appear as they are made)", type="numpy",
                         interactive=False)
+    with gr.Accordion("Inpaint a polyp into a real frame", open=False):
+        gr.Markdown("Uses the generator, checkpoint and class above. A model trained with "
+                    "`--inpaint` fills the hole itself; a plain or `--with-mask` model fills "
+                    "it by RePaint resampling. Pixels outside the hole stay the frame's. "
+                    "Results join the pool with their masks; each records its frame.")
+        with gr.Row():
+            paint_dataset = gr.Textbox(label="Data set of the frame")
+            paint_frame = gr.Dropdown([], label="Frame (training split, with a mask)",
+                                      allow_custom_value=True)
+            paint_upload = gr.Image(label="Or upload a frame", type="numpy")
+        paint_editor = gr.ImageEditor(label="The frame: draw a mask here (mask source: drawn)",
+                                      type="numpy")
+        with gr.Row():
+            mask_source = gr.Radio(["own", "drawn", "generated"], value="own",
+                                   label="Mask source")
+            mask_generator = gr.Textbox(label="Image-and-mask model (mask source: generated)")
+            dilate = gr.Number(20, label="Dilate (px of the frame)", precision=0)
+            paint_seeds = gr.Textbox("0-3", label="Seeds")
+        with gr.Row():
+            paint_steps = gr.Slider(5, 1000, 50, step=1, label="Steps")
+            jump_length = gr.Number(10, label="RePaint jump length", precision=0)
+            jump_n = gr.Number(2, label="RePaint jumps per point", precision=0)
+            paint_go = gr.Button("Inpaint", variant="primary")
+        paint_status = gr.Markdown()
+        panels = gr.Gallery(label="Background · mask · result · overlay", columns=4,
+                            height="auto")
+        paint_results = gr.Gallery(label="Every result (mask outlined)", columns=8, height="auto")
+    paint_job, paint_timer = gr.State(None), gr.Timer(1.0, active=False)
+    painter = InpaintDesk(studio)
     timer, grid_timer = gr.Timer(1.0, active=False), gr.Timer(1.0, active=False)
     on = functools.partial(access.on, role="admin")  # every event of this tab: admins
+    on(paint_dataset.submit, painter.frames, inputs=paint_dataset, outputs=paint_frame,
+       api_name="inpaint_frames")
+    on(paint_frame.change, painter.show_frame, inputs=[paint_dataset, paint_frame],
+       outputs=paint_editor, api_name="inpaint_frame")
+    on(paint_go.click, painter.inpaint,
+       inputs=[model, checkpoint, cls, paint_dataset, paint_frame, paint_upload, paint_editor,
+               mask_source, mask_generator, dilate, paint_seeds, paint_steps, guidance, scheduler,
+               jump_length, jump_n],
+       outputs=[paint_job, paint_status, paint_timer], api_name="inpaint")
+    on(paint_timer.tick, painter.poll, inputs=paint_job,
+       outputs=[paint_status, panels, paint_results, paint_job, paint_timer],
+       api_name="poll_inpaint")
     on(model.change, desk.model_info, inputs=model, outputs=[checkpoint, cls, info])
     on(go.click, desk.sample, inputs=[model, checkpoint, cls, prompt, negative, n, seed, random_seed,
                                       steps, guidance, scheduler, lora, lora_scale],

@@ -7,10 +7,13 @@ import functools
 import json
 
 import gradio as gr
+import numpy as np
 
+from polyp_core.data.browse import overlay_mask
 from polyp_core.data.cache import PixelCache
+from polyp_core.data.images import load_mask, resize_mask
 from polyp_core.external import SyntheticImport
-from polyp_core.pool import QUALITY_ORDER, RATING_FILTERS, PoolFilter
+from polyp_core.pool import QUALITY_ORDER, RATING_FILTERS, PoolFilter, PoolItem
 from polyp_core.review.accounts import Person
 from polyp_core.workflows import pool as pool_workflow
 from studio_ui.access import Access
@@ -45,12 +48,19 @@ class PoolDesk:
         result = pool_workflow.page(self.studio.db, person,
                                     self._filter(generator, checkpoint, cls, rated, quality),
                                     int(page or 0), PER_PAGE)
-        tiles = [(self.pixels.rgb(i.path, i.sha256, 128), i.caption()) for i in result.items]
+        tiles = [(self._thumbnail(i), i.caption()) for i in result.items]
         shown = [i.sha256 for i in result.items]
         label = f"page {result.page + 1} of {result.pages} · {result.total} image(s)"
         choices = [(f"{n + 1}. {item.caption()} · {item.sha256[:10]}", item.sha256)
                    for n, item in enumerate(result.items)]
         return tiles, label, result.page, shown, gr.update(choices=choices, value=[])
+
+    def _thumbnail(self, item: PoolItem) -> np.ndarray:
+        """The image at 128 px, its polyp mask (when stored with one) outlined."""
+        rgb = self.pixels.rgb(item.path, item.sha256, 128)
+        if item.mask_file is None or not item.mask_file.is_file():
+            return rgb
+        return overlay_mask(rgb, resize_mask(load_mask(item.mask_file), 128))
 
     @shown_errors
     def details(self, person: Person, shown: list[str], evt: gr.SelectData) -> str:

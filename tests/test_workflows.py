@@ -53,7 +53,8 @@ def test_the_workflows_cover_what_the_front_ends_need():
             "generate.add_to_pool", "generate.sample_into_pool", "study.create", "study.plan",
             "study.audit", "study.close", "study.statistics", "study.studies", "review.queue",
             "review.rate", "review.image", "pool.import_synthetic", "pool.page", "pool.item",
-            "pool.remove"} <= names, sorted(names)
+            "pool.remove", "generate.inpaint_into_pool", "generate.inpaint_work",
+            "generate.background_frames"} <= names, sorted(names)
 
 
 def _tables(db: Database) -> dict:

@@ -21,7 +21,8 @@ def cmd_train_ddpm(args: argparse.Namespace) -> int:
         ema_decay=args.ema_decay, mixed_precision=args.mixed_precision,
         checkpoint_every=args.checkpoint_every, class_dropout=args.class_dropout,
         class_balance=args.class_balance, seed=args.seed,
-        resume=not args.no_resume)
+        resume=not args.no_resume, task=_task(args), max_dilate=args.max_dilate,
+        full_frame=args.full_frame)
     with TerminalProgress() as progress:
         result = train_generator.run(None, Workspace(args.workspace), TERMINAL, config, progress,
                                      cancel_on_interrupt())
@@ -29,6 +30,48 @@ def cmd_train_ddpm(args: argparse.Namespace) -> int:
           f"{result.seconds:.0f} s; checkpoints: {', '.join(result.checkpoints) or '-'}")
     print(f"  {result.folder}")
     return 0 if result.status == "done" else 130
+
+
+def _task(args: argparse.Namespace) -> str:
+    if args.with_mask and args.inpaint:
+        raise SystemExit("--with-mask and --inpaint are two kinds of model: choose one")
+    return "image_mask" if args.with_mask else "inpaint" if args.inpaint else "image"
+
+
+def cmd_inpaint(args: argparse.Namespace) -> int:
+    from polyp_core.generation.inpaint import InpaintRequest, parse_seeds
+    from polyp_core.workflows import TERMINAL, generate
+
+    request = InpaintRequest(
+        generator=args.generator, checkpoint=args.checkpoint, class_label=args.class_label,
+        dataset=args.dataset if not args.background else None,
+        image=args.image if not args.background else None,
+        mask_source=args.mask_source, mask_generator=args.mask_generator,
+        mask_seed=args.mask_seed, dilate=args.dilate, whole_frame=args.whole_frame,
+        seeds=parse_seeds(args.seeds), steps=args.steps, guidance=args.guidance,
+        scheduler=args.scheduler, jump_length=args.jump_length,
+        jump_n_sample=args.jump_n_sample, batch_size=args.batch_size)
+    drawn = None
+    if args.mask:
+        from polyp_core.data.images import load_mask
+
+        drawn = load_mask(args.mask)
+    with TerminalProgress() as progress:
+        result, stored = generate.inpaint_into_pool(
+            open_db(args), Workspace(args.workspace), TERMINAL, request, upload=args.background,
+            drawn=drawn, progress=progress, cancel=cancel_on_interrupt())
+    frame = result.background.record
+    print(f"{len(stored)} inpainted {request.class_label} image(s) from {request.generator}@"
+          f"{result.checkpoint} ({result.method}) on {result.background.name}"
+          f"{' (split ' + frame['split'] + ')' if frame.get('split') else ''}, mask: "
+          f"{result.mask_source['kind']}, hole: {int(result.images[0].hole.sum())} of "
+          f"{result.images[0].hole.size} px, added to the pool with their masks")
+    if frame.get("split") not in (None, "train"):
+        print(f"  note: the frame is in the {frame['split']} split; retrain refuses these images "
+              "wherever that frame's group is validated or tested")
+    for (_, sha), image in zip(stored, result.images):
+        print(f"  seed {image.seed}: {sha}")
+    return 0
 
 
 def cmd_train_lora(args: argparse.Namespace) -> int:
@@ -169,7 +212,42 @@ def add_generate_commands(sub: argparse._SubParsersAction) -> None:
                        help="draw every class equally often (minority classes learnt as well as AD)")
     train.add_argument("--seed", type=int, default=0)
     train.add_argument("--no-resume", action="store_true")
+    train.add_argument("--with-mask", action="store_true",
+                       help="image and mask: the polyp mask as a fourth channel, in and out")
+    train.add_argument("--inpaint", action="store_true",
+                       help="train to fill a hole (the polyp mask dilated) in a real frame")
+    train.add_argument("--max-dilate", type=int, default=6,
+                       help="--inpaint: holes are masks grown by 0..N px of the model's size")
+    train.add_argument("--full-frame", type=float, default=0.1,
+                       help="--inpaint: share of holes that are the whole frame")
     train.set_defaults(func=cmd_train_ddpm)
+
+    paint = sub.add_parser("inpaint", help="fill a polyp of a class into a real frame (the result "
+                                           "and its mask join the pool)")
+    paint.add_argument("--generator", required=True, help="a DDPM: --inpaint (trained), or "
+                       "--with-mask / plain (RePaint)")
+    paint.add_argument("--checkpoint")
+    paint.add_argument("--dataset", help="the background frame's data set")
+    paint.add_argument("--image", help="the background frame's id in --dataset")
+    paint.add_argument("--background", help="an image file to use as the background instead")
+    paint.add_argument("--class", dest="class_label", required=True)
+    paint.add_argument("--mask-source", default="own", choices=["own", "drawn", "generated"],
+                       help="own: the frame's polyp mask; drawn: --mask FILE; generated: "
+                            "sampled by --mask-generator")
+    paint.add_argument("--mask", help="a mask file of the frame's size (--mask-source drawn)")
+    paint.add_argument("--mask-generator", help="an image-and-mask model (train-ddpm --with-mask)")
+    paint.add_argument("--mask-seed", type=int, default=0)
+    paint.add_argument("--dilate", type=int, default=20, help="hole: the mask grown by N px of the frame")
+    paint.add_argument("--whole-frame", action="store_true", help="the hole is the whole frame")
+    paint.add_argument("--seeds", default="0", help="e.g. 0-7 or 0,3,5")
+    paint.add_argument("--steps", type=int, default=50)
+    paint.add_argument("--guidance", type=float, default=2.0)
+    paint.add_argument("--scheduler", default="ddim", choices=SCHEDULERS)
+    paint.add_argument("--jump-length", type=int, default=10, help="RePaint")
+    paint.add_argument("--jump-n-sample", type=int, default=2, help="RePaint")
+    paint.add_argument("--batch-size", type=int, default=8)
+    paint.add_argument("--db")
+    paint.set_defaults(func=cmd_inpaint)
 
     lora = sub.add_parser("train-lora", help="fine-tune Stable Diffusion v1.x with LoRA")
     lora.add_argument("--dataset", required=True)

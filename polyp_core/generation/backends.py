@@ -98,7 +98,8 @@ def provenance_of(generator: DDPMGenerator | SDLoraGenerator, model_id: str, ima
         lora={"adapters": [{"path": l.path, "scale": l.scale} for l in request.loras]} if request.loras else None,
         lora_scale=request.loras[0].scale if len(request.loras) == 1 else None,
         width=image.rgb.shape[1], height=image.rgb.shape[0],
-        extra={"batch_seeds": list(image.batch_seeds),
+        extra={**({"mask_threshold": generator.mask_threshold} if image.mask is not None else {}),
+               "batch_seeds": list(image.batch_seeds),
                "batch_classes": list(image.batch_classes) if image.batch_classes else None,
                "batch_prompts": None})
 
@@ -136,8 +137,8 @@ def store_generated(db: Database, workspace: Workspace, generator: DDPMGenerator
                     model_id: str,
                     images: list[GeneratedImage], request: SampleRequest) -> list[tuple[int, str]]:
     """Put sampled images into the pool, each once, with its provenance."""
-    return [add_synthetic(db, workspace, image.rgb, provenance_of(generator, model_id, image, request))
-            for image in images]
+    return [add_synthetic(db, workspace, image.rgb, provenance_of(generator, model_id, image, request),
+                          mask=image.mask) for image in images]
 
 
 def regenerate(db: Database, workspace: Workspace, sha256: str) -> np.ndarray:
@@ -161,6 +162,11 @@ def regenerate(db: Database, workspace: Workspace, sha256: str) -> np.ndarray:
                       checkpoint_hash=p.checkpoint_hash, class_label=p.class_label, prompt=p.prompt,
                       negative_prompt=p.negative_prompt, seed=p.seed, steps=p.steps,
                       guidance=p.guidance, scheduler=p.scheduler, lora=p.lora, extra=p.extra or {})
+    if record["extra"].get("inpaint"):
+        frame = record["extra"].get("background") or {}
+        raise ValueError(f"image {sha256[:12]} was inpainted into frame "
+                         f"{frame.get('dataset', 'uploaded')}:{frame.get('id', frame.get('uploaded'))}; "
+                         "make it again with inpaint (the same frame, mask source and seed)")
     generator = load_generator(workspace, record["generator"], record["checkpoint"])
     if record["checkpoint_hash"] and generator.weights_hash() != record["checkpoint_hash"]:
         raise ValueError(f"generator {record['generator']}@{record['checkpoint']} has changed since "

@@ -33,6 +33,7 @@ from polyp_core.data.labels import get_scheme
 from polyp_core.generation.request import (CancelToken, GeneratedImage,
                                            SampleRequest, make_scheduler)
 from polyp_core.files import csv_row
+from polyp_core.generation.masks import dilate_batch, inpaint_condition
 from polyp_core.progress import Progress, no_progress
 from polyp_core.validation import checked, rule
 from polyp_core.workspace import Workspace, check_name
@@ -49,6 +50,16 @@ if TYPE_CHECKING:
 UNKNOWN = "unknown"
 MIXED_PRECISION = ("auto", "no", "fp16", "bf16")
 NULL = "<null>"
+#: what a model learns: whole images; images with their polyp mask as a fourth channel in and
+#: out; or filling a hole in a frame (hole, polyp mask and the blanked frame as extra inputs)
+TASKS = ("image", "image_mask", "inpaint")
+#: an image-and-mask model's mask channel is polyp where it is above this (channel range -1..1)
+MASK_THRESHOLD = 0.0
+
+
+def task_channels(task: str) -> tuple[int, int]:
+    """(channels denoised, extra condition channels) of a task's network."""
+    return {"image": (3, 0), "image_mask": (4, 0), "inpaint": (3, 5)}[task]
 
 
 @dataclass(frozen=True)
@@ -116,6 +127,9 @@ class DDPMTrainConfig:
         class_dropout: probability of the null class (classifier-free guidance).
         class_balance: draw every class equally often (a weighted sampler), so that a
             minority class (~120 SSA against ~540 AD) is learnt as well as the majority.
+        task: ``image``; ``image_mask`` (the polyp mask as a fourth channel, in and out);
+            ``inpaint`` (fill a hole: the polyp mask dilated by 0..``max_dilate`` px, or with
+            probability ``full_frame`` the whole frame, given the rest of the frame).
     """
 
     dataset: str
@@ -141,21 +155,28 @@ class DDPMTrainConfig:
     grid_steps: int = rule(25, lo=1, hi=1000)
     seed: int = 0
     resume: bool = True
+    task: str = rule("image", choices=TASKS)
+    max_dilate: int = rule(6, lo=0, hi=256)
+    full_frame: float = rule(0.1, lo=0.0, hi=1.0)
 
     def validate(self) -> None:
         check_name(self.model_id, "model")
         if self.mode == "per_class" and (self.unknown_class or self.init_from):
             raise ValueError("per_class mode trains separate models from scratch")
+        if self.task != "image" and self.mode == "per_class":
+            raise ValueError(f"task {self.task} trains one conditional model (mode conditional)")
         if self.class_balance and (self.mode == "per_class" or self.unknown_class):
             raise ValueError("class_balance needs a conditional model with labelled classes")
 
 
-def build_unet(config: DDPMConfig, num_class_embeds: int | None) -> UNet2DModel:
+def build_unet(config: DDPMConfig, num_class_embeds: int | None, task: str = "image") -> UNet2DModel:
     from diffusers import UNet2DModel
 
     down = tuple("AttnDownBlock2D" if a else "DownBlock2D" for a in config.attention)
     up = tuple("AttnUpBlock2D" if a else "UpBlock2D" for a in reversed(config.attention))
-    return UNet2DModel(sample_size=config.size, in_channels=3, out_channels=3,
+    channels, condition = task_channels(task)
+    return UNet2DModel(sample_size=config.size, in_channels=channels + condition,
+                       out_channels=channels,
                        block_out_channels=config.block_out_channels,
                        layers_per_block=config.layers_per_block, down_block_types=down,
                        up_block_types=up, norm_num_groups=config.norm_num_groups,
@@ -198,38 +219,74 @@ def clipped_eps(scheduler: SchedulerMixin, x: torch.Tensor, eps: torch.Tensor,
     return (x - alpha_bar.sqrt() * x0) / (1 - alpha_bar).sqrt()
 
 
+def guided_eps(unet: UNet2DModel, model_in: torch.Tensor, t: torch.Tensor | int,
+               labels: torch.Tensor | None, guided: bool, guidance: float,
+               condition: torch.Tensor | None = None) -> torch.Tensor:
+    """The noise prediction, with classifier-free guidance when ``guided`` (``labels`` then
+    holds the class ids followed by as many null ids); ``condition`` channels are appended to
+    the input (inpainting), the same for the guided and the unguided half."""
+    if condition is not None:
+        model_in = torch.cat([model_in, condition.to(model_in.dtype)], dim=1)
+    if not guided:
+        return unet(model_in, t, class_labels=labels).sample
+    cond, uncond = unet(torch.cat([model_in, model_in]), t, class_labels=labels).sample.chunk(2)
+    return uncond + guidance * (cond - uncond)
+
+
+def guidance_labels(class_ids: Sequence[int] | None, null_id: int | None, guidance: float,
+                    device: torch.device) -> tuple[torch.Tensor | None, bool]:
+    """The class labels a guided or unguided batch is run with, and whether it is guided."""
+    labels = torch.tensor(class_ids, device=device) if class_ids is not None else None
+    guided = labels is not None and null_id is not None and guidance != 1.0
+    if guided:
+        labels = torch.cat([labels, torch.full_like(labels, null_id)])
+    return labels, guided
+
+
 @torch.inference_mode()
-def sample_batch(unet: UNet2DModel, schedule: dict, scheduler_name: str, steps: int,
-                 class_ids: Sequence[int] | None,
-                 null_id: int | None, seeds: Sequence[int], guidance: float, size: int,
-                 device: torch.device, dtype: torch.dtype = torch.float32,
-                 cancel: CancelToken | None = None) -> np.ndarray:
-    """Denoise one batch. Image ``i`` starts from noise drawn with its own seed, so it can be
-    made again; the scheduler's own noise is drawn per image too."""
+def denoise_batch(unet: UNet2DModel, schedule: dict, scheduler_name: str, steps: int,
+                  class_ids: Sequence[int] | None,
+                  null_id: int | None, seeds: Sequence[int], guidance: float, size: int,
+                  device: torch.device, dtype: torch.dtype = torch.float32,
+                  cancel: CancelToken | None = None, channels: int = 3,
+                  condition: torch.Tensor | None = None) -> torch.Tensor:
+    """Denoise one batch into ``(N, channels, size, size)`` in -1..1. Image ``i`` starts from
+    noise drawn with its own seed, so it can be made again; the scheduler's own noise is drawn
+    per image too."""
     from diffusers.utils.torch_utils import randn_tensor
 
     scheduler = make_scheduler(scheduler_name, schedule)
     scheduler.set_timesteps(steps)
     generators = [torch.Generator("cpu").manual_seed(int(s)) for s in seeds]
-    x = randn_tensor((len(seeds), 3, size, size), generator=generators, device=device, dtype=dtype)
+    x = randn_tensor((len(seeds), channels, size, size), generator=generators, device=device,
+                     dtype=dtype)
     x = x * scheduler.init_noise_sigma
-    labels = torch.tensor(class_ids, device=device) if class_ids is not None else None
-    guided = labels is not None and null_id is not None and guidance != 1.0
-    if guided:
-        labels = torch.cat([labels, torch.full_like(labels, null_id)])
+    labels, guided = guidance_labels(class_ids, null_id, guidance, device)
     for index, t in enumerate(scheduler.timesteps):
         if cancel is not None:
             cancel.check()
         model_in = scheduler.scale_model_input(x, t)
-        if guided:
-            cond, uncond = unet(torch.cat([model_in, model_in]), t, class_labels=labels).sample.chunk(2)
-            eps = uncond + guidance * (cond - uncond)
-        else:
-            eps = unet(model_in, t, class_labels=labels).sample
+        eps = guided_eps(unet, model_in, t, labels, guided, guidance, condition)
         if schedule.get("clip_sample"):
             eps = clipped_eps(scheduler, x, eps, t, index)
         x = scheduler.step(eps, t, x, generator=generators).prev_sample
-    return _to_uint8(x)
+    return x.float().clamp(-1, 1)
+
+
+def sample_batch(unet: UNet2DModel, schedule: dict, scheduler_name: str, steps: int,
+                 class_ids: Sequence[int] | None,
+                 null_id: int | None, seeds: Sequence[int], guidance: float, size: int,
+                 device: torch.device, dtype: torch.dtype = torch.float32,
+                 cancel: CancelToken | None = None) -> np.ndarray:
+    """:func:`denoise_batch` of RGB images, as uint8 ``(N, size, size, 3)``."""
+    return _to_uint8(denoise_batch(unet, schedule, scheduler_name, steps, class_ids, null_id,
+                                   seeds, guidance, size, device, dtype, cancel))
+
+
+def split_image_mask(x: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
+    """An image-and-mask model's output -> (RGB uint8 ``(N, H, W, 3)``, bool masks ``(N, H, W)``),
+    the mask channel thresholded at :data:`MASK_THRESHOLD`."""
+    return _to_uint8(x[:, :3]), (x[:, 3] > MASK_THRESHOLD).cpu().numpy()
 
 
 def grid(images: np.ndarray, columns: int) -> np.ndarray:
@@ -300,9 +357,10 @@ def train_ddpm(workspace: Workspace, config: DDPMTrainConfig, progress: Progress
 
 
 def training_loader(images: torch.Tensor, labels: torch.Tensor, batch_size: int, seed: int,
-                    balance: bool = False) -> torch.utils.data.DataLoader:
-    """Batches of (image, label); with ``balance`` every class is drawn equally often."""
-    dataset = torch.utils.data.TensorDataset(images, labels)
+                    balance: bool = False, masks: torch.Tensor | None = None
+                    ) -> torch.utils.data.DataLoader:
+    """Batches of (image, label[, mask]); with ``balance`` every class is drawn equally often."""
+    dataset = torch.utils.data.TensorDataset(images, labels, *([] if masks is None else [masks]))
     order = torch.Generator().manual_seed(seed)
     drop_last = len(dataset) >= batch_size
     if not balance:
@@ -343,6 +401,7 @@ class _TrainingSet:
     conditional: bool
     images: torch.Tensor  # (N, H, W, 3) uint8
     labels: torch.Tensor  # (N,) class ids
+    masks: torch.Tensor | None = None  # (N, H, W) bool polyp masks (mask-aware tasks)
 
 
 def _training_set(workspace: Workspace, config: DDPMTrainConfig, scheme: LabelScheme,
@@ -373,20 +432,65 @@ def _training_set(workspace: Workspace, config: DDPMTrainConfig, scheme: LabelSc
                      else classes.index(scheme.map(i.label)) for i in items]
     else:
         label_ids = [0] * len(items)
-    return _TrainingSet(items, classes, conditional, images, torch.tensor(label_ids))
+    masks = _training_masks(items, config, size) if config.task != "image" else None
+    return _TrainingSet(items, classes, conditional, images, torch.tensor(label_ids), masks)
+
+
+def _training_masks(items: list, config: DDPMTrainConfig, size: int) -> torch.Tensor:
+    """Every training frame's polyp mask at the model's size (a mask-aware task needs one per
+    frame: a frame without one would teach "no polyp here").
+
+    Raises:
+        ValueError: frames without a mask (naming the first few), or a mask that cannot be read.
+    """
+    from polyp_core.data.images import load_mask, resize_mask
+
+    missing = [i.id for i in items if not i.mask]
+    if missing:
+        raise ValueError(f"task {config.task} needs a mask for every training frame; "
+                         f"{len(missing)} of {len(items)} in {config.dataset} have none "
+                         f"(e.g. {', '.join(missing[:3])})")
+    masks = []
+    for item in items:
+        try:
+            masks.append(resize_mask(load_mask(item.mask), size))
+        except Exception as exc:  # a clear message naming the file; the cause is kept
+            raise ValueError(f"{item.mask}: the mask of {item.id} cannot be read ({exc})") from exc
+    return torch.from_numpy(np.stack(masks))
+
+
+def _inpaint_holes(polyp: torch.Tensor, aug: torch.Generator, max_dilate: int,
+                   full_frame: float) -> torch.Tensor:
+    """Training holes: the batch's polyp masks dilated by one random 0..``max_dilate`` px, and
+    with probability ``full_frame`` per image the whole frame (so the model also makes frames)."""
+    radius = int(torch.randint(0, max_dilate + 1, (1,), generator=aug))
+    hole = dilate_batch(polyp, radius)
+    whole = (torch.rand(len(polyp), generator=aug) < full_frame).view(-1, 1, 1, 1).to(polyp.device)
+    return torch.where(whole, torch.ones_like(hole), hole)
 
 
 def _denoising_loss(unet: UNet2DModel, noise: SchedulerMixin, batch: torch.Tensor,
                     batch_labels: torch.Tensor, aug: torch.Generator, null_id: int | None,
-                    class_dropout: float, timesteps: int) -> torch.Tensor:
-    """One batch's noise-prediction loss: random flips, a random timestep per image, and the
-    class dropped to the null token with probability ``class_dropout`` (classifier-free
-    guidance) when ``null_id`` is given."""
+                    class_dropout: float, timesteps: int, masks: torch.Tensor | None = None,
+                    task: str = "image", max_dilate: int = 0,
+                    full_frame: float = 0.0) -> torch.Tensor:
+    """One batch's noise-prediction loss: random flips (of image and mask together), a random
+    timestep per image, and the class dropped to the null token with probability
+    ``class_dropout`` (classifier-free guidance) when ``null_id`` is given. ``image_mask``
+    denoises the mask as a fourth channel; ``inpaint`` is scored inside the hole only."""
     x = batch.permute(0, 3, 1, 2).float().div(127.5).sub(1)
+    if masks is not None:
+        x = torch.cat([x, masks.unsqueeze(1).to(x.device, x.dtype) * 2 - 1], dim=1)
     flip_h = torch.rand(len(x), generator=aug) < 0.5
     flip_v = torch.rand(len(x), generator=aug) < 0.5
     x = torch.where(flip_h.view(-1, 1, 1, 1).to(x.device), x.flip(3), x)
     x = torch.where(flip_v.view(-1, 1, 1, 1).to(x.device), x.flip(2), x)
+    condition = hole = None
+    if task == "inpaint":
+        polyp = (x[:, 3:] + 1) / 2
+        x = x[:, :3]
+        hole = _inpaint_holes(polyp, aug, max_dilate, full_frame)
+        condition = inpaint_condition(x, hole, polyp)
     eps = torch.randn_like(x)
     t = torch.randint(0, timesteps, (len(x),), device=x.device)
     noisy = noise.add_noise(x, eps, t)
@@ -394,8 +498,12 @@ def _denoising_loss(unet: UNet2DModel, noise: SchedulerMixin, batch: torch.Tenso
     if null_id is not None:
         drop = torch.rand(len(x), device=x.device) < class_dropout
         class_labels = torch.where(drop, torch.full_like(batch_labels, null_id), batch_labels)
-    pred = unet(noisy, t, class_labels=class_labels).sample
-    return torch.nn.functional.mse_loss(pred.float(), eps.float())
+    model_in = noisy if condition is None else torch.cat([noisy, condition], dim=1)
+    pred = unet(model_in, t, class_labels=class_labels).sample
+    if hole is None:
+        return torch.nn.functional.mse_loss(pred.float(), eps.float())
+    error = (pred.float() - eps.float()).pow(2) * hole
+    return error.sum() / (hole.sum() * x.shape[1]).clamp_min(1.0)
 
 
 def _model_record(config: DDPMTrainConfig, model_cfg: DDPMConfig, data: _TrainingSet,
@@ -404,6 +512,8 @@ def _model_record(config: DDPMTrainConfig, model_cfg: DDPMConfig, data: _Trainin
     """The model folder's ``config.json``: architecture, classes, noise schedule, training
     request and what it learned from (every training image's SHA-256)."""
     return {"backend": "ddpm", "mode": "conditional" if data.conditional else "single_class",
+            "task": config.task,
+            "mask_threshold": MASK_THRESHOLD if config.task == "image_mask" else None,
             "model": asdict(model_cfg), "classes": data.classes,
             "null_class": NULL if data.conditional else None,
             "noise_schedule": noise_schedule(model_cfg), "train": asdict(config),
@@ -417,7 +527,8 @@ def _model_record(config: DDPMTrainConfig, model_cfg: DDPMConfig, data: _Trainin
 def _save_checkpoint(ckpt: Path, step: int, last_loss: float, raw: UNet2DModel, ema: EMAModel,
                      optimizer: torch.optim.Optimizer, lr_schedule: LambdaLR,
                      config: DDPMTrainConfig, model_cfg: DDPMConfig, scheme: LabelScheme,
-                     only_class: str | None, null_id: int | None, device: torch.device) -> None:
+                     only_class: str | None, null_id: int | None, device: torch.device,
+                     data: _TrainingSet | None = None) -> None:
     """A checkpoint folder: the raw and the EMA weights, a sample grid of the EMA model, the
     optimiser, schedule, EMA and RNG state for resuming, and ``state.json``; the EMA weights
     are renamed into place last, which marks the checkpoint complete."""
@@ -435,9 +546,8 @@ def _save_checkpoint(ckpt: Path, step: int, last_loss: float, raw: UNet2DModel, 
     per = config.grid_per_class
     grid_classes = list(range(len(scheme.classes))) if conditional else [0]
     ids = [c for c in grid_classes for _ in range(per)]
-    shots = sample_batch(raw, noise_schedule(model_cfg), "ddim", config.grid_steps,
-                         ids if conditional else None, null_id, list(range(len(ids))),
-                         2.0 if conditional else 1.0, model_cfg.size, device)
+    shots = _grid_shots(raw, config, model_cfg, ids if conditional else None, null_id,
+                        2.0 if conditional else 1.0, device, data)
     raw.train()
     ema.restore(raw.parameters())
     Image.fromarray(grid(shots, per)).save(ckpt / "grid.png")
@@ -448,6 +558,35 @@ def _save_checkpoint(ckpt: Path, step: int, last_loss: float, raw: UNet2DModel, 
         "step": step, "loss": last_loss, "grid_rows": [scheme.classes[c] for c in grid_classes]
         if conditional else [only_class], "versions": versions()}, indent=1))
     os.replace(ckpt / ".unet_ema.tmp", ckpt / "unet_ema.safetensors")  # marks it complete
+
+
+def _grid_shots(unet: UNet2DModel, config: DDPMTrainConfig, model_cfg: DDPMConfig,
+                ids: list[int] | None, null_id: int | None, guidance: float,
+                device: torch.device, data: _TrainingSet | None) -> np.ndarray:
+    """A checkpoint's sample grid: images; images with their mask outlined; or, for an
+    inpainting model, polyps filled into the first training frames' dilated masks."""
+    from polyp_core.data.browse import overlay_mask
+
+    n = len(ids) if ids is not None else config.grid_per_class
+    seeds, schedule = list(range(n)), noise_schedule(model_cfg)
+    if config.task == "image":
+        return sample_batch(unet, schedule, "ddim", config.grid_steps, ids, null_id, seeds,
+                            guidance, model_cfg.size, device)
+    if config.task == "image_mask":
+        x = denoise_batch(unet, schedule, "ddim", config.grid_steps, ids, null_id, seeds,
+                          guidance, model_cfg.size, device, channels=4)
+        rgb, masks = split_image_mask(x)
+    else:
+        pick = [i % len(data.images) for i in range(n)]
+        background = data.images[pick].permute(0, 3, 1, 2).float().div(127.5).sub(1).to(device)
+        polyp = data.masks[pick].unsqueeze(1).float().to(device)
+        hole = dilate_batch(polyp, config.max_dilate)
+        x = denoise_batch(unet, schedule, "ddim", config.grid_steps, ids, null_id, seeds,
+                          guidance, model_cfg.size, device,
+                          condition=inpaint_condition(background, hole, polyp))
+        x = torch.where(hole.bool(), x, background)
+        rgb, masks = _to_uint8(x), data.masks[pick].numpy()
+    return np.stack([overlay_mask(image, mask) for image, mask in zip(rgb, masks)])
 
 
 def _resume(folder: Path, config: DDPMTrainConfig, unet: UNet2DModel,
@@ -533,9 +672,9 @@ def _train_one(workspace: Workspace, config: DDPMTrainConfig, folder: Path, only
     set_seed(config.seed)
     main = accelerator.is_main_process
     loader = training_loader(data.images, data.labels, config.batch_size, config.seed,
-                             balance=config.class_balance and conditional)
+                             balance=config.class_balance and conditional, masks=data.masks)
 
-    unet = build_unet(model_cfg, len(classes) if conditional else None)
+    unet = build_unet(model_cfg, len(classes) if conditional else None, config.task)
     init_note = None
     if config.init_from:
         init_folder, init_ckpt = _resolve_init(workspace, config.init_from)
@@ -565,11 +704,11 @@ def _train_one(workspace: Workspace, config: DDPMTrainConfig, folder: Path, only
     def save_checkpoint() -> None:
         _save_checkpoint(folder / "checkpoints" / f"step-{step:06d}", step, log.last,
                          accelerator.unwrap_model(unet), ema, optimizer, lr_schedule, config,
-                         model_cfg, scheme, only_class, null_id, accelerator.device)
+                         model_cfg, scheme, only_class, null_id, accelerator.device, data)
 
     unet.train()
     while step < config.steps and status == "done":
-        for batch, batch_labels in loader:
+        for batch, batch_labels, *batch_masks in loader:
             if step >= config.steps:
                 break
             if cancel is not None and cancel.cancelled:
@@ -577,7 +716,9 @@ def _train_one(workspace: Workspace, config: DDPMTrainConfig, folder: Path, only
                 break
             with accelerator.accumulate(unet):
                 loss = _denoising_loss(unet, noise, batch, batch_labels, aug, null_id,
-                                       config.class_dropout, model_cfg.num_train_timesteps)
+                                       config.class_dropout, model_cfg.num_train_timesteps,
+                                       batch_masks[0] if batch_masks else None, config.task,
+                                       config.max_dilate, config.full_frame)
                 accelerator.backward(loss)
                 optimizer.step()
                 lr_schedule.step()
@@ -644,7 +785,8 @@ class DDPMGenerator:
         checkpoint = pick_checkpoint(folder, list_checkpoints(folder), checkpoint)
         config = DDPMConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in meta["model"].items()})
         conditional = meta["mode"] == "conditional"
-        unet = build_unet(config, len(meta["classes"]) if conditional else None)
+        unet = build_unet(config, len(meta["classes"]) if conditional else None,
+                          meta.get("task", "image"))
         unet.load_state_dict(load_file(str(folder / "checkpoints" / checkpoint / "unet_ema.safetensors")))
         unet = unet.eval().to(self.device)
         if self.dtype != torch.float32:  # (diffusers warns on any dtype cast, even a no-op)
@@ -654,6 +796,15 @@ class DDPMGenerator:
     @property
     def size(self) -> int:
         return next(iter(self.units.values()))[3]["model"]["size"]
+
+    @property
+    def task(self) -> str:
+        """``image``, ``image_mask`` or ``inpaint`` (models from before tasks: ``image``)."""
+        return self.meta.get("task", "image")
+
+    @property
+    def mask_threshold(self) -> float | None:
+        return self.meta.get("mask_threshold")
 
     def weights_hash(self) -> str:
         from polyp_core.data.images import sha256_file
@@ -667,6 +818,10 @@ class DDPMGenerator:
         request.validate()
         if request.prompt is not None:
             raise ValueError("the ddpm backend samples by class, not by prompt")
+        if self.task == "inpaint":
+            raise ValueError(f"generator {self.folder.name} was trained to inpaint: it fills a "
+                             "hole in a frame (python -m polyp_core inpaint, or the Generate "
+                             "tab's Inpaint panel)")
         if request.class_label not in self.classes:
             raise ValueError(f"class {request.class_label!r} is not one of this generator's: "
                              f"{', '.join(self.classes)}")
@@ -676,18 +831,35 @@ class DDPMGenerator:
         out: list[GeneratedImage] = []
         for start in range(0, len(seeds), request.batch_size):
             batch = seeds[start:start + request.batch_size]
-            pixels = self.sample_exact(batch, [request.class_label] * len(batch), request, cancel)
-            out += [GeneratedImage(p, s, request.class_label, None, tuple(batch),
-                                   tuple([request.class_label] * len(batch))) for p, s in zip(pixels, batch)]
+            classes = [request.class_label] * len(batch)
+            masks: list = [None] * len(batch)
+            if self.task == "image_mask":
+                pixels, masks = split_image_mask(self._denoise(batch, classes, request, cancel))
+            else:
+                pixels = self.sample_exact(batch, classes, request, cancel)
+            out += [GeneratedImage(p, s, request.class_label, None, tuple(batch), tuple(classes), m)
+                    for p, s, m in zip(pixels, batch, masks)]
             progress(len(out), len(seeds), f"sampled {len(out)}/{len(seeds)} {request.class_label}")
         return out
 
     def sample_exact(self, seeds: Sequence[int], classes: Sequence[str], request: SampleRequest,
                      cancel: CancelToken | None = None) -> np.ndarray:
-        """One batch exactly as given: the path regeneration takes."""
+        """One batch exactly as given (RGB): the path regeneration takes."""
+        return _to_uint8(self._denoise(seeds, classes, request, cancel)[:, :3])
+
+    def class_ids(self, classes: Sequence[str]) -> tuple[UNet2DModel, dict, list[int] | None,
+                                                           int | None]:
+        """The network for ``classes`` (all one class for per-class models), its record, the
+        class ids and the null id (``None`` for a per-class model)."""
         per_class = "*" not in self.units
         unet, _, _, meta = self.units[classes[0] if per_class else "*"]
         ids = None if per_class else [meta["classes"].index(c) for c in classes]
         null_id = None if per_class else meta["classes"].index(NULL)
-        return sample_batch(unet, meta["noise_schedule"], request.scheduler, request.steps, ids, null_id,
-                            seeds, request.guidance, self.size, self.device, self.dtype, cancel)
+        return unet, meta, ids, null_id
+
+    def _denoise(self, seeds: Sequence[int], classes: Sequence[str], request: SampleRequest,
+                 cancel: CancelToken | None = None) -> torch.Tensor:
+        unet, meta, ids, null_id = self.class_ids(classes)
+        return denoise_batch(unet, meta["noise_schedule"], request.scheduler, request.steps, ids,
+                             null_id, seeds, request.guidance, self.size, self.device, self.dtype,
+                             cancel, channels=task_channels(self.task)[0])

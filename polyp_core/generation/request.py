@@ -90,3 +90,4 @@ class GeneratedImage:
     prompt: str | None
     batch_seeds: tuple[int, ...]  # the batch it was computed in (exact regeneration)
     batch_classes: tuple[str | None, ...] = ()
+    mask: object = None  # numpy bool (H, W): the polyp mask an image-and-mask model made

@@ -6,11 +6,15 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import replace
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from polyp_core.generation.backends import (describe_model, load_generator, sample_to_pool,
                                             store_generated)
 from polyp_core.generation.grid import check_grid, xy_grid
+from polyp_core.generation.inpaint import (Background, InpaintRequest, InpaintResult,
+                                           frame_background, inpaint, plan_masks,
+                                           store_inpainted, uploaded_background)
 from polyp_core.generation.request import SampleRequest
 from polyp_core.progress import CancelToken, Progress, no_progress
 from polyp_core.review.accounts import Person
@@ -80,3 +84,73 @@ def sample_into_pool(db: Database, workspace: Workspace, person: Person, model_i
     """Sample and store every image in the pool (the terminal's ``sample``)."""
     authorise(db, person)
     return sample_to_pool(db, workspace, model_id, request, checkpoint, progress, cancel)
+
+
+def _background(workspace: Workspace, request: InpaintRequest,
+                upload: str | Path | np.ndarray | None) -> Background:
+    """The request's data-set frame, or the uploaded one (a file path, or pixels from a page:
+    their PNG's SHA-256 stands for the file's)."""
+    import hashlib
+
+    import numpy as np
+
+    from polyp_core.data.images import load_rgb, sha256_file
+    from polyp_core.pool import png_bytes
+
+    if upload is None:
+        if request.dataset is None:
+            raise ValueError("`image`: name a data set's frame or upload one")
+        return frame_background(workspace, request.dataset, request.image)
+    if isinstance(upload, np.ndarray):
+        rgb = np.ascontiguousarray(upload[..., :3], dtype=np.uint8)
+        return uploaded_background(rgb, "page upload", hashlib.sha256(png_bytes(rgb)).hexdigest())
+    return uploaded_background(load_rgb(upload), Path(upload).name, sha256_file(upload))
+
+
+def inpaint_into_pool(db: Database, workspace: Workspace, person: Person, request: InpaintRequest,
+                      upload: str | Path | np.ndarray | None = None,
+                      drawn: np.ndarray | None = None, progress: Progress = no_progress,
+                      cancel: CancelToken | None = None
+                      ) -> tuple[InpaintResult, list[tuple[int, str]]]:
+    """Inpaint and store every result with its mask and provenance (the terminal's ``inpaint``)."""
+    authorise(db, person)
+    background = _background(workspace, request, upload)
+    result = inpaint(workspace, request, background, drawn, progress, cancel)
+    return result, store_inpainted(db, workspace, request, result)
+
+
+def inpaint_work(db: Database, workspace: Workspace, person: Person, request: InpaintRequest,
+                 upload: np.ndarray | None, drawn: np.ndarray | None, holder: dict) -> Work:
+    """The Generate tab's inpainting job: the frame, the generator and the masks are checked
+    now (so a bad request is refused before anything is queued); the job fills the hole for
+    every seed, stores the results in the pool and leaves them in ``holder["result"]``."""
+    authorise(db, person)
+    describe_model(workspace, request.generator)
+    background = _background(workspace, request, upload)
+    if request.mask_source != "generated":
+        plan_masks(workspace, request, background, drawn)
+
+    def work(progress: Progress, cancel: CancelToken) -> str:
+        result = inpaint(workspace, request, background, drawn, progress, cancel)
+        holder["stored"] = store_inpainted(db, workspace, request, result)
+        holder["result"] = result
+        return (f"{len(result.images)} inpainted {request.class_label} image(s) from "
+                f"{request.generator}@{result.checkpoint} on {background.name}")
+
+    return work
+
+
+def background_frames(db: Database, workspace: Workspace, person: Person, dataset: str,
+                      split: str = "train") -> list[str]:
+    """Ids of a data set's frames with a polyp mask in ``split`` (the training side: a frame of
+    a validation or test group would bar its images from every fold that holds it)."""
+    authorise(db, person)
+    manifest = workspace.load_manifest(dataset)
+    return [i.id for i in manifest.items if i.mask and (split == "all" or i.split == split)]
+
+
+def background_frame(db: Database, workspace: Workspace, person: Person, dataset: str,
+                     image_id: str) -> Background:
+    """A data set's frame and its polyp mask, to show and draw on (the Generate tab)."""
+    authorise(db, person)
+    return frame_background(workspace, dataset, image_id)
