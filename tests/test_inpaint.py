@@ -1,0 +1,191 @@
+"""Image-and-mask generation and class-conditional inpainting: pixels outside the hole stay the
+frame's, the mask joins the pool with the image, the provenance names the frame, and retrain
+refuses an image whose frame lies in a validation or test group. Tiny models, a few steps:
+these tests check the plumbing, not the pictures."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from polyp_core.classify.experiment import ExperimentConfig, plan_experiment
+from polyp_core.classify.policy import SelectionPolicy
+from polyp_core.classify.train import ClassifierTrainConfig
+from polyp_core.cli import main as cli
+from polyp_core.data.images import load_mask
+from polyp_core.demo import ensure_demo_dataset
+from polyp_core.generation.backends import load_generator, regenerate, sample_to_pool
+from polyp_core.generation.ddpm import DDPMTrainConfig, train_ddpm
+from polyp_core.generation.inpaint import (InpaintRequest, frame_background, inpaint,
+                                           parse_seeds)
+from polyp_core.generation.masks import dilate, dilate_batch
+from polyp_core.generation.request import SampleRequest
+from polyp_core.pool import PoolFilter, pool_page
+from polyp_core.workflows import TERMINAL, generate
+from polyp_core.workspace import Workspace
+from review_db.database import Database
+
+TINY = ClassifierTrainConfig(image_size=32, epochs=1, batch_size=32, patience=1, hidden=16)
+
+
+def _train(workspace: Workspace, model_id: str, task: str) -> None:
+    result = train_ddpm(workspace, DDPMTrainConfig(
+        dataset="demo", model_id=model_id, preset="tiny", steps=2, batch_size=4,
+        checkpoint_every=2, grid_per_class=1, grid_steps=1, task=task, max_dilate=2))
+    assert result.status == "done"
+
+
+@pytest.fixture(scope="module")
+def painted(tmp_path_factory):
+    """The demo data set (72 frames at 64 px, masks) and three tiny DDPMs trained two steps
+    on its training split: one for inpainting, one of image and mask, one plain."""
+    root = tmp_path_factory.mktemp("inpaint")
+    workspace = Workspace(root / "ws")
+    db = Database(f"sqlite:///{root / 'studio.db'}")
+    ensure_demo_dataset(workspace, n_frames=72, size=64, name="demo")
+    for model_id, task in (("paint", "inpaint"), ("withmask", "image_mask"), ("plain", "image")):
+        _train(workspace, model_id, task)
+    yield workspace, db
+    db.dispose()
+
+
+def _frame(workspace: Workspace, split: str = "train"):
+    return next(i for i in workspace.load_manifest("demo").items if i.split == split)
+
+
+def test_disk_dilation_is_the_same_on_frames_and_on_training_batches():
+    rng = np.random.default_rng(0)
+    mask = rng.random((20, 24)) > 0.9
+    for px in (0, 1, 3):
+        batch = dilate_batch(torch.from_numpy(mask.astype(np.float32))[None, None], px)
+        assert np.array_equal(batch[0, 0].numpy() > 0.5, dilate(mask, px))
+
+
+@pytest.mark.parametrize("model_id,method", [("paint", "trained"), ("withmask", "repaint"),
+                                             ("plain", "repaint")])
+def test_inpainting_keeps_every_pixel_outside_the_hole_and_stores_the_pair(painted, model_id,
+                                                                           method):
+    workspace, db = painted
+    item = _frame(workspace)
+    request = InpaintRequest(generator=model_id, class_label="SSA", dataset="demo", image=item.id,
+                             dilate=4, seeds=(0, 1), steps=3, jump_length=2, jump_n_sample=2)
+    result, stored = generate.inpaint_into_pool(db, workspace, TERMINAL, request)
+    assert result.method == method and len(stored) == 2
+    for image, (_, sha) in zip(result.images, stored):
+        outside = ~image.hole
+        assert outside.any() and image.hole.any()
+        assert np.array_equal(image.rgb[outside], result.background_rgb[outside])  # exact
+        assert not np.array_equal(image.rgb[image.hole], result.background_rgb[image.hole])
+        assert not (image.mask & ~image.hole).any()  # the polyp lies inside the hole
+        stored_item = pool_page(db, PoolFilter(generator=model_id), 0, 100).items
+        record = next(i for i in stored_item if i.sha256 == sha)
+        assert np.array_equal(np.asarray(Image.open(record.path).convert("RGB")), image.rgb)
+        assert np.array_equal(load_mask(record.mask_file), image.mask)  # stored beside it
+        extra = record.provenance["extra"]
+        assert extra["background"] == {"dataset": "demo", "id": item.id, "sha256": item.sha256,
+                                       "group": item.group, "split": "train"}
+        assert extra["mask_source"] == {"kind": "own"}
+        assert extra["inpaint"]["method"] == method and extra["inpaint"]["dilate"] == 4
+    with pytest.raises(ValueError, match="was inpainted into frame demo:"):
+        regenerate(db, workspace, stored[0][1])
+
+
+def test_the_same_seed_gives_the_same_image_and_a_drawn_mask_is_obeyed(painted):
+    workspace, _ = painted
+    item = _frame(workspace)
+    background = frame_background(workspace, "demo", item.id)
+    drawn = np.zeros(background.rgb.shape[:2], bool)
+    drawn[10:20, 30:44] = True
+    request = InpaintRequest(generator="paint", class_label="AD", dataset="demo", image=item.id,
+                             mask_source="drawn", dilate=2, seeds=(5,), steps=2)
+    first = inpaint(workspace, request, background, drawn)
+    again = inpaint(workspace, request, background, drawn)
+    assert np.array_equal(first.images[0].rgb, again.images[0].rgb)
+    hole = first.images[0].hole  # 32 px model: the 64 px frame's rows 8..21 and columns 28..45
+    rows, cols = np.nonzero(hole)
+    assert (rows.min(), rows.max(), cols.min(), cols.max()) == (4, 10, 14, 22)
+    with pytest.raises(ValueError, match="the drawn mask is 3x3, the frame 64x64"):
+        inpaint(workspace, request, background, np.ones((3, 3), bool))
+
+
+def test_bad_requests_name_what_is_wrong(painted):
+    workspace, _ = painted
+    item = _frame(workspace)
+    background = frame_background(workspace, "demo", item.id)
+    base = dict(generator="paint", class_label="AD", dataset="demo", image=item.id, steps=2)
+    with pytest.raises(ValueError, match="'XX' is not one of paint's classes"):
+        inpaint(workspace, InpaintRequest(**{**base, "class_label": "XX"}), background)
+    with pytest.raises(ValueError, match="data set 'demo' has no image 'nope'"):
+        frame_background(workspace, "demo", "nope")
+    bare = type(background)(background.rgb, None, {"uploaded": "x.png", "sha256": "0" * 64})
+    with pytest.raises(ValueError, match="frame uploaded x.png has no polyp mask"):
+        inpaint(workspace, InpaintRequest(**base), bare)
+    with pytest.raises(ValueError, match="paint was trained to inpaint"):
+        load_generator(workspace, "paint").sample(SampleRequest(class_label="AD", steps=2))
+    with pytest.raises(ValueError, match="plain does not make masks"):
+        inpaint(workspace, InpaintRequest(**{**base, "mask_source": "generated",
+                                             "mask_generator": "plain"}), background)
+    with pytest.raises(ValueError, match="`seeds`: '1-x'"):
+        parse_seeds("1-x")
+
+
+def test_an_image_and_mask_model_samples_masks_into_the_pool_and_for_inpainting(painted):
+    workspace, db = painted
+    stored = sample_to_pool(db, workspace, "withmask", SampleRequest(class_label="HP", n=2,
+                                                                     steps=2, scheduler="ddim"))
+    items = {i.sha256: i for i in pool_page(db, PoolFilter(generator="withmask"), 0, 100).items}
+    for _, sha in stored:
+        assert items[sha].mask_file.is_file()
+        assert items[sha].provenance["extra"]["mask_threshold"] == 0.0
+    item = _frame(workspace)
+    result = inpaint(workspace, InpaintRequest(
+        generator="paint", class_label="HP", dataset="demo", image=item.id, steps=2,
+        mask_source="generated", mask_generator="withmask", mask_seed=3, dilate=2),
+        frame_background(workspace, "demo", item.id))
+    assert result.mask_source["kind"] == "generated" and result.mask_source["seed"] == 3
+
+
+def test_the_cli_inpaints_a_demo_frame_into_the_pool(painted, capsys):
+    workspace, db = painted
+    item = _frame(workspace)
+    db_file = str(db.engine.url.database)
+    assert cli(["--workspace", str(workspace.root), "inpaint", "--generator", "paint",
+                "--dataset", "demo", "--image", item.id, "--class", "HP", "--dilate", "3",
+                "--seeds", "0-2", "--steps", "2", "--db", f"sqlite:///{db_file}"]) == 0
+    out = capsys.readouterr().out
+    assert f"3 inpainted HP image(s) from paint@step-000002 (trained) on demo:{item.id}" in out
+    assert "mask: own" in out and "added to the pool with their masks" in out
+
+
+def test_retrain_refuses_images_made_on_validation_or_test_frames(painted):
+    """Fixed split: a test-split frame bars its images. Cross-validation (the generator's own
+    frames moved into every training part): every fold whose test part holds the frame's group
+    refuses, naming image, frame and group."""
+    workspace, db = painted
+    frame = _frame(workspace, "test")
+    _, stored = generate.inpaint_into_pool(db, workspace, TERMINAL, InpaintRequest(
+        generator="paint", class_label="AD", dataset="demo", image=frame.id, dilate=2, steps=2,
+        seeds=(7,)))
+    sha = stored[0][1][:12]
+    config = ExperimentConfig(dataset="demo", train=TINY, seeds=(0,), folds=0,
+                              allow_small_test=True, policy=SelectionPolicy(generators=("paint",)))
+    group = frame.group or frame.id
+    with pytest.raises(ValueError, match=rf"image {sha} was made on frame demo:{frame.id} of "
+                                         rf"group {group}"):
+        plan_experiment(db, workspace, config)
+    with pytest.raises(ValueError, match=rf"fold \d: image {sha} was made on frame "
+                                         rf"demo:{frame.id} of group {group}"):
+        plan_experiment(db, workspace, ExperimentConfig(**{
+            **config.__dict__, "folds": 2, "seen_groups_train": True}))
+
+
+def test_a_mask_model_records_its_task_and_threshold(painted):
+    workspace, _ = painted
+    meta = json.loads((workspace.models_dir / "withmask" / "config.json").read_text())
+    assert meta["task"] == "image_mask" and meta["mask_threshold"] == 0.0
+    unet = load_generator(workspace, "paint").units["*"][0]
+    assert (unet.config.in_channels, unet.config.out_channels) == (8, 3)
