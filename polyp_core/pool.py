@@ -126,13 +126,15 @@ RATING_FILTERS = ("any", "rated", "unrated")
 @dataclass(frozen=True)
 class PoolFilter:
     """Which synthetic images to list. ``min_quality``: keep images whose median rating is at
-    least this good (implies rated)."""
+    least this good (implies rated). ``min_gate_iou``: keep images the newest segmentation gate
+    that scored them found at least this well (implies scored)."""
 
     generator: str | None = None
     checkpoint: str | None = None
     class_label: str | None = None
     rated: str = "any"
     min_quality: str | None = None
+    min_gate_iou: float | None = None
 
     def __post_init__(self) -> None:
         if self.rated not in RATING_FILTERS:
@@ -150,6 +152,7 @@ class PoolItem:
     provenance: dict
     ratings: tuple[dict, ...]
     studies: tuple[str, ...]
+    gate: tuple[str, float | None] | None = None  # (gate run, IoU) of the newest gate
 
     @property
     def mask_file(self) -> Path | None:
@@ -167,7 +170,10 @@ class PoolItem:
         made = f"{p.get('generator')}@{p.get('checkpoint') or '-'} · seed {p.get('seed')}"
         rated = (f"{len(self.ratings)} rating(s), median {self.median_quality}"
                  if self.ratings else "unrated")
-        return f"{self.class_label or p.get('prompt') or '?'} · {made} · {rated}"
+        gate = ""
+        if self.gate is not None:
+            gate = " · gate IoU " + ("-" if self.gate[1] is None else f"{self.gate[1]:.2f}")
+        return f"{self.class_label or p.get('prompt') or '?'} · {made} · {rated}{gate}"
 
 
 @dataclass(frozen=True)
@@ -198,7 +204,8 @@ def pool_page(db: Database, pool_filter: PoolFilter = PoolFilter(), page: int = 
     where = dict(generator=pool_filter.generator, checkpoint=pool_filter.checkpoint,
                  class_label=pool_filter.class_label)
     with db.session() as session:
-        if pool_filter.rated == "any" and not pool_filter.min_quality:
+        if pool_filter.rated == "any" and not pool_filter.min_quality \
+                and pool_filter.min_gate_iou is None:
             _, total = queries.synthetic_page(session, **where, limit=1)
             pages = max(1, -(-total // per_page))
             page = min(max(0, int(page)), pages - 1)
@@ -213,6 +220,10 @@ def pool_page(db: Database, pool_filter: PoolFilter = PoolFilter(), page: int = 
             floor = QUALITY_ORDER.index(pool_filter.min_quality)
             items = [i for i in items if i.median_quality is not None
                      and QUALITY_ORDER.index(i.median_quality) >= floor]
+        if pool_filter.min_gate_iou is not None:
+            gated = queries.gate_scores(session, [i.sha256 for i in items])
+            items = [i for i in items if i.sha256 in gated and gated[i.sha256][1] is not None
+                     and gated[i.sha256][1] >= pool_filter.min_gate_iou]
         pages = max(1, -(-len(items) // per_page))
         page = min(max(0, int(page)), pages - 1)
         wanted = {i.sha256 for i in items[page * per_page:(page + 1) * per_page]}
@@ -237,8 +248,10 @@ def _items(session: Session, images: Sequence[Image], with_studies: bool = True)
             ratings.setdefault(sha, []).append({"study": study, "verdict": verdict,
                                                 "quality": quality, "revision": revision})
     used = queries.studies_using_images(session, [i.id for i in images]) if with_studies else {}
+    gated = queries.gate_scores(session, list(shas))
     return [PoolItem(i.sha256, i.path, i.label, _provenance_dict(i.provenance),
-                     tuple(ratings.get(i.sha256, ())), tuple(sorted(used.get(i.id, ()))))
+                     tuple(ratings.get(i.sha256, ())), tuple(sorted(used.get(i.id, ()))),
+                     gated.get(i.sha256))
             for i in images]
 
 

@@ -89,6 +89,20 @@ class Image(Base):
     provenance: Mapped[Provenance | None] = relationship()
 
 
+class GateScore(Base):
+    """The segmentation gate's verdict on a synthetic image: the IoU of the mask a gate model
+    predicts with the mask the image was made with (NaN-free: ``None`` when either is empty),
+    one row per image and gate (the gate's run id)."""
+
+    __tablename__ = "gate_score"
+    __table_args__ = (UniqueConstraint("image_id", "gate", name="uq_gate_score"),)
+    id: Mapped[int] = mapped_column(primary_key=True)
+    image_id: Mapped[int] = mapped_column(ForeignKey("image.id", ondelete="CASCADE"), index=True)
+    gate: Mapped[str] = mapped_column(String(36), index=True)
+    iou: Mapped[float | None] = mapped_column(Float)
+    created: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
 class Reviewer(Base):
     __tablename__ = "reviewer"
     __table_args__ = (CheckConstraint(_in("role", ROLES), name="ck_reviewer_role"),)

@@ -10,8 +10,9 @@ from sqlalchemy import delete, func, or_, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, joinedload
 
-from review_db.models import (Assignment, AuditEvent, AuthSession, Image, Job, Provenance, Rating,
-                              RatingRevision, Reviewer, Run, Study, StudyImage, utcnow)
+from review_db.models import (Assignment, AuditEvent, AuthSession, GateScore, Image, Job,
+                              Provenance, Rating, RatingRevision, Reviewer, Run, Study,
+                              StudyImage, utcnow)
 
 if TYPE_CHECKING:
     from sqlalchemy import Select
@@ -227,13 +228,39 @@ def delete_real_images(session: Session, dataset: str) -> int:
 
 
 def delete_synthetic_images(session: Session, images: Sequence[Image]) -> None:
-    """Delete synthetic images with their provenance (the caller checked nothing uses them)."""
+    """Delete synthetic images with their provenance and gate scores (the caller checked
+    nothing uses them)."""
+    if images:
+        session.execute(delete(GateScore).where(GateScore.image_id.in_([i.id for i in images])))
     for image in images:
         provenance = image.provenance
         session.delete(image)
         if provenance is not None:
             session.delete(provenance)
     session.flush()
+
+
+def store_gate_scores(session: Session, gate: str, scores: dict[str, float | None]) -> int:
+    """The gate's IoU of every synthetic image (by SHA-256); returns how many were stored."""
+    images = dict(session.execute(select(Image.sha256, Image.id).where(
+        Image.sha256.in_(list(scores)))).all())
+    for sha, iou in scores.items():
+        session.add(GateScore(image_id=images[sha], gate=gate, iou=iou))
+    session.flush()
+    return len(scores)
+
+
+def gate_scores(session: Session, shas: Sequence[str], gate: str | None = None
+                ) -> dict[str, tuple[str, float | None]]:
+    """SHA-256 -> (gate, IoU) of the newest gate that scored each image (or of ``gate``)."""
+    query = (select(Image.sha256, GateScore.gate, GateScore.iou, GateScore.created)
+             .join(GateScore, GateScore.image_id == Image.id).where(Image.sha256.in_(list(shas))))
+    if gate is not None:
+        query = query.where(GateScore.gate == gate)
+    out: dict[str, tuple[str, float | None]] = {}
+    for sha, name, iou, _ in sorted(session.execute(query).all(), key=lambda r: (r[3], r[1])):
+        out[sha] = (name, iou)  # the newest last
+    return out
 
 
 # studies -------------------------------------------------------------------------------------

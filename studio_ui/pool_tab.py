@@ -17,7 +17,11 @@ from polyp_core.pool import QUALITY_ORDER, RATING_FILTERS, PoolFilter, PoolItem
 from polyp_core.review.accounts import Person
 from polyp_core.workflows import pool as pool_workflow
 from studio_ui.access import Access
-from studio_ui.services import Num, Studio, Text, shown_errors
+from polyp_core.jobs import job_status
+from polyp_core.segment.gate import GateConfig
+from polyp_core.validation import number
+from studio_ui.services import (Num, Studio, Text, job_line, shown_errors, start_on_board,
+                                ticking)
 
 PER_PAGE = 24
 ANY = "any"
@@ -33,20 +37,21 @@ class PoolDesk:
 
     @staticmethod
     def _filter(generator: Text, checkpoint: Text, cls: Text, rated: Text,
-                quality: Text) -> PoolFilter:
+                quality: Text, gate: Num = None) -> PoolFilter:
         def pick(v: Text) -> Text:
             return None if v in (None, "", ANY) else v
         return PoolFilter(generator=pick(generator), checkpoint=pick((checkpoint or "").strip()),
                           class_label=pick(cls), rated=rated or "any",
-                          min_quality=pick(quality))
+                          min_quality=pick(quality),
+                          min_gate_iou=number(gate, "min_gate_iou") if gate else None)
 
     @shown_errors
     def page(self, person: Person, generator: Text, checkpoint: Text, cls: Text, rated: Text,
-             quality: Text, page: Num) -> tuple:
+             quality: Text, gate: Num, page: Num) -> tuple:
         """A page of thumbnails with captions, the page line, the page number and the hashes
         shown (the selection is made among these)."""
         result = pool_workflow.page(self.studio.db, person,
-                                    self._filter(generator, checkpoint, cls, rated, quality),
+                                    self._filter(generator, checkpoint, cls, rated, quality, gate),
                                     int(page or 0), PER_PAGE)
         tiles = [(self._thumbnail(i), i.caption()) for i in result.items]
         shown = [i.sha256 for i in result.items]
@@ -94,6 +99,30 @@ class PoolDesk:
                 f"**{result.generator}**; trained on: {learned}.")
 
     @shown_errors
+    @shown_errors
+    def gate(self, person: Person, dataset: Text, generator: Text, threshold: Num) -> tuple:
+        """Queue the segmentation gate as a job; the page polls it for the result."""
+        if not dataset:
+            raise gr.Error("Name the real data set the gate learns from.")
+        config = GateConfig(dataset=dataset.strip(), generator=(generator or "").strip() or None,
+                            threshold=number(threshold, "threshold"))
+        holder: dict = {"kind": "gate"}
+        work = pool_workflow.gate_work(self.studio.db, self.studio.workspace, person, config,
+                                       holder)
+        return start_on_board(self.studio, person, "pool-gate", {"dataset": config.dataset},
+                              work, holder)
+
+    def poll_gate(self, job: str | None) -> tuple:
+        holder = self.studio.board.get(job)
+        if holder is None:
+            return gr.update(), None, ticking(None)
+        status = job_status(self.studio.db, job)
+        line = job_line(status)
+        if holder.get("result") is not None:
+            line += "\n\n" + "\n\n".join(holder["result"].lines())
+        job = job if status.active else None
+        return line, job, ticking(job)
+
     def remove(self, person: Person, chosen: list[str]) -> str:
         if not chosen:
             raise gr.Error("Tick the images to remove first.")
@@ -128,6 +157,18 @@ def build_pool_tab(studio: Studio, access: Access) -> dict:
             ext_licence = gr.Textbox(label="Licence")
         ext_button = gr.Button("Import into the pool")
         ext_message = gr.Markdown()
+    with gr.Accordion("Segmentation gate: is each polyp where its mask says?", open=False):
+        gr.Markdown("A U-Net learns from the real training frames of a data set and predicts the "
+                    "mask of every synthetic image stored with one; the IoU with the image's own "
+                    "mask is stored per image. Beside it: the IoU of the data set's held-out real "
+                    "frames under the same model (a gate is only as good as its model).")
+        with gr.Row():
+            gate_dataset = gr.Textbox(label="Real data set")
+            gate_generator = gr.Textbox(label="Generator (empty: every image with a mask)")
+            gate_threshold = gr.Number(0.7, label="IoU counted as accepted")
+            gate_button = gr.Button("Run the gate")
+        gate_message = gr.Markdown()
+    gate_job, gate_timer = gr.State(None), gr.Timer(1.0, active=False)
     with gr.Row():
         generator = gr.Dropdown([ANY], value=ANY, label="Generator", allow_custom_value=True)
         checkpoint = gr.Textbox("", label="Checkpoint (e.g. step-002500)")
@@ -135,6 +176,7 @@ def build_pool_tab(studio: Studio, access: Access) -> dict:
         rated = gr.Radio(list(RATING_FILTERS), value="any", label="Rated")
         quality = gr.Dropdown([ANY, *reversed(QUALITY_ORDER)], value=ANY,
                               label="Median rating at least")
+        gate_min = gr.Number(0, label="Gate IoU at least (0: any)")
     with gr.Row():
         prev_btn = gr.Button("◀ Previous")
         page_label = gr.Markdown()
@@ -148,13 +190,18 @@ def build_pool_tab(studio: Studio, access: Access) -> dict:
     message = gr.Markdown()
 
     on = functools.partial(access.on, role="admin")  # every event of this tab: admins
-    filters = [generator, checkpoint, cls, rated, quality]
+    filters = [generator, checkpoint, cls, rated, quality, gate_min]
     page_io = dict(inputs=[*filters, page], outputs=[gallery, page_label, page, shown, chosen])
-    for trigger in (generator.change, checkpoint.submit, cls.change, rated.change, quality.change):
+    for trigger in (generator.change, checkpoint.submit, cls.change, rated.change, quality.change,
+                    gate_min.submit):
         on(on(trigger, lambda: 0, outputs=page).then, desk.page, **page_io)
     for button, turn in ((prev_btn, lambda p: max(0, p - 1)), (next_btn, lambda p: p + 1)):
         on(on(button.click, turn, inputs=page, outputs=page).then, desk.page, **page_io)
     on(gallery.select, desk.details, inputs=shown, outputs=details)
+    on(gate_button.click, desk.gate, inputs=[gate_dataset, gate_generator, gate_threshold],
+       outputs=[gate_job, gate_message, gate_timer], api_name="gate")
+    on(gate_timer.tick, desk.poll_gate, inputs=gate_job, outputs=[gate_message, gate_job, gate_timer],
+       api_name="poll_gate")
     on(ext_button.click, desk.import_external,
        inputs=[ext_path, ext_upload, ext_name, ext_dataset, ext_trained, ext_version, ext_source,
                ext_licence], outputs=ext_message, api_name="import_synthetic")
@@ -163,6 +210,6 @@ def build_pool_tab(studio: Studio, access: Access) -> dict:
 
     def refresh(person: Person) -> tuple:
         return (gr.update(choices=[ANY, *desk.generators(person)], value=ANY),
-                *desk.page(person, ANY, "", ANY, "any", ANY, 0))
+                *desk.page(person, ANY, "", ANY, "any", ANY, 0, 0))
 
     return {"refresh": refresh, "outputs": [generator, gallery, page_label, page, shown, chosen]}

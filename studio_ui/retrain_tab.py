@@ -37,7 +37,7 @@ class RetrainDesk:
               seen_train: bool = False,
               inner_valid: Num = 0.15, refit: bool = False, allow_unknown: bool = False,
               task: Text = "classification", synthetic_arm: bool = False,
-              real_fractions: Text = "", against: Text = "") -> tuple:
+              real_fractions: Text = "", against: Text = "", min_gate_iou: Num = 0) -> tuple:
         config = retrain.retrain_request({
             "dataset": dataset, "scheme": scheme, "backbone": backbone, "image_size": size,
             "imbalance": imbalance, "seeds": seeds, "epochs": epochs, "freeze_backbone": freeze,
@@ -47,7 +47,7 @@ class RetrainDesk:
             "seen_groups_train": seen_train, "inner_valid": inner_valid, "refit": refit,
             "allow_unknown_training_data": allow_unknown, "task": task or "classification",
             "synthetic_arm": synthetic_arm, "real_fractions": real_fractions,
-            "against": against})
+            "against": against, "min_gate_iou": min_gate_iou or None})
         # planned before anything is queued: folds, too few test lesions, leaking generators
         # and an empty selection are refused now; the job runs that plan
         started = retrain.start(self.studio.db, self.studio.workspace, person, config,
@@ -178,6 +178,8 @@ def build_retrain_tab(studio: Studio, access: Access) -> dict:
         with gr.Row():
             mix = gr.Textbox("", label="Target class mix ('balance' or AD=0.4,SSA=0.3,HP=0.3)")
             max_ratio = gr.Number(0, label="Max synthetic per real image (0: no cap)")
+            min_gate_iou = gr.Number(0, label="Segmentation gate: min IoU (0: no gate; each "
+                                              "fold's gate learns from its training part)")
             name = gr.Textbox("", label="Run name")
     with gr.Row():
         start = gr.Button("Train baseline and augmented", variant="primary")
@@ -203,7 +205,8 @@ def build_retrain_tab(studio: Studio, access: Access) -> dict:
                                         freeze, min_quality, min_reviewers, verdict, unrated, mix,
                                         max_ratio, name, allow_small, probe, folds, seen_train,
                                         inner_valid, refit, allow_unknown, task,
-                                        synthetic_arm, real_fractions, against],
+                                        synthetic_arm, real_fractions, against,
+                                        min_gate_iou],
        outputs=[job, status, timer],
        api_name="start_retrain")
     on(timer.tick, desk.poll, inputs=job, outputs=[status, run, job, timer],

@@ -335,3 +335,29 @@ def demo_pool(root: Path, n_frames: int, steps: int) -> tuple[Workspace, object]
             class_label=cls, n=4, seed=1000 * i, steps=steps, guidance=DEMO_GUIDANCE,
             scheduler="ddim"))
     return workspace, db
+
+
+def _train_tiny_ddpm(workspace: Workspace, model_id: str, task: str) -> None:
+    from polyp_core.generation.ddpm import DDPMTrainConfig, train_ddpm
+
+    result = train_ddpm(workspace, DDPMTrainConfig(
+        dataset="demo", model_id=model_id, preset="tiny", steps=2, batch_size=4,
+        checkpoint_every=2, grid_per_class=1, grid_steps=1, task=task, max_dilate=2))
+    assert result.status == "done"
+
+
+@pytest.fixture(scope="session")
+def painted(tmp_path_factory):
+    """The demo data set (72 frames at 64 px, masks) and three tiny DDPMs trained two steps
+    on its training split: one for inpainting, one of image and mask, one plain."""
+    from polyp_core.demo import ensure_demo_dataset
+    from review_db.database import Database
+
+    root = tmp_path_factory.mktemp("inpaint")
+    workspace = Workspace(root / "ws")
+    db = Database(f"sqlite:///{root / 'studio.db'}")
+    ensure_demo_dataset(workspace, n_frames=72, size=64, name="demo")
+    for model_id, task in (("paint", "inpaint"), ("withmask", "image_mask"), ("plain", "image")):
+        _train_tiny_ddpm(workspace, model_id, task)
+    yield workspace, db
+    db.dispose()

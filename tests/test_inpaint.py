@@ -17,9 +17,7 @@ from polyp_core.classify.policy import SelectionPolicy
 from polyp_core.classify.train import ClassifierTrainConfig
 from polyp_core.cli import main as cli
 from polyp_core.data.images import load_mask
-from polyp_core.demo import ensure_demo_dataset
 from polyp_core.generation.backends import load_generator, regenerate, sample_to_pool
-from polyp_core.generation.ddpm import DDPMTrainConfig, train_ddpm
 from polyp_core.generation.inpaint import (InpaintRequest, frame_background, inpaint,
                                            parse_seeds)
 from polyp_core.generation.masks import dilate, dilate_batch
@@ -27,30 +25,8 @@ from polyp_core.generation.request import SampleRequest
 from polyp_core.pool import PoolFilter, pool_page
 from polyp_core.workflows import TERMINAL, generate
 from polyp_core.workspace import Workspace
-from review_db.database import Database
 
 TINY = ClassifierTrainConfig(image_size=32, epochs=1, batch_size=32, patience=1, hidden=16)
-
-
-def _train(workspace: Workspace, model_id: str, task: str) -> None:
-    result = train_ddpm(workspace, DDPMTrainConfig(
-        dataset="demo", model_id=model_id, preset="tiny", steps=2, batch_size=4,
-        checkpoint_every=2, grid_per_class=1, grid_steps=1, task=task, max_dilate=2))
-    assert result.status == "done"
-
-
-@pytest.fixture(scope="module")
-def painted(tmp_path_factory):
-    """The demo data set (72 frames at 64 px, masks) and three tiny DDPMs trained two steps
-    on its training split: one for inpainting, one of image and mask, one plain."""
-    root = tmp_path_factory.mktemp("inpaint")
-    workspace = Workspace(root / "ws")
-    db = Database(f"sqlite:///{root / 'studio.db'}")
-    ensure_demo_dataset(workspace, n_frames=72, size=64, name="demo")
-    for model_id, task in (("paint", "inpaint"), ("withmask", "image_mask"), ("plain", "image")):
-        _train(workspace, model_id, task)
-    yield workspace, db
-    db.dispose()
 
 
 def _frame(workspace: Workspace, split: str = "train"):

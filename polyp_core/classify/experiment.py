@@ -332,6 +332,7 @@ class ExperimentPlan:
     selections: list[Selection | None]
     design: dict
     evaluation: dict
+    gate: list[dict] | None = None  # per fold, once the run has gated its selection
 
     @property
     def synthetic_refs(self) -> list[ImageRef]:
@@ -356,7 +357,8 @@ def _generators_of(db: Database, images: list[ImageRef]) -> set[str]:
 
 def _select(db: Database, config: ExperimentConfig, scheme: str, counts: dict) -> Selection:
     selection = select_synthetic(db, config.policy, scheme, counts,
-                                 with_masks=config.task == "segmentation")
+                                 with_masks=config.task == "segmentation"
+                                 or config.policy.min_gate_iou is not None)
     if not selection.images:
         raise ValueError(f"the selection policy chose no synthetic image "
                          f"(counts: {selection.counts}); the augmented arm would equal the "
@@ -736,6 +738,9 @@ def run_experiment(db: Database, workspace: Workspace, config: ExperimentConfig,
         Cancelled: when ``cancel`` is set.
     """
     plan = plan or plan_experiment(db, workspace, config)
+    if config.policy.min_gate_iou is not None and any(plan.selections):
+        plan = gate_selections(config, plan, PixelCache(workspace.pixel_cache_dir), progress,
+                               cancel, device, registry)
     classes, folds = plan.classes, plan.folds
     cv = plan.evaluation["kind"] == "grouped cross-validation"
     progress(0, 1, f"loading {len(plan.real)} real images")
@@ -776,6 +781,47 @@ def run_experiment(db: Database, workspace: Workspace, config: ExperimentConfig,
     return _store_run(db, workspace, config, plan, run_id, folder, results, progress)
 
 
+def gate_selections(config: ExperimentConfig, plan: ExperimentPlan, pixels: PixelCache,
+                    progress: Progress = no_progress, cancel: CancelToken | None = None,
+                    device: torch.device | None = None,
+                    registry: WeightsRegistry | None = None) -> ExperimentPlan:
+    """The segmentation gate, fold by fold: a U-Net learns from the fold's real training part
+    only (never its validation or test part), scores the fold's selected images, and those
+    under ``min_gate_iou`` leave the selection. Returns the plan with the gated selections and,
+    per fold, what its gate learnt from and kept (``plan.gate``).
+
+    Raises:
+        ValueError: a fold's gate kept no image (the augmented arm would equal the baseline).
+    """
+    from polyp_core.segment.gate import GATE_TRAIN, fold_gate
+    from polyp_core.segment.train import load_masked
+
+    threshold = config.policy.min_gate_iou
+    real = load_masked(plan.real, GATE_TRAIN.image_size, pixels)
+    selections, info = [], []
+    for f, (fold, selection) in enumerate(zip(plan.folds, plan.selections)):
+        if selection is None:
+            selections.append(None)
+            continue
+        progress(f, len(plan.folds), f"{fold.name}: training its segmentation gate")
+        candidates = load_masked(selection.images, GATE_TRAIN.image_size, pixels)
+        ious = fold_gate(real, list(fold.train), candidates, GATE_TRAIN, config.seeds[0], device,
+                         registry, cancel)
+        kept = [ref for ref, iou in zip(selection.images, ious) if iou >= threshold]
+        if not kept:
+            raise ValueError(f"{fold.name}: the segmentation gate (IoU >= {threshold}) kept none of "
+                             f"{len(ious)} images; lower `min_gate_iou` or improve the generator")
+        counts = {**selection.counts, "gate": {"threshold": threshold, "scored": len(ious),
+                                               "kept": len(kept)}}
+        selections.append(replace(selection, images=kept, counts=counts))
+        info.append({"fold": fold.name, "threshold": threshold,
+                     "trained_on": [plan.real[i].sha256 for i in fold.train],
+                     "scored": len(ious), "kept": len(kept),
+                     "iou": {r.sha256: None if np.isnan(v) else float(v)
+                             for r, v in zip(selection.images, ious)}})
+    return replace(plan, selections=selections, gate=info)
+
+
 def _store_run(db: Database, workspace: Workspace, config: ExperimentConfig,
                plan: ExperimentPlan, run_id: str, folder: Path, results: dict,
                progress: Progress) -> ExperimentResult:
@@ -788,6 +834,8 @@ def _store_run(db: Database, workspace: Workspace, config: ExperimentConfig,
         if plan.evaluation["kind"] == "grouped cross-validation":
             results["selection"]["per_fold"] = counts
         results["selection"]["generators"] = generator_summary(db, workspace, plan.selections)
+    if plan.gate is not None:
+        results["gate"] = plan.gate
     write_report(folder, run_id, config.to_json(), results)  # report.html beside the run
     save_run(db, workspace, run_id, folder, "retrain", config.to_json(), results,
              _image_lists(plan, plan.synthetic_refs))

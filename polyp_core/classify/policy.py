@@ -54,6 +54,9 @@ class SelectionPolicy:
             every eligible image.
         max_ratio: at most this many synthetic images per real training image.
         seed: which eligible images are taken when fewer are needed.
+        min_gate_iou: the segmentation gate: only images stored with a mask, and of those only
+            the ones a U-Net trained on the fold's real training part finds where their mask
+            says (IoU at least this; ``segment.gate``). Applied per fold when the run trains.
     """
 
     generators: tuple[str, ...] = ()
@@ -67,6 +70,7 @@ class SelectionPolicy:
     target_mix: Mapping[str, float] | str | None = rule(None, lo=0.0, hi=1.0)
     max_ratio: float | None = rule(None, lo=0.0, hi=1000.0)
     seed: int = 0
+    min_gate_iou: float | None = rule(None, lo=0.0, hi=1.0)
 
     def validate(self, scheme_classes: tuple[str, ...]) -> None:
         """The rules that need the scheme (field ranges are checked when the policy is made)."""

@@ -208,6 +208,9 @@ def add_classify_commands(sub: argparse._SubParsersAction) -> None:
     re.add_argument("--target-mix", help="'AD=0.4,SSA=0.3,HP=0.3' or 'balance'")
     re.add_argument("--max-ratio", type=float, help="at most this many synthetic per real image")
     re.add_argument("--selection-seed", type=int, default=D["selection_seed"])
+    re.add_argument("--min-gate-iou", type=float,
+                    help="the segmentation gate: only images with masks that a U-Net trained on "
+                         "each fold's real training part finds at IoU >= this (e.g. 0.7)")
     re.add_argument("--name")
     re.add_argument("--db")
     re.set_defaults(func=cmd_retrain)

@@ -81,6 +81,28 @@ def cmd_import_synthetic(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_gate(args: argparse.Namespace) -> int:
+    """The segmentation gate: a U-Net trained on the data set's real training frames scores
+    every synthetic image with a mask (IoU with its own mask), beside held-out real frames."""
+    from dataclasses import replace
+
+    from polyp_core.cli.common import cancel_on_interrupt, open_db
+    from polyp_core.segment.gate import GATE_TRAIN, GateConfig
+    from polyp_core.workflows import TERMINAL, pool
+
+    train = replace(GATE_TRAIN, image_size=args.size, epochs=args.epochs)
+    config = GateConfig(dataset=args.dataset, generator=args.generator, train=train,
+                        threshold=args.threshold, seed=args.seed)
+    with TerminalProgress() as progress:
+        result = pool.gate(open_db(args), Workspace(args.workspace), TERMINAL, config, progress,
+                           cancel_on_interrupt())
+    print(f"scored {len(result.scores)} synthetic image(s) at {args.size} px; IoU >= "
+          f"{args.threshold} counts as accepted (95% intervals over images)")
+    print("\n".join(result.lines()))
+    print(f"  stored as gate {result.gate} ({result.folder}); filter with --min-gate-iou")
+    return 0
+
+
 def cmd_delete_dataset(args: argparse.Namespace) -> int:
     """Delete a data set nothing uses (refused, naming the studies and runs that use it)."""
     from polyp_core.cli.common import open_db
@@ -211,6 +233,20 @@ def add_data_commands(sub: argparse._SubParsersAction) -> None:
     ext.add_argument("--licence", help="its licence, as a note")
     ext.add_argument("--db")
     ext.set_defaults(func=cmd_import_synthetic)
+
+    gate = sub.add_parser("gate", help="the segmentation gate: does each synthetic image show "
+                          "its polyp where its mask says? (IoU under a U-Net trained on real "
+                          "training frames)")
+    gate.add_argument("--dataset", required=True, help="the real data set the gate learns from "
+                      "(training split; validation and test give the reference)")
+    gate.add_argument("--generator", help="score this generator's images (default: all with masks)")
+    gate.add_argument("--threshold", type=float, default=0.7,
+                      help="IoU counted as accepted in the printed rates")
+    gate.add_argument("--size", type=int, default=128)
+    gate.add_argument("--epochs", type=int, default=8)
+    gate.add_argument("--seed", type=int, default=0)
+    gate.add_argument("--db")
+    gate.set_defaults(func=cmd_gate)
 
     delete = sub.add_parser("delete-dataset", help="delete a data set that no study or run uses")
     delete.add_argument("name")

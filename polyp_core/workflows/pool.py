@@ -3,11 +3,14 @@ elsewhere imported into it."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from polyp_core.external import ImportedSynthetic, SyntheticImport
 from polyp_core.pool import (PoolFilter, PoolItem, PoolPage, Removal, pool_item, pool_page,
                              remove_from_pool)
-from polyp_core.progress import Progress, no_progress
+from polyp_core.progress import CancelToken, Progress, no_progress
 from polyp_core.review.accounts import Person
+from polyp_core.segment.gate import GateConfig, GateResult, run_gate
 from polyp_core.workflows.base import authorise
 from polyp_core.workspace import Workspace
 from review_db import queries
@@ -54,3 +57,24 @@ def import_synthetic(db: Database, workspace: Workspace, person: Person,
 
     authorise(db, person)
     return run_import(db, workspace, request, progress)
+
+
+def gate(db: Database, workspace: Workspace, person: Person, config: GateConfig,
+         progress: Progress = no_progress, cancel: CancelToken | None = None) -> GateResult:
+    """Run the segmentation gate over the pool's images with masks (the terminal's ``gate``)."""
+    authorise(db, person)
+    return run_gate(db, workspace, config, progress, cancel)
+
+
+def gate_work(db: Database, workspace: Workspace, person: Person, config: GateConfig,
+              holder: dict) -> Callable[[Progress, CancelToken], str]:
+    """The Pool tab's gate job: the data set is checked now; the job leaves the result in
+    ``holder["result"]``."""
+    authorise(db, person)
+    workspace.load_manifest(config.dataset)
+
+    def work(progress: Progress, cancel: CancelToken) -> str:
+        holder["result"] = run_gate(db, workspace, config, progress, cancel)
+        return f"gate {holder['result'].gate}: {len(holder['result'].scores)} image(s) scored"
+
+    return work

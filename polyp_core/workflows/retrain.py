@@ -37,7 +37,7 @@ DEFAULTS: dict[str, object] = {
     # (None: every generator, class and study; no memorisation run; no target mix; no cap)
     "generators": None, "classes": None, "min_quality": None, "min_reviewers": 1,
     "verdict": "any", "unrated": "include", "studies": None, "exclude_memorised": None,
-    "target_mix": None, "max_ratio": None, "selection_seed": 0,
+    "target_mix": None, "max_ratio": None, "selection_seed": 0, "min_gate_iou": None,
 }
 
 
@@ -78,7 +78,7 @@ def retrain_request(fields: Mapping[str, object]) -> ExperimentConfig:
         batch_size=whole(f["batch_size"], "batch_size"), lr=number(f["lr"], "lr"),
         patience=whole(f["patience"], "patience"), augment=bool(f["augment"]),
         freeze_backbone=bool(f["freeze_backbone"]))
-    ratio = f["max_ratio"]
+    ratio, gate = f["max_ratio"], f["min_gate_iou"]
     policy = SelectionPolicy(
         generators=_names(f["generators"]), classes=_names(f["classes"]),
         min_quality=f["min_quality"] or None,
@@ -87,7 +87,8 @@ def retrain_request(fields: Mapping[str, object]) -> ExperimentConfig:
         exclude_memorised=_names(f["exclude_memorised"]),
         target_mix=parse_mix(str(f["target_mix"] or "") or None),
         max_ratio=number(ratio, "max_ratio") if ratio not in (None, "", 0) else None,
-        seed=whole(f["selection_seed"], "selection_seed"))
+        seed=whole(f["selection_seed"], "selection_seed"),
+        min_gate_iou=number(gate, "min_gate_iou") if gate not in (None, "") else None)
     return ExperimentConfig(
         dataset=str(f["dataset"]), scheme=f["scheme"] or None, train=train, seeds=seeds,
         policy=policy, arms=(("baseline",) if f["baseline_only"] else ("baseline", "augmented"))
