@@ -104,3 +104,32 @@ def test_retrain_gates_each_fold_with_a_model_of_its_own_training_part(gated, mo
                      if v is not None and v >= 0.0}
     assert {image["sha256"] for image in images["synthetic"]} == kept_anywhere
     assert kept_anywhere <= set(shas)
+    report = (result.folder / "report.html").read_text()
+    assert "<h2>Segmentation gate</h2>" in report and f"<td>{gates[0]['kept']}</td>" in report
+
+
+def test_the_gated_arm_trains_the_same_selection_less_what_the_gate_dropped(gated, monkeypatch):
+    """The gate paper's comparison in one segmentation run: ``augmented`` with every selected
+    image, ``gated`` with those the fold's gate kept, and the paired gated − augmented Dice."""
+    from polyp_core.classify.figures import metric_table
+
+    workspace, db, _ = gated
+
+    def half(real, train_index, synthetic, *args, **kwargs):  # a gate that keeps every other
+        return np.array([0.9 if k % 2 == 0 else 0.1 for k in range(len(synthetic))])
+
+    monkeypatch.setattr(gate_module, "fold_gate", half)
+    seg = replace(TINY, image_size=64, freeze_backbone=True, augment=False)
+    config = ExperimentConfig(dataset="demo", task="segmentation", train=seg, seeds=(0,),
+                              folds=0, allow_small_test=True, arms=("augmented", "gated"),
+                              policy=SelectionPolicy(generators=("paint",)))
+    result = run_experiment(db, workspace, config)
+    arms = result.results["arms"]
+    scored = result.results["gate"][0]["scored"]
+    assert result.results["gate"][0]["threshold"] == 0.7  # the paper's, when none is given
+    assert result.results["gate"][0]["kept"] == (scored + 1) // 2
+    n_real = arms["augmented"]["per_seed"][0]["n_train"] - scored
+    assert arms["gated"]["per_seed"][0]["n_train"] == n_real + (scored + 1) // 2
+    assert set(result.results["delta_gate_cluster"]) >= {"dice", "iou"}
+    header, _ = metric_table(result.results)
+    assert "gated − augmented: paired CI over groups+seeds, p" in header

@@ -59,8 +59,12 @@ from polyp_core.workspace import Workspace
 from review_db.database import Database
 
 ARMS = ("baseline", "augmented")
+#: the segmentation gate's comparison: the same selection, only the images each fold's gate
+#: kept (``SelectionPolicy.min_gate_iou``, the paper's 0.7 when unset), beside ``augmented``
+GATED = "gated"
+CLASSIFICATION_ARMS = ARMS + (GATED,)
 #: segmentation also trains on the selected synthetic images alone
-SEGMENTATION_ARMS = ARMS + ("synthetic",)
+SEGMENTATION_ARMS = CLASSIFICATION_ARMS + ("synthetic",)
 TASKS = ("classification", "segmentation")
 PROBE = "linear probe"
 
@@ -333,6 +337,13 @@ class ExperimentPlan:
     design: dict
     evaluation: dict
     gate: list[dict] | None = None  # per fold, once the run has gated its selection
+    gated: list[Selection | None] | None = None  # each fold's gated selection (the gated arm)
+
+    def arm_selection(self, f: int, arm: str) -> Selection:
+        """The synthetic images fold ``f`` adds in ``arm`` (the gated arm: those its gate kept)."""
+        if arm == GATED:
+            return self.gated[f]
+        return self.selections[f]
 
     @property
     def synthetic_refs(self) -> list[ImageRef]:
@@ -358,7 +369,8 @@ def _generators_of(db: Database, images: list[ImageRef]) -> set[str]:
 def _select(db: Database, config: ExperimentConfig, scheme: str, counts: dict) -> Selection:
     selection = select_synthetic(db, config.policy, scheme, counts,
                                  with_masks=config.task == "segmentation"
-                                 or config.policy.min_gate_iou is not None)
+                                 or config.policy.min_gate_iou is not None
+                                 or GATED in config.arms)
     if not selection.images:
         raise ValueError(f"the selection policy chose no synthetic image "
                          f"(counts: {selection.counts}); the augmented arm would equal the "
@@ -386,7 +398,7 @@ class _RealSide:
 
 def _real_side(workspace: Workspace, config: ExperimentConfig) -> _RealSide:
     """Check the request's own fields, then read its data set's images under its scheme."""
-    allowed = SEGMENTATION_ARMS if config.task == "segmentation" else ARMS
+    allowed = SEGMENTATION_ARMS if config.task == "segmentation" else CLASSIFICATION_ARMS
     if not config.arms or any(a not in allowed for a in config.arms):
         raise ValueError(f"arms must be some of {allowed}; got {config.arms}")
     if config.task != "segmentation" and (config.real_fractions or config.against):
@@ -523,7 +535,7 @@ def plan_experiment(db: Database, workspace: Workspace, config: ExperimentConfig
     """
     side = _real_side(workspace, config)
     labels, group_of = side.labels, side.group_of
-    augmented = bool({"augmented", "synthetic"} & set(config.arms))
+    augmented = bool({"augmented", "synthetic", GATED} & set(config.arms))
     k, seen_train, chosen = config.folds, config.seen_groups_train, None
     train_only: list[int] = []
     if k != 0 and augmented and (seen_train or k is None):
@@ -618,7 +630,7 @@ class _TrainingSets:
         if arm == "baseline" or self.synthetic is None:
             return real_part
         return ImageTensors.concat([real_part, self.synthetic.subset(
-            [self.position[r.sha256] for r in self.plan.selections[f].images])])
+            [self.position[r.sha256] for r in self.plan.arm_selection(f, arm).images])])
 
 
 def _train_arms(config: ExperimentConfig, plan: ExperimentPlan, sets: _TrainingSets,
@@ -681,7 +693,8 @@ def _probe_arms(config: ExperimentConfig, plan: ExperimentPlan, sets: _TrainingS
     """The linear probe beside each arm: logistic regression on the frozen backbone's features,
     over the same folds (in CV it learns from each fold's whole training part)."""
     cv = plan.evaluation["kind"] == "grouped cross-validation"
-    names = {"baseline": PROBE, "augmented": f"{PROBE} + synthetic"}
+    names = {"baseline": PROBE, "augmented": f"{PROBE} + synthetic",
+             GATED: f"{PROBE} + gated synthetic"}
     unit = "patient/lesion" if plan.design["grouped"] else "image (no groups known)"
     out = {}
     for arm in config.arms:
@@ -716,6 +729,11 @@ def _with_uncertainty(results: dict, config: ExperimentConfig, plan: ExperimentP
             test_labels, [m["predicted"] for m in per_seed["augmented"]],
             [m["predicted"] for m in per_seed["baseline"]], of_image, classes)
         results["warnings"] = regression_warnings(results["delta_cluster"], classes)
+    if {GATED, "augmented"} <= set(config.arms):  # the gate paper's comparison
+        results["delta_gate"], _ = compare_arms(per_seed[GATED], per_seed["augmented"])
+        results["delta_gate_cluster"] = paired_cluster_bootstrap(
+            test_labels, [m["predicted"] for m in per_seed[GATED]],
+            [m["predicted"] for m in per_seed["augmented"]], of_image, classes)
     return results
 
 
@@ -738,7 +756,7 @@ def run_experiment(db: Database, workspace: Workspace, config: ExperimentConfig,
         Cancelled: when ``cancel`` is set.
     """
     plan = plan or plan_experiment(db, workspace, config)
-    if config.policy.min_gate_iou is not None and any(plan.selections):
+    if (config.policy.min_gate_iou is not None or GATED in config.arms) and any(plan.selections):
         plan = gate_selections(config, plan, PixelCache(workspace.pixel_cache_dir), progress,
                                cancel, device, registry)
     classes, folds = plan.classes, plan.folds
@@ -787,16 +805,19 @@ def gate_selections(config: ExperimentConfig, plan: ExperimentPlan, pixels: Pixe
                     registry: WeightsRegistry | None = None) -> ExperimentPlan:
     """The segmentation gate, fold by fold: a U-Net learns from the fold's real training part
     only (never its validation or test part), scores the fold's selected images, and those
-    under ``min_gate_iou`` leave the selection. Returns the plan with the gated selections and,
-    per fold, what its gate learnt from and kept (``plan.gate``).
+    under ``min_gate_iou`` (the paper's 0.7 when unset) leave the selection. Returns the plan
+    with, per fold, what its gate learnt from and kept (``plan.gate``) and the gated
+    selections: in ``plan.gated`` for a ``gated`` arm beside the ungated ``augmented`` one,
+    else in place of the selections.
 
     Raises:
         ValueError: a fold's gate kept no image (the augmented arm would equal the baseline).
     """
-    from polyp_core.segment.gate import GATE_TRAIN, fold_gate
+    from polyp_core.segment.gate import GATE_TRAIN, PAPER_THRESHOLD, fold_gate
     from polyp_core.segment.train import load_masked
 
     threshold = config.policy.min_gate_iou
+    threshold = PAPER_THRESHOLD if threshold is None else threshold
     real = load_masked(plan.real, GATE_TRAIN.image_size, pixels)
     selections, info = [], []
     for f, (fold, selection) in enumerate(zip(plan.folds, plan.selections)):
@@ -819,6 +840,8 @@ def gate_selections(config: ExperimentConfig, plan: ExperimentPlan, pixels: Pixe
                      "scored": len(ious), "kept": len(kept),
                      "iou": {r.sha256: None if np.isnan(v) else float(v)
                              for r, v in zip(selection.images, ious)}})
+    if GATED in config.arms:
+        return replace(plan, gated=selections, gate=info)
     return replace(plan, selections=selections, gate=info)
 
 

@@ -42,19 +42,25 @@ def _node(tree: dict, path: tuple) -> dict:
     return tree
 
 
+#: the paired differences a run may hold: results key -> what is subtracted from what
+COMPARISONS = (("delta", "augmented − baseline"), ("delta_gate", "gated − augmented"))
+
+
 def metric_table(results: dict) -> tuple[list[str], list[list[str]]]:
     """Header and rows: every metric, per arm the 95% CI over test groups (patients/lesions,
     cluster bootstrap) and seeds, and mean ± std [t interval] over seeds alone; then the paired
-    difference (augmented − baseline) with its cluster-bootstrap CI and p."""
+    differences (augmented − baseline; with a gated arm, gated − augmented) with their
+    cluster-bootstrap CI and p."""
     arms = list(results["arms"])
     cases = "uncertainty" in results
     header = ["metric"]
     for arm in arms:
         header += ([f"{arm}: 95% CI over groups+seeds"] if cases else []) + \
             [f"{arm}: mean ± std [CI] over seeds"]
-    if "delta" in results:
-        header += (["augmented − baseline: paired CI over groups+seeds, p"] if
-                   "delta_cluster" in results else []) + ["augmented − baseline over seeds"]
+    deltas = [(key, name) for key, name in COMPARISONS if key in results]
+    for key, name in deltas:
+        header += ([f"{name}: paired CI over groups+seeds, p"] if
+                   f"{key}_cluster" in results else []) + [f"{name} over seeds"]
     rows = []
     if results.get("task") == "segmentation":  # per test image with a polyp, then averaged
         names = [("Dice", ("dice",)), ("IoU", ("iou",)), ("pixel precision", ("precision",)),
@@ -78,14 +84,14 @@ def metric_table(results: dict) -> tuple[list[str], list[list[str]]]:
                 row.append(_cell(_node(results["arms"][arm]["summary"], path)))
             except KeyError:  # segmentation: per-class Dice has a case CI only
                 row.append("-")
-        if "delta" in results:
-            if "delta_cluster" in results:
+        for key, _ in deltas:
+            if f"{key}_cluster" in results:
                 try:
-                    row.append(_case_cell(_node(results["delta_cluster"], path)))
+                    row.append(_case_cell(_node(results[f"{key}_cluster"], path)))
                 except KeyError:
                     row.append("-")
             try:
-                row.append(_cell(_node(results["delta"], path)))
+                row.append(_cell(_node(results[key], path)))
             except KeyError:
                 row.append("-")
         rows.append(row)

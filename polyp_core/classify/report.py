@@ -144,6 +144,15 @@ def write_report(folder: Path, run_id: str, config: dict, results: dict) -> Path
                                                for split, table in design["table"].items()])]
         parts += [f"<p class='warn'>{html.escape(line.replace('`', ''))}</p>"
                   for line in design.get("warnings", [])]
+    gates = results.get("gate")
+    if gates:
+        parts += ["<h2>Segmentation gate</h2>",
+                  f"<p>Each fold's gate (a U-Net trained on that fold's real training part only) "
+                  f"kept the synthetic images whose predicted mask met their own at IoU &ge; "
+                  f"{gates[0]['threshold']:g}.</p>",
+                  _table(["fold", "gate learned from (real images)", "scored", "kept"],
+                         [[g["fold"], len(g["trained_on"]), g["scored"], g["kept"]]
+                          for g in gates])]
     per_fold = results.get("selection", {}).get("per_fold")
     if per_fold:
         classes = results["classes"]

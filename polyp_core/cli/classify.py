@@ -167,6 +167,9 @@ def add_classify_commands(sub: argparse._SubParsersAction) -> None:
     re.add_argument("--task", default=D["task"], choices=["classification", "segmentation"],
                     help="classification (histology) or segmentation (a U-Net on the data "
                          "set's masks; Dice and IoU per test image)")
+    re.add_argument("--gated-arm", action="store_true",
+                    help="also train with only the images each fold's segmentation gate keeps "
+                         "(--min-gate-iou, 0.7 when unset): the gated − augmented difference")
     re.add_argument("--synthetic-arm", action="store_true",
                     help="segmentation: also train on the selected synthetic images alone")
     re.add_argument("--real-fractions", metavar="SHARES",

@@ -115,8 +115,9 @@ def train_and_predict(config: ExperimentConfig, plan: ExperimentPlan, workspace_
         real_part = fold.train if share == 1.0 else _share_of_groups(
             fold.train, plan, share, config.cv_seed * 1000 + f)
         parts = [] if arm == "synthetic" else [real.subset(real_part)]
-        if arm in ("augmented", "synthetic") and synthetic is not None:
-            parts.append(synthetic.subset([position[r.sha256] for r in plan.selections[f].images]))
+        if arm in ("augmented", "synthetic", "gated") and synthetic is not None:
+            parts.append(synthetic.subset([position[r.sha256]
+                                           for r in plan.arm_selection(f, arm).images]))
         train = MaskTensors.concat(parts)
         label = f"{fold.name + ' · ' if cv else ''}{name} seed {seed} ({u + 1}/{len(units)}) · "
         trained = train_segmenter(train, real.subset(fold.valid), config.train, seed, device,
@@ -216,6 +217,13 @@ def segmentation_results(config: ExperimentConfig, plan: ExperimentPlan, scores:
             results["delta_cluster"]["per_class"] = {c: {"dice": paired_cluster_bootstrap_scores(
                 of_class(a["dice"], c), of_class(b["dice"], c), groups)} for c in classes}
         results["warnings"] = _regressions(results["delta_cluster"], classes)
+    if {"gated", "augmented"} <= set(config.arms):  # the gate paper's comparison
+        g, a = per_image["gated"], per_image["augmented"]
+        results["delta_gate"] = {m: paired_difference(
+            [r[m] for r in arms["gated"]["per_seed"]], [r[m] for r in arms["augmented"]["per_seed"]])
+            for m in SCORES}
+        results["delta_gate_cluster"] = {m: paired_cluster_bootstrap_scores(g[m], a[m], groups)
+                                         for m in SCORES} | about
     return results
 
 

@@ -26,6 +26,8 @@ DEFAULTS: dict[str, object] = {
     "dataset": None, "scheme": None, "name": None, "task": "classification",
     # segmentation's extra arms: synthetic images alone, a learning curve, a second source
     "synthetic_arm": False, "real_fractions": None, "against": None,
+    # the gate paper's comparison: the same synthetic images with and without the gate
+    "gated_arm": False,
     # how each classifier trains (ClassifierTrainConfig)
     "backbone": "efficientnet_lite0", "image_size": 224, "imbalance": "sampler", "epochs": 15,
     "batch_size": 32, "lr": 3e-4, "patience": 5, "augment": True, "freeze_backbone": False,
@@ -92,7 +94,7 @@ def retrain_request(fields: Mapping[str, object]) -> ExperimentConfig:
     return ExperimentConfig(
         dataset=str(f["dataset"]), scheme=f["scheme"] or None, train=train, seeds=seeds,
         policy=policy, arms=(("baseline",) if f["baseline_only"] else ("baseline", "augmented"))
-        + (("synthetic",) if f["synthetic_arm"] else ()),
+        + (("gated",) if f["gated_arm"] else ()) + (("synthetic",) if f["synthetic_arm"] else ()),
         name=f["name"] or None, allow_small_test=bool(f["allow_small_test"]),
         linear_probe=bool(f["linear_probe"]), folds=parse_folds(f["folds"]),
         cv_seed=whole(f["cv_seed"], "cv_seed"), seen_groups_train=bool(f["seen_groups_train"]),
