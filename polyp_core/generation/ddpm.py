@@ -425,6 +425,7 @@ def _training_set(workspace: Workspace, config: DDPMTrainConfig, scheme: LabelSc
         empty = [c for c, n in counts.items() if n == 0]
         if empty:
             raise ValueError(f"no training images of class {', '.join(empty)} in {config.dataset}")
+    masks = _training_masks(items, config, size) if config.task != "image" else None
     pixels = PixelCache(workspace.pixel_cache_dir)
     images = torch.from_numpy(np.stack([pixels.rgb(i.image, i.sha256, size) for i in items]))
     if conditional:
@@ -432,7 +433,6 @@ def _training_set(workspace: Workspace, config: DDPMTrainConfig, scheme: LabelSc
                      else classes.index(scheme.map(i.label)) for i in items]
     else:
         label_ids = [0] * len(items)
-    masks = _training_masks(items, config, size) if config.task != "image" else None
     return _TrainingSet(items, classes, conditional, images, torch.tensor(label_ids), masks)
 
 
