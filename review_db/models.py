@@ -202,6 +202,8 @@ class Rating(Base):
         CheckConstraint(f"histology IS NULL OR {_in('histology', HISTOLOGY_GUESSES)}",
                         name="ck_rating_histology"),
         CheckConstraint("confidence BETWEEN 1 AND 5", name="ck_rating_confidence"),
+        CheckConstraint(f"mask_quality IS NULL OR {_in('mask_quality', QUALITIES)}",
+                        name="ck_rating_mask_quality"),
     )
     id: Mapped[int] = mapped_column(primary_key=True)
     assignment_id: Mapped[int] = mapped_column(
@@ -210,6 +212,8 @@ class Rating(Base):
     verdict: Mapped[str] = mapped_column(String(16))
     quality: Mapped[str] = mapped_column(String(16))
     histology: Mapped[str | None] = mapped_column(String(8))
+    # the mask's quality, in studies that show masks (None: not asked)
+    mask_quality: Mapped[str | None] = mapped_column(String(16))
     seconds: Mapped[float | None] = mapped_column(Float)
     revision: Mapped[int] = mapped_column(Integer, default=1)
     created: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
@@ -228,6 +232,7 @@ class RatingRevision(Base):
     verdict: Mapped[str] = mapped_column(String(16))
     quality: Mapped[str] = mapped_column(String(16))
     histology: Mapped[str | None] = mapped_column(String(8))
+    mask_quality: Mapped[str | None] = mapped_column(String(16))
     seconds: Mapped[float | None] = mapped_column(Float)
     recorded: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True))
 

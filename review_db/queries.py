@@ -353,7 +353,7 @@ def reviewer_queue(session: Session, study_id: int, reviewer_id: int) -> list[As
 
 def save_rating(session: Session, assignment: Assignment, *, confidence: int, verdict: str,
                 quality: str, histology: str | None,
-                seconds: float | None) -> tuple[Rating, bool]:
+                seconds: float | None, mask_quality: str | None = None) -> tuple[Rating, bool]:
     """Create or revise the rating of an assignment, keeping the earlier version.
 
     Returns:
@@ -363,18 +363,22 @@ def save_rating(session: Session, assignment: Assignment, *, confidence: int, ve
     rating = session.scalar(select(Rating).where(Rating.assignment_id == assignment.id))
     if rating is None:
         rating = Rating(assignment_id=assignment.id, confidence=confidence, verdict=verdict,
-                        quality=quality, histology=histology, seconds=seconds, revision=1)
+                        quality=quality, histology=histology, seconds=seconds, revision=1,
+                        mask_quality=mask_quality)
         session.add(rating)
         session.flush()
         return rating, True
-    if (rating.confidence, rating.quality, rating.histology) == (confidence, quality, histology):
+    if (rating.confidence, rating.quality, rating.histology, rating.mask_quality) == \
+            (confidence, quality, histology, mask_quality):
         return rating, False
     session.add(RatingRevision(rating_id=rating.id, revision=rating.revision,
                                confidence=rating.confidence, verdict=rating.verdict,
                                quality=rating.quality, histology=rating.histology,
+                               mask_quality=rating.mask_quality,
                                seconds=rating.seconds, recorded=rating.revised or rating.created))
     rating.confidence, rating.verdict = confidence, verdict
     rating.quality, rating.histology = quality, histology
+    rating.mask_quality = mask_quality
     rating.seconds = seconds
     rating.revision += 1
     rating.revised = utcnow()

@@ -27,7 +27,8 @@ HISTOLOGY = HISTOLOGY_GUESSES
 NO_ANSWER = "No answer chosen"
 
 # 1-5 choose the confidence (1 definitely real ... 5 definitely synthetic); G / M / P rate the
-# quality and submit; 7-0 choose the histology.
+# quality and submit (in a study that shows masks, Q / W / E then rate the mask and submit);
+# 7-0 choose the histology.
 KEYBOARD_JS = """
 <script>
 document.addEventListener('keydown', (event) => {
@@ -35,6 +36,7 @@ document.addEventListener('keydown', (event) => {
   if (tag === 'INPUT' || tag === 'TEXTAREA' || event.ctrlKey || event.metaKey || event.altKey) return;
   const keys = {'1': 'rv-c1', '2': 'rv-c2', '3': 'rv-c3', '4': 'rv-c4', '5': 'rv-c5',
                 g: 'rv-good', m: 'rv-moderate', p: 'rv-poor',
+                q: 'rv-mask-good', w: 'rv-mask-moderate', e: 'rv-mask-poor',
                 '7': 'rv-h-AD', '8': 'rv-h-SSA', '9': 'rv-h-HP', '0': 'rv-h-unsure'};
   const id = keys[event.key.toLowerCase()];
   const button = id && document.getElementById(id);
@@ -45,7 +47,8 @@ document.addEventListener('keydown', (event) => {
 
 
 def _empty() -> dict:
-    return {"study": None, "token": None, "confidence": None, "histology": None, "shown": None}
+    return {"study": None, "token": None, "confidence": None, "histology": None, "shown": None,
+            "quality": None, "mask": False}
 
 
 class ReviewDesk:
@@ -76,17 +79,19 @@ class ReviewDesk:
         info = infos.get(name)
         progress = f"{info.rated} of {info.assigned} rated" if info else ""
         item = review.next_unrated(self.studio.db, person, name) if name else None
-        state = {**_empty(), "study": name}
+        # the page only shows the mask buttons; the desk decides from the study what it asks
+        state = {**_empty(), "study": name, "mask": bool(info and info.show_mask)}
         ask = bool(info and info.ask_histology)
+        masks = gr.update(visible=state["mask"])
         if item is None:
             done = f"**{name}**: all {info.assigned} images rated. Thank you." if info else \
                 "Choose a study."
-            return None, done, state, gr.update(visible=ask), NO_ANSWER
+            return None, done, state, gr.update(visible=ask), NO_ANSWER, masks
         image = self._served_file(review.image(self.studio.db, self.studio.workspace, person,
                                                item.token))
         state.update(token=item.token, shown=time.monotonic())
         return image, f"**{name}** · {progress}", state, gr.update(visible=ask, value=None), \
-            NO_ANSWER
+            NO_ANSWER, masks
 
     @shown_errors
     def open_study(self, person: Person, study: str | None, state: dict) -> tuple:
@@ -105,15 +110,34 @@ class ReviewDesk:
 
     @shown_errors
     def rate(self, person: Person, quality: str, state: dict) -> tuple:
+        """The image quality: submits, or in a study that shows masks waits for the mask's."""
         if not state or not state.get("token"):
             raise gr.Error("No image to rate: choose a study.")
         if not state.get("confidence"):
             raise gr.Error("Choose how real it looks first (1 definitely real ... 5 definitely "
                            "synthetic).")
+        if state.get("mask"):
+            return (gr.update(), gr.update(), {**state, "quality": quality}, gr.update(),
+                    f"Answer: **{state['confidence']} · {CONFIDENCE_LABELS[state['confidence']]}**"
+                    f", image **{quality}** — now rate the mask (Q good · W moderate · E poor)",
+                    gr.update())
+        return self._submit(person, state, quality, None)
+
+    @shown_errors
+    def rate_mask(self, person: Person, mask_quality: str, state: dict) -> tuple:
+        """The mask's quality: the third answer, which submits."""
+        if not state or not state.get("token"):
+            raise gr.Error("No image to rate: choose a study.")
+        if not state.get("confidence") or not state.get("quality"):
+            raise gr.Error("Rate how real it looks (1-5) and the image (G/M/P) first.")
+        return self._submit(person, state, state["quality"], mask_quality)
+
+    def _submit(self, person: Person, state: dict, quality: str, mask_quality: str | None) -> tuple:
         # server-side: from the moment the image was served to this rating
         seconds = min(time.monotonic() - state["shown"], 3600.0) if state.get("shown") else None
         review.rate(self.studio.db, person, state["token"], None, quality,
-                    state.get("histology"), seconds, confidence=state["confidence"])
+                    state.get("histology"), seconds, confidence=state["confidence"],
+                    mask_quality=mask_quality)
         return self._show(person, state)
 
 
@@ -138,10 +162,15 @@ def build_review_tab(studio: Studio, access: Access) -> dict:
     with gr.Row():
         quality = {q: gr.Button(f"{q.capitalize()} ({k})", elem_id=f"rv-{q}", variant="secondary")
                    for q, k in (("good", "G"), ("moderate", "M"), ("poor", "P"))}
+    with gr.Row(visible=False) as mask_row:  # studies that show masks: the mask's quality
+        mask_quality = {q: gr.Button(f"Mask {q} ({k})", elem_id=f"rv-mask-{q}",
+                                     variant="secondary")
+                        for q, k in (("good", "Q"), ("moderate", "W"), ("poor", "E"))}
     gr.Markdown("Keys: **1** definitely real · **2** probably real · **3** unsure · **4** probably "
                 "synthetic · **5** definitely synthetic, then **G** good · **M** moderate · "
-                "**P** poor submits and shows the next image.")
-    shown = [image, status, state, histology, choice]
+                "**P** poor submits and shows the next image (where the study shows a mask, "
+                "**Q** good · **W** moderate · **E** poor for the mask then submits).")
+    shown = [image, status, state, histology, choice, mask_row]
     # every signed-in account may review its own queue; the engine answers only for its own tokens
     on = functools.partial(access.on, role="reviewer")  # every event of this tab: reviewers
     on(start.click, desk_.open_study, inputs=[study, state], outputs=shown, api_name="open_study")
@@ -155,4 +184,7 @@ def build_review_tab(studio: Studio, access: Access) -> dict:
     for q, button in quality.items():
         on(button.click, lambda person, s, q=q: desk_.rate(person, q, s), inputs=state,
            outputs=shown, api_name=f"rate_{q}")
+    for q, button in mask_quality.items():
+        on(button.click, lambda person, s, q=q: desk_.rate_mask(person, q, s), inputs=state,
+           outputs=shown, api_name=f"rate_mask_{q}")
     return {"study": study, "refresh": desk_.studies}

@@ -7,6 +7,7 @@ import functools
 import gradio as gr
 
 from polyp_core.review.accounts import Person
+from polyp_core.review.blind import MASK_VIEWS
 from polyp_core.review.leaks import DESCRIPTIONS, LeakReport
 from polyp_core.review.reader import forest_figure, roc_figure, summary_lines
 from polyp_core.review.studies import RealPool, StudySpec, SyntheticPool, parse_calibration
@@ -16,6 +17,8 @@ from polyp_core.workflows import pool as pool_workflow
 from polyp_core.workflows import study as study_workflow
 from studio_ui.access import Access
 from studio_ui.services import Num, Studio, Text, shown_errors
+
+NO_MASK = "no mask"
 
 
 class StudyDesk:
@@ -44,7 +47,8 @@ class StudyDesk:
     @staticmethod
     def _spec(name: Text, dataset: Text, n_real: Num, generator: Text, n_synthetic: Num,
               reviewers: list[str] | None, overlap: Num, histology: bool, seed: Num,
-              working: Text, repeats: Num, calibration: Text, override: Text = None) -> StudySpec:
+              working: Text, repeats: Num, calibration: Text, show_mask: Text = None,
+              override: Text = None) -> StudySpec:
         pools = []
         if dataset and whole(n_real or 0, "n_real") > 0:
             pools.append(RealPool(dataset, whole(n_real, "n_real"), split="train"))
@@ -57,18 +61,19 @@ class StudyDesk:
                          working_resolution=int(working) if working.isdigit() else working,
                          override_audit=(override or "").strip() or None,
                          repeats=number(repeats or 0, "repeats"),
-                         calibration=_calibration(calibration))
+                         calibration=_calibration(calibration),
+                         show_mask=None if show_mask in (None, "", NO_MASK) else show_mask)
 
     @shown_errors
     def preview(self, person: Person, name: Text, dataset: Text, n_real: Num, generator: Text,
                 n_synthetic: Num, reviewers: list[str] | None, overlap: Num,
                 histology: bool, seed: Num, working: Text, repeats: Num, calibration: Text,
-                target_auc: Num) -> str:
+                show_mask: Text, target_auc: Num) -> str:
         """Native resolutions of the pools and the serving chain, before creating; and the
         power of the MRMC analysis to show the target AUC against 0.5."""
         spec = self._spec(name or "preview", dataset, n_real, generator, n_synthetic,
                           reviewers or ("-",), overlap, histology, seed, working, repeats,
-                          calibration)
+                          calibration, show_mask)
         lines = study_workflow.plan(self.studio.db, self.studio.workspace, person, spec).lines()
         if target_auc and len(spec.reviewers) >= 2:
             from polyp_core.review.power import study_power
@@ -86,9 +91,9 @@ class StudyDesk:
     def create(self, person: Person, name: Text, dataset: Text, n_real: Num, generator: Text,
                n_synthetic: Num, reviewers: list[str] | None, overlap: Num,
                histology: bool, seed: Num, working: Text, repeats: Num, calibration: Text,
-               override: Text) -> str:
+               show_mask: Text, override: Text) -> str:
         spec = self._spec(name, dataset, n_real, generator, n_synthetic, reviewers, overlap,
-                          histology, seed, working, repeats, calibration, override)
+                          histology, seed, working, repeats, calibration, show_mask, override)
         study_workflow.create(self.studio.db, self.studio.workspace, person, spec)
         state = study_workflow.integrity(self.studio.db, person, spec.name)["audit_state"]
         return (f"Study **{spec.name}** created: {sum(p.n for p in spec.pools)} images, "
@@ -203,6 +208,8 @@ def build_studies_tab(studio: Studio, access: Access) -> dict:
                                     allow_custom_value=True)
             overlap = gr.Number(1, label="Ratings per image", precision=0)
             histology = gr.Checkbox(False, label="Ask histology")
+            show_mask = gr.Dropdown([NO_MASK, *MASK_VIEWS], value=NO_MASK,
+                                    label="Show each image's mask (reviewers rate it too)")
         with gr.Row():
             repeats = gr.Number(0.0, label="Share of images shown twice (test-retest, 0-0.5)")
             calibration = gr.Textbox("", label="Calibration items (e.g. synthetic:gen@step-100:5"
@@ -252,7 +259,7 @@ def build_studies_tab(studio: Studio, access: Access) -> dict:
                          label="Pairwise agreement on the verdict", interactive=False)
     on = functools.partial(access.on, role="admin")  # every event of this tab: admins
     form = [name, dataset, n_real, generator, n_syn, reviewers, overlap, histology, seed, working,
-            repeats, calibration]
+            repeats, calibration, show_mask]
     on(preview.click, desk_.preview, inputs=[*form, target_auc], outputs=plan,
        api_name="preview_study")
     created = on(create.click, desk_.create, inputs=[*form, override], outputs=message,

@@ -24,7 +24,7 @@ def test_migrating_twice_is_harmless(db_url):
     Database(db_url).dispose()
     second = Database(db_url)
     with second.engine.connect() as connection:
-        assert connection.execute(text("SELECT version_num FROM alembic_version")).scalar() == "0005"
+        assert connection.execute(text("SELECT version_num FROM alembic_version")).scalar() == "0006"
     second.dispose()
 
 

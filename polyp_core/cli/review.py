@@ -97,7 +97,7 @@ def cmd_study(args: argparse.Namespace) -> int:
                          working_resolution=int(working) if working.isdigit() else working,
                          fixed_length=not args.no_fixed_length,
                          override_audit=args.override_audit, repeats=args.repeats,
-                         calibration=calibration)
+                         calibration=calibration, show_mask=args.show_mask)
     db = _db(args)
     person = _person(args, db)
     workspace = Workspace(args.workspace)
@@ -164,6 +164,8 @@ def cmd_review(args: argparse.Namespace) -> int:
     if args.action == "queue":
         for item in review.queue(db, person, args.study):
             state = f"{item.confidence}:{item.verdict}/{item.quality}" if item.rated else "-"
+            if item.rated and item.mask_quality:
+                state += f"/mask {item.mask_quality}"
             print(f"{item.position}\t{item.token}\t{state}")
     elif args.action == "image":
         Path(args.out).write_bytes(review.image(db, Workspace(args.workspace), person,
@@ -173,7 +175,8 @@ def cmd_review(args: argparse.Namespace) -> int:
         answer = args.verdict or ""
         confidence = int(answer) if answer.isdigit() else None  # 1-5, or real / synthetic
         receipt = review.rate(db, person, args.token, None if confidence else answer,
-                              args.quality, args.histology, args.seconds, confidence=confidence)
+                              args.quality, args.histology, args.seconds, confidence=confidence,
+                              mask_quality=args.mask_quality)
         print(f"rated (revision {receipt.revision}{'' if receipt.changed else ', unchanged'})")
     return 0
 
@@ -252,6 +255,9 @@ def add_review_commands(sub: argparse._SubParsersAction) -> None:
     study.add_argument("--reviewers", default="", help="comma-separated reviewer names")
     study.add_argument("--overlap", type=int, default=1, help="reviewers per image")
     study.add_argument("--histology", action="store_true", help="ask for AD/SSA/HP/unsure")
+    study.add_argument("--show-mask", choices=["outline", "side-by-side"],
+                       help="show each image with its polyp mask; reviewers rate the mask too "
+                            "(good/moderate/poor)")
     study.add_argument("--repeats", type=float, default=0.0,
                        help="share of each reviewer's images shown again (test-retest), 0-0.5")
     study.add_argument("--calibration", action="append", default=[],
@@ -283,6 +289,7 @@ def add_review_commands(sub: argparse._SubParsersAction) -> None:
                                                    "(or real / synthetic: 1 / 5)")
     review.add_argument("quality", nargs="?", help="good, moderate or poor")
     review.add_argument("--histology")
+    review.add_argument("--mask-quality", help="good, moderate or poor (studies that show masks)")
     review.add_argument("--seconds", type=float)
     review.add_argument("--out", default="image.jpg")
     review.add_argument("--as", dest="as_", required=True, help="your reviewer account")

@@ -12,12 +12,17 @@ import io
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 from PIL import Image
+from scipy import ndimage
 
-from polyp_core.data.images import load_rgb
+from polyp_core.data.images import load_mask, load_rgb
 
 BLIND_SIZE = 512
 BLIND_MEDIA_TYPE = "image/jpeg"
+#: how a study shows each image's polyp mask: drawn on the image, or beside it
+MASK_VIEWS = ("outline", "side-by-side")
+MASK_COLOUR = (0, 255, 0)
 _JPEG = dict(format="JPEG", quality=90, subsampling=2, optimize=False, progressive=False)
 ENCODER = "baseline JPEG, quality 90, 4:2:0, no metadata"
 
@@ -36,11 +41,16 @@ class ServingChain:
             JPEG is padded after its end marker, which decoders ignore, and re-encoded at a
             lower quality in the rare case it is longer. The byte count (Content-Length) then
             says nothing. ``False`` is the chain before this audit existed.
+        show_mask: ``outline`` or ``side-by-side``: each image's polyp mask is cropped like the
+            image, rasterised at the working resolution (so an annotator's and a generator's
+            masks show no detail the other lacks) and drawn in one style, inside the same
+            fixed-length file; ``None``: no mask.
     """
 
     serve_size: int = BLIND_SIZE
     working: int | None = None
     fixed_length: bool = True
+    show_mask: str | None = None
 
     def __post_init__(self) -> None:
         if not 64 <= self.serve_size <= 2048:
@@ -48,28 +58,43 @@ class ServingChain:
         if self.working is not None and not 8 <= self.working <= 4096:
             raise ValueError(f"working resolution must be between 8 and 4096 pixels, not "
                              f"{self.working}")
+        if self.show_mask not in (None, *MASK_VIEWS):
+            raise ValueError(f"show_mask must be one of {', '.join(MASK_VIEWS)}, not "
+                             f"{self.show_mask!r}")
 
     @property
     def padded_length(self) -> int:
-        return self.serve_size * self.serve_size // 2  # 128 KiB at 512 px
+        wide = 2 if self.show_mask == "side-by-side" else 1
+        return wide * self.serve_size * self.serve_size // 2  # 128 KiB at 512 px
 
     def describe(self) -> dict:
         return {"crop": "centre square", "working": self.working, "serve_size": self.serve_size,
                 "resample": "area down to working, bicubic to serve size",
                 "encoder": ENCODER,
-                "fixed_length": self.padded_length if self.fixed_length else None}
+                "fixed_length": self.padded_length if self.fixed_length else None,
+                **({"mask": self.show_mask} if self.show_mask else {})}
 
     def text(self) -> str:
         parts = ["centre square crop",
                  f"down to {self.working} px" if self.working else "native resolution",
                  f"{self.serve_size} px", ENCODER]
+        if self.show_mask:
+            parts.insert(3, f"mask {self.show_mask} (rasterised at the working resolution)")
         if self.fixed_length:
             parts.append(f"padded to {self.padded_length} bytes")
         return " → ".join(parts)
 
-    def serve(self, path: Path | str) -> bytes:
+    def serve(self, path: Path | str, mask: Path | str | None = None) -> bytes:
+        """The served bytes of an image (and, in a mask study, its mask ``mask``)."""
+        if self.show_mask and mask is None:
+            raise ValueError(f"{path}: this study shows masks and the image has none")
         return blind_image(path, self.serve_size, self.working,
-                           self.padded_length if self.fixed_length else None)
+                           self.padded_length if self.fixed_length else None,
+                           mask if self.show_mask else None, self.show_mask)
+
+    def mask_raster(self, image: Path | str, mask: Path | str) -> np.ndarray:
+        """The mask as the study draws it: cropped like its image, at the working resolution."""
+        return _mask_square(mask, _side(image), self.working)
 
     @classmethod
     def from_settings(cls, settings: dict) -> ServingChain:
@@ -78,7 +103,7 @@ class ServingChain:
         if chain is None:
             return cls(int(settings.get("serve_size", BLIND_SIZE)), None, False)
         return cls(int(chain["serve_size"]), chain.get("working"),
-                   chain.get("fixed_length") is not None)
+                   chain.get("fixed_length") is not None, chain.get("mask"))
 
 
 def native_side(path: Path | str) -> int:
@@ -87,19 +112,60 @@ def native_side(path: Path | str) -> int:
         return min(image.size)
 
 
-def blind_image(path: Path | str, size: int = BLIND_SIZE, working: int | None = None,
-                padded_length: int | None = None) -> bytes:
-    """The served bytes of an image: square centre crop, down to ``working`` px when given
-    (never up), then ``size`` px, plain JPEG, no metadata; padded to ``padded_length`` bytes
-    when given."""
-    rgb = load_rgb(path)
-    height, width = rgb.shape[:2]
+def _side(path: Path | str) -> int:
+    with Image.open(path) as image:
+        return min(image.size)
+
+
+def _centre(array: np.ndarray) -> np.ndarray:
+    height, width = array.shape[:2]
     side = min(height, width)
     top, left = (height - side) // 2, (width - side) // 2
-    image = Image.fromarray(rgb[top:top + side, left:left + side])
+    return array[top:top + side, left:left + side]
+
+
+def _mask_square(mask_path: Path | str, image_side: int, working: int | None) -> np.ndarray:
+    """The mask's centre square at the working resolution (its image's side when none): a
+    pixel is polyp when at least half the frame pixels under it are."""
+    mask = _centre(load_mask(mask_path))
+    side = min(working or image_side, mask.shape[0])
+    grey = Image.fromarray(mask.astype(np.uint8) * 255).resize((side, side), Image.Resampling.BOX)
+    return np.asarray(grey) >= 128
+
+
+def _draw_mask(image: Image.Image, mask: np.ndarray, view: str) -> Image.Image:
+    """The mask at the served size (nearest neighbour) drawn in the one style every image gets:
+    an outline ``size // 128`` px wide on the image, or white on black beside it."""
+    size = image.size[0]
+    big = np.asarray(Image.fromarray(mask.astype(np.uint8) * 255).resize(
+        (size, size), Image.Resampling.NEAREST)) >= 128
+    if view == "side-by-side":
+        out = Image.new("RGB", (2 * size, size))
+        out.paste(image, (0, 0))
+        out.paste(Image.fromarray(np.repeat(big[..., None].astype(np.uint8) * 255, 3, 2)),
+                  (size, 0))
+        return out
+    edge = big & ~ndimage.binary_erosion(big, iterations=max(2, size // 128))
+    rgb = np.asarray(image).copy()
+    rgb[edge] = MASK_COLOUR
+    return Image.fromarray(rgb)
+
+
+def blind_image(path: Path | str, size: int = BLIND_SIZE, working: int | None = None,
+                padded_length: int | None = None, mask: Path | str | None = None,
+                show_mask: str | None = None) -> bytes:
+    """The served bytes of an image: square centre crop, down to ``working`` px when given
+    (never up), then ``size`` px, its mask drawn when given (``show_mask``), plain JPEG, no
+    metadata; padded to ``padded_length`` bytes when given."""
+    rgb = load_rgb(path)
+    square = _centre(rgb)
+    side = square.shape[0]
+    image = Image.fromarray(square)
     if working is not None and working < side:
         image = image.resize((working, working), Image.Resampling.BOX)
     image = image.resize((size, size), Image.Resampling.BICUBIC, reducing_gap=3.0)
+    if mask is not None:
+        image = _draw_mask(image, _mask_square(mask, side, working), show_mask or "outline")
     for quality in (90, 80, 70, 60, 50, 40, 30):
         buffer = io.BytesIO()
         # no exif=, icc_profile= or comment: nothing but pixels

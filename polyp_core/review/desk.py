@@ -38,6 +38,7 @@ class QueueItem:
     quality: str | None = None
     histology: str | None = None
     confidence: int | None = None
+    mask_quality: str | None = None
 
 
 @dataclass(frozen=True)
@@ -69,7 +70,15 @@ def queue(db: Database, person: Person, study_name: str) -> list[QueueItem]:
             raise NotFound(f"you have no assignments in study {study_name!r}")
         return [QueueItem(a.token, a.position, a.rating is not None,
                           *(a.rating.verdict, a.rating.quality, a.rating.histology,
-                            a.rating.confidence) if a.rating else ()) for a in items]
+                            a.rating.confidence, a.rating.mask_quality) if a.rating else ())
+                for a in items]
+
+
+def asks_mask(db: Database, person: Person, study_name: str) -> bool:
+    """Whether a study the person reviews shows masks (and so asks for their quality)."""
+    with db.session() as session:
+        live_account(session, person)
+        return bool(_study_named(session, study_name).settings.get("show_mask"))
 
 
 def next_unrated(db: Database, person: Person, study_name: str) -> QueueItem | None:
@@ -97,6 +106,18 @@ def image_for(db: Database, workspace: Workspace, person: Person, token: str) ->
     with db.session() as session:
         assignment = _own_assignment(session, person, token)
         return served_bytes(workspace, assignment.study, assignment.image)
+
+
+def _check_mask_quality(mask_quality: object, asked: bool) -> str | None:
+    if not asked:
+        if mask_quality is not None:
+            raise InvalidRating("mask_quality: this study shows no masks, so it asks nothing "
+                                "about them")
+        return None
+    if mask_quality not in QUALITIES:
+        raise InvalidRating(f"mask_quality {mask_quality!r} is not one of: {', '.join(QUALITIES)} "
+                            "(this study shows masks: rate the mask too)")
+    return str(mask_quality)
 
 
 def _check_rating(verdict: object, confidence: object, quality: object, histology: object,
@@ -132,13 +153,15 @@ def _check_rating(verdict: object, confidence: object, quality: object, histolog
 
 def rate(db: Database, person: Person, token: str, verdict: str | None, quality: str,
          histology: str | None = None, seconds: float | None = None,
-         confidence: int | None = None) -> Receipt:
+         confidence: int | None = None, mask_quality: str | None = None) -> Receipt:
     """Record (or revise) the reviewer's rating of one of their assignments.
 
     The answer is a point of the five-point scale (``confidence``: 1 definitely real ... 5
     definitely synthetic); the verdict is derived from it. A binary ``verdict`` alone stands
-    for the scale's end (real: 1, synthetic: 5). Submitting the same values again changes
-    nothing and counts once. Every check runs before any write, so a refused rating leaves
+    for the scale's end (real: 1, synthetic: 5). A study that shows masks asks a third
+    answer, ``mask_quality`` (good/moderate/poor), and refuses a rating without it; other
+    studies refuse one with it. Submitting the same values again changes nothing and counts
+    once. Every check runs before any write, so a refused rating leaves
     the database as it was.
 
     Raises:
@@ -153,9 +176,11 @@ def rate(db: Database, person: Person, token: str, verdict: str | None, quality:
             raise StudyClosed(f"study {study.name!r} is closed; ratings can no longer change")
         values = _check_rating(verdict, confidence, quality, histology, seconds,
                                bool(study.settings.get("ask_histology")))
+        mask = _check_mask_quality(mask_quality, bool(study.settings.get("show_mask")))
         rating, changed = queries.save_rating(session, assignment, confidence=values[0],
                                               verdict=values[1], quality=values[2],
-                                              histology=values[3], seconds=values[4])
+                                              histology=values[3], seconds=values[4],
+                                              mask_quality=mask)
         return Receipt(token, rating.revision, changed)
 
 
@@ -197,6 +222,7 @@ def rating_records(db: Database, admin: Person, study_name: str) -> list[dict]:
                 "confidence": rating.confidence if rating else None,
                 "quality": rating.quality if rating else None,
                 "histology": rating.histology if rating else None,
+                "mask_quality": rating.mask_quality if rating else None,
                 "seconds": rating.seconds if rating else None,
                 "revision": rating.revision if rating else 0,
             })

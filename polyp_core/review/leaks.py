@@ -40,6 +40,8 @@ from PIL import Image
 GATED = ("byte_length", "url_length", "token_length", "position")
 MEASURED = ("serve_ms",)  # reported, never gated: it depends on the machine's load
 PIXEL = ("jpeg75_bytes", "high_frequency")
+#: mask studies: the shape of each mask as the study draws it (content: reported, not gated)
+MASK = ("mask_area", "mask_boundary", "mask_smoothness")
 CHANNELS = GATED + MEASURED + PIXEL
 SERVE_READS = 5  # reads per assignment whose median is its serving time
 DESCRIPTIONS = {
@@ -51,6 +53,9 @@ DESCRIPTIONS = {
                 "(reported: depends on the machine's load)",
     "jpeg75_bytes": "pixels re-encoded as JPEG quality 75 (content)",
     "high_frequency": "mean |Laplacian| of the served pixels (content)",
+    "mask_area": "mask area, share of the square at the working resolution (content)",
+    "mask_boundary": "mask boundary length in pixels over the square's side (content)",
+    "mask_smoothness": "4 pi area / boundary^2 of the mask (1: a disk; content)",
     "combined": "all gated channels together (logistic regression, out of fold)",
 }
 
@@ -119,6 +124,16 @@ def jpeg75_bytes(rgb: np.ndarray) -> int:
     return buffer.tell()
 
 
+def mask_shape(mask: np.ndarray) -> dict[str, float]:
+    """Area, boundary length and smoothness of a mask as a study draws it (bool, square)."""
+    from scipy import ndimage
+
+    area = float(mask.sum())
+    boundary = float((mask & ~ndimage.binary_erosion(mask)).sum())
+    return {"mask_area": area / mask.size, "mask_boundary": boundary / mask.shape[0],
+            "mask_smoothness": 4 * np.pi * area / boundary ** 2 if boundary else 0.0}
+
+
 def served_url(data: bytes) -> str:
     """The shape of the URL Gradio gives the browser for served bytes: a content-hash folder
     under the instance's cache and a fixed file name (the cache root is the same for all)."""
@@ -148,7 +163,8 @@ def channel_rows(items: list[dict]) -> list[dict]:
             # whole milliseconds: finer than any browser across a network can observe
             "serve_ms": float(round(serve_ms)),
             "jpeg75_bytes": content[item["image"]][0],
-            "high_frequency": content[item["image"]][1]})
+            "high_frequency": content[item["image"]][1],
+            **(item.get("mask") or {})})
     return rows
 
 
@@ -241,7 +257,7 @@ def audit_rows(study: str, rows: list[dict], n_boot: int = 1000, seed: int = 0,
                           "apart")
     clusters = np.array([r["image"] for r in rows])
     results = []
-    for name in CHANNELS:
+    for name in CHANNELS + (MASK if "mask_area" in rows[0] else ()):
         value, low, high = cluster_bootstrap_auc(y, np.array([r[name] for r in rows], float),
                                                  clusters, n_boot, seed)
         gated = name in GATED

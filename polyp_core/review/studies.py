@@ -21,9 +21,9 @@ import numpy as np
 
 from polyp_core.pool import register_dataset
 from polyp_core.review.accounts import Person, live_account, require_admin
-from polyp_core.review.blind import BLIND_SIZE, ServingChain, native_side
+from polyp_core.review.blind import BLIND_SIZE, MASK_VIEWS, ServingChain, native_side
 from polyp_core.review.errors import NotFound
-from polyp_core.review.leaks import LeakReport, audit_rows, channel_rows
+from polyp_core.review.leaks import LeakReport, audit_rows, channel_rows, mask_shape
 from polyp_core.validation import checked, rule
 from polyp_core.workspace import Workspace
 from review_db import queries
@@ -120,6 +120,9 @@ class StudySpec:
         calibration: pools of calibration items (images whose answer is plain, e.g. an early
             checkpoint's), shown to every reviewer among the others and scored apart: each
             reader's calibration score; they never enter the study's main statistics.
+        show_mask: ``outline`` or ``side-by-side``: each image is shown with its polyp mask
+            (an annotator's for real frames, the stored one for synthetic images; images
+            without one are not drawn) and reviewers rate the mask too (good/moderate/poor).
     """
 
     name: str
@@ -135,6 +138,7 @@ class StudySpec:
     override_audit: str | None = rule(None, text=True)
     repeats: float = rule(0.0, lo=0.0, hi=0.5)
     calibration: tuple[RealPool | SyntheticPool, ...] = ()
+    show_mask: str | None = rule(None, choices=MASK_VIEWS)
 
     def settings(self) -> dict:
         pools = [{"kind": "real" if isinstance(p, RealPool) else "synthetic", **asdict(p),
@@ -145,7 +149,8 @@ class StudySpec:
                 "ask_histology": self.ask_histology, "seed": self.seed,
                 "serve_size": self.serve_size,
                 "key_visible_while_open": self.key_visible_while_open,
-                "repeats": self.repeats, "calibration": calibration}
+                "repeats": self.repeats, "calibration": calibration,
+                "show_mask": self.show_mask}
 
 
 def _validate(spec: StudySpec) -> None:
@@ -183,10 +188,39 @@ class StudyPlan:
         return [*rows, f"serving chain: {self.chain.text()}", *self.warnings]
 
 
-def _pool_candidates(session: Session, pool: RealPool | SyntheticPool) -> list[Image]:
+class MaskFiles:
+    """Where each image's polyp mask is: a real frame's in its data set's manifest, a synthetic
+    image's beside it in the pool (``provenance.extra.mask_sha256``)."""
+
+    def __init__(self, workspace: Workspace) -> None:
+        self.workspace = workspace
+        self._manifests: dict[str, dict[str, str | None]] = {}
+
+    def __call__(self, image: Image) -> Path | None:
+        from polyp_core.pool import mask_path
+
+        if image.kind == "real":
+            if image.dataset not in self._manifests:
+                try:
+                    items = self.workspace.load_manifest(image.dataset).items
+                except KeyError:
+                    items = []
+                self._manifests[image.dataset] = {i.id: i.mask for i in items}
+            found = self._manifests[image.dataset].get(image.source_id)
+            return Path(found) if found else None
+        extra = (image.provenance.extra if image.provenance else None) or {}
+        sha = extra.get("mask_sha256")
+        return mask_path(Path(image.path).parent, sha) if sha else None
+
+
+def _pool_candidates(session: Session, pool: RealPool | SyntheticPool,
+                     masks: MaskFiles | None = None) -> list[Image]:
+    """A pool's images; in a mask study (``masks``) only those with a mask."""
     if isinstance(pool, RealPool):
-        return queries.real_images(session, pool.dataset, pool.split, pool.classes)
-    return queries.synthetic_images(session, pool.generator, pool.checkpoint, pool.classes)
+        images = queries.real_images(session, pool.dataset, pool.split, pool.classes)
+    else:
+        images = queries.synthetic_images(session, pool.generator, pool.checkpoint, pool.classes)
+    return [i for i in images if masks(i) is not None] if masks is not None else images
 
 
 def _plan(session: Session, spec: StudySpec) -> StudyPlan:
@@ -216,8 +250,8 @@ def _plan(session: Session, spec: StudySpec) -> StudyPlan:
         else:
             gap += f"every image is brought down to {working} px first, so it cannot"
         warnings.append(gap)
-    return StudyPlan(native, ServingChain(spec.serve_size, working, spec.fixed_length),
-                     tuple(warnings))
+    return StudyPlan(native, ServingChain(spec.serve_size, working, spec.fixed_length,
+                                          spec.show_mask), tuple(warnings))
 
 
 def plan_study(db: Database, workspace: Workspace, spec: StudySpec) -> StudyPlan:
@@ -330,6 +364,7 @@ def create_study(db: Database, workspace: Workspace, admin: Person, spec: StudyS
     _validate(spec)
     _register_real_pools(db, workspace, spec)
     rng = np.random.default_rng(spec.seed)
+    masks = MaskFiles(workspace) if spec.show_mask else None
     with db.session() as session:
         live_account(session, admin, admin=True)
         plan = _plan(session, spec)
@@ -338,20 +373,23 @@ def create_study(db: Database, workspace: Workspace, admin: Person, spec: StudyS
         if missing:
             raise ValueError(f"unknown reviewer(s): {', '.join(missing)}")
         chosen: dict[int, str] = {}
+        with_mask = " with a mask" if masks else ""
         for pool in spec.pools:
-            candidates = [c for c in _pool_candidates(session, pool) if c.id not in chosen]
+            candidates = [c for c in _pool_candidates(session, pool, masks) if c.id not in chosen]
             if len(candidates) < pool.n:
-                raise ValueError(f"pool {pool.label} has {len(candidates)} image(s) "
+                raise ValueError(f"pool {pool.label} has {len(candidates)} image(s){with_mask} "
                                  f"available, the study asks for {pool.n}")
             for index in sorted(rng.choice(len(candidates), pool.n, replace=False)):
                 chosen[candidates[index].id] = pool.label
         main_images = list(chosen)
         calibration: list[int] = []
         for pool in spec.calibration:  # never one of the study's own images
-            candidates = [c for c in _pool_candidates(session, pool) if c.id not in chosen]
+            candidates = [c for c in _pool_candidates(session, pool, masks)
+                          if c.id not in chosen]
             if len(candidates) < pool.n:
-                raise ValueError(f"calibration pool {pool.label} has {len(candidates)} image(s) "
-                                 f"available beside the study's, it asks for {pool.n}")
+                raise ValueError(f"calibration pool {pool.label} has {len(candidates)} "
+                                 f"image(s){with_mask} available beside the study's, it asks "
+                                 f"for {pool.n}")
             for index in sorted(rng.choice(len(candidates), pool.n, replace=False)):
                 chosen[candidates[index].id] = f"calibration:{pool.label}"
                 calibration.append(candidates[index].id)
@@ -403,11 +441,12 @@ def admin_study(session: Session, admin: Person, name: str) -> Study:
 
 def _render(session: Session, workspace: Workspace, study_id: int, chain: ServingChain) -> None:
     served_dir(workspace, study_id).mkdir(parents=True, exist_ok=True)
+    masks = MaskFiles(workspace)
     for study_image in queries.study_images(session, study_id):
         image = study_image.image
         target = served_path(workspace, study_id, image.sha256)
         try:
-            data = chain.serve(image.path)
+            data = chain.serve(image.path, masks(image) if chain.show_mask else None)
         except (OSError, ValueError) as exc:
             raise ValueError(f"{image.path}: cannot be served ({exc})") from None
         target.write_bytes(data)
@@ -419,7 +458,8 @@ def served_bytes(workspace: Workspace, study: Study, image: Image) -> bytes:
     path = served_path(workspace, study.id, image.sha256)
     if path.is_file():
         return path.read_bytes()
-    return ServingChain.from_settings(study.settings).serve(image.path)
+    chain = ServingChain.from_settings(study.settings)
+    return chain.serve(image.path, MaskFiles(workspace)(image) if chain.show_mask else None)
 
 
 def _audit(session: Session, workspace: Workspace, study: Study, n_boot: int = 1000) -> LeakReport:
@@ -427,8 +467,16 @@ def _audit(session: Session, workspace: Workspace, study: Study, n_boot: int = 1
     lengths: dict[int, int] = {}
     for assignment, _ in rows:
         lengths[assignment.reviewer_id] = lengths.get(assignment.reviewer_id, 0) + 1
+    chain = ServingChain.from_settings(study.settings)
+    masks, shapes = MaskFiles(workspace), {}
+    if chain.show_mask:  # the shape of each mask as drawn: reported beside the other channels
+        for assignment, _ in rows:
+            image = assignment.image
+            if image.sha256 not in shapes:
+                shapes[image.sha256] = mask_shape(chain.mask_raster(image.path, masks(image)))
     items = [{"image": a.image.sha256, "truth": a.image.kind, "token": a.token,
               "position": a.position, "queue_length": lengths[a.reviewer_id],
+              "mask": shapes.get(a.image.sha256),
               "fetch": lambda a=a: served_bytes(workspace, study, a.image)} for a, _ in rows]
     return audit_rows(study.name, channel_rows(items), n_boot,
                       chain=ServingChain.from_settings(study.settings).describe())
@@ -510,6 +558,7 @@ class StudyInfo:
     rated: int
     reviewers: tuple[str, ...] = field(default_factory=tuple)
     audit: str = ""  # admins: passed, held (failed), overridden, or not audited
+    show_mask: str | None = None  # outline / side-by-side: the mask is rated too
 
 
 def audit_state(settings: dict) -> str:
@@ -535,5 +584,6 @@ def list_studies(db: Database, person: Person) -> list[StudyInfo]:
             reviewers = tuple(study.settings.get("reviewers", ())) if person.is_admin else ()
             out.append(StudyInfo(study.name, study.status,
                                  bool(study.settings.get("ask_histology")), assigned, rated,
-                                 reviewers, audit_state(study.settings) if person.is_admin else ""))
+                                 reviewers, audit_state(study.settings) if person.is_admin else "",
+                                 study.settings.get("show_mask")))
         return out

@@ -30,7 +30,7 @@ def image(db: Database, workspace: Workspace, person: Person, token: str) -> byt
 
 def rate(db: Database, person: Person, token: str, verdict: str | None, quality: str,
          histology: str | None = None, seconds: float | None = None,
-         confidence: int | None = None) -> desk.Receipt:
+         confidence: int | None = None, mask_quality: str | None = None) -> desk.Receipt:
     authorise(db, person, "reviewer")
     return desk.rate(db, person, token, verdict, quality, histology, seconds,
-                     confidence=confidence)
+                     confidence=confidence, mask_quality=mask_quality)
