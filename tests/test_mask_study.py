@@ -85,3 +85,115 @@ def test_a_rating_holds_three_answers_and_the_desk_decides_which(masked):
     with pytest.raises(InvalidRating, match="this study shows no masks"):
         desk.rate(db, mr1, other.token, None, "good", confidence=2, mask_quality="good")
     assert desk.queue(db, mr1, "no-masks")[other.position].rated is False
+
+
+# the served studio: the raw protocol and a real browser -------------------------------------
+
+@pytest.fixture(scope="module")
+def live_mask_study(live_app):
+    """In the served demo workspace: four polyps inpainted by the demo generator (RePaint) into
+    phantom training frames, and a mask study of them and real frames for two new reviewers."""
+    from polyp_core.demo import DEMO_ADMIN, DEMO_GENERATOR
+    from polyp_core.review.accounts import Person
+
+    workspace, db = live_app["workspace"], live_app["db"]
+    frames = [i for i in workspace.load_manifest("phantom").items if i.split == "train"]
+    for k, cls in enumerate(("AD", "SSA")):
+        generate.inpaint_into_pool(db, workspace, TERMINAL, InpaintRequest(
+            generator=DEMO_GENERATOR, class_label=cls, dataset="phantom", image=frames[k].id,
+            dilate=4, steps=4, jump_length=2, jump_n_sample=2, seeds=(0, 1)))
+    names = ("mask-rev-api", "mask-rev-web")
+    for name in names:
+        create_account(db, name, PASSWORD)
+    with db.session() as session:
+        boss = queries.reviewer_by_name(session, DEMO_ADMIN[0])
+        admin = Person(boss.id, boss.name, "admin")
+    create_study(db, workspace, admin, StudySpec(
+        name="mask-study", pools=(RealPool("phantom", 4, split="train"),
+                                  SyntheticPool(4, generator=DEMO_GENERATOR)),
+        reviewers=names, overlap=2, show_mask="outline"))
+    with db.session() as session:
+        assert queries.study_by_name(session, "mask-study").settings["audit"]["passed"]
+    return names
+
+
+def _mask_ratings(db, name: str) -> list[tuple]:
+    with db.session() as session:
+        reviewer = queries.reviewer_by_name(session, name)
+        study = queries.study_by_name(session, "mask-study")
+        return [(a.rating.confidence, a.rating.quality, a.rating.mask_quality)
+                for a in queries.reviewer_queue(session, study.id, reviewer.id) if a.rating]
+
+
+def test_raw_protocol_a_mask_rating_needs_its_third_answer(live_app, live_mask_study):
+    from tests.studio_server import gradio_client, sign_in
+
+    url, db = live_app["url"], live_app["db"]
+    client = gradio_client(url, sign_in(url, live_mask_study[0], PASSWORD))
+    image, status, *_ = client.predict("mask-study", api_name="/open_study")
+    assert "0 of 8" in status and _green(open(image, "rb").read()) > 50
+    client.predict(api_name="/choose_2")
+    shown = client.predict(api_name="/rate_moderate")
+    assert any("now rate the mask" in str(part) for part in shown)
+    assert _mask_ratings(db, live_mask_study[0]) == []
+    _, status, *_ = client.predict(api_name="/rate_mask_poor")
+    assert "1 of 8" in status
+    assert _mask_ratings(db, live_mask_study[0]) == [(2, "moderate", "poor")]
+    with pytest.raises(Exception, match="Rate how real it looks"):  # no answers yet
+        client.predict(api_name="/rate_mask_good")
+
+
+def test_browser_reviewer_rates_image_and_mask_with_the_keyboard(live_app, live_mask_study,
+                                                                 browser):
+    from tests.studio_server import PAGE_WAIT_MS, offline_page, sign_in_page
+
+    page, outside, failed = offline_page(browser, live_app["url"])
+    name = live_mask_study[1]
+    sign_in_page(page, live_app["url"], name, PASSWORD)
+    page.get_by_role("tab", name="Review").click()
+    page.get_by_role("button", name="Start / resume").click()
+    page.get_by_text("0 of 8").wait_for(timeout=PAGE_WAIT_MS)
+    page.locator("#rv-image img").wait_for(timeout=PAGE_WAIT_MS)
+    page.locator("#rv-mask-good").wait_for(timeout=PAGE_WAIT_MS)  # the mask row is shown
+    page.locator("body").click(position={"x": 5, "y": 5})
+    page.keyboard.press("4")
+    page.get_by_text("Answer: 4").wait_for(timeout=PAGE_WAIT_MS)
+    page.keyboard.press("g")
+    page.get_by_text("now rate the mask").wait_for(timeout=PAGE_WAIT_MS)
+    page.keyboard.press("w")
+    page.get_by_text("1 of 8").wait_for(timeout=PAGE_WAIT_MS)
+    assert _mask_ratings(live_app["db"], name) == [(4, "good", "moderate")]
+    assert outside == [] and failed == []
+
+
+def test_mask_quality_statistics_per_source_with_agreement_and_the_cross_table(masked):
+    from polyp_core.review.reader import summary_lines
+    from polyp_core.review.stats import export_csv, study_statistics
+
+    from polyp_core.review.studies import close_study
+
+    workspace, db, admin, reviewers = masked
+    _study(masked, "masks-stats", "outline")
+    _study(masked, "plain-stats", None)
+    answers = ("good", "moderate", "poor")
+    for who, shift in zip(reviewers, (0, 1)):
+        for k, item in enumerate(desk.queue(db, who, "masks-stats")):
+            desk.rate(db, who, item.token, None, answers[k % 3], confidence=1 + k % 5,
+                      mask_quality=answers[(k + shift * (k % 2)) % 3])
+    for name in ("masks-stats", "plain-stats"):
+        close_study(db, admin, name)  # the key and ratings open when the study closes
+    records = desk.rating_records(db, admin, "masks-stats")
+    mask = study_statistics(records)["mask_quality"]
+    assert mask["n"] == 24 and {r["source"] for r in mask["by_source"]} == \
+        {"real", "paint@step-000002"}
+    for row in mask["by_source"]:
+        assert row["good"] + row["moderate"] + row["poor"] == row["ratings"]
+        assert row["good_low"] <= row["good_share"] <= row["good_high"]
+    assert sum(sum(r.values()) for r in mask["image_vs_mask"].values()) == 24
+    assert len(mask["weighted_kappa"]) == 1 and mask["weighted_kappa"][0]["n"] == 12
+    assert mask["ac1"]["n_paired"] == 12
+    assert any(line.startswith("mask quality (24 ratings") for line in
+               summary_lines(study_statistics(records)))
+    written = {p.name for p in export_csv(records, workspace.root / "export-masks")}
+    assert {"mask_quality_by_source.csv", "image_vs_mask_quality.csv"} <= written
+    assert study_statistics(desk.rating_records(db, admin, "plain-stats"))["mask_quality"] == {}

@@ -318,6 +318,29 @@ def summary_lines(stats: dict) -> list[str]:
                f"{ac1['pe']:.3f}, {ac1['n_paired']} images rated twice or more); Fleiss' kappa "
                f"{stats['fleiss_verdict'].get('kappa', math.nan):.3f}; Krippendorff's alpha "
                f"(quality) {stats['krippendorff_quality'].get('alpha', math.nan):.3f}")
+    out += mask_lines(stats.get("mask_quality") or {})
+    return out
+
+
+def mask_lines(mask: dict) -> list[str]:
+    """The mask-quality part of the summary (studies that showed masks)."""
+    if not mask:
+        return []
+    out = [f"mask quality ({mask['n']} ratings; share good and poor, 95% CI over images):"]
+    for row in mask["by_source"]:
+        out.append(f"  {row['source']} / {row['class']}: good {row['good_share']:.2f} "
+                   f"({row['good_low']:.2f}-{row['good_high']:.2f}), poor {row['poor_share']:.2f} "
+                   f"({row['poor_low']:.2f}-{row['poor_high']:.2f}), {row['ratings']} ratings of "
+                   f"{row['images']} images")
+    ac1, alpha = mask["ac1"], mask["krippendorff"].get("alpha", math.nan)
+    kappas = ", ".join(f"{p['a']}-{p['b']} {p['weighted_kappa']:.2f} (n={p['n']})"
+                       for p in mask["weighted_kappa"]) or "no pair rated the same images"
+    out.append(f"agreement on the mask: Gwet's AC1 {ac1['ac1']:.3f} ({ac1['n_paired']} images "
+               f"rated twice or more); Krippendorff's alpha (ordinal) {alpha:.3f}; linearly "
+               f"weighted kappa per pair: {kappas}")
+    out.append("image quality (rows) against mask quality (columns, good/moderate/poor): " +
+               "; ".join(f"{q} {'/'.join(str(v) for v in row.values())}"
+                         for q, row in mask["image_vs_mask"].items()))
     return out
 
 

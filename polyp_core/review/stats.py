@@ -172,12 +172,13 @@ def fleiss(records: Iterable[dict], field: str = "verdict") -> dict:
     return {"kappa": kappa, "n_images": int(len(table)), "raters": raters}
 
 
-def krippendorff_quality(records: Iterable[dict]) -> dict:
-    """Krippendorff's alpha of the ordinal quality scale (poor < moderate < good)."""
+def krippendorff_quality(records: Iterable[dict], field: str = "quality") -> dict:
+    """Krippendorff's alpha of an ordinal quality scale (poor < moderate < good): the image's
+    (``quality``) or the mask's (``mask_quality``)."""
     import krippendorff
 
-    done = rated(records)
-    reviewers, images, cells = _ratings_matrix(done, "quality")
+    done = [r for r in rated(records) if r.get(field)]
+    reviewers, images, cells = _ratings_matrix(done, field)
     data = np.full((len(reviewers), len(images)), np.nan)
     for (reviewer, image), value in cells.items():
         data[reviewers.index(reviewer), images.index(image)] = QUALITY_RANK[value]
@@ -187,6 +188,67 @@ def krippendorff_quality(records: Iterable[dict]) -> dict:
     alpha = krippendorff.alpha(reliability_data=data, level_of_measurement="ordinal",
                                value_domain=[0, 1, 2])
     return {"alpha": float(alpha), "n_images": pairable}
+
+
+def clustered_share(hits: Sequence[bool], clusters: Sequence[str], n_boot: int = 2000,
+                    seed: int = 0) -> dict:
+    """A share with its 95% percentile interval from a bootstrap over clusters (images: one
+    image rated by two reviewers is one case)."""
+    hits_a, clusters_a = np.asarray(hits, bool), np.asarray(clusters)
+    if not len(hits_a):
+        return {"value": math.nan, "low": math.nan, "high": math.nan, "n": 0, "cases": 0}
+    ids, inverse = np.unique(clusters_a, return_inverse=True)
+    per_case = np.bincount(inverse, weights=hits_a, minlength=len(ids))
+    size = np.bincount(inverse, minlength=len(ids))
+    draws = np.random.default_rng(seed).integers(0, len(ids), (n_boot, len(ids)))
+    shares = per_case[draws].sum(1) / size[draws].sum(1)
+    low, high = np.percentile(shares, [2.5, 97.5])
+    return {"value": float(hits_a.mean()), "low": float(low), "high": float(high),
+            "n": int(len(hits_a)), "cases": int(len(ids))}
+
+
+def mask_quality(records: Sequence[dict]) -> dict:
+    """Mask quality in a study that showed masks: per source, per source and class, the share
+    rated good and poor (95% intervals over images), agreement on it (weighted kappa per pair of
+    reviewers, Gwet's AC1, Krippendorff's ordinal alpha), and its cross-table with image
+    quality. Empty when the study asked nothing about masks."""
+    from sklearn.metrics import cohen_kappa_score
+
+    done = [r for r in rated(records) if r.get("mask_quality")]
+    if not done:
+        return {}
+    groups: dict[tuple, list[dict]] = defaultdict(list)
+    for r in done:
+        groups[(r["source"], "all")].append(r)
+        groups[(r["source"], r.get("label") or "?")].append(r)
+    rows = []
+    for (source, label), mine in sorted(groups.items()):
+        row = {"source": source, "class": label, "ratings": len(mine),
+               **{q: sum(r["mask_quality"] == q for r in mine) for q in QUALITIES}}
+        for q in ("good", "poor"):
+            share = clustered_share([r["mask_quality"] == q for r in mine],
+                                    [r["image"] for r in mine])
+            row |= {f"{q}_share": share["value"], f"{q}_low": share["low"],
+                    f"{q}_high": share["high"], "images": share["cases"]}
+        rows.append(row)
+    reviewers, images, cells = _ratings_matrix(done, "mask_quality")
+    pairs = []
+    for a, b in itertools.combinations(reviewers, 2):
+        common = [i for i in images if (a, i) in cells and (b, i) in cells]
+        if len(common) < 2:
+            continue
+        x = [QUALITY_RANK[cells[(a, i)]] for i in common]
+        y = [QUALITY_RANK[cells[(b, i)]] for i in common]
+        kappa = float(cohen_kappa_score(x, y, weights="linear", labels=[0, 1, 2])) \
+            if len(set(x) | set(y)) > 1 else math.nan
+        pairs.append({"a": a, "b": b, "n": len(common), "weighted_kappa": kappa})
+    cross = Counter((r["quality"], r["mask_quality"]) for r in done)
+    return {"by_source": rows, "weighted_kappa": pairs,
+            "ac1": reader.ac1_of(done, "mask_quality", QUALITIES),
+            "krippendorff": krippendorff_quality(done, "mask_quality"),
+            "image_vs_mask": {image_q: {mask_q: cross[(image_q, mask_q)] for mask_q in QUALITIES}
+                              for image_q in QUALITIES},
+            "n": len(done)}
 
 
 def study_statistics(records: Sequence[dict]) -> dict:
@@ -211,6 +273,7 @@ def study_statistics(records: Sequence[dict]) -> dict:
         "cohen_verdict": cohen_pairs(done, "verdict"),
         "fleiss_verdict": fleiss(done, "verdict"),
         "krippendorff_quality": krippendorff_quality(done),
+        "mask_quality": mask_quality(done),
     }
 
 
@@ -256,6 +319,16 @@ def export_csv(records: Sequence[dict], folder: Path | str) -> list[Path]:
     pace_rows = [{"reviewer": who, **{k: v for k, v in m.items() if k != "histogram"}}
                  for who, m in stats["pace"].items()]
     consistency_rows = [{"reviewer": who, **m} for who, m in stats["consistency"].items()]
+    mask = stats["mask_quality"]
+    if mask:
+        agreement_rows += [{"statistic": "weighted_kappa_mask_quality_linear", "a": p["a"],
+                            "b": p["b"], "n": p["n"], "value": p["weighted_kappa"]}
+                           for p in mask["weighted_kappa"]]
+        agreement_rows.append({"statistic": "gwet_ac1_mask_quality", "n": mask["ac1"]["n_paired"],
+                               "value": mask["ac1"]["ac1"]})
+        agreement_rows.append({"statistic": "krippendorff_alpha_mask_quality_ordinal",
+                               "n": mask["krippendorff"]["n_images"],
+                               "value": mask["krippendorff"]["alpha"]})
     outputs = {"ratings.csv": list(records), "verdicts.csv": verdict_rows,
                "reader_auc.csv": auc_rows, "pace.csv": pace_rows,
                "consistency.csv": consistency_rows,
@@ -263,6 +336,10 @@ def export_csv(records: Sequence[dict], folder: Path | str) -> list[Path]:
                "quality_by_source.csv": stats["quality_by_source"],
                "quality_by_source_and_class.csv": stats["quality_by_source_and_class"],
                "histology.csv": histology_rows, "agreement.csv": agreement_rows}
+    if mask:
+        outputs["mask_quality_by_source.csv"] = mask["by_source"]
+        outputs["image_vs_mask_quality.csv"] = [
+            {"image_quality": image_q, **counts} for image_q, counts in mask["image_vs_mask"].items()]
     paths = []
     for name, rows in outputs.items():
         _write(folder / name, rows)
