@@ -335,6 +335,20 @@ def synthetic_ratings(session: Session, studies: Sequence[str] = ()
     return [tuple(row) for row in session.execute(query)]
 
 
+def synthetic_mask_ratings(session: Session, studies: Sequence[str] = ()
+                           ) -> list[tuple[str, int, str]]:
+    """Every mask-quality rating of a synthetic image (studies that showed masks):
+    ``(image sha256, reviewer id, mask quality)``, in a stable order."""
+    query = (select(Image.sha256, Assignment.reviewer_id, Rating.mask_quality)
+             .select_from(Rating).join(Assignment, Rating.assignment_id == Assignment.id)
+             .join(Image, Assignment.image_id == Image.id).join(Study, Assignment.study_id == Study.id)
+             .where(Image.kind == "synthetic", Rating.mask_quality.is_not(None)))
+    if studies:
+        query = query.where(Study.name.in_(list(studies)))
+    query = query.order_by(Image.sha256, Assignment.reviewer_id, Study.name)
+    return [tuple(row) for row in session.execute(query)]
+
+
 # assignments and ratings ---------------------------------------------------------------------
 
 def assignment_by_token(session: Session, token: str, lock: bool = False) -> Assignment | None:

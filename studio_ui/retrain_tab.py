@@ -38,7 +38,8 @@ class RetrainDesk:
               inner_valid: Num = 0.15, refit: bool = False, allow_unknown: bool = False,
               task: Text = "classification", synthetic_arm: bool = False,
               real_fractions: Text = "", against: Text = "", min_gate_iou: Num = 0,
-              gated_arm: bool = False) -> tuple:
+              gated_arm: bool = False, min_mask_quality: Text = "",
+              expert_arm: bool = False) -> tuple:
         config = retrain.retrain_request({
             "dataset": dataset, "scheme": scheme, "backbone": backbone, "image_size": size,
             "imbalance": imbalance, "seeds": seeds, "epochs": epochs, "freeze_backbone": freeze,
@@ -48,7 +49,8 @@ class RetrainDesk:
             "seen_groups_train": seen_train, "inner_valid": inner_valid, "refit": refit,
             "allow_unknown_training_data": allow_unknown, "task": task or "classification",
             "synthetic_arm": synthetic_arm, "real_fractions": real_fractions,
-            "against": against, "min_gate_iou": min_gate_iou or None, "gated_arm": gated_arm})
+            "against": against, "min_gate_iou": min_gate_iou or None, "gated_arm": gated_arm,
+            "min_mask_quality": min_mask_quality or None, "expert_arm": expert_arm})
         # planned before anything is queued: folds, too few test lesions, leaking generators
         # and an empty selection are refused now; the job runs that plan
         started = retrain.start(self.studio.db, self.studio.workspace, person, config,
@@ -183,6 +185,11 @@ def build_retrain_tab(studio: Studio, access: Access) -> dict:
                                               "fold's gate learns from its training part)")
             gated_arm = gr.Checkbox(False, label="Also a gated arm (the same images with and "
                                                  "without the gate)")
+        with gr.Row():
+            min_mask_quality = gr.Dropdown(["", "moderate", "good"], value="",
+                                           label="Mask rated at least (studies that showed masks)")
+            expert_arm = gr.Checkbox(False, label="Also an expert arm (the same images, only "
+                                                  "those whose mask was rated that well)")
             name = gr.Textbox("", label="Run name")
     with gr.Row():
         start = gr.Button("Train baseline and augmented", variant="primary")
@@ -209,7 +216,8 @@ def build_retrain_tab(studio: Studio, access: Access) -> dict:
                                         max_ratio, name, allow_small, probe, folds, seen_train,
                                         inner_valid, refit, allow_unknown, task,
                                         synthetic_arm, real_fractions, against,
-                                        min_gate_iou, gated_arm],
+                                        min_gate_iou, gated_arm, min_mask_quality,
+                                        expert_arm],
        outputs=[job, status, timer],
        api_name="start_retrain")
     on(timer.tick, desk.poll, inputs=job, outputs=[status, run, job, timer],

@@ -197,3 +197,39 @@ def test_mask_quality_statistics_per_source_with_agreement_and_the_cross_table(m
     written = {p.name for p in export_csv(records, workspace.root / "export-masks")}
     assert {"mask_quality_by_source.csv", "image_vs_mask_quality.csv"} <= written
     assert study_statistics(desk.rating_records(db, admin, "plain-stats"))["mask_quality"] == {}
+
+
+def test_the_expert_arm_keeps_the_images_whose_mask_reviewers_rated_well(masked):
+    """The expert mask-quality filter as an arm beside augmented: the same selection, only
+    images whose mask was rated good; the run reports expert − augmented."""
+    from dataclasses import replace as with_fields
+
+    from polyp_core.classify.experiment import ExperimentConfig, plan_experiment, run_experiment
+    from polyp_core.classify.policy import SelectionPolicy
+    from polyp_core.classify.train import ClassifierTrainConfig
+
+    workspace, db, _, (mr1, _) = masked
+    study_id, _, _ = _study(masked, "masks-expert", "outline")
+    good = set()
+    with db.session() as session:
+        shas = {a.token: a.image.sha256 for a in queries.reviewer_queue(session, study_id, mr1.id)
+                if a.image.kind == "synthetic"}
+    for k, (token, sha) in enumerate(sorted(shas.items())):
+        verdict = "good" if k % 2 == 0 else "poor"
+        desk.rate(db, mr1, token, None, "good", confidence=3, mask_quality=verdict)
+        good |= {sha} if verdict == "good" else set()
+    policy = SelectionPolicy(generators=("paint",), studies=("masks-expert",), unrated="exclude",
+                             min_mask_quality="good")
+    seg = ClassifierTrainConfig(image_size=64, epochs=1, batch_size=32, patience=1, hidden=16,
+                                freeze_backbone=True, augment=False)
+    config = ExperimentConfig(dataset="demo", task="segmentation", train=seg, seeds=(0,),
+                              folds=0, allow_small_test=True, arms=("augmented", "expert"),
+                              policy=policy)
+    plan = plan_experiment(db, workspace, config)
+    assert {r.sha256 for r in plan.expert[0].images} == good
+    assert {r.sha256 for r in plan.selections[0].images} > good  # augmented: unfiltered
+    result = run_experiment(db, workspace, config, plan=plan)
+    assert set(result.results["delta_expert_cluster"]) >= {"dice", "iou"}
+    with pytest.raises(ValueError, match="give `min_mask_quality`"):
+        plan_experiment(db, workspace, with_fields(config, policy=with_fields(
+            policy, min_mask_quality=None)))

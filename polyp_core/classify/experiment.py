@@ -62,7 +62,10 @@ ARMS = ("baseline", "augmented")
 #: the segmentation gate's comparison: the same selection, only the images each fold's gate
 #: kept (``SelectionPolicy.min_gate_iou``, the paper's 0.7 when unset), beside ``augmented``
 GATED = "gated"
-CLASSIFICATION_ARMS = ARMS + (GATED,)
+#: and the expert filter: the same selection, only images whose mask reviewers rated at least
+#: ``SelectionPolicy.min_mask_quality`` (studies that showed masks)
+EXPERT = "expert"
+CLASSIFICATION_ARMS = ARMS + (GATED, EXPERT)
 #: segmentation also trains on the selected synthetic images alone
 SEGMENTATION_ARMS = CLASSIFICATION_ARMS + ("synthetic",)
 TASKS = ("classification", "segmentation")
@@ -338,11 +341,14 @@ class ExperimentPlan:
     evaluation: dict
     gate: list[dict] | None = None  # per fold, once the run has gated its selection
     gated: list[Selection | None] | None = None  # each fold's gated selection (the gated arm)
+    expert: list[Selection | None] | None = None  # each fold's selection, masks rated well
 
     def arm_selection(self, f: int, arm: str) -> Selection:
         """The synthetic images fold ``f`` adds in ``arm`` (the gated arm: those its gate kept)."""
         if arm == GATED:
             return self.gated[f]
+        if arm == EXPERT:
+            return self.expert[f]
         return self.selections[f]
 
     @property
@@ -367,10 +373,13 @@ def _generators_of(db: Database, images: list[ImageRef]) -> set[str]:
 
 
 def _select(db: Database, config: ExperimentConfig, scheme: str, counts: dict) -> Selection:
-    selection = select_synthetic(db, config.policy, scheme, counts,
+    # with an expert arm the mask filter makes that arm; the others see the unfiltered choice
+    policy = replace(config.policy, min_mask_quality=None) if EXPERT in config.arms \
+        else config.policy
+    selection = select_synthetic(db, policy, scheme, counts,
                                  with_masks=config.task == "segmentation"
                                  or config.policy.min_gate_iou is not None
-                                 or GATED in config.arms)
+                                 or bool({GATED, EXPERT} & set(config.arms)))
     if not selection.images:
         raise ValueError(f"the selection policy chose no synthetic image "
                          f"(counts: {selection.counts}); the augmented arm would equal the "
@@ -535,7 +544,7 @@ def plan_experiment(db: Database, workspace: Workspace, config: ExperimentConfig
     """
     side = _real_side(workspace, config)
     labels, group_of = side.labels, side.group_of
-    augmented = bool({"augmented", "synthetic", GATED} & set(config.arms))
+    augmented = bool({"augmented", "synthetic", GATED, EXPERT} & set(config.arms))
     k, seen_train, chosen = config.folds, config.seen_groups_train, None
     train_only: list[int] = []
     if k != 0 and augmented and (seen_train or k is None):
@@ -566,8 +575,45 @@ def plan_experiment(db: Database, workspace: Workspace, config: ExperimentConfig
             design["warnings"].insert(0, "ran with `allow_unknown_training_data`: "
                                          f"{', '.join(unknown)} declared no training data; its "
                                          "images may come from frames this run tests")
+    expert = _expert_selections(db, config, selections) if EXPERT in config.arms else None
     return ExperimentPlan(side.scheme, side.classes, side.real, group_of, folds, selections,
-                          design, evaluation)
+                          design, evaluation, expert=expert)
+
+
+def _expert_selections(db: Database, config: ExperimentConfig,
+                       selections: list[Selection | None]) -> list[Selection | None]:
+    """Each fold's selection less the images whose mask the reviewers did not rate at least
+    ``min_mask_quality`` (the expert arm).
+
+    Raises:
+        ValueError: no ``min_mask_quality``, or a fold left with no image.
+    """
+    from polyp_core.classify.policy import mask_passes
+    from review_db import queries
+
+    policy = config.policy
+    if policy.min_mask_quality is None:
+        raise ValueError("the expert arm keeps images whose mask reviewers rated well: give "
+                         "`min_mask_quality` (moderate or good)")
+    with db.session() as session:
+        rows = queries.synthetic_mask_ratings(session, policy.studies)
+    ratings: dict[str, list[tuple]] = {}
+    for sha, reviewer, quality in rows:
+        ratings.setdefault(sha, []).append((reviewer, quality))
+    out: list[Selection | None] = []
+    for selection in selections:
+        if selection is None:
+            out.append(None)
+            continue
+        kept = [r for r in selection.images if mask_passes(ratings.get(r.sha256, []), policy)]
+        if not kept:
+            raise ValueError(f"no selected image has a mask rated {policy.min_mask_quality} or "
+                             f"better by {policy.min_reviewers} reviewer(s); the expert arm "
+                             "needs a study that showed their masks")
+        out.append(replace(selection, images=kept, counts={
+            **selection.counts, "expert": {"min_mask_quality": policy.min_mask_quality,
+                                           "kept": len(kept), "of": len(selection.images)}}))
+    return out
 
 
 def _validation_words(inner: float, refit: bool, task: str = "classification") -> str:
@@ -694,7 +740,7 @@ def _probe_arms(config: ExperimentConfig, plan: ExperimentPlan, sets: _TrainingS
     over the same folds (in CV it learns from each fold's whole training part)."""
     cv = plan.evaluation["kind"] == "grouped cross-validation"
     names = {"baseline": PROBE, "augmented": f"{PROBE} + synthetic",
-             GATED: f"{PROBE} + gated synthetic"}
+             GATED: f"{PROBE} + gated synthetic", EXPERT: f"{PROBE} + expert-filtered synthetic"}
     unit = "patient/lesion" if plan.design["grouped"] else "image (no groups known)"
     out = {}
     for arm in config.arms:
@@ -729,11 +775,12 @@ def _with_uncertainty(results: dict, config: ExperimentConfig, plan: ExperimentP
             test_labels, [m["predicted"] for m in per_seed["augmented"]],
             [m["predicted"] for m in per_seed["baseline"]], of_image, classes)
         results["warnings"] = regression_warnings(results["delta_cluster"], classes)
-    if {GATED, "augmented"} <= set(config.arms):  # the gate paper's comparison
-        results["delta_gate"], _ = compare_arms(per_seed[GATED], per_seed["augmented"])
-        results["delta_gate_cluster"] = paired_cluster_bootstrap(
-            test_labels, [m["predicted"] for m in per_seed[GATED]],
-            [m["predicted"] for m in per_seed["augmented"]], of_image, classes)
+    for arm, key in ((GATED, "delta_gate"), (EXPERT, "delta_expert")):
+        if {arm, "augmented"} <= set(config.arms):  # the gate paper's comparisons
+            results[key], _ = compare_arms(per_seed[arm], per_seed["augmented"])
+            results[f"{key}_cluster"] = paired_cluster_bootstrap(
+                test_labels, [m["predicted"] for m in per_seed[arm]],
+                [m["predicted"] for m in per_seed["augmented"]], of_image, classes)
     return results
 
 

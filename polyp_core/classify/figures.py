@@ -43,7 +43,8 @@ def _node(tree: dict, path: tuple) -> dict:
 
 
 #: the paired differences a run may hold: results key -> what is subtracted from what
-COMPARISONS = (("delta", "augmented − baseline"), ("delta_gate", "gated − augmented"))
+COMPARISONS = (("delta", "augmented − baseline"), ("delta_gate", "gated − augmented"),
+               ("delta_expert", "expert − augmented"))
 
 
 def metric_table(results: dict) -> tuple[list[str], list[list[str]]]:

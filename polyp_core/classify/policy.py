@@ -54,6 +54,9 @@ class SelectionPolicy:
             every eligible image.
         max_ratio: at most this many synthetic images per real training image.
         seed: which eligible images are taken when fewer are needed.
+        min_mask_quality: ``moderate`` or ``good``: keep an image only when at least
+            ``min_reviewers`` reviewers rated its mask that good or better (studies that showed
+            masks); images whose mask nobody rated follow ``unrated``.
         min_gate_iou: the segmentation gate: only images stored with a mask, and of those only
             the ones a U-Net trained on the fold's real training part finds where their mask
             says (IoU at least this; ``segment.gate``). Applied per fold when the run trains.
@@ -71,6 +74,7 @@ class SelectionPolicy:
     max_ratio: float | None = rule(None, lo=0.0, hi=1000.0)
     seed: int = 0
     min_gate_iou: float | None = rule(None, lo=0.0, hi=1.0)
+    min_mask_quality: str | None = rule(None, choices=("moderate", "good"))
 
     def validate(self, scheme_classes: tuple[str, ...]) -> None:
         """The rules that need the scheme (field ranges are checked when the policy is made)."""
@@ -194,9 +198,14 @@ def select_synthetic(db: Database, policy: SelectionPolicy, scheme: str,
             pool += queries.synthetic_images(session, generator=generator)
         candidates = sorted({(img.sha256, img.path, img.label, _mask_path(img)) for img in pool})
         rows = queries.synthetic_ratings(session, policy.studies)
+        mask_rows = queries.synthetic_mask_ratings(session, policy.studies) \
+            if policy.min_mask_quality else []
     ratings: dict[str, list[tuple]] = defaultdict(list)
     for sha, reviewer, _study, verdict, quality, _rev in rows:
         ratings[sha].append((reviewer, verdict, quality))
+    mask_ratings: dict[str, list[tuple]] = defaultdict(list)
+    for sha, reviewer, mask_quality in mask_rows:
+        mask_ratings[sha].append((reviewer, mask_quality))
     flagged = memorised(db, policy.exclude_memorised)
     dropped: Counter = Counter()
     eligible: dict[str, list[ImageRef]] = defaultdict(list)
@@ -210,6 +219,9 @@ def select_synthetic(db: Database, policy: SelectionPolicy, scheme: str,
             continue
         if sha in flagged:
             dropped["memorised"] += 1
+            continue
+        if policy.min_mask_quality and not mask_passes(mask_ratings.get(sha, []), policy):
+            dropped["mask_quality"] += 1
             continue
         mine = ratings.get(sha, [])
         rated_rules = policy.min_quality is not None or policy.verdict != "any"
@@ -245,4 +257,16 @@ def select_synthetic(db: Database, policy: SelectionPolicy, scheme: str,
     counts = {"candidates": len(candidates), "dropped": dict(dropped), "eligible": available,
               "selected": {c: quota[c] for c in label_scheme.classes},
               "ratings_read": len(rows)}
-    return Selection(chosen, ratings_fingerprint([list(r) for r in rows]), counts)
+    fingerprint = [list(r) for r in rows] + ([["masks", *r] for r in mask_rows] if mask_rows else [])
+    return Selection(chosen, ratings_fingerprint(fingerprint), counts)
+
+
+def mask_passes(ratings: list[tuple], policy: SelectionPolicy,
+                threshold: str | None = None) -> bool:
+    """Whether enough reviewers (``min_reviewers``) rated an image's mask at least
+    ``threshold`` (default: the policy's ``min_mask_quality``); an image whose mask nobody rated
+    passes when unrated images are included."""
+    if not ratings:
+        return policy.unrated == "include"
+    floor = QUALITY_RANK[threshold or policy.min_mask_quality]
+    return len({r for r, q in ratings if QUALITY_RANK[q] >= floor}) >= policy.min_reviewers

@@ -170,6 +170,11 @@ def add_classify_commands(sub: argparse._SubParsersAction) -> None:
     re.add_argument("--gated-arm", action="store_true",
                     help="also train with only the images each fold's segmentation gate keeps "
                          "(--min-gate-iou, 0.7 when unset): the gated − augmented difference")
+    re.add_argument("--expert-arm", action="store_true",
+                    help="also train with only the images whose mask reviewers rated at least "
+                         "--min-mask-quality: the expert − augmented difference")
+    re.add_argument("--min-mask-quality", choices=["moderate", "good"],
+                    help="keep images whose mask reviewers rated at least this (mask studies)")
     re.add_argument("--synthetic-arm", action="store_true",
                     help="segmentation: also train on the selected synthetic images alone")
     re.add_argument("--real-fractions", metavar="SHARES",

@@ -115,7 +115,7 @@ def train_and_predict(config: ExperimentConfig, plan: ExperimentPlan, workspace_
         real_part = fold.train if share == 1.0 else _share_of_groups(
             fold.train, plan, share, config.cv_seed * 1000 + f)
         parts = [] if arm == "synthetic" else [real.subset(real_part)]
-        if arm in ("augmented", "synthetic", "gated") and synthetic is not None:
+        if arm in ("augmented", "synthetic", "gated", "expert") and synthetic is not None:
             parts.append(synthetic.subset([position[r.sha256]
                                            for r in plan.arm_selection(f, arm).images]))
         train = MaskTensors.concat(parts)
@@ -217,12 +217,13 @@ def segmentation_results(config: ExperimentConfig, plan: ExperimentPlan, scores:
             results["delta_cluster"]["per_class"] = {c: {"dice": paired_cluster_bootstrap_scores(
                 of_class(a["dice"], c), of_class(b["dice"], c), groups)} for c in classes}
         results["warnings"] = _regressions(results["delta_cluster"], classes)
-    if {"gated", "augmented"} <= set(config.arms):  # the gate paper's comparison
-        g, a = per_image["gated"], per_image["augmented"]
-        results["delta_gate"] = {m: paired_difference(
-            [r[m] for r in arms["gated"]["per_seed"]], [r[m] for r in arms["augmented"]["per_seed"]])
-            for m in SCORES}
-        results["delta_gate_cluster"] = {m: paired_cluster_bootstrap_scores(g[m], a[m], groups)
+    for arm, key in (("gated", "delta_gate"), ("expert", "delta_expert")):
+        if {arm, "augmented"} <= set(config.arms):  # the gate paper's comparisons
+            g, a = per_image[arm], per_image["augmented"]
+            results[key] = {m: paired_difference(
+                [r[m] for r in arms[arm]["per_seed"]], [r[m] for r in arms["augmented"]["per_seed"]])
+                for m in SCORES}
+            results[f"{key}_cluster"] = {m: paired_cluster_bootstrap_scores(g[m], a[m], groups)
                                          for m in SCORES} | about
     return results
 

@@ -27,7 +27,7 @@ DEFAULTS: dict[str, object] = {
     # segmentation's extra arms: synthetic images alone, a learning curve, a second source
     "synthetic_arm": False, "real_fractions": None, "against": None,
     # the gate paper's comparison: the same synthetic images with and without the gate
-    "gated_arm": False,
+    "gated_arm": False, "expert_arm": False, "min_mask_quality": None,
     # how each classifier trains (ClassifierTrainConfig)
     "backbone": "efficientnet_lite0", "image_size": 224, "imbalance": "sampler", "epochs": 15,
     "batch_size": 32, "lr": 3e-4, "patience": 5, "augment": True, "freeze_backbone": False,
@@ -90,11 +90,13 @@ def retrain_request(fields: Mapping[str, object]) -> ExperimentConfig:
         target_mix=parse_mix(str(f["target_mix"] or "") or None),
         max_ratio=number(ratio, "max_ratio") if ratio not in (None, "", 0) else None,
         seed=whole(f["selection_seed"], "selection_seed"),
-        min_gate_iou=number(gate, "min_gate_iou") if gate not in (None, "") else None)
+        min_gate_iou=number(gate, "min_gate_iou") if gate not in (None, "") else None,
+        min_mask_quality=f["min_mask_quality"] or None)
     return ExperimentConfig(
         dataset=str(f["dataset"]), scheme=f["scheme"] or None, train=train, seeds=seeds,
         policy=policy, arms=(("baseline",) if f["baseline_only"] else ("baseline", "augmented"))
-        + (("gated",) if f["gated_arm"] else ()) + (("synthetic",) if f["synthetic_arm"] else ()),
+        + (("gated",) if f["gated_arm"] else ()) + (("expert",) if f["expert_arm"] else ())
+        + (("synthetic",) if f["synthetic_arm"] else ()),
         name=f["name"] or None, allow_small_test=bool(f["allow_small_test"]),
         linear_probe=bool(f["linear_probe"]), folds=parse_folds(f["folds"]),
         cv_seed=whole(f["cv_seed"], "cv_seed"), seen_groups_train=bool(f["seen_groups_train"]),
