@@ -544,6 +544,12 @@ def plan_experiment(db: Database, workspace: Workspace, config: ExperimentConfig
     """
     side = _real_side(workspace, config)
     labels, group_of = side.labels, side.group_of
+    if config.policy.min_gate_iou is not None or GATED in config.arms:
+        unmasked = [i.id for i in side.items if not i.mask]
+        if unmasked:
+            raise ValueError(f"`min_gate_iou`: the segmentation gate learns from real masks; "
+                             f"{len(unmasked)} images of {config.dataset!r} have none "
+                             f"(e.g. {', '.join(unmasked[:3])})")
     augmented = bool({"augmented", "synthetic", GATED, EXPERT} & set(config.arms))
     k, seen_train, chosen = config.folds, config.seen_groups_train, None
     train_only: list[int] = []

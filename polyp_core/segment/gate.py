@@ -123,7 +123,7 @@ class GateResult:
         return out
 
 
-def _masked_synthetic(db: Database, config: GateConfig, classes: set[str]) -> list[ImageRef]:
+def _masked_synthetic(db: Database, config: GateConfig) -> list[ImageRef]:
     from polyp_core.pool import mask_path
     from review_db import queries
 
@@ -131,7 +131,7 @@ def _masked_synthetic(db: Database, config: GateConfig, classes: set[str]) -> li
     with db.session() as session:
         for image in queries.synthetic_images(session, config.generator):
             extra = (image.provenance.extra if image.provenance else None) or {}
-            if extra.get("mask_sha256") and image.label in classes:
+            if extra.get("mask_sha256"):
                 mask = mask_path(Path(image.path).parent, extra["mask_sha256"])
                 refs.append(ImageRef(image.sha256, image.path, image.label, "synthetic",
                                      str(mask)))
@@ -153,14 +153,13 @@ def run_gate(db: Database, workspace: Workspace, config: GateConfig,
     from review_db import queries
 
     manifest = workspace.load_manifest(config.dataset)
-    classes = {manifest.label_of(i) for i in manifest.items}
     train_items = manifest.split_items("train")
     held_items = manifest.split_items("valid") + manifest.split_items("test")
     unmasked = [i.id for i in train_items + held_items if not i.mask]
     if unmasked:
         raise ValueError(f"data set {config.dataset!r}: {len(unmasked)} frames have no mask "
                          f"(e.g. {', '.join(unmasked[:3])}); the gate learns from masks")
-    synthetic = _masked_synthetic(db, config, classes)
+    synthetic = _masked_synthetic(db, config)
     if not synthetic:
         raise ValueError("no synthetic image with a mask to score"
                          + (f" from generator {config.generator!r}" if config.generator else ""))
@@ -176,7 +175,7 @@ def run_gate(db: Database, workspace: Workspace, config: GateConfig,
     made_by = _generators(db, [r.sha256 for r in synthetic])
     rates: dict[str, dict] = {}
     for ref, iou in zip(synthetic, ious):
-        key = f"{made_by[ref.sha256]} / {ref.label}"
+        key = f"{made_by[ref.sha256]} / {ref.label or '?'}"
         counts = rates.setdefault(key, [0, 0])
         counts[0] += int(not np.isnan(iou) and iou >= config.threshold)
         counts[1] += 1
