@@ -38,14 +38,15 @@ class TrainDesk:
     @shown_errors
     def start(self, person: Person, backend: Text, dataset: Text, model_id: Text, preset: Text,
               steps: Num, batch_size: Num, every: Num,
-              base_model: Text, rank: Num, balance: bool = False) -> tuple:
+              base_model: Text, rank: Num, balance: bool = False,
+              task: Text = "image") -> tuple:
         workspace = self.studio.workspace
         if backend == "ddpm":
             config = DDPMTrainConfig(dataset=dataset, model_id=model_id, preset=preset,
                                      steps=whole(steps, "steps"),
                                      batch_size=whole(batch_size, "batch_size"),
                                      checkpoint_every=whole(every, "checkpoint_every"),
-                                     class_balance=bool(balance))
+                                     class_balance=bool(balance), task=task or "image")
         else:
             config = LoraTrainConfig(dataset=dataset, model_id=model_id, base_model=base_model,
                                      steps=whole(steps, "steps"),
@@ -87,6 +88,9 @@ def build_train_tab(studio: Studio, access: Access) -> dict:
         batch_size = gr.Number(16, label="Batch size", precision=0)
         every = gr.Number(100, label="Checkpoint (with sample grid) every", precision=0)
         balance = gr.Checkbox(False, label="DDPM: draw every class equally often")
+        task = gr.Radio([("images", "image"), ("image and mask", "image_mask"),
+                         ("inpainting", "inpaint")], value="image",
+                        label="DDPM learns (masks needed for the last two)")
     with gr.Row():
         base_model = gr.Textbox("runwayml/stable-diffusion-v1-5",
                                 label="SD base model (folder or hub id, LoRA only)")
@@ -100,7 +104,7 @@ def build_train_tab(studio: Studio, access: Access) -> dict:
     timer = gr.Timer(2.0, active=False)
     on = functools.partial(access.on, role="admin")  # every event of this tab: admins
     on(start.click, desk.start, inputs=[backend, dataset, model_id, preset, steps, batch_size,
-                                        every, base_model, rank, balance],
+                                        every, base_model, rank, balance, task],
        outputs=[job, watched, status, timer], api_name="start_training")
     on(timer.tick, desk.poll, inputs=[job, watched], outputs=[status, loss, grids, job, timer])
     on(cancel.click, desk.cancel, inputs=job, outputs=status)
