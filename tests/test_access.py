@@ -277,7 +277,8 @@ REVIEWER_EVENTS = frozenset({
     "enter", "refresh_all", "studies",  # who is signed in, the tabs, their own studies
     "open_study", "choose_1", "choose_2", "choose_3", "choose_4", "choose_5",
     "choose_histology", "histology_ad", "histology_ssa", "histology_hp", "histology_unsure",
-    "rate_good", "rate_moderate", "rate_poor"})
+    "rate_good", "rate_moderate", "rate_poor",
+    "rate_mask_good", "rate_mask_moderate", "rate_mask_poor"})  # mask studies' third answer
 EVENT_ROUTES = ("call", "run", "api")  # /gradio_api/<route>/<api_name>, besides queue/join
 SCHEMA_ROUTES = ("/gradio_api/info", "/gradio_api/openapi.json", "/monitoring",
                  "/monitoring/summary")
