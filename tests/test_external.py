@@ -298,3 +298,35 @@ def test_imported_images_with_masks_feed_every_arm_of_a_segmentation_run(studio)
     assert n_train["augmented"] == n_train["baseline"] + 24
     assert f"<td>{EXTERNAL}</td><td>24</td><td>imported</td>" in \
         (run.folder / "report.html").read_text()
+
+
+def test_imported_images_with_masks_go_into_a_mask_study_and_the_gate(studio):
+    """The imported masks work downstream like the studio's own: a study that shows them (its
+    audit passes) and the segmentation gate (every image scored)."""
+    from dataclasses import replace
+
+    from polyp_core.review.accounts import Person
+    from polyp_core.review.studies import RealPool, StudySpec, SyntheticPool, create_study
+    from polyp_core.segment.gate import GATE_TRAIN, GateConfig
+    from polyp_core.workflows import TERMINAL, pool
+
+    workspace, db, folder = studio
+    if pool_page(db, PoolFilter(generator=EXTERNAL)).total == 0:  # when run on its own
+        import_synthetic(db, workspace, SyntheticImport(
+            source=str(folder), generator=EXTERNAL, dataset="phantom", trained_on="phantom:train"))
+    with db.session() as session:
+        boss = queries.reviewer_by_name(session, "boss")
+        admin = Person(boss.id, boss.name, boss.role)
+    create_study(db, workspace, admin, StudySpec(
+        "external-masks", (RealPool("phantom", 8, split="train"), SyntheticPool(8, EXTERNAL)),
+        ("r1", "r2"), overlap=2, show_mask="outline"))
+    with db.session() as session:
+        study = queries.study_by_name(session, "external-masks")
+        settings = study.settings
+        folder_served = (workspace.root / "studies" / str(study.id) / "served")
+    assert settings["audit"]["passed"], settings["audit"]
+    assert len({p.stat().st_size for p in folder_served.iterdir()}) == 1
+    result = pool.gate(db, workspace, TERMINAL, GateConfig(
+        dataset="phantom", generator=EXTERNAL, train=replace(GATE_TRAIN, image_size=64, epochs=1)))
+    assert len(result.scores) == 24 and result.reference["n"] > 0
+    assert set(result.rates) == {f"{EXTERNAL} / {c}" for c in ("AD", "SSA", "HP")}
