@@ -38,9 +38,15 @@ def test_mask_outline_is_drawn():
     assert not out[0].any()
 
 
-def test_app_builds_and_its_callbacks_answer(phantom_ws):
+def test_app_builds_and_its_callbacks_answer(phantom_ws, monkeypatch):
+    import os
+
     import app
 
+    # build_app points the process's Gradio cache at this workspace; a studio served from this
+    # process (live_app) keeps its own: Gradio copies a component updated with gr.update() per
+    # session, reading the cache folder from the environment at that moment
+    monkeypatch.setenv("GRADIO_TEMP_DIR", os.environ.get("GRADIO_TEMP_DIR", ""))
     demo = app.build_app(phantom_ws)
     assert demo.studio_access.blocks is demo and len(demo.fns) > 40  # every event declared
     browser = app.DataBrowser(phantom_ws)

@@ -241,7 +241,7 @@ def test_ids_of_the_database_are_not_exposed(review_env):
     make_study(review_env, overlap=1)
     item = desk.queue(review_env.db, review_env.reviewers[0], "s1")[0]
     assert set(vars(item)) == {"token", "position", "rated", "verdict", "quality", "histology",
-                               "confidence"}
+                               "confidence", "mask_quality"}
 
 
 def test_exported_csvs_open_as_text_in_a_spreadsheet(review_env, tmp_path):
