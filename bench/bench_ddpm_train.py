@@ -5,7 +5,9 @@ the pixel cache) runs per preset on a small phantom data set; the clock runs bet
 progress reports after ``--warmup`` steps and after the last of ``--steps`` more, so set-up,
 compilation and the final checkpoint are not counted. Reference, measured in the same run: a plain fp32 loop over
 the same ``UNet2DModel`` with random tensors already on the device (no data loading, no EMA),
-the floor any trainer pays. Printed: images/s, the ratio to the reference, peak memory.
+the floor any trainer pays. The two alternate ``--repeats`` times (a 2-core CPU drifts by about
+5 % between identical runs) and the medians are compared. Printed: images/s, the ratio of the
+medians and each repeat's, peak memory.
 
     python bench/bench_ddpm_train.py                      # presets 64,128 on a GPU; tiny on a CPU
     python bench/bench_ddpm_train.py --presets tiny --steps 4 --batch-size 4   # checks the script
@@ -15,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import statistics
 import sys
 import tempfile
 import time
@@ -65,7 +68,7 @@ def reference_rate(preset: str, batch: int, steps: int, device: torch.device) ->
 
 
 def studio_rate(workspace: Workspace, preset: str, batch: int, warmup: int, steps: int,
-                mixed: str, device: torch.device) -> tuple[float, float | None]:
+                mixed: str, device: torch.device, repeat: int = 0) -> tuple[float, float | None]:
     """Images/s of the studio's trainer between its progress reports at step ``warmup`` and
     at the last step (each report follows a synchronising ``loss.item()``), so set-up and the
     final checkpoint are not counted."""
@@ -76,7 +79,7 @@ def studio_rate(workspace: Workspace, preset: str, batch: int, warmup: int, step
 
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats()
-    config = DDPMTrainConfig(dataset="bench", model_id=f"bench-{preset}", preset=preset,
+    config = DDPMTrainConfig(dataset="bench", model_id=f"bench-{preset}-{repeat}", preset=preset,
                              steps=warmup + steps, batch_size=batch, mixed_precision=mixed,
                              checkpoint_every=10**6, warmup=1, grid_per_class=1, grid_steps=2,
                              resume=False)
@@ -93,6 +96,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=None, help="default 60 (GPU), 6 (CPU)")
     parser.add_argument("--mixed-precision", default="auto", choices=["auto", "no", "fp16", "bf16"])
     parser.add_argument("--frames", type=int, default=120, help="phantom frames to train on")
+    parser.add_argument("--repeats", type=int, default=None, help="default 1 (GPU), 3 (CPU)")
     parser.add_argument("--json", help="also write every figure to this JSON file")
     args = parser.parse_args()
     from polyp_core.demo import ensure_demo_dataset
@@ -102,29 +106,37 @@ def main() -> None:
     presets = (args.presets or ("64,128" if gpu else "tiny")).split(",")
     batch = args.batch_size or (64 if gpu else 8)
     steps = args.steps or (60 if gpu else 6)
+    repeats = args.repeats or (1 if gpu else 3)
     name = torch.cuda.get_device_name() if gpu else "CPU"
     print(f"DDPM training on {name}: batch {batch}, {steps} timed steps after {args.warmup}, "
-          f"mixed precision {args.mixed_precision}")
+          f"mixed precision {args.mixed_precision}, {repeats} alternating repeat(s)")
     results = {"device": name, "batch": batch, "steps": steps, "mixed": args.mixed_precision,
-               "versions": {"torch": torch.__version__}, "rows": []}
+               "repeats": repeats, "versions": {"torch": torch.__version__}, "rows": []}
     with tempfile.TemporaryDirectory() as tmp:
         workspace = Workspace(Path(tmp) / "ws")
         size = max(get_preset(p).size for p in presets)
         ensure_demo_dataset(workspace, n_frames=args.frames, size=max(64, size), name="bench")
         for preset in presets:
-            reference = reference_rate(preset, batch, steps, device)
+            references, rates, peak = [], [], None
             try:
-                rate, peak = studio_rate(workspace, preset, batch, args.warmup, steps,
-                                         args.mixed_precision, device)
+                for repeat in range(repeats):
+                    references.append(reference_rate(preset, batch, steps, device))
+                    rate, peak = studio_rate(workspace, preset, batch, args.warmup, steps,
+                                             args.mixed_precision, device, repeat)
+                    rates.append(rate)
             except torch.OutOfMemoryError:
                 print(f"  preset {preset}: out of memory at batch {batch}")
                 continue
+            rate, reference = statistics.median(rates), statistics.median(references)
+            each = ", ".join(f"{r / ref:.2f}" for r, ref in zip(rates, references))
             peak_text = f"{peak:6.2f} GB" if peak is not None else "(CPU)"
             print(f"  preset {preset:>5}: studio {rate:9.1f} images/s, plain fp32 loop "
-                  f"{reference:9.1f} images/s, x{rate / reference:5.2f}; peak {peak_text}")
+                  f"{reference:9.1f} images/s, x{rate / reference:5.2f} (each repeat: {each}); "
+                  f"peak {peak_text}")
             results["rows"].append({"preset": preset, "images_per_s": rate,
                                     "reference_images_per_s": reference,
-                                    "ratio": rate / reference, "peak_gb": peak})
+                                    "ratio": rate / reference, "peak_gb": peak,
+                                    "each": {"studio": rates, "reference": references}})
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=1))
 

@@ -605,8 +605,10 @@ def _resume(folder: Path, config: DDPMTrainConfig, unet: UNet2DModel,
         lr_schedule.load_state_dict(state["lr_schedule"])
         step = state["step"]
         torch.set_rng_state(state["torch_rng"])
+    # foreach: one multi-tensor update, the same bits as the per-parameter loop (331 tensors
+    # of the 64 px UNet: 22 against 27 ms a step on 2 CPU cores)
     ema = EMAModel(unet.parameters(), decay=config.ema_decay, use_ema_warmup=True,
-                   model_cls=type(unet), model_config=unet.config)
+                   model_cls=type(unet), model_config=unet.config, foreach=True)
     if state is not None:
         ema.load_state_dict(state["ema"])
     return step, ema
@@ -684,7 +686,9 @@ def _train_one(workspace: Workspace, config: DDPMTrainConfig, folder: Path, only
             for parameter in unet.down_blocks.parameters():
                 parameter.requires_grad_(False)
     trainable = [p for p in unet.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(trainable, lr=config.lr, weight_decay=1e-2)
+    # fused: one kernel for the whole update (CPU and CUDA), 15 against 40-50 ms a step for the
+    # 64 px UNet on 2 CPU cores; rounding differs from the per-tensor loop in the last bits
+    optimizer = torch.optim.AdamW(trainable, lr=config.lr, weight_decay=1e-2, fused=True)
     lr_schedule = get_cosine_schedule_with_warmup(optimizer, config.warmup, config.steps)
     noise = DDPMScheduler(**noise_schedule(model_cfg))
     folder.mkdir(parents=True, exist_ok=True)
