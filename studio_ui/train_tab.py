@@ -90,7 +90,8 @@ def build_train_tab(studio: Studio, access: Access) -> dict:
         balance = gr.Checkbox(False, label="DDPM: draw every class equally often")
         task = gr.Radio([("images", "image"), ("image and mask", "image_mask"),
                          ("inpainting", "inpaint")], value="image",
-                        label="DDPM learns (masks needed for the last two)")
+                        label="DDPM learns (masks needed for the last two; to inpaint, "
+                              "image and mask + RePaint measured better: docs/benchmarks.md)")
     with gr.Row():
         base_model = gr.Textbox("runwayml/stable-diffusion-v1-5",
                                 label="SD base model (folder or hub id, LoRA only)")
