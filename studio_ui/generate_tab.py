@@ -269,12 +269,11 @@ def build_generate_tab(studio: Studio, access: Access) -> dict:
         grid = gr.Image(label="X/Y grid (cells appear as they are made)", type="numpy",
                         interactive=False)
     with gr.Accordion("Inpaint a polyp into a real frame", open=False):
-        gr.Markdown("Uses the generator, checkpoint and class above. An image-and-mask model "
-                    "(`--with-mask`) or a plain one fills the hole by RePaint resampling: the "
-                    "recommended route, measured closer to real on NeoPolyp than a model "
-                    "trained with `--inpaint`, which fills the hole itself (docs/benchmarks.md). "
-                    "Pixels outside the hole stay the frame's. Results join the pool with their "
-                    "masks; each records its frame.")
+        gr.Markdown("Uses the generator, checkpoint and class above. A model trained with "
+                    "`--inpaint` fills the hole itself: the recommended route, measured closer "
+                    "to real on NeoPolyp than RePaint (docs/benchmarks.md), which fills it with "
+                    "a plain or `--with-mask` model. Pixels outside the hole stay the frame's. "
+                    "Results join the pool with their masks; each records its frame.")
         with gr.Row():
             paint_dataset = gr.Textbox(label="Data set of the frame")
             paint_frame = gr.Dropdown([], label="Frame (training split, with a mask)",

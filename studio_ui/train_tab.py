@@ -91,7 +91,7 @@ def build_train_tab(studio: Studio, access: Access) -> dict:
         task = gr.Radio([("images", "image"), ("image and mask", "image_mask"),
                          ("inpainting", "inpaint")], value="image",
                         label="DDPM learns (masks needed for the last two; to inpaint, "
-                              "image and mask + RePaint measured better: docs/benchmarks.md)")
+                              "inpainting measured better than RePaint: docs/benchmarks.md)")
     with gr.Row():
         base_model = gr.Textbox("runwayml/stable-diffusion-v1-5",
                                 label="SD base model (folder or hub id, LoRA only)")

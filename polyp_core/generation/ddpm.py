@@ -262,9 +262,18 @@ def denoise_batch(unet: UNet2DModel, schedule: dict, scheduler_name: str, steps:
                      dtype=dtype)
     x = x * scheduler.init_noise_sigma
     labels, guided = guidance_labels(class_ids, null_id, guidance, device)
+    if condition is not None:  # inpainting: the frame around the hole, as training showed it
+        hole = (condition[:, :1] + 1) / 2
+        known = condition[:, 2:2 + channels]
+        held = randn_tensor(tuple(x.shape), generator=generators, device=device, dtype=dtype)
     for index, t in enumerate(scheduler.timesteps):
         if cancel is not None:
             cancel.check()
+        if condition is not None:
+            # outside the hole the model's output was never trained: hold it to the background
+            # noised to this step's level, or it drifts and leaks into the hole (DDIM)
+            level = scheduler.add_noise(known, held, t.reshape(1).expand(len(x)))
+            x = hole * x + (1 - hole) * level
         model_in = scheduler.scale_model_input(x, t)
         eps = guided_eps(unet, model_in, t, labels, guided, guidance, condition)
         if schedule.get("clip_sample"):
