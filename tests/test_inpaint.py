@@ -168,3 +168,32 @@ def test_a_mask_model_records_its_task_and_threshold(painted):
     assert meta["task"] == "image_mask" and meta["mask_threshold"] == 0.0
     unet = load_generator(workspace, "paint").units["*"][0]
     assert (unet.config.in_channels, unet.config.out_channels) == (8, 3)
+
+
+def test_the_trained_sampler_shows_the_model_the_frame_around_the_hole(painted):
+    """Its loss covers only the hole, so the model's output outside the hole is untrained: at
+    every step the sampler must hold the outside to the background at that step's noise level
+    (as training showed it), or it drifts into the hole. Seen by the model at the last step:
+    the background, barely noised."""
+    from polyp_core.generation.ddpm import denoise_batch
+    from polyp_core.generation.masks import inpaint_condition
+
+    workspace, _ = painted
+    generator = load_generator(workspace, "paint")
+    unet, meta, ids, null_id = generator.class_ids(["AD"])
+    size = generator.size
+    background = torch.linspace(-0.8, 0.8, size * size).reshape(1, 1, size, size).expand(1, 3, -1, -1)
+    hole = torch.zeros(1, 1, size, size)
+    hole[..., size // 4: size // 2, size // 4: size // 2] = 1
+    seen = []
+
+    def recording(model_in, t, class_labels=None):
+        seen.append(model_in[:1, :3].clone())  # the conditional half
+        return unet(model_in, t, class_labels=class_labels)
+
+    denoise_batch(recording, meta["noise_schedule"], "ddim", 5, ids, null_id, [0], 0.0, size,
+                  torch.device("cpu"), condition=inpaint_condition(background, hole, hole))
+    outside = (1 - hole).bool().expand(1, 3, -1, -1)
+    assert len(seen) == 5
+    assert (seen[-1] - background)[outside].abs().max() < 0.05
+    assert (seen[0] - background)[outside].abs().mean() > 0.5  # the first step: mostly noise
