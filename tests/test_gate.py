@@ -54,6 +54,14 @@ def test_the_gate_stores_an_iou_per_image_beside_the_real_reference(gated, capsy
     assert results["reference"]["n"] == len([i for i in workspace.load_manifest("demo").items
                                              if i.split != "train"])
     assert all(v is None or 0.0 <= v <= 1.0 for v in results["scores"].values())
+    # the acceptance printed and stored is the count of stored IoUs at or above 0.7, per class
+    labels = {i.sha256: i.class_label for i in pool_page(db, PoolFilter(generator="paint"), 0, 200).items}
+    expected: dict[str, list[int]] = {}
+    for sha, iou in results["scores"].items():
+        tally = expected.setdefault(f"paint / {labels[sha]}", [0, 0])
+        tally[0] += iou is not None and iou >= 0.7
+        tally[1] += 1
+    assert {k: [r["accepted"], r["n"]] for k, r in results["rates"].items()} == expected
     # the pool filter reads the newest gate's score
     threshold = float(np.median([v for v in results["scores"].values() if v is not None]))
     kept = pool_page(db, PoolFilter(generator="paint", min_gate_iou=threshold), 0, 200).items
@@ -115,8 +123,8 @@ def test_the_gated_arm_trains_the_same_selection_less_what_the_gate_dropped(gate
 
     workspace, db, _ = gated
 
-    def half(real, train_index, synthetic, *args, **kwargs):  # a gate that keeps every other
-        return np.array([0.9 if k % 2 == 0 else 0.1 for k in range(len(synthetic))])
+    def half(real, train_index, synthetic, *args, **kwargs):  # keeps the first and the third
+        return np.array([0.9 if k in (0, 2) else 0.1 for k in range(len(synthetic))])
 
     monkeypatch.setattr(gate_module, "fold_gate", half)
     seg = replace(TINY, image_size=64, freeze_backbone=True, augment=False)
@@ -127,9 +135,9 @@ def test_the_gated_arm_trains_the_same_selection_less_what_the_gate_dropped(gate
     arms = result.results["arms"]
     scored = result.results["gate"][0]["scored"]
     assert result.results["gate"][0]["threshold"] == 0.7  # the paper's, when none is given
-    assert result.results["gate"][0]["kept"] == (scored + 1) // 2
+    assert scored == 6 and result.results["gate"][0]["kept"] == 2
     n_real = arms["augmented"]["per_seed"][0]["n_train"] - scored
-    assert arms["gated"]["per_seed"][0]["n_train"] == n_real + (scored + 1) // 2
+    assert arms["gated"]["per_seed"][0]["n_train"] == n_real + 2
     assert set(result.results["delta_gate_cluster"]) >= {"dice", "iou"}
     header, _ = metric_table(result.results)
     assert "gated − augmented: paired CI over groups+seeds, p" in header

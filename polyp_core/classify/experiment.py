@@ -40,7 +40,7 @@ from polyp_core.classify.folds import (INNER_VALID, MAX_AUTO_FOLDS, Fold, choose
                                        inner_folds)
 from polyp_core.classify.metrics import classification_metrics, compare_arms, summarise_arm
 from polyp_core.classify.model import save_classifier
-from polyp_core.classify.policy import Selection, SelectionPolicy, select_synthetic
+from polyp_core.classify.policy import Selection, SelectionPolicy, mask_passes, select_synthetic
 from polyp_core.classify.probe import probe_arm
 from polyp_core.classify.report import write_report
 from polyp_core.classify.train import (ClassifierTrainConfig, TrainedClassifier, predict_run,
@@ -594,7 +594,6 @@ def _expert_selections(db: Database, config: ExperimentConfig,
     Raises:
         ValueError: no ``min_mask_quality``, or a fold left with no image.
     """
-    from polyp_core.classify.policy import mask_passes
     from review_db import queries
 
     policy = config.policy
@@ -603,6 +602,18 @@ def _expert_selections(db: Database, config: ExperimentConfig,
                          "`min_mask_quality` (moderate or good)")
     with db.session() as session:
         rows = queries.synthetic_mask_ratings(session, policy.studies)
+    return expert_selections(rows, policy, selections)
+
+
+def expert_selections(rows: Iterable[tuple[str, str, str]], policy: SelectionPolicy,
+                      selections: list[Selection | None]) -> list[Selection | None]:
+    """The expert arm's selections from mask ratings ``(sha256, reviewer, quality)``: each
+    fold's selection less the images that ``policy.min_reviewers`` reviewers did not rate at
+    ``policy.min_mask_quality`` or better (unrated images follow ``policy.unrated``).
+
+    Raises:
+        ValueError: a fold left with no image.
+    """
     ratings: dict[str, list[tuple]] = {}
     for sha, reviewer, quality in rows:
         ratings.setdefault(sha, []).append((reviewer, quality))
@@ -866,7 +877,7 @@ def gate_selections(config: ExperimentConfig, plan: ExperimentPlan, pixels: Pixe
     Raises:
         ValueError: a fold's gate kept no image (the augmented arm would equal the baseline).
     """
-    from polyp_core.segment.gate import GATE_TRAIN, PAPER_THRESHOLD, fold_gate
+    from polyp_core.segment.gate import GATE_TRAIN, PAPER_THRESHOLD, fold_gate, kept_by_gate
     from polyp_core.segment.train import load_masked
 
     threshold = config.policy.min_gate_iou
@@ -881,7 +892,7 @@ def gate_selections(config: ExperimentConfig, plan: ExperimentPlan, pixels: Pixe
         candidates = load_masked(selection.images, GATE_TRAIN.image_size, pixels)
         ious = fold_gate(real, list(fold.train), candidates, GATE_TRAIN, config.seeds[0], device,
                          registry, cancel)
-        kept = [ref for ref, iou in zip(selection.images, ious) if iou >= threshold]
+        kept = kept_by_gate(selection.images, ious, threshold)
         if not kept:
             raise ValueError(f"{fold.name}: the segmentation gate (IoU >= {threshold}) kept none of "
                              f"{len(ious)} images; lower `min_gate_iou` or improve the generator")

@@ -80,6 +80,35 @@ def gate_ious(model: torch.nn.Module, data: MaskTensors, device: torch.device | 
     return mask_scores(predict_masks(model, data, device), data.masks.numpy())["iou"]
 
 
+def passes(iou: float, threshold: float) -> bool:
+    """The gate's rule for one image: its IoU at or above ``threshold`` (a tie passes, as in
+    the paper's "IoU > 0.7" read at the printed precision); NaN (an empty intended mask) never
+    passes."""
+    return not np.isnan(iou) and iou >= threshold
+
+
+def kept_by_gate(items: list, ious: np.ndarray | list[float], threshold: float) -> list:
+    """The ``items`` whose IoU (same order) passes the gate at ``threshold``."""
+    if len(items) != len(ious):
+        raise ValueError(f"{len(items)} images but {len(ious)} IoUs")
+    return [item for item, iou in zip(items, ious) if passes(float(iou), threshold)]
+
+
+def acceptance(keys: list[str], ious: np.ndarray | list[float], threshold: float
+               ) -> dict[str, dict]:
+    """Acceptance per key (``"generator / class"``): how many images of each key pass the gate
+    at ``threshold``, of how many (an image with an empty mask counts and never passes), with
+    the Wilson interval (:func:`rate`)."""
+    if len(keys) != len(ious):
+        raise ValueError(f"{len(keys)} keys but {len(ious)} IoUs")
+    counts: dict[str, list[int]] = {}
+    for key, iou in zip(keys, ious):
+        tally = counts.setdefault(key, [0, 0])
+        tally[0] += int(passes(float(iou), threshold))
+        tally[1] += 1
+    return {key: rate(*tally) for key, tally in counts.items()}
+
+
 def rate(accepted: int, n: int) -> dict:
     """An acceptance rate with its Wilson 95% interval (over images)."""
     from scipy.stats import binomtest
@@ -98,7 +127,8 @@ def distribution(ious: np.ndarray, threshold: float) -> dict:
     q1, median, q3 = np.percentile(valid, [25, 50, 75])
     return {"n": int(len(valid)), "mean": float(valid.mean()), "sd": float(valid.std(ddof=1))
             if len(valid) > 1 else 0.0, "q1": float(q1), "median": float(median), "q3": float(q3),
-            "at_threshold": rate(int((valid >= threshold).sum()), int(len(valid)))}
+            "at_threshold": rate(len(kept_by_gate(list(valid), valid, threshold)),
+                                 int(len(valid)))}
 
 
 @dataclass
@@ -173,16 +203,11 @@ def run_gate(db: Database, workspace: Workspace, config: GateConfig,
     reference = gate_ious(model, load_masked(refs(held_items), size, pixels))
     ious = gate_ious(model, load_masked(synthetic, size, pixels))
     made_by = _generators(db, [r.sha256 for r in synthetic])
-    rates: dict[str, dict] = {}
-    for ref, iou in zip(synthetic, ious):
-        key = f"{made_by[ref.sha256]} / {ref.label or '?'}"
-        counts = rates.setdefault(key, [0, 0])
-        counts[0] += int(not np.isnan(iou) and iou >= config.threshold)
-        counts[1] += 1
+    keys = [f"{made_by[ref.sha256]} / {ref.label or '?'}" for ref in synthetic]
     gate_id = uuid.uuid4().hex[:12]
     scores = {r.sha256: None if np.isnan(i) else float(i) for r, i in zip(synthetic, ious)}
     results = {"reference": distribution(reference, config.threshold),
-               "rates": {k: rate(*v) for k, v in rates.items()},
+               "rates": acceptance(keys, ious, config.threshold),
                "threshold": config.threshold, "unit": "images (Wilson 95% intervals)",
                "trained_on": {"dataset": config.dataset, "splits": ["train"],
                               "images": len(train_items)},

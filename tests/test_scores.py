@@ -1,0 +1,290 @@
+"""Known answers, worked by hand in each test, for every number the studio reports on a
+segmentation, a gate, the gated and expert selections, mask-quality agreement and
+compare-runs. Each test names the wrong line it is there to catch (tests/MUTATION.md lists
+the planted mutants and the test that kills each)."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from polyp_core.classify.data import ImageRef
+from polyp_core.classify.policy import Selection, SelectionPolicy, mask_passes
+from polyp_core.segment.metrics import mask_scores, summarise_scores
+
+Z = 1.959963984540054
+
+
+def wilson_by_hand(k: int, n: int) -> tuple[float, float]:
+    """Wilson's score interval written out: centre (k + z²/2) / (n + z²), half-width
+    z·sqrt(k(n-k)/n + z²/4) / (n + z²)."""
+    centre = (k + Z * Z / 2) / (n + Z * Z)
+    half = Z * math.sqrt(k * (n - k) / n + Z * Z / 4) / (n + Z * Z)
+    return centre - half, centre + half
+
+
+# --- segmentation scores -----------------------------------------------------------------
+
+def test_dice_iou_precision_recall_on_4x4_masks_with_the_empty_cases():
+    """Four 4 x 4 images. 0: truth 4 px, prediction 6 px of which 4 right (Dice 8/10 = 0.8,
+    IoU 4/6, precision 4/6, recall 1). 1: truth 8 px, nothing predicted (Dice, IoU, precision
+    and recall 0: a missed polyp is a zero, not a gap). 2: no polyp, nothing predicted (no
+    score; not a false positive). 3: no polyp, 1 px predicted (no score; a false positive).
+    Catches: a swapped precision/recall, a union for Dice, empty images averaged in as 0 or 1,
+    a false positive counted on an image that has a polyp."""
+    truth = np.zeros((4, 4, 4), bool)
+    truth[0, :2, :2] = True
+    truth[1, :, :2] = True
+    predicted = np.zeros_like(truth)
+    predicted[0, :2, :3] = True
+    predicted[3, 3, 3] = True
+    s = mask_scores(predicted, truth)
+    assert s["dice"][0] == pytest.approx(0.8) and s["iou"][0] == pytest.approx(4 / 6)
+    assert s["precision"][0] == pytest.approx(4 / 6) and s["recall"][0] == 1.0
+    assert [s[k][1] for k in ("dice", "iou", "precision", "recall")] == [0.0, 0.0, 0.0, 0.0]
+    assert all(np.isnan(s[k][i]) for k in ("dice", "iou", "precision", "recall") for i in (2, 3))
+    assert s["empty"].tolist() == [False, False, True, True]
+    assert s["false_positive"].tolist() == [False, False, False, True]
+    summary = summarise_scores(s)
+    assert summary["dice"] == pytest.approx(0.4) and summary["iou"] == pytest.approx(1 / 3)
+    assert summary["precision"] == pytest.approx(1 / 3) and summary["recall"] == pytest.approx(0.5)
+    assert (summary["images_with_polyp"], summary["empty_images"],
+            summary["empty_false_positives"]) == (2, 2, 1)
+    only_empty = summarise_scores(mask_scores(predicted[2:], truth[2:]))
+    assert np.isnan(only_empty["dice"]) and only_empty["images_with_polyp"] == 0
+
+
+class FixedLogits(torch.nn.Module):
+    """A 'U-Net' whose logits are fixed per image: the threshold alone decides its masks."""
+
+    def __init__(self, logits: torch.Tensor):
+        super().__init__()
+        self.logits = logits
+        self.anchor = torch.nn.Parameter(torch.zeros(1))  # gives it a device
+        self.mean, self.std = (0.5, 0.5, 0.5), (0.5, 0.5, 0.5)
+        self.seen = 0
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.logits[self.seen:self.seen + len(x)]
+        self.seen += len(x)
+        return out
+
+
+def _masked(truth: np.ndarray):
+    from polyp_core.segment.train import MaskTensors
+
+    n, h, w = truth.shape
+    refs = [ImageRef(f"{i:064x}", f"/x/{i}.png", "lesion", mask=f"/x/{i}_m.png") for i in range(n)]
+    return MaskTensors(refs, torch.zeros((n, 3, h, w), dtype=torch.uint8), torch.from_numpy(truth))
+
+
+def test_a_prediction_is_a_logit_above_zero_and_the_gate_iou_follows_it():
+    """Logits 0.3 (probability 0.57) count as polyp, 0.0 (0.5) and -0.3 do not. Image 0:
+    logits [[0.3, -0.3], [0.0, 2.0]] predict {(0,0), (1,1)}; its truth {(0,0), (0,1), (1,1)}:
+    IoU 2/3. Image 1: logits all 0.6 (all polyp) against a truth of one pixel: IoU 1/4.
+    Catches: a threshold on the logit at 0.5 (image 0 loses (0,0), image 1 empties: 1/2, 0),
+    at >= 0 (image 0 gains (1,0): 2/4), or on the probability at 0 (everything: 3/4)."""
+    from polyp_core.segment.gate import gate_ious
+    from polyp_core.segment.train import predict_masks
+
+    logits = torch.tensor([[[[0.3, -0.3], [0.0, 2.0]]], [[[0.6, 0.6], [0.6, 0.6]]]])
+    truth = np.array([[[True, True], [False, True]], [[False, False], [False, True]]])
+    data = _masked(truth)
+    predicted = predict_masks(FixedLogits(logits), data, torch.device("cpu"), batch_size=1)
+    assert predicted.tolist() == [[[True, False], [False, True]], [[True, True], [True, True]]]
+    ious = gate_ious(FixedLogits(logits), data, torch.device("cpu"))
+    assert ious == pytest.approx([2 / 3, 1 / 4])
+
+
+# --- the gate ------------------------------------------------------------------------------
+
+def test_acceptance_at_0_7_counts_ties_in_and_empty_masks_out():
+    """IoUs of five images of two keys at the paper's 0.7. AD: 0.7 (a tie: kept), 0.69999
+    (not), 0.95 (kept): 2 of 3. HP: NaN (an empty intended mask: counted, never kept) and 0.2:
+    0 of 2. Wilson intervals as worked out by hand. Catches: ``iou < threshold`` (AD 1 of 3,
+    HP 1 of 2), ``>`` for ``>=`` (AD 1 of 3), NaN images dropped from n (HP 0 of 1)."""
+    from polyp_core.segment.gate import acceptance, distribution, passes
+
+    keys = ["g / AD", "g / AD", "g / AD", "g / HP", "g / HP"]
+    ious = [0.7, 0.69999, 0.95, float("nan"), 0.2]
+    rates = acceptance(keys, ious, 0.7)
+    assert {k: (r["accepted"], r["n"]) for k, r in rates.items()} == {"g / AD": (2, 3),
+                                                                       "g / HP": (0, 2)}
+    assert rates["g / AD"]["rate"] == pytest.approx(2 / 3)
+    assert rates["g / AD"]["ci"] == pytest.approx(wilson_by_hand(2, 3), abs=1e-9)
+    assert rates["g / AD"]["ci"] == pytest.approx((0.2076596, 0.9385081), abs=1e-6)
+    assert rates["g / HP"]["rate"] == 0.0
+    assert rates["g / HP"]["ci"] == pytest.approx(wilson_by_hand(0, 2), abs=1e-9)
+    assert [passes(v, 0.7) for v in ious] == [True, False, True, False, False]
+    with pytest.raises(ValueError, match="5 keys but 4 IoUs"):
+        acceptance(keys, ious[:4], 0.7)
+    # the real-frame reference: quartiles and the share at or above 0.7 (ties in, NaN out)
+    ref = distribution(np.array([0.5, 0.7, 0.7, 0.9, float("nan")]), 0.7)
+    assert ref["n"] == 4  # quartiles by linear interpolation between order statistics
+    assert (ref["q1"], ref["median"], ref["q3"]) == pytest.approx((0.65, 0.7, 0.75))
+    assert ref["mean"] == pytest.approx(0.7) and ref["sd"] == pytest.approx(math.sqrt(0.08 / 3))
+    assert (ref["at_threshold"]["accepted"], ref["at_threshold"]["n"]) == (3, 4)
+    assert distribution(np.array([float("nan")]), 0.7) == {"n": 0}
+
+
+def _refs(n: int) -> list[ImageRef]:
+    return [ImageRef(f"{i:064x}", f"/p/{i}.png", "AD", "synthetic", f"/p/{i}_m.png")
+            for i in range(n)]
+
+
+def test_the_gated_selection_keeps_exactly_the_images_at_or_above_the_threshold():
+    """Five candidates with given gate IoUs [0.7, 0.69999, NaN, 0.71, 0.0]. At 0.7 the gate
+    keeps images 0 and 3; at 0.0 every image with a mask (0, 1, 3, 4). Catches: the comparison
+    inverted (keeps 1, 4), a strict ``>`` (keeps 3 only), NaN kept, images and IoUs paired
+    out of order."""
+    from polyp_core.segment.gate import kept_by_gate
+
+    refs = _refs(5)
+    ious = np.array([0.7, 0.69999, float("nan"), 0.71, 0.0])
+    assert kept_by_gate(refs, ious, 0.7) == [refs[0], refs[3]]
+    assert kept_by_gate(refs, ious, 0.0) == [refs[0], refs[1], refs[3], refs[4]]
+    assert kept_by_gate(refs, ious, 0.72) == []
+    with pytest.raises(ValueError, match="5 images but 2 IoUs"):
+        kept_by_gate(refs, ious[:2], 0.7)
+
+
+def test_the_expert_selection_keeps_masks_rated_well_by_enough_reviewers():
+    """Four images of one fold; ``min_mask_quality=moderate``, two reviewers needed. Image 0:
+    r1 good, r2 moderate (kept). Image 1: r1 good, r2 poor (one reviewer: dropped). Image 2:
+    r1 moderate twice (one reviewer, however often: dropped). Image 3: nobody rated its mask
+    (kept under ``unrated=include``, dropped under ``exclude``). A fold without a selection
+    stays None; one left empty is refused. Catches: ``>`` for ``>=`` on the rank (image 0
+    dropped), counting ratings instead of reviewers (image 2 kept), the unrated rule ignored."""
+    from polyp_core.classify.experiment import expert_selections
+
+    refs = _refs(4)
+    rows = [(refs[0].sha256, "r1", "good"), (refs[0].sha256, "r2", "moderate"),
+            (refs[1].sha256, "r1", "good"), (refs[1].sha256, "r2", "poor"),
+            (refs[2].sha256, "r1", "moderate"), (refs[2].sha256, "r1", "moderate")]
+    policy = SelectionPolicy(min_mask_quality="moderate", min_reviewers=2)
+    chosen = Selection(refs, "hash", {"selected": {"AD": 4}})
+    first, none = expert_selections(rows, policy, [chosen, None])
+    assert first.images == [refs[0], refs[3]] and none is None
+    assert first.counts["expert"] == {"min_mask_quality": "moderate", "kept": 2, "of": 4}
+    assert first.counts["selected"] == {"AD": 4}  # what the selection said stays
+    strict = SelectionPolicy(min_mask_quality="good", min_reviewers=1, unrated="exclude")
+    assert expert_selections(rows, strict, [chosen])[0].images == [refs[0], refs[1]]
+    with pytest.raises(ValueError, match="no selected image has a mask rated good or better "
+                                         r"by 2 reviewer\(s\)"):
+        expert_selections(rows[2:4], SelectionPolicy(min_mask_quality="good", min_reviewers=2,
+                                                     unrated="exclude"), [chosen])
+    # the rule for one image, at an explicit threshold
+    assert mask_passes([("r1", "moderate")], policy, threshold="moderate") is False  # 1 < 2
+    assert mask_passes([("r1", "moderate"), ("r2", "good")], policy, threshold="good") is False
+    assert mask_passes([("r1", "good"), ("r2", "good")], policy, threshold="good") is True
+
+
+# --- agreement on mask quality -------------------------------------------------------------
+
+def _mask_records(pairs: list[tuple[str, str]]) -> list[dict]:
+    out = []
+    for k, answers in enumerate(pairs):
+        for reviewer, answer in zip(("A", "B"), answers):
+            out.append({"reviewer": reviewer, "image": f"i{k}", "truth": "synthetic",
+                        "source": "gen", "label": "AD", "verdict": "synthetic", "confidence": 4,
+                        "quality": "good", "mask_quality": answer, "kind": "main"})
+    return out
+
+
+def test_mask_quality_agreement_on_a_table_worked_by_hand():
+    """Two reviewers, six masks (poor 0, moderate 1, good 2): (2,2) (2,1) (1,1) (0,1) (0,0)
+    (2,0).
+
+    Linear weighted kappa: observed disagreement sum|a-b| / 6 = 4/6; A's marginals (2,1,3)/6,
+    B's (2,3,1)/6; expected sum_ij pA_i pB_j |i-j| = (10 + 3 + 21)/36 = 34/36; kappa =
+    1 - (4/6)/(34/36) = 5/17.
+    Gwet's AC1: agreement 3/6; each category's mean share pi = 4/12; chance
+    (1/(q-1)) sum pi(1-pi) = (1/2)(3 · 2/9) = 1/3; AC1 = (1/2 - 1/3)/(1 - 1/3) = 1/4.
+    Krippendorff's ordinal alpha: coincidences o = [[2,1,1],[1,2,1],[1,1,2]], n_c = 4 each,
+    n = 12; ordinal distances d(0,1) = d(1,2) = (8 - 4)^2 = 16, d(0,2) = (12 - 4)^2 = 64;
+    alpha = 1 - (n-1) sum o d / sum n_c n_k d = 1 - 11 · 192 / 3072 = 5/16.
+    Catches: unweighted kappa (0.25), nominal alpha, AC1 with Cohen's chance term, the
+    reviewers' answers paired across images."""
+    from polyp_core.review.stats import mask_quality
+
+    table = [("good", "good"), ("good", "moderate"), ("moderate", "moderate"),
+             ("poor", "moderate"), ("poor", "poor"), ("good", "poor")]
+    result = mask_quality(_mask_records(table))
+    (pair,) = result["weighted_kappa"]
+    assert (pair["a"], pair["b"], pair["n"]) == ("A", "B", 6)
+    assert pair["weighted_kappa"] == pytest.approx(5 / 17, abs=1e-12)
+    assert result["ac1"]["ac1"] == pytest.approx(0.25, abs=1e-12)
+    assert result["ac1"]["pa"] == pytest.approx(0.5) and result["ac1"]["pe"] == pytest.approx(1 / 3)
+    assert result["krippendorff"]["alpha"] == pytest.approx(5 / 16, abs=1e-12)
+    assert result["krippendorff"]["n_images"] == 6
+    # one source, per class and "all": poor 4 of 12 ratings, good 4 of 12
+    rows = {(r["source"], r["class"]): r for r in result["by_source"]}
+    assert rows[("gen", "all")]["poor"] == 4 and rows[("gen", "all")]["good"] == 4
+    assert rows[("gen", "all")]["good_share"] == pytest.approx(4 / 12)
+    assert rows[("gen", "all")]["images"] == 6
+    assert result["image_vs_mask"]["good"] == {"good": 4, "moderate": 4, "poor": 4}
+
+
+# --- compare-runs --------------------------------------------------------------------------
+
+def _classification_results(macro: float, ad_recall: float) -> dict:
+    per_class = {"AD": {"precision": {"mean": 0.8}, "recall": {"mean": ad_recall},
+                        "f1": {"mean": 0.7}},
+                 "HP": {"precision": {"mean": 0.5}, "recall": {"mean": 0.4}, "f1": {"mean": 0.45}}}
+    summary = {"macro_f1": {"mean": macro}, "balanced_accuracy": {"mean": 0.6},
+               "accuracy": {"mean": 0.7}, "per_class": per_class}
+    return {"task": "classification", "arms": {"baseline": {"summary": summary},
+                                               "augmented": {"summary": summary}},
+            "selection": {"ratings_hash": f"h{macro}"}}
+
+
+def test_compare_runs_of_two_runs_that_differ_by_a_known_amount(tmp_path):
+    """Run b: macro-F1 0.55 against a's 0.50 (+0.05), AD recall 0.70 against 0.90 (-0.20),
+    epochs 2 -> 3, synthetic images {s1, s2} -> {s2, s3}, another ratings hash. Catches: a - b
+    for b - a, a metric read from the wrong arm, the image sets swapped."""
+    from polyp_core.classify.experiment import compare_runs
+    from polyp_core.runs import save_run
+    from polyp_core.workspace import Workspace
+    from review_db.database import Database
+
+    workspace = Workspace(tmp_path / "ws")
+    db = Database(f"sqlite:///{tmp_path / 'studio.db'}")
+    for run_id, macro, recall, epochs, shas in (("a", 0.50, 0.90, 2, ("s1", "s2")),
+                                                ("b", 0.55, 0.70, 3, ("s2", "s3"))):
+        folder = tmp_path / run_id
+        folder.mkdir()
+        save_run(db, workspace, run_id, folder, "retrain",
+                 {"dataset": "demo", "train": {"epochs": epochs}},
+                 _classification_results(macro, recall),
+                 {"synthetic": [{"sha256": s} for s in shas]})
+    diff = compare_runs(db, "a", "b")
+    assert diff["config"] == {"train.epochs": [2, 3]}
+    assert diff["images"] == {"only_in_a": ["s1"], "only_in_b": ["s3"], "shared": 1}
+    assert diff["ratings_changed"] is True
+    for arm in ("baseline", "augmented"):
+        row = diff["metrics"][arm]
+        assert row["macro_f1"] == pytest.approx(0.05)
+        assert (row["balanced_accuracy"], row["accuracy"]) == (0.0, 0.0)
+        assert row["per_class"]["AD"]["recall"] == pytest.approx(-0.20)
+        assert row["per_class"]["HP"] == {"precision": 0.0, "recall": 0.0, "f1": 0.0}
+    back = compare_runs(db, "b", "a")
+    assert back["metrics"]["baseline"]["macro_f1"] == pytest.approx(-0.05)
+    assert back["images"]["only_in_a"] == ["s3"]
+    # segmentation runs: Dice and its companions, and a run of the other task is refused
+    seg = {m: {"mean": v} for m, v in (("dice", 0.80), ("iou", 0.70), ("precision", 0.9),
+                                       ("recall", 0.75))}
+    seg_b = {**seg, "dice": {"mean": 0.83}, "recall": {"mean": 0.70}}
+    for run_id, summary in (("sa", seg), ("sb", seg_b)):
+        folder = tmp_path / run_id
+        folder.mkdir()
+        save_run(db, workspace, run_id, folder, "retrain", {"dataset": "demo"},
+                 {"task": "segmentation", "arms": {"real": {"summary": summary}}}, {})
+    metrics = compare_runs(db, "sa", "sb")["metrics"]["real"]
+    assert metrics["dice"] == pytest.approx(0.03) and metrics["recall"] == pytest.approx(-0.05)
+    assert (metrics["iou"], metrics["precision"]) == (0.0, 0.0)
+    with pytest.raises(ValueError, match="answer different tasks"):
+        compare_runs(db, "a", "sa")
+    db.dispose()
