@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import contextlib
 import csv
 import glob
 import json
@@ -37,6 +38,32 @@ def pytest_sessionstart(session: pytest.Session) -> None:
     if REQUIRE_REAL_DATA and not (NEOPOLYP / "labels.csv").is_file():
         raise pytest.UsageError(f"STUDIO_REQUIRE_REAL_DATA is set but the NeoPolyp data set is "
                                 f"missing: {NEOPOLYP / 'labels.csv'} (../shared/data)")
+
+
+@contextlib.contextmanager
+def bounded(seconds: int, what: str):
+    """A bound of its own for a shared fixture's setup: pytest-timeout times the test
+    functions only (``timeout_func_only``), so a session fixture built for the first test that
+    needs it is not charged to that test; a setup that hangs still fails, saying which."""
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def expire(signum, frame):
+        pytest.fail(f"fixture setup took over {seconds} s: {what}", pytrace=False)
+
+    previous = signal.signal(signal.SIGALRM, expire)
+    remaining = signal.alarm(seconds)
+    try:
+        yield
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, previous)
+        if remaining:
+            signal.alarm(remaining)
 
 
 def requires_neopolyp():
@@ -265,9 +292,21 @@ def review_env(db, small_phantom, tmp_path):
 def live_app(tmp_path_factory):
     """The demo workspace (small) with a retrain run and a diagnostics run, served for real
     (``tests/studio_server.py``); shared by the UI and the access-control tests."""
+    from tests.studio_server import LiveServer
+
+    with bounded(900, "the served demo studio with a retrain and a diagnostics run (live_app)"):
+        setup = _live_app_setup(tmp_path_factory)
+    server = LiveServer(*setup)
+    try:
+        workspace, db = setup
+        yield {"url": server.url, "db": db, "workspace": workspace, "server": server}
+    finally:
+        server.stop()
+
+
+def _live_app_setup(tmp_path_factory):
     from polyp_core.demo import DEMO_STUDY, ensure_demo_workspace
     from review_db.database import Database
-    from tests.studio_server import LiveServer
 
     root = tmp_path_factory.mktemp("ui")
     workspace = Workspace(root / "ws")
@@ -290,11 +329,7 @@ def live_app(tmp_path_factory):
     assert set(result.results["arms"]) == {"baseline", "augmented"}
     diagnose(db, workspace, DiagnoseConfig(dataset="phantom", size=64, subsets=5,
                                            projections=("pca",)))
-    server = LiveServer(workspace, db)
-    try:
-        yield {"url": server.url, "db": db, "workspace": workspace, "server": server}
-    finally:
-        server.stop()
+    return workspace, db
 
 
 @pytest.fixture(scope="session")
@@ -347,17 +382,29 @@ def _train_tiny_ddpm(workspace: Workspace, model_id: str, task: str) -> None:
 
 
 @pytest.fixture(scope="session")
-def painted(tmp_path_factory):
+def painted_models(tmp_path_factory) -> Workspace:
     """The demo data set (72 frames at 64 px, masks) and three tiny DDPMs trained two steps
-    on its training split: one for inpainting, one of image and mask, one plain."""
+    on its training split: one for inpainting, one of image and mask, one plain (made once
+    per test session: only files, no pool)."""
     from polyp_core.demo import ensure_demo_dataset
+
+    with bounded(600, "painting the demo set and training three tiny DDPMs (painted_models)"):
+        workspace = Workspace(tmp_path_factory.mktemp("inpaint") / "ws")
+        ensure_demo_dataset(workspace, n_frames=72, size=64, name="demo")
+        for model_id, task in (("paint", "inpaint"), ("withmask", "image_mask"),
+                               ("plain", "image")):
+            _train_tiny_ddpm(workspace, model_id, task)
+    return workspace
+
+
+@pytest.fixture(scope="module")
+def painted(painted_models, request, tmp_path_factory):
+    """The painted workspace with a database of this test module's own: its pool, studies and
+    runs start empty, so what one module adds never reaches another (the suite passes in any
+    order). Pool files are content-addressed in the shared workspace, which is harmless."""
     from review_db.database import Database
 
-    root = tmp_path_factory.mktemp("inpaint")
-    workspace = Workspace(root / "ws")
+    root = tmp_path_factory.mktemp(request.module.__name__.rsplit(".", 1)[-1])
     db = Database(f"sqlite:///{root / 'studio.db'}")
-    ensure_demo_dataset(workspace, n_frames=72, size=64, name="demo")
-    for model_id, task in (("paint", "inpaint"), ("withmask", "image_mask"), ("plain", "image")):
-        _train_tiny_ddpm(workspace, model_id, task)
-    yield workspace, db
+    yield painted_models, db
     db.dispose()
