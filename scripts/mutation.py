@@ -1,0 +1,144 @@
+"""Mutation testing of the scoring code (``make mutation``; results in tests/MUTATION.md).
+
+Each target is one module and its own tests: mutmut (3.x) mutates that module's functions
+one change at a time and runs only those of the listed tests that reach the mutated function.
+A target runs in a copy of the tree under ``build/mutation/<target>/`` (so targets never share
+a half-finished ``mutants/`` folder, and a re-run resumes where the last one stopped).
+Functions marked ``# pragma: no mutate block`` on their ``def`` line are orchestration
+(databases, files, training loops); tests/MUTATION.md says which and where they are tested.
+
+    python scripts/mutation.py                 # every target
+    python scripts/mutation.py segment_gate    # one target
+    python scripts/mutation.py --list          # targets, modules and tests
+
+Prints, per target, the mutants, how many the tests killed, and every survivor by name;
+writes the same to ``build/mutation/summary.json``. ``mutmut show NAME`` (run inside the
+target's folder) prints a survivor's diff.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+BUILD = ROOT / "build" / "mutation"
+
+#: target -> (module, the tests that are its own: fast, known-answer ones)
+TARGETS: dict[str, tuple[str, tuple[str, ...]]] = {
+    "segment_metrics": ("polyp_core/segment/metrics.py", (
+        "tests/test_scores.py", "tests/test_segment.py::test_scores_per_image_by_hand")),
+    "segment_gate": ("polyp_core/segment/gate.py", ("tests/test_scores.py",)),
+    "segment_predict": ("polyp_core/segment/train.py", ("tests/test_scores.py",)),
+    "classify_metrics": ("polyp_core/classify/metrics.py", (
+        "tests/test_classify.py::test_metrics_agree_with_sklearn_and_intervals_are_t_intervals",
+        "tests/test_classify.py::test_an_ssa_collapse_is_a_regression_beyond_noise",
+        "tests/test_known_metrics.py")),
+    "classify_uncertainty": ("polyp_core/classify/uncertainty.py", (
+        "tests/test_uncertainty.py", "tests/test_known_metrics.py",
+        "tests/test_segment.py::test_the_bootstrap_of_scores_resamples_groups_not_images")),
+    "review_stats": ("polyp_core/review/stats.py", (
+        "tests/test_review_stats.py", "tests/test_scores.py::test_mask_quality_agreement_on_a_table_worked_by_hand")),
+    "review_proportions": ("polyp_core/review/proportions.py", (
+        "tests/test_review_stats.py::test_wilson_interval_known_values",)),
+    "review_leaks": ("polyp_core/review/leaks.py", (
+        "tests/test_leaks.py::test_auc_is_scikit_learns_with_ties",
+        "tests/test_leaks.py::test_auditor_catches_a_planted_channel_and_passes_noise",
+        "tests/test_leaks.py::test_the_combined_channel_must_beat_relabelled_images",
+        "tests/test_known_metrics.py")),
+    "classify_policy": ("polyp_core/classify/policy.py", (
+        "tests/test_classify.py::test_policy_rules_ratings_memorisation_mix_and_cap",
+        "tests/test_classify.py::test_policy_errors_name_the_field",
+        "tests/test_classify.py::test_parse_mix_errors", "tests/test_scores.py")),
+}
+
+COPY = ("polyp_core", "review_db", "tests", "assets", "pyproject.toml")
+
+
+def _setup_cfg(module: str, tests: tuple[str, ...]) -> str:
+    selection = "\n".join(f"    {t}" for t in tests)
+    return (f"[mutmut]\nsource_paths=polyp_core\nonly_mutate={module}\n"
+            f"pytest_add_cli_args_test_selection=\n{selection}\n"
+            "pytest_add_cli_args=-p no:randomly -q -p no:cacheprovider -x\n"
+            "also_copy=\n    review_db\n    assets\n"
+            # torch is not fork-safe once its thread pool has run: fork from a clean server
+            "process_isolation=forkserver\n")
+
+
+def _prepare(target: str) -> Path:
+    module, tests = TARGETS[target]
+    folder = BUILD / target
+    folder.mkdir(parents=True, exist_ok=True)
+    for name in COPY:
+        source, dest = ROOT / name, folder / name
+        if dest.is_dir():
+            shutil.rmtree(dest)
+        if source.is_dir():
+            shutil.copytree(source, dest, ignore=shutil.ignore_patterns("__pycache__"))
+        else:
+            shutil.copy2(source, dest)
+    (folder / "setup.cfg").write_text(_setup_cfg(module, tests))
+    return folder
+
+
+def _results(folder: Path, mutmut: str) -> dict[str, str]:
+    out = subprocess.run([mutmut, "results", "--all", "true"], cwd=folder, capture_output=True,
+                         text=True, check=True).stdout
+    status = {}
+    for line in out.splitlines():
+        name, _, verdict = line.strip().rpartition(": ")
+        if name:
+            status[name] = verdict
+    return status
+
+
+def run_target(target: str, children: int, mutmut: str) -> dict:
+    folder = _prepare(target)
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONHASHSEED": "0"}
+    log = folder / "run.log"
+    with open(log, "w") as handle:
+        code = subprocess.run([mutmut, "run", "--max-children", str(children)], cwd=folder,
+                              stdout=handle, stderr=subprocess.STDOUT, env=env).returncode
+    status = _results(folder, mutmut)
+    counts: dict[str, int] = {}
+    for verdict in status.values():
+        counts[verdict] = counts.get(verdict, 0) + 1
+    survivors = sorted(n for n, v in status.items() if v != "killed")
+    return {"module": TARGETS[target][0], "tests": list(TARGETS[target][1]), "exit": code,
+            "mutants": len(status), "counts": counts, "not_killed": survivors}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("targets", nargs="*", choices=[[], *TARGETS], metavar="TARGET")
+    parser.add_argument("--list", action="store_true", help="list the targets and stop")
+    parser.add_argument("--children", type=int, default=os.cpu_count() or 1)
+    args = parser.parse_args(argv)
+    if args.list:
+        for name, (module, tests) in TARGETS.items():
+            print(f"{name}: {module}\n  " + "\n  ".join(tests))
+        return 0
+    mutmut = str(Path(sys.executable).with_name("mutmut"))
+    summary_path = BUILD / "summary.json"
+    summary = json.loads(summary_path.read_text()) if summary_path.is_file() else {}
+    for target in args.targets or list(TARGETS):
+        print(f"== {target}: {TARGETS[target][0]}", flush=True)
+        result = run_target(target, args.children, mutmut)
+        summary[target] = result
+        summary_path.write_text(json.dumps(summary, indent=1))
+        print(f"   {result['mutants']} mutants: {result['counts']}")
+        for name in result["not_killed"]:
+            print(f"   not killed: {name}")
+    bad = sum(len(r["not_killed"]) for r in summary.values())
+    print(f"summary in {summary_path}; {bad} mutant(s) not killed (tests/MUTATION.md explains "
+          "each equivalent one)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

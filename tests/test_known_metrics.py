@@ -1,0 +1,240 @@
+"""Known answers, worked by hand, for the classification metrics, the cluster bootstrap's
+parts and the leak audit's measures: the tests the mutation run (tests/MUTATION.md) relies on
+for ``classify.metrics``, ``classify.uncertainty`` and ``review.leaks``."""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import pytest
+
+from polyp_core.classify import uncertainty as u
+from polyp_core.classify.metrics import (classification_metrics, compare_arms, paired_difference,
+                                         spread, summarise_arm)
+
+#: truth rows x predicted columns; class 2 is never true and predicted once
+CONFUSION = np.array([[3, 1, 0], [1, 2, 1], [0, 0, 0]])
+#: worked from CONFUSION: precision 3/4, 2/3, 0/1; recall 3/4, 2/4, none (0); F1 3/4,
+#: 2(2/3)(1/2)/(2/3 + 1/2) = 4/7, 0; macro-F1 over the classes present (0, 1): (3/4 + 4/7)/2
+#: = 37/56; balanced accuracy (3/4 + 1/2)/2 = 5/8
+PRECISION, RECALL, F1 = [0.75, 2 / 3, 0.0], [0.75, 0.5, 0.0], [0.75, 4 / 7, 0.0]
+
+
+def _labels_from(confusion: np.ndarray) -> tuple[list[int], list[int]]:
+    y, p = [], []
+    for t in range(len(confusion)):
+        for q in range(len(confusion)):
+            y += [t] * int(confusion[t, q])
+            p += [q] * int(confusion[t, q])
+    return y, p
+
+
+def test_metrics_of_a_confusion_worked_by_hand():
+    """Catches: precision and recall swapped (axes), a class that is never true counted in the
+    macro means, F1 as the arithmetic mean, a zero-division that yields NaN."""
+    m = u._metrics_from_confusion(CONFUSION.astype(float))
+    assert m["precision"] == pytest.approx(PRECISION) and m["recall"] == pytest.approx(RECALL)
+    assert m["f1"] == pytest.approx(F1)
+    assert m["macro_f1"] == pytest.approx(37 / 56) and m["balanced_accuracy"] == pytest.approx(5 / 8)
+    stacked = u._metrics_from_confusion(np.stack([CONFUSION, np.eye(3) * 2]).astype(float))
+    assert stacked["macro_f1"] == pytest.approx([37 / 56, 1.0])
+    empty = u._metrics_from_confusion(np.zeros((3, 3)))
+    assert np.isnan(empty["macro_f1"]) and np.isnan(empty["balanced_accuracy"])
+    assert empty["f1"].tolist() == [0.0, 0.0, 0.0]
+    # the engine's per-run metrics (scikit-learn underneath) give the same numbers
+    y, p = _labels_from(CONFUSION)
+    plain = classification_metrics(y, p, ("AD", "SSA", "HP"))
+    assert plain["macro_f1"] == pytest.approx(37 / 56)
+    assert plain["balanced_accuracy"] == pytest.approx(5 / 8)
+    assert plain["accuracy"] == pytest.approx(5 / 8)  # (3 + 2) of 8
+    assert plain["confusion"] == CONFUSION.tolist() and plain["classes"] == ["AD", "SSA", "HP"]
+    assert [plain["per_class"][c]["precision"] for c in ("AD", "SSA", "HP")] == \
+        pytest.approx(PRECISION)
+    assert [plain["per_class"][c]["support"] for c in ("AD", "SSA", "HP")] == [4, 4, 0]
+    with pytest.raises(ValueError, match="1-D of one length"):
+        classification_metrics([0, 1], [0], ("AD", "SSA"))
+
+
+def test_weighted_confusions_count_each_image_as_often_as_it_was_drawn():
+    """Truth [0, 1, 1], predictions [0, 1, 0], weights [1, 2, 0] and [0, 1, 3]: the first
+    replicate holds one right 0 and two right 1s; the second one right 1 and three 1s called 0."""
+    out = u._confusions(np.array([0, 1, 1]), np.array([[0, 1, 0]]),
+                        np.array([[1.0, 2.0, 0.0], [0.0, 1.0, 3.0]]), 2)
+    assert out.shape == (2, 1, 2, 2)
+    assert out[0, 0].tolist() == [[1, 0], [0, 2]] and out[1, 0].tolist() == [[0, 0], [3, 1]]
+
+
+def test_a_replicate_draws_whole_groups_and_averages_its_drawn_seeds():
+    """Groups b, a, b: images 0 and 2 always carry the same weight, and each replicate's
+    weights of the two groups add up to 2 draws. Values (1 replicate, 3 seeds) [1, 2, NaN]
+    with seeds drawn [0, 0, 2] average to 1 (NaN left out); drawn [2, 2, 2], to NaN."""
+    weights, seeds = u._draws(["b", "a", "b"], 3, 50, np.random.default_rng(0))
+    assert weights.shape == (50, 3) and seeds.shape == (50, 3)
+    assert (weights[:, 0] == weights[:, 2]).all()
+    assert ((weights[:, 0] + weights[:, 1]) == 2).all() and set(np.unique(weights)) <= {0, 1, 2}
+    assert seeds.min() >= 0 and seeds.max() <= 2 and len(np.unique(seeds)) == 3
+    values = np.array([[1.0, 2.0, np.nan]])
+    assert u._seed_average(values, np.array([[0, 0, 2]])).tolist() == [1.0]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert np.isnan(u._seed_average(values, np.array([[2, 2, 2]]))[0])
+    per_class = np.array([[[1.0, 3.0], [5.0, 7.0]]])  # (B, S, K): seed 1 drawn twice
+    assert u._seed_average(per_class, np.array([[1, 1]])).tolist() == [[5.0, 7.0]]
+
+
+def test_the_interval_is_the_percentile_pair_of_the_finite_replicates():
+    """Replicates 0..100 (and two NaNs): the 95% interval is [2.5, 97.5], the 90% one
+    [5, 95]; no finite replicate gives NaN bounds. Score means: scores [1, NaN, 3] weighted
+    [2, 1, 1] average (2 + 3)/3."""
+    reps = np.concatenate([np.arange(101.0), [np.nan, np.nan]])
+    assert u._interval(7.0, reps, 0.95) == pytest.approx({"estimate": 7.0, "low": 2.5,
+                                                          "high": 97.5})
+    assert u._interval(7.0, reps, 0.90) == pytest.approx({"estimate": 7.0, "low": 5.0,
+                                                          "high": 95.0})
+    none = u._interval(1.0, np.array([np.nan]), 0.95)
+    assert none["estimate"] == 1.0 and np.isnan(none["low"]) and np.isnan(none["high"])
+    means = u._score_means(np.array([[1.0, np.nan, 3.0]]), np.array([[2.0, 1.0, 1.0]]))
+    assert means.tolist() == [[pytest.approx(5 / 3)]]
+
+
+def test_bootstrap_of_two_lesions_matches_its_exact_distribution():
+    """Two lesions of two frames: treated scores 1 on lesion A and equals control on B. The
+    replicate's paired difference is 1 (A drawn twice, p 1/4), 1/2 (once each, 1/2) or 0 (B
+    twice, 1/4): estimate 1/2, interval [0, 1], p = 2 · min(P(<= 0), P(>= 0)) = 2 · 1/4 = 1/2
+    (within 0.05: 3 binomial SEs at 2000 draws). Catches: a one-sided p, the shares swapped,
+    frames drawn instead of lesions (the interval shrinks)."""
+    groups = ["A", "A", "B", "B"]
+    control = np.array([[0.0, 0.0, 0.5, 0.5]])
+    treated = np.array([[1.0, 1.0, 0.5, 0.5]])
+    delta = u.paired_cluster_bootstrap_scores(treated, control, groups, n_boot=2000, seed=0)
+    assert delta["estimate"] == pytest.approx(0.5)
+    assert (delta["low"], delta["high"]) == (0.0, 1.0)
+    assert delta["p"] == pytest.approx(0.5, abs=0.05)
+    assert (delta["groups"], delta["seeds"], delta["n_boot"]) == (2, 1, 2000)
+    one = u.cluster_bootstrap_scores(treated, groups, n_boot=2000, seed=0)
+    assert one["estimate"] == pytest.approx(0.75) and (one["low"], one["high"]) == (0.5, 1.0)
+    with pytest.raises(ValueError, match="same seeds and test images"):
+        u.paired_cluster_bootstrap_scores(treated, control[:, :3], groups)
+    # the classification version: lesion A (2 frames of class 0) right in the treated arm
+    # only, lesion B (2 frames of class 1) right in both
+    y = [0, 0, 1, 1]
+    paired = u.paired_cluster_bootstrap(y, [[0, 0, 1, 1]], [[1, 1, 1, 1]], groups,
+                                        ("AD", "HP"), n_boot=2000, seed=0)
+    # treated balanced accuracy 1; control recalls 0 and 1: 1/2; the difference 1/2, and in
+    # replicates of only lesion B (one class present) 0
+    assert paired["balanced_accuracy"]["estimate"] == pytest.approx(0.5)
+    assert paired["balanced_accuracy"]["p"] == pytest.approx(0.5, abs=0.05)
+    assert paired["per_class"]["AD"]["recall"]["estimate"] == pytest.approx(1.0)
+    assert paired["per_class"]["HP"]["precision"]["estimate"] == pytest.approx(0.5)
+    assert (paired["groups"], paired["seeds"]) == (2, 1)
+    with pytest.raises(ValueError, match="same seeds and test images"):
+        u.paired_cluster_bootstrap(y, [[0, 0, 1, 1]], [[1, 1, 1, 1], [1, 1, 1, 1]], groups,
+                                   ("AD", "HP"))
+    single = u.cluster_bootstrap(y, [[0, 0, 1, 1], [1, 1, 1, 1]], groups, ("AD", "HP"),
+                                 n_boot=500)
+    # two seeds: balanced accuracy 1 and 1/2, point estimate their mean
+    assert single["balanced_accuracy"]["estimate"] == pytest.approx(0.75)
+    assert single["seeds"] == 2 and single["method"].startswith("cluster bootstrap")
+
+
+def test_spread_and_paired_differences_are_t_intervals_worked_by_hand():
+    """Values 0.5, 0.7, 0.9: mean 0.7, SD 0.2, half-width t(0.975, 2) · 0.2/sqrt(3) = 4.302653
+    · 0.115470 = 0.496827; the upper end 1.1968 is clipped to 1. Paired 0.6 - 0.5 and 0.8 - 0.5:
+    mean 0.2, SD 0.141421, half-width 12.706205 · 0.1 = 1.270620, clipped to [-1, 1]."""
+    s = spread([0.5, 0.7, 0.9], bounds=(0.0, 1.0))
+    assert s["mean"] == pytest.approx(0.7) and s["std"] == pytest.approx(0.2)
+    assert s["ci"] == pytest.approx([0.7 - 0.496827, 1.0], abs=1e-6) and s["n"] == 3
+    free = spread([0.5, 0.7, 0.9])
+    assert free["ci"] == pytest.approx([0.203173, 1.196827], abs=1e-6)
+    assert spread([0.4]) == {"mean": 0.4, "std": 0.0, "ci": [0.4, 0.4], "n": 1, "values": [0.4]}
+    with pytest.raises(ValueError, match="no values"):
+        spread([])
+    d = paired_difference([0.6, 0.8], [0.5, 0.5])
+    assert d["mean"] == pytest.approx(0.2) and d["std"] == pytest.approx(0.141421, abs=1e-6)
+    assert d["ci"] == [-1.0, 1.0]
+    narrow = paired_difference([0.6, 0.8, 0.7], [0.5, 0.7, 0.6])  # +0.1 on every seed
+    assert narrow["mean"] == pytest.approx(0.1) and narrow["ci"] == pytest.approx([0.1, 0.1])
+    with pytest.raises(ValueError, match="one per seed in both arms; got 2 and 1"):
+        paired_difference([0.6, 0.8], [0.5])
+
+
+def _seed_row(macro: float, recall_ad: float, f1_ad: float) -> dict:
+    per_class = {"AD": {"precision": 0.5, "recall": recall_ad, "f1": f1_ad},
+                 "HP": {"precision": 0.5, "recall": 0.5, "f1": 0.5}}
+    return {"macro_f1": macro, "balanced_accuracy": 0.5, "accuracy": 0.5, "per_class": per_class,
+            "confusion": [[1, 0], [0, 1]], "classes": ["AD", "HP"]}
+
+
+def test_arm_summary_and_comparison_with_their_warnings():
+    """Two seeds per arm. AD recall 0.8, 0.8 -> 0.5, 0.6: fell by 0.25 with an interval
+    0.25 ± 12.706 · 0.0707/sqrt(2) = ± 0.635 (crosses 0: not beyond noise); AD F1 0.6 -> 0.7 rose: no warning.
+    The summed confusion adds the seeds' matrices."""
+    control = [_seed_row(0.6, 0.8, 0.6), _seed_row(0.7, 0.8, 0.6)]
+    treated = [_seed_row(0.65, 0.5, 0.7), _seed_row(0.75, 0.6, 0.7)]
+    summary = summarise_arm(control)
+    assert summary["macro_f1"]["mean"] == pytest.approx(0.65)
+    assert summary["per_class"]["AD"]["recall"]["mean"] == pytest.approx(0.8)
+    assert summary["confusion_sum"] == [[2, 0], [0, 2]] and summary["classes"] == ["AD", "HP"]
+    deltas, warned = compare_arms(treated, control)
+    assert deltas["macro_f1"]["mean"] == pytest.approx(0.05)
+    assert deltas["per_class"]["AD"]["recall"]["mean"] == pytest.approx(-0.25)
+    (warning,) = warned
+    assert (warning["class"], warning["metric"]) == ("AD", "recall")
+    assert warning["control"] == pytest.approx(0.8) and warning["treated"] == pytest.approx(0.55)
+    assert warning["delta"] == pytest.approx(-0.25) and warning["beyond_noise"] is False
+    assert warning["text"] == ("AD recall fell from 0.800 to 0.550 (-0.250, 95% CI -0.885 to "
+                               "+0.385)")
+    # the same fall on every seed: an interval of zero width below 0, beyond noise
+    steady = [_seed_row(0.65, 0.55, 0.7), _seed_row(0.75, 0.55, 0.7)]
+    (beyond,) = compare_arms(steady, control)[1]
+    assert beyond["beyond_noise"] is True and beyond["ci"] == pytest.approx([-0.25, -0.25])
+    # one seed cannot show noise: never beyond it
+    (lone,) = compare_arms(steady[:1], control[:1])[1]
+    assert lone["beyond_noise"] is False
+
+
+def test_regression_warnings_need_an_interval_wholly_below_zero():
+    """AD recall [-0.3, -0.05] warns; AD F1 [-0.25, +0.02] and SSA's do not; a high end of
+    exactly 0 does not (the interval does not exclude 0)."""
+    delta = {"groups": 30, "seeds": 3, "per_class": {
+        "AD": {"recall": {"estimate": -0.2, "low": -0.3, "high": -0.05, "p": 0.01},
+               "f1": {"estimate": -0.1, "low": -0.25, "high": 0.02}},
+        "SSA": {"recall": {"estimate": -0.1, "low": -0.2, "high": 0.0},
+                "f1": {"estimate": 0.0, "low": -0.1, "high": 0.1}}}}
+    (warning,) = u.regression_warnings(delta, ("AD", "SSA"))
+    assert warning == {"class": "AD", "metric": "recall", "delta": -0.2, "ci": [-0.3, -0.05],
+                       "beyond_noise": True, "p": 0.01,
+                       "text": "AD recall fell by 0.200 (95% CI -0.300 to -0.050, excluding 0; "
+                               "cluster bootstrap over 30 test groups and 3 seeds)"}
+
+
+# --- the leak audit's measures -------------------------------------------------------------
+
+def test_leak_measures_worked_by_hand():
+    """AUC of scores [0.1, 0.5, 0.5, 0.9] for truth [0, 0, 1, 1]: of the four positive-negative
+    pairs three are won and one tied: (3 + 0.5)/4 = 0.875. The Laplacian of a flat image is 0;
+    a single bright pixel of 10 in a 5 x 5 grey image: |4·10| at it and |-10| at its four
+    neighbours inside the 3 x 3 interior: (40 + 4·10)/9. A 4 x 4 square in an 8 x 8 mask: area
+    16/64, boundary 12 pixels (the ring) per 8 rows, smoothness 4·pi·16/144."""
+    from polyp_core.review import leaks
+
+    y = np.array([False, False, True, True])
+    assert leaks.auc(y, np.array([0.1, 0.5, 0.5, 0.9])) == pytest.approx(0.875)
+    assert leaks.auc(y, np.array([0.9, 0.8, 0.2, 0.1])) == 0.0
+    assert leaks.high_frequency(np.full((5, 5, 3), 7, np.uint8)) == 0.0
+    spot = np.zeros((5, 5, 3), np.uint8)
+    spot[2, 2] = 10
+    assert leaks.high_frequency(spot) == pytest.approx(80 / 9)
+    mask = np.zeros((8, 8), bool)
+    mask[2:6, 2:6] = True
+    shape = leaks.mask_shape(mask)
+    assert shape["mask_area"] == 0.25 and shape["mask_boundary"] == 1.5
+    assert shape["mask_smoothness"] == pytest.approx(4 * np.pi * 16 / 144)
+    assert leaks.mask_shape(np.zeros((4, 4), bool))["mask_smoothness"] == 0.0
+    # a constant score says nothing in any resample: its interval is the value itself
+    assert leaks.cluster_bootstrap_auc(y, np.full(4, 0.3), np.arange(4), n_boot=50) == \
+        (0.5, 0.5, 0.5)
+    value, low, high = leaks.cluster_bootstrap_auc(y, np.array([0.1, 0.2, 0.8, 0.9]),
+                                                   np.arange(4), n_boot=200)
+    assert (value, low, high) == (1.0, 1.0, 1.0)  # perfect in every resample with both kinds
