@@ -6,6 +6,7 @@ the planted mutants and the test that kills each)."""
 from __future__ import annotations
 
 import math
+import warnings
 
 import numpy as np
 import pytest
@@ -41,19 +42,27 @@ def test_dice_iou_precision_recall_on_4x4_masks_with_the_empty_cases():
     predicted = np.zeros_like(truth)
     predicted[0, :2, :3] = True
     predicted[3, 3, 3] = True
-    s = mask_scores(predicted, truth)
+    with warnings.catch_warnings():  # no division warning leaks out of the scores
+        warnings.simplefilter("error")
+        s = mask_scores(predicted, truth)
+        summary = summarise_scores(s)
+        only_empty = summarise_scores(mask_scores(predicted[2:], truth[2:]))
+        # one predicted pixel, inside a 2-pixel polyp: precision 1, recall 1/2, Dice 2/3
+        lone_truth = np.zeros((1, 2, 2), bool)
+        lone_truth[0, 0] = True
+        lone = mask_scores(lone_truth & np.array([[[True, False], [False, False]]]), lone_truth)
+    assert (lone["precision"][0], lone["recall"][0]) == (1.0, 0.5)
+    assert lone["dice"][0] == pytest.approx(2 / 3) and lone["iou"][0] == 0.5
     assert s["dice"][0] == pytest.approx(0.8) and s["iou"][0] == pytest.approx(4 / 6)
     assert s["precision"][0] == pytest.approx(4 / 6) and s["recall"][0] == 1.0
     assert [s[k][1] for k in ("dice", "iou", "precision", "recall")] == [0.0, 0.0, 0.0, 0.0]
     assert all(np.isnan(s[k][i]) for k in ("dice", "iou", "precision", "recall") for i in (2, 3))
     assert s["empty"].tolist() == [False, False, True, True]
     assert s["false_positive"].tolist() == [False, False, False, True]
-    summary = summarise_scores(s)
     assert summary["dice"] == pytest.approx(0.4) and summary["iou"] == pytest.approx(1 / 3)
     assert summary["precision"] == pytest.approx(1 / 3) and summary["recall"] == pytest.approx(0.5)
     assert (summary["images_with_polyp"], summary["empty_images"],
             summary["empty_false_positives"]) == (2, 2, 1)
-    only_empty = summarise_scores(mask_scores(predicted[2:], truth[2:]))
     assert np.isnan(only_empty["dice"]) and only_empty["images_with_polyp"] == 0
 
 
@@ -97,6 +106,25 @@ def test_a_prediction_is_a_logit_above_zero_and_the_gate_iou_follows_it():
     assert predicted.tolist() == [[[True, False], [False, True]], [[True, True], [True, True]]]
     ious = gate_ious(FixedLogits(logits), data, torch.device("cpu"))
     assert ious == pytest.approx([2 / 3, 1 / 4])
+    # no device given: the model's own
+    assert gate_ious(FixedLogits(logits), data) == pytest.approx([2 / 3, 1 / 4])
+
+
+def test_the_training_loss_is_bce_plus_the_per_image_soft_dice_loss():
+    """Logits 0 everywhere (probability 1/2) on two 2 x 2 images: BCE ln 2 whatever the
+    mask. Image 0 has one polyp pixel: soft Dice (2 · 1/2 + 1)/(2 + 1 + 1) = 1/2; image 1 none:
+    (0 + 1)/(2 + 0 + 1) = 1/3. Loss ln 2 + mean(1/2, 2/3) = ln 2 + 7/12. Catches: Dice over
+    the batch instead of per image, the smoothing term dropped, BCE on probabilities."""
+    from polyp_core.segment.train import dice_bce_loss
+
+    masks = torch.zeros((2, 2, 2), dtype=torch.bool)
+    masks[0, 0, 0] = True
+    loss = dice_bce_loss(torch.zeros((2, 1, 2, 2)), masks)
+    assert loss.item() == pytest.approx(math.log(2) + 7 / 12, abs=1e-6)
+    sharp = dice_bce_loss(torch.full((1, 1, 2, 2), 20.0), torch.ones((1, 2, 2), dtype=torch.bool))
+    assert sharp.item() == pytest.approx(0.0, abs=1e-6)  # sure and right: no loss
+    assert dice_bce_loss(torch.zeros((1, 1, 2, 2)), torch.zeros((1, 2, 2), dtype=torch.bool),
+                         eps=0.0).item() == pytest.approx(math.log(2) + 1.0, abs=1e-6)
 
 
 # --- the gate ------------------------------------------------------------------------------
@@ -107,6 +135,7 @@ def test_acceptance_at_0_7_counts_ties_in_and_empty_masks_out():
     0 of 2. Wilson intervals as worked out by hand. Catches: ``iou < threshold`` (AD 1 of 3,
     HP 1 of 2), ``>`` for ``>=`` (AD 1 of 3), NaN images dropped from n (HP 0 of 1)."""
     from polyp_core.segment.gate import acceptance, distribution, passes
+    from polyp_core.segment.gate import rate as gate_rate
 
     keys = ["g / AD", "g / AD", "g / AD", "g / HP", "g / HP"]
     ious = [0.7, 0.69999, 0.95, float("nan"), 0.2]
@@ -128,6 +157,16 @@ def test_acceptance_at_0_7_counts_ties_in_and_empty_masks_out():
     assert ref["mean"] == pytest.approx(0.7) and ref["sd"] == pytest.approx(math.sqrt(0.08 / 3))
     assert (ref["at_threshold"]["accepted"], ref["at_threshold"]["n"]) == (3, 4)
     assert distribution(np.array([float("nan")]), 0.7) == {"n": 0}
+    spread_out = distribution(np.array([0.5, 0.6, 0.8, 0.9]), 0.7)
+    assert (spread_out["q1"], spread_out["median"], spread_out["q3"]) == \
+        pytest.approx((0.575, 0.7, 0.825))
+    assert distribution(np.array([0.8]), 0.7)["sd"] == 0.0  # one image: no spread
+    assert distribution(np.array([0.6, 0.8]), 0.7)["sd"] == pytest.approx(math.sqrt(0.02))
+    # rates of nothing and of one image
+    assert gate_rate(0, 0) == {"accepted": 0, "n": 0, "rate": None, "ci": None}
+    one = gate_rate(1, 1)
+    assert (one["accepted"], one["n"], one["rate"]) == (1, 1, 1.0)
+    assert one["ci"] == pytest.approx(wilson_by_hand(1, 1), abs=1e-9)
 
 
 def _refs(n: int) -> list[ImageRef]:

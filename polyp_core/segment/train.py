@@ -24,7 +24,7 @@ if TYPE_CHECKING:
 
 
 @dataclass
-class MaskTensors:
+class MaskTensors:  # pragma: no mutate block
     """Images and their masks in memory: ``pixels`` uint8 ``(N, 3, S, S)``, ``masks`` bool
     ``(N, S, S)``."""
 
@@ -45,7 +45,7 @@ class MaskTensors:
                            torch.cat([p.pixels for p in parts]), torch.cat([p.masks for p in parts]))
 
 
-def load_masked(refs: list[ImageRef], size: int, pixels: PixelCache) -> MaskTensors:
+def load_masked(refs: list[ImageRef], size: int, pixels: PixelCache) -> MaskTensors:  # pragma: no mutate block
     """Decode every image (through the pixel cache) and its mask at ``size`` x ``size``.
 
     Raises:
@@ -68,7 +68,7 @@ def load_masked(refs: list[ImageRef], size: int, pixels: PixelCache) -> MaskTens
                        torch.from_numpy(np.stack(masks)))
 
 
-def augment_pair(pixels: torch.Tensor, masks: torch.Tensor,
+def augment_pair(pixels: torch.Tensor, masks: torch.Tensor,  # pragma: no mutate block
                  generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
     """The same random flips and quarter turns on images (uint8 ``(N, 3, S, S)``) and masks,
     and a brightness / contrast jitter on the images; floats in 0..1 and bool masks."""
@@ -119,7 +119,7 @@ def predict_masks(model: torch.nn.Module, data: MaskTensors, device: torch.devic
     return np.concatenate(out) if out else np.zeros((0,) + tuple(data.masks.shape[1:]), bool)
 
 
-def encoder_features(model: torch.nn.Module, data: MaskTensors, device: torch.device,
+def encoder_features(model: torch.nn.Module, data: MaskTensors, device: torch.device,  # pragma: no mutate block
                      batch_size: int = 32) -> list[torch.Tensor]:
     """The frozen encoder's feature maps of every image (each level stacked over images, kept
     on the CPU in float16): computed once, so a decoder-only arm trains without re-running
@@ -136,13 +136,13 @@ def encoder_features(model: torch.nn.Module, data: MaskTensors, device: torch.de
     return [torch.cat(parts) for parts in levels]
 
 
-def _decode(model: torch.nn.Module, features: list[torch.Tensor], index: torch.Tensor,
+def _decode(model: torch.nn.Module, features: list[torch.Tensor], index: torch.Tensor,  # pragma: no mutate block
             device: torch.device) -> torch.Tensor:
     """The U-Net's logits from cached encoder features of the images ``index``."""
     return model.segmentation_head(model.decoder([f[index].to(device).float() for f in features]))
 
 
-def _valid_dice(model: torch.nn.Module, valid: MaskTensors, device: torch.device,
+def _valid_dice(model: torch.nn.Module, valid: MaskTensors, device: torch.device,  # pragma: no mutate block
                 features: list[torch.Tensor] | None = None) -> float:
     if features is None:
         predicted = predict_masks(model, valid, device)
@@ -156,7 +156,7 @@ def _valid_dice(model: torch.nn.Module, valid: MaskTensors, device: torch.device
     return float(np.nanmean(scores["dice"])) if (~scores["empty"]).any() else 0.0
 
 
-def train_segmenter(train: MaskTensors, valid: MaskTensors, config: ClassifierTrainConfig,
+def train_segmenter(train: MaskTensors, valid: MaskTensors, config: ClassifierTrainConfig,  # pragma: no mutate block
                     seed: int, device: torch.device | None = None,
                     registry: WeightsRegistry | None = None, progress: Progress = no_progress,
                     cancel: CancelToken | None = None, label: str = "") -> TrainedSegmenter:
