@@ -2,8 +2,8 @@
 
 Each target is one module and its own tests: mutmut (3.x) mutates that module's functions
 one change at a time and runs only those of the listed tests that reach the mutated function.
-A target runs in a copy of the tree under ``build/mutation/<target>/`` (so targets never share
-a half-finished ``mutants/`` folder, and a re-run resumes where the last one stopped).
+A target runs in a fresh copy of the tree under ``build/mutation/<target>/`` (mutmut caches
+its verdicts per function and would not see a changed test).
 Functions marked ``# pragma: no mutate block`` on their ``def`` line are orchestration
 (databases, files, training loops); tests/MUTATION.md says which and where they are tested.
 
@@ -73,7 +73,9 @@ def _setup_cfg(module: str, tests: tuple[str, ...]) -> str:
 def _prepare(target: str) -> Path:
     module, tests = TARGETS[target]
     folder = BUILD / target
-    folder.mkdir(parents=True, exist_ok=True)
+    if folder.exists():  # mutmut caches verdicts by function, not by test: start clean
+        shutil.rmtree(folder)
+    folder.mkdir(parents=True)
     for name in COPY:
         source, dest = ROOT / name, folder / name
         if dest.is_dir():
@@ -110,7 +112,20 @@ def run_target(target: str, children: int, mutmut: str) -> dict:
         counts[verdict] = counts.get(verdict, 0) + 1
     survivors = sorted(n for n, v in status.items() if v != "killed")
     return {"module": TARGETS[target][0], "tests": list(TARGETS[target][1]), "exit": code,
-            "mutants": len(status), "counts": counts, "not_killed": survivors}
+            "mutants": len(status), "counts": counts, "not_killed": survivors,
+            "status": {n: status[n] for n in survivors},
+            "diffs": {n: _diff(folder, mutmut, n) for n in survivors}}
+
+
+def _diff(folder: Path, mutmut: str, name: str) -> list[str]:
+    """The changed lines of one mutant (``mutmut show``), without the file headers."""
+    out = subprocess.run([mutmut, "show", name], cwd=folder, capture_output=True, text=True).stdout
+    return [line for line in out.splitlines()
+            if line[:1] in "+-" and not line.startswith(("+++", "---"))]
+
+
+def status_of(result: dict, name: str) -> str:
+    return result.get("status", {}).get(name, "survived")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -133,7 +148,9 @@ def main(argv: list[str] | None = None) -> int:
         summary_path.write_text(json.dumps(summary, indent=1))
         print(f"   {result['mutants']} mutants: {result['counts']}")
         for name in result["not_killed"]:
-            print(f"   not killed: {name}")
+            print(f"   not killed: {name} ({status_of(result, name)})")
+            for line in result["diffs"][name]:
+                print(f"      {line.strip()[:150]}")
     bad = sum(len(r["not_killed"]) for r in summary.values())
     print(f"summary in {summary_path}; {bad} mutant(s) not killed (tests/MUTATION.md explains "
           "each equivalent one)")

@@ -140,7 +140,7 @@ def served_url(data: bytes) -> str:
     return f"/gradio_api/file=<cache>/{hashlib.sha256(data).hexdigest()}/image.jpg"
 
 
-def channel_rows(items: list[dict]) -> list[dict]:
+def channel_rows(items: list[dict]) -> list[dict]:  # pragma: no mutate block
     """Measure every channel of each assignment. ``items`` hold ``image`` (the case id),
     ``truth``, ``token``, ``position``, ``queue_length`` and ``fetch`` (a callable returning the
     served bytes, as the reviewer's page gets them)."""

@@ -62,10 +62,10 @@ class GateConfig:
     seed: int = 0
 
 
-def train_gate(real: MaskTensors, train: ClassifierTrainConfig, seed: int,  # pragma: no mutate block
+def train_gate(real: MaskTensors, train: ClassifierTrainConfig, seed: int,
                device: torch.device | None = None, registry: WeightsRegistry | None = None,
                progress: Progress = no_progress, cancel: CancelToken | None = None
-               ) -> torch.nn.Module:
+               ) -> torch.nn.Module:  # pragma: no mutate block
     """A gate model: the U-Net trained ``train.epochs`` epochs on ``real`` (no early stop:
     every real frame it may see is training data)."""
     empty = real.subset([])
@@ -168,9 +168,9 @@ def _masked_synthetic(db: Database, config: GateConfig) -> list[ImageRef]:  # pr
     return refs
 
 
-def run_gate(db: Database, workspace: Workspace, config: GateConfig,  # pragma: no mutate block
+def run_gate(db: Database, workspace: Workspace, config: GateConfig,
              progress: Progress = no_progress, cancel: CancelToken | None = None,
-             registry: WeightsRegistry | None = None) -> GateResult:
+             registry: WeightsRegistry | None = None) -> GateResult:  # pragma: no mutate block
     """Train the gate model on the data set's training split, score every synthetic image with
     a mask, and store the scores and the gate's run (``kind="gate"``: config, the reference
     distribution, acceptance rates per generator and class, every image's IoU).
@@ -232,10 +232,10 @@ def _generators(db: Database, shas: list[str]) -> dict[str, str]:  # pragma: no 
                 for i in queries.synthetic_page(session, shas=shas)[0]}
 
 
-def fold_gate(real: MaskTensors, train_index: list[int], synthetic: MaskTensors,  # pragma: no mutate block
+def fold_gate(real: MaskTensors, train_index: list[int], synthetic: MaskTensors,
               train: ClassifierTrainConfig, seed: int, device: torch.device | None = None,
               registry: WeightsRegistry | None = None, cancel: CancelToken | None = None
-              ) -> np.ndarray:
+              ) -> np.ndarray:  # pragma: no mutate block
     """One fold's gate: a model trained on the fold's training part only (``train_index``
     into ``real``), and its IoU of every candidate synthetic image."""
     model = train_gate(real.subset(train_index), train, seed, device, registry, cancel=cancel)

@@ -22,7 +22,9 @@ def mask_scores(predicted: np.ndarray, truth: np.ndarray) -> dict[str, np.ndarra
     p_sum, t_sum = p.sum(1).astype(float), t.sum(1).astype(float)
     union = (p | t).sum(1).astype(float)
     empty = t_sum == 0
-    with np.errstate(divide="ignore", invalid="ignore"):
+    # a zero denominator always comes with a zero numerator (inter is at most each of them):
+    # 0/0 is the only case, numpy's "invalid", and the result is replaced below
+    with np.errstate(invalid="ignore"):
         out = {"dice": 2 * inter / (p_sum + t_sum), "iou": inter / union,
                "precision": np.where(p_sum > 0, inter / p_sum, 0.0), "recall": inter / t_sum}
     for name in SCORES:

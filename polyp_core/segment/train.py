@@ -68,8 +68,8 @@ def load_masked(refs: list[ImageRef], size: int, pixels: PixelCache) -> MaskTens
                        torch.from_numpy(np.stack(masks)))
 
 
-def augment_pair(pixels: torch.Tensor, masks: torch.Tensor,  # pragma: no mutate block
-                 generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+def augment_pair(pixels: torch.Tensor, masks: torch.Tensor,
+                 generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:  # pragma: no mutate block
     """The same random flips and quarter turns on images (uint8 ``(N, 3, S, S)``) and masks,
     and a brightness / contrast jitter on the images; floats in 0..1 and bool masks."""
     n = len(pixels)
@@ -119,8 +119,8 @@ def predict_masks(model: torch.nn.Module, data: MaskTensors, device: torch.devic
     return np.concatenate(out) if out else np.zeros((0,) + tuple(data.masks.shape[1:]), bool)
 
 
-def encoder_features(model: torch.nn.Module, data: MaskTensors, device: torch.device,  # pragma: no mutate block
-                     batch_size: int = 32) -> list[torch.Tensor]:
+def encoder_features(model: torch.nn.Module, data: MaskTensors, device: torch.device,
+                     batch_size: int = 32) -> list[torch.Tensor]:  # pragma: no mutate block
     """The frozen encoder's feature maps of every image (each level stacked over images, kept
     on the CPU in float16): computed once, so a decoder-only arm trains without re-running
     the encoder every epoch."""
@@ -136,14 +136,14 @@ def encoder_features(model: torch.nn.Module, data: MaskTensors, device: torch.de
     return [torch.cat(parts) for parts in levels]
 
 
-def _decode(model: torch.nn.Module, features: list[torch.Tensor], index: torch.Tensor,  # pragma: no mutate block
-            device: torch.device) -> torch.Tensor:
+def _decode(model: torch.nn.Module, features: list[torch.Tensor], index: torch.Tensor,
+            device: torch.device) -> torch.Tensor:  # pragma: no mutate block
     """The U-Net's logits from cached encoder features of the images ``index``."""
     return model.segmentation_head(model.decoder([f[index].to(device).float() for f in features]))
 
 
-def _valid_dice(model: torch.nn.Module, valid: MaskTensors, device: torch.device,  # pragma: no mutate block
-                features: list[torch.Tensor] | None = None) -> float:
+def _valid_dice(model: torch.nn.Module, valid: MaskTensors, device: torch.device,
+                features: list[torch.Tensor] | None = None) -> float:  # pragma: no mutate block
     if features is None:
         predicted = predict_masks(model, valid, device)
     else:
@@ -156,10 +156,10 @@ def _valid_dice(model: torch.nn.Module, valid: MaskTensors, device: torch.device
     return float(np.nanmean(scores["dice"])) if (~scores["empty"]).any() else 0.0
 
 
-def train_segmenter(train: MaskTensors, valid: MaskTensors, config: ClassifierTrainConfig,  # pragma: no mutate block
+def train_segmenter(train: MaskTensors, valid: MaskTensors, config: ClassifierTrainConfig,
                     seed: int, device: torch.device | None = None,
                     registry: WeightsRegistry | None = None, progress: Progress = no_progress,
-                    cancel: CancelToken | None = None, label: str = "") -> TrainedSegmenter:
+                    cancel: CancelToken | None = None, label: str = "") -> TrainedSegmenter:  # pragma: no mutate block
     """Train a U-Net on ``train`` (flips, turns and a light jitter when ``augment``); keep the
     epoch with the best validation Dice and stop after ``patience`` epochs without one, or,
     with an empty ``valid``, train ``epochs`` epochs and keep the last. ``freeze_backbone`` is
