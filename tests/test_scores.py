@@ -77,6 +77,8 @@ class FixedLogits(torch.nn.Module):
         self.seen = 0
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.device_seen = x.device
+        assert self.seen + len(x) <= len(self.logits), "an image was predicted twice"
         out = self.logits[self.seen:self.seen + len(x)]
         self.seen += len(x)
         return out
@@ -104,10 +106,18 @@ def test_a_prediction_is_a_logit_above_zero_and_the_gate_iou_follows_it():
     data = _masked(truth)
     predicted = predict_masks(FixedLogits(logits), data, torch.device("cpu"), batch_size=1)
     assert predicted.tolist() == [[[True, False], [False, True]], [[True, True], [True, True]]]
+    nothing = predict_masks(FixedLogits(logits), data.subset([]), torch.device("cpu"))
+    assert nothing.shape == (0, 2, 2) and nothing.dtype == bool
     ious = gate_ious(FixedLogits(logits), data, torch.device("cpu"))
     assert ious == pytest.approx([2 / 3, 1 / 4])
-    # no device given: the model's own
-    assert gate_ious(FixedLogits(logits), data) == pytest.approx([2 / 3, 1 / 4])
+    # no device given: the images go to the model's own (a GPU's, in use; "meta" here)
+    model = FixedLogits(logits)
+    assert gate_ious(model, data) == pytest.approx([2 / 3, 1 / 4])
+    assert model.device_seen == torch.device("cpu")
+    on_meta = FixedLogits(logits)
+    on_meta.anchor = torch.nn.Parameter(torch.zeros(1, device="meta"))
+    assert gate_ious(on_meta, data) == pytest.approx([2 / 3, 1 / 4])
+    assert on_meta.device_seen.type == "meta"
 
 
 def test_the_training_loss_is_bce_plus_the_per_image_soft_dice_loss():
