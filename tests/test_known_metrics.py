@@ -52,8 +52,31 @@ def test_metrics_of_a_confusion_worked_by_hand():
     assert [plain["per_class"][c]["precision"] for c in ("AD", "SSA", "HP")] == \
         pytest.approx(PRECISION)
     assert [plain["per_class"][c]["support"] for c in ("AD", "SSA", "HP")] == [4, 4, 0]
+    assert [plain["per_class"][c]["recall"] for c in ("AD", "SSA", "HP")] == pytest.approx(RECALL)
+    assert [plain["per_class"][c]["f1"] for c in ("AD", "SSA", "HP")] == pytest.approx(F1)
     with pytest.raises(ValueError, match="1-D of one length"):
         classification_metrics([0, 1], [0], ("AD", "SSA"))
+    with pytest.raises(ValueError, match="^no test images to score$"):
+        classification_metrics([], [], ("AD", "SSA"))
+
+
+def test_a_class_nobody_has_keeps_its_place_and_a_class_of_one_counts():
+    """Classes AD, SSA, HP; truth [AD, AD, HP], predicted [AD, HP, HP]: SSA is neither true nor
+    predicted. Its row and column stay (3 x 3 confusion, zeros) and it is left out of the macro
+    means; HP, true once, counts. AD: precision 1, recall 1/2, F1 2/3; HP: precision 1/2,
+    recall 1, F1 2/3; macro-F1 2/3, balanced accuracy 3/4, accuracy 2/3. No warning for the
+    undefined SSA precision (reported as 0)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        m = classification_metrics([0, 0, 2], [0, 2, 2], ("AD", "SSA", "HP"))
+    assert m["confusion"] == [[1, 0, 1], [0, 0, 0], [0, 0, 1]]
+    assert m["per_class"]["SSA"] == {"precision": 0.0, "recall": 0.0, "f1": 0.0, "support": 0}
+    assert m["per_class"]["AD"] == pytest.approx({"precision": 1.0, "recall": 0.5, "f1": 2 / 3,
+                                                  "support": 1 + 1})
+    assert m["per_class"]["HP"] == pytest.approx({"precision": 0.5, "recall": 1.0, "f1": 2 / 3,
+                                                  "support": 1})
+    assert m["macro_f1"] == pytest.approx(2 / 3) and m["balanced_accuracy"] == pytest.approx(0.75)
+    assert m["accuracy"] == pytest.approx(2 / 3)
 
 
 def test_weighted_confusions_count_each_image_as_often_as_it_was_drawn():
@@ -148,8 +171,13 @@ def test_spread_and_paired_differences_are_t_intervals_worked_by_hand():
     free = spread([0.5, 0.7, 0.9])
     assert free["ci"] == pytest.approx([0.203173, 1.196827], abs=1e-6)
     assert spread([0.4]) == {"mean": 0.4, "std": 0.0, "ci": [0.4, 0.4], "n": 1, "values": [0.4]}
-    with pytest.raises(ValueError, match="no values"):
+    assert free["values"] == [0.5, 0.7, 0.9]
+    with pytest.raises(ValueError, match="^no values$"):
         spread([])
+    # a 90% interval: t(0.95, 2) = 2.919986; half-width 2.919986 · 0.2/sqrt(3) = 0.337171
+    assert spread([0.5, 0.7, 0.9], 0.90)["ci"] == pytest.approx([0.362829, 1.037171], abs=1e-6)
+    ninety = paired_difference([0.6, 0.8, 1.0], [0.5, 0.5, 0.5], confidence=0.90)
+    assert ninety["ci"] == pytest.approx([0.3 - 0.337171, 0.3 + 0.337171], abs=1e-6)
     d = paired_difference([0.6, 0.8], [0.5, 0.5])
     assert d["mean"] == pytest.approx(0.2) and d["std"] == pytest.approx(0.141421, abs=1e-6)
     assert d["ci"] == [-1.0, 1.0]
@@ -174,6 +202,15 @@ def test_arm_summary_and_comparison_with_their_warnings():
     treated = [_seed_row(0.65, 0.5, 0.7), _seed_row(0.75, 0.6, 0.7)]
     summary = summarise_arm(control)
     assert summary["macro_f1"]["mean"] == pytest.approx(0.65)
+    # proportions stay in [0, 1]: macro-F1 0.6, 0.7 has a t interval of 0.65 ± 0.635, clipped
+    assert summary["macro_f1"]["ci"] == pytest.approx([0.015, 1.0], abs=1e-3)
+    assert summary["per_class"]["HP"]["f1"]["ci"] == [0.5, 0.5]
+    high = summarise_arm([_seed_row(0.9, 0.9, 0.95), _seed_row(1.0, 1.0, 1.0)])
+    assert high["macro_f1"]["ci"][1] == 1.0 and high["per_class"]["AD"]["recall"]["ci"][1] == 1.0
+    low = summarise_arm([_seed_row(0.0, 0.0, 0.0), _seed_row(0.1, 0.1, 0.1)])
+    assert low["macro_f1"]["ci"][0] == 0.0 and low["per_class"]["AD"]["f1"]["ci"][0] == 0.0
+    lone = summarise_arm(control[:1])  # one seed: the interval is the value
+    assert lone["macro_f1"]["ci"] == [0.6, 0.6] and lone["classes"] == ["AD", "HP"]
     assert summary["per_class"]["AD"]["recall"]["mean"] == pytest.approx(0.8)
     assert summary["confusion_sum"] == [[2, 0], [0, 2]] and summary["classes"] == ["AD", "HP"]
     deltas, warned = compare_arms(treated, control)

@@ -20,6 +20,9 @@ def test_wilson_interval_known_values():
     assert (round(low, 4), round(high, 4)) == (0.4902, 0.9433)
     assert stats.wilson(0, 10)[0] == 0.0
     assert all(math.isnan(x) for x in stats.wilson(0, 0))
+    # all or none of 16 and 21: the bounds are exactly 1 and 0, though the formula's rounding
+    # lands a hair outside (1 + 2e-16, -1e-17) and is clipped
+    assert stats.wilson(16, 16)[1] == 1.0 and stats.wilson(0, 21)[0] == 0.0
 
 
 def test_verdict_metrics_both_conventions():

@@ -22,15 +22,17 @@ def classification_metrics(y_true: Sequence[int], y_pred: Sequence[int],
     y_true, y_pred = np.asarray(y_true), np.asarray(y_pred)
     if y_true.shape != y_pred.shape or y_true.ndim != 1:
         raise ValueError(f"y_true and y_pred must be 1-D of one length; got {y_true.shape}, {y_pred.shape}")
+    if not y_true.size:
+        raise ValueError("no test images to score")
     labels = list(range(len(classes)))
     p, r, f, s = precision_recall_fscore_support(y_true, y_pred, labels=labels, zero_division=0)
-    present = [i for i in labels if s[i] > 0]
+    present = [i for i in labels if s[i] > 0]  # never empty: every test image has a class
     return {
         "per_class": {c: {"precision": float(p[i]), "recall": float(r[i]), "f1": float(f[i]),
                           "support": int(s[i])} for i, c in enumerate(classes)},
-        "macro_f1": float(np.mean(f[present])) if present else 0.0,
-        "balanced_accuracy": float(balanced_accuracy_score(y_true, y_pred)) if len(y_true) else 0.0,
-        "accuracy": float(accuracy_score(y_true, y_pred)) if len(y_true) else 0.0,
+        "macro_f1": float(np.mean(f[present])),
+        "balanced_accuracy": float(balanced_accuracy_score(y_true, y_pred)),
+        "accuracy": float(accuracy_score(y_true, y_pred)),
         "confusion": confusion_matrix(y_true, y_pred, labels=labels).tolist(),
         "classes": list(classes),
     }
