@@ -221,3 +221,142 @@ def test_reader_study_says_why_when_the_design_cannot_carry_it():
     records = [r for r in simulated_study() if r["reviewer"] == "a"]
     study = reader.reader_study(records)
     assert not study["pooled"]["available"] and "two readers" in study["pooled"]["reason"]
+
+
+# a study worked by hand: two reviewers, four images --------------------------------------------
+
+#: (reviewer, image, truth, verdict, quality, label, histology guess); sources: real, gen
+HAND = [("A", "i0", "real", "real", "good", "AD", "AD"),
+        ("A", "i1", "real", "synthetic", "moderate", "HP", "HP"),
+        ("A", "i2", "synthetic", "synthetic", "poor", "AD", None),
+        ("A", "i3", "synthetic", "unsure", "good", "HP", None),
+        ("B", "i0", "real", "real", "good", "AD", "unsure"),
+        ("B", "i1", "real", "real", "good", "HP", "HP"),
+        ("B", "i2", "synthetic", "real", "moderate", "AD", "AD"),
+        ("B", "i3", "synthetic", "synthetic", "poor", "HP", "SSA")]
+
+
+def hand_records() -> list[dict]:
+    return [rec(r, i, t, v, q, label=lab, histology=h) for r, i, t, v, q, lab, h in HAND]
+
+
+def test_verdicts_of_a_study_worked_by_hand():
+    """Real as positive, decisive answers only (A's 'unsure' on i3 counted apart): TP 3 (A i0,
+    B i0, B i1), FN 1 (A i1), FP 1 (B i2), TN 2 (A i2, B i3). Accuracy 5/7, precision 3/4,
+    recall 3/4, specificity 2/3; balanced accuracy (3/4 + 2/3)/2 = 17/24 with half-width
+    z·sqrt((3/16)/4 + (2/9)/3)/2 = 0.340816 (upper end clipped to 1). Fisher's table
+    [[3, 1], [1, 2]]: margins 4, 3 / 4, 3 of 7; P(TP = 1..4) = 4, 18, 12, 1 of 35; one-sided
+    P(TP >= 3) = 13/35; two-sided, the tables no likelier than the observed: (4 + 12 + 1)/35.
+    Synthetic as positive swaps the roles: TP 2, FN 1, FP 1, TN 3."""
+    m = stats.verdict_metrics(stats.rated(hand_records()), "real")
+    assert (m["positive"], m["n"], m["n_unsure"]) == ("real", 7, 1)
+    assert (m["tp"], m["fn"], m["fp"], m["tn"]) == (3, 1, 1, 2)
+    for name, (k, n) in {"accuracy": (5, 7), "precision": (3, 4), "recall": (3, 4),
+                         "specificity": (2, 3)}.items():
+        low, high = stats.wilson(k, n)
+        assert m[name] == {"value": pytest.approx(k / n), "low": low, "high": high, "k": k, "n": n}
+    assert m["balanced_accuracy"] == pytest.approx({"value": 17 / 24, "low": 17 / 24 - 0.340816,
+                                                    "high": 1.0}, abs=1e-6)
+    assert m["p_discrimination"] == pytest.approx(13 / 35)
+    assert m["p_fisher_two_sided"] == pytest.approx(17 / 35)
+    s = stats.verdict_metrics(stats.rated(hand_records()), "synthetic")
+    assert (s["positive"], s["tp"], s["fn"], s["fp"], s["tn"]) == ("synthetic", 2, 1, 1, 3)
+    with pytest.raises(ValueError, match="positive must be 'real' or 'synthetic'"):
+        stats.verdict_metrics([], "fake")
+    nothing = stats.verdict_metrics([rec("A", "i0", "real", "unsure")])
+    assert (nothing["n"], nothing["n_unsure"]) == (0, 1)
+    assert math.isnan(nothing["p_discrimination"]) and math.isnan(nothing["p_fisher_two_sided"])
+    assert math.isnan(nothing["balanced_accuracy"]["value"])
+    # per reviewer: A TP 1 FN 1 TN 1 (one unsure); B TP 2 FP 1 TN 1; and the pooled row
+    by = stats.verdicts_by_reviewer(hand_records() + [rec("C", "i0", "real", None)], "real")
+    assert list(by) == ["A", "B", "pooled"]  # C rated nothing
+    assert [(by[k]["tp"], by[k]["fn"], by[k]["fp"], by[k]["tn"], by[k]["n_unsure"])
+            for k in by] == [(1, 1, 0, 1, 1), (2, 0, 1, 1, 0), (3, 1, 1, 2, 1)]
+    assert stats.verdicts_by_reviewer(hand_records(), "synthetic")["pooled"]["tp"] == 2
+
+
+def test_quality_histology_and_kappa_of_the_study_worked_by_hand():
+    """Quality by source: real (i0, i1) good 3, moderate 1; gen (i2, i3) good 1, moderate 1,
+    poor 2. By source and class: real AD good 2 (i0 twice); real HP good 1, moderate 1.
+    Histology, per source: real AD guessed AD once and unsure once, HP guessed HP twice (3 of 4
+    right); gen AD guessed AD once, HP guessed SSA once (1 of 2). Cohen's kappa of A and B's
+    verdicts [real, synthetic, synthetic, unsure] against [real, real, real, synthetic]:
+    agreement 1/4, chance 1/4·3/4 + 2/4·1/4 = 5/16, kappa (1/4 - 5/16)/(11/16) = -1/11."""
+    rows = stats.quality_distribution(hand_records())
+    assert rows == [
+        {"source": "gen", "n": 4, "good": 1, "good_share": 0.25, "moderate": 1,
+         "moderate_share": 0.25, "poor": 2, "poor_share": 0.5},
+        {"source": "real", "n": 4, "good": 3, "good_share": 0.75, "moderate": 1,
+         "moderate_share": 0.25, "poor": 0, "poor_share": 0.0}]
+    by_class = stats.quality_distribution(hand_records(), ("source", "label"))
+    assert [(r["source"], r["label"], r["n"], r["good"]) for r in by_class] == [
+        ("gen", "AD", 2, 0), ("gen", "HP", 2, 1), ("real", "AD", 2, 2), ("real", "HP", 2, 1)]
+    histology = stats.histology_confusion(hand_records())
+    assert histology == {
+        "gen": {"matrix": {"AD": {"AD": 1, "SSA": 0, "HP": 0, "unsure": 0},
+                           "HP": {"AD": 0, "SSA": 1, "HP": 0, "unsure": 0}},
+                "n": 2, "agreement": stats._ratio(1, 2)},
+        "real": {"matrix": {"AD": {"AD": 1, "SSA": 0, "HP": 0, "unsure": 1},
+                            "HP": {"AD": 0, "SSA": 0, "HP": 2, "unsure": 0}},
+                 "n": 4, "agreement": stats._ratio(3, 4)}}
+    (pair,) = stats.cohen_pairs(hand_records())
+    assert (pair["a"], pair["b"], pair["n"]) == ("A", "B", 4)
+    assert pair["kappa"] == pytest.approx(-1 / 11) and pair["raw_agreement"] == 0.25
+    # one answer from both throughout: kappa undefined, agreement 1; fewer than 2 shared images:
+    # no pair
+    same = [rec(r, i, "real", "real") for r in "AB" for i in ("i0", "i1")]
+    assert math.isnan(stats.cohen_pairs(same)[0]["kappa"])
+    assert stats.cohen_pairs(same)[0]["raw_agreement"] == 1.0
+    assert stats.cohen_pairs([rec("A", "i0", "real", "real"), rec("B", "i0", "real", "real")]) == []
+
+
+def test_a_share_over_images_and_its_exact_bootstrap_bounds():
+    """Hits [1, 0, 1, 1] on images a, a, b, c: share 3/4 over 3 images. A replicate draws three
+    images: all three 'a' (probability 1/27 = 3.7 %) gives 1/2, the lowest possible; no 'a'
+    (8/27) gives 1. So the 2.5th percentile is 1/2 and the 97.5th is 1."""
+    share = stats.clustered_share([True, False, True, True], ["a", "a", "b", "c"], n_boot=4000)
+    assert share == {"value": 0.75, "low": 0.5, "high": 1.0, "n": 4, "cases": 3}
+    empty = stats.clustered_share([], [])
+    assert (empty["n"], empty["cases"]) == (0, 0) and math.isnan(empty["value"])
+
+
+def test_the_export_writes_each_table_with_its_columns(tmp_path):
+    """The CSV files' header lines, and the verdict rows of the hand-worked study."""
+    paths = stats.export_csv(hand_records(), tmp_path / "out")
+    def header(name):
+        with open(tmp_path / "out" / name) as handle:
+            return next(csv.reader(handle))
+    def rows(name):
+        with open(tmp_path / "out" / name) as handle:
+            return list(csv.DictReader(handle))
+    assert header("verdicts.csv") == [
+        "positive", "reviewer", "n", "tp", "fn", "fp", "tn", "accuracy", "accuracy_low",
+        "accuracy_high", "precision", "precision_low", "precision_high", "recall", "recall_low",
+        "recall_high", "specificity", "specificity_low", "specificity_high", "balanced_accuracy",
+        "balanced_accuracy_low", "balanced_accuracy_high", "n_unsure", "p_discrimination",
+        "p_fisher_two_sided"]
+    pooled = next(r for r in rows("verdicts.csv")
+                  if r["positive"] == "real" and r["reviewer"] == "pooled")
+    assert (pooled["tp"], pooled["fn"], pooled["fp"], pooled["tn"], pooled["n_unsure"]) == \
+        ("3", "1", "1", "2", "1")
+    assert float(pooled["p_discrimination"]) == pytest.approx(13 / 35)
+    assert float(pooled["balanced_accuracy"]) == pytest.approx(17 / 24)
+    assert [r["positive"] + ":" + r["reviewer"] for r in rows("verdicts.csv")] == [
+        "real:A", "real:B", "real:pooled", "synthetic:A", "synthetic:B", "synthetic:pooled"]
+    assert header("histology.csv") == ["source", "true_class", "guess", "count"]
+    assert {"source": "real", "true_class": "AD", "guess": "unsure", "count": "1"} in \
+        rows("histology.csv")
+    agreement = rows("agreement.csv")
+    assert header("agreement.csv") == ["statistic", "a", "b", "n", "value"]
+    assert [r["statistic"] for r in agreement] == [
+        "cohen_kappa_verdict", "fleiss_kappa_verdict", "krippendorff_alpha_quality_ordinal",
+        "gwet_ac1_verdict"]
+    assert float(agreement[0]["value"]) == pytest.approx(-1 / 11) and agreement[0]["n"] == "4"
+    assert header("quality_by_source.csv") == ["source", "n", "good", "good_share", "moderate",
+                                               "moderate_share", "poor", "poor_share"]
+    assert header("reader_auc.csv") == ["reviewer", "auc", "auc_low", "auc_high", "n_real",
+                                        "n_synthetic"]
+    # no answer times and no repeats in this study: those tables are written empty
+    assert rows("pace.csv") == [] and rows("consistency.csv") == []
+    assert (tmp_path / "out" / "mrmc.txt").read_text().endswith("\n")
+    assert [p.name for p in paths][-2:] == ["study.imrmc", "mrmc.txt"]
