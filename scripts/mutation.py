@@ -68,6 +68,12 @@ EQUIVALENT: list[tuple[str, str, str]] = [
     ("segment_metrics", r"\.astype\(None\)",
      "astype(None) is float64, the same as astype(float)"),
     ("segment_metrics", r'float\("NAN"\)', 'float("NAN") is float("nan")'),
+    ("classify_metrics", r"np\.asarray\((treated|control|values), (dtype=)?(None)?\)",
+     "the values are Python floats (or ints): numpy's default dtype for them gives the same "
+     "differences, means and intervals as float64"),
+    ("classify_metrics", r'"beyond_noise": d\["n"\] > 1 and d\["ci"\]\[1\] <= 0',
+     "a t interval's upper end is exactly 0.0 only when mean + half-width cancel to the last "
+     "bit, or with zero width at a mean of 0, where no warning is made (the mean must be < 0)"),
     ("segment_predict", r"batch_size: int = 17",
      "the batch size only groups images; an eval-mode U-Net predicts each image alone"),
 ]

@@ -77,6 +77,10 @@ def test_a_class_nobody_has_keeps_its_place_and_a_class_of_one_counts():
                                                   "support": 1})
     assert m["macro_f1"] == pytest.approx(2 / 3) and m["balanced_accuracy"] == pytest.approx(0.75)
     assert m["accuracy"] == pytest.approx(2 / 3)
+    # HP, true once and never found, still counts in the macro means: AD F1 0.8 (precision 2/3,
+    # recall 1), HP F1 0: macro-F1 0.4, balanced accuracy 0.5
+    once = classification_metrics([0, 0, 2], [0, 0, 0], ("AD", "SSA", "HP"))
+    assert once["macro_f1"] == pytest.approx(0.4) and once["balanced_accuracy"] == 0.5
 
 
 def test_weighted_confusions_count_each_image_as_often_as_it_was_drawn():
