@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -452,11 +453,14 @@ def test_experiment_baseline_vs_augmented_is_stored_and_repeatable(review_env):
 def test_experiment_refuses_generators_that_saw_held_out_images(review_env):
     env = review_env
     manifest = env.workspace.load_manifest("phantom")
-    test_sha = manifest.split_items("test")[0].sha256
+    test_item = manifest.split_items("test")[0]
     folder = env.workspace.models_dir / "gen-a"
-    (folder / "config.json").write_text(json.dumps({"trained_on": {"image_sha256": [test_sha]}}))
+    (folder / "config.json").write_text(json.dumps({"trained_on": {"image_sha256": [
+        test_item.sha256]}}))
     config = ExperimentConfig(dataset="phantom", train=TINY, seeds=(0,), folds=0)
-    with pytest.raises(ValueError, match="gen-a learned from 1 validation/test images"):
+    # the refusal names the image: data set, id and split
+    with pytest.raises(ValueError, match=re.escape(
+            f"gen-a learned from 1 validation/test images (phantom:{test_item.id} (test))")):
         run_experiment(env.db, env.workspace, config, device=torch.device("cpu"))
     # a generator whose training record is gone cannot be shown honest
     shutil.rmtree(env.workspace.models_dir / "gen-b")

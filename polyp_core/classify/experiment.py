@@ -173,17 +173,19 @@ class ExperimentResult:
 
 
 def check_leakage(db: Database, workspace: Workspace, synthetic: list[ImageRef],
-                  held_out: set[str], allow_unknown: bool = False) -> None:
+                  held_out: set[str] | dict[str, str], allow_unknown: bool = False) -> None:
     """Refuse synthetic images whose generator learned from validation or test images: a
-    generator that saw them makes the comparison dishonest.
+    generator that saw them makes the comparison dishonest. ``held_out``: their SHA-256s, or
+    SHA-256 -> how to name the image (``"dataset:id (split)"``).
 
     Raises:
-        ValueError: naming the generators and how many held-out images each saw.
+        ValueError: naming the generators and the held-out images each saw (the first five).
     """
+    names = held_out if isinstance(held_out, dict) else {sha: sha[:12] for sha in held_out}
     problems = []
     for generator in sorted(_generators_of(db, synthetic)):
         try:
-            seen = generator_training_images(workspace.models_dir, generator) & held_out
+            seen = generator_training_images(workspace.models_dir, generator) & set(names)
         except UnknownTrainingData as error:
             if not allow_unknown:
                 problems.append(f"{error} (use it anyway with `allow_unknown_training_data`; "
@@ -193,7 +195,9 @@ def check_leakage(db: Database, workspace: Workspace, synthetic: list[ImageRef],
             problems.append(str(error))
             continue
         if seen:
-            problems.append(f"{generator} learned from {len(seen)} validation/test images")
+            named = sorted(names[sha] for sha in seen)
+            problems.append(f"{generator} learned from {len(seen)} validation/test images ("
+                            + ", ".join(named[:5]) + (", ..." if len(named) > 5 else "") + ")")
     if problems:
         raise ValueError("synthetic images from generators trained on held-out images would leak "
                          "into the comparison: " + "; ".join(problems) +
@@ -513,7 +517,8 @@ def _check_synthetic(db: Database, workspace: Workspace, config: ExperimentConfi
     else:
         fold = folds[0]
         check_leakage(db, workspace, selections[0].images,
-                      {real[i].sha256 for i in fold.valid + fold.test}, unknown_ok)
+                      {real[i].sha256: f"{config.dataset}:{side.items[i].id} ({part})"
+                       for part in ("valid", "test") for i in getattr(fold, part)}, unknown_ok)
         # a split that is not grouped by lesion can hold other frames of a lesion the
         # generator learned from in validation or test: refused by group as well
         leaks = fold_leaks(folds, generators,
