@@ -360,3 +360,64 @@ def test_the_export_writes_each_table_with_its_columns(tmp_path):
     assert rows("pace.csv") == [] and rows("consistency.csv") == []
     assert (tmp_path / "out" / "mrmc.txt").read_text().endswith("\n")
     assert [p.name for p in paths][-2:] == ["study.imrmc", "mrmc.txt"]
+
+
+def test_a_seeded_share_interval_is_repeatable_and_its_defaults_are_the_documented_ones():
+    """Twelve images of 1-5 ratings each: the interval of the seeded default bootstrap (2,000
+    replicates, seed 0) pinned to its printed value; another seed moves it."""
+    import inspect
+
+    cases = [f"c{k}" for k in range(12) for _ in range(k % 5 + 1)]
+    hits = [(i * 7) % 5 < 3 for i in range(len(cases))]
+    share = stats.clustered_share(hits, cases)
+    assert (share["value"], share["n"], share["cases"]) == (pytest.approx(20 / 33), 33, 12)
+    assert (round(share["low"], 4), round(share["high"], 4)) == (0.5517, 0.68)
+    assert round(stats.clustered_share(hits, cases, seed=1)["low"], 4) == 0.5526
+    defaults = inspect.signature(stats.clustered_share).parameters
+    assert (defaults["n_boot"].default, defaults["seed"].default) == (2000, 0)
+
+
+def test_study_statistics_reads_main_answers_and_counts_the_rest_apart(tmp_path):
+    """The hand-worked study plus a repeat of A's first image and an unanswered assignment: ten
+    assignments, nine answered, one of them a repeat; every table is computed from the eight
+    main answers (the repeat only in test-retest and pace)."""
+    from polyp_core.review import reader
+
+    main = hand_records()
+    repeat = {**main[0], "kind": "repeat"}
+    unanswered = rec("B", "i9", "real", None)
+    result = stats.study_statistics(main + [repeat, unanswered])
+    assert set(result) == {
+        "consistency", "n_repeat_or_calibration", "reader_roc", "mrmc", "pace", "per_source",
+        "ac1_verdict", "n_assignments", "n_rated", "verdicts_real_positive",
+        "verdicts_synthetic_positive", "quality_by_source", "quality_by_source_and_class",
+        "histology_by_source", "cohen_verdict", "fleiss_verdict", "krippendorff_quality",
+        "mask_quality"}
+    assert (result["n_assignments"], result["n_rated"], result["n_repeat_or_calibration"]) == \
+        (10, 9, 1)
+    assert result["verdicts_real_positive"] == stats.verdicts_by_reviewer(main, "real")
+    assert result["verdicts_synthetic_positive"] == stats.verdicts_by_reviewer(main, "synthetic")
+    assert result["verdicts_synthetic_positive"]["pooled"]["tp"] == 2
+    assert result["quality_by_source"] == stats.quality_distribution(main)
+    assert result["quality_by_source_and_class"] == stats.quality_distribution(
+        main, ("source", "label"))
+    assert result["histology_by_source"] == stats.histology_confusion(main)
+    assert result["cohen_verdict"][0]["kappa"] == pytest.approx(-1 / 11)
+    assert result["fleiss_verdict"] == stats.fleiss(main)
+    assert result["krippendorff_quality"] == stats.krippendorff_quality(main)
+    assert result["mask_quality"] == {}
+    assert result["per_source"] == reader.per_source(main)
+    assert result["consistency"] == reader.consistency(main + [repeat])
+    assert result["consistency"]["A"]["repeats"] == 1 and result["consistency"]["A"]["exact"] == 1.0
+    # AC1 over the three answers (real, synthetic, unsure), even where nobody said 'unsure'
+    decisive = [r for r in main if r["verdict"] != "unsure"]
+    three = stats.study_statistics(decisive)["ac1_verdict"]
+    assert three == reader.ac1_of(decisive, "verdict", ("real", "synthetic", "unsure"))
+    assert three["ac1"] != reader.ac1_of(decisive, "verdict", ("real", "synthetic"))["ac1"]
+
+
+def test_the_export_makes_its_folder_and_may_write_it_again(tmp_path):
+    nested = tmp_path / "a" / "b"
+    first = stats.export_csv(hand_records(), nested)
+    again = stats.export_csv(hand_records(), nested)
+    assert [p.name for p in first] == [p.name for p in again] and (nested / "verdicts.csv").is_file()
