@@ -78,6 +78,20 @@ EQUIVALENT: list[tuple[str, str, str]] = [
     ("classify_metrics", r'"beyond_noise": d\["n"\] > 1 and d\["ci"\]\[1\] <= 0',
      "a t interval's upper end is exactly 0.0 only when mean + half-width cancel to the last "
      "bit, or with zero width at a mean of 0, where no warning is made (the mean must be < 0)"),
+    ("classify_uncertainty", r"rng\.integers\((len\(names\)|n_seeds), size=",
+     "numpy's integers(high) with one bound draws from [0, high): the same draws as (0, high)"),
+    ("classify_uncertainty",
+     r"np\.asarray\((groups|treated|control|scores), (dtype=)?(None)?\)",
+     "groups are strings and scores/predictions numbers already: the default dtype gives the "
+     "same groups and the same float arithmetic"),
+    ("classify_uncertainty", r"\.astype\(None\)", "astype(None) is float64"),
+    ("classify_uncertainty", r"np\.ones\(\(2, ",
+     "the point estimate reads row 0 only; a second identical row of weights changes nothing"),
+    ("classify_uncertainty", r'simplefilter\("ignore", \)',
+     "inside nanmean only RuntimeWarnings arise; ignoring every category ignores the same ones"),
+    ("classify_uncertainty", r'float\("NAN"\)', 'float("NAN") is float("nan")'),
+    ("classify_uncertainty", r"present\.any\(None\)",
+     "a confusion with no class present has present.sum() 0, so its mean is 0/0 = NaN either way"),
     ("segment_predict", r"batch_size: int = 17",
      "the batch size only groups images; an eval-mode U-Net predicts each image alone"),
 ]

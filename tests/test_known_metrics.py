@@ -279,3 +279,86 @@ def test_leak_measures_worked_by_hand():
     value, low, high = leaks.cluster_bootstrap_auc(y, np.array([0.1, 0.2, 0.8, 0.9]),
                                                    np.arange(4), n_boot=200)
     assert (value, low, high) == (1.0, 1.0, 1.0)  # perfect in every resample with both kinds
+
+
+def test_metrics_at_the_edges_of_each_rule():
+    """Confusion [[1, 0, 0], [1, 1, 0], [0, 0, 0]]: class 1 predicted once and right
+    (precision 1), class 0 true once (recall 1) and counted in the macro means, class 2 never
+    predicted (precision 0, not NaN). Confusion [[1, 1], [1, 1]]: precision and recall 1/2,
+    F1 1/2 (their sum is exactly 1). No 0/0 warning escapes."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        m = u._metrics_from_confusion(np.array([[1.0, 0, 0], [1, 1, 0], [0, 0, 0]]))
+        half = u._metrics_from_confusion(np.array([[1.0, 1], [1, 1]]))
+        empty = u._metrics_from_confusion(np.zeros((2, 2)))
+    assert m["precision"].tolist() == [0.5, 1.0, 0.0] and m["recall"].tolist() == [1.0, 0.5, 0.0]
+    assert m["f1"] == pytest.approx([2 / 3, 2 / 3, 0.0])
+    assert m["balanced_accuracy"] == pytest.approx(0.75) and m["macro_f1"] == pytest.approx(2 / 3)
+    assert half["f1"].tolist() == [0.5, 0.5]
+    assert np.isnan(empty["macro_f1"])
+    # the highest cell (true 1, predicted 1) never occurs: the matrix keeps its size
+    out = u._confusions(np.array([0, 1]), np.array([[0, 0]]), np.ones((1, 2)), 2)
+    assert out[0, 0].tolist() == [[1, 0], [1, 0]]
+    one = u._interval(0.4, np.array([0.3]), 0.95)  # a single finite replicate is its interval
+    assert (one["low"], one["high"]) == pytest.approx((0.3, 0.3))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        means = u._score_means(np.array([[1.0, np.nan]]), np.array([[0.0, 2.0]]))
+    assert np.isnan(means[0, 0])  # the only drawn image has no score: no mean, no warning
+
+
+def test_p_values_at_their_edges():
+    """Two lesions. Treated worse on lesion A (0 against 1) and equal on B: replicate
+    differences -1, -1/2 (p 3/4 between them) or exactly 0 (B drawn twice, 1/4): p = 2 · min(1,
+    1/4) = 1/2, the ties at 0 counted on both sides. Treated equal to control everywhere: every
+    replicate is 0 and p is 1 (2 · 1, capped). All scores missing: no replicate, p NaN."""
+    groups = ["A", "A", "B", "B"]
+    control = np.array([[1.0, 1.0, 0.5, 0.5]])
+    worse = np.array([[0.0, 0.0, 0.5, 0.5]])
+    d = u.paired_cluster_bootstrap_scores(worse, control, groups, n_boot=2000, seed=0)
+    assert d["estimate"] == pytest.approx(-0.5) and d["p"] == pytest.approx(0.5, abs=0.05)
+    assert u.paired_cluster_bootstrap_scores(control, control, groups)["p"] == 1.0
+    missing = np.full((1, 4), np.nan)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # the point estimate of nothing
+        gone = u.paired_cluster_bootstrap_scores(missing, missing, groups, n_boot=20)
+    assert np.isnan(gone["p"]) and np.isnan(gone["low"])
+    # classification: treated worse on lesion A's two AD frames, equal on B's two HP frames
+    y = [0, 0, 1, 1]
+    paired = u.paired_cluster_bootstrap(y, [[1, 1, 1, 1]], [[0, 0, 1, 1]], groups, ("AD", "HP"),
+                                        n_boot=2000, seed=0)
+    assert paired["balanced_accuracy"]["p"] == pytest.approx(0.5, abs=0.05)
+    assert paired["per_class"]["AD"]["recall"]["p"] == pytest.approx(0.5, abs=0.05)
+    same = u.paired_cluster_bootstrap(y, [[0, 0, 1, 1]], [[0, 0, 1, 1]], groups, ("AD", "HP"),
+                                      n_boot=200)
+    assert same["macro_f1"]["p"] == 1.0 and same["per_class"]["HP"]["f1"]["p"] == 1.0
+
+
+def test_bootstrap_outputs_name_their_method_and_their_documented_defaults():
+    """What a stored run records beside each interval, and the defaults the README states
+    (2,000 replicates, seed 0), pinned on a seeded case whose interval moves with either."""
+    import inspect
+
+    y = [0, 0, 1, 1, 0, 1]
+    groups = ["a", "a", "b", "c", "d", "e"]
+    one = u.cluster_bootstrap(y, [[0, 1, 1, 1, 0, 0]], groups, ("AD", "HP"))
+    assert (one["groups"], one["seeds"], one["n_boot"]) == (5, 1, 2000)
+    assert one["method"] == "cluster bootstrap over test groups, with seeds"
+    paired = u.paired_cluster_bootstrap(y, [[0, 1, 1, 1, 0, 0]], [[0, 0, 1, 0, 0, 0]], groups,
+                                        ("AD", "HP"))
+    assert paired["method"] == "paired cluster bootstrap over test groups, with seeds"
+    assert (paired["groups"], paired["seeds"], paired["n_boot"]) == (5, 1, 2000)
+    scores = [[0.9, 0.8, 0.4, 0.7, 0.2, 0.6]]
+    s = u.cluster_bootstrap_scores(scores, groups)
+    assert (s["groups"], s["seeds"], s["n_boot"]) == (5, 1, 2000)
+    assert u.paired_cluster_bootstrap_scores(scores, scores, groups)["n_boot"] == 2000
+    for fn in (u.cluster_bootstrap, u.paired_cluster_bootstrap, u.cluster_bootstrap_scores,
+               u.paired_cluster_bootstrap_scores):
+        params = inspect.signature(fn).parameters
+        assert (params["n_boot"].default, params["seed"].default) == (2000, 0), fn.__name__
+    # seeded: the same call gives the same interval, another seed another one
+    assert u.cluster_bootstrap(y, [[0, 1, 1, 1, 0, 0]], groups, ("AD", "HP")) == one
+    assert u.paired_cluster_bootstrap(y, [[0, 1, 1, 1, 0, 0]], [[0, 0, 1, 0, 0, 0]], groups,
+                                      ("AD", "HP"))["macro_f1"] == paired["macro_f1"]
+    assert u.cluster_bootstrap_scores(scores, groups) == s
+    assert u.cluster_bootstrap_scores(scores, groups, seed=1)["low"] != s["low"]

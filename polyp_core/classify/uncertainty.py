@@ -29,7 +29,9 @@ def _metrics_from_confusion(confusion: np.ndarray) -> dict[str, np.ndarray]:
     tp = np.diagonal(confusion, axis1=-2, axis2=-1)
     support = confusion.sum(axis=-1)
     predicted = confusion.sum(axis=-2)
-    with np.errstate(divide="ignore", invalid="ignore"):
+    # a zero denominator always comes with a zero numerator (tp is at most each count, and
+    # precision + recall is 0 only when both are): only 0/0, numpy's "invalid", can happen
+    with np.errstate(invalid="ignore"):
         precision = np.where(predicted > 0, tp / predicted, 0.0)
         recall = np.where(support > 0, tp / support, 0.0)
         f1 = np.where(precision + recall > 0, 2 * precision * recall / (precision + recall), 0.0)
@@ -164,7 +166,7 @@ def _score_means(scores: np.ndarray, weights: np.ndarray) -> np.ndarray:
     NaN scores (images a score does not apply to) left out."""
     finite = np.isfinite(scores)
     values = np.where(finite, scores, 0.0)
-    with np.errstate(divide="ignore", invalid="ignore"):
+    with np.errstate(invalid="ignore"):  # no drawn image with a score: 0/0, NaN
         return (weights @ values.T) / (weights @ finite.T.astype(float))
 
 
