@@ -56,7 +56,6 @@ TARGETS: dict[str, tuple[str, tuple[str, ...]]] = {
         "tests/test_leaks.py::test_the_combined_channel_must_beat_relabelled_images",
         "tests/test_known_metrics.py")),
     "classify_policy": ("polyp_core/classify/policy.py", (
-        "tests/test_classify.py::test_policy_rules_ratings_memorisation_mix_and_cap[sqlite]",
         "tests/test_classify.py::test_policy_errors_name_the_field",
         "tests/test_classify.py::test_parse_mix_errors", "tests/test_scores.py")),
 }

@@ -135,7 +135,7 @@ def ratings_fingerprint(rows: list[tuple]) -> str:
     return hashlib.sha256(json.dumps(rows, sort_keys=True).encode()).hexdigest()
 
 
-def memorised(db: Database, run_ids: tuple[str, ...]) -> set[str]:
+def memorised(db: Database, run_ids: tuple[str, ...]) -> set[str]:  # pragma: no mutate block
     """SHA-256 of the synthetic images the named diagnostics runs flagged as near copies."""
     from polyp_core.runs import load_run
 
@@ -182,7 +182,7 @@ def _mask_path(image: Image) -> str | None:
 
 
 def select_synthetic(db: Database, policy: SelectionPolicy, scheme: str,
-                     real_counts: dict[str, int], with_masks: bool = False) -> Selection:
+                     real_counts: dict[str, int], with_masks: bool = False) -> Selection:  # pragma: no mutate block
     """Apply ``policy`` to the synthetic pool for a training set with ``real_counts`` images
     per scheme class. ``with_masks`` (segmentation): only images stored with a mask, which
     each chosen image then carries.
