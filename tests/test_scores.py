@@ -5,6 +5,7 @@ the planted mutants and the test that kills each)."""
 
 from __future__ import annotations
 
+import json
 import math
 import warnings
 
@@ -337,3 +338,69 @@ def test_compare_runs_of_two_runs_that_differ_by_a_known_amount(tmp_path):
     with pytest.raises(ValueError, match="answer different tasks"):
         compare_runs(db, "a", "sa")
     db.dispose()
+
+
+# --- the selection policy's arithmetic -----------------------------------------------------
+
+def test_quotas_for_balance_a_target_mix_and_a_cap_worked_by_hand():
+    """Real AD 10, SSA 3, HP 5. Balance: top every class up to 10 (SSA 7, HP 5), at most what
+    is available (HP 2). Mix 50/25/25: the real counts need a total of max(10/0.5, 3/0.25,
+    5/0.25) = 20, so SSA needs 2 more, AD and HP none. No mix: every available image. A cap of
+    0.5 synthetic per real image (9 of 18) on 6/4/2 available: shares 4.5/3/1.5 floored to
+    4/3/1, the one left over to the largest remainder, the first of the tie (AD)."""
+    from polyp_core.classify.policy import _quotas
+
+    classes = ("AD", "SSA", "HP")
+    real = {"AD": 10, "SSA": 3, "HP": 5}
+    balance = SelectionPolicy(target_mix="balance")
+    assert _quotas(real, {"AD": 4, "SSA": 10, "HP": 2}, balance, classes) == \
+        {"AD": 0, "SSA": 7, "HP": 2}
+    mix = SelectionPolicy(target_mix={"AD": 0.5, "SSA": 0.25, "HP": 0.25})
+    assert _quotas(real, {"AD": 9, "SSA": 9, "HP": 9}, mix, classes) == {"AD": 0, "SSA": 2, "HP": 0}
+    only_ad = SelectionPolicy(target_mix={"AD": 1.0, "SSA": 0.0, "HP": 0.0})
+    assert _quotas(real, {"AD": 9, "SSA": 9, "HP": 9}, only_ad, classes) == \
+        {"AD": 0, "SSA": 0, "HP": 0}
+    assert _quotas(real, {"AD": 6, "SSA": 4}, SelectionPolicy(), classes) == \
+        {"AD": 6, "SSA": 4, "HP": 0}
+    capped = SelectionPolicy(max_ratio=0.5)
+    assert _quotas(real, {"AD": 6, "SSA": 4, "HP": 2}, capped, classes) == \
+        {"AD": 5, "SSA": 3, "HP": 1}
+    assert _quotas(real, {"AD": 2, "SSA": 1, "HP": 0}, capped, classes) == \
+        {"AD": 2, "SSA": 1, "HP": 0}  # under the cap: untouched
+
+
+def test_mix_parsing_and_the_ratings_fingerprint():
+    import hashlib
+    import json
+
+    from polyp_core.classify.policy import parse_mix, ratings_fingerprint
+
+    assert parse_mix("AD=0.4, SSA=0.3,HP=0.3") == {"AD": 0.4, "SSA": 0.3, "HP": 0.3}
+    assert parse_mix(" balance ") == "balance" and parse_mix("") is None and parse_mix(None) is None
+    with pytest.raises(ValueError, match="^target mix part 'SSA' is not CLASS=share"):
+        parse_mix("AD=0.5,SSA")
+    rows = [["b", "r1", "good"], ["a", "r2", "poor"]]
+    assert ratings_fingerprint(rows) == hashlib.sha256(
+        json.dumps(rows, sort_keys=True).encode()).hexdigest()
+    assert ratings_fingerprint(rows) != ratings_fingerprint(rows[::-1])  # order is part of it
+
+
+def test_a_policy_checks_itself_against_the_scheme_and_round_trips():
+    classes = ("AD", "SSA", "HP")
+    with pytest.raises(ValueError, match=r"classes \['REST'\] are not in the scheme"):
+        SelectionPolicy(classes=("REST",)).validate(classes)
+    with pytest.raises(ValueError, match="target_mix 'even': give 'balance' or class shares"):
+        SelectionPolicy(target_mix="even").validate(classes)
+    with pytest.raises(ValueError, match=r"target_mix names \['REST'\]"):
+        SelectionPolicy(target_mix={"REST": 1.0}).validate(classes)
+    with pytest.raises(ValueError, match=r"must be non-negative and sum to 1; got \[0.5, 0.6\]"):
+        SelectionPolicy(target_mix={"AD": 0.5, "HP": 0.6}).validate(classes)
+    SelectionPolicy(target_mix={"AD": 0.5, "HP": 0.5 + 1e-7}).validate(classes)  # rounding
+    SelectionPolicy(target_mix="balance", classes=("AD",)).validate(classes)
+    policy = SelectionPolicy(generators=("g",), classes=("AD",), studies=("s",),
+                             exclude_memorised=("m",), target_mix={"AD": 1.0}, max_ratio=2.0,
+                             min_mask_quality="good", min_gate_iou=0.7)
+    data = policy.to_json()
+    assert data["target_mix"] == {"AD": 1.0} and data["generators"] == ("g",)
+    back = SelectionPolicy.from_json(json.loads(json.dumps(data)))
+    assert back == policy and isinstance(back.exclude_memorised, tuple)
