@@ -362,3 +362,47 @@ def test_bootstrap_outputs_name_their_method_and_their_documented_defaults():
                                       ("AD", "HP"))["macro_f1"] == paired["macro_f1"]
     assert u.cluster_bootstrap_scores(scores, groups) == s
     assert u.cluster_bootstrap_scores(scores, groups, seed=1)["low"] != s["low"]
+
+
+def test_a_leak_report_prints_and_stores_what_it_found():
+    """A report of two channels, written out as the CLI prints it and stored and read back."""
+    import io
+
+    from PIL import Image
+
+    from polyp_core.review.leaks import ChannelResult, LeakReport, jpeg75_bytes, served_url
+
+    ok = ChannelResult("byte_length", 0.5, 0.4, 0.6, True, False)
+    leak = ChannelResult("combined", 0.71, 0.52, 0.9, True, True, 0.005)
+    shown = ChannelResult("serve_ms", 0.8, 0.7, 0.9, False, False)
+    report = LeakReport("s1", 3, 4, 14, (ok, leak, shown), 100, False, {"size": 96}, "a note")
+    assert report.lines() == [
+        "leak audit of s1: FAILED · 3 real and 4 synthetic images, 14 assignments; 95% intervals "
+        "from 100 cluster bootstrap resamples over images; AUC 0.5 = no separation",
+        "a note",
+        "byte_length     AUC 0.500 [0.400, 0.600]  ok       served file's byte length "
+        "(= Content-Length)",
+        "combined        AUC 0.710 [0.520, 0.900] permutation p 0.005  LEAK     all gated "
+        "channels together (logistic regression, out of fold)",
+        "serve_ms        AUC 0.800 [0.700, 0.900]  reported time to hand the bytes over, median "
+        "of 5 reads, whole ms (reported: depends on the machine's load)"]
+    passed = LeakReport("s2", 1, 1, 2, (ok,), 10, True)
+    assert passed.lines()[0].startswith("leak audit of s2: PASSED · 1 real and 1 synthetic")
+    assert len(passed.lines()) == 2  # no note line
+    stored = report.to_json()
+    assert stored == {"study": "s1", "n_real": 3, "n_synthetic": 4, "n_assignments": 14,
+                      "n_boot": 100, "passed": False, "chain": {"size": 96}, "note": "a note",
+                      "channels": [c.__dict__ for c in (ok, leak, shown)]}
+    assert LeakReport.from_json(stored) == report
+    old = {k: v for k, v in stored.items() if k not in ("chain", "note")}  # stored before both
+    assert LeakReport.from_json(old) == LeakReport("s1", 3, 4, 14, (ok, leak, shown), 100, False)
+    # the URL a browser gets: the content hash and a fixed name; the re-encoded size is JPEG 75
+    assert served_url(b"abc") == ("/gradio_api/file=<cache>/ba7816bf8f01cfea414140de5dae2223b0036"
+                                  "1a396177a9cb410ff61f20015ad/image.jpg")
+    rgb = np.random.default_rng(0).integers(0, 255, (16, 16, 3), dtype=np.uint8)
+    buffer = io.BytesIO()
+    Image.fromarray(rgb).save(buffer, format="JPEG", quality=75)
+    assert jpeg75_bytes(rgb) == len(buffer.getvalue())
+    buffer = io.BytesIO()
+    Image.fromarray(rgb).save(buffer, format="JPEG", quality=76)
+    assert jpeg75_bytes(rgb) != len(buffer.getvalue())
