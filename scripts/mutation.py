@@ -91,6 +91,9 @@ EQUIVALENT: list[tuple[str, str, str]] = [
     ("classify_uncertainty", r'float\("NAN"\)', 'float("NAN") is float("nan")'),
     ("classify_uncertainty", r"present\.any\(None\)",
      "a confusion with no class present has present.sum() 0, so its mean is 0/0 = NaN either way"),
+    ("classify_uncertainty", r'return float\((None|"XXnanXX")\)',
+     "unreachable in paired_cluster_bootstrap: every replicate draws at least one group, so a "
+     "class is present and every metric of the replicate is finite"),
     ("segment_predict", r"batch_size: int = 17",
      "the batch size only groups images; an eval-mode U-Net predicts each image alone"),
 ]

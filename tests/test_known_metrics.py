@@ -332,6 +332,9 @@ def test_p_values_at_their_edges():
     same = u.paired_cluster_bootstrap(y, [[0, 0, 1, 1]], [[0, 0, 1, 1]], groups, ("AD", "HP"),
                                       n_boot=200)
     assert same["macro_f1"]["p"] == 1.0 and same["per_class"]["HP"]["f1"]["p"] == 1.0
+    lone = u.paired_cluster_bootstrap(y, [[0, 0, 1, 1]], [[0, 0, 1, 1]], groups, ("AD", "HP"),
+                                      n_boot=1)  # one replicate still gives a p
+    assert lone["macro_f1"]["p"] == 1.0
 
 
 def test_bootstrap_outputs_name_their_method_and_their_documented_defaults():
@@ -356,6 +359,13 @@ def test_bootstrap_outputs_name_their_method_and_their_documented_defaults():
                u.paired_cluster_bootstrap_scores):
         params = inspect.signature(fn).parameters
         assert (params["n_boot"].default, params["seed"].default) == (2000, 0), fn.__name__
+    # the default seed is 0: the same interval as asking for seed 0
+    assert one == u.cluster_bootstrap(y, [[0, 1, 1, 1, 0, 0]], groups, ("AD", "HP"), seed=0)
+    assert paired == u.paired_cluster_bootstrap(y, [[0, 1, 1, 1, 0, 0]], [[0, 0, 1, 0, 0, 0]],
+                                                groups, ("AD", "HP"), seed=0)
+    assert u.paired_cluster_bootstrap_scores(scores, [[0.5] * 6], groups) == \
+        u.paired_cluster_bootstrap_scores(scores, [[0.5] * 6], groups, seed=0)
+    assert s == u.cluster_bootstrap_scores(scores, groups, seed=0)
     # seeded: the same call gives the same interval, another seed another one
     assert u.cluster_bootstrap(y, [[0, 1, 1, 1, 0, 0]], groups, ("AD", "HP")) == one
     assert u.paired_cluster_bootstrap(y, [[0, 1, 1, 1, 0, 0]], [[0, 0, 1, 0, 0, 0]], groups,
