@@ -94,6 +94,14 @@ EQUIVALENT: list[tuple[str, str, str]] = [
     ("classify_uncertainty", r'return float\((None|"XXnanXX")\)',
      "unreachable in paired_cluster_bootstrap: every replicate draws at least one group, so a "
      "class is present and every metric of the replicate is finite"),
+    ("review_stats", r"np\.asarray\(hits, \)",
+     "hits are booleans already; the default dtype is bool too"),
+    ("review_stats", r"size = np\.bincount\(inverse, \)",
+     "every case index occurs in inverse (np.unique), so the count has its full length anyway"),
+    ("review_stats", r'weights="linear", labels=None',
+     "with linear weights an unused level changes nothing: with three levels used the labels "
+     "are the same; with two, every disagreement has the same weight in the observed and the "
+     "expected table, so kappa is the same"),
     ("segment_predict", r"batch_size: int = 17",
      "the batch size only groups images; an eval-mode U-Net predicts each image alone"),
 ]

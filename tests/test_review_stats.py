@@ -421,3 +421,27 @@ def test_the_export_makes_its_folder_and_may_write_it_again(tmp_path):
     first = stats.export_csv(hand_records(), nested)
     again = stats.export_csv(hand_records(), nested)
     assert [p.name for p in first] == [p.name for p in again] and (nested / "verdicts.csv").is_file()
+
+
+def test_the_edges_of_the_verdict_and_quality_tables():
+    """No decisive answer: balanced accuracy is NaN in every field. The per-reviewer tables
+    follow the positive class asked for (B found 1 synthetic image, 2 real ones). A class label
+    that is missing sorts beside the others instead of breaking the table."""
+    nothing = stats.verdict_metrics([rec("A", "i0", "real", "unsure")])
+    assert set(nothing["balanced_accuracy"]) == {"value", "low", "high"}
+    assert all(math.isnan(v) for v in nothing["balanced_accuracy"].values())
+    with pytest.raises(ValueError, match="^positive must be 'real' or 'synthetic'$"):
+        stats.verdict_metrics([], "fake")
+    assert stats.verdicts_by_reviewer(hand_records(), "synthetic")["B"]["tp"] == 1
+    assert stats.verdicts_by_reviewer(hand_records(), "real")["B"]["tp"] == 2
+    unlabelled = hand_records() + [rec("A", "i5", "real", "real", label=None)]
+    rows = stats.quality_distribution(unlabelled, ("source", "label"))
+    assert [(r["source"], r["label"]) for r in rows] == [
+        ("gen", "AD"), ("gen", "HP"), ("real", "AD"), ("real", "HP"), ("real", None)]
+    empty = stats.clustered_share([], [])
+    assert set(empty) == {"value", "low", "high", "n", "cases"}
+    assert all(math.isnan(empty[k]) for k in ("value", "low", "high"))
+    # AC1 of the verdicts counts 'unsure' as an answer of its own
+    main = hand_records()
+    assert stats.study_statistics(main)["ac1_verdict"] == \
+        stats.reader.ac1_of(main, "verdict", ("real", "synthetic", "unsure"))

@@ -404,3 +404,40 @@ def test_a_policy_checks_itself_against_the_scheme_and_round_trips():
     assert data["target_mix"] == {"AD": 1.0} and data["generators"] == ("g",)
     back = SelectionPolicy.from_json(json.loads(json.dumps(data)))
     assert back == policy and isinstance(back.exclude_memorised, tuple)
+
+
+def test_mask_quality_at_its_edges():
+    """Three reviewers. A and B share images 0-3 and answer only poor and good, agreeing on two:
+    weighted kappa 0 (what chance gives). C rates image 4,
+    which no one else rated, and image 0 with B (one shared image: no pair). A's image 5 has no
+    class: its row is '?'. Two reviewers who give one answer throughout have no kappa."""
+    from sklearn.metrics import cohen_kappa_score
+
+    from polyp_core.review.reader import ac1_of
+    from polyp_core.review.stats import mask_quality
+
+    def r(reviewer, image, answer, label="AD"):
+        return {"reviewer": reviewer, "image": f"i{image}", "truth": "synthetic", "source": "gen",
+                "label": label, "verdict": "synthetic", "quality": "good",
+                "mask_quality": answer, "kind": "main"}
+
+    records = [r("A", 0, "poor"), r("B", 0, "poor"), r("A", 1, "good"), r("B", 1, "poor"),
+               r("A", 2, "good"), r("B", 2, "good"), r("A", 3, "poor"), r("B", 3, "good"),
+               r("C", 4, "good"), r("C", 0, "good"), r("A", 5, "moderate", label=None)]
+    result = mask_quality(records)
+    pairs = {(p["a"], p["b"]): p for p in result["weighted_kappa"]}
+    assert set(pairs) == {("A", "B")}  # A-C and B-C share one image: no pair
+    a, b = [0, 2, 2, 0], [0, 0, 2, 2]
+    assert pairs[("A", "B")]["n"] == 4
+    assert pairs[("A", "B")]["weighted_kappa"] == pytest.approx(
+        cohen_kappa_score(a, b, weights="linear", labels=[0, 1, 2]))
+    assert pairs[("A", "B")]["weighted_kappa"] == pytest.approx(0.0)
+    assert result["ac1"] == ac1_of(records, "mask_quality", ("good", "moderate", "poor"))
+    rows = {(row["source"], row["class"]): row for row in result["by_source"]}
+    assert set(rows) == {("gen", "all"), ("gen", "AD"), ("gen", "?")}
+    assert rows[("gen", "all")]["ratings"] == 11 and rows[("gen", "?")]["ratings"] == 1
+    assert rows[("gen", "all")]["poor_share"] == pytest.approx(4 / 11)
+    assert rows[("gen", "all")]["good_share"] == pytest.approx(6 / 11)
+    assert result["n"] == 11
+    same = [r("A", k, "good") for k in range(3)] + [r("B", k, "good") for k in range(3)]
+    assert math.isnan(mask_quality(same)["weighted_kappa"][0]["weighted_kappa"])
