@@ -104,11 +104,12 @@ def test_demo_study_passes_and_the_chain_before_it_is_caught(live_app):
     create_study(db, workspace, admin, legacy)
     report = audit_study(db, workspace, admin, legacy.name)
     assert not report.passed
-    # the README: the old chain's byte length separates the sources, AUC 1.0 on the demo's own
-    # 18 images (the suite's order); 0.951 when the UI tests' samples have joined the pool
-    # first (another 12 are drawn), so the pin is the draw's, and the floor holds for both
+    # the old chain's byte length separates the sources: AUC 1.0 on the demo's own 18 images;
+    # when other tests' samples have joined the pool first, another 12 are drawn and the AUC
+    # depends on which (0.951 and 0.858 seen in two test orders), so what holds in any order
+    # is the auditor's verdict: the interval excludes 0.5 and the channel is flagged
     leak = _channel(report, "byte_length")
-    assert leak.leaks and leak.auc >= 0.95, "\n".join(report.lines())
+    assert leak.leaks and leak.low > 0.5, "\n".join(report.lines())
     with db.session() as session:
         in_pool = len(queries.synthetic_images(session, "demo-ddpm"))
     if in_pool == 18:
