@@ -102,6 +102,9 @@ EQUIVALENT: list[tuple[str, str, str]] = [
      "with linear weights an unused level changes nothing: with three levels used the labels "
      "are the same; with two, every disagreement has the same weight in the observed and the "
      "expected table, so kappa is the same"),
+    ("review_stats", r"value_domain=None\)",
+     "the ordinal distance adds up the counts of the levels between two answers; a level nobody "
+     "used counts 0, so inferring the levels from the answers gives the same alpha"),
     ("segment_predict", r"batch_size: int = 17",
      "the batch size only groups images; an eval-mode U-Net predicts each image alone"),
 ]

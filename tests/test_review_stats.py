@@ -445,3 +445,62 @@ def test_the_edges_of_the_verdict_and_quality_tables():
     main = hand_records()
     assert stats.study_statistics(main)["ac1_verdict"] == \
         stats.reader.ac1_of(main, "verdict", ("real", "synthetic", "unsure"))
+
+
+def test_fleiss_and_krippendorff_at_their_edges():
+    """Fleiss: nothing rated; two readers per image (needs three, and says so); the most
+    common number of readers decides which images count (two images of 3 readers beat one of
+    4); one category throughout has no kappa; exactly 3 readers and two categories do.
+    Krippendorff: nothing rated, one value throughout (no alpha), and the ordinal level (not
+    interval) on unequal marginals."""
+    import krippendorff
+
+    def q(reviewer, image, answer):
+        return {**rec(reviewer, image, "real", "real"), "quality": answer}
+
+    empty = stats.fleiss([])
+    assert set(empty) == {"kappa", "n_images", "raters"} and math.isnan(empty["kappa"])
+    assert (empty["n_images"], empty["raters"]) == (0, 0)
+    two = stats.fleiss([rec(r, "i0", "real", v) for r, v in (("A", "real"), ("B", "synthetic"))])
+    assert (two["n_images"], two["raters"]) == (0, 2) and math.isnan(two["kappa"])
+    assert two["note"] == "Fleiss' kappa needs images rated by three or more reviewers"
+    answers = {"i0": "real real synthetic", "i1": "synthetic synthetic synthetic",
+               "i2": "real synthetic real real"}
+    mixed = [rec("ABCD"[k], image, "real", v) for image, vs in answers.items()
+             for k, v in enumerate(vs.split())]
+    three = stats.fleiss(mixed)
+    assert (three["raters"], three["n_images"]) == (3, 2)
+    # table rows (real, synthetic): [2, 1], [0, 3]; P_i = (2 + 0)/6 = 1/3 and 1; P-bar 2/3;
+    # p_j = 2/6, 4/6; P_e = 1/9 + 4/9 = 5/9; kappa (2/3 - 5/9)/(4/9) = 1/4
+    assert three["kappa"] == pytest.approx(0.25)
+    same = stats.fleiss([rec(r, "i0", "real", "real") for r in "ABC"])
+    assert math.isnan(same["kappa"]) and same["n_images"] == 1
+
+    assert stats.krippendorff_quality([]) == {"alpha": pytest.approx(math.nan, nan_ok=True),
+                                              "n_images": 0}
+    flat = stats.krippendorff_quality([q(r, i, "good") for r in "AB" for i in ("i0", "i1")])
+    assert math.isnan(flat["alpha"]) and flat["n_images"] == 2
+    table = [("good", "good"), ("good", "moderate"), ("good", "good"), ("poor", "moderate"),
+             ("poor", "poor"), ("good", "poor"), ("good", "good")]
+    records = [q(r, f"i{k}", pair[j]) for k, pair in enumerate(table) for j, r in enumerate("AB")]
+    got = stats.krippendorff_quality(records)
+    rank = {"poor": 0, "moderate": 1, "good": 2}
+    data = np.array([[rank[p[j]] for p in table] for j in range(2)], float)
+    ordinal = krippendorff.alpha(reliability_data=data, level_of_measurement="ordinal",
+                                 value_domain=[0, 1, 2])
+    interval = krippendorff.alpha(reliability_data=data, level_of_measurement="interval")
+    assert got == {"alpha": pytest.approx(ordinal), "n_images": 7}
+    assert abs(ordinal - interval) > 1e-3  # the level matters on this table
+    two_values = stats.krippendorff_quality([q(r, i, a) for i, pair in
+                                             enumerate([("good", "poor"), ("poor", "poor"),
+                                                        ("good", "good")])
+                                             for r, a in zip("AB", pair)])
+    assert not math.isnan(two_values["alpha"])
+
+
+def test_a_pair_with_too_few_shared_images_is_skipped_not_the_rest():
+    """A and B share one image (no pair); A and C share two: that pair is still computed."""
+    records = [rec("A", "i0", "real", "real"), rec("B", "i0", "real", "real"),
+               rec("A", "i1", "real", "synthetic"), rec("C", "i1", "real", "synthetic"),
+               rec("A", "i2", "real", "real"), rec("C", "i2", "real", "synthetic")]
+    assert [(p["a"], p["b"], p["n"]) for p in stats.cohen_pairs(records)] == [("A", "C", 2)]
