@@ -124,3 +124,19 @@ def sign_in_page(page, url: str, name: str, password: str) -> None:
     page.locator("#password").fill(password)
     page.locator("#sign-in-button").click()
     page.get_by_text(f"Signed in as {name}").wait_for(timeout=PAGE_WAIT_MS)
+
+
+def start_review(page, study: str) -> None:
+    """Open the Review tab and press *Start / resume* once the page has chosen ``study`` (the
+    list of the reviewer's studies fills after the tab loads: pressed before, there is no
+    study to open, which a loaded machine made happen)."""
+    import time
+
+    page.get_by_role("tab", name="Review").click()
+    box = page.get_by_label("Study", exact=True).locator("visible=true").first
+    deadline = time.monotonic() + PAGE_WAIT_MS / 1000
+    while study not in (box.input_value() or ""):
+        assert time.monotonic() < deadline, \
+            f"the Review tab did not choose {study!r}; it shows {box.input_value()!r}"
+        time.sleep(0.25)
+    page.get_by_role("button", name="Start / resume").click()

@@ -22,7 +22,7 @@ from polyp_core.review.errors import AuthError, PermissionDenied, SignInLocked
 from review_db import queries
 from tests.conftest import PASSWORD
 from tests.studio_server import (COOKIE, PAGE_WAIT_MS, gradio_client, offline_page, ratings_of,
-                                 sign_in_page)
+                                 sign_in_page, start_review)
 from tests.studio_server import sign_in as http_sign_in
 
 if TYPE_CHECKING:
@@ -468,8 +468,7 @@ def test_browser_keeps_no_password(live_app, browser):
 
     page.on("response", keep)
     sign_in_page(page, url, name, password)
-    page.get_by_role("tab", name="Review").click()
-    page.get_by_role("button", name="Start / resume").click()
+    start_review(page, DEMO_STUDY)
     page.locator("#rv-image img").wait_for(timeout=PAGE_WAIT_MS)
     stored = page.evaluate("""async () => {
         const dump = s => JSON.stringify(Object.entries(s));

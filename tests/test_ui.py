@@ -15,7 +15,7 @@ from polyp_core.demo import DEMO_ADMIN, DEMO_REVIEWERS, DEMO_STUDY
 from review_db import queries
 from tests.conftest import PASSWORD
 from tests.studio_server import (PAGE_WAIT_MS, gradio_client, offline_page, ratings_of, sign_in,
-                                 sign_in_page)
+                                 sign_in_page, start_review)
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -246,8 +246,7 @@ def test_browser_reviewer_rates_three_images_with_the_keyboard(live_app, browser
     before = ratings_of(live_app["db"], name)
     sign_in_page(page, live_app["url"], name, password)
     assert page.get_by_role("tab", name="Studies").count() == 0  # admin tabs stay hidden
-    page.get_by_role("tab", name="Review").click()
-    page.get_by_role("button", name="Start / resume").click()
+    start_review(page, DEMO_STUDY)
     page.get_by_text(f"{before} of").wait_for(timeout=PAGE_WAIT_MS)
     for i in range(3):
         page.locator("#rv-image img").wait_for(timeout=PAGE_WAIT_MS)
