@@ -208,7 +208,7 @@ def test_the_expert_selection_keeps_masks_rated_well_by_enough_reviewers():
     (kept under ``unrated=include``, dropped under ``exclude``). A fold without a selection
     stays None; one left empty is refused. Catches: ``>`` for ``>=`` on the rank (image 0
     dropped), counting ratings instead of reviewers (image 2 kept), the unrated rule ignored."""
-    from polyp_core.classify.experiment import expert_selections
+    from polyp_core.classify.policy import expert_selections
 
     refs = _refs(4)
     rows = [(refs[0].sha256, "r1", "good"), (refs[0].sha256, "r2", "moderate"),

@@ -40,7 +40,8 @@ from polyp_core.classify.folds import (INNER_VALID, MAX_AUTO_FOLDS, Fold, choose
                                        inner_folds)
 from polyp_core.classify.metrics import classification_metrics, compare_arms, summarise_arm
 from polyp_core.classify.model import save_classifier
-from polyp_core.classify.policy import Selection, SelectionPolicy, mask_passes, select_synthetic
+from polyp_core.classify.policy import (Selection, SelectionPolicy, expert_selections,
+                                       select_synthetic)
 from polyp_core.classify.probe import probe_arm
 from polyp_core.classify.report import write_report
 from polyp_core.classify.train import (ClassifierTrainConfig, TrainedClassifier, predict_run,
@@ -173,19 +174,18 @@ class ExperimentResult:
 
 
 def check_leakage(db: Database, workspace: Workspace, synthetic: list[ImageRef],
-                  held_out: set[str] | dict[str, str], allow_unknown: bool = False) -> None:
+                  held_out: dict[str, str], allow_unknown: bool = False) -> None:
     """Refuse synthetic images whose generator learned from validation or test images: a
-    generator that saw them makes the comparison dishonest. ``held_out``: their SHA-256s, or
-    SHA-256 -> how to name the image (``"dataset:id (split)"``).
+    generator that saw them makes the comparison dishonest. ``held_out``: SHA-256 -> how to
+    name the image (``"dataset:id (split)"``).
 
     Raises:
         ValueError: naming the generators and the held-out images each saw (the first five).
     """
-    names = held_out if isinstance(held_out, dict) else {sha: sha[:12] for sha in held_out}
     problems = []
     for generator in sorted(_generators_of(db, synthetic)):
         try:
-            seen = generator_training_images(workspace.models_dir, generator) & set(names)
+            seen = generator_training_images(workspace.models_dir, generator) & held_out.keys()
         except UnknownTrainingData as error:
             if not allow_unknown:
                 problems.append(f"{error} (use it anyway with `allow_unknown_training_data`; "
@@ -195,7 +195,7 @@ def check_leakage(db: Database, workspace: Workspace, synthetic: list[ImageRef],
             problems.append(str(error))
             continue
         if seen:
-            named = sorted(names[sha] for sha in seen)
+            named = sorted(held_out[sha] for sha in seen)
             problems.append(f"{generator} learned from {len(seen)} validation/test images ("
                             + ", ".join(named[:5]) + (", ..." if len(named) > 5 else "") + ")")
     if problems:
@@ -609,33 +609,6 @@ def _expert_selections(db: Database, config: ExperimentConfig,
         rows = queries.synthetic_mask_ratings(session, policy.studies)
     return expert_selections(rows, policy, selections)
 
-
-def expert_selections(rows: Iterable[tuple[str, str, str]], policy: SelectionPolicy,
-                      selections: list[Selection | None]) -> list[Selection | None]:
-    """The expert arm's selections from mask ratings ``(sha256, reviewer, quality)``: each
-    fold's selection less the images that ``policy.min_reviewers`` reviewers did not rate at
-    ``policy.min_mask_quality`` or better (unrated images follow ``policy.unrated``).
-
-    Raises:
-        ValueError: a fold left with no image.
-    """
-    ratings: dict[str, list[tuple]] = {}
-    for sha, reviewer, quality in rows:
-        ratings.setdefault(sha, []).append((reviewer, quality))
-    out: list[Selection | None] = []
-    for selection in selections:
-        if selection is None:
-            out.append(None)
-            continue
-        kept = [r for r in selection.images if mask_passes(ratings.get(r.sha256, []), policy)]
-        if not kept:
-            raise ValueError(f"no selected image has a mask rated {policy.min_mask_quality} or "
-                             f"better by {policy.min_reviewers} reviewer(s); the expert arm "
-                             "needs a study that showed their masks")
-        out.append(replace(selection, images=kept, counts={
-            **selection.counts, "expert": {"min_mask_quality": policy.min_mask_quality,
-                                           "kept": len(kept), "of": len(selection.images)}}))
-    return out
 
 
 def _validation_words(inner: float, refit: bool, task: str = "classification") -> str:

@@ -12,8 +12,8 @@ import hashlib
 import json
 import random
 from collections import Counter, defaultdict
-from collections.abc import Mapping
-from dataclasses import asdict, dataclass, field
+from collections.abc import Iterable, Mapping
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -270,3 +270,31 @@ def mask_passes(ratings: list[tuple], policy: SelectionPolicy,
         return policy.unrated == "include"
     floor = QUALITY_RANK[threshold or policy.min_mask_quality]
     return len({r for r, q in ratings if QUALITY_RANK[q] >= floor}) >= policy.min_reviewers
+
+
+def expert_selections(rows: Iterable[tuple[str, str, str]], policy: SelectionPolicy,
+                      selections: list[Selection | None]) -> list[Selection | None]:
+    """The expert arm's selections from mask ratings ``(sha256, reviewer, quality)``: each
+    fold's selection less the images that ``policy.min_reviewers`` reviewers did not rate at
+    ``policy.min_mask_quality`` or better (unrated images follow ``policy.unrated``).
+
+    Raises:
+        ValueError: a fold left with no image.
+    """
+    ratings: dict[str, list[tuple]] = {}
+    for sha, reviewer, quality in rows:
+        ratings.setdefault(sha, []).append((reviewer, quality))
+    out: list[Selection | None] = []
+    for selection in selections:
+        if selection is None:
+            out.append(None)
+            continue
+        kept = [r for r in selection.images if mask_passes(ratings.get(r.sha256, []), policy)]
+        if not kept:
+            raise ValueError(f"no selected image has a mask rated {policy.min_mask_quality} or "
+                             f"better by {policy.min_reviewers} reviewer(s); the expert arm "
+                             "needs a study that showed their masks")
+        out.append(replace(selection, images=kept, counts={
+            **selection.counts, "expert": {"min_mask_quality": policy.min_mask_quality,
+                                           "kept": len(kept), "of": len(selection.images)}}))
+    return out

@@ -127,7 +127,7 @@ def distribution(ious: np.ndarray, threshold: float) -> dict:
     q1, median, q3 = np.percentile(valid, [25, 50, 75])
     return {"n": int(len(valid)), "mean": float(valid.mean()), "sd": float(valid.std(ddof=1))
             if len(valid) > 1 else 0.0, "q1": float(q1), "median": float(median), "q3": float(q3),
-            "at_threshold": rate(len(kept_by_gate(list(valid), valid, threshold)),
+            "at_threshold": rate(sum(passes(float(v), threshold) for v in valid),
                                  int(len(valid)))}
 
 
