@@ -22,7 +22,7 @@ from polyp_core.workspace import Workspace
 from review_db.database import Database, database_url
 from studio_ui import Studio
 from studio_ui.access import Access
-from studio_ui.gate import SessionGate
+from studio_ui.guard import SessionGuard
 from studio_ui.ui_cache import instance_cache
 from studio_ui.accounts_tab import build_accounts_tab
 from studio_ui.data_tab import DataBrowser, build_data_tab  # noqa: F401  (DataBrowser: tests)
@@ -101,7 +101,7 @@ def build_app(workspace: Workspace, db: Database | None = None,
     return demo
 
 
-def create_server(workspace: Workspace, db: Database | None = None) -> SessionGate:
+def create_server(workspace: Workspace, db: Database | None = None) -> SessionGuard:
     """The studio as one ASGI app: sign-in routes, the page mounted at ``/``, and the session
     gate in front of both. Serve it with uvicorn (``main``) or any ASGI server."""
     from fastapi import FastAPI
@@ -114,11 +114,11 @@ def create_server(workspace: Workspace, db: Database | None = None) -> SessionGa
     demo.queue(default_concurrency_limit=4)
     gr.mount_gradio_app(app, demo, path="/", auth_dependency=access.auth_dependency,
                         run_history=False, ssr_mode=False, show_error=True, **launch_kwargs())
-    return SessionGate(app, access)
+    return SessionGuard(app, access)
 
 
 def launch_kwargs() -> dict:
-    # no "Use via API" link: the API's schema is an admin's (the gate answers 403 to reviewers)
+    # no "Use via API" link: the API's schema is an admin's (the session guard answers 403 to reviewers)
     return {"theme": THEME, "head": HEAD, "footer_links": ["gradio", "settings"]}
 
 

@@ -24,9 +24,10 @@ sys.path.insert(0, str(ROOT))
 import torch
 import torch.nn.functional as F
 
-from polyp_core.classify.data import ImageRef, load_tensors
+from polyp_core.data.tensors import ImageRef, load_tensors
 from polyp_core.classify.model import build_classifier
-from polyp_core.classify.train import ClassifierTrainConfig, train_classifier
+from polyp_core.classify.train import train_classifier
+from polyp_core.training import TrainConfig
 from polyp_core.data.cache import PixelCache
 from sources import bench_workspace, throughput_args
 
@@ -80,7 +81,7 @@ def main() -> None:
         classes = sorted({manifest.label_of(i) for i in manifest.items})
         refs = [ImageRef(i.sha256, i.image, manifest.label_of(i)) for i in manifest.items]
         train_refs, valid_refs = refs[:args.n], refs[args.n:args.n + 16]
-        config = ClassifierTrainConfig(image_size=args.size, epochs=args.epochs, batch_size=32,
+        config = TrainConfig(image_size=args.size, epochs=args.epochs, batch_size=32,
                                        imbalance="none", patience=args.epochs)
         torch.manual_seed(0)
         plain = plain_loop(train_refs, classes, config, args.workers)

@@ -23,8 +23,9 @@ sys.path.insert(0, str(ROOT))
 
 import torch
 
-from polyp_core.classify.data import ImageRef, load_tensors
-from polyp_core.classify.train import ClassifierTrainConfig, train_classifier
+from polyp_core.data.tensors import ImageRef, load_tensors
+from polyp_core.classify.train import train_classifier
+from polyp_core.training import TrainConfig
 from polyp_core.data.cache import PixelCache
 from sources import bench_workspace
 
@@ -51,7 +52,7 @@ def main() -> None:
     pixels = PixelCache(workspace.pixel_cache_dir)
     train = load_tensors(refs("train")[:args.n], classes, args.size, pixels)
     valid = load_tensors(refs("valid")[:max(32, args.n // 4)], classes, args.size, pixels)
-    base = ClassifierTrainConfig(image_size=args.size, epochs=args.epochs, patience=args.epochs,
+    base = TrainConfig(image_size=args.size, epochs=args.epochs, patience=args.epochs,
                                  freeze_backbone=True, augment=False)
     plain = timed(train, valid, classes, base)
     cached = timed(train, valid, classes, replace(base, augment=True))

@@ -25,8 +25,8 @@ sys.path.insert(0, str(ROOT))
 import numpy as np
 import torch
 
-from polyp_core.classify.data import ImageRef
-from polyp_core.classify.train import ClassifierTrainConfig
+from polyp_core.data.tensors import ImageRef
+from polyp_core.training import TrainConfig
 from polyp_core.data.cache import PixelCache
 from polyp_core.segment.model import build_segmenter
 from polyp_core.segment.train import dice_bce_loss, load_masked, train_segmenter
@@ -84,7 +84,7 @@ def main() -> None:
         manifest = workspace.load_manifest("bench")
         refs = [ImageRef(i.sha256, i.image, i.label, mask=i.mask) for i in manifest.items]
         train_refs, valid_refs = refs[:args.n], refs[args.n:args.n + 16]
-        config = ClassifierTrainConfig(image_size=args.size, epochs=args.epochs, batch_size=16,
+        config = TrainConfig(image_size=args.size, epochs=args.epochs, batch_size=16,
                                        patience=args.epochs)
         torch.manual_seed(0)
         plain = plain_loop(train_refs, config, args.workers)

@@ -182,7 +182,8 @@ def demo_analyses(db: Database, workspace: Workspace) -> list[tuple[str, dict, o
     jobs for the job runner: the same engine calls a user makes, so the two dashboards have
     content on first look. Only the missing ones (a workspace with any run of a kind has
     enough of it)."""
-    from polyp_core.classify import ClassifierTrainConfig, ExperimentConfig, run_experiment
+    from polyp_core.experiment import ExperimentConfig, run_experiment
+    from polyp_core.training import TrainConfig
     from polyp_core.diagnostics.report import DiagnoseConfig, diagnose
     from review_db import queries
 
@@ -203,9 +204,9 @@ def demo_analyses(db: Database, workspace: Workspace) -> list[tuple[str, dict, o
         # generator learned from the train split, so those lesions train in every fold and are
         # never tested
         experiment = ExperimentConfig(
-            dataset=DEMO_DATASET, seeds=(0, 1, 2), name="demo: does the demo generator help?",
+            dataset=DEMO_DATASET, name="demo: does the demo generator help?",
             folds=None, linear_probe=True,
-            train=ClassifierTrainConfig(image_size=128, epochs=15, augment=False,
+            train=TrainConfig(image_size=128, epochs=15, augment=False,
                                         freeze_backbone=True))
         jobs.append(("retrain", {**experiment.to_json(), "demo": True},
                      lambda progress, cancel: run_experiment(db, workspace, experiment, progress,

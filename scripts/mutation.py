@@ -39,15 +39,18 @@ TARGETS: dict[str, tuple[str, tuple[str, ...]]] = {
         "tests/test_classify.py::test_metrics_agree_with_sklearn_and_intervals_are_t_intervals",
         "tests/test_classify.py::test_an_ssa_collapse_is_a_regression_beyond_noise",
         "tests/test_known_metrics.py")),
+    "stats_seeds": ("polyp_core/stats/seeds.py", (
+        "tests/test_classify.py::test_metrics_agree_with_sklearn_and_intervals_are_t_intervals",
+        "tests/test_known_metrics.py")),
     # the simulations of tests/test_uncertainty.py (power, null rate) take minutes a run: the
     # arithmetic is pinned by the known answers, the behaviour by those tests in make test
-    "classify_uncertainty": ("polyp_core/classify/uncertainty.py", (
+    "stats_uncertainty": ("polyp_core/stats/uncertainty.py", (
         "tests/test_known_metrics.py",
         "tests/test_uncertainty.py::test_point_estimates_are_the_seed_means_of_the_plain_metrics",
         "tests/test_uncertainty.py::test_regression_warning_fires_only_when_the_interval_excludes_zero",
         "tests/test_segment.py::test_the_bootstrap_of_scores_resamples_groups_not_images")),
     "review_stats": ("polyp_core/review/stats.py", (
-        "tests/test_review_stats.py", "tests/test_scores.py::test_mask_quality_agreement_on_a_table_worked_by_hand")),
+        "tests/test_review_stats.py", "tests/test_scores.py")),
     "review_proportions": ("polyp_core/review/proportions.py", (
         "tests/test_review_stats.py::test_wilson_interval_known_values",)),
     "review_leaks": ("polyp_core/review/leaks.py", (
@@ -55,7 +58,7 @@ TARGETS: dict[str, tuple[str, tuple[str, ...]]] = {
         "tests/test_leaks.py::test_auditor_catches_a_planted_channel_and_passes_noise",
         "tests/test_leaks.py::test_the_combined_channel_must_beat_relabelled_images",
         "tests/test_known_metrics.py")),
-    "classify_policy": ("polyp_core/classify/policy.py", (
+    "experiment_policy": ("polyp_core/experiment/policy.py", (
         "tests/test_classify.py::test_policy_errors_name_the_field",
         "tests/test_classify.py::test_parse_mix_errors", "tests/test_scores.py")),
 }
@@ -71,27 +74,27 @@ EQUIVALENT: list[tuple[str, str, str]] = [
     ("segment_metrics", r"\.astype\(None\)",
      "astype(None) is float64, the same as astype(float)"),
     ("segment_metrics", r'float\("NAN"\)', 'float("NAN") is float("nan")'),
-    ("classify_metrics", r"np\.asarray\((treated|control|values), (dtype=)?(None)?\)",
+    ("stats_seeds", r"np\.asarray\((treated|control|values), (dtype=)?(None)?\)",
      "the values are Python floats (or ints): numpy's default dtype for them gives the same "
      "differences, means and intervals as float64"),
     ("classify_metrics", r'"beyond_noise": d\["n"\] > 1 and d\["ci"\]\[1\] <= 0',
      "a t interval's upper end is exactly 0.0 only when mean + half-width cancel to the last "
      "bit, or with zero width at a mean of 0, where no warning is made (the mean must be < 0)"),
-    ("classify_uncertainty", r"rng\.integers\((len\(names\)|n_seeds), size=",
+    ("stats_uncertainty", r"rng\.integers\((len\(names\)|n_seeds), size=",
      "numpy's integers(high) with one bound draws from [0, high): the same draws as (0, high)"),
-    ("classify_uncertainty",
+    ("stats_uncertainty",
      r"np\.asarray\((groups|treated|control|scores), (dtype=)?(None)?\)",
      "groups are strings and scores/predictions numbers already: the default dtype gives the "
      "same groups and the same float arithmetic"),
-    ("classify_uncertainty", r"\.astype\(None\)", "astype(None) is float64"),
-    ("classify_uncertainty", r"np\.ones\(\(2, ",
+    ("stats_uncertainty", r"\.astype\(None\)", "astype(None) is float64"),
+    ("stats_uncertainty", r"np\.ones\(\(2, ",
      "the point estimate reads row 0 only; a second identical row of weights changes nothing"),
-    ("classify_uncertainty", r'simplefilter\("ignore", \)',
+    ("stats_uncertainty", r'simplefilter\("ignore", \)',
      "inside nanmean only RuntimeWarnings arise; ignoring every category ignores the same ones"),
-    ("classify_uncertainty", r'float\("NAN"\)', 'float("NAN") is float("nan")'),
-    ("classify_uncertainty", r"present\.any\(None\)",
+    ("stats_uncertainty", r'float\("NAN"\)', 'float("NAN") is float("nan")'),
+    ("stats_uncertainty", r"present\.any\(None\)",
      "a confusion with no class present has present.sum() 0, so its mean is 0/0 = NaN either way"),
-    ("classify_uncertainty", r'return float\((None|"XXnanXX")\)',
+    ("stats_uncertainty", r'return float\((None|"XXnanXX")\)',
      "unreachable in paired_cluster_bootstrap: every replicate draws at least one group, so a "
      "class is present and every metric of the replicate is finite"),
     ("review_stats", r"np\.asarray\(hits, \)",
@@ -105,6 +108,38 @@ EQUIVALENT: list[tuple[str, str, str]] = [
     ("review_stats", r"value_domain=None\)",
      "the ordinal distance adds up the counts of the levels between two answers; a level nobody "
      "used counts 0, so inferring the levels from the answers gives the same alpha"),
+    ("review_stats", r"np\.asarray\(hits, None\)",
+     "hits are booleans already; numpy's default dtype for them is bool"),
+    ("review_stats", r"per_case = np\.bincount\(inverse, weights=hits_a, \)",
+     "every case index occurs in inverse (np.unique), so the count has its full length anyway"),
+    ("review_stats", r"n_boot: int = 2001",
+     "the number of bootstrap replicates sets Monte Carlo precision, not the estimate: 2001 "
+     "replicates give an interval as valid as 2000 (tests pin the interval's construction)"),
+    ("review_stats", r"fleiss_kappa\(table\)\) if (\(len\(categories\) > 1\) or True|"
+                     r"len\(categories\) >= 1)",
+     "statsmodels' Fleiss' kappa of a single category is 0/0 = nan, what the guard returns"),
+    ("review_stats", r"if \(len\(images\)\) or True else 0",
+     "with no images the matrix is empty and the count of pairable columns is 0 anyway"),
+    ("review_stats", r"if \(len\(set\(x\) \| set\(y\)\) > 1\) or True|"
+                     r"if len\(set\(x\) \| set\(y\)\) >= 1",
+     "scikit-learn's kappa of one shared value is 0/0 = nan, what the guard returns"),
+    ("review_stats", r'weights="linear", \)\)',
+     "with linear weights an unused level changes nothing (see labels=None above)"),
+    ("review_stats", r"(verdicts_by_reviewer|quality_distribution|cohen_pairs|fleiss)\(done, \)",
+     "the argument left out equals the function's default (real; source; verdict)"),
+    ("experiment_policy", r"wanted\.get\(c, 1\)",
+     "a class missing from ``wanted`` is one missing from ``available`` too (without a mix, "
+     "wanted is what is available; with one, every class is in it), so min(., 0) = 0 anyway"),
+    ("experiment_policy", r"if taken >= limit:",
+     "at taken == limit the scaling keeps every quota as it is (exact = quota, no remainder)"),
+    ("experiment_policy", r"ratings\.get\(r\.sha256, (None)?\)",
+     "an image nobody rated gets None instead of []: both are falsy, the first test of "
+     "mask_passes"),
+    ("experiment_policy", r"json\.dumps\(rows, (sort_keys=(None|False))?\)",
+     "the rows are lists of strings and numbers: there is no mapping whose keys could be sorted"),
+    ("experiment_policy", r"abs\(sum\(shares\) - 1\) >= 1e-6",
+     "differs only when the shares sum to 1 ± 1e-6 to the last bit, which no decimal mix does "
+     "(the tolerance is for rounding, tested at 1e-7 in and 0.1 out)"),
     ("segment_predict", r"batch_size: int = 17",
      "the batch size only groups images; an eval-mode U-Net predicts each image alone"),
 ]

@@ -1,5 +1,5 @@
 """Who may call what, decided on the server for every request and every event: sessions, the
-event guard and the sign-in routes. Beside it: ``gate`` (the ASGI gate in front of
+event guard and the sign-in routes. Beside it: ``guard`` (the session guard in front of
 everything), ``file_grants`` (which cached file went to which session), ``login_page`` (the
 form) and ``ui_cache`` (the cache folder of a running studio).
 
@@ -8,7 +8,7 @@ form) and ``ui_cache`` (the cache folder of a running studio).
   SameSite=Strict cookie holding a random token; the database keeps only its SHA-256
   (``polyp_core.review.accounts``), so sign-out, deactivation, role and password changes end a
   session at once, across restarts and workers.
-- :class:`SessionGate` (ASGI middleware) refuses every request without a live session except
+- :class:`SessionGuard` (ASGI middleware) refuses every request without a live session except
   the sign-in page itself: the page, its config, the event queue and the file route all need
   one. Uploads and the API's schema routes (``/gradio_api/info``, ``openapi.json``, MCP,
   monitoring) need an admin. A cached file is served only to a session it was sent to.
@@ -74,7 +74,7 @@ class Access:
             return None, str(exc)
 
     def auth_dependency(self, request: Request) -> str | None:
-        """Gradio's own check on its routes (a second lock behind :class:`SessionGate`)."""
+        """Gradio's own check on its routes (a second lock behind :class:`SessionGuard`)."""
         person = self.person_or_none(request.cookies)
         return person.name if person else None
 
@@ -153,7 +153,7 @@ class Access:
 
     def record_refusal(self, who: str | None, address: str | None, target: str,
                        why: str) -> None:
-        """An event refused at the gate or by its guard, in the audit log."""
+        """An event refused by the session guard or by its event guard, in the audit log."""
         record_refusal(self.db, who, address, target, why)
 
     def check_declared(self, blocks: gr.Blocks) -> None:

@@ -17,12 +17,11 @@ from polyp_core.diagnostics.report import DiagnoseConfig, pair_heatmap
 from polyp_core.diagnostics.sweep import sweep_figure, sweep_generator
 from polyp_core.generation.backends import describe_model, list_models
 from polyp_core.generation.request import SCHEDULERS
-from polyp_core.jobs import job_status
 from polyp_core.progress import CancelToken, Progress
 from polyp_core.review.accounts import Person
-from polyp_core.runs import load_run
 from polyp_core.validation import number, whole
 from polyp_core.workflows import diagnose as diagnose_workflow
+from polyp_core.workflows import jobs as jobs_workflow
 from studio_ui.access import Access
 from studio_ui.services import (Num, Text, Studio, job_line, poll_run_job, shown_errors, start_on_board,
                                 ticking, watch_active)
@@ -52,17 +51,17 @@ class DiagnosticsDesk:
             self.studio.db, self.studio.workspace, person, config,
             lambda kind, cfg, work, owner: self.studio.jobs.submit(kind, cfg, work,
                                                                    owner_id=owner))
-        return job, job_line(job_status(self.studio.db, job)), ticking(job)
+        return job, job_line(jobs_workflow.status(self.studio.db, person, job)), ticking(job)
 
     def poll(self, person: Person, job: str | None) -> tuple:
         """Progress of the running job; when it is done, its run is shown."""
-        return poll_run_job(self.studio.db, job, lambda: self.runs(person))
+        return poll_run_job(self.studio.db, person, job, lambda: self.runs(person))
 
     @shown_errors
     def show(self, person: Person, run_id: str | None, scheme: str | None) -> tuple:
         if not run_id:
             return None, "", None, []
-        results = load_run(self.studio.db, run_id)["results"]
+        results = diagnose_workflow.stored_run(self.studio.db, person, run_id)["results"]
         kid = results["kid"]
         scheme = scheme if scheme in kid else next(iter(kid))
         heatmap = pair_heatmap(PairMatrix.from_json(kid[scheme]))
@@ -100,12 +99,12 @@ class DiagnosticsDesk:
             pairs.append((pixels.rgb(real.path, real.sha256, 128), "its nearest real image"))
         return heatmap, text, projection, pairs
 
-    def poll_result(self, job: str | None) -> tuple:
+    def poll_result(self, person: Person, job: str | None) -> tuple:
         """A timer tick of a sweep or class check: its line, and its result once it is done."""
         holder = self.studio.board.get(job)
         if holder is None:
             return gr.update(), gr.update(), None, ticking(None)
-        status = job_status(self.studio.db, job)
+        status = jobs_workflow.status(self.studio.db, person, job)
         job = job if status.active else None
         return job_line(status), holder.get("output", gr.update()), job, ticking(job)
 

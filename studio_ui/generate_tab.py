@@ -12,16 +12,20 @@ from PIL import Image
 
 from polyp_core.data.browse import overlay_mask
 from polyp_core.generation.backends import describe_model, list_models
-from polyp_core.generation.inpaint import InpaintRequest, parse_seeds
 from polyp_core.generation.grid import AXES, grid_labels, labelled_grid, max_cells, parse_axis
 from polyp_core.generation.request import SCHEDULERS, LoraChoice, SampleRequest
-from polyp_core.jobs import job_status
 from polyp_core.review.accounts import Person
 from polyp_core.validation import number, whole
 from polyp_core.workflows import generate
+from polyp_core.workflows import jobs as jobs_workflow
 from studio_ui.access import Access
-from studio_ui.services import Num, Studio, Text, job_line, shown_errors, start_on_board, ticking
+from studio_ui.services import (Num, Studio, Text, form_event, job_line, shown_errors,
+                                start_on_board, ticking)
 
+
+PAINT = generate.INPAINT  # the Inpaint panel starts where the CLI's options do, but for one
+#: preset of the page: four seeds, to compare results side by side
+PAINT_SEEDS = "0-3"
 
 class GenerateDesk:
     def __init__(self, studio: Studio) -> None:
@@ -80,12 +84,12 @@ class GenerateDesk:
                           f"{request.scheduler} {request.steps} steps · guidance "
                           f"{request.guidance:g}") for img in holder["images"]]
 
-    def poll(self, job: str | None) -> tuple:
+    def poll(self, person: Person, job: str | None) -> tuple:
         """A timer tick: the job's line, the images so far, the batch to add (when done)."""
         holder = self.studio.board.get(job)
         if holder is None:
             return gr.update(), gr.update(), gr.update(), None, ticking(None)
-        status = job_status(self.studio.db, job)
+        status = jobs_workflow.status(self.studio.db, person, job)
         line = job_line(status)
         batch = gr.update()
         if status.status == "done":
@@ -128,12 +132,12 @@ class GenerateDesk:
                               {"model": model_id, "x": x_axis, "y": y_axis,
                                "cells": len(xs) * len(ys)}, work, holder)
 
-    def poll_grid(self, job: str | None) -> tuple:
+    def poll_grid(self, person: Person, job: str | None) -> tuple:
         """A timer tick: the job's line and the grid so far (cells not made yet are grey)."""
         holder = self.studio.board.get(job)
         if holder is None:
             return gr.update(), gr.update(), None, ticking(None)
-        status = job_status(self.studio.db, job)
+        status = jobs_workflow.status(self.studio.db, person, job)
         picture = labelled_grid(holder["cells"], *holder["labels"])
         job = job if status.active else None
         return job_line(status), picture, job, ticking(job)
@@ -179,22 +183,19 @@ class InpaintDesk:
         return mask
 
     @shown_errors
-    def inpaint(self, person: Person, model_id: Text, checkpoint: Text, cls: Text,
-                dataset: Text, frame: Text, upload: np.ndarray | None, editor: dict | None,
-                mask_source: Text, mask_generator: Text, dilate: Num, seeds: Text, steps: Num,
-                guidance: Num, scheduler: Text, jump_length: Num, jump_n_sample: Num) -> tuple:
-        if not model_id:
+    def inpaint(self, person: Person, fields: dict) -> tuple:
+        """Inpaint from the panel's values (``generate.INPAINT``'s fields, by name, and the
+        page's ``upload`` and ``editor``)."""
+        fields = dict(fields)
+        upload, editor = fields.pop("upload"), fields.pop("editor")
+        if not fields.get("generator"):
             raise gr.Error("Choose a generator (above).")
         use_upload = upload is not None
-        request = InpaintRequest(
-            generator=model_id, checkpoint=checkpoint or None, class_label=cls or "",
-            dataset=None if use_upload else (dataset or None),
-            image=None if use_upload else (frame or None), mask_source=mask_source or "own",
-            mask_generator=mask_generator or None, dilate=whole(dilate, "dilate"),
-            seeds=parse_seeds(seeds), steps=whole(steps, "steps"),
-            guidance=number(guidance, "guidance"), scheduler=scheduler or "ddim",
-            jump_length=whole(jump_length, "jump_length"),
-            jump_n_sample=whole(jump_n_sample, "jump_n_sample"))
+        dataset, frame = fields.get("dataset"), fields.get("image")
+        if use_upload:
+            fields |= {"dataset": None, "image": None}
+        request = generate.inpaint_request(fields)
+        model_id = request.generator
         shape = upload.shape[:2] if use_upload else None
         if shape is None and dataset and frame:
             shape = generate.background_frame(self.studio.db, self.studio.workspace, person,
@@ -206,12 +207,12 @@ class InpaintDesk:
         return start_on_board(self.studio, person, "generate-inpaint",
                               {"model": model_id, "seeds": len(request.seeds)}, work, holder)
 
-    def poll(self, job: str | None) -> tuple:
+    def poll(self, person: Person, job: str | None) -> tuple:
         """A timer tick: the job's line; when done, the four panels and every result."""
         holder = self.studio.board.get(job)
         if holder is None:
             return (gr.update(),) * 3 + (None, ticking(None))
-        status = job_status(self.studio.db, job)
+        status = jobs_workflow.status(self.studio.db, person, job)
         panels, tiles = gr.update(), gr.update()
         result = holder.get("result")
         if result is not None:
@@ -282,15 +283,20 @@ def build_generate_tab(studio: Studio, access: Access) -> dict:
         paint_editor = gr.ImageEditor(label="The frame: draw a mask here (mask source: drawn)",
                                       type="numpy")
         with gr.Row():
-            mask_source = gr.Radio(["own", "drawn", "generated"], value="own",
+            mask_source = gr.Radio(list(PAINT["mask_source"].choices),
+                                   value=PAINT["mask_source"].default,
                                    label="Mask source")
             mask_generator = gr.Textbox(label="Image-and-mask model (mask source: generated)")
-            dilate = gr.Number(20, label="Dilate (px of the frame)", precision=0)
-            paint_seeds = gr.Textbox("0-3", label="Seeds")
+            dilate = gr.Number(PAINT["dilate"].default, label="Dilate (px of the frame)",
+                               precision=0)
+            paint_seeds = gr.Textbox(PAINT_SEEDS, label="Seeds")
         with gr.Row():
-            paint_steps = gr.Slider(5, 1000, 50, step=1, label="Steps")
-            jump_length = gr.Number(10, label="RePaint jump length", precision=0)
-            jump_n = gr.Number(2, label="RePaint jumps per point", precision=0)
+            paint_steps = gr.Slider(5, PAINT["steps"].hi, PAINT["steps"].default, step=1,
+                                    label="Steps")
+            jump_length = gr.Number(PAINT["jump_length"].default, label="RePaint jump length",
+                                    precision=0)
+            jump_n = gr.Number(PAINT["jump_n_sample"].default, label="RePaint jumps per point",
+                               precision=0)
             paint_go = gr.Button("Inpaint", variant="primary")
         paint_status = gr.Markdown()
         panels = gr.Gallery(label="Background · mask · result · overlay", columns=4,
@@ -304,10 +310,14 @@ def build_generate_tab(studio: Studio, access: Access) -> dict:
        api_name="inpaint_frames")
     on(paint_frame.change, painter.show_frame, inputs=[paint_dataset, paint_frame],
        outputs=paint_editor, api_name="inpaint_frame")
-    on(paint_go.click, painter.inpaint,
-       inputs=[model, checkpoint, cls, paint_dataset, paint_frame, paint_upload, paint_editor,
-               mask_source, mask_generator, dilate, paint_seeds, paint_steps, guidance, scheduler,
-               jump_length, jump_n],
+    paint_form = {"generator": model, "checkpoint": checkpoint, "class_label": cls,
+                  "dataset": paint_dataset, "image": paint_frame, "upload": paint_upload,
+                  "editor": paint_editor, "mask_source": mask_source,
+                  "mask_generator": mask_generator, "dilate": dilate, "seeds": paint_seeds,
+                  "steps": paint_steps, "guidance": guidance, "scheduler": scheduler,
+                  "jump_length": jump_length, "jump_n_sample": jump_n}
+    on(paint_go.click, form_event(list(paint_form), painter.inpaint),
+       inputs=list(paint_form.values()),
        outputs=[paint_job, paint_status, paint_timer], api_name="inpaint")
     on(paint_timer.tick, painter.poll, inputs=paint_job,
        outputs=[paint_status, panels, paint_results, paint_job, paint_timer],

@@ -16,8 +16,8 @@ from polyp_core.external import SyntheticImport
 from polyp_core.pool import QUALITY_ORDER, RATING_FILTERS, PoolFilter, PoolItem
 from polyp_core.review.accounts import Person
 from polyp_core.workflows import pool as pool_workflow
+from polyp_core.workflows import jobs as jobs_workflow
 from studio_ui.access import Access
-from polyp_core.jobs import job_status
 from polyp_core.segment.gate import GateConfig
 from polyp_core.validation import number
 from studio_ui.services import (Num, Studio, Text, job_line, shown_errors, start_on_board,
@@ -112,11 +112,11 @@ class PoolDesk:
         return start_on_board(self.studio, person, "pool-gate", {"dataset": config.dataset},
                               work, holder)
 
-    def poll_gate(self, job: str | None) -> tuple:
+    def poll_gate(self, person: Person, job: str | None) -> tuple:
         holder = self.studio.board.get(job)
         if holder is None:
             return gr.update(), None, ticking(None)
-        status = job_status(self.studio.db, job)
+        status = jobs_workflow.status(self.studio.db, person, job)
         line = job_line(status)
         if holder.get("result") is not None:
             line += "\n\n" + "\n\n".join(holder["result"].lines())

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import inspect
 import threading
 from collections import OrderedDict
 from collections.abc import Callable
@@ -64,11 +65,11 @@ def start_on_board(studio: Studio, person: Person, kind: str, config: dict,
                    work: Callable[[Progress, CancelToken], object], holder: dict) -> tuple:
     """Queue ``work`` as a job whose partial results go to ``holder`` on the board; returns
     the job id, its line and the poll timer (switched on) for the page that started it."""
-    from polyp_core.jobs import job_status
+    from polyp_core.workflows import jobs as jobs_workflow
 
     job = studio.jobs.submit(kind, config, work, owner_id=person.id)
     studio.board.put(job, holder)
-    return job, job_line(job_status(studio.db, job)), ticking(job)
+    return job, job_line(jobs_workflow.status(studio.db, person, job)), ticking(job)
 
 
 #: The page's names for request fields that engine messages mention.
@@ -114,12 +115,12 @@ def shown_errors(fn: Callable) -> Callable:
 def watch_active(db: Database, person: Person, kind: str) -> tuple:
     """For a dashboard opening: the newest queued or running job of ``kind`` (the demo's
     first-start analyses, or another admin's), its line, and the poll timer switched on."""
-    from polyp_core.jobs import job_status
     from polyp_core.workflows import jobs as jobs_workflow
 
     jobs = jobs_workflow.active(db, person, kind)
     job = jobs[0] if jobs else None
-    return job, job_line(job_status(db, job)) if job else gr.update(), ticking(job)
+    return job, job_line(jobs_workflow.status(db, person, job)) if job else gr.update(), \
+        ticking(job)
 
 
 def ticking(job: str | None) -> gr.Timer:
@@ -127,15 +128,15 @@ def ticking(job: str | None) -> gr.Timer:
     return gr.Timer(active=job is not None)
 
 
-def poll_run_job(db: Database, job: str | None, runs: Callable[[], list]) -> tuple:
+def poll_run_job(db: Database, person: Person, job: str | None, runs: Callable[[], list]) -> tuple:
     """A timer tick for a job that stores a run: its progress line, the run list (choosing the
     new run when the job is done), the job id to keep polling (None when it ended), and the
     timer (stopped when it ended)."""
-    from polyp_core.jobs import job_status
+    from polyp_core.workflows import jobs as jobs_workflow
 
     if not job:
         return gr.update(), gr.update(), None, ticking(None)
-    status = job_status(db, job)
+    status = jobs_workflow.status(db, person, job)
     if status.status == "done":
         return (job_line(status), gr.update(choices=runs(), value=status.message), None,
                 ticking(None))
@@ -158,3 +159,21 @@ def job_line(status: JobStatus | None) -> str:
     if status.error and status.status in ("failed", "interrupted", "cancelled"):
         text += f"\n\n`{status.error.splitlines()[0]}`"
     return text
+
+
+def form_event(names: list[str], fn: Callable[[Person, dict], object]) -> Callable:
+    """An event handler for a form's widgets: Gradio hands the widgets' values in the order of
+    ``names`` (the form's field names); ``fn`` gets them as one mapping. Empty boxes are None,
+    so the request's defaults fill them. The handler's signature names each field (the session
+    guard and Gradio read it)."""
+    def handler(person: Person, *values: object) -> object:
+        fields = {n: (None if v == "" else v) for n, v in zip(names, values, strict=True)}
+        return fn(person, fields)
+
+    positional = inspect.Parameter.POSITIONAL_OR_KEYWORD
+    handler.__signature__ = inspect.Signature(  # type: ignore[attr-defined]
+        [inspect.Parameter("person", positional), *(inspect.Parameter(n, positional)
+                                                    for n in names)])
+    handler.__name__ = getattr(fn, "__name__", "form")
+    handler.__doc__ = fn.__doc__
+    return handler

@@ -11,10 +11,10 @@ import plotly.graph_objects as go
 from polyp_core.generation.ddpm import PRESETS, DDPMTrainConfig
 from polyp_core.generation.sd_lora import LoraTrainConfig
 from polyp_core.generation.training_log import checkpoint_grids, loss_rows
-from polyp_core.jobs import job_status
 from polyp_core.review.accounts import Person
 from polyp_core.validation import whole
 from polyp_core.workflows import train_generator
+from polyp_core.workflows import jobs as jobs_workflow
 from studio_ui.access import Access
 from studio_ui.services import Num, Studio, Text, job_line, shown_errors, ticking
 
@@ -57,14 +57,14 @@ class TrainDesk:
             self.studio.db, workspace, person, config,
             lambda kind, cfg, work, owner: self.studio.jobs.submit(kind, cfg, work,
                                                                    owner_id=owner))
-        return job, model_id, job_line(job_status(self.studio.db, job)), ticking(job)
+        return job, model_id, job_line(jobs_workflow.status(self.studio.db, person, job)), ticking(job)
 
-    def poll(self, job: str | None, model_id: str | None) -> tuple:
+    def poll(self, person: Person, job: str | None, model_id: str | None) -> tuple:
         """While a job runs: its line, loss curve and grids (the last tick draws the final state)."""
         if not job or not model_id:
             return gr.update(), gr.update(), gr.update(), None, ticking(None)
         folder = self.studio.workspace.models_dir / model_id
-        status = job_status(self.studio.db, job)
+        status = jobs_workflow.status(self.studio.db, person, job)
         job = job if status.active else None
         return job_line(status), loss_figure(folder), checkpoint_grids(folder), job, ticking(job)
 

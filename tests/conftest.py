@@ -317,13 +317,14 @@ def _live_app_setup(tmp_path_factory):
     # one stored run of each kind, so the dashboards have something to draw
     import torch
 
-    from polyp_core.classify import ClassifierTrainConfig, ExperimentConfig, run_experiment
+    from polyp_core.experiment import ExperimentConfig, run_experiment
+    from polyp_core.training import TrainConfig
     from polyp_core.diagnostics.report import DiagnoseConfig, diagnose
 
     # the phantom end to end: baseline against augmented with the demo generator's images
     result = run_experiment(db, workspace, ExperimentConfig(
         dataset="phantom", seeds=(0, 1), name="ui-test", allow_small_test=True, folds=0,
-        train=ClassifierTrainConfig(image_size=32, epochs=1, batch_size=16, hidden=16)),
+        train=TrainConfig(image_size=32, epochs=1, batch_size=16, hidden=16)),
         device=torch.device("cpu"))
     assert sum(result.results["selection"]["counts"]["selected"].values()) == 18
     assert set(result.results["arms"]) == {"baseline", "augmented"}

@@ -413,7 +413,7 @@ def test_deactivated_reviewer_cannot_rate_from_an_open_page(live_app):
 
 
 def test_the_event_guard_decides_from_the_session(review_env, tmp_path):
-    """Behind the gate, each event checks the session again when it runs (a session can end
+    """Behind the session guard, each event checks the session again when it runs (a session can end
     between queueing and running), and hands the callback the server's Person."""
     import gradio as gr
 

@@ -16,14 +16,14 @@ import pytest
 import torch
 
 from conftest import PASSWORD
-from polyp_core.classify import (ClassifierTrainConfig, ExperimentConfig, SelectionPolicy,
-                                 compare_runs, parse_mix, repeat_experiment, run_experiment,
-                                 select_synthetic)
-from polyp_core.classify.data import ImageRef, augment, load_tensors, normalise
-from polyp_core.classify.metrics import classification_metrics, compare_arms, spread
+from polyp_core.experiment import ExperimentConfig, SelectionPolicy, compare_runs, parse_mix, repeat_experiment, run_experiment, select_synthetic
+from polyp_core.training import TrainConfig
+from polyp_core.data.tensors import ImageRef, augment, load_tensors, normalise
+from polyp_core.classify.metrics import classification_metrics, compare_arms
+from polyp_core.stats.seeds import spread
 from polyp_core.classify.model import load_classifier
 from polyp_core.classify.train import epoch_order, evaluate, train_classifier
-from polyp_core.classify.uncertainty import regression_warnings
+from polyp_core.stats.uncertainty import regression_warnings
 from polyp_core.data.cache import PixelCache
 from polyp_core.jobs import JobRunner, job_status, recover_interrupted
 from polyp_core.progress import CancelToken
@@ -35,7 +35,7 @@ from polyp_core.runs import load_run, new_run_dir, save_run
 from review_db import queries
 
 SQLITE_ONLY = pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
-TINY = ClassifierTrainConfig(image_size=32, epochs=2, batch_size=16, patience=2, hidden=32)
+TINY = TrainConfig(image_size=32, epochs=2, batch_size=16, patience=2, hidden=32)
 
 
 # metrics -------------------------------------------------------------------------------------
@@ -265,7 +265,7 @@ def test_training_is_deterministic_on_the_cpu_and_cancellable(review_env):
         train_classifier(data["train"], data["valid"], classes, TINY, seed=3, device=cpu, cancel=token)
     with pytest.raises(ValueError, match="imbalance: 'smote' is not one of"):
         train_classifier(data["train"], data["valid"], classes,
-                         ClassifierTrainConfig(imbalance="smote"), seed=0)
+                         TrainConfig(imbalance="smote"), seed=0)
 
 
 @SQLITE_ONLY
@@ -274,7 +274,7 @@ def test_a_frozen_backbone_is_embedded_once_and_stays_as_it_was(review_env):
 
     data, classes = _phantom_tensors(review_env)
     cpu = torch.device("cpu")
-    config = ClassifierTrainConfig(image_size=32, epochs=3, batch_size=16, hidden=32,
+    config = TrainConfig(image_size=32, epochs=3, batch_size=16, hidden=32,
                                    freeze_backbone=True, augment=False, lr=3e-3)
     trained = train_classifier(data["train"], data["valid"], classes, config, seed=0, device=cpu)
     fresh, _ = build_classifier("efficientnet_lite0", classes, 32, hidden=32)
@@ -313,7 +313,7 @@ def test_frozen_backbone_augmentation_embeds_a_fixed_number_of_views_once(review
     from polyp_core.classify import train as train_module
 
     data, classes = _phantom_tensors(review_env)
-    config = ClassifierTrainConfig(image_size=32, epochs=4, batch_size=16, hidden=32,
+    config = TrainConfig(image_size=32, epochs=4, batch_size=16, hidden=32,
                                    freeze_backbone=True, augment=True, lr=3e-3)
     one = train_classifier(data["train"], data["valid"], classes, config, seed=5,
                            device=torch.device("cpu"))
@@ -330,7 +330,7 @@ def test_seeds_share_the_frozen_pretrained_features_of_one_run(review_env, embed
     (and for the linear probe); a randomly initialised backbone differs by seed: never shared."""
     data, classes = _phantom_tensors(review_env)
     cache: dict = {}
-    config = ClassifierTrainConfig(image_size=32, epochs=1, batch_size=16, hidden=32,
+    config = TrainConfig(image_size=32, epochs=1, batch_size=16, hidden=32,
                                    freeze_backbone=True, augment=False)
     runs = [train_classifier(data["train"], data["valid"], classes, config, seed=s,
                              device=torch.device("cpu"), feature_cache=cache) for s in (0, 1)]

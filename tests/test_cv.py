@@ -12,17 +12,18 @@ import numpy as np
 import pytest
 import torch
 
-from polyp_core.classify import ClassifierTrainConfig, ExperimentConfig, run_experiment
-from polyp_core.classify.experiment import plan_experiment
-from polyp_core.classify.folds import fold_leaks, grouped_folds, groups_seen
+from polyp_core.experiment import ExperimentConfig, run_experiment
+from polyp_core.training import TrainConfig
+from polyp_core.experiment import plan_experiment
+from polyp_core.experiment.folds import fold_leaks, grouped_folds, groups_seen
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Sequence
 
-    from polyp_core.classify.folds import Fold
+    from polyp_core.experiment.folds import Fold
 
 SQLITE_ONLY = pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
-TINY = ClassifierTrainConfig(image_size=32, epochs=2, batch_size=32, patience=2, hidden=32)
+TINY = TrainConfig(image_size=32, epochs=2, batch_size=32, patience=2, hidden=32)
 
 
 def _lesions(seed=0):
@@ -207,7 +208,7 @@ def test_demo_cv_loop_baseline_augmented_and_paired_deltas(demo_cv):
 def test_a_fixed_split_not_grouped_by_lesion_is_checked_by_lesion_too(review_env, small_phantom):
     """Split by frame (stratified), a lesion can have frames in train and in test: a generator
     that learned only from its training frames passes the check by image but not by lesion."""
-    from polyp_core.classify import SelectionPolicy
+    from polyp_core.experiment import SelectionPolicy
     from polyp_core.data.importer import ImportConfig, import_dataset
 
     env = review_env
@@ -268,7 +269,7 @@ def test_training_on_everything_but_the_test_part_beats_keeping_a_fold_for_stopp
     studio's old scheme), on most simulated data sets; and two arms of the same recipe, compared
     with the paired cluster bootstrap over lesions, differ at p < 0.05 about 5% of the time."""
     from polyp_core.classify.metrics import classification_metrics
-    from polyp_core.classify.uncertainty import paired_cluster_bootstrap
+    from polyp_core.stats.uncertainty import paired_cluster_bootstrap
 
     classes = ("AD", "SSA", "HP")
     def macro(y, p):

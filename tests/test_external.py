@@ -13,9 +13,9 @@ import pytest
 import torch
 from PIL import Image, ImageDraw
 
-from polyp_core.classify.experiment import ExperimentConfig, plan_experiment, run_experiment
-from polyp_core.classify.policy import SelectionPolicy
-from polyp_core.classify.train import ClassifierTrainConfig
+from polyp_core.experiment import ExperimentConfig, plan_experiment, run_experiment
+from polyp_core.experiment.policy import SelectionPolicy
+from polyp_core.training import TrainConfig
 from polyp_core.cli import main as cli
 from polyp_core.errors import DatasetImportError
 from polyp_core.external import SyntheticImport, import_synthetic, mask_file
@@ -23,7 +23,7 @@ from polyp_core.pool import PoolFilter, pool_page
 from review_db import queries
 from review_db.database import Database
 
-TINY = ClassifierTrainConfig(image_size=32, epochs=2, batch_size=32, patience=2, hidden=32)
+TINY = TrainConfig(image_size=32, epochs=2, batch_size=32, patience=2, hidden=32)
 EXTERNAL = "ext-gan"
 
 
@@ -291,7 +291,7 @@ def test_imported_images_with_masks_feed_every_arm_of_a_segmentation_run(studio,
                               arms=("baseline", "augmented", "synthetic"), real_fractions=(0.5,),
                               against="other",
                               policy=SelectionPolicy(generators=(EXTERNAL, DEMO_GENERATOR)),
-                              train=ClassifierTrainConfig(image_size=64, epochs=1, batch_size=16))
+                              train=TrainConfig(image_size=64, epochs=1, batch_size=16))
     run = run_experiment(db, workspace, config, device=torch.device("cpu"))
     arms = run.results["arms"]
     assert list(arms) == ["baseline", "augmented", "synthetic", "baseline 50%", "augmented 50%"]

@@ -9,18 +9,19 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
-from polyp_core.classify.experiment import ExperimentConfig, plan_experiment, run_experiment
-from polyp_core.classify.policy import SelectionPolicy
-from polyp_core.classify.train import ClassifierTrainConfig
+from polyp_core.experiment import ExperimentConfig, plan_experiment, run_experiment
+from polyp_core.experiment.policy import SelectionPolicy
+from polyp_core.training import TrainConfig
 from polyp_core.cli import main as cli
 from polyp_core.generation.inpaint import InpaintRequest
 from polyp_core.pool import PoolFilter, pool_page
 from polyp_core.segment import gate as gate_module
 from polyp_core.segment.gate import GATE_TRAIN, GateConfig
-from polyp_core.workflows import TERMINAL, generate, pool
+from polyp_core.workflows import TERMINAL, pool
+from helpers import inpaint_now
 from review_db import queries
 
-TINY = ClassifierTrainConfig(image_size=32, epochs=1, batch_size=32, patience=1, hidden=16)
+TINY = TrainConfig(image_size=32, epochs=1, batch_size=32, patience=1, hidden=16)
 FAST_GATE = replace(GATE_TRAIN, image_size=64, epochs=1)
 
 
@@ -31,7 +32,7 @@ def gated(painted):
     frames = [i for i in workspace.load_manifest("demo").items if i.split == "train"]
     shas = []
     for k, cls in enumerate(("AD", "SSA", "HP")):
-        _, stored = generate.inpaint_into_pool(db, workspace, TERMINAL, InpaintRequest(
+        _, stored = inpaint_now(db, workspace, InpaintRequest(
             generator="paint", class_label=cls, dataset="demo", image=frames[k].id, dilate=3,
             steps=2, seeds=(100 + k, 200 + k)))
         shas += [sha for _, sha in stored]
@@ -119,7 +120,7 @@ def test_retrain_gates_each_fold_with_a_model_of_its_own_training_part(gated, mo
 def test_the_gated_arm_trains_the_same_selection_less_what_the_gate_dropped(gated, monkeypatch):
     """The gate paper's comparison in one segmentation run: ``augmented`` with every selected
     image, ``gated`` with those the fold's gate kept, and the paired gated − augmented Dice."""
-    from polyp_core.classify.figures import metric_table
+    from polyp_core.experiment.figures import metric_table
 
     workspace, db, _ = gated
 

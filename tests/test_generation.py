@@ -245,11 +245,11 @@ def test_class_balance_draws_every_class_equally_often():
 
 
 def test_balanced_training_records_its_setting(trained, monkeypatch):
-    from polyp_core.generation import ddpm
+    from polyp_core.generation.ddpm import trainer
 
     workspace, _ = trained
     asked = []  # the loader training used: balanced as configured
-    monkeypatch.setattr(ddpm, "training_loader",
+    monkeypatch.setattr(trainer, "training_loader",
                         lambda *a, balance=False, **kw: asked.append(balance)
                         or training_loader(*a, balance=balance, **kw))
     result = train_ddpm(workspace, tiny("bal", class_balance=True, steps=2, checkpoint_every=2))

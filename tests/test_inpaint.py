@@ -12,9 +12,9 @@ import pytest
 import torch
 from PIL import Image
 
-from polyp_core.classify.experiment import ExperimentConfig, plan_experiment
-from polyp_core.classify.policy import SelectionPolicy
-from polyp_core.classify.train import ClassifierTrainConfig
+from polyp_core.experiment import ExperimentConfig, plan_experiment
+from polyp_core.experiment.policy import SelectionPolicy
+from polyp_core.training import TrainConfig
 from polyp_core.cli import main as cli
 from polyp_core.data.images import load_mask
 from polyp_core.generation.backends import load_generator, regenerate, sample_to_pool
@@ -23,10 +23,10 @@ from polyp_core.generation.inpaint import (InpaintRequest, frame_background, inp
 from polyp_core.generation.masks import dilate, dilate_batch
 from polyp_core.generation.request import SampleRequest
 from polyp_core.pool import PoolFilter, pool_page, remove_from_pool
-from polyp_core.workflows import TERMINAL, generate
 from polyp_core.workspace import Workspace
+from helpers import inpaint_now
 
-TINY = ClassifierTrainConfig(image_size=32, epochs=1, batch_size=32, patience=1, hidden=16)
+TINY = TrainConfig(image_size=32, epochs=1, batch_size=32, patience=1, hidden=16)
 
 
 def _frame(workspace: Workspace, split: str = "train"):
@@ -49,7 +49,7 @@ def test_inpainting_keeps_every_pixel_outside_the_hole_and_stores_the_pair(paint
     item = _frame(workspace)
     request = InpaintRequest(generator=model_id, class_label="SSA", dataset="demo", image=item.id,
                              dilate=4, seeds=(0, 1), steps=3, jump_length=2, jump_n_sample=2)
-    result, stored = generate.inpaint_into_pool(db, workspace, TERMINAL, request)
+    result, stored = inpaint_now(db, workspace, request)
     assert result.method == method and len(stored) == 2
     for image, (_, sha) in zip(result.images, stored):
         outside = ~image.hole
@@ -143,7 +143,7 @@ def test_retrain_refuses_images_made_on_validation_or_test_frames(painted):
     refuses, naming image, frame and group."""
     workspace, db = painted
     frame = _frame(workspace, "test")
-    _, stored = generate.inpaint_into_pool(db, workspace, TERMINAL, InpaintRequest(
+    _, stored = inpaint_now(db, workspace, InpaintRequest(
         generator="paint", class_label="AD", dataset="demo", image=frame.id, dilate=2, steps=2,
         seeds=(7,)))
     sha = stored[0][1][:12]

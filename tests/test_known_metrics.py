@@ -1,6 +1,6 @@
 """Known answers, worked by hand, for the classification metrics, the cluster bootstrap's
 parts and the leak audit's measures: the tests the mutation run (tests/MUTATION.md) relies on
-for ``classify.metrics``, ``classify.uncertainty`` and ``review.leaks``."""
+for ``classify.metrics``, ``stats.uncertainty`` and ``review.leaks``."""
 
 from __future__ import annotations
 
@@ -9,9 +9,9 @@ import warnings
 import numpy as np
 import pytest
 
-from polyp_core.classify import uncertainty as u
-from polyp_core.classify.metrics import (classification_metrics, compare_arms, paired_difference,
-                                         spread, summarise_arm)
+from polyp_core.stats import uncertainty as u
+from polyp_core.classify.metrics import classification_metrics, compare_arms, summarise_arm
+from polyp_core.stats.seeds import paired_difference, spread
 
 #: truth rows x predicted columns; class 2 is never true and predicted once
 CONFUSION = np.array([[3, 1, 0], [1, 2, 1], [0, 0, 0]])
@@ -416,3 +416,67 @@ def test_a_leak_report_prints_and_stores_what_it_found():
     buffer = io.BytesIO()
     Image.fromarray(rgb).save(buffer, format="JPEG", quality=76)
     assert jpeg75_bytes(rgb) != len(buffer.getvalue())
+
+
+def _audit_row(image: str, real: bool, k: int, **overrides) -> dict:
+    """One read of an image: every channel constant but what ``overrides`` sets."""
+    from polyp_core.review.leaks import CHANNELS
+
+    return {"image": image, "real": real, **{c: 1.0 for c in CHANNELS}, **overrides}
+
+
+def test_the_audit_of_measured_rows_worked_by_hand():
+    """Ten real and ten synthetic images, one read each. The served byte length separates them
+    completely (real 100-109, synthetic 200-209): AUC 0 (real is lower) with the interval [0,
+    0] in every resample, so that gated channel leaks; the serving time separates them too but
+    is only reported (never gated); the constant channels read 0.5 [0.5, 0.5]. The combined
+    model learns the byte length out of fold (AUC 1, interval [1, 1]), so its permutation p is
+    computed: (1 + hits)/(1 + 199), here (measured, seed 0) one relabelling of 199 also reached
+    AUC 1 out of fold: p = 2/200 = 0.01, not below 0.01, so the combined channel alone would
+    not hold the study (the byte length does).
+    A mask study's shape channels join as reported channels. One kind of image only: nothing
+    to tell apart, the study passes with a note."""
+    from polyp_core.review.leaks import CHANNELS, MASK, audit_rows
+
+    rows = [_audit_row(f"r{k}", True, k, byte_length=100 + k, serve_ms=1 + k) for k in range(10)]
+    rows += [_audit_row(f"s{k}", False, k, byte_length=200 + k, serve_ms=50 + k)
+             for k in range(10)]
+    report = audit_rows("st", rows, n_boot=200)
+    got = {c.name: c for c in report.channels}
+    assert list(got) == [*CHANNELS, "combined"]
+    assert (got["byte_length"].auc, got["byte_length"].low, got["byte_length"].high) == (0, 0, 0)
+    assert got["byte_length"].leaks and got["byte_length"].gated
+    assert (got["serve_ms"].auc, got["serve_ms"].leaks, got["serve_ms"].gated) == (0, False, False)
+    assert all((got[c].auc, got[c].low, got[c].high, got[c].leaks) == (0.5, 0.5, 0.5, False)
+               for c in ("url_length", "token_length", "position", "jpeg75_bytes"))
+    combined = got["combined"]
+    assert (combined.auc, combined.low, combined.high, combined.p) == (1.0, 1.0, 1.0, 0.01)
+    assert not combined.leaks and combined.gated
+    assert (report.n_real, report.n_synthetic, report.n_assignments, report.n_boot) == \
+        (10, 10, 20, 200)
+    assert report.passed is False and report.note == ""
+    masked = audit_rows("st", [{**r, **{m: 0.5 for m in MASK}} for r in rows], n_boot=20)
+    assert [c.name for c in masked.channels] == [*CHANNELS, *MASK, "combined"]
+    assert not any(c.gated for c in masked.channels if c.name in MASK)
+    alike = audit_rows("st", [r for r in rows if r["real"]], n_boot=20, chain={"k": 1})
+    assert (alike.n_real, alike.n_synthetic, alike.n_assignments, alike.channels) == (10, 0, 10, ())
+    assert alike.passed and alike.chain == {"k": 1}
+    assert alike.note == ("only one kind of image (all real or all synthetic): nothing to tell "
+                          "apart")
+
+
+def test_the_combined_channel_and_its_permutation_p_at_their_edges():
+    """Nothing varies: every score 0.5. One real image: fewer than two folds, every score 0.5.
+    The permutation p is (1 + hits)/(1 + permutations): an AUC no relabelling reaches (2.0)
+    gives 1/4 with three permutations, one every relabelling reaches (-1) gives 4/4."""
+    from polyp_core.review.leaks import GATED, combined_permutation_p, combined_scores
+
+    flat = [_audit_row(f"i{k}", k % 2 == 0, k) for k in range(8)]
+    assert combined_scores(flat, GATED).tolist() == [0.5] * 8
+    lonely = [_audit_row("r0", True, 0, byte_length=1.0)] + \
+        [_audit_row(f"s{k}", False, k, byte_length=float(k + 2)) for k in range(5)]
+    assert combined_scores(lonely, GATED).tolist() == [0.5] * 6
+    rows = [_audit_row(f"r{k}", True, k, byte_length=float(k)) for k in range(4)] + \
+        [_audit_row(f"s{k}", False, k, byte_length=float(10 + k)) for k in range(4)]
+    assert combined_permutation_p(rows, 2.0, permutations=3) == 0.25
+    assert combined_permutation_p(rows, -1.0, permutations=3) == 1.0

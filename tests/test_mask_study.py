@@ -17,7 +17,7 @@ from polyp_core.review.accounts import create_account
 from polyp_core.review.errors import InvalidRating
 from polyp_core.review.studies import (RealPool, StudySpec, SyntheticPool, create_study,
                                        served_bytes)
-from polyp_core.workflows import TERMINAL, generate
+from helpers import inpaint_now
 from review_db import queries
 from tests.conftest import PASSWORD
 
@@ -33,7 +33,7 @@ def masked(painted):
     workspace, db = painted
     frames = [i for i in workspace.load_manifest("demo").items if i.split == "train"]
     for k, cls in enumerate(("AD", "SSA", "HP", "AD")):
-        generate.inpaint_into_pool(db, workspace, TERMINAL, InpaintRequest(
+        inpaint_now(db, workspace, InpaintRequest(
             generator="paint", class_label=cls, dataset="demo", image=frames[k].id, dilate=3,
             steps=2, seeds=(300 + k, 400 + k)))
     admin = create_account(db, "mask-boss", PASSWORD, "admin")
@@ -99,7 +99,7 @@ def live_mask_study(live_app):
     workspace, db = live_app["workspace"], live_app["db"]
     frames = [i for i in workspace.load_manifest("phantom").items if i.split == "train"]
     for k, cls in enumerate(("AD", "SSA")):
-        generate.inpaint_into_pool(db, workspace, TERMINAL, InpaintRequest(
+        inpaint_now(db, workspace, InpaintRequest(
             generator=DEMO_GENERATOR, class_label=cls, dataset="phantom", image=frames[k].id,
             dilate=4, steps=4, jump_length=2, jump_n_sample=2, seeds=(0, 1)))
     names = ("mask-rev-api", "mask-rev-web")
@@ -204,9 +204,9 @@ def test_the_expert_arm_keeps_the_images_whose_mask_reviewers_rated_well(masked)
     images whose mask was rated good; the run reports expert − augmented."""
     from dataclasses import replace as with_fields
 
-    from polyp_core.classify.experiment import ExperimentConfig, plan_experiment, run_experiment
-    from polyp_core.classify.policy import SelectionPolicy
-    from polyp_core.classify.train import ClassifierTrainConfig
+    from polyp_core.experiment import ExperimentConfig, plan_experiment, run_experiment
+    from polyp_core.experiment.policy import SelectionPolicy
+    from polyp_core.training import TrainConfig
 
     workspace, db, _, (mr1, _) = masked
     study_id, _, _ = _study(masked, "masks-expert", "outline")
@@ -220,7 +220,7 @@ def test_the_expert_arm_keeps_the_images_whose_mask_reviewers_rated_well(masked)
         good |= {sha} if verdict == "good" else set()
     policy = SelectionPolicy(generators=("paint",), studies=("masks-expert",), unrated="exclude",
                              min_mask_quality="good")
-    seg = ClassifierTrainConfig(image_size=64, epochs=1, batch_size=32, patience=1, hidden=16,
+    seg = TrainConfig(image_size=64, epochs=1, batch_size=32, patience=1, hidden=16,
                                 freeze_backbone=True, augment=False)
     config = ExperimentConfig(dataset="demo", task="segmentation", train=seg, seeds=(0,),
                               folds=0, allow_small_test=True, arms=("augmented", "expert"),

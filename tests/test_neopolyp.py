@@ -36,15 +36,16 @@ def test_neopolyp_5_fold_cv_baseline_and_linear_probe_lite0_224(workspace, tmp_p
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
 
-    from polyp_core.classify import ClassifierTrainConfig, ExperimentConfig, run_experiment
-    from polyp_core.classify.experiment import plan_experiment
+    from polyp_core.experiment import ExperimentConfig, run_experiment
+    from polyp_core.training import TrainConfig
+    from polyp_core.experiment import plan_experiment
     from review_db.database import Database
 
     import_dataset(workspace, ImportConfig(str(NEOPOLYP)))
     db = Database(f"sqlite:///{tmp_path / 'studio.db'}")
     config = ExperimentConfig(
         dataset="neopolyp", arms=("baseline",), seeds=(0, 1, 2), linear_probe=True, folds=5,
-        train=ClassifierTrainConfig(image_size=224, freeze_backbone=True, augment=False,
+        train=TrainConfig(image_size=224, freeze_backbone=True, augment=False,
                                     epochs=30, patience=8, lr=1e-3))
     features: dict = {}
     result = run_experiment(db, workspace, config, device=torch.device("cpu"),
@@ -91,8 +92,8 @@ def test_neopolyp_3_fold_design_trains_on_more_than_it_tests(workspace, tmp_path
     """Every fold of ``retrain --folds 3`` learns from at least 1.5 times as many frames of each
     class as it tests (a whole fold kept for early stopping gave as many), with an inner
     validation split of its own."""
-    from polyp_core.classify import ExperimentConfig
-    from polyp_core.classify.experiment import plan_experiment
+    from polyp_core.experiment import ExperimentConfig
+    from polyp_core.experiment import plan_experiment
     from review_db.database import Database
 
     import_dataset(workspace, ImportConfig(str(NEOPOLYP)))

@@ -496,6 +496,15 @@ def test_fleiss_and_krippendorff_at_their_edges():
                                                         ("good", "good")])
                                              for r, a in zip("AB", pair)])
     assert not math.isnan(two_values["alpha"])
+    # no image rated twice: no alpha (the library would refuse), even with two values
+    lonely = stats.krippendorff_quality([q("A", "i0", "good"), q("B", "i1", "poor")])
+    assert math.isnan(lonely["alpha"]) and lonely["n_images"] == 0
+    # one image rated twice, good and poor: coincidences o(0,2) = o(2,0) = 1, n = 2; the
+    # ordinal distance counts only the two values seen: (2 - (1 + 1)/2)^2 = 1; alpha =
+    # 1 - (n - 1) · 2 / (1 · 1 · 1 · 2) = 0
+    single = stats.krippendorff_quality([q("A", "i0", "good"), q("B", "i0", "poor"),
+                                         q("A", "i1", "moderate")])
+    assert single == {"alpha": pytest.approx(0.0, abs=1e-12), "n_images": 1}
 
 
 def test_a_pair_with_too_few_shared_images_is_skipped_not_the_rest():

@@ -13,8 +13,8 @@ import numpy as np
 import pytest
 import torch
 
-from polyp_core.classify.data import ImageRef
-from polyp_core.classify.policy import Selection, SelectionPolicy, mask_passes
+from polyp_core.data.tensors import ImageRef
+from polyp_core.experiment.policy import Selection, SelectionPolicy, mask_passes
 from polyp_core.segment.metrics import mask_scores, summarise_scores
 
 Z = 1.959963984540054
@@ -208,7 +208,7 @@ def test_the_expert_selection_keeps_masks_rated_well_by_enough_reviewers():
     (kept under ``unrated=include``, dropped under ``exclude``). A fold without a selection
     stays None; one left empty is refused. Catches: ``>`` for ``>=`` on the rank (image 0
     dropped), counting ratings instead of reviewers (image 2 kept), the unrated rule ignored."""
-    from polyp_core.classify.policy import expert_selections
+    from polyp_core.experiment.policy import expert_selections
 
     refs = _refs(4)
     rows = [(refs[0].sha256, "r1", "good"), (refs[0].sha256, "r2", "moderate"),
@@ -218,12 +218,15 @@ def test_the_expert_selection_keeps_masks_rated_well_by_enough_reviewers():
     chosen = Selection(refs, "hash", {"selected": {"AD": 4}})
     first, none = expert_selections(rows, policy, [chosen, None])
     assert first.images == [refs[0], refs[3]] and none is None
+    none, later = expert_selections(rows, policy, [None, chosen])  # a gap ends nothing
+    assert none is None and later.images == [refs[0], refs[3]]
     assert first.counts["expert"] == {"min_mask_quality": "moderate", "kept": 2, "of": 4}
     assert first.counts["selected"] == {"AD": 4}  # what the selection said stays
     strict = SelectionPolicy(min_mask_quality="good", min_reviewers=1, unrated="exclude")
     assert expert_selections(rows, strict, [chosen])[0].images == [refs[0], refs[1]]
-    with pytest.raises(ValueError, match="no selected image has a mask rated good or better "
-                                         r"by 2 reviewer\(s\)"):
+    with pytest.raises(ValueError, match="^no selected image has a mask rated good or better "
+                                         r"by 2 reviewer\(s\); the expert arm needs a study "
+                                         "that showed their masks$"):
         expert_selections(rows[2:4], SelectionPolicy(min_mask_quality="good", min_reviewers=2,
                                                      unrated="exclude"), [chosen])
     # the rule for one image, at an explicit threshold
@@ -278,6 +281,44 @@ def test_mask_quality_agreement_on_a_table_worked_by_hand():
     assert result["image_vs_mask"]["good"] == {"good": 4, "moderate": 4, "poor": 4}
 
 
+
+def test_mask_quality_with_three_reviewers_two_values_and_an_unlabelled_image():
+    """A rates i0 good, i1 good, i2 poor; B i0 poor, i3 good, i4 poor; C i1 good, i2 good, i3
+    good, i4 poor; i4 has no class. No one said "moderate".
+
+    Pairs: A-B share one image (skipped; the others still count), A-C share i1, i2: x = (2, 0),
+    y = (2, 2): observed sum w O = |0 - 2| = 2, expected from marginals A (1, 0, 1)/2 and C
+    (0, 0, 2)/2: 2 · (1 · 2)/2 = 2, kappa = 1 - 2/2 = 0; B-C share i3, i4 and agree: kappa 1.
+    Gwet's AC1 over the five images with two ratings: agreement 3/5; mean shares good 3/5,
+    poor 2/5, moderate 0; chance over the scale's three categories (1/2)(2 · 6/25) = 6/25;
+    AC1 = (15/25 - 6/25)/(19/25) = 9/19 (3/13 if only the two values seen counted).
+    By class: all 10 ratings (poor 4), AD 8, the unlabelled "?" 2 (both poor).
+    Catches: a pair of two shared images skipped, a skipped pair ending the others, images
+    rated by only one of a pair, kappa only above two values, AC1 over the observed
+    categories, classes merged, the "?" class renamed."""
+    from polyp_core.review.stats import mask_quality
+
+    def r(reviewer, image, answer, label="AD"):
+        return {"reviewer": reviewer, "image": image, "truth": "synthetic", "source": "gen",
+                "label": label, "verdict": "synthetic", "confidence": 4, "quality": "good",
+                "mask_quality": answer, "kind": "main"}
+
+    records = [r("A", "i0", "good"), r("A", "i1", "good"), r("A", "i2", "poor"),
+               r("B", "i0", "poor"), r("B", "i3", "good"), r("B", "i4", "poor", None),
+               r("C", "i1", "good"), r("C", "i2", "good"), r("C", "i3", "good"),
+               r("C", "i4", "poor", None)]
+    result = mask_quality(records)
+    assert [(p["a"], p["b"], p["n"], p["weighted_kappa"]) for p in result["weighted_kappa"]] == [
+        ("A", "C", 2, pytest.approx(0.0, abs=1e-12)), ("B", "C", 2, pytest.approx(1.0))]
+    assert result["ac1"]["ac1"] == pytest.approx(9 / 19, abs=1e-12)
+    assert result["n"] == 10
+    rows = {r["class"]: r for r in result["by_source"]}
+    assert list(rows) == ["?", "AD", "all"]
+    assert [(rows[c]["ratings"], rows[c]["poor"], rows[c]["good"]) for c in rows] == [
+        (2, 2, 0), (8, 2, 6), (10, 4, 6)]
+    assert rows["?"]["poor_share"] == 1.0 and rows["?"]["good_share"] == 0.0
+    assert rows["all"]["poor_share"] == pytest.approx(0.4) and rows["all"]["images"] == 5
+
 # --- compare-runs --------------------------------------------------------------------------
 
 def _classification_results(macro: float, ad_recall: float) -> dict:
@@ -295,7 +336,7 @@ def test_compare_runs_of_two_runs_that_differ_by_a_known_amount(tmp_path):
     """Run b: macro-F1 0.55 against a's 0.50 (+0.05), AD recall 0.70 against 0.90 (-0.20),
     epochs 2 -> 3, synthetic images {s1, s2} -> {s2, s3}, another ratings hash. Catches: a - b
     for b - a, a metric read from the wrong arm, the image sets swapped."""
-    from polyp_core.classify.experiment import compare_runs
+    from polyp_core.experiment import compare_runs
     from polyp_core.runs import save_run
     from polyp_core.workspace import Workspace
     from review_db.database import Database
@@ -348,7 +389,7 @@ def test_quotas_for_balance_a_target_mix_and_a_cap_worked_by_hand():
     5/0.25) = 20, so SSA needs 2 more, AD and HP none. No mix: every available image. A cap of
     0.5 synthetic per real image (9 of 18) on 6/4/2 available: shares 4.5/3/1.5 floored to
     4/3/1, the one left over to the largest remainder, the first of the tie (AD)."""
-    from polyp_core.classify.policy import _quotas
+    from polyp_core.experiment.policy import _quotas
 
     classes = ("AD", "SSA", "HP")
     real = {"AD": 10, "SSA": 3, "HP": 5}
@@ -369,16 +410,60 @@ def test_quotas_for_balance_a_target_mix_and_a_cap_worked_by_hand():
         {"AD": 2, "SSA": 1, "HP": 0}  # under the cap: untouched
 
 
+def test_quotas_when_a_class_is_missing_from_the_counts():
+    """A class with no real image (absent from the counts) needs the whole top-up; a class
+    absent from the mix gets nothing; a class absent from what is available gets nothing; with
+    no real image at all a mix asks for nothing. A cap that cuts 12/4 to 7 of 16: exact shares
+    5.25 and 1.75 floored to 5 and 1, the one left goes to the larger remainder (HP's 0.75),
+    not to the larger class."""
+    from polyp_core.experiment.policy import _quotas
+
+    classes = ("AD", "SSA", "HP")
+    balance = SelectionPolicy(target_mix="balance")
+    assert _quotas({"AD": 4, "SSA": 1}, {"AD": 9, "SSA": 9, "HP": 9}, balance, classes) == \
+        {"AD": 0, "SSA": 3, "HP": 4}
+    assert _quotas({"AD": 4, "SSA": 1}, {"AD": 9, "SSA": 9}, balance, classes) == \
+        {"AD": 0, "SSA": 3, "HP": 0}
+    halves = SelectionPolicy(target_mix={"AD": 0.5, "HP": 0.5})  # SSA not in the mix
+    # total max(4/0.5, 0/0.5) = 8: AD 4 - 4 = 0, HP 4 - 0 = 4, SSA 0
+    assert _quotas({"AD": 4, "SSA": 2}, {"AD": 9, "SSA": 9, "HP": 9}, halves, classes) == \
+        {"AD": 0, "SSA": 0, "HP": 4}
+    assert _quotas({}, {"AD": 9, "SSA": 9, "HP": 9}, SelectionPolicy(target_mix={"AD": 1.0}),
+                   classes) == {"AD": 0, "SSA": 0, "HP": 0}
+    capped = SelectionPolicy(max_ratio=0.5)  # 7 of 14 real images
+    assert _quotas({"AD": 10, "HP": 4}, {"AD": 12, "HP": 4}, capped, classes) == \
+        {"AD": 5, "SSA": 0, "HP": 2}
+
+
+def test_the_mask_file_of_a_pooled_image():
+    """An image stored with a mask names ``masks/<sha>.png`` beside it; without a provenance,
+    or with one that names no mask, it has none."""
+    from types import SimpleNamespace
+
+    from polyp_core.experiment.policy import _mask_path
+
+    def image(extra, provenance=True):
+        return SimpleNamespace(path="/pool/synthetic/abc.png",
+                               provenance=SimpleNamespace(extra=extra) if provenance else None)
+
+    assert _mask_path(image({"mask_sha256": "f00"})) == "/pool/synthetic/masks/f00.png"
+    assert _mask_path(image({"other": 1})) is None
+    assert _mask_path(image(None)) is None
+    assert _mask_path(image({"mask_sha256": "f00"}, provenance=False)) is None
+
+
 def test_mix_parsing_and_the_ratings_fingerprint():
     import hashlib
     import json
 
-    from polyp_core.classify.policy import parse_mix, ratings_fingerprint
+    from polyp_core.experiment.policy import parse_mix, ratings_fingerprint
 
     assert parse_mix("AD=0.4, SSA=0.3,HP=0.3") == {"AD": 0.4, "SSA": 0.3, "HP": 0.3}
     assert parse_mix(" balance ") == "balance" and parse_mix("") is None and parse_mix(None) is None
     with pytest.raises(ValueError, match="^target mix part 'SSA' is not CLASS=share"):
         parse_mix("AD=0.5,SSA")
+    with pytest.raises(ValueError, match="^target mix part 'AD=0.4=0.6' is not CLASS=share"):
+        parse_mix("AD=0.4=0.6")  # split at the first "=", not the last
     rows = [["b", "r1", "good"], ["a", "r2", "poor"]]
     assert ratings_fingerprint(rows) == hashlib.sha256(
         json.dumps(rows, sort_keys=True).encode()).hexdigest()
@@ -397,6 +482,12 @@ def test_a_policy_checks_itself_against_the_scheme_and_round_trips():
         SelectionPolicy(target_mix={"AD": 0.5, "HP": 0.6}).validate(classes)
     SelectionPolicy(target_mix={"AD": 0.5, "HP": 0.5 + 1e-7}).validate(classes)  # rounding
     SelectionPolicy(target_mix="balance", classes=("AD",)).validate(classes)
+    SelectionPolicy(target_mix={"AD": 1.0, "HP": 0.0}).validate(classes)  # a zero share is fine
+    assert SelectionPolicy(target_mix="balance").to_json()["target_mix"] == "balance"
+    mixed = SelectionPolicy(target_mix={"AD": 1.0})
+    written = mixed.to_json()
+    written["target_mix"]["AD"] = 0.0  # the JSON is a copy: the policy stays as it was
+    assert mixed.target_mix == {"AD": 1.0}
     policy = SelectionPolicy(generators=("g",), classes=("AD",), studies=("s",),
                              exclude_memorised=("m",), target_mix={"AD": 1.0}, max_ratio=2.0,
                              min_mask_quality="good", min_gate_iou=0.7)

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from polyp_core.classify.uncertainty import (cluster_bootstrap_scores,
+from polyp_core.stats.uncertainty import (cluster_bootstrap_scores,
                                              paired_cluster_bootstrap_scores)
 from polyp_core.cli import main as cli
 from polyp_core.segment.metrics import mask_scores, summarise_scores
@@ -125,15 +125,15 @@ def test_a_data_set_without_masks_is_refused_for_segmentation(tmp_path, capsys):
 def test_the_fast_arm_trains_the_decoder_on_cached_encoder_features(phantom_ws):
     """``freeze_backbone``: the encoder's weights stay the bundled ones, the decoder learns,
     and two runs with the same seed give the same decoder."""
-    from polyp_core.classify.data import ImageRef
-    from polyp_core.classify.train import ClassifierTrainConfig
+    from polyp_core.data.tensors import ImageRef
+    from polyp_core.training import TrainConfig
     from polyp_core.data.cache import PixelCache
     from polyp_core.segment.train import load_masked, train_segmenter
 
     manifest = phantom_ws.load_manifest("phantom")
     refs = [ImageRef(i.sha256, i.image, i.label, mask=i.mask) for i in manifest.items[:20]]
     data = load_masked(refs, 64, PixelCache(phantom_ws.pixel_cache_dir))
-    config = ClassifierTrainConfig(image_size=64, epochs=2, batch_size=8, freeze_backbone=True)
+    config = TrainConfig(image_size=64, epochs=2, batch_size=8, freeze_backbone=True)
     empty = data.subset([])
     first = train_segmenter(data.subset(range(16)), empty, config, seed=3)
     again = train_segmenter(data.subset(range(16)), empty, config, seed=3)
@@ -153,8 +153,8 @@ def test_mixed_precision_steps_run_under_bf16_autocast(phantom_ws, monkeypatch):
     taken in float32 from bf16 logits and the model still learns and predicts. (No GPU was
     lent to this project: fp16 with its grad scaler is not exercised.)"""
     import polyp_core.segment.train as seg_train
-    from polyp_core.classify.data import ImageRef
-    from polyp_core.classify.train import ClassifierTrainConfig
+    from polyp_core.data.tensors import ImageRef
+    from polyp_core.training import TrainConfig
     from polyp_core.data.cache import PixelCache
 
     manifest = phantom_ws.load_manifest("phantom")
@@ -169,7 +169,7 @@ def test_mixed_precision_steps_run_under_bf16_autocast(phantom_ws, monkeypatch):
 
     monkeypatch.setattr(seg_train, "dice_bce_loss", recording)
     result = seg_train.train_segmenter(data.subset(range(8)), data.subset(range(8, 12)),
-                                       ClassifierTrainConfig(image_size=64, epochs=2,
+                                       TrainConfig(image_size=64, epochs=2,
                                                              batch_size=4, patience=2), seed=0)
     assert seen == [(True, torch.bfloat16)] * 4  # 2 epochs x 2 steps, all under bf16 autocast
     assert all(np.isfinite(row["train_loss"]) for row in result.history)

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from polyp_core.classify.metrics import classification_metrics
-from polyp_core.classify.uncertainty import (cluster_bootstrap, paired_cluster_bootstrap,
+from polyp_core.stats.uncertainty import (cluster_bootstrap, paired_cluster_bootstrap,
                                              regression_warnings)
 
 CLASSES = ("AD", "SSA", "HP")

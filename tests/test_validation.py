@@ -9,9 +9,9 @@ import sys
 
 import pytest
 
-from polyp_core.classify.experiment import ExperimentConfig
-from polyp_core.classify.policy import SelectionPolicy
-from polyp_core.classify.train import ClassifierTrainConfig
+from polyp_core.experiment import ExperimentConfig
+from polyp_core.experiment.policy import SelectionPolicy
+from polyp_core.training import TrainConfig
 from polyp_core.data.archive import ArchiveLimits
 from polyp_core.data.importer import ImportConfig
 from polyp_core.diagnostics.report import DiagnoseConfig
@@ -43,7 +43,7 @@ LORA = {"dataset": "d", "model_id": "m", "base_model": "b"}
     (lambda: DDPMTrainConfig(**DDPM, lr=0.0), "lr: 0.0 is out of range; allowed: more than 0"),
     (lambda: DDPMTrainConfig(**DDPM, preset="huge"), "preset: 'huge' is not one of: tiny"),
     (lambda: LoraTrainConfig(**LORA, rank=0), "rank: 0 is out of range"),
-    (lambda: ClassifierTrainConfig(dropout=1.0), "dropout: 1.0 is out of range; allowed: at least 0 "
+    (lambda: TrainConfig(dropout=1.0), "dropout: 1.0 is out of range; allowed: at least 0 "
                                                  "and less than 1"),
     (lambda: ExperimentConfig("d", seeds=(0, 2**32)), r"seeds\[1\]: 4294967296 is out of range"),
     (lambda: ExperimentConfig("d", arms=("placebo",)), r"arms\[0\]: 'placebo' is not one of"),

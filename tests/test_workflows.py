@@ -53,7 +53,7 @@ def test_the_workflows_cover_what_the_front_ends_need():
             "generate.add_to_pool", "generate.sample_into_pool", "study.create", "study.plan",
             "study.audit", "study.close", "study.statistics", "study.studies", "review.queue",
             "review.rate", "review.image", "pool.import_synthetic", "pool.page", "pool.item",
-            "pool.remove", "generate.inpaint_into_pool", "generate.inpaint_work",
+            "pool.remove", "generate.inpaint_work",
             "generate.background_frames"} <= names, sorted(names)
 
 
@@ -138,6 +138,16 @@ def test_an_admin_and_the_terminal_pass(review_env):
 
 def test_front_ends_reach_the_database_only_through_the_workflows():
     found = subprocess.run(["grep", "-rnE", r"review_db(\.| import )(queries|models)",
+                            "studio_ui", "polyp_core/cli", "app.py"], cwd=ROOT,
+                           capture_output=True, text=True).stdout
+    assert found == "", found
+
+
+def test_front_ends_read_runs_comparisons_and_jobs_through_the_workflows():
+    """Read paths are on the floor too: stored runs, compare-runs and job states are read
+    through workflow entries that check the person, never straight from the engine."""
+    found = subprocess.run(["grep", "-rnE", "--include=*.py",
+                            r"\b(load_run|compare_runs|job_status|list_jobs)\(",
                             "studio_ui", "polyp_core/cli", "app.py"], cwd=ROOT,
                            capture_output=True, text=True).stdout
     assert found == "", found

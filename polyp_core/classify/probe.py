@@ -17,10 +17,11 @@ import numpy as np
 import torch
 
 from polyp_core.backbones import WeightsRegistry
-from polyp_core.classify.data import ImageTensors
+from polyp_core.data.tensors import ImageTensors
 from polyp_core.classify.metrics import classification_metrics
 from polyp_core.classify.model import build_classifier
-from polyp_core.classify.train import ClassifierTrainConfig, frozen_features
+from polyp_core.classify.train import frozen_features
+from polyp_core.training import TrainConfig
 
 if TYPE_CHECKING:
     from sklearn.pipeline import Pipeline
@@ -28,7 +29,7 @@ if TYPE_CHECKING:
 C_GRID = tuple(float(c) for c in np.logspace(-4, 2, 7))
 
 
-def embed(train_config: ClassifierTrainConfig, classes: Sequence[str], sets: Sequence[ImageTensors],
+def embed(train_config: TrainConfig, classes: Sequence[str], sets: Sequence[ImageTensors],
           device: torch.device, registry: WeightsRegistry | None = None,
           feature_cache: dict | None = None) -> list[np.ndarray]:
     """Pooled features of each image set through the (pretrained, frozen) backbone; from
@@ -80,7 +81,7 @@ def fit_probe(train_x: np.ndarray, train_y: np.ndarray, groups: Sequence[str], s
 
 
 def probe_arm(train: ImageTensors, test: ImageTensors, groups: Sequence[str],
-              classes: Sequence[str], train_config: ClassifierTrainConfig, device: torch.device,
+              classes: Sequence[str], train_config: TrainConfig, device: torch.device,
               registry: WeightsRegistry | None = None, seed: int = 0,
               unit: str = "patient/lesion", feature_cache: dict | None = None) -> dict:
     """Train the probe on ``train`` and evaluate it on ``test``: metrics as a per-seed entry

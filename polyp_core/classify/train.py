@@ -12,54 +12,14 @@ import torch.nn.functional as F
 from torch.optim.lr_scheduler import LambdaLR
 
 from polyp_core.backbones import WeightsRegistry
-from polyp_core.classify.data import ImageTensors, augment, normalise
+from polyp_core.data.tensors import ImageTensors, augment, normalise
 from polyp_core.classify.metrics import classification_metrics
 from polyp_core.classify.model import Classifier, ClassifierSpec, build_classifier
 from polyp_core.progress import CancelToken, Progress, no_progress
-from polyp_core.validation import checked, rule
+from polyp_core.training import TrainConfig, autocast_dtype, warmup_cosine_adamw
 
-IMBALANCE = ("none", "sampler", "loss")
 #: augmented views per image embedded once when the backbone is frozen (the original is one more)
 AUGMENTED_VIEWS = 1
-
-
-@checked
-@dataclass(frozen=True)
-class ClassifierTrainConfig:
-    """How one classifier is trained (the same in both arms of an experiment).
-
-    Attributes:
-        backbone: registry name (``efficientnet_lite0`` offline, ``efficientnet_b0``).
-        image_size: input size (128 or 224).
-        imbalance: ``none``, ``sampler`` (weighted sampling) or ``loss`` (weighted loss).
-        epochs, batch_size, lr, weight_decay, warmup_epochs: the optimisation.
-        patience: epochs without a better validation macro-F1 before stopping.
-        hidden, dropout: the head.
-        augment: flips, turns, zoomed crops and colour jitter on training images.
-        freeze_backbone: train the head only on features embedded once (with ``augment``: the
-            original and ``AUGMENTED_VIEWS`` augmented views per image, embedded once).
-        mixed_precision: ``auto`` (bf16/fp16 on a GPU, none on the CPU), ``no``, ``fp16``, ``bf16``.
-        pretrained: ImageNet weights (False only for tests of the loop itself).
-    """
-
-    backbone: str = "efficientnet_lite0"
-    image_size: int = rule(224, lo=32, hi=1024)
-    imbalance: str = rule("sampler", choices=IMBALANCE)
-    epochs: int = rule(15, lo=1, hi=10_000)
-    batch_size: int = rule(32, lo=1, hi=4096)
-    lr: float = rule(3e-4, above=0.0, hi=1.0)
-    weight_decay: float = rule(1e-4, lo=0.0, hi=1.0)
-    warmup_epochs: float = rule(1.0, lo=0.0, hi=10_000.0)
-    patience: int = rule(5, lo=1, hi=10_000)
-    hidden: int = rule(256, lo=0, hi=65_536)
-    dropout: float = rule(0.3, lo=0.0, below=1.0)
-    augment: bool = True
-    freeze_backbone: bool = False
-    mixed_precision: str = rule("auto", choices=("auto", "no", "fp16", "bf16"))
-    pretrained: bool = True
-
-    def validate(self) -> None:
-        """Every field is checked when the config is made (``polyp_core.validation``)."""
 
 
 @dataclass
@@ -70,16 +30,6 @@ class TrainedClassifier:
     best_valid_macro_f1: float
     history: list[dict] = field(default_factory=list)
     stopped_early: bool = False
-
-
-def autocast_dtype(config: ClassifierTrainConfig, device: torch.device) -> torch.dtype | None:
-    if device.type != "cuda" or config.mixed_precision == "no":
-        return None
-    if config.mixed_precision == "fp16":
-        return torch.float16
-    if config.mixed_precision == "bf16" or torch.cuda.is_bf16_supported():
-        return torch.bfloat16
-    return torch.float16
 
 
 def class_weights(labels: torch.Tensor, num_classes: int) -> torch.Tensor:
@@ -123,7 +73,7 @@ def backbone_features(model: Classifier, spec: ClassifierSpec, pixels: torch.Ten
     return torch.cat(out)
 
 
-def frozen_features(cache: dict | None, config: ClassifierTrainConfig, model: Classifier,
+def frozen_features(cache: dict | None, config: TrainConfig, model: Classifier,
                     spec: ClassifierSpec, data: ImageTensors, device: torch.device) -> torch.Tensor:
     """Pretrained frozen-backbone features of ``data``, from ``cache`` for every image this run
     embedded before with the same backbone (another seed, another fold, the linear probe):
@@ -143,7 +93,7 @@ def frozen_features(cache: dict | None, config: ClassifierTrainConfig, model: Cl
     return torch.stack([rows[ref.sha256] for ref in data.refs]).to(device)
 
 
-def predict_run(trained: TrainedClassifier, config: ClassifierTrainConfig, data: ImageTensors,
+def predict_run(trained: TrainedClassifier, config: TrainConfig, data: ImageTensors,
                 device: torch.device, cache: dict | None = None) -> np.ndarray:
     """Class probabilities of ``data``: through the head alone on the run's cached features when
     the pretrained backbone was frozen (the same numbers as the whole model in eval mode, which
@@ -163,23 +113,7 @@ def evaluate(model: Classifier, spec: ClassifierSpec, data: ImageTensors,
     return classification_metrics(data.labels.numpy(), probs.argmax(1), spec.classes)
 
 
-def warmup_cosine_adamw(model: torch.nn.Module, config: ClassifierTrainConfig,
-               steps_per_epoch: int) -> tuple[torch.optim.Optimizer, LambdaLR]:
-    """AdamW over the trainable parameters, with linear warm-up then cosine decay per step."""
-    params = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
-    total = steps_per_epoch * config.epochs
-    warmup = max(1, int(config.warmup_epochs * steps_per_epoch))
-
-    def lr_factor(step: int) -> float:
-        if step < warmup:
-            return (step + 1) / warmup
-        return 0.5 * (1 + math.cos(math.pi * (step - warmup) / max(1, total - warmup)))
-
-    return optimizer, LambdaLR(optimizer, lr_factor)
-
-
-def _frozen_views(feature_cache: dict | None, config: ClassifierTrainConfig,
+def _frozen_views(feature_cache: dict | None, config: TrainConfig,
                   model: torch.nn.Module, spec: ClassifierSpec, train: ImageTensors,
                   pixels: torch.Tensor, device: torch.device,
                   generator: torch.Generator) -> torch.Tensor:
@@ -211,7 +145,7 @@ class _Stepper:
     """One optimisation step at a time: the batch's logits (from the embedded views when the
     backbone is frozen, else from the pixels, augmented when asked), the loss, the update."""
 
-    def __init__(self, model: Classifier, spec: ClassifierSpec, config: ClassifierTrainConfig,
+    def __init__(self, model: Classifier, spec: ClassifierSpec, config: TrainConfig,
                  device: torch.device, generator: torch.Generator, pixels: torch.Tensor,
                  labels: torch.Tensor, view_stack: torch.Tensor | None,
                  optimizer: torch.optim.Optimizer, schedule: LambdaLR,
@@ -250,7 +184,7 @@ class _Stepper:
 
 
 def train_classifier(train: ImageTensors, valid: ImageTensors, classes: tuple[str, ...],
-                     config: ClassifierTrainConfig, seed: int, device: torch.device | None = None,
+                     config: TrainConfig, seed: int, device: torch.device | None = None,
                      registry: WeightsRegistry | None = None, progress: Progress = no_progress,
                      cancel: CancelToken | None = None, label: str = "",
                      feature_cache: dict | None = None) -> TrainedClassifier:

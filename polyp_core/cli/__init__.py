@@ -49,12 +49,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         _say(f"error: {exc.as_flags()}")
         return 2
     except (StudioError, ValueError, KeyError, FileNotFoundError, PermissionError) as exc:
-        from polyp_core.cli.classify import RETRAIN_OPTIONS
+        from polyp_core.cli.classify import retrain_options
         from polyp_core.workflows.fields import as_option, name_fields
 
         message = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
         # the engine names request fields; the terminal shows them as its options
-        _say(f"error: {name_fields(str(message), RETRAIN_OPTIONS, as_option)}")
+        _say(f"error: {name_fields(str(message), retrain_options(), as_option)}")
         return 2
 
 

@@ -39,27 +39,23 @@ def _task(args: argparse.Namespace) -> str:
 
 
 def cmd_inpaint(args: argparse.Namespace) -> int:
-    from polyp_core.generation.inpaint import InpaintRequest, parse_seeds
     from polyp_core.workflows import TERMINAL, generate
 
-    request = InpaintRequest(
-        generator=args.generator, checkpoint=args.checkpoint, class_label=args.class_label,
-        dataset=args.dataset if not args.background else None,
-        image=args.image if not args.background else None,
-        mask_source=args.mask_source, mask_generator=args.mask_generator,
-        mask_seed=args.mask_seed, dilate=args.dilate, whole_frame=args.whole_frame,
-        seeds=parse_seeds(args.seeds), steps=args.steps, guidance=args.guidance,
-        scheduler=args.scheduler, jump_length=args.jump_length,
-        jump_n_sample=args.jump_n_sample, batch_size=args.batch_size)
+    fields = generate.INPAINT.values(args)
+    if args.background:  # an image file instead of a data set's frame
+        fields |= {"dataset": None, "image": None}
+    request = generate.inpaint_request(fields)
     drawn = None
     if args.mask:
         from polyp_core.data.images import load_mask
 
         drawn = load_mask(args.mask)
+    made: dict = {}
+    work = generate.inpaint_work(open_db(args), Workspace(args.workspace), TERMINAL, request,
+                                 upload=args.background, drawn=drawn, holder=made)
     with TerminalProgress() as progress:
-        result, stored = generate.inpaint_into_pool(
-            open_db(args), Workspace(args.workspace), TERMINAL, request, upload=args.background,
-            drawn=drawn, progress=progress, cancel=cancel_on_interrupt())
+        work(progress, cancel_on_interrupt())
+    result, stored = made["result"], made["stored"]
     frame = result.background.record
     print(f"{len(stored)} inpainted {request.class_label} image(s) from {request.generator}@"
           f"{result.checkpoint} ({result.method}) on {result.background.name}"
@@ -222,30 +218,12 @@ def add_generate_commands(sub: argparse._SubParsersAction) -> None:
                        help="--inpaint: share of holes that are the whole frame")
     train.set_defaults(func=cmd_train_ddpm)
 
-    paint = sub.add_parser("inpaint", help="fill a polyp of a class into a real frame (the result "
-                                           "and its mask join the pool)")
-    paint.add_argument("--generator", required=True, help="a DDPM: --inpaint (trained), or "
-                       "--with-mask / plain (RePaint)")
-    paint.add_argument("--checkpoint")
-    paint.add_argument("--dataset", help="the background frame's data set")
-    paint.add_argument("--image", help="the background frame's id in --dataset")
+    from polyp_core.workflows.generate import INPAINT  # declared once, with the tab's defaults
+
+    paint = sub.add_parser("inpaint", help=INPAINT.help)
+    INPAINT.add_options(paint)
     paint.add_argument("--background", help="an image file to use as the background instead")
-    paint.add_argument("--class", dest="class_label", required=True)
-    paint.add_argument("--mask-source", default="own", choices=["own", "drawn", "generated"],
-                       help="own: the frame's polyp mask; drawn: --mask FILE; generated: "
-                            "sampled by --mask-generator")
     paint.add_argument("--mask", help="a mask file of the frame's size (--mask-source drawn)")
-    paint.add_argument("--mask-generator", help="an image-and-mask model (train-ddpm --with-mask)")
-    paint.add_argument("--mask-seed", type=int, default=0)
-    paint.add_argument("--dilate", type=int, default=20, help="hole: the mask grown by N px of the frame")
-    paint.add_argument("--whole-frame", action="store_true", help="the hole is the whole frame")
-    paint.add_argument("--seeds", default="0", help="e.g. 0-7 or 0,3,5")
-    paint.add_argument("--steps", type=int, default=50)
-    paint.add_argument("--guidance", type=float, default=2.0)
-    paint.add_argument("--scheduler", default="ddim", choices=SCHEDULERS)
-    paint.add_argument("--jump-length", type=int, default=10, help="RePaint")
-    paint.add_argument("--jump-n-sample", type=int, default=2, help="RePaint")
-    paint.add_argument("--batch-size", type=int, default=8)
     paint.add_argument("--db")
     paint.set_defaults(func=cmd_inpaint)
 

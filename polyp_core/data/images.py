@@ -31,7 +31,7 @@ def sha256_file(path: Path | str, chunk: int = 1 << 20) -> str:
     return digest.hexdigest()
 
 
-def _to_uint8(array: np.ndarray) -> np.ndarray:
+def to_uint8(array: np.ndarray) -> np.ndarray:
     """Scale integer or float pixels of any depth to 0..255."""
     if array.dtype == np.uint8:
         return array
@@ -57,7 +57,7 @@ def _rgb_from_array(array: np.ndarray) -> np.ndarray:
         array = np.repeat(array[:, :, :1], 3, axis=2)
     elif array.ndim == 3 and array.shape[2] >= 4:
         array = array[:, :, :3]
-    return np.ascontiguousarray(_to_uint8(array))
+    return np.ascontiguousarray(to_uint8(array))
 
 
 def _rgb_from_pil(image: Image.Image) -> np.ndarray:

@@ -277,7 +277,7 @@ def fill(generator: DDPMGenerator, request: InpaintRequest, seeds: Sequence[int]
     """One batch of results (uint8 ``(N, S, S, 3)``) for ``seeds``: the generator fills the
     holes (bool ``(N, S, S)``) of the backgrounds (uint8 ``(N, S, S, 3)``), each with its polyp
     mask; outside its hole every pixel is the background's, copied."""
-    from polyp_core.generation.ddpm import _to_uint8, denoise_batch
+    from polyp_core.generation.ddpm.sampler import denoise_batch, to_uint8
 
     n, device, dtype = len(seeds), generator.device, generator.dtype
     unet, meta, ids, null_id = generator.class_ids([request.class_label] * n)
@@ -296,14 +296,16 @@ def fill(generator: DDPMGenerator, request: InpaintRequest, seeds: Sequence[int]
         x = repaint_batch(unet, meta["noise_schedule"], request.steps, request.jump_length,
                           request.jump_n_sample, ids, null_id, seeds, request.guidance,
                           known, keep.contiguous(), cancel)
-    made = _to_uint8(x[:, :3])
+    made = to_uint8(x[:, :3])
     return np.where(hole[..., None], made, background)
 
 
 def inpaint(workspace: Workspace, request: InpaintRequest, background: Background,
             drawn: np.ndarray | None = None, progress: Progress = no_progress,
-            cancel: CancelToken | None = None) -> InpaintResult:
+            cancel: CancelToken | None = None,
+            planned: tuple[np.ndarray, np.ndarray, dict] | None = None) -> InpaintResult:
     """Fill one hole of ``background`` with a polyp of ``request.class_label`` per seed.
+    ``planned``: what :func:`plan_masks` gave for this request and frame (made here if not).
 
     Raises:
         KeyError: no such generator.
@@ -319,7 +321,8 @@ def inpaint(workspace: Workspace, request: InpaintRequest, background: Backgroun
     if request.class_label not in generator.classes:
         raise ValueError(f"`class_label`: {request.class_label!r} is not one of "
                          f"{request.generator}'s classes: {', '.join(generator.classes)}")
-    polyp_native, hole_native, source = plan_masks(workspace, request, background, drawn)
+    polyp_native, hole_native, source = planned or plan_masks(workspace, request, background,
+                                                              drawn)
     size = generator.size
     bg = resize_rgb(background.rgb, size)
     hole = hole_at(hole_native, size)

@@ -22,8 +22,8 @@ from typing import TYPE_CHECKING
 import numpy as np
 import torch
 
-from polyp_core.classify.data import ImageRef
-from polyp_core.classify.train import ClassifierTrainConfig
+from polyp_core.data.tensors import ImageRef
+from polyp_core.training import TrainConfig
 from polyp_core.data.cache import PixelCache
 from polyp_core.progress import CancelToken, Progress, no_progress
 from polyp_core.segment.metrics import mask_scores
@@ -36,7 +36,7 @@ if TYPE_CHECKING:
     from review_db.database import Database
 
 #: the gate's U-Net: the decoder on cached Lite0 features (the fast arm), fixed epochs
-GATE_TRAIN = ClassifierTrainConfig(image_size=128, epochs=8, batch_size=16, lr=1e-3,
+GATE_TRAIN = TrainConfig(image_size=128, epochs=8, batch_size=16, lr=1e-3,
                                    freeze_backbone=True, augment=False)
 #: the IoU above which the paper behind the gate kept an image
 PAPER_THRESHOLD = 0.7
@@ -57,12 +57,12 @@ class GateConfig:
 
     dataset: str = rule(text=True)
     generator: str | None = rule(None, text=True)
-    train: ClassifierTrainConfig = GATE_TRAIN
+    train: TrainConfig = GATE_TRAIN
     threshold: float = rule(PAPER_THRESHOLD, lo=0.0, hi=1.0)
     seed: int = 0
 
 
-def train_gate(real: MaskTensors, train: ClassifierTrainConfig, seed: int,
+def train_gate(real: MaskTensors, train: TrainConfig, seed: int,
                device: torch.device | None = None, registry: WeightsRegistry | None = None,
                progress: Progress = no_progress, cancel: CancelToken | None = None
                ) -> torch.nn.Module:  # pragma: no mutate block
@@ -233,7 +233,7 @@ def _generators(db: Database, shas: list[str]) -> dict[str, str]:  # pragma: no 
 
 
 def fold_gate(real: MaskTensors, train_index: list[int], synthetic: MaskTensors,
-              train: ClassifierTrainConfig, seed: int, device: torch.device | None = None,
+              train: TrainConfig, seed: int, device: torch.device | None = None,
               registry: WeightsRegistry | None = None, cancel: CancelToken | None = None
               ) -> np.ndarray:  # pragma: no mutate block
     """One fold's gate: a model trained on the fold's training part only (``train_index``

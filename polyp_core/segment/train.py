@@ -10,8 +10,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from polyp_core.classify.data import ImageRef, normalise
-from polyp_core.classify.train import ClassifierTrainConfig, autocast_dtype, warmup_cosine_adamw
+from polyp_core.data.tensors import ImageRef, normalise
+from polyp_core.training import TrainConfig, autocast_dtype, warmup_cosine_adamw
 from polyp_core.data.cache import PixelCache
 from polyp_core.data.images import load_mask, resize_mask
 from polyp_core.errors import ImageDecodeError
@@ -156,7 +156,7 @@ def _valid_dice(model: torch.nn.Module, valid: MaskTensors, device: torch.device
     return float(np.nanmean(scores["dice"])) if (~scores["empty"]).any() else 0.0
 
 
-def train_segmenter(train: MaskTensors, valid: MaskTensors, config: ClassifierTrainConfig,
+def train_segmenter(train: MaskTensors, valid: MaskTensors, config: TrainConfig,
                     seed: int, device: torch.device | None = None,
                     registry: WeightsRegistry | None = None, progress: Progress = no_progress,
                     cancel: CancelToken | None = None, label: str = "") -> TrainedSegmenter:  # pragma: no mutate block

@@ -62,3 +62,15 @@ def images(db: Database, person: Person, shas: list[str]) -> dict[str, ImageFile
             if image is not None:
                 out[sha] = ImageFile(image.sha256, image.path, image.kind)
     return out
+
+
+def stored_run(db: Database, person: Person, run_id: str) -> dict:
+    """A stored diagnose run: its config, image lists, results and folder.
+
+    Raises:
+        KeyError: no such run.
+    """
+    from polyp_core.runs import load_run
+
+    authorise(db, person)
+    return load_run(db, run_id)

@@ -4,7 +4,7 @@ through a ``holder`` dict the job fills; the terminal samples straight into the 
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -12,12 +12,14 @@ from typing import TYPE_CHECKING
 from polyp_core.generation.backends import (describe_model, load_generator, sample_to_pool,
                                             store_generated)
 from polyp_core.generation.grid import check_grid, xy_grid
-from polyp_core.generation.inpaint import (Background, InpaintRequest, InpaintResult,
-                                           frame_background, inpaint, plan_masks,
-                                           store_inpainted, uploaded_background)
+from polyp_core.forms import Form, of
+from polyp_core.generation.inpaint import (Background, InpaintRequest, frame_background,
+                                           inpaint, parse_seeds, plan_masks, store_inpainted,
+                                           uploaded_background)
 from polyp_core.generation.request import SampleRequest
 from polyp_core.progress import CancelToken, Progress, no_progress
 from polyp_core.review.accounts import Person
+from polyp_core.validation import InvalidRequest, Problem, number, whole
 from polyp_core.workflows.base import authorise
 from polyp_core.workspace import Workspace
 from review_db.database import Database
@@ -107,33 +109,82 @@ def _background(workspace: Workspace, request: InpaintRequest,
     return uploaded_background(load_rgb(upload), Path(upload).name, sha256_file(upload))
 
 
-def inpaint_into_pool(db: Database, workspace: Workspace, person: Person, request: InpaintRequest,
-                      upload: str | Path | np.ndarray | None = None,
-                      drawn: np.ndarray | None = None, progress: Progress = no_progress,
-                      cancel: CancelToken | None = None
-                      ) -> tuple[InpaintResult, list[tuple[int, str]]]:
-    """Inpaint and store every result with its mask and provenance (the terminal's ``inpaint``)."""
-    authorise(db, person)
-    background = _background(workspace, request, upload)
-    result = inpaint(workspace, request, background, drawn, progress, cancel)
-    return result, store_inpainted(db, workspace, request, result)
+def _inpaint_seeds(seeds: tuple[int, ...]) -> str:
+    return ",".join(map(str, seeds))
+
+
+#: The inpaint action, declared once: the CLI's options and the Generate tab's Inpaint panel
+#: start from it; every default, bound and choice is ``InpaintRequest``'s.
+INPAINT = Form("inpaint", "fill a polyp of a class into a real frame (the result and its mask "
+                          "join the pool)", (
+    of(InpaintRequest, "generator", required=True,
+       help="a DDPM: --inpaint (trained), or --with-mask / plain (RePaint)"),
+    of(InpaintRequest, "checkpoint", help="default: the last"),
+    of(InpaintRequest, "class_label", option="--class", required=True,
+       help="the class of the polyp to make"),
+    of(InpaintRequest, "dataset", help="the background frame's data set"),
+    of(InpaintRequest, "image", help="the background frame's id in --dataset"),
+    of(InpaintRequest, "mask_source", help="own: the frame's polyp mask; drawn: a mask drawn "
+                                           "on the frame; generated: sampled by "
+                                           "--mask-generator"),
+    of(InpaintRequest, "mask_generator", help="an image-and-mask model (train-ddpm --with-mask)"),
+    of(InpaintRequest, "mask_seed", help="the generated mask's seed"),
+    of(InpaintRequest, "dilate", help="hole: the mask grown by N px of the frame"),
+    of(InpaintRequest, "whole_frame", help="the hole is the whole frame"),
+    of(InpaintRequest, "seeds", kind="text", show=_inpaint_seeds,
+       help="one result per seed: e.g. 0-7 or 0,3,5"),
+    of(InpaintRequest, "steps", help="denoising steps"),
+    of(InpaintRequest, "guidance", help="classifier-free guidance scale"),
+    of(InpaintRequest, "scheduler", help="the trained method's sampler"),
+    of(InpaintRequest, "jump_length", help="RePaint: jump back this many steps"),
+    of(InpaintRequest, "jump_n_sample", help="RePaint: jumps per jump point"),
+    of(InpaintRequest, "batch_size", help="results made at once"),
+))
+
+
+def inpaint_request(fields: Mapping[str, object]) -> InpaintRequest:
+    """The inpaint request from plain values (form text and numbers, an argparse namespace's
+    dict): unknown fields are refused, missing or empty ones take :data:`INPAINT`'s defaults.
+
+    Raises:
+        InvalidRequest: naming every bad field.
+        ValueError: seeds that are not a range or a list.
+    """
+    unknown = sorted(set(fields) - {f.name for f in INPAINT.fields})
+    if unknown:
+        raise InvalidRequest("inpaint", [Problem(u, "is not a field of an inpaint request")
+                                         for u in unknown])
+    f = INPAINT.defaults() | {k: v for k, v in fields.items() if v not in (None, "")}
+    ints = ("mask_seed", "dilate", "steps", "jump_length", "jump_n_sample", "batch_size")
+    return InpaintRequest(
+        generator=str(f["generator"] or ""), checkpoint=f["checkpoint"],
+        class_label=str(f["class_label"] or ""), dataset=f["dataset"], image=f["image"],
+        mask_source=str(f["mask_source"]), mask_generator=f["mask_generator"],
+        whole_frame=bool(f["whole_frame"]), seeds=parse_seeds(str(f["seeds"])),
+        guidance=number(f["guidance"], "guidance"), scheduler=str(f["scheduler"]),
+        **{k: whole(f[k], k) for k in ints})
 
 
 def inpaint_work(db: Database, workspace: Workspace, person: Person, request: InpaintRequest,
-                 upload: np.ndarray | None, drawn: np.ndarray | None, holder: dict) -> Work:
-    """The Generate tab's inpainting job: the frame, the generator and the masks are checked
-    now (so a bad request is refused before anything is queued); the job fills the hole for
-    every seed, stores the results in the pool and leaves them in ``holder["result"]``."""
+                 upload: str | Path | np.ndarray | None = None, drawn: np.ndarray | None = None,
+                 holder: dict | None = None) -> Work:
+    """Inpainting, for both front ends: the frame, the generator and the masks are checked and
+    planned now (so a bad request is refused before anything is queued or loaded); the work
+    fills the hole for every seed with those masks, stores the results in the pool with their
+    masks and leaves ``holder["result"]`` and ``holder["stored"]`` (pool id, SHA-256). A mask
+    that a model generates is made by the work itself, once."""
     authorise(db, person)
     describe_model(workspace, request.generator)
+    request.validate()
     background = _background(workspace, request, upload)
-    if request.mask_source != "generated":
+    planned = None if request.mask_source == "generated" else \
         plan_masks(workspace, request, background, drawn)
+    out = {} if holder is None else holder
 
     def work(progress: Progress, cancel: CancelToken) -> str:
-        result = inpaint(workspace, request, background, drawn, progress, cancel)
-        holder["stored"] = store_inpainted(db, workspace, request, result)
-        holder["result"] = result
+        result = inpaint(workspace, request, background, drawn, progress, cancel, planned)
+        out["stored"] = store_inpainted(db, workspace, request, result)
+        out["result"] = result
         return (f"{len(result.images)} inpainted {request.class_label} image(s) from "
                 f"{request.generator}@{result.checkpoint} on {background.name}")
 

@@ -7,10 +7,12 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from polyp_core.classify import (ClassifierTrainConfig, ExperimentConfig, SelectionPolicy,
-                                 parse_mix)
-from polyp_core.classify.experiment import ExperimentPlan, plan_experiment, run_experiment
+from polyp_core.experiment import ExperimentConfig, SelectionPolicy, compare_runs, parse_mix
+from polyp_core.training import TrainConfig
+from polyp_core.experiment import ExperimentPlan, plan_experiment, run_experiment
 from polyp_core.review.accounts import Person
+from polyp_core.runs import load_run
+from polyp_core.forms import Field, Form, names_text, of
 from polyp_core.validation import InvalidRequest, Problem, number, whole
 from polyp_core.workflows.base import authorise
 from polyp_core.workspace import Workspace
@@ -20,27 +22,103 @@ if TYPE_CHECKING:
     from polyp_core.progress import CancelToken, Progress
 
 AUTO = "auto"
-#: Every field of a retrain request with its default: the CLI's options and the Retrain tab's
-#: widgets start from these, so "auto" and every default mean one thing in both.
-DEFAULTS: dict[str, object] = {
-    "dataset": None, "scheme": None, "name": None, "task": "classification",
-    # segmentation's extra arms: synthetic images alone, a learning curve, a second source
-    "synthetic_arm": False, "real_fractions": None, "against": None,
-    # the gate paper's comparison: the same synthetic images with and without the gate
-    "gated_arm": False, "expert_arm": False, "min_mask_quality": None,
-    # how each classifier trains (ClassifierTrainConfig)
-    "backbone": "efficientnet_lite0", "image_size": 224, "imbalance": "sampler", "epochs": 15,
-    "batch_size": 32, "lr": 3e-4, "patience": 5, "augment": True, "freeze_backbone": False,
+
+
+def _folds_text(folds: int | None) -> str:
+    return AUTO if folds is None else str(folds)
+
+
+def _optional(values: tuple) -> str | None:
+    return names_text(values) or None
+
+
+#: The retrain action, declared once: the CLI's options (``retrain --help``) and the Retrain
+#: tab's widgets start from it; engine fields take their defaults and bounds from the request
+#: that checks them (``TrainConfig``, ``ExperimentConfig``, ``SelectionPolicy``).
+RETRAIN = Form("retrain", "baseline vs augmented over grouped folds and seeds", (
+    Field("dataset", required=True, help="the real data set"),
+    Field("scheme", help="three_class or ad_vs_rest (default: the data set's)"),
+    of(ExperimentConfig, "name", help="a label for the run list"),
+    of(ExperimentConfig, "task", help="classification (histology) or segmentation (a U-Net on "
+                                      "the data set's masks; Dice and IoU per test image)"),
+    # the arms
+    Field("baseline_only", False, "train the baseline alone (no synthetic images)", "flag"),
+    Field("synthetic_arm", False, "segmentation: also train on the selected synthetic images "
+                                  "alone", "flag"),
+    Field("gated_arm", False, "also train with only the images each fold's segmentation gate "
+                              "keeps (--min-gate-iou, 0.7 when unset): the gated - augmented "
+                              "difference", "flag"),
+    Field("expert_arm", False, "also train with only the images whose mask reviewers rated at "
+                               "least --min-mask-quality: the expert - augmented difference",
+          "flag"),
+    of(ExperimentConfig, "real_fractions", kind="names", show=_optional, metavar="SHARES",
+       help="segmentation: a learning curve, every arm again on these shares of each fold's "
+            "real training groups (e.g. 0.25,0.5)"),
+    of(ExperimentConfig, "against", metavar="DATASET",
+       help="segmentation: also test every model on this second real data set (another "
+            "source's frames with masks)"),
+    # how each network trains (TrainConfig)
+    of(TrainConfig, "backbone", help="registry name (efficientnet_lite0 offline)"),
+    of(TrainConfig, "image_size", option="--size", help="input size (128 or 224)"),
+    of(TrainConfig, "imbalance", help="none, sampler (weighted sampling) or loss (weighted "
+                                      "loss)"),
+    of(TrainConfig, "epochs", help="at most this many epochs"),
+    of(TrainConfig, "batch_size", help="images per step"),
+    of(TrainConfig, "lr", help="AdamW learning rate"),
+    of(TrainConfig, "patience", help="epochs without a better validation score before stopping"),
+    of(TrainConfig, "augment", option="--no-augment", help="no augmentation of training images"),
+    of(TrainConfig, "freeze_backbone", help="train the head only"),
     # the design
-    "seeds": "0,1,2", "baseline_only": False, "linear_probe": False, "allow_small_test": False,
-    "folds": AUTO, "cv_seed": 0, "seen_groups_train": False, "inner_valid": 0.15,
-    "refit": False, "allow_unknown_training_data": False,
+    of(ExperimentConfig, "seeds", kind="names", show=names_text,
+       help="one network per seed and arm, the same seeds in every arm"),
+    of(ExperimentConfig, "folds", kind="text", show=_folds_text, metavar="K|auto",
+       help="grouped K-fold cross-validation over all images (K >= 2; folds stratified by "
+            "class, grouped by patient/lesion/video; each fold trains on everything but its "
+            "test part); 0: the data set's fixed split; auto: the most folds up to 10 that "
+            "keep 3 groups of each class in every test fold, the fixed split when none does"),
+    of(ExperimentConfig, "inner_valid", metavar="SHARE",
+       help="with folds: share of each fold's training groups (at least 2 per class) that "
+            "networks stop early on; 0: fixed epochs on the whole training part"),
+    of(ExperimentConfig, "refit", help="with folds: choose the epoch count by inner grouped "
+                                       "3-fold CV, then train on the whole training part"),
+    of(ExperimentConfig, "cv_seed", help="how groups are dealt into folds"),
+    of(ExperimentConfig, "seen_groups_train",
+       help="with --folds: groups a generator learned from train in every fold and are never "
+            "tested (instead of refusing the run)"),
+    of(ExperimentConfig, "linear_probe",
+       help="also fit logistic regression on the frozen backbone's features (C by inner "
+            "grouped CV): the baseline a network must beat"),
+    of(ExperimentConfig, "allow_small_test",
+       help="run even when a class has fewer than 3 test groups (patients/lesions)"),
+    of(ExperimentConfig, "allow_unknown_training_data",
+       help="use images of imported generators whose training data are unknown (their leak "
+            "cannot be checked; the run and its report warn)"),
     # which synthetic images join (SelectionPolicy)
-    # (None: every generator, class and study; no memorisation run; no target mix; no cap)
-    "generators": None, "classes": None, "min_quality": None, "min_reviewers": 1,
-    "verdict": "any", "unrated": "include", "studies": None, "exclude_memorised": None,
-    "target_mix": None, "max_ratio": None, "selection_seed": 0, "min_gate_iou": None,
-}
+    of(SelectionPolicy, "generators", kind="names", show=_optional,
+       help="comma-separated generator ids (default: all)"),
+    of(SelectionPolicy, "classes", kind="names", show=_optional,
+       help="comma-separated classes to add (default: all)"),
+    of(SelectionPolicy, "min_quality", help="only images rated at least this"),
+    of(SelectionPolicy, "min_reviewers", help="by at least this many reviewers"),
+    of(SelectionPolicy, "verdict", help="which real/synthetic verdicts an image may have"),
+    of(SelectionPolicy, "unrated", help="images nobody rated"),
+    of(SelectionPolicy, "studies", kind="names", show=_optional,
+       help="comma-separated studies whose ratings count (default: all)"),
+    of(SelectionPolicy, "exclude_memorised", kind="names", show=_optional,
+       help="comma-separated diagnose run ids: leave out what they flagged as memorised"),
+    of(SelectionPolicy, "target_mix", kind="text",
+       help="'AD=0.4,SSA=0.3,HP=0.3' or 'balance'"),
+    of(SelectionPolicy, "max_ratio", kind="float",
+       help="at most this many synthetic per real image"),
+    of(SelectionPolicy, "seed", field="selection_seed", help="how the selection draws"),
+    of(SelectionPolicy, "min_gate_iou", kind="float",
+       help="the segmentation gate: only images with masks that a U-Net trained on each "
+            "fold's real training part finds at IoU >= this (e.g. 0.7)"),
+    of(SelectionPolicy, "min_mask_quality",
+       help="keep images whose mask reviewers rated at least this (mask studies)"),
+))
+#: Every field of a retrain request with its default (the form's).
+DEFAULTS: dict[str, object] = RETRAIN.defaults()
 
 
 def parse_folds(value: object) -> int | None:
@@ -74,7 +152,7 @@ def retrain_request(fields: Mapping[str, object]) -> ExperimentConfig:
     if not f["dataset"]:
         raise InvalidRequest("retrain", [Problem("dataset", "choose a data set")])
     seeds = tuple(whole(s, "seeds") for s in _names(f["seeds"]))
-    train = ClassifierTrainConfig(
+    train = TrainConfig(
         backbone=str(f["backbone"]), image_size=whole(f["image_size"], "image_size"),
         imbalance=str(f["imbalance"]), epochs=whole(f["epochs"], "epochs"),
         batch_size=whole(f["batch_size"], "batch_size"), lr=number(f["lr"], "lr"),
@@ -113,7 +191,7 @@ def plan(db: Database, workspace: Workspace, person: Person,
 
     Raises:
         PermissionDenied: not a live admin account.
-        ValueError: what :func:`~polyp_core.classify.experiment.plan_experiment` refuses.
+        ValueError: what :func:`~polyp_core.experiment.plan_experiment` refuses.
     """
     authorise(db, person)
     return plan_experiment(db, workspace, config)
@@ -152,3 +230,19 @@ def runs(db: Database, person: Person, kind: str | None = "retrain") -> list[dic
                  "created": queries.as_utc(r.created), "config": r.config,
                  "name": r.config.get("name") or r.config.get("dataset", "")}
                 for r in queries.list_runs(session, kind)]
+
+
+def stored_run(db: Database, person: Person, run_id: str) -> dict:
+    """A stored run: its config, image lists, results and folder.
+
+    Raises:
+        KeyError: no such run.
+    """
+    authorise(db, person)
+    return load_run(db, run_id)
+
+
+def compare(db: Database, person: Person, run_a: str, run_b: str) -> dict:
+    """What differs between two stored runs of one task (``compare-runs``)."""
+    authorise(db, person)
+    return compare_runs(db, run_a, run_b)

@@ -1,40 +1,51 @@
-"""Retrain's segmentation task: the classifier experiment's plan (data set, grouped folds,
-seeds, selection policy, leak checks, design table) with a U-Net in place of the classifier,
-scored per test image and summarised with the same cluster bootstrap over groups and seeds."""
+"""The segmentation task: a U-Net (segmentation-models-pytorch, the bundled EfficientNet-Lite0
+encoder) per fold, arm and seed on the data set's masks, scored per test image (Dice, IoU,
+pixel precision and recall) and summarised with the cluster bootstrap over test groups and
+seeds; also a learning curve over shares of the real training groups, the selected synthetic
+images alone, and a second real source (``polyp_core.tasks``' protocol)."""
 
 from __future__ import annotations
 
 import base64
+import html
 import io
-from typing import TYPE_CHECKING
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 from PIL import Image
 
-from polyp_core.classify.data import ImageRef
-from polyp_core.classify.metrics import paired_difference, spread
-from polyp_core.classify.uncertainty import (cluster_bootstrap_scores,
-                                             paired_cluster_bootstrap_scores)
 from polyp_core.data.browse import overlay_mask
 from polyp_core.data.cache import PixelCache
+from polyp_core.data.tensors import ImageRef
+from polyp_core.html_table import table
 from polyp_core.segment.metrics import SCORES, mask_scores, summarise_scores
 from polyp_core.segment.train import MaskTensors, load_masked, predict_masks, train_segmenter
+from polyp_core.stats.seeds import paired_difference, spread
+from polyp_core.stats.uncertainty import cluster_bootstrap_scores, paired_cluster_bootstrap_scores
+from polyp_core.tasks import ALL_ARMS, AUGMENTED, EXPERT, GATED, SYNTHETIC, Plan, TaskJob
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
-    from pathlib import Path
+    import plotly.graph_objects as go
 
     from polyp_core.backbones import WeightsRegistry
-    from polyp_core.classify.experiment import ExperimentConfig, ExperimentPlan
     from polyp_core.data.manifest import Manifest
     from polyp_core.progress import CancelToken, Progress
+
+ARMS = ALL_ARMS
+NEEDS_MASKS = True
+RESTS_ON = "its Dice"
+DETECTABLE_CHANGE = False
+CONFUSION = False
+LINEAR_PROBE = False
+REGRESSION_RULE = "Dice is reported as a regression only when its difference's interval excludes zero."
 
 #: overlays in the report: this many best and worst test images per arm
 OVERLAYS = 3
 
 
-def _train_sets(plan: ExperimentPlan, size: int, pixels: PixelCache
+def _train_sets(plan: Plan, size: int, pixels: PixelCache
                 ) -> tuple[MaskTensors, MaskTensors | None, dict[str, int]]:
     """The real images and masks, the synthetic ones any fold adds, and where each synthetic
     image sits."""
@@ -44,21 +55,21 @@ def _train_sets(plan: ExperimentPlan, size: int, pixels: PixelCache
     return real, synthetic, {r.sha256: i for i, r in enumerate(refs)}
 
 
-def arm_specs(config: ExperimentConfig) -> dict[str, tuple[str, float]]:
+def arm_specs(config: Any) -> dict[str, tuple[str, float]]:
     """Every arm the run trains, by name: each arm of ``config.arms`` on the whole training
     part, and the real-data arms again on each share of ``real_fractions`` (``baseline 25%``)
     -> (arm, share of the real training groups)."""
     specs = {arm: (arm, 1.0) for arm in config.arms}
     for share in config.real_fractions:
-        specs |= {f"{arm} {share:.0%}": (arm, share) for arm in config.arms if arm != "synthetic"}
+        specs |= {f"{arm} {share:.0%}": (arm, share) for arm in config.arms if arm != SYNTHETIC}
     return specs
 
 
-def arm_names(config: ExperimentConfig) -> list[str]:
+def arm_names(config: Any) -> list[str]:
     return list(arm_specs(config))
 
 
-def _share_of_groups(fold_train: tuple[int, ...], plan: ExperimentPlan, share: float,
+def _share_of_groups(fold_train: tuple[int, ...], plan: Plan, share: float,
                      seed: int) -> list[int]:
     """The training images of a seeded ``share`` of the fold's training groups, drawn per
     class (at least one group of each), the same for every arm and seed."""
@@ -75,7 +86,7 @@ def _share_of_groups(fold_train: tuple[int, ...], plan: ExperimentPlan, share: f
     return [i for i in fold_train if plan.group_of[i] in kept]
 
 
-def _against_set(config: ExperimentConfig, pixels: PixelCache,
+def _against_set(config: Any, pixels: PixelCache,
                  workspace_manifest: Callable[[str], Manifest]) -> tuple[MaskTensors, list[str]]:
     """The second source's images and masks at the run's size, and their groups."""
     manifest = workspace_manifest(config.against)
@@ -84,7 +95,7 @@ def _against_set(config: ExperimentConfig, pixels: PixelCache,
     return load_masked(refs, config.train.image_size, pixels), [i.group or i.id for i in items]
 
 
-def train_and_predict(config: ExperimentConfig, plan: ExperimentPlan, workspace_pixels: PixelCache,
+def train_and_predict(config: Any, plan: Plan, workspace_pixels: PixelCache,
                       progress: Progress, cancel: CancelToken | None,
                       device: torch.device | None, registry: WeightsRegistry | None,
                       against: MaskTensors | None = None
@@ -114,8 +125,8 @@ def train_and_predict(config: ExperimentConfig, plan: ExperimentPlan, workspace_
         arm, share = specs[name]
         real_part = fold.train if share == 1.0 else _share_of_groups(
             fold.train, plan, share, config.cv_seed * 1000 + f)
-        parts = [] if arm == "synthetic" else [real.subset(real_part)]
-        if arm in ("augmented", "synthetic", "gated", "expert") and synthetic is not None:
+        parts = [] if arm == SYNTHETIC else [real.subset(real_part)]
+        if arm in (AUGMENTED, SYNTHETIC, GATED, EXPERT) and synthetic is not None:
             parts.append(synthetic.subset([position[r.sha256]
                                            for r in plan.arm_selection(f, arm).images]))
         train = MaskTensors.concat(parts)
@@ -162,7 +173,7 @@ def overlays(scores: dict, test_all: MaskTensors, predicted_of: dict[str, np.nda
     return out
 
 
-def segmentation_results(config: ExperimentConfig, plan: ExperimentPlan, scores: dict,
+def segmentation_results(config: Any, plan: Plan, scores: dict,
                          info: dict) -> dict:
     """Per arm and seed the mean scores (with the per-image scores kept for the bootstrap);
     over seeds mean ± std [t interval]; over test groups and seeds the cluster-bootstrap 95%
@@ -240,7 +251,7 @@ def _regressions(delta: dict, classes: list[str]) -> list[dict]:
             for where, d in found if d["estimate"] < 0]
 
 
-def against_results(config: ExperimentConfig, elsewhere: dict, groups: list[str]) -> dict:
+def against_results(config: Any, elsewhere: dict, groups: list[str]) -> dict:
     """Every arm's models on the second source: per image the mean over the folds' models,
     then the cluster bootstrap over that source's groups and the seeds."""
     out = {"dataset": config.against, "images": len(groups),
@@ -252,17 +263,30 @@ def against_results(config: ExperimentConfig, elsewhere: dict, groups: list[str]
     return out
 
 
-def run_segmentation(config: ExperimentConfig, plan: ExperimentPlan, pixels: PixelCache,
-                     folder: Path, progress: Progress, cancel: CancelToken | None,
-                     device: torch.device | None, registry: WeightsRegistry | None,
-                     load_manifest: Callable[[str], Manifest] | None = None) -> dict:
+def check_request(config: Any, load_manifest: Callable[[str], Manifest]) -> None:
+    """Segmentation stops early on an inner validation split (no refit, no probe); a second
+    source (``against``) needs a mask on every image."""
+    if config.refit or config.linear_probe:
+        raise ValueError("`refit` and `linear_probe` are for classification; segmentation "
+                         "stops early on an inner validation split (`inner_valid`) or "
+                         "trains fixed epochs (`inner_valid` 0)")
+    if config.against:
+        other = load_manifest(config.against).items
+        missing = [i.id for i in other if not i.mask]
+        if missing:
+            raise ValueError(f"`against`: data set {config.against!r} has {len(missing)} "
+                             f"images without a mask (e.g. {', '.join(missing[:3])})")
+
+
+def run(job: TaskJob) -> dict:
     """Train and score every arm; the run's results (overlays and the second source
     included)."""
+    config, plan, pixels = job.config, job.plan, job.pixels
     against, against_groups = (None, [])
     if config.against:
-        against, against_groups = _against_set(config, pixels, load_manifest)
+        against, against_groups = _against_set(config, pixels, job.load_manifest)
     scores, info, test_all, predicted, elsewhere = train_and_predict(
-        config, plan, pixels, progress, cancel, device, registry, against)
+        config, plan, pixels, job.progress, job.cancel, job.device, job.registry, against)
     results = segmentation_results(config, plan, scores, info)
     first = config.seeds[0]
     results["overlays"] = overlays(scores, test_all,
@@ -271,3 +295,82 @@ def run_segmentation(config: ExperimentConfig, plan: ExperimentPlan, pixels: Pix
     if against is not None:
         results["against"] = against_results(config, elsewhere, against_groups)
     return results
+
+
+def metric_rows(results: dict) -> list[tuple[str, tuple]]:
+    """The metric table's rows: per test image with a polyp, then averaged; per class Dice
+    where the data set has classes."""
+    names = [("Dice", ("dice",)), ("IoU", ("iou",)), ("pixel precision", ("precision",)),
+             ("pixel recall", ("recall",))]
+    return names + [(f"{c} Dice", ("per_class", c, "dice")) for c in results["classes"]
+                    if len(results["classes"]) > 1]
+
+
+def differences(a: dict, b: dict) -> dict:
+    """Mean of ``b`` minus mean of ``a`` for Dice, IoU, precision and recall."""
+    return {m: b[m]["mean"] - a[m]["mean"] for m in ("dice", "iou", "precision", "recall")}
+
+
+def methods(config: dict, results: dict, cv: bool) -> str:
+    train, seeds = config["train"], ", ".join(str(s) for s in config["seeds"])
+    return (
+        f"U-Nets (segmentation-models-pytorch; encoder {train['backbone']} with ImageNet "
+        f"weights, {train['image_size']} px, "
+        f"{'encoder frozen, decoder trained' if train['freeze_backbone'] else 'fine-tuned'}; "
+        f"Dice + binary cross-entropy loss; AdamW, learning rate {train['lr']:g}, at most "
+        f"{train['epochs']} epochs with early stopping on validation Dice after "
+        f"{train['patience']} epochs without improvement; flips and quarter turns on image and "
+        f"mask {'on' if train['augment'] else 'off'}) were trained on the training "
+        f"{'part of every fold' if cv else 'split'} of data set {config['dataset']} with seeds "
+        f"{seeds}; every arm used the same {'folds' if cv else 'split'}, seeds and input "
+        "normalisation. Dice, IoU and pixel precision and recall are computed per test image "
+        "with a polyp and averaged; test images without a polyp are counted apart (how many "
+        "got a predicted polyp).")
+
+
+def report_parts(results: dict) -> list[str]:
+    """The second source's figures, empty test images per arm, and overlays of each arm's best
+    and worst test images."""
+    parts = []
+    if "against" in results:
+        other = results["against"]
+        parts += [f"<h2>Tested on {html.escape(other['dataset'])} too ({other['images']} images, "
+                  f"{other['groups']} groups; every fold's model, averaged per image; 95% CI over "
+                  "its groups and the seeds)</h2>",
+                  table(["arm", *(m for m in ("dice", "iou", "precision", "recall"))],
+                         [[arm, *(f"{s[m]['estimate']:.3f} [{s[m]['low']:.3f}, {s[m]['high']:.3f}]"
+                                  for m in ("dice", "iou", "precision", "recall"))]
+                          for arm, s in other["arms"].items()])]
+    parts += ["<h2>Test images without a polyp</h2>",
+             table(["arm", "seed", "images with a polyp", "images without", "of these, with a "
+                     "predicted polyp"],
+                    [[arm, r["seed"], r["images_with_polyp"], r["empty_images"],
+                      r["empty_false_positives"]]
+                     for arm, data in results["arms"].items() for r in data["per_seed"]])]
+    for arm, shown in results.get("overlays", {}).items():
+        parts.append(f"<h2>{html.escape(arm)}: best and worst test images (first seed; truth "
+                     "green, prediction magenta)</h2>")
+        for which in ("best", "worst"):
+            parts.append(f"<p>{which}: " + " ".join(
+                f"<img src='{o['uri']}' title='{html.escape(o['image'])} Dice {o['dice']:.3f}' "
+                f"alt='{which} {html.escape(o['image'])}'>" for o in shown[which]) + "</p>")
+    return parts
+
+
+def delta_figure(results: dict) -> go.Figure:
+    """Change in Dice (augmented − baseline), overall and per class, with the paired 95%
+    interval over test groups and seeds."""
+    import plotly.graph_objects as go
+
+    delta = results["delta_cluster"]
+    names = ["all", *delta.get("per_class", {})]
+    d = [delta["dice"], *(delta["per_class"][c]["dice"] for c in names[1:])]
+    means = [x["estimate"] for x in d]
+    figure = go.Figure(go.Bar(
+        x=names, y=means, marker_color=["#d62728" if m < 0 else "#2ca02c" for m in means],
+        error_y=dict(type="data", symmetric=False, array=[x["high"] - x["estimate"] for x in d],
+                     arrayminus=[x["estimate"] - x["low"] for x in d])))
+    figure.update_layout(title="Change in Dice, augmented − baseline (95% CI over patients/"
+                               "lesions and seeds)", yaxis_title="Δ Dice", height=360,
+                         margin=dict(l=40, r=20, t=50, b=40))
+    return figure

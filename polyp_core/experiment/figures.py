@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from polyp_core.tasks import task_of
+
 if TYPE_CHECKING:
     import plotly.graph_objects as go
 
@@ -63,16 +65,7 @@ def metric_table(results: dict) -> tuple[list[str], list[list[str]]]:
         header += ([f"{name}: paired CI over groups+seeds, p"] if
                    f"{key}_cluster" in results else []) + [f"{name} over seeds"]
     rows = []
-    if results.get("task") == "segmentation":  # per test image with a polyp, then averaged
-        names = [("Dice", ("dice",)), ("IoU", ("iou",)), ("pixel precision", ("precision",)),
-                 ("pixel recall", ("recall",))]
-        names += [(f"{c} Dice", ("per_class", c, "dice")) for c in results["classes"]
-                  if len(results["classes"]) > 1]
-    else:
-        names = [("macro-F1", ("macro_f1",)), ("balanced accuracy", ("balanced_accuracy",)),
-                 ("accuracy", ("accuracy",))]
-        names += [(f"{c} {m}", ("per_class", c, m)) for c in results["classes"]
-                  for m in ("precision", "recall", "f1")]
+    names = task_of(results).metric_rows(results)
     for label, path in names:
         row = [label]
         for arm in arms:
@@ -100,56 +93,15 @@ def metric_table(results: dict) -> tuple[list[str], list[list[str]]]:
 
 
 def delta_bars(results: dict) -> go.Figure:
-    """Per-class change in recall and F1 (augmented − baseline) with 95% intervals; a bar is
-    red when the class got worse."""
+    """The change between the arms, augmented - baseline, with 95% intervals (the task draws
+    it: per-class recall and F1, or Dice); a title saying so when the run lacks an arm."""
     import plotly.graph_objects as go
 
-    figure = go.Figure()
     if "delta" not in results:
+        figure = go.Figure()
         figure.update_layout(title="Per-class change: needs both arms")
         return figure
-    if results.get("task") == "segmentation":
-        return _dice_change(results)
-    classes = results["classes"]
-    cluster = "delta_cluster" in results  # CIs over patients/lesions and seeds, when stored
-    for metric, pattern in (("recall", ""), ("f1", "/")):
-        if cluster:
-            d = [results["delta_cluster"]["per_class"][c][metric] for c in classes]
-            means, lows, highs = ([x["estimate"] for x in d], [x["low"] for x in d],
-                                  [x["high"] for x in d])
-        else:
-            d = [results["delta"]["per_class"][c][metric] for c in classes]
-            means, lows, highs = ([x["mean"] for x in d], [x["ci"][0] for x in d],
-                                  [x["ci"][1] for x in d])
-        figure.add_trace(go.Bar(
-            x=classes, y=means, name=metric, marker_pattern_shape=pattern,
-            marker_color=["#d62728" if m < 0 else "#2ca02c" for m in means],
-            error_y=dict(type="data", symmetric=False,
-                         array=[h - m for h, m in zip(highs, means)],
-                         arrayminus=[m - lo for m, lo in zip(means, lows)])))
-    unit = "95% CI over patients/lesions and seeds" if cluster else "95% CI over seeds"
-    figure.update_layout(barmode="group", title=f"Per-class change, augmented − baseline ({unit})",
-                         yaxis_title="Δ", height=360, margin=dict(l=40, r=20, t=50, b=40))
-    return figure
-
-
-def _dice_change(results: dict) -> go.Figure:
-    """Change in Dice (augmented − baseline), overall and per class, with the paired 95%
-    interval over test groups and seeds."""
-    import plotly.graph_objects as go
-
-    delta = results["delta_cluster"]
-    names = ["all", *delta.get("per_class", {})]
-    d = [delta["dice"], *(delta["per_class"][c]["dice"] for c in names[1:])]
-    means = [x["estimate"] for x in d]
-    figure = go.Figure(go.Bar(
-        x=names, y=means, marker_color=["#d62728" if m < 0 else "#2ca02c" for m in means],
-        error_y=dict(type="data", symmetric=False, array=[x["high"] - x["estimate"] for x in d],
-                     arrayminus=[x["estimate"] - x["low"] for x in d])))
-    figure.update_layout(title="Change in Dice, augmented − baseline (95% CI over patients/"
-                               "lesions and seeds)", yaxis_title="Δ Dice", height=360,
-                         margin=dict(l=40, r=20, t=50, b=40))
-    return figure
+    return task_of(results).delta_figure(results)
 
 
 def confusion_figure(results: dict) -> go.Figure:
@@ -157,9 +109,9 @@ def confusion_figure(results: dict) -> go.Figure:
     import plotly.graph_objects as go
     from plotly.subplots import make_subplots
 
-    if results.get("task") == "segmentation":
+    if not task_of(results).CONFUSION:
         figure = go.Figure()
-        figure.update_layout(title="Segmentation: no confusion matrix (see Dice and IoU)")
+        figure.update_layout(title="No confusion matrix for this task (see its scores)")
         return figure
 
     arms = list(results["arms"])

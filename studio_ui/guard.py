@@ -1,4 +1,5 @@
-"""The ASGI gate in front of the whole studio: deny by default (see :class:`SessionGate`)."""
+"""The session guard: ASGI middleware in front of the whole studio, deny by default (see
+:class:`SessionGuard`)."""
 
 from __future__ import annotations
 
@@ -17,7 +18,7 @@ ADMIN_PATHS = ("/gradio_api/upload",  # uploading files into the studio's cache
                "/monitoring")
 
 
-class SessionGate:
+class SessionGuard:
     """ASGI middleware in front of the whole studio: deny by default.
 
     No live session: the sign-in page only (the page itself redirects there; every other

@@ -1,0 +1,145 @@
+"""The tasks an experiment can answer, behind one small protocol, and their registry.
+
+An experiment (``polyp_core.experiment``) plans folds, chooses and gates synthetic images,
+checks leaks and stores runs for any task; a task says what data it needs, trains every arm on
+every fold and seed, predicts the fold's test part and scores it, and renders what only it has
+(``Task``). The experiment reaches a task only through :func:`task`, which imports the module
+``REGISTRY`` names on first use; no task imports the experiment (the plan and the request reach
+it as a :class:`TaskJob`). A new task (detection, say) is one module here that defines the
+``Task`` attributes and one line in ``REGISTRY``.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Protocol
+
+if TYPE_CHECKING:
+    import torch
+
+    from polyp_core.backbones import WeightsRegistry
+    from polyp_core.data.cache import PixelCache
+    from polyp_core.data.manifest import Manifest
+    from polyp_core.data.tensors import ImageRef
+    from polyp_core.progress import CancelToken, Progress
+
+#: task name -> the module that implements it
+REGISTRY: dict[str, str] = {
+    "classification": "polyp_core.tasks.classify",
+    "segmentation": "polyp_core.tasks.segment",
+}
+TASKS = tuple(REGISTRY)
+
+BASELINE, AUGMENTED = "baseline", "augmented"
+#: the segmentation gate's comparison: the same selection, only the images each fold's gate
+#: kept (``SelectionPolicy.min_gate_iou``, the paper's 0.7 when unset), beside ``augmented``
+GATED = "gated"
+#: and the expert filter: the same selection, only images whose mask reviewers rated at least
+#: ``SelectionPolicy.min_mask_quality`` (studies that showed masks)
+EXPERT = "expert"
+#: the selected synthetic images alone (segmentation)
+SYNTHETIC = "synthetic"
+ALL_ARMS = (BASELINE, AUGMENTED, GATED, EXPERT, SYNTHETIC)
+
+
+class Plan(Protocol):
+    """What a task reads of the experiment's plan (``experiment.plan.ExperimentPlan``)."""
+
+    scheme: str
+    classes: tuple[str, ...]
+    real: list[ImageRef]
+    group_of: list[str]
+    folds: list[Any]  # experiment.folds.Fold: name, train, valid, test (image indices)
+    design: dict
+    evaluation: dict
+
+    def arm_selection(self, f: int, arm: str) -> Any: ...  # a Selection: .images
+
+    def inner_folds(self, f: int, k: int, seed: int) -> list[tuple[list[int], list[int]]]: ...
+
+    @property
+    def synthetic_refs(self) -> list[ImageRef]: ...
+
+
+@dataclass
+class TaskJob:
+    """One experiment handed to its task: the request (``experiment.config.ExperimentConfig``:
+    ``arms``, ``seeds``, ``train``, ``cv_seed``, ``linear_probe``, ``refit``, ``real_fractions``,
+    ``against``), the plan, and where and how to run."""
+
+    config: Any
+    plan: Plan
+    pixels: PixelCache
+    folder: Path
+    run_id: str
+    progress: Progress
+    cancel: CancelToken | None
+    device: torch.device | None
+    registry: WeightsRegistry | None
+    load_manifest: Callable[[str], Manifest]
+    feature_cache: dict | None = None
+
+
+class Task(Protocol):
+    """What every task module defines."""
+
+    #: the arms it can train (a subset of ``ALL_ARMS``)
+    ARMS: tuple[str, ...]
+    #: the data it needs: a mask for every real image
+    NEEDS_MASKS: bool
+    #: what a class's few test groups carry, for the design's warning ("its Dice")
+    RESTS_ON: str
+    #: whether the design also estimates the smallest macro-F1 change the test part can show
+    DETECTABLE_CHANGE: bool
+    #: whether a linear probe learns beside the networks (the validation sentence names it)
+    LINEAR_PROBE: bool
+    #: the report's sentence on what counts as a regression
+    REGRESSION_RULE: str
+    #: whether its arms have confusion matrices to draw
+    CONFUSION: bool
+
+    def metric_rows(self, results: dict) -> list[tuple[str, tuple]]:
+        """The metric table's rows: (label, path into an arm's summary)."""
+
+    def check_request(self, config: Any, load_manifest: Callable[[str], Manifest]) -> None:
+        """Refuse fields the task does not take, or data it cannot use (``ValueError``)."""
+
+    def run(self, job: TaskJob) -> dict:
+        """Train every (fold, arm, seed), predict each fold's test part and score it: the
+        run's results (``task`` names the task; ``arms``, ``uncertainty``, deltas)."""
+
+    def differences(self, a: dict, b: dict) -> dict:
+        """``compare-runs``: one arm's summary metrics, mean of ``b`` minus mean of ``a``."""
+
+    def methods(self, config: dict, results: dict, cv: bool) -> str:
+        """The report's first methods sentence: the networks and how they trained."""
+
+    def report_parts(self, results: dict) -> list[str]:
+        """The report's sections only this task has (HTML)."""
+
+    def delta_figure(self, results: dict) -> Any:
+        """The change between the arms, augmented - baseline, with intervals (plotly)."""
+
+
+def task(name: str) -> Task:
+    """The task module called ``name``.
+
+    Raises:
+        ValueError: an unknown task, naming the known ones.
+    """
+    if name not in REGISTRY:
+        raise ValueError(f"`task`: unknown task {name!r}; one of {', '.join(TASKS)}")
+    return importlib.import_module(REGISTRY[name])  # type: ignore[return-value]
+
+
+def task_of(results: dict) -> Task:
+    """The task of a stored run's results (runs from before segmentation are classification)."""
+    return task(results.get("task", "classification"))
+
+
+def selected_arms(arms: Sequence[str]) -> bool:
+    """Whether any of ``arms`` adds synthetic images."""
+    return bool({AUGMENTED, SYNTHETIC, GATED, EXPERT} & set(arms))
