@@ -32,35 +32,35 @@ BUILD = ROOT / "build" / "mutation"
 #: target -> (module, the tests that are its own: fast, known-answer ones)
 TARGETS: dict[str, tuple[str, tuple[str, ...]]] = {
     "segment_metrics": ("polyp_core/segment/metrics.py", (
-        "tests/test_scores.py", "tests/test_segment.py::test_scores_per_image_by_hand")),
-    "segment_gate": ("polyp_core/segment/gate.py", ("tests/test_scores.py",)),
-    "segment_predict": ("polyp_core/segment/train.py", ("tests/test_scores.py",)),
+        "tests/experiment/test_scores.py", "tests/segment/test_segment.py::test_scores_per_image_by_hand")),
+    "segment_gate": ("polyp_core/segment/gate.py", ("tests/experiment/test_scores.py",)),
+    "segment_predict": ("polyp_core/segment/train.py", ("tests/experiment/test_scores.py",)),
     "classify_metrics": ("polyp_core/classify/metrics.py", (
-        "tests/test_classify.py::test_metrics_agree_with_sklearn_and_intervals_are_t_intervals",
-        "tests/test_classify.py::test_an_ssa_collapse_is_a_regression_beyond_noise",
-        "tests/test_known_metrics.py")),
+        "tests/experiment/test_classify.py::test_metrics_agree_with_sklearn_and_intervals_are_t_intervals",
+        "tests/experiment/test_classify.py::test_an_ssa_collapse_is_a_regression_beyond_noise",
+        "tests/experiment/test_known_metrics.py")),
     "stats_seeds": ("polyp_core/stats/seeds.py", (
-        "tests/test_classify.py::test_metrics_agree_with_sklearn_and_intervals_are_t_intervals",
-        "tests/test_known_metrics.py")),
-    # the simulations of tests/test_uncertainty.py (power, null rate) take minutes a run: the
+        "tests/experiment/test_classify.py::test_metrics_agree_with_sklearn_and_intervals_are_t_intervals",
+        "tests/experiment/test_known_metrics.py")),
+    # the simulations of tests/experiment/test_uncertainty.py (power, null rate) take minutes a run: the
     # arithmetic is pinned by the known answers, the behaviour by those tests in make test
     "stats_uncertainty": ("polyp_core/stats/uncertainty.py", (
-        "tests/test_known_metrics.py",
-        "tests/test_uncertainty.py::test_point_estimates_are_the_seed_means_of_the_plain_metrics",
-        "tests/test_uncertainty.py::test_regression_warning_fires_only_when_the_interval_excludes_zero",
-        "tests/test_segment.py::test_the_bootstrap_of_scores_resamples_groups_not_images")),
+        "tests/experiment/test_known_metrics.py",
+        "tests/experiment/test_uncertainty.py::test_point_estimates_are_the_seed_means_of_the_plain_metrics",
+        "tests/experiment/test_uncertainty.py::test_regression_warning_fires_only_when_the_interval_excludes_zero",
+        "tests/segment/test_segment.py::test_the_bootstrap_of_scores_resamples_groups_not_images")),
     "review_stats": ("polyp_core/review/stats.py", (
-        "tests/test_review_stats.py", "tests/test_scores.py")),
+        "tests/review/test_review_stats.py", "tests/experiment/test_scores.py")),
     "review_proportions": ("polyp_core/review/proportions.py", (
-        "tests/test_review_stats.py::test_wilson_interval_known_values",)),
+        "tests/review/test_review_stats.py::test_wilson_interval_known_values",)),
     "review_leaks": ("polyp_core/review/leaks.py", (
-        "tests/test_leaks.py::test_auc_is_scikit_learns_with_ties",
-        "tests/test_leaks.py::test_auditor_catches_a_planted_channel_and_passes_noise",
-        "tests/test_leaks.py::test_the_combined_channel_must_beat_relabelled_images",
-        "tests/test_known_metrics.py")),
+        "tests/review/test_leaks.py::test_auc_is_scikit_learns_with_ties",
+        "tests/review/test_leaks.py::test_auditor_catches_a_planted_channel_and_passes_noise",
+        "tests/review/test_leaks.py::test_the_combined_channel_must_beat_relabelled_images",
+        "tests/experiment/test_known_metrics.py")),
     "experiment_policy": ("polyp_core/experiment/policy.py", (
-        "tests/test_classify.py::test_policy_errors_name_the_field",
-        "tests/test_classify.py::test_parse_mix_errors", "tests/test_scores.py")),
+        "tests/experiment/test_classify.py::test_policy_errors_name_the_field",
+        "tests/experiment/test_classify.py::test_parse_mix_errors", "tests/experiment/test_scores.py")),
 }
 
 COPY = ("polyp_core", "review_db", "tests", "assets", "pyproject.toml")

@@ -22,17 +22,17 @@ MUTANTS = {
         "polyp_core/segment/train.py",
         "out.append((model(x)[:, 0] > 0).cpu().numpy())",
         "out.append((model(x)[:, 0] > 0.5).cpu().numpy())",
-        "tests/test_scores.py::test_a_prediction_is_a_logit_above_zero_and_the_gate_iou_follows_it"),
+        "tests/experiment/test_scores.py::test_a_prediction_is_a_logit_above_zero_and_the_gate_iou_follows_it"),
     "gate acceptance inverted (iou < threshold)": (
         "polyp_core/segment/gate.py",
         "tally[0] += int(passes(float(iou), threshold))",
         "tally[0] += int(not np.isnan(iou) and float(iou) < threshold)",
-        "tests/test_scores.py::test_acceptance_at_0_7_counts_ties_in_and_empty_masks_out"),
+        "tests/experiment/test_scores.py::test_acceptance_at_0_7_counts_ties_in_and_empty_masks_out"),
     "gated arm's comparison inverted": (
         "polyp_core/segment/gate.py",
         "return [item for item, iou in zip(items, ious) if passes(float(iou), threshold)]",
         "return [item for item, iou in zip(items, ious) if float(iou) < threshold]",
-        "tests/test_scores.py::test_the_gated_selection_keeps_exactly_the_images_at_or_above_the_threshold"),
+        "tests/experiment/test_scores.py::test_the_gated_selection_keeps_exactly_the_images_at_or_above_the_threshold"),
     "import-synthetic's real-frame check switched off": (
         "polyp_core/external.py",
         "        if sha in frames:",

@@ -7,7 +7,7 @@ random-case (RRRC) analysis: its confidence intervals account for both the reade
 cases being samples. Covariances of the AUCs over cases are estimated by the jackknife, as
 RJafroc's and MRMCaov's defaults do.
 
-Reproduced in ``tests/test_mrmc.py`` on the Van Dyke data (5 readers, 2 modalities, 114 cases),
+Reproduced in ``tests/review/test_mrmc.py`` on the Van Dyke data (5 readers, 2 modalities, 114 cases),
 against the published output of MRMCaov and RJafroc: trapezoidal AUCs, F = 4.456319,
 ddf = 15.25967, p = 0.05166569, and the CIs of the difference and of each modality.
 

@@ -2,7 +2,7 @@
 
 The files are committed; this script documents how each was made and makes them again. Cases
 that must be made where they are used (file names that are not UTF-8, a data set folder
-around a bad image) are built by ``tests/test_bad_inputs.py`` from these files.
+around a bad image) are built by ``tests/workflows/test_bad_inputs.py`` from these files.
 """
 
 from __future__ import annotations

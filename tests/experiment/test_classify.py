@@ -540,7 +540,7 @@ run_job(Database(sys.argv[1]), "retrain", {"dataset": "phantom"}, work)
 def test_a_killed_job_is_marked_interrupted_not_lost(db, db_url, tmp_path):
     script = tmp_path / "job.py"
     script.write_text(JOB_SCRIPT)
-    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
     child = subprocess.Popen([sys.executable, str(script), db_url], env=env)
     try:
         deadline = time.time() + 60

@@ -1,5 +1,5 @@
 """Runs stored before the experiment package (made by commit a906872, where the experiment
-lived in ``classify/experiment.py``; ``tests/data/runs_before_the_move``: two classification
+lived in ``classify/experiment.py``; ``tests/fixtures/runs_before_the_move``: two classification
 runs and a segmentation run on the phantom demo, without their checkpoints) still load, read
 back as requests, compare and render."""
 
@@ -15,7 +15,7 @@ from polyp_core.workspace import Workspace
 from review_db import queries
 from review_db.database import Database
 
-STORED = Path(__file__).parent / "data" / "runs_before_the_move"
+STORED = Path(__file__).resolve().parents[1] / "fixtures" / "runs_before_the_move"
 
 
 @pytest.fixture

@@ -15,7 +15,7 @@ import pytest
 from polyp_core.forms import Field, Form, names_text, of
 from polyp_core.validation import rule
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 @dataclasses.dataclass(frozen=True)

@@ -480,3 +480,36 @@ def test_the_combined_channel_and_its_permutation_p_at_their_edges():
         [_audit_row(f"s{k}", False, k, byte_length=float(10 + k)) for k in range(4)]
     assert combined_permutation_p(rows, 2.0, permutations=3) == 0.25
     assert combined_permutation_p(rows, -1.0, permutations=3) == 1.0
+
+
+def test_an_audit_is_repeatable_and_its_interval_is_the_percentile_pair_of_resampled_aucs():
+    """On overlapping scores: two audits of the same rows agree to the last digit (every draw
+    is seeded, default seed 0); the interval is the 2.5th and 97.5th percentile of the AUCs of
+    resamples that draw whole images with the seeded generator, skipping resamples of one kind
+    (recomputed here with scikit-learn's AUC); the permutation p is seeded the same way."""
+    from sklearn.metrics import roc_auc_score
+
+    from polyp_core.review.leaks import audit_rows, cluster_bootstrap_auc, combined_permutation_p
+
+    rng = np.random.default_rng(7)
+    rows = [_audit_row(f"i{k // 2}", k // 2 < 6, k, byte_length=float(rng.normal(k // 2 < 6)),
+                       url_length=float(rng.normal())) for k in range(24)]  # 12 images, 2 reads
+    assert audit_rows("st", rows, n_boot=100) == audit_rows("st", rows, n_boot=100)
+    y = np.array([r["real"] for r in rows])
+    score = np.array([r["byte_length"] for r in rows])
+    clusters = np.array([r["image"] for r in rows])
+    value, low, high = cluster_bootstrap_auc(y, score, clusters, 300)
+    assert (value, low, high) == cluster_bootstrap_auc(y, score, clusters, 300, seed=0)
+    ids, inverse = np.unique(clusters, return_inverse=True)
+    draws = np.random.default_rng(0)
+    aucs = []
+    for _ in range(300):
+        picked = np.concatenate([np.flatnonzero(inverse == k)
+                                 for k in draws.integers(0, len(ids), len(ids))])
+        if 0 < y[picked].sum() < len(picked):
+            aucs.append(roc_auc_score(y[picked], score[picked]))
+    assert value == pytest.approx(roc_auc_score(y, score))
+    assert (low, high) == pytest.approx(tuple(np.percentile(aucs, [2.5, 97.5])))
+    p = combined_permutation_p(rows, 0.6, permutations=9)
+    assert p == combined_permutation_p(rows, 0.6, seed=0, permutations=9)
+    assert (p * 10).is_integer() and 0.1 <= p <= 1.0

@@ -21,7 +21,7 @@ from polyp_core.errors import DatasetImportError
 if TYPE_CHECKING:
     from polyp_core.workspace import Workspace
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def _zip_folder(folder: Path, target: Path) -> Path:

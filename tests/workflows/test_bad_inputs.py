@@ -4,7 +4,7 @@ each gets a clear error naming the file, row or field, exit status 2, and leaves
 (every file, byte for byte) and the database (every row) as they were.
 
 Images that are awkward but valid (16-bit, CMYK, palette, RGBA) are not errors: they decode
-to the right pixels (``tests/test_images.py``)."""
+to the right pixels (``tests/data/test_images.py``)."""
 
 from __future__ import annotations
 
@@ -28,7 +28,7 @@ from tests.conftest import (PASSWORD, make_hospital, three_class_labels, write_c
                             write_image)
 from tests.test_external import paint_external
 
-CORPUS = Path(__file__).resolve().parent / "bad_inputs"
+CORPUS = Path(__file__).resolve().parents[1] / "bad_inputs"
 HUGE_NAME = "x" * 1_000_000
 
 
@@ -225,7 +225,7 @@ def test_the_corpus_has_the_kinds_the_architecture_page_counts():
     """docs/ARCHITECTURE.md states the corpus's size: it must be this list's."""
     import re
 
-    page = (Path(__file__).resolve().parents[1] / "docs" / "ARCHITECTURE.md").read_text()
+    page = (Path(__file__).resolve().parents[2] / "docs" / "ARCHITECTURE.md").read_text()
     stated = int(re.search(r"tests/bad_inputs/` \((\d+) kinds\)", page).group(1))
     assert len({case[0] for case in CASES}) == len(CASES) == stated
 

@@ -1,5 +1,5 @@
 """MRMC ROC analysis reproduces the published Obuchowski-Rockette analysis of the Van Dyke data
-(tests/data/README.md gives the source of the data and of every number below)."""
+(tests/fixtures/README.md gives the source of the data and of every number below)."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ from polyp_core.errors import DatasetImportError
 from polyp_core.review.mrmc import (MRMCData, auc, delong_auc, imrmc_text, or_analysis,
                                     read_imrmc)
 
-VANDYKE = Path(__file__).resolve().parent / "data" / "vandyke.imrmc"
+VANDYKE = Path(__file__).resolve().parents[1] / "fixtures" / "vandyke.imrmc"
 AUCS = [[0.9196457, 0.8587762, 0.9038647, 0.9731079, 0.8297907],
         [0.9478261, 0.9053140, 0.9217391, 0.9993559, 0.9299517]]
 

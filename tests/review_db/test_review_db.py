@@ -102,7 +102,7 @@ def test_many_processes_opening_a_new_sqlite_file_at_once(tmp_path):
     import sys
     from pathlib import Path
 
-    root = Path(__file__).resolve().parents[1]
+    root = Path(__file__).resolve().parents[2]
     url = f"sqlite:///{tmp_path / 'race.db'}"
     import time
 

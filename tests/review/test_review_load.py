@@ -15,7 +15,7 @@ from polyp_core.review.accounts import create_account
 from polyp_core.review.studies import RealPool, StudySpec, SyntheticPool, create_study
 from review_db import queries
 
-WORKER = Path(__file__).with_name("review_worker.py")
+WORKER = Path(__file__).resolve().parents[1] / "review_worker.py"
 N_REVIEWERS = 20
 
 

@@ -12,7 +12,7 @@ import pytest
 from polyp_core.data.importer import ImportConfig, import_dataset
 from polyp_core.workspace import Workspace
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 ACCELERATE = Path(sys.executable).with_name("accelerate")
 
 

@@ -25,7 +25,7 @@ if TYPE_CHECKING:
     from polyp_core.workspace import Workspace
     from review_db.database import Database
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def _entries():

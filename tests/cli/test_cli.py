@@ -8,7 +8,7 @@ from pathlib import Path
 
 from conftest import make_hospital, three_class_labels
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def run(*args, workspace):
