@@ -16,7 +16,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from polyp_core.validation import as_option
+from polyp_core.validation import InvalidRequest, Problem, as_option, number, whole
 
 #: how a field is read from text: a whole number, a number, on/off, text, or comma-separated
 KINDS = ("int", "float", "flag", "text", "names")
@@ -37,6 +37,8 @@ class Field:
             by default, the option that turns it off (``--no-augment``).
         required: the CLI refuses to run without it.
         metavar: how ``--help`` writes its value.
+        positional: the CLI takes it as an argument, not an option (``import SOURCE``).
+        aliases: more spellings of its CLI option (``--citation`` for ``--source-note``).
     """
 
     name: str
@@ -49,6 +51,8 @@ class Field:
     option: str | None = None
     required: bool = False
     metavar: str | None = None
+    positional: bool = False
+    aliases: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         if self.kind not in KINDS:
@@ -134,9 +138,55 @@ class Form:
                     kwargs["choices"] = list(f.choices)
                 if f.metavar:
                     kwargs["metavar"] = f.metavar
-            parser.add_argument(f.flag, **kwargs)
+            if f.positional:
+                parser.add_argument(f.name, help=kwargs["help"], metavar=f.metavar)
+                continue
+            parser.add_argument(f.flag, *f.aliases, **kwargs)
+
+    def parse(self, fields: Mapping[str, Any]) -> dict[str, Any]:
+        """Every field's value from plain ones (form text and numbers, a parsed namespace's
+        dict): a field the form does not have is refused, a missing or empty one takes its
+        default, a number is read as one. Every bad field is named at once; the engine's
+        request then checks ranges and choices (all at once too).
+
+        Raises:
+            InvalidRequest: naming each unknown field and each value that is not a number.
+        """
+        article = "an" if self.action[0] in "aeiou" else "a"
+        problems = [Problem(u, f"is not a field of {article} {self.action} request")
+                    for u in sorted(set(fields) - {f.name for f in self.fields})]
+        out: dict[str, Any] = {}
+        for f in self.fields:
+            value = fields.get(f.name)
+            if value is None or (isinstance(value, str) and not value.strip()):
+                out[f.name] = f.default
+                continue
+            try:
+                out[f.name] = _read(f, value)
+            except InvalidRequest as error:
+                problems += error.problems
+        if problems:
+            raise InvalidRequest(self.action, problems, self.options())
+        return out
 
     def values(self, namespace: argparse.Namespace | Mapping[str, Any]) -> dict[str, Any]:
         """The form's fields out of a parsed namespace (or a mapping), by field name."""
         source = vars(namespace) if isinstance(namespace, argparse.Namespace) else namespace
         return {f.name: source[f.name] for f in self.fields if f.name in source}
+
+
+def _read(f: Field, value: Any) -> Any:
+    """One plain value as the field's kind. Numbers that are already numbers pass as they are
+    (NaN included: the request names it as not finite, with the rest of its problems)."""
+    numeric = isinstance(value, (int, float)) and not isinstance(value, bool)
+    if f.kind == "int":
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        if numeric and (value != value or value in (float("inf"), float("-inf"))):
+            return value
+        return whole(value, f.name)
+    if f.kind == "float":
+        return float(value) if numeric else number(value, f.name)
+    if f.kind == "flag":
+        return bool(value)
+    return value.strip() if isinstance(value, str) else value

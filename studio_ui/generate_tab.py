@@ -13,9 +13,9 @@ from PIL import Image
 from polyp_core.data.browse import overlay_mask
 from polyp_core.generation.backends import describe_model, list_models
 from polyp_core.generation.grid import AXES, grid_labels, labelled_grid, max_cells, parse_axis
-from polyp_core.generation.request import SCHEDULERS, LoraChoice, SampleRequest
+from polyp_core.generation.request import LoraChoice, SampleRequest
 from polyp_core.review.accounts import Person
-from polyp_core.validation import number, whole
+from polyp_core.validation import number
 from polyp_core.workflows import generate
 from polyp_core.workflows import jobs as jobs_workflow
 from studio_ui.access import Access
@@ -23,6 +23,9 @@ from studio_ui.services import (Num, Studio, Text, form_event, job_line, shown_e
                                 start_on_board, ticking)
 
 
+SAMPLE = generate.SAMPLE  # the sampling panel starts where the CLI's options do, but for three
+#: presets of the page: more images, and the plain DDPM sampler at 200 steps
+SAMPLE_PRESETS = {"n": 8, "steps": 200, "scheduler": "ddpm"}
 PAINT = generate.INPAINT  # the Inpaint panel starts where the CLI's options do, but for one
 #: preset of the page: four seeds, to compare results side by side
 PAINT_SEEDS = "0-3"
@@ -49,16 +52,12 @@ class GenerateDesk:
     def _request(self, cls: Text, prompt: Text, negative: Text, n: Num, seed: Num,
                  random_seed: bool, steps: Num, guidance: Num, scheduler: Text,
                  lora: Text, lora_scale: Num) -> SampleRequest:
-        seed = random.randrange(2**31) if random_seed else whole(seed, "seed")
+        seed = random.randrange(2**31) if random_seed else seed
         loras = ((LoraChoice(lora.strip(), number(lora_scale, "lora_scale")),)
                  if lora and lora.strip() else ())
-        request = SampleRequest(class_label=None if prompt else cls, prompt=prompt or None,
-                                negative_prompt=negative or None, n=whole(n, "n"), seed=seed,
-                                steps=whole(steps, "steps"),
-                                guidance=number(guidance, "guidance"), scheduler=scheduler,
-                                loras=loras)
-        request.validate()
-        return request
+        return generate.sample_request(
+            {"class_label": cls, "prompt": prompt, "negative_prompt": negative, "n": n,
+             "seed": seed, "steps": steps, "guidance": guidance, "scheduler": scheduler}, loras)
 
     @shown_errors
     def sample(self, person: Person, model_id: Text, checkpoint: Text, cls: Text, prompt: Text,
@@ -245,12 +244,13 @@ def build_generate_tab(studio: Studio, access: Access) -> dict:
         lora = gr.Textbox(label="LoRA adapter (file or model folder, Stable Diffusion)")
         lora_scale = gr.Slider(0, 2, 1.0, step=0.05, label="LoRA scale")
     with gr.Row():
-        n = gr.Slider(1, 64, 8, step=1, label="Images")
-        seed = gr.Number(0, label="Seed", precision=0)
+        n = gr.Slider(1, 64, SAMPLE_PRESETS["n"], step=1, label="Images")
+        seed = gr.Number(SAMPLE["seed"].default, label="Seed", precision=0)
         random_seed = gr.Checkbox(False, label="Random seed")
-        steps = gr.Slider(5, 1000, 200, step=1, label="Steps")
-        guidance = gr.Slider(0, 10, 2.0, step=0.5, label="Guidance")
-        scheduler = gr.Dropdown(list(SCHEDULERS), value="ddpm", label="Scheduler")
+        steps = gr.Slider(5, SAMPLE["steps"].hi, SAMPLE_PRESETS["steps"], step=1, label="Steps")
+        guidance = gr.Slider(0, 10, SAMPLE["guidance"].default, step=0.5, label="Guidance")
+        scheduler = gr.Dropdown(list(SAMPLE["scheduler"].choices), value=SAMPLE_PRESETS["scheduler"],
+                                label="Scheduler")
     with gr.Row():
         go = gr.Button("Sample", variant="primary")
         cancel = gr.Button("Cancel")

@@ -12,15 +12,14 @@ import numpy as np
 from polyp_core.data.browse import overlay_mask
 from polyp_core.data.cache import PixelCache
 from polyp_core.data.images import load_mask, resize_mask
-from polyp_core.external import SyntheticImport
 from polyp_core.pool import QUALITY_ORDER, RATING_FILTERS, PoolFilter, PoolItem
 from polyp_core.review.accounts import Person
 from polyp_core.workflows import pool as pool_workflow
 from polyp_core.workflows import jobs as jobs_workflow
 from studio_ui.access import Access
-from polyp_core.segment.gate import GateConfig
 from polyp_core.validation import number
-from studio_ui.services import (Num, Studio, Text, job_line, shown_errors, start_on_board,
+from studio_ui.services import (Num, Studio, Text, form_event, job_line, shown_errors,
+                                start_on_board,
                                 ticking)
 
 PER_PAGE = 24
@@ -86,12 +85,10 @@ class PoolDesk:
         source = str(upload) if upload is not None else (path or "").strip()
         if not source:
             raise gr.Error("Give a folder path on the server or upload a zip.")
-        def blank(v: Text) -> str | None:
-            return (v or "").strip() or None
-        request = SyntheticImport(
-            source=source, generator=(generator or "").strip(), dataset=(dataset or "").strip(),
-            trained_on=blank(trained_on) or "unknown", version=blank(version),
-            source_note=blank(source_note), licence=blank(licence))
+        request = pool_workflow.import_synthetic_request(
+            {"source": source, "generator": generator, "dataset": dataset,
+             "trained_on": trained_on, "version": version, "source_note": source_note,
+             "licence": licence})
         result = pool_workflow.import_synthetic(self.studio.db, self.studio.workspace, person,
                                                 request)  # errors name the file and row
         learned = result.declared_training or "unknown: retrain uses its images only when told to"
@@ -99,13 +96,12 @@ class PoolDesk:
                 f"**{result.generator}**; trained on: {learned}.")
 
     @shown_errors
-    @shown_errors
-    def gate(self, person: Person, dataset: Text, generator: Text, threshold: Num) -> tuple:
-        """Queue the segmentation gate as a job; the page polls it for the result."""
-        if not dataset:
+    def gate(self, person: Person, fields: dict) -> tuple:
+        """Queue the segmentation gate as a job (``pool.GATE``'s fields, by name); the page
+        polls it for the result."""
+        if not fields.get("dataset"):
             raise gr.Error("Name the real data set the gate learns from.")
-        config = GateConfig(dataset=dataset.strip(), generator=(generator or "").strip() or None,
-                            threshold=number(threshold, "threshold"))
+        config = pool_workflow.gate_request(fields)
         holder: dict = {"kind": "gate"}
         work = pool_workflow.gate_work(self.studio.db, self.studio.workspace, person, config,
                                        holder)
@@ -149,8 +145,9 @@ def build_pool_tab(studio: Studio, access: Access) -> dict:
         with gr.Row():
             ext_name = gr.Textbox(label="Generator name (as the pool will show it)")
             ext_dataset = gr.Textbox(label="Real data set the images complement")
-            ext_trained = gr.Textbox("unknown", label="Trained on (DATASET:SPLIT, "
-                                     "DATASET:images=FILE, DATASET:groups=FILE or unknown)")
+            ext_trained = gr.Textbox(pool_workflow.IMPORT_SYNTHETIC["trained_on"].default,
+                                     label="Trained on (DATASET:SPLIT, DATASET:images=FILE, "
+                                           "DATASET:groups=FILE or unknown)")
         with gr.Row():
             ext_version = gr.Textbox(label="Version")
             ext_source = gr.Textbox(label="Source (URL or citation)")
@@ -165,7 +162,8 @@ def build_pool_tab(studio: Studio, access: Access) -> dict:
         with gr.Row():
             gate_dataset = gr.Textbox(label="Real data set")
             gate_generator = gr.Textbox(label="Generator (empty: every image with a mask)")
-            gate_threshold = gr.Number(0.7, label="IoU counted as accepted")
+            gate_threshold = gr.Number(pool_workflow.GATE["threshold"].default,
+                                       label="IoU counted as accepted")
             gate_button = gr.Button("Run the gate")
         gate_message = gr.Markdown()
     gate_job, gate_timer = gr.State(None), gr.Timer(1.0, active=False)
@@ -198,7 +196,9 @@ def build_pool_tab(studio: Studio, access: Access) -> dict:
     for button, turn in ((prev_btn, lambda p: max(0, p - 1)), (next_btn, lambda p: p + 1)):
         on(on(button.click, turn, inputs=page, outputs=page).then, desk.page, **page_io)
     on(gallery.select, desk.details, inputs=shown, outputs=details)
-    on(gate_button.click, desk.gate, inputs=[gate_dataset, gate_generator, gate_threshold],
+    gate_form = {"dataset": gate_dataset, "generator": gate_generator,
+                 "threshold": gate_threshold}
+    on(gate_button.click, form_event(list(gate_form), desk.gate), inputs=list(gate_form.values()),
        outputs=[gate_job, gate_message, gate_timer], api_name="gate")
     on(gate_timer.tick, desk.poll_gate, inputs=gate_job, outputs=[gate_message, gate_job, gate_timer],
        api_name="poll_gate")

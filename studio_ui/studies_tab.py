@@ -7,7 +7,6 @@ import functools
 import gradio as gr
 
 from polyp_core.review.accounts import Person
-from polyp_core.review.blind import MASK_VIEWS
 from polyp_core.review.leaks import DESCRIPTIONS, LeakReport
 from polyp_core.review.reader import forest_figure, roc_figure, summary_lines
 from polyp_core.review.studies import RealPool, StudySpec, SyntheticPool, parse_calibration
@@ -18,6 +17,7 @@ from polyp_core.workflows import study as study_workflow
 from studio_ui.access import Access
 from studio_ui.services import Num, Studio, Text, shown_errors
 
+STUDY = study_workflow.STUDY  # the widgets start where `study create`'s options do
 NO_MASK = "no mask"
 
 
@@ -54,15 +54,12 @@ class StudyDesk:
             pools.append(RealPool(dataset, whole(n_real, "n_real"), split="train"))
         if whole(n_synthetic or 0, "n_synthetic") > 0:
             pools.append(SyntheticPool(whole(n_synthetic, "n_synthetic"), generator=generator or None))
-        working = (working or "auto").strip()
-        return StudySpec(name=(name or "").strip(), pools=tuple(pools),
-                         reviewers=tuple(reviewers or ()), overlap=whole(overlap, "overlap"),
-                         ask_histology=bool(histology), seed=whole(seed or 0, "seed"),
-                         working_resolution=int(working) if working.isdigit() else working,
-                         override_audit=(override or "").strip() or None,
-                         repeats=number(repeats or 0, "repeats"),
-                         calibration=_calibration(calibration),
-                         show_mask=None if show_mask in (None, "", NO_MASK) else show_mask)
+        return study_workflow.study_request(
+            name, tuple(pools), tuple(reviewers or ()),
+            {"overlap": overlap, "ask_histology": histology, "seed": seed,
+             "working_resolution": working, "override_audit": override, "repeats": repeats,
+             "show_mask": None if show_mask == NO_MASK else show_mask},
+            _calibration(calibration))
 
     @shown_errors
     def preview(self, person: Person, name: Text, dataset: Text, n_real: Num, generator: Text,
@@ -195,7 +192,7 @@ def build_studies_tab(studio: Studio, access: Access) -> dict:
     with gr.Accordion("New study", open=False):
         with gr.Row():
             name = gr.Textbox(label="Name")
-            seed = gr.Number(0, label="Seed (draw and order)", precision=0)
+            seed = gr.Number(STUDY["seed"].default, label="Seed (draw and order)", precision=0)
         with gr.Row():
             dataset = gr.Dropdown([], label="Real images from data set (training split)",
                                   allow_custom_value=True)
@@ -206,19 +203,20 @@ def build_studies_tab(studio: Studio, access: Access) -> dict:
         with gr.Row():
             reviewers = gr.Dropdown([], multiselect=True, label="Reviewers",
                                     allow_custom_value=True)
-            overlap = gr.Number(1, label="Ratings per image", precision=0)
-            histology = gr.Checkbox(False, label="Ask histology")
-            show_mask = gr.Dropdown([NO_MASK, *MASK_VIEWS], value=NO_MASK,
+            overlap = gr.Number(STUDY["overlap"].default, label="Ratings per image", precision=0)
+            histology = gr.Checkbox(STUDY["ask_histology"].default, label="Ask histology")
+            show_mask = gr.Dropdown([NO_MASK, *STUDY["show_mask"].choices],
+                                    value=STUDY["show_mask"].default or NO_MASK,
                                     label="Show each image's mask (reviewers rate it too)")
         with gr.Row():
-            repeats = gr.Number(0.0, label="Share of images shown twice (test-retest, 0-0.5)")
+            repeats = gr.Number(STUDY["repeats"].default, label="Share of images shown twice (test-retest, 0-0.5)")
             calibration = gr.Textbox("", label="Calibration items (e.g. synthetic:gen@step-100:5"
                                                ", real:phantom:test:5; comma-separated)")
             target_auc = gr.Number(0.7, label="Preview: power to show this AUC against 0.5")
         with gr.Row():
-            working = gr.Textbox("auto", label="Working resolution (auto: the lowest native "
+            working = gr.Textbox(STUDY["working_resolution"].default, label="Working resolution (auto: the lowest native "
                                                "resolution of the sources; a number; native)")
-            override = gr.Textbox("", label="Open even if the leak audit fails, because ... "
+            override = gr.Textbox(STUDY["override_audit"].default or "", label="Open even if the leak audit fails, because ... "
                                             "(recorded with the results)")
         plan = gr.Markdown()
         with gr.Row():

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import functools
 from pathlib import Path
 
 import gradio as gr
 import plotly.graph_objects as go
 
-from polyp_core.generation.ddpm import PRESETS, DDPMTrainConfig
+from polyp_core.generation.ddpm import DDPMTrainConfig
 from polyp_core.generation.sd_lora import LoraTrainConfig
 from polyp_core.generation.training_log import checkpoint_grids, loss_rows
 from polyp_core.review.accounts import Person
@@ -17,6 +19,13 @@ from polyp_core.workflows import train_generator
 from polyp_core.workflows import jobs as jobs_workflow
 from studio_ui.access import Access
 from studio_ui.services import Num, Studio, Text, job_line, shown_errors, ticking
+
+
+DDPM = train_generator.TRAIN_DDPM  # the DDPM widgets start where the CLI's options do, but for
+#: the page's presets: a first training on a CPU should finish in minutes
+DDPM_PRESETS = {"preset": "tiny", "steps": 500, "batch_size": 16, "checkpoint_every": 100}
+#: the model's task when the radio sends none: the request's own default
+DDPM_TASK = next(f.default for f in dataclasses.fields(DDPMTrainConfig) if f.name == "task")
 
 
 def loss_figure(folder: Path) -> go.Figure | None:
@@ -42,11 +51,10 @@ class TrainDesk:
               task: Text = "image") -> tuple:
         workspace = self.studio.workspace
         if backend == "ddpm":
-            config = DDPMTrainConfig(dataset=dataset, model_id=model_id, preset=preset,
-                                     steps=whole(steps, "steps"),
-                                     batch_size=whole(batch_size, "batch_size"),
-                                     checkpoint_every=whole(every, "checkpoint_every"),
-                                     class_balance=bool(balance), task=task or "image")
+            config = train_generator.train_ddpm_request(
+                {"dataset": dataset, "model_id": model_id, "preset": preset, "steps": steps,
+                 "batch_size": batch_size, "checkpoint_every": every, "class_balance": balance},
+                task=task or DDPM_TASK)
         else:
             config = LoraTrainConfig(dataset=dataset, model_id=model_id, base_model=base_model,
                                      steps=whole(steps, "steps"),
@@ -83,13 +91,16 @@ def build_train_tab(studio: Studio, access: Access) -> dict:
                               allow_custom_value=True)  # filled at admin sign-in
         model_id = gr.Textbox("my-ddpm", label="Model id")
     with gr.Row():
-        preset = gr.Dropdown(list(PRESETS), value="tiny", label="DDPM preset")
-        steps = gr.Number(500, label="Steps", precision=0)
-        batch_size = gr.Number(16, label="Batch size", precision=0)
-        every = gr.Number(100, label="Checkpoint (with sample grid) every", precision=0)
-        balance = gr.Checkbox(False, label="DDPM: draw every class equally often")
+        preset = gr.Dropdown(list(DDPM["preset"].choices), value=DDPM_PRESETS["preset"],
+                             label="DDPM preset")
+        steps = gr.Number(DDPM_PRESETS["steps"], label="Steps", precision=0)
+        batch_size = gr.Number(DDPM_PRESETS["batch_size"], label="Batch size", precision=0)
+        every = gr.Number(DDPM_PRESETS["checkpoint_every"], label="Checkpoint (with sample grid) every",
+                          precision=0)
+        balance = gr.Checkbox(DDPM["class_balance"].default,
+                              label="DDPM: draw every class equally often")
         task = gr.Radio([("images", "image"), ("image and mask", "image_mask"),
-                         ("inpainting", "inpaint")], value="image",
+                         ("inpainting", "inpaint")], value=DDPM_TASK,
                         label="DDPM learns (masks needed for the last two; to inpaint, "
                               "inpainting measured better than RePaint: docs/benchmarks.md)")
     with gr.Row():

@@ -13,6 +13,7 @@ import pytest
 import torch
 from PIL import Image, ImageDraw
 
+from helpers import gate_now
 from polyp_core.experiment import ExperimentConfig, plan_experiment, run_experiment
 from polyp_core.experiment.policy import SelectionPolicy
 from polyp_core.training import TrainConfig
@@ -323,7 +324,6 @@ def test_imported_images_with_masks_go_into_a_mask_study_and_the_gate(studio, im
     from polyp_core.review.accounts import Person
     from polyp_core.review.studies import RealPool, StudySpec, SyntheticPool, create_study
     from polyp_core.segment.gate import GATE_TRAIN, GateConfig
-    from polyp_core.workflows import TERMINAL, pool
 
     workspace, db, folder = studio
     assert imported[0] == 0, imported[2]
@@ -339,7 +339,7 @@ def test_imported_images_with_masks_go_into_a_mask_study_and_the_gate(studio, im
         folder_served = (workspace.root / "studies" / str(study.id) / "served")
     assert settings["audit"]["passed"], settings["audit"]
     assert len({p.stat().st_size for p in folder_served.iterdir()}) == 1
-    result = pool.gate(db, workspace, TERMINAL, GateConfig(
+    result = gate_now(db, workspace, GateConfig(
         dataset="phantom", generator=EXTERNAL, train=replace(GATE_TRAIN, image_size=64, epochs=1)))
     assert len(result.scores) == 24 and result.reference["n"] > 0
     assert set(result.rates) == {f"{EXTERNAL} / {c}" for c in ("AD", "SSA", "HP")}

@@ -38,19 +38,11 @@ def _aliases(values: Sequence[str]) -> tuple[tuple[str, str], ...]:
 
 
 def cmd_import(args: argparse.Namespace) -> int:
-    from polyp_core.data.importer import ImportConfig
-
-    fractions = tuple(float(x) for x in args.fractions.split(","))
-    config = ImportConfig(
-        source=args.source, name=args.name, layout=args.layout, labels_csv=args.labels_csv,
-        id_column=args.id_column, label_column=args.label_column, group_column=args.group_column,
-        path_column=args.path_column, mask_column=args.mask_column, split=args.split,
-        split_fractions=fractions, seed=args.seed, scheme=args.scheme,
-        label_aliases=_aliases(args.label_alias), cache_sizes=tuple(args.cache_size),
-        overwrite=args.overwrite)
     from polyp_core.cli.common import open_db
     from polyp_core.workflows import TERMINAL, data
 
+    config = data.import_request(data.IMPORT.values(args), _aliases(args.label_alias),
+                                 tuple(args.cache_size))
     with TerminalProgress() as progress:  # a zip is unpacked into the workspace, with limits
         result = data.import_data(open_db(args), Workspace(args.workspace), TERMINAL, config,
                                   progress)
@@ -66,12 +58,9 @@ def cmd_import(args: argparse.Namespace) -> int:
 def cmd_import_synthetic(args: argparse.Namespace) -> int:
     """Import an external generator's images (folder or zip, with a manifest) into the pool."""
     from polyp_core.cli.common import open_db
-    from polyp_core.external import SyntheticImport
     from polyp_core.workflows import TERMINAL, pool
 
-    request = SyntheticImport(source=args.source, generator=args.generator, dataset=args.dataset,
-                              trained_on=args.trained_on, version=args.version,
-                              source_note=args.source_note, licence=args.licence)
+    request = pool.import_synthetic_request(pool.IMPORT_SYNTHETIC.values(args))
     with TerminalProgress() as progress:
         result = pool.import_synthetic(open_db(args), Workspace(args.workspace), TERMINAL,
                                        request, progress)
@@ -84,20 +73,17 @@ def cmd_import_synthetic(args: argparse.Namespace) -> int:
 def cmd_gate(args: argparse.Namespace) -> int:
     """The segmentation gate: a U-Net trained on the data set's real training frames scores
     every synthetic image with a mask (IoU with its own mask), beside held-out real frames."""
-    from dataclasses import replace
-
     from polyp_core.cli.common import cancel_on_interrupt, open_db
-    from polyp_core.segment.gate import GATE_TRAIN, GateConfig
     from polyp_core.workflows import TERMINAL, pool
 
-    train = replace(GATE_TRAIN, image_size=args.size, epochs=args.epochs)
-    config = GateConfig(dataset=args.dataset, generator=args.generator, train=train,
-                        threshold=args.threshold, seed=args.seed)
+    config = pool.gate_request(pool.GATE.values(args))
+    made: dict = {}
+    work = pool.gate_work(open_db(args), Workspace(args.workspace), TERMINAL, config, made)
     with TerminalProgress() as progress:
-        result = pool.gate(open_db(args), Workspace(args.workspace), TERMINAL, config, progress,
-                           cancel_on_interrupt())
-    print(f"scored {len(result.scores)} synthetic image(s) at {args.size} px; IoU >= "
-          f"{args.threshold} counts as accepted (95% intervals over images)")
+        work(progress, cancel_on_interrupt())
+    result = made["result"]
+    print(f"scored {len(result.scores)} synthetic image(s) at {config.train.image_size} px; IoU "
+          f">= {config.threshold} counts as accepted (95% intervals over images)")
     print("\n".join(result.lines()))
     print(f"  stored as gate {result.gate} ({result.folder}); filter with --min-gate-iou")
     return 0
@@ -194,57 +180,27 @@ def add_data_commands(sub: argparse._SubParsersAction) -> None:
     demo.add_argument("--force", action="store_true", help="repaint and replace")
     demo.set_defaults(func=cmd_demo_data)
 
-    imp = sub.add_parser("import", help="import a data set (folder or CSV) into the workspace")
-    imp.add_argument("source", help="hospital-layout folder, class-per-folder tree, CSV, or a zip "
-                                    "of one (unpacked into the workspace, with limits)")
-    imp.add_argument("--name")
-    imp.add_argument("--layout", default="auto", choices=["auto", "hospital", "folders", "csv"])
-    imp.add_argument("--labels-csv", help="the label table, if the folder has several CSVs")
-    for column in ("id", "label", "group", "path", "mask"):
-        imp.add_argument(f"--{column}-column", help=f"name of the {column} column")
-    imp.add_argument("--split", default="auto",
-                     choices=["auto", "stratified", "grouped", "files"])
-    imp.add_argument("--fractions", default="0.7,0.1,0.2", help="train,valid,test")
-    imp.add_argument("--seed", type=int, default=0)
-    imp.add_argument("--scheme", choices=["three_class", "ad_vs_rest"])
+    from polyp_core.workflows.data import IMPORT  # declared once, with the Data tab's
+
+    imp = sub.add_parser("import", help=IMPORT.help)
+    IMPORT.add_options(imp)
     imp.add_argument("--label-alias", action="append", default=[], metavar="RAW=CLASS")
     imp.add_argument("--cache-size", type=int, action="append", default=[],
                      help="also cache resized pixels at this size (repeatable)")
-    imp.add_argument("--overwrite", action="store_true",
-                     help="replace a data set of this name (refused if a study or run uses it)")
     imp.add_argument("--db", help="database URL (default: $STUDIO_DB_URL or the workspace's SQLite)")
     imp.set_defaults(func=cmd_import)
 
-    ext = sub.add_parser("import-synthetic", help="import synthetic images made elsewhere (a "
-                         "folder or zip with a manifest.csv/jsonl, images and optional masks) "
-                         "into the pool")
-    ext.add_argument("source", help="the folder or zip")
-    ext.add_argument("--generator", required=True, help="the name the images carry in the pool")
-    ext.add_argument("--dataset", required=True,
-                     help="the real data set the images complement (their classes are its)")
-    ext.add_argument("--trained-on", default="unknown",
-                     help="what the generator learned from: DATASET:SPLIT[,SPLIT], "
-                          "DATASET:images=FILE (ids or SHA-256s), DATASET:groups=FILE, or "
-                          "unknown (the default; retrain then refuses its images unless "
-                          "--allow-unknown-training-data)")
-    ext.add_argument("--version", help="the generator's version")
-    ext.add_argument("--source-note", "--citation", dest="source_note",
-                     help="where it comes from: a URL or citation text")
-    ext.add_argument("--licence", help="its licence, as a note")
+    from polyp_core.workflows.pool import IMPORT_SYNTHETIC  # declared once, with the Pool tab's
+
+    ext = sub.add_parser("import-synthetic", help=IMPORT_SYNTHETIC.help)
+    IMPORT_SYNTHETIC.add_options(ext)
     ext.add_argument("--db")
     ext.set_defaults(func=cmd_import_synthetic)
 
-    gate = sub.add_parser("gate", help="the segmentation gate: does each synthetic image show "
-                          "its polyp where its mask says? (IoU under a U-Net trained on real "
-                          "training frames)")
-    gate.add_argument("--dataset", required=True, help="the real data set the gate learns from "
-                      "(training split; validation and test give the reference)")
-    gate.add_argument("--generator", help="score this generator's images (default: all with masks)")
-    gate.add_argument("--threshold", type=float, default=0.7,
-                      help="IoU counted as accepted in the printed rates")
-    gate.add_argument("--size", type=int, default=128)
-    gate.add_argument("--epochs", type=int, default=8)
-    gate.add_argument("--seed", type=int, default=0)
+    from polyp_core.workflows.pool import GATE  # declared once, with the Pool tab's defaults
+
+    gate = sub.add_parser("gate", help=GATE.help)
+    GATE.add_options(gate)
     gate.add_argument("--db")
     gate.set_defaults(func=cmd_gate)
 

@@ -9,23 +9,32 @@ from polyp_core.generation.request import SCHEDULERS
 from polyp_core.workspace import Workspace
 
 
-def cmd_train_ddpm(args: argparse.Namespace) -> int:
-    from polyp_core.generation.ddpm import DDPMTrainConfig
+def _train_here(workspace: Workspace, config: object) -> object:
+    """Train through the one workflow entry, in this thread (Ctrl-C cancels at the next step
+    and keeps the last checkpoint): the training result."""
+    from polyp_core.progress import Cancelled
     from polyp_core.workflows import TERMINAL, train_generator
 
-    config = DDPMTrainConfig(
-        dataset=args.dataset, model_id=args.model, preset=args.preset, scheme=args.scheme,
-        mode=args.mode, splits=tuple(args.splits.split(",")), unknown_class=args.unknown_class,
-        init_from=args.init_from, freeze_down_blocks=args.freeze_down_blocks, steps=args.steps,
-        batch_size=args.batch_size, grad_accum=args.grad_accum, lr=args.lr, warmup=args.warmup,
-        ema_decay=args.ema_decay, mixed_precision=args.mixed_precision,
-        checkpoint_every=args.checkpoint_every, class_dropout=args.class_dropout,
-        class_balance=args.class_balance, seed=args.seed,
-        resume=not args.no_resume, task=_task(args), max_dilate=args.max_dilate,
-        full_frame=args.full_frame)
-    with TerminalProgress() as progress:
-        result = train_generator.run(None, Workspace(args.workspace), TERMINAL, config, progress,
-                                     cancel_on_interrupt())
+    made: dict = {}
+
+    def here(kind: str, config_json: dict, work: object, owner_id: int | None) -> str:
+        with TerminalProgress() as progress:
+            try:
+                work(progress, cancel_on_interrupt())
+            except Cancelled:
+                pass  # the result says so
+        return "terminal"
+
+    train_generator.start(None, workspace, TERMINAL, config, here, made)
+    return made["result"]
+
+
+def cmd_train_ddpm(args: argparse.Namespace) -> int:
+    from polyp_core.workflows import train_generator
+
+    config = train_generator.train_ddpm_request(train_generator.TRAIN_DDPM.values(args),
+                                                task=_task(args))
+    result = _train_here(Workspace(args.workspace), config)
     print(f"{result.status}: {result.model_id} at step {result.steps_done}, loss {result.final_loss:.4f}, "
           f"{result.seconds:.0f} s; checkpoints: {', '.join(result.checkpoints) or '-'}")
     print(f"  {result.folder}")
@@ -72,7 +81,6 @@ def cmd_inpaint(args: argparse.Namespace) -> int:
 
 def cmd_train_lora(args: argparse.Namespace) -> int:
     from polyp_core.generation.sd_lora import LoraTrainConfig
-    from polyp_core.workflows import TERMINAL, train_generator
 
     config = LoraTrainConfig(
         dataset=args.dataset, model_id=args.model, base_model=args.base_model, scheme=args.scheme,
@@ -84,36 +92,33 @@ def cmd_train_lora(args: argparse.Namespace) -> int:
         prior_preservation=args.prior_preservation, steps=args.steps, batch_size=args.batch_size,
         grad_accum=args.grad_accum, lr=args.lr, mixed_precision=args.mixed_precision,
         checkpoint_every=args.checkpoint_every, seed=args.seed)
-    with TerminalProgress() as progress:
-        result = train_generator.run(None, Workspace(args.workspace), TERMINAL, config, progress,
-                                     cancel_on_interrupt())
+    result = _train_here(Workspace(args.workspace), config)
     print(f"{result.status}: LoRA {result.model_id} at step {result.steps_done}; checkpoints: "
           f"{', '.join(result.checkpoints) or '-'}\n  {result.folder}")
     return 0 if result.status == "done" else 130
 
 
 def cmd_sample(args: argparse.Namespace) -> int:
+    from polyp_core.generation.request import LoraChoice
     from polyp_core.workflows import TERMINAL, generate
-    from polyp_core.generation.request import LoraChoice, SampleRequest
+
     workspace = Workspace(args.workspace)
     db = open_db(args)
     loras = tuple(LoraChoice(*(lambda p, s: (p, float(s or 1.0)))(*l.partition(":")[::2]))
                   for l in args.lora)
+    fields = generate.SAMPLE.values(args)
     jobs = []
     for spec in args.count:
         cls, _, n = spec.partition("=")
         if not n.isdigit():
             raise SystemExit(f"--count {spec!r}: write CLASS=N, e.g. SSA=200")
-        jobs.append(SampleRequest(class_label=cls, n=int(n), seed=args.seed, steps=args.steps,
-                                  guidance=args.guidance, scheduler=args.scheduler, size=args.size,
-                                  batch_size=args.batch_size, loras=loras))
-    if args.prompt:
-        jobs.append(SampleRequest(prompt=args.prompt, negative_prompt=args.negative_prompt,
-                                  n=args.n, seed=args.seed, steps=args.steps, guidance=args.guidance,
-                                  scheduler=args.scheduler, size=args.size, batch_size=args.batch_size,
-                                  loras=loras))
+        jobs.append(generate.sample_request(fields | {"class_label": cls, "n": int(n),
+                                                      "prompt": None}, loras))
+    if args.prompt or (args.class_label and not args.count):
+        jobs.append(generate.sample_request(fields, loras))
     if not jobs:
-        raise SystemExit("name what to sample: --count AD=100 --count SSA=200, or --prompt TEXT")
+        raise SystemExit("name what to sample: --count AD=100 --count SSA=200, --class AD --n 8, "
+                         "or --prompt TEXT")
     token = cancel_on_interrupt()
     for request in jobs:
         with TerminalProgress() as progress:
@@ -185,37 +190,14 @@ def add_generate_commands(sub: argparse._SubParsersAction) -> None:
     check.add_argument("--scheduler", default="ddpm", choices=SCHEDULERS)
     check.set_defaults(func=cmd_check_classes)
 
-    train = sub.add_parser("train-ddpm", help="train a class-conditional DDPM on a data set")
-    train.add_argument("--dataset", required=True)
-    train.add_argument("--model", required=True, help="model id (folder under workspace/models)")
-    train.add_argument("--preset", default="64", help="tiny, demo64, 64, 128 or 224")
-    train.add_argument("--scheme", choices=["three_class", "ad_vs_rest"])
-    train.add_argument("--mode", default="conditional", choices=["conditional", "per_class"])
-    train.add_argument("--splits", default="train", help="comma-separated (default: train only)")
-    train.add_argument("--unknown-class", action="store_true", help="pretrain: all images 'unknown'")
-    train.add_argument("--init-from", help="MODEL[@CHECKPOINT] to fine-tune from")
-    train.add_argument("--freeze-down-blocks", action="store_true")
-    train.add_argument("--steps", type=int, default=10_000)
-    train.add_argument("--batch-size", type=int, default=32)
-    train.add_argument("--grad-accum", type=int, default=1)
-    train.add_argument("--lr", type=float, default=2e-4)
-    train.add_argument("--warmup", type=int, default=200)
-    train.add_argument("--ema-decay", type=float, default=0.999)
-    train.add_argument("--mixed-precision", default="auto", choices=["auto", "no", "fp16", "bf16"])
-    train.add_argument("--checkpoint-every", type=int, default=1000)
-    train.add_argument("--class-dropout", type=float, default=0.1)
-    train.add_argument("--class-balance", action="store_true",
-                       help="draw every class equally often (minority classes learnt as well as AD)")
-    train.add_argument("--seed", type=int, default=0)
-    train.add_argument("--no-resume", action="store_true")
+    from polyp_core.workflows.train_generator import TRAIN_DDPM  # declared once, with the tab's
+
+    train = sub.add_parser("train-ddpm", help=TRAIN_DDPM.help)
+    TRAIN_DDPM.add_options(train)
     train.add_argument("--with-mask", action="store_true",
                        help="image and mask: the polyp mask as a fourth channel, in and out")
     train.add_argument("--inpaint", action="store_true",
                        help="train to fill a hole (the polyp mask dilated) in a real frame")
-    train.add_argument("--max-dilate", type=int, default=6,
-                       help="--inpaint: holes are masks grown by 0..N px of the model's size")
-    train.add_argument("--full-frame", type=float, default=0.1,
-                       help="--inpaint: share of holes that are the whole frame")
     train.set_defaults(func=cmd_train_ddpm)
 
     from polyp_core.workflows.generate import INPAINT  # declared once, with the tab's defaults
@@ -251,19 +233,14 @@ def add_generate_commands(sub: argparse._SubParsersAction) -> None:
     lora.add_argument("--seed", type=int, default=0)
     lora.set_defaults(func=cmd_train_lora)
 
-    sample = sub.add_parser("sample", help="sample a generator into the synthetic pool")
+    from polyp_core.workflows.generate import SAMPLE  # declared once, with the tab's defaults
+
+    sample = sub.add_parser("sample", help=SAMPLE.help)
     sample.add_argument("--model", required=True)
     sample.add_argument("--checkpoint")
-    sample.add_argument("--count", action="append", default=[], metavar="CLASS=N")
-    sample.add_argument("--prompt")
-    sample.add_argument("--negative-prompt")
-    sample.add_argument("--n", type=int, default=4, help="images for --prompt")
-    sample.add_argument("--seed", type=int, default=0)
-    sample.add_argument("--steps", type=int, default=50)
-    sample.add_argument("--guidance", type=float, default=2.0)
-    sample.add_argument("--scheduler", default="ddim", choices=SCHEDULERS)
-    sample.add_argument("--size", type=int)
-    sample.add_argument("--batch-size", type=int, default=16)
+    sample.add_argument("--count", action="append", default=[], metavar="CLASS=N",
+                        help="N images of CLASS (repeatable)")
+    SAMPLE.add_options(sample)
     sample.add_argument("--lora", action="append", default=[], metavar="PATH[:SCALE]")
     sample.add_argument("--db")
     sample.set_defaults(func=cmd_sample)

@@ -81,7 +81,6 @@ def cmd_audit(args: argparse.Namespace) -> int:
 
 
 def cmd_study(args: argparse.Namespace) -> int:
-    from polyp_core.review.studies import StudySpec
     from polyp_core.runs import json_safe
     from polyp_core.workflows import study
 
@@ -90,14 +89,9 @@ def cmd_study(args: argparse.Namespace) -> int:
         # checked before the sign-in: a bad request writes nothing, not even an audit line
         pools = tuple(_pool(s, "real") for s in args.real) + \
             tuple(_pool(s, "synthetic") for s in args.synthetic)
-        working = args.working_resolution
         calibration = tuple(_calibration_pool(s) for s in args.calibration)
-        spec = StudySpec(args.name, pools, tuple(args.reviewers.split(",")), args.overlap,
-                         args.histology, args.seed,
-                         working_resolution=int(working) if working.isdigit() else working,
-                         fixed_length=not args.no_fixed_length,
-                         override_audit=args.override_audit, repeats=args.repeats,
-                         calibration=calibration, show_mask=args.show_mask)
+        spec = study.study_request(args.name, pools, tuple(args.reviewers.split(",")),
+                                   study.STUDY.values(args), calibration)
     db = _db(args)
     person = _person(args, db)
     workspace = Workspace(args.workspace)
@@ -245,7 +239,9 @@ def add_review_commands(sub: argparse._SubParsersAction) -> None:
     audit.add_argument("--db")
     audit.set_defaults(func=cmd_audit)
 
-    study = sub.add_parser("study", help="create, list, close, analyse and export blind studies")
+    from polyp_core.workflows.study import STUDY  # declared once, with the Studies tab's
+
+    study = sub.add_parser("study", help=STUDY.help)
     study.add_argument("action", choices=["plan", "create", "list", "close", "stats", "export",
                                           "audit", "override"])
     study.add_argument("name", nargs="?")
@@ -253,26 +249,12 @@ def add_review_commands(sub: argparse._SubParsersAction) -> None:
     study.add_argument("--real", action="append", default=[], metavar="DATASET[:SPLIT]:N")
     study.add_argument("--synthetic", action="append", default=[], metavar="GENERATOR[@CKPT]:N")
     study.add_argument("--reviewers", default="", help="comma-separated reviewer names")
-    study.add_argument("--overlap", type=int, default=1, help="reviewers per image")
-    study.add_argument("--histology", action="store_true", help="ask for AD/SSA/HP/unsure")
-    study.add_argument("--show-mask", choices=["outline", "side-by-side"],
-                       help="show each image with its polyp mask; reviewers rate the mask too "
-                            "(good/moderate/poor)")
-    study.add_argument("--repeats", type=float, default=0.0,
-                       help="share of each reviewer's images shown again (test-retest), 0-0.5")
+    STUDY.add_options(study)
     study.add_argument("--calibration", action="append", default=[],
                        metavar="real:DATASET[:SPLIT]:N | synthetic:GENERATOR[@CKPT]:N",
                        help="calibration items every reviewer gets, scored apart")
     study.add_argument("--target-auc", type=float,
                        help="plan: the power of the MRMC analysis to show this AUC against 0.5")
-    study.add_argument("--seed", type=int, default=0)
-    study.add_argument("--working-resolution", default="auto",
-                       help="auto (the lowest native resolution among the pools), a number of "
-                            "pixels, or native (no matching)")
-    study.add_argument("--no-fixed-length", action="store_true",
-                       help="do not pad served files to one byte length")
-    study.add_argument("--override-audit", metavar="REASON",
-                       help="open the study for reviewers even if its leak audit fails")
     study.add_argument("--reason", help="with override: why the study opens despite its audit")
     study.add_argument("--json", action="store_true")
     study.add_argument("--out", default="study_export")

@@ -19,7 +19,6 @@ from polyp_core.generation.inpaint import (Background, InpaintRequest, frame_bac
 from polyp_core.generation.request import SampleRequest
 from polyp_core.progress import CancelToken, Progress, no_progress
 from polyp_core.review.accounts import Person
-from polyp_core.validation import InvalidRequest, Problem, number, whole
 from polyp_core.workflows.base import authorise
 from polyp_core.workspace import Workspace
 from review_db.database import Database
@@ -29,6 +28,39 @@ if TYPE_CHECKING:
 
 Work = Callable[[Progress, CancelToken], str]
 
+
+#: The sample action, declared once: the CLI's options and the Generate tab's sampling panel
+#: start from it (bounds and choices are ``SampleRequest``'s; the action samples 4 images at
+#: guidance 2 unless told otherwise).
+SAMPLE = Form("sample", "sample a generator into the synthetic pool", (
+    of(SampleRequest, "class_label", option="--class", help="the class to sample"),
+    of(SampleRequest, "prompt", help="a text prompt (Stable Diffusion; overrides the class)"),
+    of(SampleRequest, "negative_prompt", help="what the prompt should avoid"),
+    of(SampleRequest, "n", default=4, help="images to make"),
+    of(SampleRequest, "seed", help="the first image's seed"),
+    of(SampleRequest, "steps", help="denoising steps"),
+    of(SampleRequest, "guidance", default=2.0, help="classifier-free guidance scale"),
+    of(SampleRequest, "scheduler", help="the sampler"),
+    of(SampleRequest, "size", kind="int", help="output size (default: the model's)"),
+    of(SampleRequest, "batch_size", help="images made at once"),
+))
+
+
+def sample_request(fields: Mapping[str, object], loras: tuple = ()) -> SampleRequest:
+    """The sample request from plain values (form text and numbers, an argparse namespace's
+    dict); missing or empty fields take :data:`SAMPLE`'s defaults; a prompt overrides the class.
+
+    Raises:
+        InvalidRequest: naming every bad field.
+    """
+    f = SAMPLE.parse(fields)
+    request = SampleRequest(
+        class_label=None if f["prompt"] else f["class_label"], prompt=f["prompt"],
+        negative_prompt=f["negative_prompt"], n=f["n"], seed=f["seed"], steps=f["steps"],
+        guidance=f["guidance"], scheduler=f["scheduler"], size=f["size"],
+        batch_size=f["batch_size"], loras=loras)
+    request.validate()
+    return request
 
 def sample_work(db: Database, workspace: Workspace, person: Person, model_id: str,
                 checkpoint: str | None, request: SampleRequest, holder: dict) -> Work:
@@ -150,20 +182,15 @@ def inpaint_request(fields: Mapping[str, object]) -> InpaintRequest:
         InvalidRequest: naming every bad field.
         ValueError: seeds that are not a range or a list.
     """
-    unknown = sorted(set(fields) - {f.name for f in INPAINT.fields})
-    if unknown:
-        raise InvalidRequest("inpaint", [Problem(u, "is not a field of an inpaint request")
-                                         for u in unknown])
-    f = INPAINT.defaults() | {k: v for k, v in fields.items() if v not in (None, "")}
-    ints = ("mask_seed", "dilate", "steps", "jump_length", "jump_n_sample", "batch_size")
+    f = INPAINT.parse(fields)
     return InpaintRequest(
-        generator=str(f["generator"] or ""), checkpoint=f["checkpoint"],
-        class_label=str(f["class_label"] or ""), dataset=f["dataset"], image=f["image"],
-        mask_source=str(f["mask_source"]), mask_generator=f["mask_generator"],
-        whole_frame=bool(f["whole_frame"]), seeds=parse_seeds(str(f["seeds"])),
-        guidance=number(f["guidance"], "guidance"), scheduler=str(f["scheduler"]),
-        **{k: whole(f[k], k) for k in ints})
-
+        generator=f["generator"] or "", checkpoint=f["checkpoint"],
+        class_label=f["class_label"] or "", dataset=f["dataset"], image=f["image"],
+        mask_source=f["mask_source"], mask_generator=f["mask_generator"],
+        whole_frame=f["whole_frame"], seeds=parse_seeds(str(f["seeds"])),
+        guidance=f["guidance"], scheduler=f["scheduler"],
+        **{k: f[k] for k in ("mask_seed", "dilate", "steps", "jump_length", "jump_n_sample",
+                             "batch_size")})
 
 def inpaint_work(db: Database, workspace: Workspace, person: Person, request: InpaintRequest,
                  upload: str | Path | np.ndarray | None = None, drawn: np.ndarray | None = None,
@@ -174,9 +201,9 @@ def inpaint_work(db: Database, workspace: Workspace, person: Person, request: In
     masks and leaves ``holder["result"]`` and ``holder["stored"]`` (pool id, SHA-256). A mask
     that a model generates is made by the work itself, once."""
     authorise(db, person)
-    describe_model(workspace, request.generator)
     request.validate()
     background = _background(workspace, request, upload)
+    describe_model(workspace, request.generator)
     planned = None if request.mask_source == "generated" else \
         plan_masks(workspace, request, background, drawn)
     out = {} if holder is None else holder

@@ -5,7 +5,10 @@ more (``review.accounts.live_account``)."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
+
+from polyp_core.forms import Form, of
 
 from polyp_core.review import desk, stats
 from polyp_core.review.accounts import Person
@@ -19,6 +22,40 @@ from review_db.database import Database
 
 REVIEWER_ENTRIES = frozenset({"studies"})
 
+#: Creating a study, declared once: the CLI's ``study create``/``plan`` options and the Studies
+#: tab's widgets start from it (``StudySpec``'s defaults, bounds and choices); the pools,
+#: reviewers and calibration items are each front end's own widgets or specs.
+STUDY = Form("study", "create, list, close, analyse and export blind studies", (
+    of(StudySpec, "overlap", help="reviewers per image"),
+    of(StudySpec, "ask_histology", option="--histology", help="ask for AD/SSA/HP/unsure"),
+    of(StudySpec, "show_mask", help="show each image with its polyp mask; reviewers rate the "
+                                    "mask too (good/moderate/poor)"),
+    of(StudySpec, "repeats", help="share of each reviewer's images shown again (test-retest), "
+                                  "0-0.5"),
+    of(StudySpec, "seed", help="which images are drawn and in which order"),
+    of(StudySpec, "working_resolution", kind="text",
+       help="auto (the lowest native resolution among the pools), a number of pixels, or "
+            "native (no matching)"),
+    of(StudySpec, "fixed_length", option="--no-fixed-length",
+       help="do not pad served files to one byte length"),
+    of(StudySpec, "override_audit", metavar="REASON",
+       help="open the study for reviewers even if its leak audit fails"),
+))
+
+
+def study_request(name: str, pools: tuple, reviewers: tuple[str, ...], fields: Mapping[str, object],
+                  calibration: tuple = ()) -> StudySpec:
+    """A study from its pools, reviewers and calibration items and the form's plain values
+    (empty ones take :data:`STUDY`'s defaults).
+
+    Raises:
+        InvalidRequest: naming every bad field.
+    """
+    f = STUDY.parse(fields)
+    working = str(f["working_resolution"])
+    f["working_resolution"] = int(working) if working.isdigit() else working
+    return StudySpec(name=(name or "").strip(), pools=tuple(pools), reviewers=tuple(reviewers),
+                     calibration=tuple(calibration), **f)
 
 def plan(db: Database, workspace: Workspace, person: Person, spec: StudySpec) -> StudyPlan:
     """Each pool's native resolution, the serving chain and warnings, before creating."""

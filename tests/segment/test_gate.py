@@ -17,8 +17,7 @@ from polyp_core.generation.inpaint import InpaintRequest
 from polyp_core.pool import PoolFilter, pool_page
 from polyp_core.segment import gate as gate_module
 from polyp_core.segment.gate import GATE_TRAIN, GateConfig
-from polyp_core.workflows import TERMINAL, pool
-from helpers import inpaint_now
+from helpers import gate_now, inpaint_now
 from review_db import queries
 
 TINY = TrainConfig(image_size=32, epochs=1, batch_size=32, patience=1, hidden=16)
@@ -75,8 +74,7 @@ def test_no_images_with_masks_is_a_clear_error(gated):
     workspace, db, _ = gated
     with pytest.raises(ValueError, match="no synthetic image with a mask to score from "
                                          "generator 'nobody'"):
-        pool.gate(db, workspace, TERMINAL, GateConfig(dataset="demo", generator="nobody",
-                                                     train=FAST_GATE))
+        gate_now(db, workspace, GateConfig(dataset="demo", generator="nobody", train=FAST_GATE))
 
 
 def test_retrain_gates_each_fold_with_a_model_of_its_own_training_part(gated, monkeypatch):

@@ -126,3 +126,39 @@ def test_a_form_event_hands_the_widgets_values_by_field_name():
     assert seen == [("admin", {"a": None, "b": 3})]  # an empty box: the request's default
     with pytest.raises(ValueError):
         handler("admin", 1)  # a widget missing: refused, not shifted
+
+
+def test_the_gates_defaults_are_its_requests_and_its_u_nets():
+    from polyp_core.segment.gate import GATE_TRAIN, PAPER_THRESHOLD
+    from polyp_core.validation import InvalidRequest
+    from polyp_core.workflows.pool import GATE, gate_request
+
+    assert GATE.defaults() == {"dataset": None, "generator": None, "threshold": PAPER_THRESHOLD,
+                               "image_size": GATE_TRAIN.image_size, "epochs": GATE_TRAIN.epochs,
+                               "seed": 0}
+    assert GATE.options() == {"image_size": "--size"}
+    config = gate_request({"dataset": " demo ", "generator": "", "epochs": 2.0})
+    assert (config.dataset, config.generator, config.train.epochs, config.train.lr) == \
+        ("demo", None, 2, GATE_TRAIN.lr)
+    with pytest.raises(InvalidRequest, match="threshold"):
+        gate_request({"dataset": "demo", "threshold": 1.5})
+
+
+def test_a_form_names_every_bad_field_at_once():
+    """Unknown fields and values that are not numbers, all in one refusal, each as its CLI
+    option; a number out of range is left to the request, which names all of its own."""
+    from polyp_core.validation import InvalidRequest
+    from polyp_core.workflows.train_generator import TRAIN_DDPM, train_ddpm_request
+
+    with pytest.raises(InvalidRequest) as caught:
+        TRAIN_DDPM.parse({"steps": "many", "batch_size": 2.5, "stepz": 1})
+    assert [p.where for p in caught.value.problems] == ["stepz", "steps", "batch_size"]
+    assert caught.value.as_flag("model_id") == "--model"
+    parsed = TRAIN_DDPM.parse({"steps": 7.0, "lr": "0.1", "splits": " train,valid ",
+                               "resume": 0})
+    assert (parsed["steps"], parsed["lr"], parsed["splits"], parsed["resume"]) == \
+        (7, 0.1, "train,valid", False)
+    with pytest.raises(InvalidRequest) as caught:
+        train_ddpm_request({"dataset": "d", "model_id": "m", "checkpoint_every": 0,
+                            "lr": float("nan")})
+    assert {p.where for p in caught.value.problems} == {"checkpoint_every", "lr"}

@@ -48,7 +48,7 @@ def test_the_workflows_cover_what_the_front_ends_need():
     assert {"retrain.plan", "retrain.start", "retrain.runs", "accounts.accounts",
             "accounts.change", "accounts.create", "accounts.audit", "pool.generators",
             "diagnose.runs", "diagnose.images", "diagnose.run", "diagnose.start", "jobs.active",
-            "data.import_data", "data.set_scheme", "data.delete", "train_generator.run",
+            "data.import_data", "data.set_scheme", "data.delete",
             "train_generator.start", "generate.sample_work", "generate.grid_work",
             "generate.add_to_pool", "generate.sample_into_pool", "study.create", "study.plan",
             "study.audit", "study.close", "study.statistics", "study.studies", "review.queue",
