@@ -6,6 +6,7 @@ from polyp_core.runs import load_run
 from polyp_core.tasks import task
 from review_db.database import Database
 
+
 def compare_runs(db: Database, run_a: str, run_b: str) -> dict:
     """What differs between two retrain runs: config, images, ratings, and every metric.
 

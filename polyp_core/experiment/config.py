@@ -109,6 +109,7 @@ class ExperimentConfig:
                    real_fractions=tuple(data.get("real_fractions", ())),
                    against=data.get("against"))
 
+
 @dataclass
 class ExperimentResult:
     run_id: str

@@ -9,6 +9,7 @@ from collections.abc import Sequence
 
 from polyp_core.experiment.folds import Fold
 
+
 def design_table(folds: list[Fold], labels: list[str], group_of: list[str], classes: Sequence[str],
                  grouped: bool) -> dict:
     """The independent units of every part of every fold: groups (patient/lesion/video) and
@@ -41,6 +42,7 @@ def design_table(folds: list[Fold], labels: list[str], group_of: list[str], clas
 MIN_TEST_GROUPS = 3  # fewer: refused unless allowed; auto folds keep this many in every test fold
 
 FEW_TEST_GROUPS = 5  # fewer: a warning beside the numbers
+
 
 def check_design(design: dict, allow_small: bool = False, rests_on: str = "its recall and F1",
                  detectable_change: bool = True) -> list[str]:
@@ -79,6 +81,7 @@ def check_design(design: dict, allow_small: bool = False, rests_on: str = "its r
                     f"worst case): {minimal_detectable_change(pooled):.2f}")
     return warnings
 
+
 def minimal_detectable_change(test: dict) -> float:
     """A rough guide: with ``g_c`` independent units of class ``c``, a class's recall has a
     standard error of at most ``sqrt(0.25 / g_c)``; macro-F1 averages K classes; detecting a
@@ -86,6 +89,7 @@ def minimal_detectable_change(test: dict) -> float:
     k = max(1, len(test))
     se = math.sqrt(sum(0.25 / max(v["groups"], 1) for v in test.values())) / k
     return 2.8 * math.sqrt(2) * se
+
 
 def validation_words(inner: float, refit: bool, linear_probe: bool = True) -> str:
     """How the networks (and, where the task has one, the linear probe) use a fold's training

@@ -17,6 +17,7 @@ from polyp_core.segment import gate as quality_gate
 from polyp_core.segment.train import load_masked
 from polyp_core.tasks import GATED
 
+
 def gate_selections(config: ExperimentConfig, plan: ExperimentPlan, pixels: PixelCache,
                     progress: Progress = no_progress, cancel: CancelToken | None = None,
                     device: torch.device | None = None,

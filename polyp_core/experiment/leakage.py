@@ -14,6 +14,7 @@ from polyp_core.generation.lineage import UnknownTrainingData, generator_trainin
 from polyp_core.workspace import Workspace
 from review_db.database import Database
 
+
 def _provenance(db: Database, shas: Iterable[str]) -> dict[str, tuple[str, dict]]:
     """SHA-256 -> (generator, provenance ``extra``) of synthetic images, in one query."""
     from review_db import queries
@@ -23,8 +24,10 @@ def _provenance(db: Database, shas: Iterable[str]) -> dict[str, tuple[str, dict]
         return {i.sha256: (i.provenance.generator, dict(i.provenance.extra or {}))
                 for i in images}
 
-def _generators_of(db: Database, images: list[ImageRef]) -> set[str]:
+
+def generators_of(db: Database, images: list[ImageRef]) -> set[str]:
     return {generator for generator, _ in _provenance(db, [r.sha256 for r in images]).values()}
+
 
 def check_leakage(db: Database, workspace: Workspace, synthetic: list[ImageRef],
                   held_out: dict[str, str], allow_unknown: bool = False) -> None:
@@ -36,7 +39,7 @@ def check_leakage(db: Database, workspace: Workspace, synthetic: list[ImageRef],
         ValueError: naming the generators and the held-out images each saw (the first five).
     """
     problems = []
-    for generator in sorted(_generators_of(db, synthetic)):
+    for generator in sorted(generators_of(db, synthetic)):
         try:
             seen = generator_training_images(workspace.models_dir, generator) & held_out.keys()
         except UnknownTrainingData as error:
@@ -56,6 +59,7 @@ def check_leakage(db: Database, workspace: Workspace, synthetic: list[ImageRef],
                          "into the comparison: " + "; ".join(problems) +
                          ". Train generators on the training split only, restore a missing model "
                          "folder, or exclude the generator (policy.generators).")
+
 
 def generator_summary(db: Database, workspace: Workspace,
                       selections: list[Selection | None]) -> list[dict]:
@@ -79,6 +83,7 @@ def generator_summary(db: Database, workspace: Workspace,
         rows.append(row)
     return rows
 
+
 def background_leaks(db: Database, folds: list[Fold], selections: list[Selection | None],
                      real: list[ImageRef], group_of: list[str]) -> list[str]:
     """Inpainted images whose background frame belongs to a group of the fold's validation or
@@ -99,7 +104,8 @@ def background_leaks(db: Database, folds: list[Fold], selections: list[Selection
                                 "(validation/test part)")
     return problems
 
-def _seen_groups(workspace: Workspace, generators: set[str], real: list[ImageRef],
+
+def seen_groups(workspace: Workspace, generators: set[str], real: list[ImageRef],
                  group_of: list[str], allow_unknown: bool = False) -> dict[str, set[str]]:
     """The groups of the experiment's images each generator (or a model it was fine-tuned
     from) learned from; a generator without a training record is refused, and so is an

@@ -11,16 +11,18 @@ from polyp_core.data.labels import get_scheme
 from polyp_core.data.manifest import Manifest, ManifestItem
 from polyp_core.data.tensors import ImageRef
 from polyp_core.experiment.config import ExperimentConfig
-from polyp_core.experiment.design import MIN_TEST_GROUPS, check_design, design_table, validation_words
-from polyp_core.experiment.folds import (MAX_AUTO_FOLDS, Fold, choose_folds, fixed_folds, fold_leaks,
-                                         grouped_folds, inner_folds)
-from polyp_core.experiment.leakage import (_generators_of, _seen_groups, background_leaks,
-                                           check_leakage)
+from polyp_core.experiment.design import (MIN_TEST_GROUPS, check_design, design_table,
+                                          validation_words)
+from polyp_core.experiment.folds import (MAX_AUTO_FOLDS, Fold, choose_folds, fixed_folds,
+                                         fold_leaks, grouped_folds, inner_folds)
+from polyp_core.experiment.leakage import (background_leaks, check_leakage, generators_of,
+                                           seen_groups)
 from polyp_core.experiment.policy import Selection, expert_selections, select_synthetic
 from polyp_core.generation.lineage import declared_unknown
 from polyp_core.tasks import EXPERT, GATED, selected_arms, task
 from polyp_core.workspace import Workspace
 from review_db.database import Database
+
 
 @dataclass
 class ExperimentPlan:
@@ -58,6 +60,7 @@ class ExperimentPlan:
         return sorted({r for sel in self.selections if sel for r in sel.images},
                       key=lambda r: r.sha256)
 
+
 def _select(db: Database, config: ExperimentConfig, scheme: str, counts: dict) -> Selection:
     # with an expert arm the mask filter makes that arm; the others see the unfiltered choice
     policy = replace(config.policy, min_mask_quality=None) if EXPERT in config.arms \
@@ -72,6 +75,7 @@ def _select(db: Database, config: ExperimentConfig, scheme: str, counts: dict) -
                          "baseline. Run the baseline alone with `baseline_only` (arms: "
                          "baseline), or loosen the policy")
     return selection
+
 
 def _expert_selections(db: Database, config: ExperimentConfig,
                        selections: list[Selection | None]) -> list[Selection | None]:
@@ -107,6 +111,7 @@ class _RealSide:
     @property
     def labels(self) -> list[str]:
         return [r.label for r in self.real]
+
 
 def _real_side(workspace: Workspace, config: ExperimentConfig) -> _RealSide:
     """Check the request's own fields, then read its data set's images under its scheme."""
@@ -162,6 +167,7 @@ def _auto_folds(side: _RealSide, config: ExperimentConfig,
                          "valid/test split either")
     return 0, chosen
 
+
 def _cv_folds(side: _RealSide, config: ExperimentConfig, k: int,
               train_only: list[int]) -> tuple[list[Fold], dict]:
     """K grouped folds and how they were made, for the report."""
@@ -182,6 +188,7 @@ def _cv_folds(side: _RealSide, config: ExperimentConfig, k: int,
                                           for fold in folds]
     return folds, evaluation
 
+
 def _check_synthetic(db: Database, workspace: Workspace, config: ExperimentConfig,
                      side: _RealSide, folds: list[Fold], selections: list[Selection],
                      cv: bool) -> set[str]:
@@ -189,9 +196,9 @@ def _check_synthetic(db: Database, workspace: Workspace, config: ExperimentConfi
     generator that learned from its images or groups, or inpainted into one of its frames.
     Returns the generators that supply any fold."""
     real, group_of, unknown_ok = side.real, side.group_of, config.allow_unknown_training_data
-    generators = [_generators_of(db, sel.images) for sel in selections]
+    generators = [generators_of(db, sel.images) for sel in selections]
     if cv:
-        seen = _seen_groups(workspace, set().union(*generators), real, group_of, unknown_ok)
+        seen = seen_groups(workspace, set().union(*generators), real, group_of, unknown_ok)
         leaks = fold_leaks(folds, generators, seen, group_of)
         if leaks:
             raise ValueError(
@@ -208,7 +215,7 @@ def _check_synthetic(db: Database, workspace: Workspace, config: ExperimentConfi
         # a split that is not grouped by lesion can hold other frames of a lesion the
         # generator learned from in validation or test: refused by group as well
         leaks = fold_leaks(folds, generators,
-                           _seen_groups(workspace, generators[0], real, group_of, unknown_ok),
+                           seen_groups(workspace, generators[0], real, group_of, unknown_ok),
                            group_of)
         if leaks:
             raise ValueError(
@@ -246,7 +253,7 @@ def plan_experiment(db: Database, workspace: Workspace, config: ExperimentConfig
     train_only: list[int] = []
     if k != 0 and augmented and (seen_train or k is None):
         probe = _select(db, config, side.scheme, Counter(labels))
-        seen = _seen_groups(workspace, _generators_of(db, probe.images), side.real, group_of,
+        seen = seen_groups(workspace, generators_of(db, probe.images), side.real, group_of,
                             config.allow_unknown_training_data)
         held = set().union(*seen.values()) if seen else set()
         train_only = [i for i, g in enumerate(group_of) if g in held]

@@ -17,11 +17,11 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from polyp_core.data.tensors import ImageRef
 from polyp_core.data.labels import get_scheme
+from polyp_core.data.tensors import ImageRef
 from polyp_core.pool import mask_path
-from polyp_core.vocabulary import QUALITY_RANK
 from polyp_core.validation import checked, rule
+from polyp_core.vocabulary import QUALITY_RANK
 from review_db import queries
 from review_db.database import Database
 

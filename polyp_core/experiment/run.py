@@ -74,6 +74,7 @@ def _store_run(db: Database, workspace: Workspace, config: ExperimentConfig,
     progress(1, 1, f"stored run {run_id}")
     return ExperimentResult(run_id, folder, results)
 
+
 def _image_lists(plan: ExperimentPlan, synthetic: list[ImageRef]) -> dict:
     """What ``images.json`` stores: the real images with their split (fixed) or the fold that
     tested them (CV), and every synthetic image with the folds it trained."""
@@ -91,6 +92,7 @@ def _image_lists(plan: ExperimentPlan, synthetic: list[ImageRef]) -> dict:
     return {"real": [asdict(r) | {"group": g, "tested_in": tested_in.get(i, "train only")}
                      for i, (r, g) in enumerate(zip(plan.real, plan.group_of))],
             "synthetic": [asdict(r) | {"folds": used_in[r.sha256]} for r in synthetic]}
+
 
 def repeat_experiment(db: Database, workspace: Workspace, run_id: str,
                       **kwargs: object) -> ExperimentResult:

@@ -13,7 +13,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 
-from polyp_core.classify.metrics import classification_metrics, compare_arms, summarise_arm
+from polyp_core.classify.metrics import (CLASS_METRICS, SUMMARY_METRICS, classification_metrics,
+                                         compare_arms, summarise_arm)
 from polyp_core.classify.model import save_classifier
 from polyp_core.classify.probe import probe_arm
 from polyp_core.classify.train import TrainedClassifier, predict_run, train_classifier
@@ -43,10 +44,10 @@ PROBE = "linear probe"
 #: the report's sentence on what counts as a regression
 REGRESSION_RULE = ("A class is reported as a regression only when its difference's interval "
                    "excludes zero.")
-SUMMARY = ("macro_f1", "balanced_accuracy", "accuracy")
 
 
 def check_request(config: Any, load_manifest: Callable[[str], Manifest]) -> None:
+    """The learning curve and a second source are the segmentation task's."""
     if config.real_fractions or config.against:
         raise ValueError("`real_fractions` and `against` are for the segmentation task "
                          "(diagnostics reads a second source for classification)")
@@ -107,6 +108,7 @@ class _TrainingSets:
         return ImageTensors.concat([real_part, self.synthetic.subset(
             [self.position[r.sha256] for r in self.plan.arm_selection(f, arm).images])])
 
+
 def _train_arms(config: Any, plan: Plan, sets: _TrainingSets,
                 folder: Path, run_id: str, progress: Progress, cancel: CancelToken | None,
                 device: torch.device | None, registry: WeightsRegistry | None,
@@ -159,6 +161,7 @@ def _train_arms(config: Any, plan: Plan, sets: _TrainingSets,
         trained.model.to("cpu")
     return predicted, fold_info, trained
 
+
 def _probe_arms(config: Any, plan: Plan, sets: _TrainingSets,
                 test_labels: np.ndarray, progress: Progress, device: torch.device | None,
                 registry: WeightsRegistry | None, features: dict) -> dict[str, list[dict]]:
@@ -184,6 +187,7 @@ def _probe_arms(config: Any, plan: Plan, sets: _TrainingSets,
         out[names[arm]] = [_pool_probe(parts, plan.folds, test_labels, plan.classes, cv)]
     return out
 
+
 def _with_uncertainty(results: dict, config: Any, plan: Plan,
                       per_seed: dict[str, list[dict]], test_labels: np.ndarray) -> dict:
     """A cluster bootstrap over the tested groups (with the seeds) for every arm, and the
@@ -207,6 +211,7 @@ def _with_uncertainty(results: dict, config: Any, plan: Plan,
                 test_labels, [m["predicted"] for m in per_seed[arm]],
                 [m["predicted"] for m in per_seed["augmented"]], of_image, classes)
     return results
+
 
 def _pool_probe(parts: list[dict], folds: list, test_labels: np.ndarray,
                 classes: Sequence[str],
@@ -236,9 +241,9 @@ def metric_rows(results: dict) -> list[tuple[str, tuple]]:
 def differences(a: dict, b: dict) -> dict:
     """Mean of ``b`` minus mean of ``a``: the summary metrics and every class's precision,
     recall and F1 (classes of both)."""
-    row = {m: b[m]["mean"] - a[m]["mean"] for m in SUMMARY}
+    row = {m: b[m]["mean"] - a[m]["mean"] for m in SUMMARY_METRICS}
     row["per_class"] = {c: {m: b["per_class"][c][m]["mean"] - a["per_class"][c][m]["mean"]
-                            for m in ("precision", "recall", "f1")}
+                            for m in CLASS_METRICS}
                         for c in a["per_class"] if c in b["per_class"]}
     return row
 

@@ -39,7 +39,8 @@ RESTS_ON = "its Dice"
 DETECTABLE_CHANGE = False
 CONFUSION = False
 LINEAR_PROBE = False
-REGRESSION_RULE = "Dice is reported as a regression only when its difference's interval excludes zero."
+REGRESSION_RULE = ("Dice is reported as a regression only when its difference's interval "
+                   "excludes zero.")
 
 #: overlays in the report: this many best and worst test images per arm
 OVERLAYS = 3

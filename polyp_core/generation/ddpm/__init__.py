@@ -15,37 +15,15 @@ Three modules: ``model`` (configs, presets, the U-Net and noise schedule, the mo
 names callers use are re-exported here.
 """
 
-from polyp_core.generation.ddpm.model import (
-    MASK_THRESHOLD,
-    MIXED_PRECISION,
-    NULL,
-    PRESETS,
-    TASKS,
-    UNKNOWN,
-    DDPMConfig,
-    DDPMTrainConfig,
-    build_unet,
-    get_preset,
-    list_checkpoints,
-    mixed_precision,
-    model_checkpoints,
-    model_dir,
-    noise_schedule,
-    pick_checkpoint,
-    sampling_classes,
-    task_channels,
-    versions,
-)
-from polyp_core.generation.ddpm.sampler import (
-    DDPMGenerator,
-    clipped_eps,
-    denoise_batch,
-    grid,
-    guidance_labels,
-    guided_eps,
-    sample_batch,
-    split_image_mask,
-)
+from polyp_core.generation.ddpm.model import (MASK_THRESHOLD, MIXED_PRECISION, NULL, PRESETS,
+                                              TASKS, UNKNOWN, DDPMConfig, DDPMTrainConfig,
+                                              build_unet, get_preset, list_checkpoints,
+                                              mixed_precision, model_checkpoints, model_dir,
+                                              noise_schedule, pick_checkpoint, sampling_classes,
+                                              task_channels, versions)
+from polyp_core.generation.ddpm.sampler import (DDPMGenerator, clipped_eps, denoise_batch, grid,
+                                                guidance_labels, guided_eps, sample_batch,
+                                                split_image_mask)
 from polyp_core.generation.ddpm.trainer import TrainResult, train_ddpm, training_loader
 
 __all__ = ["DDPMConfig", "DDPMGenerator", "DDPMTrainConfig", "MASK_THRESHOLD", "MIXED_PRECISION",

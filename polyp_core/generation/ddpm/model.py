@@ -20,7 +20,6 @@ if TYPE_CHECKING:
     from diffusers import UNet2DModel
 
 
-
 UNKNOWN = "unknown"
 
 

@@ -12,6 +12,9 @@ from typing import TYPE_CHECKING
 import numpy as np
 import torch
 
+from polyp_core.generation.ddpm.model import (MASK_THRESHOLD, NULL, DDPMConfig, build_unet,
+                                              list_checkpoints, pick_checkpoint, sampling_classes,
+                                              task_channels)
 from polyp_core.generation.request import CancelToken, GeneratedImage, SampleRequest, make_scheduler
 from polyp_core.progress import Progress, no_progress
 
@@ -19,8 +22,6 @@ if TYPE_CHECKING:
     from collections.abc import Callable
 
     from diffusers import SchedulerMixin, UNet2DModel
-
-from polyp_core.generation.ddpm.model import (DDPMConfig, MASK_THRESHOLD, NULL, build_unet, list_checkpoints, pick_checkpoint, sampling_classes, task_channels)
 
 
 def to_uint8(x: torch.Tensor) -> np.ndarray:

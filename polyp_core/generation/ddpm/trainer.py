@@ -19,6 +19,12 @@ from PIL import Image
 from polyp_core.data.cache import PixelCache
 from polyp_core.data.labels import get_scheme
 from polyp_core.files import csv_row
+from polyp_core.generation.ddpm.model import (MASK_THRESHOLD, NULL, UNKNOWN, DDPMConfig,
+                                              DDPMTrainConfig, build_unet, get_preset,
+                                              list_checkpoints, mixed_precision, model_dir,
+                                              noise_schedule, pick_checkpoint, versions)
+from polyp_core.generation.ddpm.sampler import (denoise_batch, grid, sample_batch,
+                                                split_image_mask, to_uint8)
 from polyp_core.generation.masks import dilate_batch, inpaint_condition
 from polyp_core.generation.request import CancelToken
 from polyp_core.progress import Progress, no_progress
@@ -31,8 +37,6 @@ if TYPE_CHECKING:
     from torch.optim.lr_scheduler import LambdaLR
 
     from polyp_core.data.labels import LabelScheme
-from polyp_core.generation.ddpm.model import (DDPMConfig, DDPMTrainConfig, MASK_THRESHOLD, NULL, UNKNOWN, build_unet, get_preset, list_checkpoints, mixed_precision, model_dir, noise_schedule, pick_checkpoint, versions)
-from polyp_core.generation.ddpm.sampler import (to_uint8, denoise_batch, grid, sample_batch, split_image_mask)
 
 
 def _resolve_init(workspace: Workspace, spec: str) -> tuple[Path, str]:
