@@ -32,7 +32,8 @@ BUILD = ROOT / "build" / "mutation"
 #: target -> (module, the tests that are its own: fast, known-answer ones)
 TARGETS: dict[str, tuple[str, tuple[str, ...]]] = {
     "segment_metrics": ("polyp_core/segment/metrics.py", (
-        "tests/experiment/test_scores.py", "tests/segment/test_segment.py::test_scores_per_image_by_hand")),
+        "tests/experiment/test_scores.py",
+        "tests/segment/test_segment.py::test_scores_per_image_by_hand")),
     "segment_gate": ("polyp_core/segment/gate.py", ("tests/experiment/test_scores.py",)),
     "segment_predict": ("polyp_core/segment/train.py", ("tests/experiment/test_scores.py",)),
     "classify_metrics": ("polyp_core/classify/metrics.py", (
@@ -42,8 +43,9 @@ TARGETS: dict[str, tuple[str, tuple[str, ...]]] = {
     "stats_seeds": ("polyp_core/stats/seeds.py", (
         "tests/experiment/test_classify.py::test_metrics_agree_with_sklearn_and_intervals_are_t_intervals",
         "tests/experiment/test_known_metrics.py")),
-    # the simulations of tests/experiment/test_uncertainty.py (power, null rate) take minutes a run: the
-    # arithmetic is pinned by the known answers, the behaviour by those tests in make test
+    # the simulations of tests/experiment/test_uncertainty.py (power, null rate) take minutes
+    # a run: the arithmetic is pinned by the known answers, the behaviour by those tests in
+    # make test
     "stats_uncertainty": ("polyp_core/stats/uncertainty.py", (
         "tests/experiment/test_known_metrics.py",
         "tests/experiment/test_uncertainty.py::test_point_estimates_are_the_seed_means_of_the_plain_metrics",
@@ -60,7 +62,8 @@ TARGETS: dict[str, tuple[str, tuple[str, ...]]] = {
         "tests/experiment/test_known_metrics.py")),
     "experiment_policy": ("polyp_core/experiment/policy.py", (
         "tests/experiment/test_classify.py::test_policy_errors_name_the_field",
-        "tests/experiment/test_classify.py::test_parse_mix_errors", "tests/experiment/test_scores.py")),
+        "tests/experiment/test_classify.py::test_parse_mix_errors",
+        "tests/experiment/test_scores.py")),
 }
 
 COPY = ("polyp_core", "review_db", "tests", "assets", "pyproject.toml")

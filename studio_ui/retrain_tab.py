@@ -118,7 +118,7 @@ def build_retrain_tab(studio: Studio, access: Access) -> dict:
     job = gr.State(None)
     note = gr.Markdown(DEMO_NOTE, visible=False)
     with gr.Row():
-        task = gr.Radio(["classification", "segmentation"], value=DEFAULTS["task"],
+        task = gr.Radio(list(retrain.RETRAIN["task"].choices), value=DEFAULTS["task"],
                         label="Task (segmentation: a U-Net on the data set's masks, Dice and IoU)")
         synthetic_arm = gr.Checkbox(DEFAULTS["synthetic_arm"], label="Segmentation: also train on the synthetic "
                                                  "images alone")
@@ -132,7 +132,8 @@ def build_retrain_tab(studio: Studio, access: Access) -> dict:
                                label="Backbone")
         size = gr.Radio([128, 224], value=UI_PRESETS["image_size"], label="Image size")
     with gr.Row():
-        imbalance = gr.Radio(["none", "sampler", "loss"], value=DEFAULTS["imbalance"],
+        imbalance = gr.Radio(list(retrain.RETRAIN["imbalance"].choices),
+                             value=DEFAULTS["imbalance"],
                              label="Class imbalance")
         seeds = gr.Textbox(DEFAULTS["seeds"], label="Seeds")
         epochs = gr.Number(DEFAULTS["epochs"], label="Epochs", precision=0)
@@ -157,12 +158,14 @@ def build_retrain_tab(studio: Studio, access: Access) -> dict:
                                                  "are unknown (the report warns)")
     with gr.Accordion("Which synthetic images join (selection policy)", open=True):
         with gr.Row():
-            min_quality = gr.Dropdown(["", "moderate", "good"], value=DEFAULTS["min_quality"] or "",
+            min_quality = gr.Dropdown(["", *retrain.RETRAIN["min_quality"].choices],
+                                      value=DEFAULTS["min_quality"] or "",
                                       label="Rated at least")
             min_reviewers = gr.Number(DEFAULTS["min_reviewers"], label="... by at least k reviewers", precision=0)
-            verdict = gr.Dropdown(["any", "not_majority_synthetic", "majority_real", "all_real"],
+            verdict = gr.Dropdown(list(retrain.RETRAIN["verdict"].choices),
                                   value=DEFAULTS["verdict"], label="Verdict rule")
-            unrated = gr.Radio(["include", "exclude"], value=DEFAULTS["unrated"], label="Unrated images")
+            unrated = gr.Radio(list(retrain.RETRAIN["unrated"].choices), value=DEFAULTS["unrated"],
+                               label="Unrated images")
         with gr.Row():
             mix = gr.Textbox(DEFAULTS["target_mix"] or "", label="Target class mix ('balance' or AD=0.4,SSA=0.3,HP=0.3)")
             max_ratio = gr.Number(DEFAULTS["max_ratio"] or 0, label="Max synthetic per real image (0: no cap)")
@@ -171,7 +174,7 @@ def build_retrain_tab(studio: Studio, access: Access) -> dict:
             gated_arm = gr.Checkbox(DEFAULTS["gated_arm"], label="Also a gated arm (the same images with and "
                                                  "without the gate)")
         with gr.Row():
-            min_mask_quality = gr.Dropdown(["", "moderate", "good"],
+            min_mask_quality = gr.Dropdown(["", *retrain.RETRAIN["min_mask_quality"].choices],
                                            value=DEFAULTS["min_mask_quality"] or "",
                                            label="Mask rated at least (studies that showed masks)")
             expert_arm = gr.Checkbox(DEFAULTS["expert_arm"], label="Also an expert arm (the same images, only "
