@@ -513,12 +513,12 @@ def test_job_poll_timers_tick_only_while_a_job_runs(db):
 
     def runs():
         return []
-    assert poll_run_job(db, None, runs)[-1].active is False
+    assert poll_run_job(db, TERMINAL, None, runs)[-1].active is False
     assert watch_active(db, "retrain")[0] is None and watch_active(db, "retrain")[2].active is False
     job = _create(db, "retrain", {}, None)
-    line, _, kept, timer = poll_run_job(db, job, runs)
+    line, _, kept, timer = poll_run_job(db, TERMINAL, job, runs)
     assert kept == job and timer.active is True and "queued" in line
     assert watch_active(db, "retrain")[0] == job and watch_active(db, "retrain")[2].active is True
     _finish(db, job, "failed", error="boom")
-    assert poll_run_job(db, job, runs)[2] is None
-    assert poll_run_job(db, job, runs)[-1].active is False
+    assert poll_run_job(db, TERMINAL, job, runs)[2] is None
+    assert poll_run_job(db, TERMINAL, job, runs)[-1].active is False
