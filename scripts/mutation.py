@@ -69,8 +69,9 @@ TARGETS: dict[str, tuple[str, tuple[str, ...]]] = {
 COPY = ("polyp_core", "review_db", "tests", "assets", "pyproject.toml")
 
 #: survivors that no test can kill, because the program computes the same thing: (target, a
-#: regular expression the mutant's "+" line matches, why it is equivalent). ``--report``
-#: matches every survivor against these and lists any it cannot explain as UNEXPLAINED.
+#: regular expression the mutant's "+" line matches, or with "diff:" its whole "- old + new"
+#: diff, why it is equivalent). ``--report`` matches every survivor against these and lists
+#: any it cannot explain as UNEXPLAINED.
 EQUIVALENT: list[tuple[str, str, str]] = [
     ("segment_metrics", r"reshape\(len\((predicted|truth)\), -2\)",
      "numpy reads any negative size as 'the rest' (-2 = -1 here: one unknown dimension)"),
@@ -108,7 +109,7 @@ EQUIVALENT: list[tuple[str, str, str]] = [
      "with linear weights an unused level changes nothing: with three levels used the labels "
      "are the same; with two, every disagreement has the same weight in the observed and the "
      "expected table, so kappa is the same"),
-    ("review_stats", r"value_domain=None\)",
+    ("review_stats", r"diff:value_domain=\[0, 1, 2\]\) \+\s*\)$|value_domain=None\)",
      "the ordinal distance adds up the counts of the levels between two answers; a level nobody "
      "used counts 0, so inferring the levels from the answers gives the same alpha"),
     ("review_stats", r"np\.asarray\(hits, None\)",
@@ -221,8 +222,10 @@ def explain(target: str, diff: list[str]) -> str | None:
     import re
 
     added = " ".join(line[1:].strip() for line in diff if line.startswith("+"))
+    whole = " ".join(line.strip() for line in diff)  # "- old + new", for a pattern "diff:..."
     for name, pattern, reason in EQUIVALENT:
-        if name == target and re.search(pattern, added):
+        text, pattern = (whole, pattern[5:]) if pattern.startswith("diff:") else (added, pattern)
+        if name == target and re.search(pattern, text):
             return reason
     return None
 
