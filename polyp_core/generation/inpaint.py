@@ -16,7 +16,7 @@ exactly. Two methods, chosen by the generator's task:
 
 Each result joins the pool with its polyp mask, and its provenance names the background frame
 (data set, id, SHA-256, group, split) and the mask's source: the frame is training data of the
-image, and retrain's leak checks treat it so (``classify.experiment.background_leaks``).
+image, and retrain's leak checks treat it so (``experiment.leakage.background_leaks``).
 """
 
 from __future__ import annotations

@@ -466,13 +466,19 @@ def test_the_audit_of_measured_rows_worked_by_hand():
 
 
 def test_the_combined_channel_and_its_permutation_p_at_their_edges():
-    """Nothing varies: every score 0.5. One real image: fewer than two folds, every score 0.5.
+    """Nothing varies: every score 0.5, and the combined channel's interval [0.5, 0.5] does not
+    clear 0.5, so no permutation p is computed. One real image: fewer than two folds, every score 0.5.
     The permutation p is (1 + hits)/(1 + permutations): an AUC no relabelling reaches (2.0)
     gives 1/4 with three permutations, one every relabelling reaches (-1) gives 4/4."""
     from polyp_core.review.leaks import GATED, combined_permutation_p, combined_scores
 
     flat = [_audit_row(f"i{k}", k % 2 == 0, k) for k in range(8)]
     assert combined_scores(flat, GATED).tolist() == [0.5] * 8
+    from polyp_core.review.leaks import audit_rows
+
+    combined = audit_rows("st", flat, n_boot=20).channels[-1]  # AUC 0.5 [0.5, 0.5]: no p
+    assert (combined.auc, combined.low, combined.high, combined.p, combined.leaks) == \
+        (0.5, 0.5, 0.5, None, False)
     lonely = [_audit_row("r0", True, 0, byte_length=1.0)] + \
         [_audit_row(f"s{k}", False, k, byte_length=float(k + 2)) for k in range(5)]
     assert combined_scores(lonely, GATED).tolist() == [0.5] * 6
@@ -513,3 +519,133 @@ def test_an_audit_is_repeatable_and_its_interval_is_the_percentile_pair_of_resam
     p = combined_permutation_p(rows, 0.6, permutations=9)
     assert p == combined_permutation_p(rows, 0.6, seed=0, permutations=9)
     assert (p * 10).is_integer() and 0.1 <= p <= 1.0
+
+
+def _noisy_rows(n_real: int = 6, n_synthetic: int = 6, reads: int = 2, seed: int = 7) -> list:
+    """Overlapping byte lengths (real shifted up by one SD) and url lengths at another scale."""
+    rng = np.random.default_rng(seed)
+    rows = []
+    for k in range(n_real + n_synthetic):
+        real = k < n_real
+        for _ in range(reads):
+            rows.append(_audit_row(f"i{k}", real, k, byte_length=float(rng.normal(real)),
+                                   url_length=float(rng.normal(100, 30))))
+    return rows
+
+
+def test_the_audits_report_names_its_study_and_chain_and_the_seed_reaches_every_draw():
+    """The report carries the study, the chain it was given ({} when none) and the replicate
+    count. Another seed gives other resamples, folds and relabellings (the seed reaches each
+    draw), and on overlapping scores every gated interval has a width (whole images are
+    resampled, not the single cluster of everything)."""
+    from polyp_core.review.leaks import audit_rows, combined_permutation_p
+
+    rows = _noisy_rows()
+    first = audit_rows("st", rows, n_boot=60, chain={"c": 2})
+    assert (first.study, first.chain, first.n_boot) == ("st", {"c": 2}, 60)
+    bare = audit_rows("st", rows, n_boot=60)
+    assert bare.chain == {} and bare.study == "st"
+    other = audit_rows("st", rows, n_boot=60, seed=1)
+    got = {c.name: c for c in bare.channels}
+    moved = {c.name: c for c in other.channels}
+    for name in ("byte_length", "url_length", "combined"):
+        assert got[name].low < got[name].high  # an interval, not a point
+        assert (got[name].low, got[name].high) != (moved[name].low, moved[name].high)
+    assert got["combined"].auc != moved["combined"].auc  # other folds, other out-of-fold scores
+    alike = audit_rows("st", [r for r in rows if r["real"]], n_boot=20)
+    assert alike.n_boot == 20 and alike.study == "st" and alike.chain == {}
+    ps = {seed: combined_permutation_p(rows, 0.55, seed=seed, permutations=19)
+          for seed in (0, 1, 2)}
+    assert len(set(ps.values())) > 1, ps  # the relabellings follow the seed
+
+
+def test_the_bootstrap_auc_skips_one_kind_resamples_and_keeps_the_point_when_none_is_left():
+    """Two real and two synthetic images: an eighth of the resamples hold one kind only and
+    are skipped (not the end of the loop), as recomputed here. With one replicate that holds
+    one kind, no resample is left and the interval is the point. Scores of range exactly 1
+    (0 and 1) are bootstrapped like any others."""
+    from sklearn.metrics import roc_auc_score
+
+    from polyp_core.review.leaks import cluster_bootstrap_auc
+
+    y = np.array([True, True, False, False])
+    score = np.array([0.9, 0.2, 0.4, 0.1])
+    clusters = np.array(["a", "b", "c", "d"])
+    value, low, high = cluster_bootstrap_auc(y, score, clusters, 400, seed=3)
+    draws, aucs = np.random.default_rng(3), []
+    for _ in range(400):
+        picked = draws.integers(0, 4, 4)
+        if 0 < y[picked].sum() < 4:
+            aucs.append(roc_auc_score(y[picked], score[picked]))
+    assert value == 0.75 and (low, high) == pytest.approx(tuple(np.percentile(aucs, [2.5, 97.5])))
+    seed = next(s for s in range(100)
+                if len(set(y[np.random.default_rng(s).integers(0, 4, 4)])) == 1)
+    assert cluster_bootstrap_auc(y, score, clusters, 1, seed=seed) == (0.75, 0.75, 0.75)
+    binary = np.array([1.0, 0.0, 1.0, 0.0])
+    value, low, high = cluster_bootstrap_auc(y, binary, clusters, 400, seed=3)
+    assert value == 0.5 and low < value < high
+
+
+def test_the_combined_model_is_the_documented_out_of_fold_pipeline():
+    """Recomputed with scikit-learn: folds = min(5, real images, synthetic images), grouped by
+    image and stratified, shuffled by the seed; a standardised logistic regression per fold,
+    its probability of "real" for the fold's test rows. Channels that are each constant (at
+    different values) teach nothing: every score 0.5, whatever the class balance; one real
+    image: no two folds, every score 0.5; two: two folds."""
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.model_selection import StratifiedGroupKFold
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    from polyp_core.review.leaks import GATED, combined_scores
+
+    for n_real, n_synthetic in ((8, 8), (3, 9), (9, 3), (2, 5)):
+        rows = _noisy_rows(n_real, n_synthetic, reads=1, seed=n_real)
+        x = np.array([[r[n] for n in GATED] for r in rows])
+        y = np.array([r["real"] for r in rows])
+        groups = np.array([r["image"] for r in rows])
+        expected = np.full(len(rows), 0.5)
+        folds = min(5, n_real, n_synthetic)
+        for train, test in StratifiedGroupKFold(folds, shuffle=True, random_state=4).split(
+                x, y, groups):
+            model = make_pipeline(StandardScaler(), LogisticRegression(max_iter=1000))
+            expected[test] = model.fit(x[train], y[train]).predict_proba(x[test])[:, 1]
+        assert combined_scores(rows, GATED, seed=4) == pytest.approx(expected, abs=1e-12)
+        assert combined_scores(rows, GATED).tolist() == combined_scores(rows, GATED, 0).tolist()
+    levels = {name: float(k + 2) for k, name in enumerate(GATED)}
+    lopsided = [_audit_row(f"i{k}", k < 3, k, **levels) for k in range(9)]
+    assert combined_scores(lopsided, GATED).tolist() == [0.5] * 9
+
+
+def test_the_audits_seed_and_replicate_count_reach_every_draw(monkeypatch):
+    """Every bootstrap, every out-of-fold model and the relabellings get the audit's seed and
+    replicate count, and the bootstrap resamples the audit's images (recorded by wrapping them).
+    Catches a call that falls back to a default."""
+    from polyp_core.review import leaks
+
+    calls: dict[str, list] = {"bootstrap": [], "combined": [], "permutation": []}
+    bootstrap, combined, permutation = (leaks.cluster_bootstrap_auc, leaks.combined_scores,
+                                        leaks.combined_permutation_p)
+
+    def spy_bootstrap(y, score, clusters, n_boot, seed=None):
+        calls["bootstrap"].append((tuple(clusters), n_boot, seed))
+        return bootstrap(y, score, clusters, n_boot, seed)
+
+    def spy_combined(rows, names, seed=None):
+        calls["combined"].append(seed)
+        return combined(rows, names, seed)
+
+    def spy_permutation(rows, observed, seed=None, permutations=3):
+        calls["permutation"].append(seed)
+        return permutation(rows, observed, seed, permutations=3)
+
+    monkeypatch.setattr(leaks, "cluster_bootstrap_auc", spy_bootstrap)
+    monkeypatch.setattr(leaks, "combined_scores", spy_combined)
+    monkeypatch.setattr(leaks, "combined_permutation_p", spy_permutation)
+    rows = [_audit_row(f"r{k}", True, k, byte_length=100.0 + k) for k in range(6)]
+    rows += [_audit_row(f"s{k}", False, k, byte_length=200.0 + k) for k in range(6)]
+    leaks.audit_rows("st", rows, n_boot=30, seed=5)
+    images = tuple(r["image"] for r in rows)
+    assert calls["bootstrap"] and set(calls["bootstrap"]) == {(images, 30, 5)}
+    assert len(calls["combined"]) == 1 + 3 and set(calls["combined"]) == {5}
+    assert calls["permutation"] == [5]
