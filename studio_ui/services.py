@@ -167,7 +167,8 @@ def form_event(names: list[str], fn: Callable[[Person, dict], object]) -> Callab
     so the request's defaults fill them. The handler's signature names each field (the session
     guard and Gradio read it)."""
     def handler(person: Person, *values: object) -> object:
-        fields = {n: (None if v == "" else v) for n, v in zip(names, values, strict=True)}
+        fields = {n: (None if isinstance(v, str) and v == "" else v)  # an upload is an array
+                  for n, v in zip(names, values, strict=True)}
         return fn(person, fields)
 
     positional = inspect.Parameter.POSITIONAL_OR_KEYWORD

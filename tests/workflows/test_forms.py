@@ -126,6 +126,11 @@ def test_a_form_event_hands_the_widgets_values_by_field_name():
     assert seen == [("admin", {"a": None, "b": 3})]  # an empty box: the request's default
     with pytest.raises(ValueError):
         handler("admin", 1)  # a widget missing: refused, not shifted
+    import numpy as np
+
+    frame = np.zeros((4, 4, 3), np.uint8)  # an uploaded frame reaches the form as pixels
+    handler("admin", frame, "")
+    assert seen[-1][1]["a"] is frame and seen[-1][1]["b"] is None
 
 
 def test_the_gates_defaults_are_its_requests_and_its_u_nets():
