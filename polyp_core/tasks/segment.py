@@ -309,7 +309,7 @@ def metric_rows(results: dict) -> list[tuple[str, tuple]]:
 
 def differences(a: dict, b: dict) -> dict:
     """Mean of ``b`` minus mean of ``a`` for Dice, IoU, precision and recall."""
-    return {m: b[m]["mean"] - a[m]["mean"] for m in ("dice", "iou", "precision", "recall")}
+    return {m: b[m]["mean"] - a[m]["mean"] for m in SCORES}
 
 
 def methods(config: dict, results: dict, cv: bool) -> str:
@@ -338,9 +338,9 @@ def report_parts(results: dict) -> list[str]:
         parts += [f"<h2>Tested on {html.escape(other['dataset'])} too ({other['images']} images, "
                   f"{other['groups']} groups; every fold's model, averaged per image; 95% CI over "
                   "its groups and the seeds)</h2>",
-                  table(["arm", *(m for m in ("dice", "iou", "precision", "recall"))],
+                  table(["arm", *SCORES],
                          [[arm, *(f"{s[m]['estimate']:.3f} [{s[m]['low']:.3f}, {s[m]['high']:.3f}]"
-                                  for m in ("dice", "iou", "precision", "recall"))]
+                                  for m in SCORES)]
                           for arm, s in other["arms"].items()])]
     parts += ["<h2>Test images without a polyp</h2>",
              table(["arm", "seed", "images with a polyp", "images without", "of these, with a "
