@@ -34,7 +34,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from polyp_core.data.images import load_mask, load_rgb, sha256_file
+from polyp_core.data.images import load_mask, load_rgb, pixel_sha256, sha256_file
 from polyp_core.data.labels import canonical_label
 from polyp_core.data.tables import normalise_column, read_table
 from polyp_core.errors import DatasetImportError, ImageDecodeError, Problem
@@ -202,6 +202,8 @@ def _real_frames(workspace: Workspace) -> dict[str, dict]:
         for item in workspace.load_manifest(name).items:
             frame = {"dataset": name, "id": item.id, "sha256": item.sha256, "group": item.group}
             frames.setdefault(item.sha256, frame)
+            if item.pixels:  # the same picture in other bytes (a re-saved copy)
+                frames.setdefault(f"pixels:{item.pixels}", frame)
             frames[f"{name}:{item.id}"] = frame
     return frames
 
@@ -315,7 +317,8 @@ def _check_row(session: Session, workspace: Workspace, folder: Path, where: str,
         return None
     file_sha, png = sha256_file(path), png_bytes(rgb)
     pool_sha = hashlib.sha256(png).hexdigest()
-    seen = _seen_before(session, name, (file_sha, pool_sha), frames, first_of)
+    seen = _seen_before(session, name, (file_sha, pool_sha), frames, first_of,
+                        pixel_sha256(rgb))
     if seen:
         problems.append(Problem(where, seen))
     first_of.setdefault(file_sha, number)
@@ -339,9 +342,15 @@ def _check_row(session: Session, workspace: Workspace, folder: Path, where: str,
 
 
 def _seen_before(session: Session, name: str, shas: tuple[str, str], frames: dict,
-                 first_of: dict[str, int]) -> str | None:
-    """Why an image may not join the pool: it is a real frame here, already in the pool (or
-    the database), or given in an earlier row. None when it is new."""
+                 first_of: dict[str, int], pixels: str | None = None) -> str | None:
+    """Why an image may not join the pool: it is a real frame here (the same file, or the same
+    decoded ``pixels`` in other bytes), already in the pool (or the database), or given in an
+    earlier row. None when it is new."""
+    if pixels and f"pixels:{pixels}" in frames and not any(sha in frames for sha in shas):
+        frame = frames[f"pixels:{pixels}"]
+        return (f"{name} is the real frame {frame['id']!r} of data set {frame['dataset']!r} "
+                "saved again (other bytes, the same decoded pixels); a real frame in the "
+                "synthetic pool would poison every statistic")
     for sha in dict.fromkeys(shas):
         if sha in frames:
             frame, dataset = frames[sha]["id"], frames[sha]["dataset"]

@@ -18,6 +18,8 @@ def print_experiment(results: dict) -> None:
     """The dashboard's metric table (mean ± std [95% CI] per arm and the paired difference),
     then the warnings."""
     from polyp_core.experiment.figures import evaluation_line, metric_table
+    from polyp_core.tasks import COMPARED
+    from polyp_core.tasks.segment import against_sources
     from polyp_core.workflows.fields import as_option, name_fields
 
     print(f"  evaluation: {evaluation_line(results)}")
@@ -42,14 +44,18 @@ def print_experiment(results: dict) -> None:
     for w in results.get("warnings", []):
         tag = "REGRESSION" if w["beyond_noise"] else "warning"
         print(f"  {tag}: {w['text']}")
-    if "against" in results:
-        other = results["against"]
+    for other in against_sources(results):
+        own_size = "full" in next(iter(other["arms"].values()))
         print(f"  tested on {other['dataset']} too ({other['images']} images, {other['groups']} "
-              "groups; 95% CIs over its groups and the seeds):")
-        for arm, scores in other["arms"].items():
-            print(f"    {arm:<16} " + "  ".join(
+              "groups; 95% CIs over its groups and the seeds"
+              + ("; at each mask's own size" if own_size else "") + "):")
+        rows = [(arm, s) for arm, s in other["arms"].items()]
+        rows += [(f"{COMPARED[key]}", d) for key, d in other.get("deltas", {}).items()]
+        for name, scores in rows:
+            shown = scores["full"] if own_size else scores
+            print(f"    {name:<22} " + "  ".join(
                 f"{m} {s['estimate']:.3f} [{s['low']:.3f}, {s['high']:.3f}]"
-                for m, s in scores.items() if m in ("dice", "iou")))
+                for m, s in shown.items() if m in ("dice", "iou")))
 
 
 # the retrain request's fields this command spells otherwise (the rest: --field-name)

@@ -31,6 +31,15 @@ def sha256_file(path: Path | str, chunk: int = 1 << 20) -> str:
     return digest.hexdigest()
 
 
+def pixel_sha256(rgb: np.ndarray) -> str:
+    """SHA-256 of decoded pixels (shape and ``uint8`` values): two files that decode to the same
+    picture (a JPEG re-saved as PNG, a frame exported twice) share it, whatever their bytes."""
+    array = np.ascontiguousarray(rgb, dtype=np.uint8)
+    digest = hashlib.sha256(("x".join(map(str, array.shape)) + ";").encode())
+    digest.update(array.tobytes())
+    return digest.hexdigest()
+
+
 def to_uint8(array: np.ndarray) -> np.ndarray:
     """Scale integer or float pixels of any depth to 0..255."""
     if array.dtype == np.uint8:

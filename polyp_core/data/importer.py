@@ -14,9 +14,10 @@ from pathlib import Path
 
 from polyp_core import __version__
 from polyp_core.data.cache import PixelCache
-from polyp_core.data.images import load_mask, resize_rgb, sha256_file
+from polyp_core.data import duplicates
+from polyp_core.data.images import load_mask, pixel_sha256, resize_rgb, sha256_file
 from polyp_core.data.labels import get_scheme, native_scheme
-from polyp_core.data.manifest import Manifest, ManifestItem
+from polyp_core.data.manifest import SAME_PIXELS, Manifest, ManifestItem
 from polyp_core.data.sources import LAYOUTS, ColumnChoice, SourceItem, scan_source
 from polyp_core.data.splits import SPLIT_METHODS, grouped_split, stratified_split
 from polyp_core.errors import DatasetImportError, ImageDecodeError, Problem
@@ -85,6 +86,7 @@ class _Checked:
     sha256: str = ""
     width: int = 0
     height: int = 0
+    pixels: str | None = None
     mask_sha256: str | None = None
     problems: list[Problem] = field(default_factory=list)
 
@@ -96,13 +98,15 @@ def _check_item(item: SourceItem, cache: PixelCache, cache_sizes: tuple[int, ...
         checked.sha256 = sha256_file(item.image)
         info = cache.info(checked.sha256)
         missing = [s for s in cache_sizes if cache.get(checked.sha256, s) is None]
-        if info is None or missing:
+        if info is None or "pixels" not in info or missing:
             rgb = cache.decode(item.image)
-            info = {"width": int(rgb.shape[1]), "height": int(rgb.shape[0])}
+            info = {"width": int(rgb.shape[1]), "height": int(rgb.shape[0]),
+                    "pixels": pixel_sha256(rgb)}
             cache.put_info(checked.sha256, info)
             for size in missing:
                 cache.put(checked.sha256, size, resize_rgb(rgb, size))
         checked.width, checked.height = info["width"], info["height"]
+        checked.pixels = info["pixels"]
     except ImageDecodeError as exc:
         checked.problems.append(Problem(f"{item.origin}", f"image {exc}"))
         return checked
@@ -131,9 +135,12 @@ def _check_item(item: SourceItem, cache: PixelCache, cache_sizes: tuple[int, ...
 
 
 def _assign_splits(items: list[SourceItem], config: ImportConfig, from_files: bool,
-                   problems: list[Problem]) -> tuple[list[str], str]:
+                   problems: list[Problem], same: list[list[int]]) -> tuple[list[str], str]:
+    """Each item's split and the method that chose it. ``same``: the sets of frames with
+    identical pixels (``items``' groups already join them), kept in one split by the
+    stratified rule; split files are the user's, so a set they put in two splits is a note."""
     method = config.split
-    has_groups = any(i.group for i in items)
+    has_groups = any(i.group and not i.group.startswith(SAME_PIXELS) for i in items)
     if method == "auto":
         method = "files" if from_files else ("grouped" if has_groups else "stratified")
     labels = [i.label for i in items]
@@ -151,7 +158,17 @@ def _assign_splits(items: list[SourceItem], config: ImportConfig, from_files: bo
             return [], method
         return grouped_split(labels, [i.group for i in items], config.split_fractions,
                              config.seed), method
-    return stratified_split(labels, config.split_fractions, config.seed), method
+    return duplicates.keep_together(
+        stratified_split(labels, config.split_fractions, config.seed), same), method
+
+
+def _crossing(items: list[SourceItem], splits: list[str], same: list[list[int]]) -> list[str]:
+    """A note for each picture whose frames the split files put in different splits."""
+    crossing = [m for m in same if len({splits[i] for i in m}) > 1]
+    return ["the split files put identical frames in different splits: " + "; ".join(
+        ", ".join(f"{items[i].id} ({splits[i]})" for i in m) for m in crossing[:6])
+        + ": the fixed split trains on one copy and tests the other; use --folds (grouped) "
+          "or fix the split files"] if crossing else []
 
 
 def _empty_class_problems(items: list[SourceItem], scheme_name: str, source: str) -> list[Problem]:
@@ -253,9 +270,17 @@ def import_dataset(workspace: Workspace, config: ImportConfig,
             problems.append(Problem(str(source), str(exc)))
         else:
             problems.extend(_empty_class_problems(items, scheme, str(source)))
-    splits, method = _assign_splits(items, config, scan.split_from_files, problems)
+    same = duplicates.same_pixel_sets([c.pixels for c in checked])
+    if same:
+        for item, group in zip(items, duplicates.joined_groups(
+                [i.id for i in items], [i.group for i in items], same)):
+            item.group = group
+    splits, method = _assign_splits(items, config, scan.split_from_files, problems, same)
     if problems:
         raise DatasetImportError(problems, str(source))
+    notes = (*scan.notes, *duplicates.describe([i.id for i in items], same,
+                                               [i.label for i in items]),
+             *(_crossing(items, splits, same) if method == "files" else []))
 
     manifest = Manifest(
         name=name, layout=scan.layout, source=str(source), scheme=scheme, split_method=method,
@@ -264,9 +289,10 @@ def import_dataset(workspace: Workspace, config: ImportConfig,
             id=c.item.id, image=str(c.item.image), sha256=c.sha256, width=c.width,
             height=c.height, raw_label=c.item.raw_label, label=c.item.label, split=split,
             mask=str(c.item.mask) if c.item.mask else None, mask_sha256=c.mask_sha256,
-            group=c.item.group, extra=c.item.extra) for c, split in zip(checked, splits)),
+            group=c.item.group, extra=c.item.extra, pixels=c.pixels)
+            for c, split in zip(checked, splits)),
         created=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-        studio_version=__version__, notes=tuple(scan.notes))
+        studio_version=__version__, notes=notes)
 
     _put_in_place(workspace, manifest, target)
     progress(len(items), len(items), f"imported {name}: {len(items)} images")
@@ -274,4 +300,4 @@ def import_dataset(workspace: Workspace, config: ImportConfig,
         name=name, manifest_path=target / "manifest.json", n_images=len(items),
         n_masks=sum(1 for i in items if i.mask), counts=manifest.class_counts(), scheme=scheme,
         split_method=method, decoded=cache.decodes, seconds=time.perf_counter() - start,
-        notes=tuple(scan.notes))
+        notes=notes)

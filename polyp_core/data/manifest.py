@@ -12,6 +12,14 @@ from polyp_core.data.splits import SPLITS
 from polyp_core.files import atomic_write
 
 FORMAT_VERSION = 1
+#: the group the import gives frames with identical pixels when the source names no group
+SAME_PIXELS = "same-pixels:"
+
+
+def source_group(item: ManifestItem) -> str | None:
+    """The group the source named (patient, lesion, video), not one the import made for
+    frames with identical pixels."""
+    return None if item.group is None or item.group.startswith(SAME_PIXELS) else item.group
 
 
 @dataclass(frozen=True)
@@ -27,7 +35,11 @@ class ManifestItem:
         label: the canonical class (``SSA``).
         split: ``train``, ``valid`` or ``test``.
         mask, mask_sha256: the binary mask, when there is one.
-        group: patient / lesion / video id, when known.
+        group: patient / lesion / video id, when known; frames with identical decoded pixels
+            share one (:data:`SAME_PIXELS` and the first frame's id where the source named
+            none).
+        pixels: SHA-256 of the decoded pixels (``images.pixel_sha256``); None in manifests
+            written before the studio recorded it.
         extra: every other column of the source row (``Histologia``, ...).
     """
 
@@ -43,6 +55,7 @@ class ManifestItem:
     mask_sha256: str | None = None
     group: str | None = None
     extra: dict[str, str] = field(default_factory=dict)
+    pixels: str | None = None
 
 
 @dataclass(frozen=True)

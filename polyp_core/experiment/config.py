@@ -17,6 +17,14 @@ from polyp_core.validation import checked, rule
 ARMS = (BASELINE, AUGMENTED)
 
 
+def _names(value: object) -> tuple[str, ...]:
+    """``against`` as stored: a list, or (runs stored before several sources) one name or
+    None."""
+    if not value:
+        return ()
+    return (value,) if isinstance(value, str) else tuple(value)
+
+
 @checked
 @dataclass(frozen=True)
 class ExperimentConfig:
@@ -57,8 +65,8 @@ class ExperimentConfig:
         task: ``classification`` (histology) or ``segmentation`` (a U-Net on the masks).
         real_fractions: segmentation: also train every arm on these shares of each fold's
             real training groups (a learning curve; the test parts stay whole).
-        against: segmentation: also test every model on this second real data set (another
-            source's frames, with masks), with its own intervals.
+        against: segmentation: also test every model on these other real data sets (other
+            sources' frames, with masks), each with its own intervals and paired differences.
     """
 
     dataset: str
@@ -78,7 +86,7 @@ class ExperimentConfig:
     allow_unknown_training_data: bool = False
     task: str = rule("classification", choices=TASKS)
     real_fractions: tuple[float, ...] = rule((), lo=0.05, below=1.0)
-    against: str | None = None
+    against: tuple[str, ...] = ()
 
     def to_json(self) -> dict:
         return {"dataset": self.dataset, "scheme": self.scheme, "train": asdict(self.train),
@@ -89,7 +97,7 @@ class ExperimentConfig:
                 "refit": self.refit,
                 "allow_unknown_training_data": self.allow_unknown_training_data,
                 "task": self.task, "real_fractions": list(self.real_fractions),
-                "against": self.against}
+                "against": list(self.against)}
 
     @classmethod
     def from_json(cls, data: dict) -> ExperimentConfig:
@@ -107,7 +115,7 @@ class ExperimentConfig:
                    allow_unknown_training_data=bool(data.get("allow_unknown_training_data")),
                    task=data.get("task", "classification"),
                    real_fractions=tuple(data.get("real_fractions", ())),
-                   against=data.get("against"))
+                   against=_names(data.get("against")))
 
 
 @dataclass

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from polyp_core.tasks import task_of
+from polyp_core.tasks import COMPARED, task_of
 
 if TYPE_CHECKING:
     import plotly.graph_objects as go
@@ -45,8 +45,7 @@ def _node(tree: dict, path: tuple) -> dict:
 
 
 #: the paired differences a run may hold: results key -> what is subtracted from what
-COMPARISONS = (("delta", "augmented − baseline"), ("delta_gate", "gated − augmented"),
-               ("delta_expert", "expert − augmented"))
+COMPARISONS = tuple(COMPARED.items())
 
 
 def metric_table(results: dict) -> tuple[list[str], list[list[str]]]:

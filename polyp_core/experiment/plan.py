@@ -8,7 +8,7 @@ from collections import Counter
 from dataclasses import dataclass, replace
 
 from polyp_core.data.labels import get_scheme
-from polyp_core.data.manifest import Manifest, ManifestItem
+from polyp_core.data.manifest import Manifest, ManifestItem, source_group
 from polyp_core.data.tensors import ImageRef
 from polyp_core.experiment.config import ExperimentConfig
 from polyp_core.experiment.design import (MIN_TEST_GROUPS, check_design, design_table,
@@ -143,7 +143,7 @@ def _real_side(workspace: Workspace, config: ExperimentConfig) -> _RealSide:
     return _RealSide(manifest, scheme, tuple(get_scheme(scheme).classes), items,
                      [ImageRef(i.sha256, i.image, manifest.label_of(i, scheme), mask=i.mask)
                       for i in items],
-                     [i.group or i.id for i in items], any(i.group for i in items))
+                     [i.group or i.id for i in items], any(source_group(i) for i in items))
 
 
 def _auto_folds(side: _RealSide, config: ExperimentConfig,
@@ -210,8 +210,7 @@ def _check_synthetic(db: Database, workspace: Workspace, config: ExperimentConfi
     else:
         fold = folds[0]
         check_leakage(db, workspace, selections[0].images,
-                      {real[i].sha256: f"{config.dataset}:{side.items[i].id} ({part})"
-                       for part in ("valid", "test") for i in getattr(fold, part)}, unknown_ok)
+                      _held_out_names(config.dataset, side, fold), unknown_ok)
         # a split that is not grouped by lesion can hold other frames of a lesion the
         # generator learned from in validation or test: refused by group as well
         leaks = fold_leaks(folds, generators,
@@ -230,6 +229,19 @@ def _check_synthetic(db: Database, workspace: Workspace, config: ExperimentConfi
                          (f" and {len(inpainted) - 10} more" if len(inpainted) > 10 else "") +
                          ". Exclude these images or their generator (`generators`)")
     return set().union(*generators)
+
+
+def _held_out_names(dataset: str, side: _RealSide, fold: Fold) -> dict[str, str]:
+    """SHA-256 of every validation/test image -> how a leak refusal names it
+    (``dataset:id (split)``), with every other image of the same file beside it (a byte copy
+    in the training split is how a generator trained on ``train`` comes to have seen it)."""
+    names: dict[str, list[str]] = {}
+    for part in ("train", "valid", "test"):
+        for i in getattr(fold, part):
+            names.setdefault(side.real[i].sha256, []).append(
+                f"{dataset}:{side.items[i].id} ({part})")
+    return {side.real[i].sha256: " = ".join(names[side.real[i].sha256])
+            for part in ("valid", "test") for i in getattr(fold, part)}
 
 
 def plan_experiment(db: Database, workspace: Workspace, config: ExperimentConfig) -> ExperimentPlan:

@@ -107,16 +107,55 @@ class TrainedSegmenter:
     history: list[dict] = field(default_factory=list)
 
 
-def predict_masks(model: torch.nn.Module, data: MaskTensors, device: torch.device,
-                  batch_size: int = 16) -> np.ndarray:
-    """Boolean masks ``(N, S, S)``: the U-Net's logit above 0."""
+def predict_logits(model: torch.nn.Module, data: MaskTensors, device: torch.device,
+                   batch_size: int = 16) -> torch.Tensor:
+    """The U-Net's polyp logits ``(N, S, S)`` (float32, on the CPU)."""
     model.eval()
     out = []
     with torch.inference_mode():
         for start in range(0, len(data), batch_size):
             x = normalise(data.pixels[start:start + batch_size].to(device), model.mean, model.std)
-            out.append((model(x)[:, 0] > 0).cpu().numpy())
-    return np.concatenate(out) if out else np.zeros((0,) + tuple(data.masks.shape[1:]), bool)
+            out.append(model(x)[:, 0].float().cpu())
+    return torch.cat(out) if out else torch.zeros((0,) + tuple(data.masks.shape[1:]))
+
+
+def predict_masks(model: torch.nn.Module, data: MaskTensors, device: torch.device,
+                  batch_size: int = 16) -> np.ndarray:
+    """Boolean masks ``(N, S, S)``: the U-Net's logit above 0."""
+    return (predict_logits(model, data, device, batch_size) > 0).numpy()
+
+
+class FullSizeTruth:  # pragma: no mutate block
+    """Each image's mask at its own size, decoded once and kept bit-packed."""
+
+    def __init__(self) -> None:
+        self._packed: dict[str, tuple[np.ndarray, tuple[int, int]]] = {}
+
+    def __call__(self, ref: ImageRef) -> np.ndarray:
+        key = str(ref.mask)
+        if key not in self._packed:
+            mask = load_mask(ref.mask)
+            self._packed[key] = (np.packbits(mask), mask.shape)
+        packed, shape = self._packed[key]
+        return np.unpackbits(packed, count=shape[0] * shape[1]).reshape(shape).astype(bool)
+
+
+def full_size_scores(logits: torch.Tensor, refs: list[ImageRef],
+                     truth: FullSizeTruth) -> dict[str, np.ndarray]:
+    """Scores at each image's own size, as papers report them: the working-size logits
+    upsampled (bilinear) to the mask's size, then thresholded at 0 and compared with the mask
+    as drawn (:func:`~polyp_core.segment.metrics.mask_scores` per image)."""
+    per_image = []
+    for logit, ref in zip(logits, refs):
+        mask = truth(ref)
+        big = F.interpolate(logit[None, None].float(), size=mask.shape, mode="bilinear",
+                            align_corners=False)[0, 0]
+        per_image.append(mask_scores((big > 0).numpy()[None], mask[None]))
+    keys = ("dice", "iou", "precision", "recall", "empty", "false_positive")
+    if not per_image:
+        return {k: np.zeros(0, dtype=bool if k in ("empty", "false_positive") else float)
+                for k in keys}
+    return {k: np.concatenate([s[k] for s in per_image]) for k in keys}
 
 
 def encoder_features(model: torch.nn.Module, data: MaskTensors, device: torch.device,

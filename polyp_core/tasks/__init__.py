@@ -43,6 +43,11 @@ EXPERT = "expert"
 #: the selected synthetic images alone (segmentation)
 SYNTHETIC = "synthetic"
 ALL_ARMS = (BASELINE, AUGMENTED, GATED, EXPERT, SYNTHETIC)
+#: the paired differences a run may hold: results key, the arm, the arm it is compared with
+PAIRS = (("delta", AUGMENTED, BASELINE), ("delta_gate", GATED, AUGMENTED),
+         ("delta_expert", EXPERT, AUGMENTED))
+#: each difference as the report names it ("augmented − baseline")
+COMPARED = {key: f"{arm} − {other}" for key, arm, other in PAIRS}
 
 
 class Plan(Protocol):
@@ -100,6 +105,8 @@ class Task(Protocol):
     REGRESSION_RULE: str
     #: whether its arms have confusion matrices to draw
     CONFUSION: bool
+    #: how its networks train where the request does not say (``TrainConfig`` fields)
+    TRAIN_DEFAULTS: dict[str, Any]
 
     def metric_rows(self, results: dict) -> list[tuple[str, tuple]]:
         """The metric table's rows: (label, path into an arm's summary)."""
@@ -133,6 +140,12 @@ def task(name: str) -> Task:
     if name not in REGISTRY:
         raise ValueError(f"`task`: unknown task {name!r}; one of {', '.join(TASKS)}")
     return importlib.import_module(REGISTRY[name])  # type: ignore[return-value]
+
+
+def train_defaults(name: str) -> dict[str, Any]:
+    """The ``TrainConfig`` fields task ``name`` sets where a request leaves them out (the rest
+    are ``TrainConfig``'s own)."""
+    return dict(task(name).TRAIN_DEFAULTS)
 
 
 def task_of(results: dict) -> Task:

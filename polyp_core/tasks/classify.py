@@ -38,6 +38,8 @@ ARMS = (BASELINE, AUGMENTED, GATED, EXPERT)
 NEEDS_MASKS = False
 RESTS_ON = "its recall and F1"
 DETECTABLE_CHANGE = True
+#: a pretrained classifier fine-tunes at a small learning rate (``TrainConfig``'s own)
+TRAIN_DEFAULTS = {"lr": 3e-4, "batch_size": 32}
 CONFUSION = True
 LINEAR_PROBE = True
 PROBE = "linear probe"

@@ -10,6 +10,7 @@ import base64
 import html
 import io
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -21,10 +22,12 @@ from polyp_core.data.cache import PixelCache
 from polyp_core.data.tensors import ImageRef
 from polyp_core.html_table import table
 from polyp_core.segment.metrics import SCORES, mask_scores, summarise_scores
-from polyp_core.segment.train import MaskTensors, load_masked, predict_masks, train_segmenter
+from polyp_core.segment.train import (FullSizeTruth, MaskTensors, full_size_scores, load_masked,
+                                      predict_logits, train_segmenter)
 from polyp_core.stats.seeds import paired_difference, spread
 from polyp_core.stats.uncertainty import cluster_bootstrap_scores, paired_cluster_bootstrap_scores
-from polyp_core.tasks import ALL_ARMS, AUGMENTED, EXPERT, GATED, SYNTHETIC, Plan, TaskJob
+from polyp_core.tasks import (ALL_ARMS, AUGMENTED, COMPARED, EXPERT, GATED, PAIRS, SYNTHETIC, Plan,
+                              TaskJob)
 
 if TYPE_CHECKING:
     import plotly.graph_objects as go
@@ -37,6 +40,11 @@ ARMS = ALL_ARMS
 NEEDS_MASKS = True
 RESTS_ON = "its Dice"
 DETECTABLE_CHANGE = False
+#: a U-Net's decoder trains from scratch: at the classifier's 3e-4 it under-fits (NeoPolyp,
+#: 128 px, 12 epochs: Dice 0.733 against 0.811 at 1e-3; docs/benchmarks.md), and a plain
+#: segmentation-models-pytorch loop trains at 1e-3, batch 16 (``bench/bench_segment.py``).
+#: The schedule is the shared one (one warm-up epoch, then cosine to zero: a one-cycle shape).
+TRAIN_DEFAULTS = {"lr": 1e-3, "batch_size": 16}
 CONFUSION = False
 LINEAR_PROBE = False
 REGRESSION_RULE = ("Dice is reported as a regression only when its difference's interval "
@@ -87,24 +95,42 @@ def _share_of_groups(fold_train: tuple[int, ...], plan: Plan, share: float,
     return [i for i in fold_train if plan.group_of[i] in kept]
 
 
-def _against_set(config: Any, pixels: PixelCache,
-                 workspace_manifest: Callable[[str], Manifest]) -> tuple[MaskTensors, list[str]]:
-    """The second source's images and masks at the run's size, and their groups."""
-    manifest = workspace_manifest(config.against)
-    items = list(manifest.items)
-    refs = [ImageRef(i.sha256, i.image, i.label, mask=i.mask) for i in items]
-    return load_masked(refs, config.train.image_size, pixels), [i.group or i.id for i in items]
+@dataclass
+class Elsewhere:
+    """Another real source every model is tested on (``against``): its images and masks at
+    the run's size, the refs (for scores at each mask's own size) and each image's group."""
+
+    name: str
+    data: MaskTensors
+    groups: list[str]
+
+
+def _against_sets(config: Any, pixels: PixelCache,
+                  workspace_manifest: Callable[[str], Manifest]) -> list[Elsewhere]:
+    """Each other source's images and masks at the run's size, and their groups."""
+    out = []
+    for name in config.against:
+        items = list(workspace_manifest(name).items)
+        refs = [ImageRef(i.sha256, i.image, i.label, mask=i.mask) for i in items]
+        out.append(Elsewhere(name, load_masked(refs, config.train.image_size, pixels),
+                             [i.group or i.id for i in items]))
+    return out
+
+
+def _concat_scores(parts: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
+    return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
 
 
 def train_and_predict(config: Any, plan: Plan, workspace_pixels: PixelCache,
                       progress: Progress, cancel: CancelToken | None,
                       device: torch.device | None, registry: WeightsRegistry | None,
-                      against: MaskTensors | None = None
+                      against: list[Elsewhere] | None = None
                       ) -> tuple[dict, dict, MaskTensors, dict, dict]:
-    """Train every (fold, arm, seed) and predict its fold's test masks (and, with ``against``,
-    the second source's). Returns the per-image scores of each (arm, seed) in pooled test
-    order, the per-fold training records, the pooled test images with their masks, the
-    predicted masks, and the scores on the second source."""
+    """Train every (fold, arm, seed) and predict its fold's test masks (and every ``against``
+    source's). Returns the per-image scores of each (arm, seed) in pooled test order, at the
+    working size and (key ``full``) at each mask's own size; the per-fold training records;
+    the pooled test images with their masks; the predicted masks; and the scores on each other
+    source, ``{(source, arm, seed): [per fold's model: scores (with ``full``)]}``."""
     folds, cv = plan.folds, plan.evaluation["kind"] == "grouped cross-validation"
     real, synthetic, position = _train_sets(plan, config.train.image_size, workspace_pixels)
     tested = [i for fold in folds for i in fold.test]
@@ -116,6 +142,8 @@ def train_and_predict(config: Any, plan: Plan, workspace_pixels: PixelCache,
              for name in names]
     predicted = {(name, seed): np.zeros(tuple(test_all.masks.shape), dtype=bool)
                  for name in names for seed in config.seeds}
+    full: dict = {(name, seed): [] for name in names for seed in config.seeds}
+    truth = FullSizeTruth()
     elsewhere: dict = {}
     info: dict = {(name, seed): [] for name in names for seed in config.seeds}
     for u, (f, name, seed) in enumerate(units):
@@ -135,17 +163,22 @@ def train_and_predict(config: Any, plan: Plan, workspace_pixels: PixelCache,
         trained = train_segmenter(train, real.subset(fold.valid), config.train, seed, device,
                                   registry, unit_progress, cancel, label)
         used = next(trained.model.parameters()).device
-        predicted[name, seed][offsets[f]:offsets[f + 1]] = predict_masks(
-            trained.model, real.subset(fold.test), used)
-        if against is not None:  # every fold's model on the whole second source
-            elsewhere.setdefault((name, seed), []).append(mask_scores(
-                predict_masks(trained.model, against, used), against.masks.numpy()))
+        logits = predict_logits(trained.model, real.subset(fold.test), used)
+        predicted[name, seed][offsets[f]:offsets[f + 1]] = (logits > 0).numpy()
+        full[name, seed].append(full_size_scores(logits, [real.refs[i] for i in fold.test],
+                                                 truth))
+        for other in against or ():  # every fold's model on the whole other source
+            logits = predict_logits(trained.model, other.data, used)
+            elsewhere.setdefault((other.name, name, seed), []).append(
+                mask_scores((logits > 0).numpy(), other.data.masks.numpy())
+                | {"full": full_size_scores(logits, other.data.refs, truth)})
         info[name, seed].append({"fold": fold.name, "best_epoch": trained.best_epoch,
                                  "valid_dice": trained.best_valid_dice if fold.valid else None,
                                  "history": trained.history, "n_train": len(train)})
         trained.model.to("cpu")
-    truth = test_all.masks.numpy()
-    scores = {key: mask_scores(mask, truth) for key, mask in predicted.items()}
+    truth_small = test_all.masks.numpy()
+    scores = {key: mask_scores(mask, truth_small) | {"full": _concat_scores(full[key])}
+              for key, mask in predicted.items()}
     return scores, info, test_all, predicted, elsewhere
 
 
@@ -174,12 +207,21 @@ def overlays(scores: dict, test_all: MaskTensors, predicted_of: dict[str, np.nda
     return out
 
 
+ABOUT = {"n_boot": 2000, "method": "cluster bootstrap over test groups, with seeds"}
+
+
+def _at(scores: dict, full: bool) -> dict:
+    """An image set's scores at the working size, or (``full``) at each mask's own size."""
+    return scores["full"] if full else scores
+
+
 def segmentation_results(config: Any, plan: Plan, scores: dict,
                          info: dict) -> dict:
     """Per arm and seed the mean scores (with the per-image scores kept for the bootstrap);
     over seeds mean ± std [t interval]; over test groups and seeds the cluster-bootstrap 95%
     intervals, per class where the data set has classes; and the paired deltas with their
-    regression warnings."""
+    regression warnings. Each at the working size and, under ``full``, at each mask's own
+    size (the predicted logits upsampled to it), as papers report."""
     cv = plan.evaluation["kind"] == "grouped cross-validation"
     groups = plan.design["of_image"]
     tested = [i for fold in plan.folds for i in fold.test]
@@ -192,51 +234,59 @@ def segmentation_results(config: Any, plan: Plan, scores: dict,
             s = scores[arm, seed]
             row = summarise_scores(s) | {"seed": seed,
                                          "scores": {m: s[m].tolist() for m in SCORES}}
+            row["full"] = summarise_scores(s["full"]) | {
+                "scores": {m: s["full"][m].tolist() for m in SCORES}}
             if cv:
                 row["folds"] = info[arm, seed]
             else:
                 row |= {k: v for k, v in info[arm, seed][0].items() if k != "fold"}
             rows.append(row)
-        arms[arm] = {"per_seed": rows, "summary": {
-            m: spread([r[m] for r in rows], bounds=(0.0, 1.0)) for m in SCORES}}
-    per_image = {arm: {m: np.array([scores[arm, s][m] for s in config.seeds]) for m in SCORES}
-                 for arm in names}
+        summary = {m: spread([r[m] for r in rows], bounds=(0.0, 1.0)) for m in SCORES}
+        summary["full"] = {m: spread([r["full"][m] for r in rows], bounds=(0.0, 1.0))
+                           for m in SCORES}
+        arms[arm] = {"per_seed": rows, "summary": summary}
+    per_image = {arm: {full: {m: np.array([_at(scores[arm, s], full)[m] for s in config.seeds])
+                              for m in SCORES} for full in (False, True)} for arm in names}
     classes = [c for c in plan.classes if c in set(labels)]  # the scheme's order
 
     def of_class(values: np.ndarray, cls: str) -> np.ndarray:
         return np.where(np.array(labels) == cls, values, np.nan)
 
-    uncertainty = {}
-    about = {"groups": len(set(map(str, groups))), "seeds": len(config.seeds), "n_boot": 2000,
-             "method": "cluster bootstrap over test groups, with seeds"}
-    for arm in names:
-        uncertainty[arm] = {m: cluster_bootstrap_scores(per_image[arm][m], groups)
-                            for m in SCORES} | about
+    def intervals(values: dict[str, np.ndarray]) -> dict:
+        out = {m: cluster_bootstrap_scores(values[m], groups) for m in SCORES}
         if len(classes) > 1:
-            uncertainty[arm]["per_class"] = {c: {"dice": cluster_bootstrap_scores(
-                of_class(per_image[arm]["dice"], c), groups)} for c in classes}
+            out["per_class"] = {c: {"dice": cluster_bootstrap_scores(
+                of_class(values["dice"], c), groups)} for c in classes}
+        return out
+
+    def paired(a: dict[str, np.ndarray], b: dict[str, np.ndarray]) -> dict:
+        out = {m: paired_cluster_bootstrap_scores(a[m], b[m], groups) for m in SCORES}
+        if len(classes) > 1:
+            out["per_class"] = {c: {"dice": paired_cluster_bootstrap_scores(
+                of_class(a["dice"], c), of_class(b["dice"], c), groups)} for c in classes}
+        return out
+
+    about = {"groups": len(set(map(str, groups))), "seeds": len(config.seeds)} | ABOUT
+    uncertainty = {arm: intervals(per_image[arm][False]) | about
+                   | {"full": intervals(per_image[arm][True])} for arm in names}
     results = {"task": "segmentation", "classes": classes, "scheme": plan.scheme,
                "evaluation": plan.evaluation, "arms": arms, "uncertainty": uncertainty,
                "test_groups": plan.design}
-    if {"baseline", "augmented"} <= set(config.arms):
-        a, b = per_image["augmented"], per_image["baseline"]
-        results["delta"] = {m: paired_difference([r[m] for r in arms["augmented"]["per_seed"]],
-                                                 [r[m] for r in arms["baseline"]["per_seed"]])
+    for key, arm, other in PAIRS:
+        if {arm, other} <= set(config.arms):
+            mine, theirs = arms[arm]["per_seed"], arms[other]["per_seed"]
+            results[key] = {m: paired_difference([r[m] for r in mine], [r[m] for r in theirs])
                             for m in SCORES}
-        results["delta_cluster"] = {m: paired_cluster_bootstrap_scores(a[m], b[m], groups)
-                                    for m in SCORES} | about
-        if len(classes) > 1:
-            results["delta_cluster"]["per_class"] = {c: {"dice": paired_cluster_bootstrap_scores(
-                of_class(a["dice"], c), of_class(b["dice"], c), groups)} for c in classes}
+            results[key]["full"] = {m: paired_difference(
+                [r["full"][m] for r in mine], [r["full"][m] for r in theirs]) for m in SCORES}
+            delta = paired(per_image[arm][False], per_image[other][False])
+            if key != "delta":  # the gate paper's comparisons: overall only
+                delta.pop("per_class", None)
+            full = paired(per_image[arm][True], per_image[other][True])
+            full.pop("per_class", None)
+            results[f"{key}_cluster"] = delta | about | {"full": full}
+    if "delta_cluster" in results:
         results["warnings"] = _regressions(results["delta_cluster"], classes)
-    for arm, key in (("gated", "delta_gate"), ("expert", "delta_expert")):
-        if {arm, "augmented"} <= set(config.arms):  # the gate paper's comparisons
-            g, a = per_image[arm], per_image["augmented"]
-            results[key] = {m: paired_difference(
-                [r[m] for r in arms[arm]["per_seed"]], [r[m] for r in arms["augmented"]["per_seed"]])
-                for m in SCORES}
-            results[f"{key}_cluster"] = {m: paired_cluster_bootstrap_scores(g[m], a[m], groups)
-                                         for m in SCORES} | about
     return results
 
 
@@ -252,16 +302,42 @@ def _regressions(delta: dict, classes: list[str]) -> list[dict]:
             for where, d in found if d["estimate"] < 0]
 
 
-def against_results(config: Any, elsewhere: dict, groups: list[str]) -> dict:
-    """Every arm's models on the second source: per image the mean over the folds' models,
-    then the cluster bootstrap over that source's groups and the seeds."""
-    out = {"dataset": config.against, "images": len(groups),
-           "groups": len(set(groups)), "arms": {}}
-    for arm in arm_names(config):
-        per_seed = {m: np.array([np.nanmean([s[m] for s in elsewhere[arm, seed]], axis=0)
-                                 for seed in config.seeds]) for m in SCORES}
-        out["arms"][arm] = {m: cluster_bootstrap_scores(per_seed[m], groups) for m in SCORES}
+def against_results(config: Any, elsewhere: dict, sources: list[Elsewhere]) -> list[dict]:
+    """Every arm's models on each other source: per image the mean over the folds' models,
+    then the cluster bootstrap over that source's groups and the seeds, at the working size
+    and (``full``) at each mask's own size; and the paired differences between the arms
+    (augmented − baseline, ...) on the same images, so a transfer gain can be read."""
+    out = []
+    names = arm_names(config)
+    for source in sources:
+        groups = source.groups
+
+        def per_image(arm: str, full: bool, name: str = source.name) -> dict[str, np.ndarray]:
+            return {m: np.array([np.nanmean([_at(s, full)[m] for s in elsewhere[name, arm, seed]],
+                                            axis=0) for seed in config.seeds]) for m in SCORES}
+
+        values = {(arm, full): per_image(arm, full) for arm in names for full in (False, True)}
+        arms = {arm: {m: cluster_bootstrap_scores(values[arm, False][m], groups) for m in SCORES}
+                | {"full": {m: cluster_bootstrap_scores(values[arm, True][m], groups)
+                            for m in SCORES}} for arm in names}
+        deltas = {key: {m: paired_cluster_bootstrap_scores(values[arm, False][m],
+                                                           values[other, False][m], groups)
+                        for m in SCORES}
+                  | {"full": {m: paired_cluster_bootstrap_scores(
+                      values[arm, True][m], values[other, True][m], groups) for m in SCORES}}
+                  for key, arm, other in PAIRS if {arm, other} <= set(config.arms)}
+        out.append({"dataset": source.name, "images": len(groups), "groups": len(set(groups)),
+                    "arms": arms, "deltas": deltas})
     return out
+
+
+def against_sources(results: dict) -> list[dict]:
+    """A run's other sources: a list (runs stored before several sources held one dict,
+    without paired differences)."""
+    other = results.get("against")
+    if not other:
+        return []
+    return [other] if isinstance(other, dict) else list(other)
 
 
 def check_request(config: Any, load_manifest: Callable[[str], Manifest]) -> None:
@@ -272,20 +348,33 @@ def check_request(config: Any, load_manifest: Callable[[str], Manifest]) -> None
                          "stops early on an inner validation split (`inner_valid`) or "
                          "trains fixed epochs (`inner_valid` 0)")
     if config.against:
-        other = load_manifest(config.against).items
+        mine = load_manifest(config.dataset).items
+        files = {i.sha256: i.id for i in mine} | {i.pixels: i.id for i in mine if i.pixels}
+    for name in config.against:
+        if name == config.dataset:
+            raise ValueError(f"`against`: {name!r} is the data set the run trains on; name "
+                             "another source")
+        if list(config.against).count(name) > 1:
+            raise ValueError(f"`against`: {name!r} is named twice")
+        other = load_manifest(name).items
         missing = [i.id for i in other if not i.mask]
         if missing:
-            raise ValueError(f"`against`: data set {config.against!r} has {len(missing)} "
+            raise ValueError(f"`against`: data set {name!r} has {len(missing)} "
                              f"images without a mask (e.g. {', '.join(missing[:3])})")
+        shared = [f"{name}:{i.id} = {config.dataset}:{files.get(i.sha256) or files[i.pixels]}"
+                  for i in other if i.sha256 in files or (i.pixels and i.pixels in files)]
+        if shared:
+            raise ValueError(f"`against`: data set {name!r} shares {len(shared)} frames with "
+                             f"{config.dataset!r} ({', '.join(shared[:5])}"
+                             f"{', ...' if len(shared) > 5 else ''}); a frame the models may "
+                             "have trained on would flatter the other source's scores")
 
 
 def run(job: TaskJob) -> dict:
     """Train and score every arm; the run's results (overlays and the second source
     included)."""
     config, plan, pixels = job.config, job.plan, job.pixels
-    against, against_groups = (None, [])
-    if config.against:
-        against, against_groups = _against_set(config, pixels, job.load_manifest)
+    against = _against_sets(config, pixels, job.load_manifest)
     scores, info, test_all, predicted, elsewhere = train_and_predict(
         config, plan, pixels, job.progress, job.cancel, job.device, job.registry, against)
     results = segmentation_results(config, plan, scores, info)
@@ -293,23 +382,33 @@ def run(job: TaskJob) -> dict:
     results["overlays"] = overlays(scores, test_all,
                                    {arm: predicted[arm, first] for arm in config.arms},
                                    config.arms, first)
-    if against is not None:
-        results["against"] = against_results(config, elsewhere, against_groups)
+    if against:
+        results["against"] = against_results(config, elsewhere, against)
     return results
 
 
 def metric_rows(results: dict) -> list[tuple[str, tuple]]:
     """The metric table's rows: per test image with a polyp, then averaged; per class Dice
     where the data set has classes."""
-    names = [("Dice", ("dice",)), ("IoU", ("iou",)), ("pixel precision", ("precision",)),
-             ("pixel recall", ("recall",))]
-    return names + [(f"{c} Dice", ("per_class", c, "dice")) for c in results["classes"]
-                    if len(results["classes"]) > 1]
+    names = [("Dice", "dice"), ("IoU", "iou"), ("pixel precision", "precision"),
+             ("pixel recall", "recall")]
+    first = next(iter(results["arms"].values()))["summary"]
+    if "full" not in first:  # runs stored before scores at the mask's own size
+        rows = [(label, (m,)) for label, m in names]
+    else:
+        rows = [(f"{label} (mask's own size)", ("full", m)) for label, m in names]
+        rows += [(f"{label} (working size)", (m,)) for label, m in names]
+    return rows + [(f"{c} Dice", ("per_class", c, "dice")) for c in results["classes"]
+                   if len(results["classes"]) > 1]
 
 
 def differences(a: dict, b: dict) -> dict:
-    """Mean of ``b`` minus mean of ``a`` for Dice, IoU, precision and recall."""
-    return {m: b[m]["mean"] - a[m]["mean"] for m in SCORES}
+    """Mean of ``b`` minus mean of ``a`` for Dice, IoU, precision and recall (and under
+    ``full`` at each mask's own size, where both runs have it)."""
+    out = {m: b[m]["mean"] - a[m]["mean"] for m in SCORES}
+    if "full" in a and "full" in b:
+        out["full"] = {m: b["full"][m]["mean"] - a["full"][m]["mean"] for m in SCORES}
+    return out
 
 
 def methods(config: dict, results: dict, cv: bool) -> str:
@@ -329,19 +428,35 @@ def methods(config: dict, results: dict, cv: bool) -> str:
         "got a predicted polyp).")
 
 
+def _view(scores: dict, view: tuple) -> dict:
+    return scores[view[0]] if view else scores
+
+
+def _interval(s: dict, signed: bool = False) -> str:
+    f = "+.3f" if signed else ".3f"
+    text = f"{s['estimate']:{f}} [{s['low']:{f}}, {s['high']:{f}}]"
+    return text + (f" p={s['p']:.3g}" if signed and "p" in s else "")
+
+
 def report_parts(results: dict) -> list[str]:
     """The second source's figures, empty test images per arm, and overlays of each arm's best
     and worst test images."""
     parts = []
-    if "against" in results:
-        other = results["against"]
+    for other in against_sources(results):
+        own_size = "full" in next(iter(other["arms"].values()))
         parts += [f"<h2>Tested on {html.escape(other['dataset'])} too ({other['images']} images, "
                   f"{other['groups']} groups; every fold's model, averaged per image; 95% CI over "
-                  "its groups and the seeds)</h2>",
-                  table(["arm", *SCORES],
-                         [[arm, *(f"{s[m]['estimate']:.3f} [{s[m]['low']:.3f}, {s[m]['high']:.3f}]"
-                                  for m in SCORES)]
-                          for arm, s in other["arms"].items()])]
+                  "its groups and the seeds" + ("; at each mask's own size, and at the working "
+                                                "size below" if own_size else "") + ")</h2>"]
+        views = [("full",), ()] if own_size else [()]
+        for view in views:
+            rows = [[arm + (" (working size)" if own_size and not view else ""),
+                     *(_interval(_view(s, view)[m]) for m in SCORES)]
+                    for arm, s in other["arms"].items()]
+            rows += [[f"{COMPARED[key]} (paired)" + (" (working size)" if not view else ""),
+                      *(_interval(_view(d, view)[m], signed=True) for m in SCORES)]
+                     for key, d in other.get("deltas", {}).items()]
+            parts.append(table(["arm", *SCORES], rows))
     parts += ["<h2>Test images without a polyp</h2>",
              table(["arm", "seed", "images with a polyp", "images without", "of these, with a "
                      "predicted polyp"],

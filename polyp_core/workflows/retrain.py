@@ -4,10 +4,12 @@ planned once; the job runs the plan it was given."""
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
+from dataclasses import asdict as vars_of
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from polyp_core.experiment import ExperimentConfig, SelectionPolicy, compare_runs, parse_mix
+from polyp_core.tasks import TASKS, train_defaults
 from polyp_core.training import TrainConfig
 from polyp_core.experiment import ExperimentPlan, plan_experiment, run_experiment
 from polyp_core.review.accounts import Person
@@ -54,17 +56,20 @@ RETRAIN = Form("retrain", "baseline vs augmented over grouped folds and seeds", 
     of(ExperimentConfig, "real_fractions", kind="names", show=_optional, metavar="SHARES",
        help="segmentation: a learning curve, every arm again on these shares of each fold's "
             "real training groups (e.g. 0.25,0.5)"),
-    of(ExperimentConfig, "against", metavar="DATASET",
-       help="segmentation: also test every model on this second real data set (another "
-            "source's frames with masks)"),
+    of(ExperimentConfig, "against", kind="names", show=_optional, metavar="DATASETS",
+       help="segmentation: also test every model on these other real data sets, comma-"
+            "separated (other sources' frames with masks; each with its own intervals and "
+            "paired differences)"),
     # how each network trains (TrainConfig)
     of(TrainConfig, "backbone", help="registry name (efficientnet_lite0 offline)"),
     of(TrainConfig, "image_size", option="--size", help="input size (128 or 224)"),
     of(TrainConfig, "imbalance", help="none, sampler (weighted sampling) or loss (weighted "
                                       "loss)"),
     of(TrainConfig, "epochs", help="at most this many epochs"),
-    of(TrainConfig, "batch_size", help="images per step"),
-    of(TrainConfig, "lr", help="AdamW learning rate"),
+    of(TrainConfig, "batch_size", default=None, help="images per step (default: the task's, "
+                                                     "classification 32, segmentation 16)"),
+    of(TrainConfig, "lr", default=None, help="AdamW learning rate (default: the task's, "
+                                             "classification 3e-4, segmentation 1e-3)"),
     of(TrainConfig, "patience", help="epochs without a better validation score before stopping"),
     of(TrainConfig, "augment", option="--no-augment", help="no augmentation of training images"),
     of(TrainConfig, "freeze_backbone", help="train the head only"),
@@ -152,10 +157,14 @@ def retrain_request(fields: Mapping[str, object]) -> ExperimentConfig:
     if not f["dataset"]:
         raise InvalidRequest("retrain", [Problem("dataset", "choose a data set")])
     seeds = tuple(whole(s, "seeds") for s in _names(f["seeds"]))
+    own = {**vars_of(TrainConfig()),
+           **(train_defaults(str(f["task"])) if str(f["task"]) in TASKS else {})}
+    batch = f["batch_size"] if f["batch_size"] not in (None, "") else own["batch_size"]
+    lr = f["lr"] if f["lr"] not in (None, "") else own["lr"]
     train = TrainConfig(
         backbone=str(f["backbone"]), image_size=whole(f["image_size"], "image_size"),
         imbalance=str(f["imbalance"]), epochs=whole(f["epochs"], "epochs"),
-        batch_size=whole(f["batch_size"], "batch_size"), lr=number(f["lr"], "lr"),
+        batch_size=whole(batch, "batch_size"), lr=number(lr, "lr"),
         patience=whole(f["patience"], "patience"), augment=bool(f["augment"]),
         freeze_backbone=bool(f["freeze_backbone"]))
     ratio, gate = f["max_ratio"], f["min_gate_iou"]
@@ -182,7 +191,7 @@ def retrain_request(fields: Mapping[str, object]) -> ExperimentConfig:
         allow_unknown_training_data=bool(f["allow_unknown_training_data"]),
         task=str(f["task"]),
         real_fractions=tuple(number(x, "real_fractions") for x in _names(f["real_fractions"])),
-        against=str(f["against"]).strip() or None if f["against"] else None)
+        against=_names(f["against"]))
 
 
 def plan(db: Database, workspace: Workspace, person: Person,

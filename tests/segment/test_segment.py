@@ -91,8 +91,9 @@ def test_retrain_segmentation_prints_dice_and_iou_with_intervals_and_the_design(
     out = capsys.readouterr().out
     assert code == 0, out[-3000:]
     interval = r"\d\.\d{3} \[\d\.\d{3}, \d\.\d{3}\]"
-    assert re.search(rf"Dice\s+{interval}", out), out
-    assert re.search(rf"IoU\s+{interval}", out), out
+    for size in ("mask's own size", "working size"):
+        assert re.search(rf"Dice \({size}\)\s+{interval}", out), out
+        assert re.search(rf"IoU \({size}\)\s+{interval}", out), out
     assert "3-fold cross-validation" in out and "fold 1 test" in out and "groups" in out
     run_id = re.search(r"run (retrain-\S+)", out).group(1)
     results = json.loads((phantom_ws.root / "runs" / run_id / "results.json").read_text())
@@ -104,8 +105,8 @@ def test_retrain_segmentation_prints_dice_and_iou_with_intervals_and_the_design(
     assert report.count("data:image/png;base64,") == 6  # 3 best and 3 worst test images
     assert cli(["--workspace", str(phantom_ws.root), "compare-runs", run_id, run_id]) == 0
     diff = json.loads(capsys.readouterr().out)
-    assert diff["metrics"] == {"baseline": {"dice": 0.0, "iou": 0.0, "precision": 0.0,
-                                            "recall": 0.0}}
+    same = {"dice": 0.0, "iou": 0.0, "precision": 0.0, "recall": 0.0}
+    assert diff["metrics"] == {"baseline": same | {"full": same}}
 
 
 def test_a_data_set_without_masks_is_refused_for_segmentation(tmp_path, capsys):
