@@ -15,7 +15,7 @@ from pathlib import Path
 from polyp_core import __version__
 from polyp_core.data.cache import PixelCache
 from polyp_core.data import duplicates
-from polyp_core.data.images import load_mask, pixel_sha256, resize_rgb, sha256_file
+from polyp_core.data.images import load_mask, mask_levels, pixel_sha256, resize_rgb, sha256_file
 from polyp_core.data.labels import get_scheme, native_scheme
 from polyp_core.data.manifest import SAME_PIXELS, Manifest, ManifestItem
 from polyp_core.data.sources import LAYOUTS, ColumnChoice, SourceItem, scan_source
@@ -88,6 +88,7 @@ class _Checked:
     height: int = 0
     pixels: str | None = None
     mask_sha256: str | None = None
+    mask_levels: str | None = None
     problems: list[Problem] = field(default_factory=list)
 
 
@@ -117,12 +118,13 @@ def _check_item(item: SourceItem, cache: PixelCache, cache_sizes: tuple[int, ...
         try:
             checked.mask_sha256 = sha256_file(item.mask)
             info = cache.info(checked.mask_sha256)
-            if info is None:
+            if info is None or "levels" not in info:
                 cache.decodes += 1
                 mask = load_mask(item.mask)
                 info = {"width": int(mask.shape[1]), "height": int(mask.shape[0]),
-                        "polyp_pixels": int(mask.sum())}
+                        "polyp_pixels": int(mask.sum()), "levels": mask_levels(item.mask)}
                 cache.put_info(checked.mask_sha256, info)
+            checked.mask_levels = info["levels"]
             if (info["width"], info["height"]) != (checked.width, checked.height):
                 checked.problems.append(Problem(
                     str(item.mask), f"mask is {info['width']}x{info['height']} but its image "
@@ -160,6 +162,19 @@ def _assign_splits(items: list[SourceItem], config: ImportConfig, from_files: bo
                              config.seed), method
     return duplicates.keep_together(
         stratified_split(labels, config.split_fractions, config.seed), same), method
+
+
+def _mask_notes(checked: list[_Checked]) -> list[str]:
+    """What the import did to masks that were not plain 0/255: grey levels binarised at 128,
+    0/1 masks read with 1 as polyp."""
+    notes = []
+    for levels, text in (("grey", "hold values other than 0 and 255 (JPEG masks, "
+                                  "anti-aliased edges): binarised at 128"),
+                         ("0/1", "hold only 0 and 1: read with 1 as the polyp")):
+        ids = [c.item.id for c in checked if c.mask_levels == levels]
+        if ids:
+            notes.append(f"{len(ids)} mask(s) {text} (e.g. {', '.join(ids[:3])})")
+    return notes
 
 
 def _crossing(items: list[SourceItem], splits: list[str], same: list[list[int]]) -> list[str]:
@@ -278,7 +293,7 @@ def import_dataset(workspace: Workspace, config: ImportConfig,
     splits, method = _assign_splits(items, config, scan.split_from_files, problems, same)
     if problems:
         raise DatasetImportError(problems, str(source))
-    notes = (*scan.notes, *duplicates.describe([i.id for i in items], same,
+    notes = (*scan.notes, *_mask_notes(checked), *duplicates.describe([i.id for i in items], same,
                                                [i.label for i in items]),
              *(_crossing(items, splits, same) if method == "files" else []))
 

@@ -1,7 +1,7 @@
 """Histology labels and label schemes.
 
 Raw labels from a data set are normalised to canonical classes (``AD``, ``SSA``, ``HP``,
-``REST``) and then mapped by a scheme. The raw label is always kept beside the canonical
+``REST``, and ``LESION`` for a polyp without histology) and then mapped by a scheme. The raw label is always kept beside the canonical
 one, so switching scheme never loses information.
 """
 
@@ -16,6 +16,8 @@ CANONICAL_ALIASES: dict[str, tuple[str, ...]] = {
     "SSA": ("SSA", "ASS", "SSL", "SSA/P", "SESSILE SERRATED"),
     "HP": ("HP", "HYPERPLASTIC", "HPP"),
     "REST": ("REST", "NON-AD", "NONAD", "NON-NEOPLASTIC", "NON_AD", "OTHER"),
+    # a polyp without histology: the public segmentation sets (``data.lesion``)
+    "LESION": ("LESION", "POLYP"),
 }
 
 _ALIAS_TO_CANONICAL = {
@@ -81,6 +83,10 @@ SCHEMES: dict[str, LabelScheme] = {
     "ad_vs_rest": LabelScheme(
         "ad_vs_rest", ("AD", "REST"), {"AD": "AD", "SSA": "REST", "HP": "REST", "REST": "REST"}
     ),
+    # one class: every polyp a lesion (segmentation, the gate, inpainting without a class)
+    "lesion": LabelScheme(
+        "lesion", ("LESION",), {c: "LESION" for c in ("AD", "SSA", "HP", "REST", "LESION")}
+    ),
 }
 
 
@@ -99,10 +105,13 @@ def get_scheme(name: str) -> LabelScheme:
 
 
 def native_scheme(canonicals: set[str]) -> str:
-    """The finest scheme that can express every class present in a data set."""
+    """The finest scheme that can express every class present in a data set: ``lesion`` for
+    frames without histology."""
     if canonicals and SCHEMES["three_class"].accepts(canonicals):
         return "three_class"
-    return "ad_vs_rest"
+    if not canonicals or SCHEMES["ad_vs_rest"].accepts(canonicals):
+        return "ad_vs_rest"
+    return "lesion"
 
 
 def available_schemes(canonicals: set[str]) -> list[str]:

@@ -8,6 +8,8 @@ Three layouts are understood without any reshaping by the user:
   its own ``images/`` and ``masks/``) are honoured.
 * ``folders``: one folder per class (``root/AD/*.jpg``, ``root/SSA/*.png``, ...).
 * ``csv``: a CSV of image paths and labels, with optional mask, group and split columns.
+* ``lesion``: frames and masks without classes, as the public segmentation sets are
+  distributed (``polyp_core.data.lesion``).
 
 Readers never stop at the first problem: they return every problem found, each naming
 the file and row.
@@ -20,6 +22,7 @@ from pathlib import Path
 
 from polyp_core.data.images import IMAGE_SUFFIXES
 from polyp_core.data.labels import CANONICAL_ALIASES, canonical_label
+from polyp_core.data.lesion import looks_like_lesion, scan_lesion
 from polyp_core.data.tables import Table, normalise_column, read_table
 from polyp_core.errors import DatasetImportError, Problem
 
@@ -35,7 +38,7 @@ SPLIT_FILES = {"train.csv": "train", "valid.csv": "valid", "val.csv": "valid",
                "gt_test.csv": "test", "test.csv": "test"}
 SPLIT_VALUES = {"train": "train", "training": "train", "valid": "valid", "val": "valid",
                 "validation": "valid", "test": "test", "gt_test": "test", "testing": "test"}
-LAYOUTS = ("auto", "hospital", "folders", "csv")
+LAYOUTS = ("auto", "hospital", "folders", "csv", "lesion")
 
 
 @dataclass
@@ -110,6 +113,8 @@ def detect_layout(source: Path) -> str:
         raise ValueError(f"{source}: a file source must be a CSV of image paths and labels")
     if not source.is_dir():
         raise ValueError(f"{source}: no such file or folder")
+    if looks_like_lesion(source):
+        return "lesion"
     if (source / "images").is_dir() or any(
         (sub / "images").is_dir() for sub in source.iterdir() if sub.is_dir()
     ):
@@ -119,7 +124,9 @@ def detect_layout(source: Path) -> str:
         return "folders"
     raise ValueError(
         f"{source}: cannot tell the layout: expected an images/ folder with a label CSV "
-        f"(hospital layout), class folders named like {accepted_labels()}, or a CSV file"
+        f"(hospital layout), class folders named like {accepted_labels()}, a CSV file, or "
+        "frames beside their masks without a CSV (images/ + masks/, Kvasir-SEG, CVC-ClinicDB, "
+        "ETIS-LaribPolypDB, PolypGen)"
     )
 
 
@@ -444,4 +451,6 @@ def scan_source(source: Path, layout: str = "auto", columns: ColumnChoice = Colu
         return scan_hospital(source, columns, labels_csv, aliases)
     if layout == "folders":
         return scan_folders(source, aliases)
+    if layout == "lesion":
+        return scan_lesion(source)
     return scan_csv(source, columns, aliases)

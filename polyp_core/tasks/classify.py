@@ -20,6 +20,7 @@ from polyp_core.classify.probe import probe_arm
 from polyp_core.classify.train import TrainedClassifier, predict_run, train_classifier
 from polyp_core.data.cache import PixelCache
 from polyp_core.data.tensors import ImageTensors, load_tensors
+from polyp_core.data.labels import get_scheme
 from polyp_core.html_table import table
 from polyp_core.stats.uncertainty import (cluster_bootstrap, paired_cluster_bootstrap,
                                           regression_warnings)
@@ -49,10 +50,19 @@ REGRESSION_RULE = ("A class is reported as a regression only when its difference
 
 
 def check_request(config: Any, load_manifest: Callable[[str], Manifest]) -> None:
-    """The learning curve and a second source are the segmentation task's."""
+    """The learning curve and a second source are the segmentation task's; a classifier needs
+    two classes (a data set of masks without histology has one, the ``lesion`` scheme)."""
     if config.real_fractions or config.against:
         raise ValueError("`real_fractions` and `against` are for the segmentation task "
                          "(diagnostics reads a second source for classification)")
+    manifest = load_manifest(config.dataset)
+    scheme = config.scheme or manifest.scheme
+    if len(get_scheme(scheme).classes) < 2:
+        raise ValueError(f"data set {config.dataset!r} is read in scheme {scheme!r}, which has "
+                         f"one class ({', '.join(get_scheme(scheme).classes)}): there is nothing "
+                         "to classify. Its masks serve the segmentation task (`task` "
+                         "segmentation); a classifier needs histology labels (three_class or "
+                         "ad_vs_rest)")
 
 
 def run(job: TaskJob) -> dict:
