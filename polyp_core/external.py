@@ -346,7 +346,7 @@ def _seen_before(session: Session, name: str, shas: tuple[str, str], frames: dic
     """Why an image may not join the pool: it is a real frame here (the same file, or the same
     decoded ``pixels`` in other bytes), already in the pool (or the database), or given in an
     earlier row. None when it is new."""
-    if pixels and f"pixels:{pixels}" in frames and not any(sha in frames for sha in shas):
+    if pixels and f"pixels:{pixels}" in frames and shas[0] not in frames:
         frame = frames[f"pixels:{pixels}"]
         return (f"{name} is the real frame {frame['id']!r} of data set {frame['dataset']!r} "
                 "saved again (other bytes, the same decoded pixels); a real frame in the "

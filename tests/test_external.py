@@ -19,6 +19,7 @@ from polyp_core.experiment.policy import SelectionPolicy
 from polyp_core.training import TrainConfig
 from polyp_core.cli import main as cli
 from polyp_core.errors import DatasetImportError
+from polyp_core.data.images import sha256_file
 from polyp_core.external import SyntheticImport, import_synthetic, mask_file
 from polyp_core.pool import PoolFilter, pool_page
 from review_db import queries
@@ -180,6 +181,22 @@ def test_a_real_frame_among_them_is_refused_and_nothing_is_imported(studio, tmp_
     assert code == 2
     assert (f"manifest.csv row 26: images/stolen.png is the real frame {frame.id!r} of data set "
             "'phantom'") in error, error
+    assert _pool_shas(db) == before
+    # the same frame saved again (other bytes, the same pixels) is refused too, named
+    from PIL import PngImagePlugin
+
+    info = PngImagePlugin.PngInfo()
+    info.add_text("Software", "re-encoded")
+    with Image.open(frame.image) as image:
+        image.convert("RGB").save(copy / "images" / "stolen.png", pnginfo=info, compress_level=1)
+    assert sha256_file(copy / "images" / "stolen.png") != frame.sha256
+    code = cli(["--workspace", str(workspace.root), "import-synthetic", str(copy),
+                "--generator", "ext-other", "--dataset", "phantom", "--trained-on",
+                "phantom:train", "--db", db.url])
+    error = capsys.readouterr().err
+    assert code == 2
+    assert (f"manifest.csv row 26: images/stolen.png is the real frame {frame.id!r} of data set "
+            "'phantom' saved again (other bytes, the same decoded pixels)") in error, error
     assert _pool_shas(db) == before
     assert [p for p in sorted(workspace.root.rglob("*")) if "studio.db" not in p.name] == \
         [p for p in files_before if "studio.db" not in p.name]

@@ -81,7 +81,8 @@ def describe(ids: Sequence[str], sets: list[list[int]], labels: Sequence[str]) -
     pairs = sum(len(m) * (len(m) - 1) // 2 for m in sets)
     shown = "; ".join(" = ".join(ids[i] for i in m) for m in sets[:4])
     notes = [f"{sum(map(len, sets))} frames have identical decoded pixels ({len(sets)} "
-             f"pictures, {pairs} pair{'s' if pairs != 1 else ''}): {shown}"
+             f"picture{'s' if len(sets) != 1 else ''}, {pairs} pair{'s' if pairs != 1 else ''}): "
+             f"{shown}"
              f"{'; ...' if len(sets) > 4 else ''}. Each picture's frames share one group, so "
              "no split or fold can train on one copy and test on the other."]
     mixed = [m for m in sets if len({labels[i] for i in m}) > 1]
