@@ -25,6 +25,7 @@ from polyp_core.workflows import jobs as jobs_workflow
 from studio_ui.access import Access
 from studio_ui.services import (Num, Text, Studio, job_line, poll_run_job, shown_errors, start_on_board,
                                 ticking, watch_active)
+from polyp_core.data.labels import SCHEMES
 
 
 class DiagnosticsDesk:
@@ -178,7 +179,7 @@ def build_diagnostics_tab(studio: Studio, access: Access) -> dict:
     status = gr.Markdown()
     with gr.Row():
         run = gr.Dropdown([], label="Diagnostics run")
-        scheme = gr.Radio(["three_class", "ad_vs_rest"], value="three_class", label="Scheme")
+        scheme = gr.Radio(list(SCHEMES), value="three_class", label="Scheme")
     summary = gr.Markdown()
     heatmap = gr.Plot(label="KID class-pair matrix (mean ± std)")
     projection_html = gr.HTML(label="Real vs synthetic projection (hover: thumbnail)")

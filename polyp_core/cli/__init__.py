@@ -49,13 +49,22 @@ def main(argv: Sequence[str] | None = None) -> int:
         _say(f"error: {exc.as_flags()}")
         return 2
     except (StudioError, ValueError, KeyError, FileNotFoundError, PermissionError) as exc:
-        from polyp_core.cli.classify import retrain_options
         from polyp_core.workflows.fields import as_option, name_fields
 
         message = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
         # the engine names request fields; the terminal shows them as its options
-        _say(f"error: {name_fields(str(message), retrain_options(), as_option)}")
+        _say(f"error: {name_fields(str(message), _options(), as_option)}")
         return 2
+
+
+def _options() -> dict[str, str]:
+    """Every form's fields whose option is not ``--<field>`` (``class_label`` -> ``--class``);
+    retrain's spelling where two forms differ."""
+    from polyp_core.workflows import data, generate, pool, retrain, study, train_generator
+
+    forms = (data.IMPORT, generate.SAMPLE, generate.INPAINT, pool.GATE, pool.IMPORT_SYNTHETIC,
+             train_generator.TRAIN_DDPM, study.STUDY, retrain.RETRAIN)
+    return {name: flag for form in forms for name, flag in form.options().items()}
 
 
 def _say(message: str, limit: int = 4000) -> None:

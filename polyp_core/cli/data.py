@@ -8,6 +8,7 @@ from collections.abc import Sequence
 
 from polyp_core.cli.common import TerminalProgress, print_counts
 from polyp_core.workspace import Workspace
+from polyp_core.data.labels import SCHEMES
 
 
 def cmd_demo_data(args: argparse.Namespace) -> int:
@@ -211,13 +212,13 @@ def add_data_commands(sub: argparse._SubParsersAction) -> None:
 
     info = sub.add_parser("info", help="list data sets, or show one's class counts per split")
     info.add_argument("name", nargs="?")
-    info.add_argument("--scheme", choices=["three_class", "ad_vs_rest"])
+    info.add_argument("--scheme", choices=list(SCHEMES))
     info.add_argument("--json", action="store_true")
     info.set_defaults(func=cmd_info)
 
     scheme = sub.add_parser("scheme", help="switch a data set's active label scheme")
     scheme.add_argument("name")
-    scheme.add_argument("scheme", choices=["three_class", "ad_vs_rest"])
+    scheme.add_argument("scheme", choices=list(SCHEMES))
     scheme.set_defaults(func=cmd_scheme)
 
     sheet = sub.add_parser("sheet", help="save a contact sheet: a row of images per class")
@@ -225,7 +226,7 @@ def add_data_commands(sub: argparse._SubParsersAction) -> None:
     sheet.add_argument("--out", default="contact_sheet.png")
     sheet.add_argument("--per-class", type=int, default=6)
     sheet.add_argument("--size", type=int, default=160)
-    sheet.add_argument("--scheme", choices=["three_class", "ad_vs_rest"])
+    sheet.add_argument("--scheme", choices=list(SCHEMES))
     sheet.add_argument("--masks", action="store_true", help="outline the masks")
     sheet.add_argument("--seed", type=int, default=0)
     sheet.set_defaults(func=cmd_sheet)

@@ -7,6 +7,7 @@ import argparse
 from polyp_core.cli.common import TerminalProgress, cancel_on_interrupt, open_db
 from polyp_core.generation.request import SCHEDULERS
 from polyp_core.workspace import Workspace
+from polyp_core.data.labels import SCHEMES
 
 
 def _train_here(workspace: Workspace, config: object) -> object:
@@ -64,7 +65,7 @@ def cmd_inpaint(args: argparse.Namespace) -> int:
                                  upload=args.background, drawn=drawn, holder=made)
     with TerminalProgress() as progress:
         work(progress, cancel_on_interrupt())
-    result, stored = made["result"], made["stored"]
+    result, stored, request = made["result"], made["stored"], made["request"]
     frame = result.background.record
     print(f"{len(stored)} inpainted {request.class_label} image(s) from {request.generator}@"
           f"{result.checkpoint} ({result.method}) on {result.background.name}"
@@ -214,7 +215,7 @@ def add_generate_commands(sub: argparse._SubParsersAction) -> None:
     lora.add_argument("--model", required=True, help="model id (folder under workspace/models)")
     lora.add_argument("--base-model", required=True,
                       help="diffusers folder or hub id (e.g. a Stable Diffusion v1.5 repository)")
-    lora.add_argument("--scheme", choices=["three_class", "ad_vs_rest"])
+    lora.add_argument("--scheme", choices=list(SCHEMES))
     lora.add_argument("--splits", default="train")
     lora.add_argument("--resolution", type=int, default=512)
     lora.add_argument("--rank", type=int, default=8)

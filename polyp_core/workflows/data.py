@@ -16,6 +16,7 @@ from polyp_core.validation import InvalidRequest, Problem
 from polyp_core.workflows.base import authorise
 from polyp_core.workspace import Workspace
 from review_db.database import Database
+from polyp_core.data.labels import SCHEMES
 
 
 def _fractions(values: tuple[float, ...]) -> str:
@@ -38,7 +39,7 @@ IMPORT = Form("import", "import a data set (folder or CSV) into the workspace", 
     of(ImportConfig, "split_fractions", kind="names", show=_fractions, option="--fractions",
        help="train,valid,test"),
     of(ImportConfig, "seed", help="the split's seed"),
-    of(ImportConfig, "scheme", kind="text", choices=("three_class", "ad_vs_rest"),
+    of(ImportConfig, "scheme", kind="text", choices=tuple(SCHEMES),
        help="label scheme (default: the finest the labels allow)"),
     of(ImportConfig, "overwrite",
        help="replace a data set of this name (refused if a study or run uses it)"),

@@ -152,8 +152,8 @@ INPAINT = Form("inpaint", "fill a polyp of a class into a real frame (the result
     of(InpaintRequest, "generator", required=True,
        help="a DDPM: --inpaint (trained), or --with-mask / plain (RePaint)"),
     of(InpaintRequest, "checkpoint", help="default: the last"),
-    of(InpaintRequest, "class_label", option="--class", required=True,
-       help="the class of the polyp to make"),
+    of(InpaintRequest, "class_label", option="--class",
+       help="the class of the polyp to make (a one-class generator's when not given)"),
     of(InpaintRequest, "dataset", help="the background frame's data set"),
     of(InpaintRequest, "image", help="the background frame's id in --dataset"),
     of(InpaintRequest, "mask_source", help="own: the frame's polyp mask; drawn: a mask drawn "
@@ -198,12 +198,15 @@ def inpaint_work(db: Database, workspace: Workspace, person: Person, request: In
     """Inpainting, for both front ends: the frame, the generator and the masks are checked and
     planned now (so a bad request is refused before anything is queued or loaded); the work
     fills the hole for every seed with those masks, stores the results in the pool with their
-    masks and leaves ``holder["result"]`` and ``holder["stored"]`` (pool id, SHA-256). A mask
+    masks and leaves ``holder["result"]``, ``holder["stored"]`` (pool id, SHA-256) and
+    ``holder["request"]`` (with a one-class generator's class when none was given). A mask
     that a model generates is made by the work itself, once."""
     authorise(db, person)
+    classes = describe_model(workspace, request.generator)["classes"]
+    if not request.class_label and len(classes) == 1:  # a one-class model (scheme lesion)
+        request = replace(request, class_label=classes[0])
     request.validate()
     background = _background(workspace, request, upload)
-    describe_model(workspace, request.generator)
     planned = None if request.mask_source == "generated" else \
         plan_masks(workspace, request, background, drawn)
     out = {} if holder is None else holder
@@ -211,7 +214,7 @@ def inpaint_work(db: Database, workspace: Workspace, person: Person, request: In
     def work(progress: Progress, cancel: CancelToken) -> str:
         result = inpaint(workspace, request, background, drawn, progress, cancel, planned)
         out["stored"] = store_inpainted(db, workspace, request, result)
-        out["result"] = result
+        out["result"], out["request"] = result, request
         return (f"{len(result.images)} inpainted {request.class_label} image(s) from "
                 f"{request.generator}@{result.checkpoint} on {background.name}")
 

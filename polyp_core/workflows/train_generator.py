@@ -15,6 +15,7 @@ from polyp_core.review.accounts import Person
 from polyp_core.workflows.base import authorise
 from polyp_core.workspace import Workspace
 from review_db.database import Database
+from polyp_core.data.labels import SCHEMES
 
 if TYPE_CHECKING:
     from polyp_core.generation.ddpm import TrainResult
@@ -34,7 +35,7 @@ TRAIN_DDPM = Form("train-ddpm", "train a class-conditional DDPM on a data set", 
     of(DDPMTrainConfig, "model_id", kind="text", option="--model", required=True,
        help="model id (folder under workspace/models)"),
     of(DDPMTrainConfig, "preset", help="the U-Net's size"),
-    of(DDPMTrainConfig, "scheme", choices=("three_class", "ad_vs_rest"),
+    of(DDPMTrainConfig, "scheme", choices=tuple(SCHEMES),
        help="label scheme (default: the data set's)"),
     of(DDPMTrainConfig, "mode", help="one conditional model, or one model per class"),
     of(DDPMTrainConfig, "splits", kind="names", show=_splits,

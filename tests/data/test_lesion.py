@@ -211,3 +211,42 @@ def test_pairs_are_found_beside_each_other_only(tmp_path):
     masks_only = tmp_path / "masks"
     masks_only.mkdir()
     assert find_pairs(masks_only) == []
+
+
+def test_inpainting_the_gate_and_a_mask_study_work_on_a_lesion_set(tmp_path, capsys):
+    """A one-class inpainter learns from the lesion set's training frames; inpainting needs no
+    class (the generator's only one), the gate scores the images, and a study shows them with
+    their masks."""
+    from polyp_core.review.accounts import create_account
+    from polyp_core.review.studies import RealPool, StudySpec, SyntheticPool, create_study
+    from review_db import queries
+    from review_db.database import Database
+
+    workspace = Workspace(tmp_path / "ws")
+    source = tmp_path / "src"
+    for i in range(24):
+        write_pair(source / "images", source / "masks", f"f{i:02d}", i)
+    import_dataset(workspace, ImportConfig(str(source), name="les"))
+    db = Database(f"sqlite:///{tmp_path / 'studio.db'}")
+    base = ["--workspace", str(workspace.root)]
+    assert cli(base + ["train-ddpm", "--dataset", "les", "--model", "inp", "--preset", "tiny",
+                       "--steps", "2", "--batch-size", "4", "--inpaint"]) == 0
+    frames = [i.id for i in workspace.load_manifest("les").items if i.split == "train"]
+    for k, frame_id in enumerate(frames[:3]):
+        assert cli(base + ["inpaint", "--generator", "inp", "--dataset", "les", "--image",
+                           frame_id, "--steps", "2", "--seeds", f"{k},{k + 10}",
+                           "--db", db.url]) == 0
+    out = capsys.readouterr().out
+    assert out.count("inpainted LESION image(s) from inp@") == 3, out
+    assert cli(base + ["gate", "--dataset", "les", "--generator", "inp", "--epochs", "1",
+                       "--size", "32", "--db", db.url]) == 0
+    assert "inp / LESION: accepted" in capsys.readouterr().out
+    admin = create_account(db, "les-boss", "correct horse battery", "admin")
+    create_account(db, "les-r", "correct horse battery")
+    study_id = create_study(db, workspace, admin, StudySpec(
+        name="lesion-masks", pools=(RealPool("les", 6, split="train"),
+                                    SyntheticPool(6, generator="inp")),
+        reviewers=("les-r",), show_mask="outline"))
+    with db.session() as session:
+        kinds = sorted(si.image.kind for si in queries.study_images(session, study_id))
+    assert kinds == ["real"] * 6 + ["synthetic"] * 6
