@@ -124,7 +124,7 @@ def build_retrain_tab(studio: Studio, access: Access) -> dict:
                                                  "images alone")
         real_fractions = gr.Textbox(DEFAULTS["real_fractions"] or "", label="Segmentation: learning curve, shares of the real "
                                               "training groups (e.g. 0.25,0.5)")
-        against = gr.Textbox(DEFAULTS["against"] or "", label="Segmentation: also test on data set")
+        against = gr.Textbox(DEFAULTS["against"] or "", label="Segmentation: also test on data sets (comma-separated)")
     with gr.Row():
         dataset = gr.Dropdown([], label="Data set", allow_custom_value=True)  # filled at admin sign-in
         scheme = gr.Dropdown(["", *SCHEMES], value="", label="Label scheme (empty: the data set's)")

@@ -84,7 +84,7 @@ FIELD_LABELS = {
     "allow_unknown_training_data": '"Use imported generators whose training data are unknown"',
     "task": '"Task"',
     "real_fractions": '"Segmentation: learning curve"',
-    "against": '"Segmentation: also test on data set"',
+    "against": '"Segmentation: also test on data sets (comma-separated)"',
 
 }
 

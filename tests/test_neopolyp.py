@@ -20,6 +20,17 @@ def test_neopolyp_imports_unchanged(workspace):
     counts = manifest.class_counts()
     assert counts["train"]["REST"] / counts["train"]["AD"] == \
         __import__("pytest").approx(257 / 694, abs=0.02)
+    # four pictures appear twice under two names: each pair is one group, in one split
+    assert any(n.startswith("8 frames have identical decoded pixels (4 pictures, 4 pairs)")
+               for n in result.notes), result.notes
+    pairs: dict = {}
+    for item in manifest.items:
+        pairs.setdefault(item.pixels, []).append(item)
+    twins = [p for p in pairs.values() if len(p) > 1]
+    assert len(twins) == 4 and all(len(p) == 2 for p in twins)
+    for a, b in twins:
+        assert a.group == b.group == f"same-pixels:{a.id}" and a.split == b.split
+    assert sum(1 for i in manifest.items if i.group) == 8
 
 
 def test_neopolyp_5_fold_cv_baseline_and_linear_probe_lite0_224(workspace, tmp_path):
