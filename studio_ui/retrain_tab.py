@@ -130,7 +130,7 @@ def build_retrain_tab(studio: Studio, access: Access) -> dict:
         scheme = gr.Dropdown(["", *SCHEMES], value="", label="Label scheme (empty: the data set's)")
         backbone = gr.Dropdown(["efficientnet_lite0", "efficientnet_b0"], value=DEFAULTS["backbone"],
                                label="Backbone")
-        size = gr.Radio([128, 224], value=UI_PRESETS["image_size"], label="Image size")
+        size = gr.Radio(list(retrain.WORKING_SIZES), value=UI_PRESETS["image_size"], label="Image size")
     with gr.Row():
         imbalance = gr.Radio(list(retrain.RETRAIN["imbalance"].choices),
                              value=DEFAULTS["imbalance"],

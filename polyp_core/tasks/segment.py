@@ -424,8 +424,10 @@ def methods(config: dict, results: dict, cv: bool) -> str:
         f"{'part of every fold' if cv else 'split'} of data set {config['dataset']} with seeds "
         f"{seeds}; every arm used the same {'folds' if cv else 'split'}, seeds and input "
         "normalisation. Dice, IoU and pixel precision and recall are computed per test image "
-        "with a polyp and averaged; test images without a polyp are counted apart (how many "
-        "got a predicted polyp).")
+        "with a polyp and averaged, at each mask's own size (the predicted logits upsampled "
+        "bilinearly to it, then thresholded at 0; the rows marked \"mask's own size\", as "
+        "papers report) and at the working size (the rows marked \"working size\"); test "
+        "images without a polyp are counted apart (how many got a predicted polyp).")
 
 
 def _view(scores: dict, view: tuple) -> dict:

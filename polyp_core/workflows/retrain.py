@@ -24,6 +24,9 @@ if TYPE_CHECKING:
     from polyp_core.progress import CancelToken, Progress
 
 AUTO = "auto"
+#: the working sizes the Retrain tab offers: 128 (a CPU), 224 (the classifier's ImageNet size),
+#: 256 and 352 (the segmentation papers' sizes; 352 is PraNet's)
+WORKING_SIZES = (128, 224, 256, 352)
 
 
 def _folds_text(folds: int | None) -> str:
@@ -62,7 +65,8 @@ RETRAIN = Form("retrain", "baseline vs augmented over grouped folds and seeds", 
             "paired differences)"),
     # how each network trains (TrainConfig)
     of(TrainConfig, "backbone", help="registry name (efficientnet_lite0 offline)"),
-    of(TrainConfig, "image_size", option="--size", help="input size (128 or 224)"),
+    of(TrainConfig, "image_size", option="--size",
+       help="input size in px (the offered sizes: 128, 224, 256, 352; any from 32)"),
     of(TrainConfig, "imbalance", help="none, sampler (weighted sampling) or loss (weighted "
                                       "loss)"),
     of(TrainConfig, "epochs", help="at most this many epochs"),
