@@ -183,17 +183,27 @@ def groups_seen(trained_on: dict[str, set[str]], group_of_sha: dict[str, str]) -
 
 
 def fold_leaks(folds: Sequence[Fold], generators_of_fold: Sequence[set[str]],
-               seen: dict[str, set[str]], group_of: Sequence[str]) -> list[str]:
+               seen: dict[str, set[str]], group_of: Sequence[str],
+               names: Sequence[str] | None = None) -> list[str]:
     """For every fold, the generators feeding it that learned from a group of its validation or
-    test part, naming the groups (at most 5, then a count)."""
+    test part, naming the groups (at most 5, then a count) and, with ``names`` (each image as
+    ``dataset:id``), the held-out images of each with their part."""
     problems = []
     for fold, generators in zip(folds, generators_of_fold):
         held = {group_of[i] for i in fold.valid + fold.test}
+        parts = [(i, part) for part in ("valid", "test") for i in getattr(fold, part)]
+
+        def shown(group: str) -> str:
+            if names is None:
+                return group
+            images = [f"{names[i]} ({part})" for i, part in parts if group_of[i] == group]
+            return f"{group}: {', '.join(images[:3])}{', ...' if len(images) > 3 else ''}"
+
         for generator in sorted(generators):
             shared = sorted(seen.get(generator, set()) & held)
             if shared:
-                named = ", ".join(shared[:5]) + (f" and {len(shared) - 5} more"
-                                                 if len(shared) > 5 else "")
+                named = "; ".join(map(shown, shared[:5])) + (f" and {len(shared) - 5} more"
+                                                            if len(shared) > 5 else "")
                 problems.append(f"{fold.name}: {generator} learned from {len(shared)} group(s) "
                                 f"of its validation/test part ({named})")
     return problems

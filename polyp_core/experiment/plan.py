@@ -197,9 +197,10 @@ def _check_synthetic(db: Database, workspace: Workspace, config: ExperimentConfi
     Returns the generators that supply any fold."""
     real, group_of, unknown_ok = side.real, side.group_of, config.allow_unknown_training_data
     generators = [generators_of(db, sel.images) for sel in selections]
+    names = [f"{config.dataset}:{item.id}" for item in side.items]
     if cv:
         seen = seen_groups(workspace, set().union(*generators), real, group_of, unknown_ok)
-        leaks = fold_leaks(folds, generators, seen, group_of)
+        leaks = fold_leaks(folds, generators, seen, group_of, names)
         if leaks:
             raise ValueError(
                 "synthetic images from generators that learned from a fold's validation/test "
@@ -215,7 +216,7 @@ def _check_synthetic(db: Database, workspace: Workspace, config: ExperimentConfi
         # generator learned from in validation or test: refused by group as well
         leaks = fold_leaks(folds, generators,
                            seen_groups(workspace, generators[0], real, group_of, unknown_ok),
-                           group_of)
+                           group_of, names)
         if leaks:
             raise ValueError(
                 "synthetic images from generators that learned from frames of a validation/"

@@ -91,6 +91,15 @@ def test_fold_leaks_name_the_generator_the_fold_and_the_groups():
     expected = [f"fold {k + 1}: gen-a learned from 1 group(s) of its validation/test part "
                 f"({groups[tested_first]})" for k in (0, 2) if held[k]]
     assert leaks == expected
+    # with the images' names: each group's held-out images, with their part
+    names = [f"ds:img{i}" for i in range(len(labels))]
+    named = fold_leaks(folds, [{"gen-a"}, set(), set()], seen, groups, names)
+    members = [(i, part) for part in ("valid", "test") for i in getattr(folds[0], part)
+               if groups[i] == groups[tested_first]]
+    listed = ", ".join(f"ds:img{i} ({part})" for i, part in members[:3])
+    assert named == [f"fold 1: gen-a learned from 1 group(s) of its validation/test part "
+                     f"({groups[tested_first]}: {listed}{', ...' if len(members) > 3 else ''})"]
+    assert f"ds:img{tested_first} (test)" in named[0]
 
 
 @SQLITE_ONLY
