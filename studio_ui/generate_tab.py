@@ -216,9 +216,10 @@ class InpaintDesk:
         result = holder.get("result")
         if result is not None:
             first = result.images[0]
-            mask_view = overlay_mask(overlay_mask(result.background_rgb, first.hole, (255, 200, 0)),
-                                     first.mask)
-            panels = [(result.background_rgb, "background"),
+            # with a window the results are at the frame's size; without, at the model's
+            shown = result.background.rgb if result.window else result.background_rgb
+            mask_view = overlay_mask(overlay_mask(shown, first.hole, (255, 200, 0)), first.mask)
+            panels = [(shown, "background"),
                       (mask_view, "hole (yellow) and polyp mask (green)"),
                       (first.rgb, f"result, seed {first.seed}"),
                       (overlay_mask(first.rgb, first.mask), "overlay")]
@@ -289,6 +290,8 @@ def build_generate_tab(studio: Studio, access: Access) -> dict:
             mask_generator = gr.Textbox(label="Image-and-mask model (mask source: generated)")
             dilate = gr.Number(PAINT["dilate"].default, label="Dilate (px of the frame)",
                                precision=0)
+            window = gr.Radio(list(PAINT["window"].choices), value=PAINT["window"].default,
+                              label="Window (lesion: the frame's own resolution)")
             paint_seeds = gr.Textbox(PAINT_SEEDS, label="Seeds")
         with gr.Row():
             paint_steps = gr.Slider(5, PAINT["steps"].hi, PAINT["steps"].default, step=1,
@@ -313,7 +316,8 @@ def build_generate_tab(studio: Studio, access: Access) -> dict:
     paint_form = {"generator": model, "checkpoint": checkpoint, "class_label": cls,
                   "dataset": paint_dataset, "image": paint_frame, "upload": paint_upload,
                   "editor": paint_editor, "mask_source": mask_source,
-                  "mask_generator": mask_generator, "dilate": dilate, "seeds": paint_seeds,
+                  "mask_generator": mask_generator, "dilate": dilate, "window": window,
+                  "seeds": paint_seeds,
                   "steps": paint_steps, "guidance": guidance, "scheduler": scheduler,
                   "jump_length": jump_length, "jump_n_sample": jump_n}
     on(paint_go.click, form_event(list(paint_form), painter.inpaint),

@@ -32,6 +32,8 @@ import torch
 from polyp_core.data.images import load_mask, load_rgb, resize_rgb, sha256_file
 from polyp_core.generation.masks import dilate, hole_at, inpaint_condition, polyp_at
 from polyp_core.generation.request import SCHEDULERS
+from polyp_core.generation.window import (WINDOWS, Window, lesion_window, paste, seam_width,
+                                          touches_border)
 from polyp_core.progress import CancelToken, Progress, no_progress
 from polyp_core.validation import checked, rule
 
@@ -64,6 +66,9 @@ class InpaintRequest:
         steps, guidance, scheduler: the sampler (``scheduler``: the trained method only).
         jump_length, jump_n_sample: RePaint's resampling (jump back ``jump_length`` steps,
             ``jump_n_sample`` times in all at each jump point).
+        window: ``lesion`` (a square window around the hole is filled at the model's size and
+            pasted back into the frame at its own size; ``generation.window``) or ``none``
+            (the whole frame at the model's size). A whole-frame hole has no window.
     """
 
     generator: str = rule(text=True)
@@ -83,6 +88,12 @@ class InpaintRequest:
     jump_n_sample: int = rule(2, lo=1, hi=100)
     checkpoint: str | None = rule(None, text=True)
     batch_size: int = rule(8, lo=1, hi=1024)
+    window: str = rule("lesion", choices=WINDOWS)
+
+    @property
+    def windowed(self) -> bool:
+        """Whether the hole is filled in a window at the frame's resolution."""
+        return self.window == "lesion" and not self.whole_frame
 
     def validate(self) -> None:
         if not self.seeds or len(self.seeds) > 256:
@@ -197,13 +208,21 @@ def plan_masks(workspace: Workspace, request: InpaintRequest, background: Backgr
         polyp, source = _generated_mask(workspace, request, shape)
     if not polyp.any():
         raise ValueError(f"`mask_source`: the {source['kind']} mask of {background.name} is empty")
+    if request.windowed and touches_border(polyp):
+        raise ValueError(f"`window`: the {source['kind']} polyp mask of {background.name} "
+                         "touches the frame's border: the polyp is cut by the frame, and a "
+                         "window cannot hold it with the mucosa around it; choose another "
+                         "frame or mask, or inpaint with window none")
     hole = np.ones(shape, bool) if request.whole_frame else dilate(polyp, request.dilate)
+    if request.windowed:
+        lesion_window(hole, 1)  # a hole larger than the frame's window limit is refused now
     return polyp, hole, source
 
 
 @dataclass(frozen=True)
 class Inpainted:
-    """One result at the generator's size: the image, its polyp mask and the hole it filled."""
+    """One result: the image, its polyp mask and the hole it filled, at the frame's size with a
+    window, at the generator's size without one."""
 
     rgb: np.ndarray
     mask: np.ndarray
@@ -215,12 +234,14 @@ class Inpainted:
 @dataclass
 class InpaintResult:
     background: Background
-    background_rgb: np.ndarray  # at the generator's size
+    background_rgb: np.ndarray  # what the generator saw: the window (or frame) at its size
     method: str
     checkpoint: str
     checkpoint_hash: str
     mask_source: dict
     images: list[Inpainted] = field(default_factory=list)
+    window: Window | None = None  # in frame pixels; None: the whole frame at the model's size
+    seam: float = 0.0  # the paste's feathered seam, frame pixels
 
 
 def _jump_forward(scheduler: object, x: torch.Tensor, t: int, stride: int,
@@ -324,18 +345,32 @@ def inpaint(workspace: Workspace, request: InpaintRequest, background: Backgroun
     polyp_native, hole_native, source = planned or plan_masks(workspace, request, background,
                                                               drawn)
     size = generator.size
-    bg = resize_rgb(background.rgb, size)
-    hole = hole_at(hole_native, size)
-    polyp = polyp_at(polyp_native, size) & hole
+    window = lesion_window(hole_native, size) if request.windowed else None
+    if window is None:
+        bg = resize_rgb(background.rgb, size)
+        hole, polyp = hole_at(hole_native, size), polyp_at(polyp_native, size)
+    else:
+        bg = resize_rgb(np.ascontiguousarray(window.crop(background.rgb)), size)
+        hole = hole_at(window.crop(hole_native), size)
+        polyp = polyp_at(window.crop(polyp_native), size)
+    polyp = polyp & hole
     result = InpaintResult(background, bg, METHODS[generator.task], generator.checkpoint,
-                           generator.weights_hash(), source)
+                           generator.weights_hash(), source, window=window,
+                           seam=seam_width(window, size) if window else 0.0)
+    label = polyp_native & hole_native  # the polyp in the full-size result
     seeds = list(request.seeds)
     for start in range(0, len(seeds), request.batch_size):
         batch = seeds[start:start + request.batch_size]
         k = len(batch)
         pixels = fill(generator, request, batch, np.repeat(bg[None], k, 0),
                       np.repeat(hole[None], k, 0), np.repeat(polyp[None], k, 0), cancel)
-        result.images += [Inpainted(p, polyp, hole, s, tuple(batch)) for p, s in zip(pixels, batch)]
+        if window is None:
+            result.images += [Inpainted(p, polyp, hole, s, tuple(batch))
+                              for p, s in zip(pixels, batch)]
+        else:
+            result.images += [Inpainted(paste(background.rgb, p, window, hole_native,
+                                              result.seam), label, hole_native, s, tuple(batch))
+                              for p, s in zip(pixels, batch)]
         progress(len(result.images), len(seeds), f"inpainted {len(result.images)}/{len(seeds)}")
     return result
 
@@ -361,6 +396,8 @@ def store_inpainted(db: Database, workspace: Workspace, request: InpaintRequest,
             width=int(image.rgb.shape[1]), height=int(image.rgb.shape[0]),
             extra={"inpaint": {"method": result.method, "dilate": request.dilate,
                                "whole_frame": request.whole_frame, "hole_sha256": hole_sha,
+                               "window": (result.window.to_json() | {"seam": result.seam}
+                                          if result.window else None),
                                **({"jump_length": request.jump_length,
                                    "jump_n_sample": request.jump_n_sample}
                                   if result.method == "repaint" else {})},

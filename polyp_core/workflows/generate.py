@@ -163,6 +163,9 @@ INPAINT = Form("inpaint", "fill a polyp of a class into a real frame (the result
     of(InpaintRequest, "mask_seed", help="the generated mask's seed"),
     of(InpaintRequest, "dilate", help="hole: the mask grown by N px of the frame"),
     of(InpaintRequest, "whole_frame", help="the hole is the whole frame"),
+    of(InpaintRequest, "window", help="lesion: fill a window around the hole at the model's "
+                                      "size and paste it back into the frame at its own size; "
+                                      "none: the whole frame at the model's size"),
     of(InpaintRequest, "seeds", kind="text", show=_inpaint_seeds,
        help="one result per seed: e.g. 0-7 or 0,3,5"),
     of(InpaintRequest, "steps", help="denoising steps"),
@@ -187,7 +190,7 @@ def inpaint_request(fields: Mapping[str, object]) -> InpaintRequest:
         generator=f["generator"] or "", checkpoint=f["checkpoint"],
         class_label=f["class_label"] or "", dataset=f["dataset"], image=f["image"],
         mask_source=f["mask_source"], mask_generator=f["mask_generator"],
-        whole_frame=f["whole_frame"], seeds=parse_seeds(str(f["seeds"])),
+        whole_frame=f["whole_frame"], window=f["window"], seeds=parse_seeds(str(f["seeds"])),
         guidance=f["guidance"], scheduler=f["scheduler"],
         **{k: f[k] for k in ("mask_seed", "dilate", "steps", "jump_length", "jump_n_sample",
                              "batch_size")})

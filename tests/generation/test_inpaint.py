@@ -41,21 +41,28 @@ def test_disk_dilation_is_the_same_on_frames_and_on_training_batches():
         assert np.array_equal(batch[0, 0].numpy() > 0.5, dilate(mask, px))
 
 
-@pytest.mark.parametrize("model_id,method", [("paint", "trained"), ("withmask", "repaint"),
-                                             ("plain", "repaint")])
+@pytest.mark.parametrize("model_id,method,window", [
+    ("paint", "trained", "lesion"), ("withmask", "repaint", "lesion"), ("plain", "repaint", "none"),
+    ("paint", "trained", "none")])
 def test_inpainting_keeps_every_pixel_outside_the_hole_and_stores_the_pair(painted, model_id,
-                                                                           method):
+                                                                           method, window):
+    """With a window the result has the frame's size and equals the frame outside the hole;
+    without one, the model's size and the shrunk frame."""
     workspace, db = painted
     item = _frame(workspace)
     request = InpaintRequest(generator=model_id, class_label="SSA", dataset="demo", image=item.id,
-                             dilate=4, seeds=(0, 1), steps=3, jump_length=2, jump_n_sample=2)
+                             dilate=4, seeds=(0, 1), steps=3, jump_length=2, jump_n_sample=2,
+                             window=window)
     result, stored = inpaint_now(db, workspace, request)
     assert result.method == method and len(stored) == 2
+    frame = result.background.rgb if window == "lesion" else result.background_rgb
+    assert frame.shape == ((64, 64, 3) if window == "lesion" else (32, 32, 3))
     for image, (_, sha) in zip(result.images, stored):
         outside = ~image.hole
+        assert image.rgb.shape == frame.shape and image.hole.shape == frame.shape[:2]
         assert outside.any() and image.hole.any()
-        assert np.array_equal(image.rgb[outside], result.background_rgb[outside])  # exact
-        assert not np.array_equal(image.rgb[image.hole], result.background_rgb[image.hole])
+        assert np.array_equal(image.rgb[outside], frame[outside])  # exact
+        assert not np.array_equal(image.rgb[image.hole], frame[image.hole])
         assert not (image.mask & ~image.hole).any()  # the polyp lies inside the hole
         stored_item = pool_page(db, PoolFilter(generator=model_id), 0, 100).items
         record = next(i for i in stored_item if i.sha256 == sha)
@@ -66,6 +73,11 @@ def test_inpainting_keeps_every_pixel_outside_the_hole_and_stores_the_pair(paint
                                        "group": item.group, "split": "train"}
         assert extra["mask_source"] == {"kind": "own"}
         assert extra["inpaint"]["method"] == method and extra["inpaint"]["dilate"] == 4
+        if window == "lesion":
+            assert extra["inpaint"]["window"] == result.window.to_json() | {"seam": result.seam}
+            assert (record.provenance["width"], record.provenance["height"]) == (64, 64)
+        else:
+            assert extra["inpaint"]["window"] is None
     with pytest.raises(ValueError, match="was inpainted into frame demo:"):
         regenerate(db, workspace, stored[0][1])
 
@@ -77,7 +89,7 @@ def test_the_same_seed_gives_the_same_image_and_a_drawn_mask_is_obeyed(painted):
     drawn = np.zeros(background.rgb.shape[:2], bool)
     drawn[10:20, 30:44] = True
     request = InpaintRequest(generator="paint", class_label="AD", dataset="demo", image=item.id,
-                             mask_source="drawn", dilate=2, seeds=(5,), steps=2)
+                             mask_source="drawn", dilate=2, seeds=(5,), steps=2, window="none")
     first = inpaint(workspace, request, background, drawn)
     again = inpaint(workspace, request, background, drawn)
     assert np.array_equal(first.images[0].rgb, again.images[0].rgb)
@@ -120,7 +132,8 @@ def test_an_image_and_mask_model_samples_masks_into_the_pool_and_for_inpainting(
     item = _frame(workspace)
     result = inpaint(workspace, InpaintRequest(
         generator="paint", class_label="HP", dataset="demo", image=item.id, steps=2,
-        mask_source="generated", mask_generator="withmask", mask_seed=3, dilate=2),
+        mask_source="generated", mask_generator="withmask", mask_seed=3, dilate=2,
+        window="none"),  # an untrained model's mask may reach the border
         frame_background(workspace, "demo", item.id))
     assert result.mask_source["kind"] == "generated" and result.mask_source["seed"] == 3
 
