@@ -109,3 +109,45 @@ def paste(frame: np.ndarray, generated: np.ndarray, window: Window, hole: np.nda
 def seam_width(window: Window, model_size: int) -> float:
     """The feathered seam: about one model pixel, in frame pixels (at least 1)."""
     return max(1.0, window.side / model_size)
+
+
+def _resized(rgb: np.ndarray, mask: np.ndarray, window: Window,
+             size: int) -> tuple[np.ndarray, np.ndarray]:
+    from polyp_core.data.images import resize_rgb
+    from polyp_core.generation.masks import polyp_at
+
+    return (resize_rgb(np.ascontiguousarray(window.crop(rgb)), size),
+            polyp_at(window.crop(mask), size))
+
+
+def training_windows(rgb: np.ndarray, mask: np.ndarray, size: int, rng: np.random.Generator,
+                     dilate_px: int = 20) -> list[tuple[np.ndarray, np.ndarray]]:
+    """What an inpainter learns from one frame (uint8 ``(H, W, 3)``, bool mask), each crop at
+    the model's ``size``: the frame's own polyp window (as :func:`lesion_window` places it
+    around the mask dilated by ``dilate_px``, inpainting's default hole), the same window
+    jittered (side x 0.8-1.25, centre moved by up to a fifth of the side), and a random square
+    (the mucosa, usually without a polyp). A frame whose hole exceeds its window limit gives
+    only the random window."""
+    from polyp_core.generation.masks import dilate
+
+    height, width = mask.shape
+    limit = min(height, width)
+    smallest = min(size, limit)
+    out = []
+    hole = dilate(mask, dilate_px) if mask.any() else None
+    if hole is not None:
+        y0, y1, x0, x1 = box(hole)
+        if max(y1 - y0, x1 - x0) <= limit:
+            own = lesion_window(hole, size)
+            out.append(_resized(rgb, mask, own, size))
+            side = int(np.clip(round(own.side * rng.uniform(0.8, 1.25)), smallest, limit))
+            cx, cy = own.x + own.side / 2, own.y + own.side / 2
+            cx, cy = cx + rng.uniform(-0.2, 0.2) * own.side, cy + rng.uniform(-0.2, 0.2) * own.side
+            jittered = Window(int(np.clip(round(cx - side / 2), 0, width - side)),
+                              int(np.clip(round(cy - side / 2), 0, height - side)), side)
+            out.append(_resized(rgb, mask, jittered, size))
+    side = int(rng.integers(smallest, limit + 1))
+    anywhere = Window(int(rng.integers(0, width - side + 1)), int(rng.integers(0, height - side + 1)),
+                      side)
+    out.append(_resized(rgb, mask, anywhere, size))
+    return out

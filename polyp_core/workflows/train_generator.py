@@ -59,6 +59,10 @@ TRAIN_DDPM = Form("train-ddpm", "train a class-conditional DDPM on a data set", 
     of(DDPMTrainConfig, "max_dilate",
        help="--inpaint: holes are masks grown by 0..N px of the model's size"),
     of(DDPMTrainConfig, "full_frame", help="--inpaint: share of holes that are the whole frame"),
+    of(DDPMTrainConfig, "window", help="--inpaint/--with-mask: lesion learns from windows cut at "
+                                       "the frame's resolution (each frame's polyp window, a "
+                                       "jittered and a random one), as inpaint fills them; "
+                                       "frame from whole frames shrunk to the model's size"),
 ))
 
 

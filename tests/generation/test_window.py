@@ -85,3 +85,37 @@ def test_masks_at_the_border_and_holes_beyond_the_limit_are_refused_before_any_w
     bare = Background(rgb, None, {"dataset": "d", "id": "f3"})
     with pytest.raises(ValueError, match="frame d:f3 has no polyp mask"):
         plan_masks(None, request, bare)
+
+
+def test_an_inpainter_learns_from_each_frames_polyp_window_a_jittered_and_a_random_one():
+    from polyp_core.generation.window import training_windows
+
+    rng = np.random.default_rng(0)
+    frame = rng.integers(0, 255, (100, 200, 3), dtype=np.uint8)
+    mask = _hole((100, 200), (40, 50), (60, 80))
+    crops = training_windows(frame, mask, 16, np.random.default_rng(1), dilate_px=5)
+    assert len(crops) == 3 and all(c.shape == (16, 16, 3) and m.shape == (16, 16)
+                                   for c, m in crops)
+    # the own window: the hole (the mask grown by 5 px: 20 x 30) grown by half, side 45,
+    # centred on the polyp; the polyp is 20 of 45 px wide there, 7 of 16 model pixels
+    own = crops[0][1]
+    rows, cols = np.nonzero(own)
+    assert cols.max() - cols.min() + 1 in (7, 8) and abs(cols.mean() - 7.5) < 1
+    assert abs(rows.mean() - 7.5) < 1
+    # a polyp too large for a window of the frame: only the random window
+    huge = _hole((100, 200), (10, 90), (20, 180))
+    assert len(training_windows(frame, huge, 16, np.random.default_rng(2))) == 1
+    # a frame without a polyp: the random window alone
+    assert len(training_windows(frame, np.zeros((100, 200), bool), 16,
+                                np.random.default_rng(3))) == 1
+
+
+def test_a_window_without_a_polyp_trains_as_a_whole_hole():
+    import torch
+
+    from polyp_core.generation.ddpm.trainer import _inpaint_holes
+
+    polyp = torch.zeros((2, 1, 4, 4))
+    polyp[1, 0, 1, 2] = 1
+    hole = _inpaint_holes(polyp, torch.Generator().manual_seed(0), max_dilate=0, full_frame=0.0)
+    assert hole[0].eq(1).all() and torch.equal(hole[1], polyp[1])

@@ -111,6 +111,11 @@ class DDPMTrainConfig:
         task: ``image``; ``image_mask`` (the polyp mask as a fourth channel, in and out);
             ``inpaint`` (fill a hole: the polyp mask dilated by 0..``max_dilate`` px, or with
             probability ``full_frame`` the whole frame, given the rest of the frame).
+        window: for ``image_mask`` and ``inpaint``: ``lesion`` learns from windows cut at the
+            frame's resolution (each frame's polyp window, a jittered one and a random one, as
+            ``inpaint``'s default window places them: ``generation.window.training_windows``),
+            so at 64 px a polyp spans most of the sample; ``frame`` from whole frames shrunk
+            to the model's size (models trained before windows).
     """
 
     dataset: str
@@ -139,6 +144,7 @@ class DDPMTrainConfig:
     task: str = rule("image", choices=TASKS)
     max_dilate: int = rule(6, lo=0, hi=256)
     full_frame: float = rule(0.1, lo=0.0, hi=1.0)
+    window: str = rule("lesion", choices=("lesion", "frame"))
 
     def validate(self) -> None:
         check_name(self.model_id, "model")

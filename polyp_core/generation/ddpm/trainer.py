@@ -143,15 +143,53 @@ def _training_set(workspace: Workspace, config: DDPMTrainConfig, scheme: LabelSc
         empty = [c for c, n in counts.items() if n == 0]
         if empty:
             raise ValueError(f"no training images of class {', '.join(empty)} in {config.dataset}")
-    masks = _training_masks(items, config, size) if config.task != "image" else None
-    pixels = PixelCache(workspace.pixel_cache_dir)
-    images = torch.from_numpy(np.stack([pixels.rgb(i.image, i.sha256, size) for i in items]))
     if conditional:
         label_ids = [classes.index(UNKNOWN) if config.unknown_class
                      else classes.index(scheme.map(i.label)) for i in items]
     else:
         label_ids = [0] * len(items)
+    if config.task != "image" and config.window == "lesion":
+        images, masks, label_ids = _training_windows(items, config, size, label_ids)
+        return _TrainingSet(items, classes, conditional, images, torch.tensor(label_ids), masks)
+    masks = _training_masks(items, config, size) if config.task != "image" else None
+    pixels = PixelCache(workspace.pixel_cache_dir)
+    images = torch.from_numpy(np.stack([pixels.rgb(i.image, i.sha256, size) for i in items]))
     return _TrainingSet(items, classes, conditional, images, torch.tensor(label_ids), masks)
+
+
+def _training_windows(items: list, config: DDPMTrainConfig, size: int, label_ids: list[int]
+                      ) -> tuple[torch.Tensor, torch.Tensor, list[int]]:
+    """Every training frame's windows at the model's size (``window.training_windows``: its
+    polyp window, a jittered one and a random one), their polyp masks and their classes.
+
+    Raises:
+        ValueError: as :func:`_training_masks`, naming the frame.
+    """
+    from polyp_core.data.images import load_mask, load_rgb
+    from polyp_core.generation.window import training_windows
+
+    _training_masks_present(items, config)
+    rng = np.random.default_rng(config.seed)
+    images, masks, labels = [], [], []
+    for item, label in zip(items, label_ids):
+        try:
+            rgb, mask = load_rgb(item.image), load_mask(item.mask)
+        except Exception as exc:  # a clear message naming the file; the cause is kept
+            raise ValueError(f"{item.image}: frame {item.id} or its mask cannot be read "
+                             f"({exc})") from exc
+        for crop, polyp in training_windows(rgb, mask, size, rng):
+            images.append(crop)
+            masks.append(polyp)
+            labels.append(label)
+    return (torch.from_numpy(np.stack(images)), torch.from_numpy(np.stack(masks)), labels)
+
+
+def _training_masks_present(items: list, config: DDPMTrainConfig) -> None:
+    missing = [i.id for i in items if not i.mask]
+    if missing:
+        raise ValueError(f"task {config.task} needs a mask for every training frame; "
+                         f"{len(missing)} of {len(items)} in {config.dataset} have none "
+                         f"(e.g. {', '.join(missing[:3])})")
 
 
 def _training_masks(items: list, config: DDPMTrainConfig, size: int) -> torch.Tensor:
@@ -163,11 +201,7 @@ def _training_masks(items: list, config: DDPMTrainConfig, size: int) -> torch.Te
     """
     from polyp_core.data.images import load_mask, resize_mask
 
-    missing = [i.id for i in items if not i.mask]
-    if missing:
-        raise ValueError(f"task {config.task} needs a mask for every training frame; "
-                         f"{len(missing)} of {len(items)} in {config.dataset} have none "
-                         f"(e.g. {', '.join(missing[:3])})")
+    _training_masks_present(items, config)
     masks = []
     for item in items:
         try:
@@ -180,10 +214,12 @@ def _training_masks(items: list, config: DDPMTrainConfig, size: int) -> torch.Te
 def _inpaint_holes(polyp: torch.Tensor, aug: torch.Generator, max_dilate: int,
                    full_frame: float) -> torch.Tensor:
     """Training holes: the batch's polyp masks dilated by one random 0..``max_dilate`` px, and
-    with probability ``full_frame`` per image the whole frame (so the model also makes frames)."""
+    with probability ``full_frame`` per image the whole frame (so the model also makes frames);
+    an image without a polyp (a random window of mucosa) is always a whole-frame hole."""
     radius = int(torch.randint(0, max_dilate + 1, (1,), generator=aug))
     hole = dilate_batch(polyp, radius)
     whole = (torch.rand(len(polyp), generator=aug) < full_frame).view(-1, 1, 1, 1).to(polyp.device)
+    whole = whole | (polyp.flatten(1).sum(1) == 0).view(-1, 1, 1, 1)
     return torch.where(whole, torch.ones_like(hole), hole)
 
 
