@@ -48,6 +48,21 @@ def _task(args: argparse.Namespace) -> str:
     return "image_mask" if args.with_mask else "inpaint" if args.inpaint else "image"
 
 
+def cmd_copy_paste(args: argparse.Namespace) -> int:
+    from polyp_core.workflows import TERMINAL, generate
+
+    request = generate.copy_paste_request(generate.COPY_PASTE.values(args))
+    made: dict = {}
+    work = generate.copy_paste_work(open_db(args), Workspace(args.workspace), TERMINAL, request,
+                                    made)
+    with TerminalProgress() as progress:
+        work(progress, cancel_on_interrupt())
+    print(f"{len(made['stored'])} copy-paste {made['class']} image(s) from {request.dataset} "
+          f"({request.source_split} polyps into {request.target_split} frames) added to the "
+          f"pool with their masks as generator {request.generator}")
+    return 0
+
+
 def cmd_inpaint(args: argparse.Namespace) -> int:
     from polyp_core.workflows import TERMINAL, generate
 
@@ -209,6 +224,13 @@ def add_generate_commands(sub: argparse._SubParsersAction) -> None:
     paint.add_argument("--mask", help="a mask file of the frame's size (--mask-source drawn)")
     paint.add_argument("--db")
     paint.set_defaults(func=cmd_inpaint)
+
+    from polyp_core.workflows.generate import COPY_PASTE
+
+    pasting = sub.add_parser("copy-paste", help=COPY_PASTE.help)
+    COPY_PASTE.add_options(pasting)
+    pasting.add_argument("--db")
+    pasting.set_defaults(func=cmd_copy_paste)
 
     lora = sub.add_parser("train-lora", help="fine-tune Stable Diffusion v1.x with LoRA")
     lora.add_argument("--dataset", required=True)

@@ -73,8 +73,9 @@ def generator_summary(db: Database, workspace: Workspace,
     rows = []
     for generator, n in sorted(made_by.items()):
         record = read_record(workspace, generator)
-        row = {"generator": generator, "images": n,
-               "made": "imported" if record else "trained in this workspace"}
+        made = ("trained in this workspace" if not record else "copy-paste (built in)"
+                if record.get("kind") == "copy-paste" else "imported")
+        row = {"generator": generator, "images": n, "made": made}
         if record:
             trained = record.get("trained_on") or {}
             row |= {"version": record.get("version"), "source": record.get("source"),
@@ -86,8 +87,10 @@ def generator_summary(db: Database, workspace: Workspace,
 
 def background_leaks(db: Database, folds: list[Fold], selections: list[Selection | None],
                      real: list[ImageRef], group_of: list[str]) -> list[str]:
-    """Inpainted images whose background frame belongs to a group of the fold's validation or
-    test part (the frame is training data of the image), naming image, frame and group."""
+    """Images made of a frame that belongs to a group of the fold's validation or test part:
+    an inpainted image's background, a copy-paste image's background and the frame its polyp
+    was cut from (``sources``); every such frame is training data of the image. Names image,
+    frame and group."""
     problems = []
     group_of_sha = {r.sha256: g for r, g in zip(real, group_of)}
     extra_of = _provenance(db, (ref.sha256 for sel in selections if sel for ref in sel.images))
@@ -96,12 +99,14 @@ def background_leaks(db: Database, folds: list[Fold], selections: list[Selection
             continue
         held = {group_of[i] for i in fold.valid + fold.test}
         for ref in selection.images:
-            frame = extra_of[ref.sha256][1].get("background") or {}
-            group = group_of_sha.get(frame.get("sha256", ""))
-            if group is not None and group in held:
-                problems.append(f"{fold.name}: image {ref.sha256[:12]} was made on frame "
-                                f"{frame.get('dataset')}:{frame.get('id')} of group {group} "
-                                "(validation/test part)")
+            extra = extra_of[ref.sha256][1]
+            for role, frame in [("was made on", extra.get("background") or {})] + [
+                    ("holds a polyp cut from", f) for f in extra.get("sources") or []]:
+                group = group_of_sha.get(frame.get("sha256", ""))
+                if group is not None and group in held:
+                    problems.append(f"{fold.name}: image {ref.sha256[:12]} {role} frame "
+                                    f"{frame.get('dataset')}:{frame.get('id')} of group {group} "
+                                    "(validation/test part)")
     return problems
 
 

@@ -162,6 +162,11 @@ def regenerate(db: Database, workspace: Workspace, sha256: str) -> np.ndarray:
                       checkpoint_hash=p.checkpoint_hash, class_label=p.class_label, prompt=p.prompt,
                       negative_prompt=p.negative_prompt, seed=p.seed, steps=p.steps,
                       guidance=p.guidance, scheduler=p.scheduler, lora=p.lora, extra=p.extra or {})
+    if record["extra"].get("copy_paste"):
+        frame = record["extra"].get("background") or {}
+        raise ValueError(f"image {sha256[:12]} was made by copy-paste into frame "
+                         f"{frame.get('dataset')}:{frame.get('id')}; make it again with "
+                         f"copy-paste (the same data set, class and seed {record['seed']})")
     if record["extra"].get("inpaint"):
         frame = record["extra"].get("background") or {}
         raise ValueError(f"image {sha256[:12]} was inpainted into frame "

@@ -87,7 +87,8 @@ def feather_alpha(hole: np.ndarray, width: float) -> np.ndarray:
     ``1 / width`` on its border pixels to 1 at ``width`` px inside."""
     if width <= 1:
         return hole.astype(np.float32)
-    inside = ndimage.distance_transform_edt(hole)
+    # padded: a hole that reaches the array's edge has its border there too
+    inside = ndimage.distance_transform_edt(np.pad(hole, 1))[1:-1, 1:-1]
     return np.clip(inside / width, 0.0, 1.0).astype(np.float32)
 
 

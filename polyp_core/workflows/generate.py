@@ -13,6 +13,7 @@ from polyp_core.generation.backends import (describe_model, load_generator, samp
                                             store_generated)
 from polyp_core.generation.grid import check_grid, xy_grid
 from polyp_core.forms import Form, of
+from polyp_core.generation.copy_paste import CopyPasteRequest
 from polyp_core.generation.inpaint import (Background, InpaintRequest, frame_background,
                                            inpaint, parse_seeds, plan_masks, store_inpainted,
                                            uploaded_background)
@@ -238,3 +239,54 @@ def background_frame(db: Database, workspace: Workspace, person: Person, dataset
     """A data set's frame and its polyp mask, to show and draw on (the Generate tab)."""
     authorise(db, person)
     return frame_background(workspace, dataset, image_id)
+
+
+#: Copy-paste, declared once: the CLI's ``copy-paste`` options start from it.
+COPY_PASTE = Form("copy-paste", "the conventional baseline: training polyps of a class cut out, "
+                                "scaled, flipped, colour-matched and pasted into other frames "
+                                "(the images and their masks join the pool)", (
+    of(CopyPasteRequest, "dataset", positional=True, help="the real data set"),
+    of(CopyPasteRequest, "class_label", option="--class",
+       help="the class of the polyps (a one-class data set's when not given)"),
+    of(CopyPasteRequest, "n", help="how many images"),
+    of(CopyPasteRequest, "seed", help="image k is seeded seed + k"),
+    of(CopyPasteRequest, "generator", help="its name in the pool"),
+    of(CopyPasteRequest, "source_split", help="the split the polyps are cut from"),
+    of(CopyPasteRequest, "target_split", help="the split of the frames they are pasted into "
+                                              "(train for retraining)"),
+    of(CopyPasteRequest, "scale", help="the polyp is scaled by a factor in [1/scale, scale]"),
+))
+
+
+def copy_paste_request(fields: Mapping[str, object]) -> CopyPasteRequest:
+    """The copy-paste request from plain values; missing or empty ones take
+    :data:`COPY_PASTE`'s defaults.
+
+    Raises:
+        InvalidRequest: naming every bad field.
+    """
+    f = COPY_PASTE.parse(fields)
+    return CopyPasteRequest(**{k: ("" if v is None and k in ("dataset", "class_label") else v)
+                               for k, v in f.items()})
+
+
+def copy_paste_work(db: Database, workspace: Workspace, person: Person,
+                    request: CopyPasteRequest, holder: dict | None = None) -> Work:
+    """Copy-paste, for both front ends: the data set, the class and the frames are checked now
+    (a class with one training polyp is refused before anything is made); the work makes the
+    images, registers the generator and stores them, leaving ``holder["stored"]`` and
+    ``holder["class"]``."""
+    from polyp_core.generation.copy_paste import copy_paste, frames_for, store_pasted
+
+    authorise(db, person)
+    request.validate()
+    frames_for(workspace, request)
+    out = {} if holder is None else holder
+
+    def work(progress: Progress, cancel: CancelToken) -> str:
+        label, made = copy_paste(workspace, request, progress, cancel)
+        out["stored"], out["class"] = store_pasted(db, workspace, request, label, made), label
+        return f"{len(made)} copy-paste {label} image(s) into {request.dataset}"
+
+    return work
+

@@ -34,10 +34,11 @@ def frame(seed: int, size: tuple[int, int] = (48, 40)) -> tuple[np.ndarray, np.n
 
 
 def write_pair(images: Path, masks: Path, stem: str, seed: int, image_suffix: str = ".png",
-               mask_name: str | None = None, mask_size: tuple[int, int] | None = None) -> None:
+               mask_name: str | None = None, mask_size: tuple[int, int] | None = None,
+               size: tuple[int, int] = (48, 40)) -> None:
     images.mkdir(parents=True, exist_ok=True)
     masks.mkdir(parents=True, exist_ok=True)
-    rgb, mask = frame(seed)
+    rgb, mask = frame(seed, size)
     Image.fromarray(rgb).save(images / f"{stem}{image_suffix}")
     m = Image.fromarray(mask)
     if mask_size:
