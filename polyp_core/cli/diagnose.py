@@ -20,7 +20,8 @@ def cmd_diagnose(args: argparse.Namespace) -> int:
         subset_size=args.subset_size, seed=args.seed,
         projections=tuple(args.projection or ["umap"]), near_copy=args.near_copy,
         against=args.against,
-        against_split=None if args.against_split == "all" else args.against_split)
+        against_split=None if args.against_split == "all" else args.against_split,
+        region=args.region)
     from polyp_core.workflows import TERMINAL
     from polyp_core.workflows import diagnose as diagnose_workflow
 
@@ -53,6 +54,8 @@ def cmd_diagnose(args: argparse.Namespace) -> int:
             print(f"    {'real2 ' + row:<12}{cells}")
         print("    a synthetic diagonal cell below the second source's is closer to this data set "
               "than another real source is")
+    if result.lesion:
+        _print_lesion(result.lesion)
     memo = result.memorisation
     shares = ", ".join(f"{c} {v:.1%}" for c, v in memo["share_flagged"].items())
     print(f"  near copies (cosine >= {memo['threshold']}): {len(memo['pairs'])} ({shares})")
@@ -63,6 +66,30 @@ def cmd_diagnose(args: argparse.Namespace) -> int:
     print(f"  stored in {result.folder}")
     return 0
 
+
+
+def _print_lesion(found: dict) -> None:
+    """The crops' figures: each diagonal KID with its interval beside the floor, per generator."""
+    n, left = found["images"], found["left_out"]
+    print(f"  around each polyp (crops; {n['real']} real, {n['synthetic']} synthetic; left out "
+          f"without a polyp region: {left['real']} real, {left['synthetic']} synthetic; 95% "
+          f"intervals from a bootstrap over real {found['unit']} and the synthetic images' "
+          "frames):")
+    for scheme, matrix in found["kid"].items():
+        floors = found["kid_floor"].get(scheme, {})
+        for c in matrix["classes"]:
+            cell, ci = matrix["cells"][c][c], found["intervals"][scheme][c]
+            floor = floors.get(c)
+            print(f"    {scheme} {c}: KID {cell['mean']:.4f} [{ci['low']:.4f}, {ci['high']:.4f}]"
+                  f", floor {floor['mean']:.4f}" if floor else
+                  f"    {scheme} {c}: KID {cell['mean']:.4f} [{ci['low']:.4f}, {ci['high']:.4f}]")
+    for generator, schemes in found["by_generator"].items():
+        for scheme, cells in schemes.items():
+            print(f"    {generator} ({scheme}): " + ", ".join(
+                f"{c} {v['kid']:.4f} [{v['interval']['low']:.4f}, {v['interval']['high']:.4f}] "
+                f"(n={v['images']})" for c, v in cells.items()))
+    memo = found["memorisation"]
+    print(f"    near copies of a real polyp (cosine >= {memo['threshold']}): {len(memo['pairs'])}")
 
 
 def add_diagnose_commands(sub: argparse._SubParsersAction) -> None:
@@ -78,6 +105,9 @@ def add_diagnose_commands(sub: argparse._SubParsersAction) -> None:
     diag.add_argument("--projection", action="append", choices=["umap", "tsne", "pca"])
     diag.add_argument("--near-copy", type=float, default=0.95)
     diag.add_argument("--seed", type=int, default=0)
+    diag.add_argument("--region", default="frame", choices=["frame", "lesion"],
+                      help="lesion: also compare crops around each polyp (the hole an image "
+                           "filled, a pasted polyp, a mask), with intervals over lesions")
     diag.add_argument("--against", metavar="DATASET",
                       help="a second real source (another data set): its classes get KID rows "
                            "against this data set's real classes, beside the synthetic ones")

@@ -22,6 +22,7 @@ from polyp_core.diagnostics.projections import (project, projection_figure, thum
 from polyp_core.pool import register_dataset
 from polyp_core.progress import Progress, no_progress
 from polyp_core.runs import new_run_dir, save_run
+from polyp_core.diagnostics.lesion import REGIONS
 from polyp_core.validation import checked, rule
 from polyp_core.workspace import Workspace
 from review_db import queries
@@ -54,6 +55,10 @@ class DiagnoseConfig:
             hospital's): its classes get their own KID rows against this data set's real
             classes, beside the synthetic rows, and join the projections, so a synthetic gap can
             be read against the gap between two real sources.
+        region: ``frame`` (whole images) or ``lesion``: also the same diagnostics on crops
+            around each polyp (``diagnostics.lesion``: KID per class pair and per generator with
+            bootstrap intervals over lesions, the floor, the nearest real crop), beside the
+            whole-frame figures.
     """
 
     dataset: str
@@ -69,6 +74,7 @@ class DiagnoseConfig:
     near_copy: float = rule(0.95, lo=0.0, hi=1.0)
     against: str | None = None
     against_split: str | None = None
+    region: str = rule("frame", choices=REGIONS)
 
 
 @dataclass(frozen=True)
@@ -84,6 +90,7 @@ class DiagnoseResult:
     seconds: float
     kid_floor: dict[str, dict[str, dict]] = field(default_factory=dict)  # scheme -> class -> KID
     second_real: dict = field(default_factory=dict)  # the --against source's KID rows
+    lesion: dict = field(default_factory=dict)  # region lesion: the crops' figures
 
 
 def pair_heatmap(matrix: PairMatrix) -> go.Figure:
@@ -266,6 +273,69 @@ def _figures(workspace: Workspace, folder: Path, sides: _Sides, config: Diagnose
     return files
 
 
+def _lesion_results(db: Database, workspace: Workspace, config: DiagnoseConfig, sides: _Sides,
+                    manifest: Manifest, extractor: FeatureExtractor, progress: Progress) -> dict:
+    """The diagnostics of crops around each polyp (``diagnostics.lesion``): per scheme the KID
+    matrix, the floor and each diagonal cell's interval, per generator too; the nearest real
+    crop of each synthetic one; how many images had no polyp region."""
+    from polyp_core.diagnostics import lesion
+
+    progress(0, 1, "cutting the polyp regions")
+    real_kept, real_crops = lesion.real_crops(sides.real_items, config.size)
+    shas = [s for s, _, _ in sides.synthetic]
+    syn_kept, syn_crops, syn_units = lesion.synthetic_crops(db, workspace, shas, config.size)
+    real = lesion.embed(extractor, real_crops, progress)
+    syn = lesion.embed(extractor, syn_crops, progress)
+    items = [sides.real_items[k] for k in real_kept]
+    real_units = [i.group or i.id for i in items]
+    syn_labels = [sides.syn_labels[k] for k in syn_kept]
+    made_by = [sides.made_by[k] for k in syn_kept]
+    out: dict = {"kid": {}, "kid_floor": {}, "intervals": {}, "by_generator": {},
+                 "left_out": {"real": len(sides.real_items) - len(items),
+                              "synthetic": len(shas) - len(syn_kept)},
+                 "images": {"real": len(items), "synthetic": len(syn_kept)},
+                 "unit": "groups" if any(i.group for i in items) else "images"}
+    for scheme_name in manifest.schemes:
+        scheme = get_scheme(scheme_name)
+        real_by = _by_class([i.label for i in items], real, scheme)
+        syn_by = {c: f for c, f in _by_class(syn_labels, syn, scheme).items() if c in real_by}
+        if not syn_by:
+            continue
+        real_by = {c: f for c, f in real_by.items() if c in syn_by}
+        matrix = kid_matrix(syn_by, real_by, extractor.id, scheme_name, config.subsets,
+                            config.subset_size, config.seed)
+        out["kid"][scheme_name] = matrix.to_json()
+        out["kid_floor"][scheme_name] = kid_floor(real, items, scheme, config)
+
+        def interval(cls: str, keep: Callable[[int], bool] = lambda _k: True,
+                     scheme: LabelScheme = scheme) -> dict:
+            r = [k for k, i in enumerate(items) if scheme.mapping.get(i.label) == cls]
+            s = [k for k, label in enumerate(syn_labels)
+                 if keep(k) and scheme.mapping.get(label) == cls]
+            return lesion.kid_interval(real[r], [real_units[k] for k in r], syn[s],
+                                       [syn_units[k] for k in s], config.seed)
+
+        out["intervals"][scheme_name] = {c: interval(c) for c in matrix.classes}
+        for generator in sorted(set(made_by)):
+            own = {c: f for c, f in _by_class(syn_labels, syn, scheme,
+                                              lambda k, g=generator: made_by[k] == g).items()
+                   if c in real_by}
+            if not own:
+                continue
+            cells = kid_matrix(own, {c: real_by[c] for c in own}, extractor.id, scheme_name,
+                               config.subsets, config.subset_size, config.seed)
+            out["by_generator"].setdefault(generator, {})[scheme_name] = {
+                c: {"kid": cells.cells[c][c].mean, "std": cells.cells[c][c].std,
+                    "images": len(own[c]),
+                    "interval": interval(c, lambda k, g=generator: made_by[k] == g)}
+                for c in cells.classes}
+    memo = memorisation_report(syn, [shas[k] for k in syn_kept], syn_labels, real,
+                               [i.sha256 for i in items], config.near_copy, extractor.id)
+    out["memorisation"] = memo.to_json()
+    progress(1, 1, "polyp regions compared")
+    return out
+
+
 def diagnose(db: Database, workspace: Workspace, config: DiagnoseConfig,
              progress: Progress = no_progress) -> DiagnoseResult:
     """Run every diagnostic and store the run (config, image ids, results, figures).
@@ -293,6 +363,11 @@ def diagnose(db: Database, workspace: Workspace, config: DiagnoseConfig,
                "generators": dict(sorted(Counter(sides.made_by).items()))}
     if found["by_generator"]:
         results["kid_by_generator"] = found["by_generator"]
+    lesion_found = {}
+    if config.region == "lesion":
+        lesion_found = _lesion_results(db, workspace, config, sides, manifest, extractor,
+                                       progress)
+        results["lesion"] = lesion_found
     second = {}
     if sides.other is not None:
         shared = {i.sha256 for i in sides.other_items} & {i.sha256 for i in sides.real_items}
@@ -306,4 +381,5 @@ def diagnose(db: Database, workspace: Workspace, config: DiagnoseConfig,
               "synthetic": [s for s, _, _ in sides.synthetic],
               "second_real": [i.sha256 for i in sides.other_items]})
     return DiagnoseResult(run_id, folder, extractor.id, matrices, found["fid"], memo.to_json(),
-                          div, files, time.perf_counter() - start, found["floors"], second)
+                          div, files, time.perf_counter() - start, found["floors"], second,
+                          lesion_found)
