@@ -24,9 +24,11 @@ def disk(radius: int) -> np.ndarray:
 def dilate(mask: np.ndarray, px: int) -> np.ndarray:
     """``mask`` (bool ``(H, W)``) grown by ``px`` pixels in every direction (a disk)."""
     mask = np.asarray(mask, bool)
-    if px <= 0:
+    if px <= 0 or not mask.any():
         return mask.copy()
-    return ndimage.binary_dilation(mask, structure=disk(px))
+    # a pixel within px (Euclidean) of the mask: the disk dilation, in one distance transform
+    # (a 41 px disk on a 384 x 290 frame: 2 ms, against 97 ms for its binary dilation)
+    return ndimage.distance_transform_edt(~mask) <= px
 
 
 def dilate_batch(masks: torch.Tensor, px: int) -> torch.Tensor:

@@ -61,6 +61,7 @@ def test_the_interval_resamples_whole_groups():
     a = kid_interval(real, units, far, syn_units, n_boot=60)
     b = kid_interval(real, units, near, syn_units, n_boot=60)
     assert a["real_units"] == 10 and a["synthetic_units"] == 10 and a["n_boot"] == 60
+    assert a["low"] < a["estimate"] < a["high"] and "half-samples" in a["method"]
     assert a["low"] > b["high"]  # a shifted distribution is further, beyond the noise
     assert kid_interval(real, units, far, syn_units, n_boot=60) == a  # seeded
 

@@ -36,9 +36,17 @@ def _frame(workspace: Workspace, split: str = "train"):
 def test_disk_dilation_is_the_same_on_frames_and_on_training_batches():
     rng = np.random.default_rng(0)
     mask = rng.random((20, 24)) > 0.9
-    for px in (0, 1, 3):
+    for px in (0, 1, 3, 7):
         batch = dilate_batch(torch.from_numpy(mask.astype(np.float32))[None, None], px)
         assert np.array_equal(batch[0, 0].numpy() > 0.5, dilate(mask, px))
+        # the distance-transform rule is the disk's binary dilation
+        from scipy import ndimage
+
+        from polyp_core.generation.masks import disk
+
+        expected = ndimage.binary_dilation(mask, structure=disk(px)) if px else mask
+        assert np.array_equal(dilate(mask, px), expected)
+    assert not dilate(np.zeros((5, 5), bool), 3).any()
 
 
 @pytest.mark.parametrize("model_id,method,window", [
