@@ -76,10 +76,12 @@ def test_neopolyp_5_fold_cv_baseline_and_linear_probe_lite0_224(workspace, tmp_p
     # the README's table, as measured (seeded; each figure to its three decimals)
     def shown(ci):
         return tuple(round(ci[k], 3) for k in ("estimate", "low", "high"))
-    assert shown(cases["macro_f1"]) == (0.700, 0.666, 0.733)
-    assert shown(cases["balanced_accuracy"]) == (0.714, 0.681, 0.744)
-    assert shown(probe["macro_f1"]) == (0.704, 0.670, 0.734)
-    assert shown(probe["balanced_accuracy"]) == (0.716, 0.680, 0.745)
+    # (re-measured once the import grouped NeoPolyp's four pairs of identical frames: the
+    # folds moved; before, 0.700 / 0.714 for the head and 0.704 / 0.716 for the probe)
+    assert shown(cases["macro_f1"]) == (0.699, 0.666, 0.731)
+    assert shown(cases["balanced_accuracy"]) == (0.712, 0.679, 0.743)
+    assert shown(probe["macro_f1"]) == (0.709, 0.677, 0.741)
+    assert shown(probe["balanced_accuracy"]) == (0.722, 0.688, 0.755)
     # chance is 0.5 balanced accuracy; the minority class is found
     assert cases["balanced_accuracy"]["low"] > 0.55 and cases["macro_f1"]["estimate"] > 0.6
     assert cases["per_class"]["REST"]["recall"]["estimate"] > 0.3
@@ -94,7 +96,7 @@ def test_neopolyp_5_fold_cv_baseline_and_linear_probe_lite0_224(workspace, tmp_p
         .predict(x[list(f.test)]) for f in plan.folds])
     lr_f1 = f1_score(y[tested], reference, average="macro")
     print(f"NeoPolyp 5-fold CV, logistic regression C = 1 on the same features: macro-F1 {lr_f1:.3f}")
-    assert round(lr_f1, 3) == 0.677
+    assert round(lr_f1, 3) == 0.683  # 0.677 before the identical frames were grouped
     assert probe["macro_f1"]["estimate"] >= lr_f1 - 0.01
     assert probe["macro_f1"]["estimate"] > 0.68
 

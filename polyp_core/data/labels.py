@@ -115,4 +115,8 @@ def native_scheme(canonicals: set[str]) -> str:
 
 
 def available_schemes(canonicals: set[str]) -> list[str]:
-    return [name for name, scheme in SCHEMES.items() if scheme.accepts(canonicals)]
+    """The schemes a data set's labels can be read in; ``lesion`` (every label one class) only
+    where no histology scheme can (a data set of masks without classes). Any data set may still
+    be read as ``lesion`` (``Manifest.with_scheme``)."""
+    found = [name for name, scheme in SCHEMES.items() if scheme.accepts(canonicals)]
+    return [n for n in found if n != "lesion"] or found

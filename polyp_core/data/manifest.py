@@ -108,7 +108,7 @@ class Manifest:
         Raises:
             ValueError: when the data set's labels cannot be expressed in ``scheme``.
         """
-        if scheme not in self.schemes:
+        if scheme not in self.schemes and scheme != "lesion":  # lesion reads any as one class
             get_scheme(scheme)  # unknown names get the list of schemes
             raise ValueError(
                 f"data set {self.name!r} has labels {sorted(self.canonical_labels)}, which scheme "

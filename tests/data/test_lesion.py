@@ -251,3 +251,21 @@ def test_inpainting_the_gate_and_a_mask_study_work_on_a_lesion_set(tmp_path, cap
     with db.session() as session:
         kinds = sorted(si.image.kind for si in queries.study_images(session, study_id))
     assert kinds == ["real"] * 6 + ["synthetic"] * 6
+
+
+def test_any_data_set_reads_as_lesion_but_lists_it_only_without_histology(tmp_path):
+    from tests.conftest import make_hospital, three_class_labels
+
+    workspace = Workspace(tmp_path / "ws")
+    import_dataset(workspace, ImportConfig(str(make_hospital(tmp_path / "h",
+                                                             three_class_labels(4, 3, 3))),
+                                           name="h"))
+    import_dataset(workspace, ImportConfig(str(layout("generic", tmp_path / "g")), name="g"))
+    histology = workspace.load_manifest("h")
+    assert histology.schemes == ["three_class", "ad_vs_rest"]
+    as_lesion = histology.with_scheme("lesion")
+    assert {as_lesion.label_of(i) for i in as_lesion.items} == {"LESION"}
+    assert workspace.load_manifest("g").schemes == ["lesion"]
+    with pytest.raises(ValueError, match="which scheme 'three_class' cannot express; "
+                                         "available: lesion"):
+        workspace.load_manifest("g").with_scheme("three_class")
