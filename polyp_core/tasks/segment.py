@@ -41,8 +41,9 @@ NEEDS_MASKS = True
 RESTS_ON = "its Dice"
 DETECTABLE_CHANGE = False
 #: a U-Net's decoder trains from scratch: at the classifier's 3e-4 it under-fits (NeoPolyp,
-#: 128 px, 12 epochs: Dice 0.733 against 0.811 at 1e-3; docs/benchmarks.md), and a plain
-#: segmentation-models-pytorch loop trains at 1e-3, batch 16 (``bench/bench_segment.py``).
+#: 128 px, 12 epochs, as measured when this default was chosen: Dice 0.733 against 0.811 at
+#: 1e-3), and a plain segmentation-models-pytorch loop trains at 1e-3, batch 16;
+#: ``bench/bench_segment.py`` compares the two (docs/benchmarks.md).
 #: The schedule is the shared one (one warm-up epoch, then cosine to zero: a one-cycle shape).
 TRAIN_DEFAULTS = {"lr": 1e-3, "batch_size": 16}
 CONFUSION = False
