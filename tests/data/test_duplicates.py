@@ -76,3 +76,21 @@ def test_an_import_groups_copies_and_re_encoded_frames_in_every_split_method(tmp
                 assert items["ad000"].group == "+".join(sorted((patient["ad000"],
                                                                 patient["ad100"])))
                 assert items["ad002"].group == patient["ad002"]
+
+
+def test_a_split_the_user_fixed_is_kept_and_its_crossing_copies_are_named(tmp_path):
+    """Split files (or a split column) are the user's: copies they put in two splits stay
+    there, joined in one group, and the import says which."""
+    source = make_hospital(tmp_path / "h", three_class_labels(6, 3, 3))
+    shutil.copyfile(source / "images" / "ad000.png", source / "images" / "ad100.png")
+    rows = [[f"images/{p.name}", p.stem[:2].upper().replace("SS", "SSA"),
+             "test" if p.stem == "ad100" else ("valid" if p.stem.endswith("2") else "train")]
+            for p in sorted((source / "images").iterdir())]
+    table = write_csv(tmp_path / "h" / "paths.csv", ["path", "label", "split"], rows)
+    workspace = Workspace(tmp_path / "ws")
+    result = import_dataset(workspace, ImportConfig(str(table), name="fixed"))
+    items = {i.id: i for i in workspace.load_manifest("fixed").items}
+    assert (items["images__ad000"].split, items["images__ad100"].split) == ("train", "test")
+    assert items["images__ad000"].group == items["images__ad100"].group
+    assert any(n.startswith("the split files put identical frames in different splits: "
+                            "images__ad000 (train), images__ad100 (test)") for n in result.notes)
