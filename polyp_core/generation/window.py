@@ -122,7 +122,7 @@ def _resized(rgb: np.ndarray, mask: np.ndarray, window: Window,
 
 
 def training_windows(rgb: np.ndarray, mask: np.ndarray, size: int, rng: np.random.Generator,
-                     dilate_px: int = 20) -> list[tuple[np.ndarray, np.ndarray]]:
+                     dilate_px: int) -> list[tuple[np.ndarray, np.ndarray]]:
     """What an inpainter learns from one frame (uint8 ``(H, W, 3)``, bool mask), each crop at
     the model's ``size``: the frame's own polyp window (as :func:`lesion_window` places it
     around the mask dilated by ``dilate_px``, inpainting's default hole), the same window

@@ -39,8 +39,8 @@ ARMS = (BASELINE, AUGMENTED, GATED, EXPERT)
 NEEDS_MASKS = False
 RESTS_ON = "its recall and F1"
 DETECTABLE_CHANGE = True
-#: a pretrained classifier fine-tunes at a small learning rate (``TrainConfig``'s own)
-TRAIN_DEFAULTS = {"lr": 3e-4, "batch_size": 32}
+#: a pretrained classifier fine-tunes at ``TrainConfig``'s own small learning rate and batch
+TRAIN_DEFAULTS: dict = {}
 CONFUSION = True
 LINEAR_PROBE = True
 PROBE = "linear probe"

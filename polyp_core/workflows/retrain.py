@@ -37,6 +37,13 @@ def _optional(values: tuple) -> str | None:
     return names_text(values) or None
 
 
+def _per_task(name: str) -> str:
+    """Each task's default of a ``TrainConfig`` field, for ``--help``: its own or the
+    config's."""
+    base = vars_of(TrainConfig())[name]
+    return ", ".join(f"{t} {train_defaults(t).get(name, base):g}" for t in TASKS)
+
+
 #: The retrain action, declared once: the CLI's options (``retrain --help``) and the Retrain
 #: tab's widgets start from it; engine fields take their defaults and bounds from the request
 #: that checks them (``TrainConfig``, ``ExperimentConfig``, ``SelectionPolicy``).
@@ -70,10 +77,10 @@ RETRAIN = Form("retrain", "baseline vs augmented over grouped folds and seeds", 
     of(TrainConfig, "imbalance", help="none, sampler (weighted sampling) or loss (weighted "
                                       "loss)"),
     of(TrainConfig, "epochs", help="at most this many epochs"),
-    of(TrainConfig, "batch_size", default=None, help="images per step (default: the task's, "
-                                                     "classification 32, segmentation 16)"),
-    of(TrainConfig, "lr", default=None, help="AdamW learning rate (default: the task's, "
-                                             "classification 3e-4, segmentation 1e-3)"),
+    of(TrainConfig, "batch_size", default=None,
+       help=f"images per step (default: the task's: {_per_task('batch_size')})"),
+    of(TrainConfig, "lr", default=None,
+       help=f"AdamW learning rate (default: the task's: {_per_task('lr')})"),
     of(TrainConfig, "patience", help="epochs without a better validation score before stopping"),
     of(TrainConfig, "augment", option="--no-augment", help="no augmentation of training images"),
     of(TrainConfig, "freeze_backbone", help="train the head only"),

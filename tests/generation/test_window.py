@@ -104,10 +104,10 @@ def test_an_inpainter_learns_from_each_frames_polyp_window_a_jittered_and_a_rand
     assert abs(rows.mean() - 7.5) < 1
     # a polyp too large for a window of the frame: only the random window
     huge = _hole((100, 200), (10, 90), (20, 180))
-    assert len(training_windows(frame, huge, 16, np.random.default_rng(2))) == 1
+    assert len(training_windows(frame, huge, 16, np.random.default_rng(2), 20)) == 1
     # a frame without a polyp: the random window alone
     assert len(training_windows(frame, np.zeros((100, 200), bool), 16,
-                                np.random.default_rng(3))) == 1
+                                np.random.default_rng(3), 20)) == 1
 
 
 def test_a_window_without_a_polyp_trains_as_a_whole_hole():

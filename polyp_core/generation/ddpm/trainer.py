@@ -170,6 +170,10 @@ def _training_windows(items: list, config: DDPMTrainConfig, size: int, label_ids
 
     _training_masks_present(items, config)
     rng = np.random.default_rng(config.seed)
+    from polyp_core.forms import of
+    from polyp_core.generation.inpaint import InpaintRequest
+
+    dilate_px = of(InpaintRequest, "dilate").default  # the hole inpaint makes by default
     images, masks, labels = [], [], []
     for item, label in zip(items, label_ids):
         try:
@@ -177,7 +181,7 @@ def _training_windows(items: list, config: DDPMTrainConfig, size: int, label_ids
         except Exception as exc:  # a clear message naming the file; the cause is kept
             raise ValueError(f"{item.image}: frame {item.id} or its mask cannot be read "
                              f"({exc})") from exc
-        for crop, polyp in training_windows(rgb, mask, size, rng):
+        for crop, polyp in training_windows(rgb, mask, size, rng, dilate_px):
             images.append(crop)
             masks.append(polyp)
             labels.append(label)
