@@ -307,7 +307,7 @@ def test_imported_images_with_masks_feed_every_arm_of_a_segmentation_run(studio,
     config = ExperimentConfig(dataset="phantom", task="segmentation", folds=0, seeds=(0,),
                               allow_small_test=True, name="seg-external",
                               arms=("baseline", "augmented", "synthetic"), real_fractions=(0.5,),
-                              against="other",
+                              against=("other",),
                               policy=SelectionPolicy(generators=(EXTERNAL, DEMO_GENERATOR)),
                               train=TrainConfig(image_size=64, epochs=1, batch_size=16))
     run = run_experiment(db, workspace, config, device=torch.device("cpu"))
@@ -316,8 +316,8 @@ def test_imported_images_with_masks_feed_every_arm_of_a_segmentation_run(studio,
     n_train = {arm: arms[arm]["per_seed"][0]["n_train"] for arm in arms}
     assert n_train["synthetic"] == 24 and n_train["augmented 50%"] == n_train["baseline 50%"] + 24
     assert n_train["baseline"] // 2 <= n_train["baseline 50%"] < n_train["baseline"]
-    other = run.results["against"]
-    assert other["images"] == 20 and set(other["arms"]) == set(arms)
+    (other,) = run.results["against"]
+    assert other["images"] == 20 and list(other["deltas"]) == ["delta"] and set(other["arms"]) == set(arms)
     assert other["arms"]["baseline"]["dice"]["groups"] == other["groups"]
     counts = run.results["selection"]["counts"]
     assert counts["dropped"]["no_mask"] == 12  # the demo generator's 4 per class

@@ -15,6 +15,7 @@ from pathlib import Path
 from polyp_core import __version__
 from polyp_core.data.cache import PixelCache
 from polyp_core.data import duplicates
+from polyp_core.data.lesion import LESION
 from polyp_core.data.images import load_mask, mask_levels, pixel_sha256, resize_rgb, sha256_file
 from polyp_core.data.labels import get_scheme, native_scheme
 from polyp_core.data.manifest import SAME_PIXELS, Manifest, ManifestItem
@@ -186,6 +187,19 @@ def _crossing(items: list[SourceItem], splits: list[str], same: list[list[int]])
           "or fix the split files"] if crossing else []
 
 
+def _mixed_lesion_problems(items: list[SourceItem], scheme: str | None) -> list[Problem]:
+    """Rows labelled as a polyp without histology (``LESION``) among rows with histology: the
+    set would otherwise fall back to the one-class scheme and lose its classes; named by row,
+    unless the import asks for scheme ``lesion``."""
+    histology = sorted({i.label for i in items} - {LESION})
+    if scheme == "lesion" or not histology:
+        return []
+    return [Problem(i.origin, f"label {i.raw_label!r} is a polyp without histology, but other "
+                              f"rows have classes ({', '.join(histology)}): give this row its "
+                              "class, or import the whole set as one class with scheme lesion")
+            for i in items if i.label == LESION][:20]
+
+
 def _empty_class_problems(items: list[SourceItem], scheme_name: str, source: str) -> list[Problem]:
     scheme = get_scheme(scheme_name)
     counts = Counter(scheme.mapping.get(i.label) for i in items)
@@ -276,6 +290,7 @@ def import_dataset(workspace: Workspace, config: ImportConfig,
     items = [c.item for c in checked]
     if not items and not problems:
         problems.append(Problem(str(source), "no labelled images found"))
+    problems.extend(_mixed_lesion_problems(items, config.scheme))
     scheme = config.scheme or native_scheme({i.label for i in items})
     if items:
         try:

@@ -20,13 +20,10 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from polyp_core.data.images import IMAGE_SUFFIXES
+from polyp_core.data.items import SourceItem, SourceScan
 from polyp_core.errors import Problem
-
-if TYPE_CHECKING:
-    from polyp_core.data.sources import SourceScan
 
 #: the one class of a data set without histology
 LESION = "LESION"
@@ -126,7 +123,6 @@ def _group(pair_parent: Path, root: Path, several: bool) -> str | None:
 
 def scan_lesion(root: Path) -> SourceScan:
     """Read a data set of frames and masks without classes (see the module's layouts)."""
-    from polyp_core.data.sources import SourceItem, SourceScan  # it imports this module
 
     problems: list[Problem] = []
     notes: list[str] = []

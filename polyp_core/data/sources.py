@@ -17,11 +17,12 @@ the file and row.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 from polyp_core.data.images import IMAGE_SUFFIXES
 from polyp_core.data.labels import CANONICAL_ALIASES, canonical_label
+from polyp_core.data.items import SourceItem, SourceScan
 from polyp_core.data.lesion import looks_like_lesion, scan_lesion
 from polyp_core.data.tables import Table, normalise_column, read_table
 from polyp_core.errors import DatasetImportError, Problem
@@ -39,31 +40,6 @@ SPLIT_FILES = {"train.csv": "train", "valid.csv": "valid", "val.csv": "valid",
 SPLIT_VALUES = {"train": "train", "training": "train", "valid": "valid", "val": "valid",
                 "validation": "valid", "test": "test", "gt_test": "test", "testing": "test"}
 LAYOUTS = ("auto", "hospital", "folders", "csv", "lesion")
-
-
-@dataclass
-class SourceItem:
-    """One labelled image as found in the source, before validation."""
-
-    id: str
-    image: Path
-    raw_label: str
-    label: str  # canonical class
-    origin: str  # "labels.csv row 12" or the file path
-    mask: Path | None = None
-    group: str | None = None
-    split: str | None = None
-    extra: dict[str, str] = field(default_factory=dict)
-
-
-@dataclass
-class SourceScan:
-    layout: str
-    root: Path
-    items: list[SourceItem]
-    problems: list[Problem]
-    notes: list[str] = field(default_factory=list)
-    split_from_files: bool = False
 
 
 @dataclass(frozen=True)

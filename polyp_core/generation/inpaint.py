@@ -30,7 +30,8 @@ import numpy as np
 import torch
 
 from polyp_core.data.images import load_mask, load_rgb, resize_rgb, sha256_file
-from polyp_core.generation.masks import dilate, hole_at, inpaint_condition, polyp_at
+from polyp_core.generation.masks import (HOLE_DILATE, dilate, hole_at, inpaint_condition,
+                                         polyp_at)
 from polyp_core.generation.request import SCHEDULERS
 from polyp_core.generation.window import (WINDOWS, Window, lesion_window, paste, seam_width,
                                           touches_border)
@@ -78,7 +79,7 @@ class InpaintRequest:
     mask_source: str = rule("own", choices=MASK_SOURCES)
     mask_generator: str | None = rule(None, text=True)
     mask_seed: int = 0
-    dilate: int = rule(20, lo=0, hi=4096)
+    dilate: int = rule(HOLE_DILATE, lo=0, hi=4096)
     whole_frame: bool = False
     seeds: tuple[int, ...] = (0,)
     steps: int = rule(50, lo=1, hi=1000)

@@ -13,6 +13,10 @@ import torch
 from PIL import Image
 from scipy import ndimage
 
+#: the hole inpainting makes by default: the polyp mask grown by this many pixels of the frame
+#: (``InpaintRequest.dilate``), and the hole an inpainter's training windows are placed around
+HOLE_DILATE = 20
+
 
 def disk(radius: int) -> np.ndarray:
     """A boolean disk of ``radius`` px, ``(2r+1, 2r+1)``."""

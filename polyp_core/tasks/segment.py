@@ -348,6 +348,9 @@ def check_request(config: Any, load_manifest: Callable[[str], Manifest]) -> None
         raise ValueError("`refit` and `linear_probe` are for classification; segmentation "
                          "stops early on an inner validation split (`inner_valid`) or "
                          "trains fixed epochs (`inner_valid` 0)")
+    if isinstance(config.against, str):
+        raise ValueError(f"`against`: give the data sets as a tuple of names (got the text "
+                         f"{config.against!r})")
     if config.against:
         mine = load_manifest(config.dataset).items
         files = {i.sha256: i.id for i in mine} | {i.pixels: i.id for i in mine if i.pixels}

@@ -206,11 +206,11 @@ def inpaint_work(db: Database, workspace: Workspace, person: Person, request: In
     ``holder["request"]`` (with a one-class generator's class when none was given). A mask
     that a model generates is made by the work itself, once."""
     authorise(db, person)
+    request.validate()
+    background = _background(workspace, request, upload)
     classes = describe_model(workspace, request.generator)["classes"]
     if not request.class_label and len(classes) == 1:  # a one-class model (scheme lesion)
         request = replace(request, class_label=classes[0])
-    request.validate()
-    background = _background(workspace, request, upload)
     planned = None if request.mask_source == "generated" else \
         plan_masks(workspace, request, background, drawn)
     out = {} if holder is None else holder

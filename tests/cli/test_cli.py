@@ -50,10 +50,10 @@ def test_demo_data_import_info_scheme(tmp_path):
 
 def test_bad_input_exit_code_and_message(tmp_path):
     ws = tmp_path / "ws"
-    src = make_hospital(tmp_path / "bad", {**three_class_labels(3, 2, 2), "x1": "POLYP"})
+    src = make_hospital(tmp_path / "bad", {**three_class_labels(3, 2, 2), "x1": "ZZ"})
     out = run("import", str(src), workspace=ws)
     assert out.returncode == 2
-    assert "labels.csv row 9" in out.stderr and "unknown label 'POLYP'" in out.stderr
+    assert "labels.csv row 9" in out.stderr and "unknown label 'ZZ'" in out.stderr
     assert "Traceback" not in out.stderr
     out = run("info", "nothing", workspace=ws)
     assert out.returncode == 2 and "no data set named 'nothing'" in out.stderr

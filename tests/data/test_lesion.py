@@ -235,7 +235,7 @@ def test_inpainting_the_gate_and_a_mask_study_work_on_a_lesion_set(tmp_path, cap
     frames = [i.id for i in workspace.load_manifest("les").items if i.split == "train"]
     for k, frame_id in enumerate(frames[:3]):
         assert cli(base + ["inpaint", "--generator", "inp", "--dataset", "les", "--image",
-                           frame_id, "--steps", "2", "--seeds", f"{k},{k + 10}",
+                           frame_id, "--steps", "2", "--dilate", "3", "--seeds", f"{k},{k + 10}",
                            "--db", db.url]) == 0
     out = capsys.readouterr().out
     assert out.count("inpainted LESION image(s) from inp@") == 3, out
@@ -269,3 +269,19 @@ def test_any_data_set_reads_as_lesion_but_lists_it_only_without_histology(tmp_pa
     with pytest.raises(ValueError, match="which scheme 'three_class' cannot express; "
                                          "available: lesion"):
         workspace.load_manifest("g").with_scheme("three_class")
+
+
+def test_a_polyp_without_histology_among_classified_rows_is_named_not_absorbed(tmp_path):
+    """One row labelled 'polyp' in a histology table would turn the whole set into one class:
+    refused, naming the row, unless the import asks for scheme lesion."""
+    from tests.conftest import make_hospital, three_class_labels
+
+    workspace = Workspace(tmp_path / "ws")
+    source = make_hospital(tmp_path / "h", {**three_class_labels(3, 2, 2), "x1": "POLYP"})
+    with pytest.raises(DatasetImportError, match=r"labels.csv row 9: label 'POLYP' is a polyp "
+                                                 r"without histology, but other rows have "
+                                                 r"classes \(AD, HP, SSA\)"):
+        import_dataset(workspace, ImportConfig(str(source), name="mixed"))
+    assert not workspace.datasets()
+    result = import_dataset(workspace, ImportConfig(str(source), name="mixed", scheme="lesion"))
+    assert result.scheme == "lesion" and result.counts["all"] == {"LESION": 8}

@@ -207,7 +207,7 @@ def test_demo_generator_recipe_is_one_command_and_made_the_shipped_model(small_p
     recipe = json.loads(json.dumps(asdict(second)))
     # fields added after the model was trained must sit at defaults that leave image training as it was
     added = {k: recipe.pop(k) for k in set(recipe) - set(shipped["train"])}
-    assert added == {"task": "image", "max_dilate": 6, "full_frame": 0.1}
+    assert added == {"task": "image", "max_dilate": 6, "full_frame": 0.1, "window": "lesion"}
     assert recipe == shipped["train"]
     assert shipped["lineage"]["models"] == [second.model_id, first.model_id]
 

@@ -109,7 +109,8 @@ def test_the_dilate_folds_and_seeds_defaults_are_written_once():
                                cwd=ROOT, capture_output=True, text=True).stdout
         return sorted(line.split(":")[0] for line in found.splitlines())
 
-    assert where(r"dilate: int = rule\(20|dilate.*\b20\b") == ["polyp_core/generation/inpaint.py"]
+    assert where(r"HOLE_DILATE = 20|dilate: int = rule\(20|dilate.*\b20\b") == [
+        "polyp_core/generation/masks.py"]
     assert where(r"seeds: tuple\[int, \.\.\.\] = \(0, 1, 2\)|\"0,1,2\"|seeds=\(0, 1, 2\)") == [
         "polyp_core/experiment/config.py"]
     assert where(r"\"folds\": (AUTO|\"auto\")|folds: int \| None = rule\(None") == [

@@ -25,7 +25,7 @@ from polyp_core.generation.ddpm.model import (MASK_THRESHOLD, NULL, UNKNOWN, DDP
                                               noise_schedule, pick_checkpoint, versions)
 from polyp_core.generation.ddpm.sampler import (denoise_batch, grid, sample_batch,
                                                 split_image_mask, to_uint8)
-from polyp_core.generation.masks import dilate_batch, inpaint_condition
+from polyp_core.generation.masks import HOLE_DILATE, dilate_batch, inpaint_condition
 from polyp_core.generation.request import CancelToken
 from polyp_core.progress import Progress, no_progress
 from polyp_core.workspace import Workspace
@@ -170,10 +170,6 @@ def _training_windows(items: list, config: DDPMTrainConfig, size: int, label_ids
 
     _training_masks_present(items, config)
     rng = np.random.default_rng(config.seed)
-    from polyp_core.forms import of
-    from polyp_core.generation.inpaint import InpaintRequest
-
-    dilate_px = of(InpaintRequest, "dilate").default  # the hole inpaint makes by default
     images, masks, labels = [], [], []
     for item, label in zip(items, label_ids):
         try:
@@ -181,7 +177,7 @@ def _training_windows(items: list, config: DDPMTrainConfig, size: int, label_ids
         except Exception as exc:  # a clear message naming the file; the cause is kept
             raise ValueError(f"{item.image}: frame {item.id} or its mask cannot be read "
                              f"({exc})") from exc
-        for crop, polyp in training_windows(rgb, mask, size, rng, dilate_px):
+        for crop, polyp in training_windows(rgb, mask, size, rng, HOLE_DILATE):
             images.append(crop)
             masks.append(polyp)
             labels.append(label)
