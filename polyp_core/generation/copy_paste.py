@@ -225,6 +225,9 @@ def copy_paste(workspace: Workspace, request: CopyPasteRequest, progress: Progre
         source = sources[int(rng.integers(len(sources)))]
         others = [t for t in targets if t.sha256 != source.sha256
                   and (t.pixels is None or t.pixels != source.pixels)]
+        if not others:
+            raise ValueError(f"`target_split`: no frame of {request.target_split} other than "
+                             f"{source.id} (and its copies) to paste its polyp into")
         pasted = None
         for _ in range(TARGETS):
             target = others[int(rng.integers(len(others)))]
