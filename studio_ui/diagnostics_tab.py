@@ -42,12 +42,13 @@ class DiagnosticsDesk:
     @shown_errors
     def start(self, person: Person, dataset: Text, generator: Text, subsets: Num, subset_size: Num,
               projection: Text, near_copy: Num,
-              against: Text = "") -> tuple:
+              against: Text = "", region: Text = "frame") -> tuple:
         config = DiagnoseConfig(dataset=dataset, generator=generator or None,
                                 subsets=whole(subsets, "subsets"),
                                 subset_size=whole(subset_size, "subset_size"),
                                 projections=(projection,),
-                                near_copy=number(near_copy, "near_copy"), against=against or None)
+                                near_copy=number(near_copy, "near_copy"), against=against or None,
+                                region=region or "frame")
         job = diagnose_workflow.start(
             self.studio.db, self.studio.workspace, person, config,
             lambda kind, cfg, work, owner: self.studio.jobs.submit(kind, cfg, work,
@@ -66,7 +67,9 @@ class DiagnosticsDesk:
         kid = results["kid"]
         scheme = scheme if scheme in kid else next(iter(kid))
         heatmap = pair_heatmap(PairMatrix.from_json(kid[scheme]))
-        margins = ", ".join(f"{c} {m:+.4f}" for c, m in kid[scheme]["margin"].items())
+        # a one-class scheme (lesion) has no off-diagonal cell: no margin (stored as null)
+        margins = ", ".join(f"{c} {m:+.4f}" if m is not None else f"{c} - (one class)"
+                            for c, m in kid[scheme]["margin"].items())
         text = (f"**{run_id}** · {results['extractor']} · margins (off-diagonal minus diagonal; "
                 f"positive is good): {margins}")
         floors = results.get("kid_floor", {}).get(scheme, {})
@@ -80,6 +83,17 @@ class DiagnosticsDesk:
             text += (f" · second real source {second['dataset']} (real vs real, same class): " +
                      ", ".join(f"{c} {cells[c][c]['mean']:.4f} ± {cells[c][c]['std']:.4f}"
                                for c in cells))
+        lesion = results.get("lesion", {})
+        if scheme in lesion.get("kid", {}):
+            cells, ci = lesion["kid"][scheme]["cells"], lesion["intervals"][scheme]
+            floors = lesion["kid_floor"].get(scheme, {})
+            text += (" · **around each polyp** (crops; 95% intervals over lesions): " + ", ".join(
+                f"{c} {cells[c][c]['mean']:.4f} [{ci[c]['low']:.4f}, {ci[c]['high']:.4f}]"
+                + (f" (floor {floors[c]['mean']:.4f})" if c in floors else "") for c in cells)
+                + "".join(f" · {g}: " + ", ".join(
+                    f"{c} {v['kid']:.4f} [{v['interval']['low']:.4f}, {v['interval']['high']:.4f}]"
+                    for c, v in by[scheme].items())
+                    for g, by in lesion.get("by_generator", {}).items() if scheme in by))
         projection = None
         for path in results.get("projections", {}).values():
             if Path(path).is_file():  # self-contained: plotly.js inlined, hover thumbnails
@@ -175,6 +189,8 @@ def build_diagnostics_tab(studio: Studio, access: Access) -> dict:
         against = gr.Dropdown([""], value="", allow_custom_value=True,  # checked on the server
                               label="Second real source (another data set: real-vs-real KID "
                                     "rows beside the synthetic)")
+        region = gr.Radio(["frame", "lesion"], value="frame",
+                          label="Region (lesion: also crops around each polyp)")
     start = gr.Button("Run diagnostics", variant="primary")
     status = gr.Markdown()
     with gr.Row():
@@ -209,7 +225,7 @@ def build_diagnostics_tab(studio: Studio, access: Access) -> dict:
     check_job, check_timer = gr.State(None), gr.Timer(1.0, active=False)
     on = functools.partial(access.on, role="admin")  # every event of this tab: admins
     on(start.click, desk.start, inputs=[dataset, generator, subsets, subset_size, projection,
-                                        near_copy, against], outputs=[job, status, timer])
+                                        near_copy, against, region], outputs=[job, status, timer])
     on(timer.tick, desk.poll, inputs=job, outputs=[status, run, job, timer])
     for trigger in (run.change, scheme.change):
         on(trigger, desk.show, inputs=[run, scheme],
