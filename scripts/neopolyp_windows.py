@@ -57,6 +57,7 @@ from polyp_core.generation.inpaint import (InpaintRequest, frame_background, inp
 from polyp_core.data.images import load_mask, load_rgb
 from polyp_core.progress import CancelToken
 from polyp_core.workspace import Workspace
+from scripts.neopolyp_inpainter import halves as held_out_halves
 
 CLASSES = ("AD", "REST")
 MODELS = {"np-win-inpaint": ("inpaint", "lesion"), "np-win-withmask": ("image_mask", "lesion"),
@@ -100,12 +101,9 @@ def train(workspace: Workspace, model: str, seconds: float, tiny: bool) -> dict:
 
 def halves(workspace: Workspace, seed: int, dilate: int) -> tuple[list, list]:
     """Half A (backgrounds: held-out frames whose polyp a window holds) and half B (the
-    reference), group-disjoint, as ``(item, class)``."""
-    manifest = workspace.load_manifest("neopolyp")
-    held = [(i, manifest.label_of(i)) for i in manifest.items if i.split != "train"]
-    groups = sorted({i.group or i.id for i, _ in held})
-    first = set(np.random.default_rng(seed).permutation(groups)[: len(groups) // 2].tolist())
-    half_a = [(i, c) for i, c in held if (i.group or i.id) in first]
+    reference), group-disjoint, as ``(item, class)``: the whole-frame study's halves, half A
+    kept to the frames window inpainting accepts."""
+    half_a, half_b = held_out_halves(workspace, seed)
     request = InpaintRequest(generator="x", class_label="AD", dilate=dilate)
     usable = []
     for item, cls in half_a:
@@ -114,7 +112,7 @@ def halves(workspace: Workspace, seed: int, dilate: int) -> tuple[list, list]:
         except ValueError:
             continue
         usable.append((item, cls))
-    return usable, [(i, c) for i, c in held if (i.group or i.id) not in first]
+    return usable, half_b
 
 
 def make(db, workspace: Workspace, backgrounds: list, per_class: int, dilate: int, steps: int,

@@ -73,16 +73,15 @@ def _print_lesion(found: dict) -> None:
     n, left = found["images"], found["left_out"]
     print(f"  around each polyp (crops; {n['real']} real, {n['synthetic']} synthetic; left out "
           f"without a polyp region: {left['real']} real, {left['synthetic']} synthetic; 95% "
-          f"intervals from a bootstrap over real {found['unit']} and the synthetic images' "
+          f"intervals from half-samples of real {found['unit']} and of the synthetic images' "
           "frames):")
     for scheme, matrix in found["kid"].items():
         floors = found["kid_floor"].get(scheme, {})
         for c in matrix["classes"]:
             cell, ci = matrix["cells"][c][c], found["intervals"][scheme][c]
-            floor = floors.get(c)
+            floor = f", floor {floors[c]['mean']:.4f}" if c in floors else ""
             print(f"    {scheme} {c}: KID {cell['mean']:.4f} [{ci['low']:.4f}, {ci['high']:.4f}]"
-                  f", floor {floor['mean']:.4f}" if floor else
-                  f"    {scheme} {c}: KID {cell['mean']:.4f} [{ci['low']:.4f}, {ci['high']:.4f}]")
+                  f"{floor}")
     for generator, schemes in found["by_generator"].items():
         for scheme, cells in schemes.items():
             print(f"    {generator} ({scheme}): " + ", ".join(

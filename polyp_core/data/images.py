@@ -161,26 +161,26 @@ def load_mask(path: Path | str) -> np.ndarray:
 
     Any mode is accepted; a pixel is polyp when its grey level is at least half the
     maximum, which tolerates JPEG-compressed masks; a mask whose values are only 0 and 1
-    (some exports) has its 1s as polyp (:func:`mask_levels` tells them apart).
+    (some exports) has its 1s as polyp (:func:`load_mask_levels` tells them apart).
+
+    Raises:
+        ImageDecodeError: as :func:`load_rgb`.
+    """
+    return load_mask_levels(path)[0]
+
+
+def load_mask_levels(path: Path | str) -> tuple[np.ndarray, str]:
+    """The mask (as :func:`load_mask`) and what its file holds, from one decode: ``binary``
+    (only 0 and 255, or all one of them), ``0/1`` (only 0 and 1: the 1s are polyp) or ``grey``
+    (other values: binarised at 128).
 
     Raises:
         ImageDecodeError: as :func:`load_rgb`.
     """
     grey = load_rgb(path).max(axis=2)
-    return grey >= 1 if grey.max() == 1 else grey >= 128
-
-
-def mask_levels(path: Path | str) -> str:
-    """What a mask file holds: ``binary`` (only 0 and 255, or all one of them), ``0/1``
-    (only 0 and 1) or ``grey`` (other values: binarised at 128 by :func:`load_mask`).
-
-    Raises:
-        ImageDecodeError: as :func:`load_rgb`.
-    """
-    values = np.unique(load_rgb(path).max(axis=2))
-    if set(values.tolist()) <= {0, 255}:
-        return "binary"
-    return "0/1" if set(values.tolist()) == {0, 1} else "grey"
+    values = set(np.unique(grey).tolist())
+    levels = "binary" if values <= {0, 255} else "0/1" if values == {0, 1} else "grey"
+    return (grey >= 1 if levels == "0/1" else grey >= 128), levels
 
 
 def image_size(path: Path | str) -> tuple[int, int]:

@@ -16,9 +16,9 @@ from polyp_core import __version__
 from polyp_core.data.cache import PixelCache
 from polyp_core.data import duplicates
 from polyp_core.data.lesion import LESION
-from polyp_core.data.images import load_mask, mask_levels, pixel_sha256, resize_rgb, sha256_file
+from polyp_core.data.images import load_mask_levels, pixel_sha256, resize_rgb, sha256_file
 from polyp_core.data.labels import get_scheme, native_scheme
-from polyp_core.data.manifest import SAME_PIXELS, Manifest, ManifestItem
+from polyp_core.data.manifest import Manifest, ManifestItem, source_group
 from polyp_core.data.sources import LAYOUTS, ColumnChoice, SourceItem, scan_source
 from polyp_core.data.splits import SPLIT_METHODS, grouped_split, stratified_split
 from polyp_core.errors import DatasetImportError, ImageDecodeError, Problem
@@ -121,9 +121,9 @@ def _check_item(item: SourceItem, cache: PixelCache, cache_sizes: tuple[int, ...
             info = cache.info(checked.mask_sha256)
             if info is None or "levels" not in info:
                 cache.decodes += 1
-                mask = load_mask(item.mask)
+                mask, levels = load_mask_levels(item.mask)
                 info = {"width": int(mask.shape[1]), "height": int(mask.shape[0]),
-                        "polyp_pixels": int(mask.sum()), "levels": mask_levels(item.mask)}
+                        "polyp_pixels": int(mask.sum()), "levels": levels}
                 cache.put_info(checked.mask_sha256, info)
             checked.mask_levels = info["levels"]
             if (info["width"], info["height"]) != (checked.width, checked.height):
@@ -143,7 +143,7 @@ def _assign_splits(items: list[SourceItem], config: ImportConfig, from_files: bo
     identical pixels (``items``' groups already join them), kept in one split by the
     stratified rule; split files are the user's, so a set they put in two splits is a note."""
     method = config.split
-    has_groups = any(i.group and not i.group.startswith(SAME_PIXELS) for i in items)
+    has_groups = any(source_group(i) for i in items)
     if method == "auto":
         method = "files" if from_files else ("grouped" if has_groups else "stratified")
     labels = [i.label for i in items]

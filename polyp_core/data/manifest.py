@@ -6,19 +6,23 @@ import json
 from collections import Counter
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from polyp_core.data.labels import available_schemes, get_scheme
 from polyp_core.data.splits import SPLITS
 from polyp_core.files import atomic_write
+
+if TYPE_CHECKING:
+    from polyp_core.data.items import SourceItem
 
 FORMAT_VERSION = 1
 #: the group the import gives frames with identical pixels when the source names no group
 SAME_PIXELS = "same-pixels:"
 
 
-def source_group(item: ManifestItem) -> str | None:
+def source_group(item: ManifestItem | SourceItem) -> str | None:
     """The group the source named (patient, lesion, video), not one the import made for
-    frames with identical pixels."""
+    frames with identical pixels (a manifest's item, or a source's before import)."""
     return None if item.group is None or item.group.startswith(SAME_PIXELS) else item.group
 
 

@@ -72,12 +72,10 @@ def synthetic_region(extra: dict, rgb_shape: tuple[int, int], workspace: Workspa
     from polyp_core.pool import mask_path
 
     folder = workspace.synthetic_dir
-    mask = None
-    if extra.get("mask_sha256"):
-        mask = load_mask(mask_path(folder, extra["mask_sha256"]))
     hole_sha = (extra.get("inpaint") or {}).get("hole_sha256")
     if hole_sha and mask_path(folder, hole_sha).is_file():
         return load_mask(mask_path(folder, hole_sha))
+    mask = load_mask(mask_path(folder, extra["mask_sha256"])) if extra.get("mask_sha256") else None
     placed = extra.get("copy_paste")
     if placed and mask is not None:
         region = np.zeros(rgb_shape, bool)

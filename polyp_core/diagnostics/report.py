@@ -14,6 +14,7 @@ import numpy as np
 from polyp_core.backbones import WeightsRegistry
 from polyp_core.data.cache import PixelCache
 from polyp_core.data.labels import get_scheme
+from polyp_core.data.manifest import source_group
 from polyp_core.diagnostics.distances import PairMatrix, fid, kid, kid_matrix
 from polyp_core.diagnostics.features import FeatureCache, FeatureExtractor
 from polyp_core.diagnostics.memorisation import diversity_by_class, memorisation_report
@@ -57,8 +58,8 @@ class DiagnoseConfig:
             be read against the gap between two real sources.
         region: ``frame`` (whole images) or ``lesion``: also the same diagnostics on crops
             around each polyp (``diagnostics.lesion``: KID per class pair and per generator with
-            bootstrap intervals over lesions, the floor, the nearest real crop), beside the
-            whole-frame figures.
+            intervals over lesions from half-samples, the floor, the nearest real crop), beside
+            the whole-frame figures.
     """
 
     dataset: str
@@ -133,7 +134,8 @@ def kid_floor(real_features: np.ndarray, real_items: Sequence[ManifestItem], sch
                      config.seed)
         out[cls] = {"mean": result.mean, "std": result.std, "n_a": len(a), "n_b": len(b),
                     "groups": len(groups),
-                    "unit": "groups" if any(real_items[k].group for k in index) else "images"}
+                    "unit": "groups" if any(source_group(real_items[k]) for k in index)
+                    else "images"}
     return out
 
 
@@ -294,7 +296,7 @@ def _lesion_results(db: Database, workspace: Workspace, config: DiagnoseConfig, 
                  "left_out": {"real": len(sides.real_items) - len(items),
                               "synthetic": len(shas) - len(syn_kept)},
                  "images": {"real": len(items), "synthetic": len(syn_kept)},
-                 "unit": "groups" if any(i.group for i in items) else "images"}
+                 "unit": "groups" if any(source_group(i) for i in items) else "images"}
     for scheme_name in manifest.schemes:
         scheme = get_scheme(scheme_name)
         real_by = _by_class([i.label for i in items], real, scheme)

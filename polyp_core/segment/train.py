@@ -16,7 +16,7 @@ from polyp_core.data.cache import PixelCache
 from polyp_core.data.images import load_mask, resize_mask
 from polyp_core.errors import ImageDecodeError
 from polyp_core.progress import CancelToken, Progress, no_progress
-from polyp_core.segment.metrics import mask_scores
+from polyp_core.segment.metrics import SCORES, mask_scores
 from polyp_core.segment.model import build_segmenter
 
 if TYPE_CHECKING:
@@ -151,7 +151,7 @@ def full_size_scores(logits: torch.Tensor, refs: list[ImageRef],
         big = F.interpolate(logit[None, None].float(), size=mask.shape, mode="bilinear",
                             align_corners=False)[0, 0]
         per_image.append(mask_scores((big > 0).numpy()[None], mask[None]))
-    keys = ("dice", "iou", "precision", "recall", "empty", "false_positive")
+    keys = (*SCORES, "empty", "false_positive")
     if not per_image:
         return {k: np.zeros(0, dtype=bool if k in ("empty", "false_positive") else float)
                 for k in keys}

@@ -216,6 +216,30 @@ def _at(scores: dict, full: bool) -> dict:
     return scores["full"] if full else scores
 
 
+def _intervals(values: dict[str, np.ndarray], groups: list[str],
+               of_class: dict[str, np.ndarray] | None = None) -> dict:
+    """Each score's cluster-bootstrap interval over ``groups`` and the seeds (``values``: one
+    row of per-image scores per seed), and Dice per class where ``of_class`` marks each
+    class's images."""
+    out = {m: cluster_bootstrap_scores(values[m], groups) for m in SCORES}
+    if of_class:
+        out["per_class"] = {c: {"dice": cluster_bootstrap_scores(
+            np.where(mine, values["dice"], np.nan), groups)} for c, mine in of_class.items()}
+    return out
+
+
+def _paired(a: dict[str, np.ndarray], b: dict[str, np.ndarray], groups: list[str],
+            of_class: dict[str, np.ndarray] | None = None) -> dict:
+    """``a - b`` of each score on the same images, with its paired interval and p (and Dice
+    per class where ``of_class`` is given)."""
+    out = {m: paired_cluster_bootstrap_scores(a[m], b[m], groups) for m in SCORES}
+    if of_class:
+        out["per_class"] = {c: {"dice": paired_cluster_bootstrap_scores(
+            np.where(mine, a["dice"], np.nan), np.where(mine, b["dice"], np.nan), groups)}
+            for c, mine in of_class.items()}
+    return out
+
+
 def segmentation_results(config: Any, plan: Plan, scores: dict,
                          info: dict) -> dict:
     """Per arm and seed the mean scores (with the per-image scores kept for the bootstrap);
@@ -249,27 +273,10 @@ def segmentation_results(config: Any, plan: Plan, scores: dict,
     per_image = {arm: {full: {m: np.array([_at(scores[arm, s], full)[m] for s in config.seeds])
                               for m in SCORES} for full in (False, True)} for arm in names}
     classes = [c for c in plan.classes if c in set(labels)]  # the scheme's order
-
-    def of_class(values: np.ndarray, cls: str) -> np.ndarray:
-        return np.where(np.array(labels) == cls, values, np.nan)
-
-    def intervals(values: dict[str, np.ndarray]) -> dict:
-        out = {m: cluster_bootstrap_scores(values[m], groups) for m in SCORES}
-        if len(classes) > 1:
-            out["per_class"] = {c: {"dice": cluster_bootstrap_scores(
-                of_class(values["dice"], c), groups)} for c in classes}
-        return out
-
-    def paired(a: dict[str, np.ndarray], b: dict[str, np.ndarray]) -> dict:
-        out = {m: paired_cluster_bootstrap_scores(a[m], b[m], groups) for m in SCORES}
-        if len(classes) > 1:
-            out["per_class"] = {c: {"dice": paired_cluster_bootstrap_scores(
-                of_class(a["dice"], c), of_class(b["dice"], c), groups)} for c in classes}
-        return out
-
+    of_class = {c: np.array(labels) == c for c in classes} if len(classes) > 1 else None
     about = {"groups": len(set(map(str, groups))), "seeds": len(config.seeds)} | ABOUT
-    uncertainty = {arm: intervals(per_image[arm][False]) | about
-                   | {"full": intervals(per_image[arm][True])} for arm in names}
+    uncertainty = {arm: _intervals(per_image[arm][False], groups, of_class) | about
+                   | {"full": _intervals(per_image[arm][True], groups)} for arm in names}
     results = {"task": "segmentation", "classes": classes, "scheme": plan.scheme,
                "evaluation": plan.evaluation, "arms": arms, "uncertainty": uncertainty,
                "test_groups": plan.design}
@@ -280,11 +287,9 @@ def segmentation_results(config: Any, plan: Plan, scores: dict,
                             for m in SCORES}
             results[key]["full"] = {m: paired_difference(
                 [r["full"][m] for r in mine], [r["full"][m] for r in theirs]) for m in SCORES}
-            delta = paired(per_image[arm][False], per_image[other][False])
-            if key != "delta":  # the gate paper's comparisons: overall only
-                delta.pop("per_class", None)
-            full = paired(per_image[arm][True], per_image[other][True])
-            full.pop("per_class", None)
+            delta = _paired(per_image[arm][False], per_image[other][False], groups,
+                            of_class if key == "delta" else None)  # the gate's: overall only
+            full = _paired(per_image[arm][True], per_image[other][True], groups)
             results[f"{key}_cluster"] = delta | about | {"full": full}
     if "delta_cluster" in results:
         results["warnings"] = _regressions(results["delta_cluster"], classes)
@@ -318,14 +323,10 @@ def against_results(config: Any, elsewhere: dict, sources: list[Elsewhere]) -> l
                                             axis=0) for seed in config.seeds]) for m in SCORES}
 
         values = {(arm, full): per_image(arm, full) for arm in names for full in (False, True)}
-        arms = {arm: {m: cluster_bootstrap_scores(values[arm, False][m], groups) for m in SCORES}
-                | {"full": {m: cluster_bootstrap_scores(values[arm, True][m], groups)
-                            for m in SCORES}} for arm in names}
-        deltas = {key: {m: paired_cluster_bootstrap_scores(values[arm, False][m],
-                                                           values[other, False][m], groups)
-                        for m in SCORES}
-                  | {"full": {m: paired_cluster_bootstrap_scores(
-                      values[arm, True][m], values[other, True][m], groups) for m in SCORES}}
+        arms = {arm: _intervals(values[arm, False], groups)
+                | {"full": _intervals(values[arm, True], groups)} for arm in names}
+        deltas = {key: _paired(values[arm, False], values[other, False], groups)
+                  | {"full": _paired(values[arm, True], values[other, True], groups)}
                   for key, arm, other in PAIRS if {arm, other} <= set(config.arms)}
         out.append({"dataset": source.name, "images": len(groups), "groups": len(set(groups)),
                     "arms": arms, "deltas": deltas})

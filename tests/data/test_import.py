@@ -227,7 +227,7 @@ def test_second_import_decodes_nothing_and_pixels_are_cached(workspace, tmp_path
         raise AssertionError(f"decoded {path} again")
 
     monkeypatch.setattr(cache_module, "load_rgb", no_decoding)
-    monkeypatch.setattr("polyp_core.data.importer.load_mask", no_decoding)
+    monkeypatch.setattr("polyp_core.data.importer.load_mask_levels", no_decoding)
     second = import_dataset(workspace, ImportConfig(str(src), name="two", cache_sizes=(16,)))
     assert second.decoded == 0
     item = workspace.load_manifest("two").items[0]
