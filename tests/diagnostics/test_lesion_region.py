@@ -85,3 +85,22 @@ def test_diagnose_region_lesion_prints_the_crops_beside_the_whole_frames(tmp_pat
                      r"polyp region: 0 real, 0 synthetic", out), out
     assert re.search(r"lesion LESION: KID -?\d+\.\d{4} \[-?\d+\.\d{4}, -?\d+\.\d{4}\], floor", out)
     assert re.search(r"copy-paste \(lesion\): LESION -?\d+\.\d{4} \[.*\] \(n=8\)", out), out
+
+
+def test_groups_the_import_made_for_identical_frames_are_not_lesions():
+    """The floor's unit says "groups" only where the source named patients or lesions; a
+    group the import made for two identical frames does not count."""
+    from types import SimpleNamespace
+
+    from polyp_core.data.labels import get_scheme
+    from polyp_core.diagnostics.report import DiagnoseConfig, kid_floor
+
+    def items(first_group: str | None) -> list:
+        return [SimpleNamespace(id=f"f{k}", label="AD", group=first_group if k < 2 else None)
+                for k in range(8)]
+
+    features = np.random.default_rng(0).normal(size=(8, 4))
+    config = DiagnoseConfig("d", subsets=5)
+    scheme = get_scheme("ad_vs_rest")
+    assert kid_floor(features, items("same-pixels:f0"), scheme, config)["AD"]["unit"] == "images"
+    assert kid_floor(features, items("patient-1"), scheme, config)["AD"]["unit"] == "groups"
