@@ -8,6 +8,7 @@ import gradio as gr
 
 from polyp_core.experiment.figures import (confusion_figure, delta_bars, evaluation_line,
                                          metric_table)
+from polyp_core.experiment.report import answer_parts
 from polyp_core.data.labels import SCHEMES
 from polyp_core.demo import DEMO_DATASET, DEMO_NOTE
 from polyp_core.review.accounts import Person
@@ -53,9 +54,10 @@ class RetrainDesk:
     @shown_errors
     def show(self, person: Person, run_id: str | None) -> tuple:
         if not run_id:
-            return gr.update(value=[]), None, None, "", None
+            return "", gr.update(value=[]), None, None, "", None
         run = retrain.stored_run(self.studio.db, person, run_id)
         results = run["results"]
+        answer = "".join(answer_parts(results, run.get("config")))
         report = run["folder"] / "report.html"
         header, rows = metric_table(results)
         warnings = "\n".join(f"- {'**regression**' if w['beyond_noise'] else 'warning'}: {w['text']}"
@@ -88,7 +90,7 @@ class RetrainDesk:
                          for split, table in design["table"].items()))
             text += "".join(f"\n- design: {shown_fields(line)}"
                             for line in design.get("warnings", []))
-        return (gr.update(value=rows, headers=header), delta_bars(results),
+        return (answer, gr.update(value=rows, headers=header), delta_bars(results),
                 confusion_figure(results), text, str(report) if report.is_file() else None)
 
     @shown_errors
@@ -188,6 +190,7 @@ def build_retrain_tab(studio: Studio, access: Access) -> dict:
         run = gr.Dropdown([], label="Run")  # filled at admin sign-in
         other = gr.Dropdown([], label="Compare with")
         compare = gr.Button("Compare runs")
+    answer = gr.HTML()  # the report's first screen: question, verdict, forest plot, regressions
     summary = gr.Markdown()
     table = gr.Dataframe(label="Metrics on the real test images: 95% CI over patients/lesions "
                                "and seeds, and mean ± std [CI] over seeds alone",
@@ -216,7 +219,8 @@ def build_retrain_tab(studio: Studio, access: Access) -> dict:
     on(timer.tick, desk.poll, inputs=job, outputs=[status, run, job, timer],
        api_name="retrain_progress")
     on(cancel.click, desk.cancel, inputs=job, outputs=status)
-    on(run.change, desk.show, inputs=run, outputs=[table, deltas, confusion, summary, report],
+    on(run.change, desk.show, inputs=run,
+       outputs=[answer, table, deltas, confusion, summary, report],
        api_name="show_run")
     on(compare.click, desk.compare, inputs=[run, other], outputs=diff)
 

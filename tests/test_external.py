@@ -328,6 +328,19 @@ def test_imported_images_with_masks_feed_every_arm_of_a_segmentation_run(studio,
         arms["augmented"]["dice"]["estimate"] - arms["baseline"]["dice"]["estimate"])
     assert delta["low"] < delta["high"] and delta["groups"] == arms["baseline"]["groups"]
     assert n_train["augmented"] == n_train["baseline"] + 24
+    # every arm against its real-data arm, on the same images (the report's forest plot)
+    versus = run.results["versus_real"]
+    assert {a: d["against"] for a, d in versus.items()} == {
+        "augmented": "baseline", "synthetic": "baseline", "augmented 50%": "baseline 50%"}
+    for arm, other in (("synthetic", "baseline"), ("augmented 50%", "baseline 50%")):
+        for path in (("dice",), ("full", "dice")):
+            d, a, b = versus[arm], arms[arm], arms[other]
+            for key in path:
+                d, a, b = d[key], a[key], b[key]
+            assert d["estimate"] == pytest.approx(a["estimate"] - b["estimate"]), (arm, path)
+    assert set(versus["synthetic"]["per_class"]) == {"AD", "SSA", "HP"}
+    report = (run.folder / "report.html").read_text()
+    assert "<svg id='learning-curve'" in report and "synthetic − baseline" in report
     assert f"<td>{EXTERNAL}</td><td>24</td><td>imported</td>" in \
         (run.folder / "report.html").read_text()
 

@@ -15,13 +15,18 @@ if TYPE_CHECKING:
 
 
 def print_experiment(results: dict) -> None:
-    """The dashboard's metric table (mean ± std [95% CI] per arm and the paired difference),
-    then the warnings."""
+    """The verdict sentence first (and any regression), then the dashboard's metric table
+    (mean ± std [95% CI] per arm and the paired difference) and the warnings."""
     from polyp_core.experiment.figures import evaluation_line, metric_table
     from polyp_core.tasks import COMPARED
     from polyp_core.tasks.segment import against_sources
     from polyp_core.workflows.fields import as_option, name_fields
 
+    from polyp_core.experiment.verdict import regression_flags, verdict
+
+    print(verdict(results))
+    for flag in regression_flags(results):
+        print(f"  REGRESSION: {flag}")
     print(f"  evaluation: {evaluation_line(results)}")
     header, rows = metric_table(results)
     widths = [max(len(str(r[i])) for r in [header, *rows]) + 2 for i in range(len(header))]

@@ -55,24 +55,21 @@ def check_design(design: dict, allow_small: bool = False, rests_on: str = "its r
     """
     unit = "groups" if design["grouped"] else "images"
     rows = design.get("test_rows", ["test"])
-    small, few = {}, {}
+    small = {}
     for row in rows:
         prefix = "" if row == "test" else row.removesuffix(" test") + ": "
         for c, v in design["table"][row].items():
             if v["groups"] < MIN_TEST_GROUPS:
                 small[f"{prefix}{c}"] = v["groups"]
-            if v["groups"] < FEW_TEST_GROUPS:
-                few[f"{prefix}{c}"] = v["groups"]
     where = "the test split holds" if rows == ["test"] else "a test fold holds"
     if small and not allow_small:
         raise ValueError(f"{where} too few independent " + unit + " to measure a "
                          "class: " + ", ".join(f"{c} {n}" for c, n in small.items()) +
                          f" (at least {MIN_TEST_GROUPS}); resplit with more groups in test, use "
                          "fewer folds, or run anyway with `allow_small_test` (the report says so)")
-    warnings = [f"{c}: only {n} test {unit}; {rests_on} rest on them" for c, n in few.items()]
+    warnings = _grouped(design, unit, rests_on)
     if small:
-        warnings.insert(0, "ran with `allow_small_test`: " + ", ".join(
-            f"{c} has {n} test {unit}" for c, n in small.items()))
+        warnings.insert(0, "ran with `allow_small_test`: " + _too_few(design, unit))
     pooled = design["table"][design.get("pooled", "test")]
     what = "this test split" if rows == ["test"] else "the pooled out-of-fold predictions"
     if not detectable_change:
@@ -80,6 +77,46 @@ def check_design(design: dict, allow_small: bool = False, rests_on: str = "its r
     warnings.append(f"smallest macro-F1 change {what} can show (rough, 80% power, unpaired "
                     f"worst case): {minimal_detectable_change(pooled):.2f}")
     return warnings
+
+
+def _counts(design: dict) -> dict[str, list[int]]:
+    """Each class's test groups in every test fold (one entry on a fixed split)."""
+    rows = design.get("test_rows", ["test"])
+    return {c: [design["table"][row][c]["groups"] for row in rows]
+            for c in design["table"][rows[0]]}
+
+
+def _spread(values: list[int]) -> str:
+    return str(values[0]) if min(values) == max(values) else f"{min(values)}–{max(values)}"
+
+
+def _grouped(design: dict, unit: str, rests_on: str) -> list[str]:
+    """One line per class with few test groups, across folds: ``HP: 3–4 test groups in each of
+    10 folds; its recall and F1 rest on them`` (a fixed split: ``HP: only 3 test groups``)."""
+    lines = []
+    for c, counts in _counts(design).items():
+        few = [n for n in counts if n < FEW_TEST_GROUPS]
+        if not few:
+            continue
+        if len(counts) == 1:
+            where = f"only {few[0]} test {unit}"
+        elif len(few) == len(counts):
+            where = f"{_spread(few)} test {unit} in each of {len(counts)} folds"
+        else:
+            where = f"{_spread(few)} test {unit} in {len(few)} of {len(counts)} folds"
+        lines.append(f"{c}: {where}; {rests_on} rest on them")
+    return lines
+
+
+def _too_few(design: dict, unit: str) -> str:
+    """The classes (and in how many folds) with fewer than ``MIN_TEST_GROUPS`` test groups."""
+    parts = []
+    for c, counts in _counts(design).items():
+        hit = [n for n in counts if n < MIN_TEST_GROUPS]
+        if hit:
+            parts.append(f"{c} ({_spread(hit)} test {unit}" +
+                         (f" in {len(hit)} of {len(counts)} folds)" if len(counts) > 1 else ")"))
+    return f"fewer than {MIN_TEST_GROUPS} test {unit}: " + ", ".join(parts)
 
 
 def minimal_detectable_change(test: dict) -> float:

@@ -1,6 +1,8 @@
-"""A run's report: one self-contained HTML file (no script, no external resource) for a paper's
-supplement: the design table, a methods paragraph written from the stored config, the results
-with their intervals, the confusion matrices and the warnings."""
+"""A run's report: one self-contained HTML file (no script, no external resource; its charts are
+inline SVG) for a paper's supplement. The answer comes first: the question, a one-sentence
+verdict and a forest plot of the paired differences, with any regression; then the per-class
+charts, the learning curve, what entered training and every figure with its interval; the
+methods paragraph (written from the stored config) and the design folded below."""
 
 from __future__ import annotations
 
@@ -9,14 +11,19 @@ import html
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from polyp_core.experiment.figures import metric_table
+from polyp_core.experiment.charts import class_chart, learning_curve
+from polyp_core.experiment.figures import evaluation_line, metric_table
+from polyp_core.experiment.verdict import forest_svg, question, regression_flags, verdict
 from polyp_core.html_table import table
 from polyp_core.tasks import task_of
 
 if TYPE_CHECKING:
     from collections.abc import Callable
 
-STYLE = """body{font-family:sans-serif;max-width:1100px;margin:2em auto;color:#222}
+STYLE = """body{font-family:sans-serif;max-width:1100px;margin:1em auto;color:#222}
+h1{font-size:22px;margin:0 0 .4em}.verdict{font-size:17px;line-height:1.45;margin:.4em 0}
+.sub{color:#666;font-size:12px}figure{margin:.5em 0}details{margin:1em 0}
+summary{cursor:pointer;font-weight:bold;font-size:17px}
 table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #bbb;padding:4px 8px;
 font-size:13px;text-align:left}th{background:#eee}.warn{color:#a00}p{line-height:1.5}"""
 
@@ -99,54 +106,104 @@ def _evaluation_sentence(results: dict, count: Callable[[str, str], int]) -> str
 
 
 def write_report(folder: Path, run_id: str, config: dict, results: dict) -> Path:
-    """``report.html`` in the run's folder."""
-    header, rows = metric_table(results)
+    """``report.html`` in the run's folder: the question, the verdict, the forest plot and any
+    regression on the first screen; the charts, what entered training and the full table below;
+    the methods and the design folded under headings that open."""
     parts = [f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(run_id)}"
-             f"</title><style>{STYLE}</style></head><body>",
-             f"<h1>Retraining run {html.escape(run_id)}</h1>",
-             f"<p>{html.escape(config.get('name') or '')} · written "
-             f"{dt.datetime.now(dt.timezone.utc):%Y-%m-%d %H:%M} UTC by Polyp Studio</p>",
-             "<h2>Methods</h2>", f"<p>{html.escape(methods_paragraph(config, results))}</p>"]
+             f"</title><style>{STYLE}</style></head><body>"]
+    parts += answer_parts(results, config)
+    parts.append(f"<p class='sub'>Retraining run {html.escape(run_id)} · "
+                 f"{html.escape(config.get('name') or '')} · "
+                 f"{html.escape(evaluation_line(results))} · written "
+                 f"{dt.datetime.now(dt.timezone.utc):%Y-%m-%d %H:%M} UTC by Polyp Studio</p>")
+    parts += chart_parts(results)
+    parts += _entered_training(results)
+    header, rows = metric_table(results)
+    cv = results.get("evaluation", {}).get("kind") == "grouped cross-validation"
+    parts += [f"<h2>All figures on the {'pooled out-of-fold predictions' if cv else 'test split'}"
+              "</h2>", table(header, rows)]
+    parts += ["<details><summary>Methods</summary>",
+              f"<p>{html.escape(methods_paragraph(config, results))}</p></details>"]
     design = results.get("test_groups")
     if design:
         classes = results["classes"]
-        parts += ["<h2>Design: groups / images per class</h2>",
+        warnings = design.get("warnings", [])
+        parts += [f"<details><summary>Design: groups / images per class"
+                  f"{f' ({len(warnings)} notes)' if warnings else ''}</summary>",
                   table(["part", *classes], [[split, *(f"{v['groups']} / {v['images']}"
                                                          for v in table.values())]
                                                for split, table in design["table"].items()])]
         parts += [f"<p class='warn'>{html.escape(line.replace('`', ''))}</p>"
-                  for line in design.get("warnings", [])]
+                  for line in warnings]
+        parts.append("</details>")
+    parts += task_of(results).report_parts(results)
+    return _write(folder, parts)
+
+
+def answer_parts(results: dict, config: dict | None = None) -> list[str]:
+    """The first screen (the report's, and the Retrain tab's): the question, the verdict in
+    one sentence, the forest plot of every paired difference, and any regression flag."""
+    parts = [f"<h1>{html.escape(question(results, config))}</h1>",
+             f"<p class='verdict' id='verdict'>{html.escape(verdict(results))}</p>"]
+    plot = forest_svg(results)
+    if plot:
+        parts.append(f"<figure>{plot}</figure>")
+    parts += [f"<p class='warn'>Regression: {html.escape(flag)}</p>"
+              for flag in regression_flags(results)]
+    return parts
+
+
+def chart_parts(results: dict) -> list[str]:
+    """Per-class results with intervals (each arm beside the baseline) and, for a run with
+    shares of the real data, the learning curve with its bands."""
+    parts = []
+    plot = class_chart(results)
+    if plot:
+        parts += ["<h2>Per class, every arm</h2>", f"<figure>{plot}</figure>"]
+    plot = learning_curve(results)
+    if plot:
+        parts += ["<h2>Learning curve</h2>", f"<figure>{plot}</figure>"]
+    return parts
+
+
+def _entered_training(results: dict) -> list[str]:
+    """What the gate and the experts kept, the images each fold added, and their makers."""
+    parts = []
+    counts = results.get("selection", {}).get("counts")
+    if counts:
+        dropped = counts.get("dropped", {})
+        parts += ["<h2>What entered training</h2>",
+                  f"<p>The selection policy read {counts.get('ratings_read', 0)} ratings and "
+                  f"kept {sum(counts.get('selected', {}).values())} of "
+                  f"{counts.get('candidates', 0)} candidate images"
+                  + (" (dropped: " + ", ".join(f"{why.replace('_', ' ')} {n}"
+                                               for why, n in dropped.items()) + ")"
+                     if dropped else "") + ".</p>"]
     gates = results.get("gate")
     if gates:
-        parts += ["<h2>Segmentation gate</h2>",
-                  f"<p>Each fold's gate (a U-Net trained on that fold's real training part only) "
+        parts += [f"<p>Each fold's gate (a U-Net trained on that fold's real training part only) "
                   f"kept the synthetic images whose predicted mask met their own at IoU &ge; "
-                  f"{gates[0]['threshold']:g}.</p>",
+                  f"{gates[0]['threshold']:g}: {sum(g['kept'] for g in gates)} of "
+                  f"{sum(g['scored'] for g in gates)} over the folds.</p>",
                   table(["fold", "gate learned from (real images)", "scored", "kept"],
-                         [[g["fold"], len(g["trained_on"]), g["scored"], g["kept"]]
-                          for g in gates])]
+                        [[g["fold"], len(g["trained_on"]), g["scored"], g["kept"]]
+                         for g in gates])]
     per_fold = results.get("selection", {}).get("per_fold")
     if per_fold:
         classes = results["classes"]
-        parts += ["<h2>Synthetic images added in each fold</h2>",
+        parts += ["<h3>Synthetic images added in each fold</h3>",
                   table(["fold", *classes, "eligible in the pool"],
-                         [[f"fold {k + 1}", *(c["selected"].get(cls, 0) for cls in classes),
-                           sum(c["eligible"].values())] for k, c in enumerate(per_fold)])]
+                        [[f"fold {k + 1}", *(c["selected"].get(cls, 0) for cls in classes),
+                          sum(c["eligible"].values())] for k, c in enumerate(per_fold)])]
     made = results.get("selection", {}).get("generators")
     if made:
-        parts += ["<h2>Where the synthetic images came from</h2>",
+        parts += ["<h3>Where the synthetic images came from</h3>",
                   table(["generator", "images (any fold)", "made", "trained on", "version",
-                          "source", "licence"],
-                         [[g["generator"], g["images"], g["made"], g.get("trained_on") or "",
-                           g.get("version") or "", g.get("source") or "", g.get("licence") or ""]
-                          for g in made])]
-    cv = results.get("evaluation", {}).get("kind") == "grouped cross-validation"
-    parts += [f"<h2>Results on the {'pooled out-of-fold predictions' if cv else 'test split'}"
-              "</h2>", table(header, rows)]
-    for warning in results.get("warnings", []):
-        parts.append(f"<p class='warn'>Regression: {html.escape(warning['text'])}</p>")
-    parts += task_of(results).report_parts(results)
-    return _write(folder, parts)
+                         "source", "licence"],
+                        [[g["generator"], g["images"], g["made"], g.get("trained_on") or "",
+                          g.get("version") or "", g.get("source") or "", g.get("licence") or ""]
+                         for g in made])]
+    return parts
 
 
 def _write(folder: Path, parts: list[str]) -> Path:

@@ -48,6 +48,23 @@ PAIRS = (("delta", AUGMENTED, BASELINE), ("delta_gate", GATED, AUGMENTED),
          ("delta_expert", EXPERT, AUGMENTED))
 #: each difference as the report names it ("augmented − baseline")
 COMPARED = {key: f"{arm} − {other}" for key, arm, other in PAIRS}
+#: the linear probe's arms (classification) are named after the network arm they shadow
+PROBE = "linear probe"
+
+
+def real_counterpart(arm: str, arms: Sequence[str]) -> str | None:
+    """The real-data arm that ``arm`` is compared with in ``versus_real``: ``baseline`` for an
+    arm that adds (or trains on) synthetic images, ``baseline 25%`` for ``augmented 25%``, the
+    linear probe for ``linear probe + synthetic``; None for a real-data arm or where the
+    counterpart did not run."""
+    if arm.startswith(PROBE):
+        other = PROBE if arm != PROBE else None
+    elif arm == BASELINE or arm.startswith(f"{BASELINE} "):
+        other = None
+    else:
+        name, _, share = arm.partition(" ")
+        other = f"{BASELINE} {share}" if share and name in ALL_ARMS else BASELINE
+    return other if other in arms else None
 
 
 class Plan(Protocol):
@@ -107,6 +124,12 @@ class Task(Protocol):
     CONFUSION: bool
     #: how its networks train where the request does not say (``TrainConfig`` fields)
     TRAIN_DEFAULTS: dict[str, Any]
+    #: the verdict's figure: label and path in a summary or paired difference
+    HEADLINE: tuple[str, tuple[str, ...]]
+    #: the per-class score the report charts (label, key)
+    CLASS_SCORE: tuple[str, str]
+    #: the per-class scores whose fall beyond noise is a regression
+    REGRESSION_SCORES: tuple[str, ...]
 
     def metric_rows(self, results: dict) -> list[tuple[str, tuple]]:
         """The metric table's rows: (label, path into an arm's summary)."""

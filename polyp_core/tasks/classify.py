@@ -24,7 +24,8 @@ from polyp_core.data.labels import get_scheme
 from polyp_core.html_table import table
 from polyp_core.stats.uncertainty import (cluster_bootstrap, paired_cluster_bootstrap,
                                           regression_warnings)
-from polyp_core.tasks import AUGMENTED, BASELINE, EXPERT, GATED, Plan, TaskJob
+from polyp_core.tasks import (AUGMENTED, BASELINE, EXPERT, GATED, PROBE, Plan, TaskJob,
+                              real_counterpart)
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -42,8 +43,12 @@ DETECTABLE_CHANGE = True
 #: a pretrained classifier fine-tunes at ``TrainConfig``'s own small learning rate and batch
 TRAIN_DEFAULTS: dict = {}
 CONFUSION = True
+#: the verdict's figure: its label and its path in a summary or a paired difference
+HEADLINE = ("macro-F1", ("macro_f1",))
+#: the per-class score the report charts, and the ones whose fall is a regression
+CLASS_SCORE = ("F1", "f1")
+REGRESSION_SCORES = ("recall", "f1")
 LINEAR_PROBE = True
-PROBE = "linear probe"
 #: the report's sentence on what counts as a regression
 REGRESSION_RULE = ("A class is reported as a regression only when its difference's interval "
                    "excludes zero.")
@@ -222,6 +227,16 @@ def _with_uncertainty(results: dict, config: Any, plan: Plan,
             results[f"{key}_cluster"] = paired_cluster_bootstrap(
                 test_labels, [m["predicted"] for m in per_seed[arm]],
                 [m["predicted"] for m in per_seed["augmented"]], of_image, classes)
+    results["versus_real"] = {}
+    for arm in per_seed:  # every arm against its real-data arm: the report's forest plot
+        other = real_counterpart(arm, list(per_seed))
+        if other is None:
+            continue
+        results["versus_real"][arm] = {"against": other} | (
+            results["delta_cluster"] if (arm, other) == (AUGMENTED, BASELINE) else
+            paired_cluster_bootstrap(test_labels, [m["predicted"] for m in per_seed[arm]],
+                                     [m["predicted"] for m in per_seed[other]], of_image,
+                                     classes))
     return results
 
 

@@ -26,8 +26,8 @@ from polyp_core.segment.train import (FullSizeTruth, MaskTensors, full_size_scor
                                       predict_logits, train_segmenter)
 from polyp_core.stats.seeds import paired_difference, spread
 from polyp_core.stats.uncertainty import cluster_bootstrap_scores, paired_cluster_bootstrap_scores
-from polyp_core.tasks import (ALL_ARMS, AUGMENTED, COMPARED, EXPERT, GATED, PAIRS, SYNTHETIC, Plan,
-                              TaskJob)
+from polyp_core.tasks import (ALL_ARMS, AUGMENTED, BASELINE, COMPARED, EXPERT, GATED, PAIRS,
+                              SYNTHETIC, Plan, TaskJob, real_counterpart)
 
 if TYPE_CHECKING:
     import plotly.graph_objects as go
@@ -47,6 +47,10 @@ DETECTABLE_CHANGE = False
 #: The schedule is the shared one (one warm-up epoch, then cosine to zero: a one-cycle shape).
 TRAIN_DEFAULTS = {"lr": 1e-3, "batch_size": 16}
 CONFUSION = False
+#: the verdict's figure (at each mask's own size; runs stored before it: the working size)
+HEADLINE = ("Dice", ("full", "dice"))
+CLASS_SCORE = ("Dice", "dice")
+REGRESSION_SCORES = ("dice",)
 LINEAR_PROBE = False
 REGRESSION_RULE = ("Dice is reported as a regression only when its difference's interval "
                    "excludes zero.")
@@ -293,6 +297,15 @@ def segmentation_results(config: Any, plan: Plan, scores: dict,
             results[f"{key}_cluster"] = delta | about | {"full": full}
     if "delta_cluster" in results:
         results["warnings"] = _regressions(results["delta_cluster"], classes)
+    results["versus_real"] = {}
+    for arm in names:  # every arm against its real-data arm: the report's forest plot
+        other = real_counterpart(arm, names)
+        if other is None:
+            continue
+        results["versus_real"][arm] = {"against": other} | (
+            results["delta_cluster"] if (arm, other) == (AUGMENTED, BASELINE) else
+            _paired(per_image[arm][False], per_image[other][False], groups, of_class) | about
+            | {"full": _paired(per_image[arm][True], per_image[other][True], groups)})
     return results
 
 

@@ -418,6 +418,13 @@ def test_experiment_baseline_vs_augmented_is_stored_and_repeatable(review_env):
         assert sum(map(sum, probe["confusion"])) == len(stored["images"]["test"])
         assert "C =" in probe["probe"]["how"] and name in res["uncertainty"]
     assert res["arms"]["linear probe + synthetic"]["per_seed"][0]["n_train"] == n_train + len(chosen)
+    # every arm against its real-data arm (the report's forest plot): the probe against the probe
+    assert {a: d["against"] for a, d in res["versus_real"].items()} == {
+        "augmented": "baseline", "linear probe + synthetic": "linear probe"}
+    assert res["versus_real"]["augmented"]["macro_f1"] == res["delta_cluster"]["macro_f1"]
+    probe_delta = res["versus_real"]["linear probe + synthetic"]["macro_f1"]["estimate"]
+    assert probe_delta == pytest.approx(res["arms"]["linear probe + synthetic"]["per_seed"][0][
+        "macro_f1"] - res["arms"]["linear probe"]["per_seed"][0]["macro_f1"])
     # the run's self-contained report: methods written from the config, design, results
     report = (result.folder / "report.html").read_text()
     for words in ("seeds 0, 1", "cluster bootstrap", "test units", "Design: groups / images",

@@ -62,9 +62,14 @@ def test_a_run_from_before_the_move_renders_its_table_figures_and_report(stored,
     from polyp_core.runs import load_run
 
     _, db = stored
-    for run, first_row, task_part in (
-            ("classification-a", "macro-F1", "Confusion matrices (rows: truth"),
-            ("segmentation", "Dice", "Test images without a polyp")):
+    for run, first_row, task_part, answer in (
+            ("classification-a", "macro-F1", "Confusion matrices (rows: truth",
+             "Adding 18 demo-ddpm images changed macro-F1 by −0.072 [−0.286, 0.000] (p 0.53): "
+             "this run is too small to detect anything (the smallest change its test part could "
+             "show is 0.84); no class fell."),
+            ("segmentation", "Dice", "Test images without a polyp",
+             "Only the baseline arm ran: Dice 0.065 [0.046, 0.088] over 11 test groups; nothing "
+             "was compared, so this run says nothing about synthetic images.")):
         stored_run = load_run(db, run)
         header, rows = metric_table(stored_run["results"])
         assert header[0] == "metric" and rows[0][0] == first_row
@@ -73,4 +78,6 @@ def test_a_run_from_before_the_move_renders_its_table_figures_and_report(stored,
         folder = tmp_path / run
         folder.mkdir()
         html = write_report(folder, run, stored_run["config"], stored_run["results"]).read_text()
-        assert task_part in html and "<h2>Methods</h2>" in html
+        assert task_part in html and "<summary>Methods</summary>" in html
+        # runs stored before the verdict get one from their stored figures, first
+        assert html.index(f"<p class='verdict' id='verdict'>{answer}</p>") < html.index("<h2>")

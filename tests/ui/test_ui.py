@@ -303,6 +303,10 @@ def test_browser_admin_opens_every_tab(live_app, browser, tmp_path):
             page.locator("text=sign_in >> visible=true").first.wait_for(timeout=PAGE_WAIT_MS)
         if tab == "Retrain & compare":
             page.locator("text=augmented − baseline >> visible=true").first.wait_for(timeout=PAGE_WAIT_MS)
+            # the report's answer above the tables: the verdict and the forest plot
+            page.locator("#verdict >> visible=true").first.wait_for(timeout=PAGE_WAIT_MS)
+            assert "changed macro-F1 by" in page.locator("#verdict").first.inner_text()
+            page.locator("svg#forest >> visible=true").first.wait_for(timeout=PAGE_WAIT_MS)
         if tab == "Diagnostics":
             page.locator("text=margins >> visible=true").first.wait_for(timeout=PAGE_WAIT_MS)
         if tab in ("Diagnostics", "Retrain & compare"):  # the demo's note on its dashboards
@@ -314,6 +318,39 @@ def test_browser_admin_opens_every_tab(live_app, browser, tmp_path):
         page.screenshot(path=str(shot), full_page=True)
         assert shot.stat().st_size > 10_000
     assert outside == [] and failed == []
+
+
+def test_the_report_answers_on_its_first_screen_offline_from_disk(live_app, browser, tmp_path):
+    """The demo run's report.html opened from disk in Chromium at 1300 x 900: the verdict
+    sentence and the forest plot's SVG lie within the first 900 px, and the page asks no host
+    for anything (every request is recorded); the file stays small."""
+    from polyp_core.experiment.verdict import verdict
+    from polyp_core.runs import load_run
+
+    db = live_app["db"]
+    with db.session() as session:
+        run_id = next(r.id for r in queries.list_runs(session, "retrain")
+                      if r.config.get("name") == "ui-test")
+    run = load_run(db, run_id)
+    report = run["folder"] / "report.html"
+    assert report.stat().st_size <= 1_500_000
+    page = browser.new_page(viewport={"width": 1300, "height": 900})
+    requests = []
+    page.on("request", lambda request: requests.append(request.url))
+    page.goto(report.as_uri())
+    page.wait_for_load_state("networkidle")
+    assert requests == [report.as_uri()]  # the file itself, nothing else
+    sentence = page.locator("#verdict")
+    assert sentence.inner_text() == verdict(run["results"])
+    box = sentence.bounding_box()
+    assert box["y"] + box["height"] <= 900, box
+    forest = page.locator("svg#forest").bounding_box()
+    assert forest["y"] + forest["height"] <= 900, forest
+    assert page.locator("svg#forest circle").count() == 4  # augmented − baseline: macro-F1, 3 classes
+    folder = Path(SCREENSHOTS) if SCREENSHOTS else tmp_path
+    folder.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(folder / "report-first-screen.png"))
+    page.close()
 
 
 def test_first_start_makes_the_dashboards_content_as_jobs(live_app, tmp_path):
