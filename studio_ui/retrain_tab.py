@@ -12,6 +12,7 @@ from polyp_core.experiment.report import answer_parts
 from polyp_core.data.labels import SCHEMES
 from polyp_core.demo import DEMO_DATASET, DEMO_NOTE
 from polyp_core.review.accounts import Person
+from polyp_core.workflows import recipe as recipe_workflow
 from polyp_core.workflows import retrain
 from polyp_core.workflows import jobs as jobs_workflow
 from studio_ui.access import Access
@@ -94,6 +95,23 @@ class RetrainDesk:
                 confusion_figure(results), text, str(report) if report.is_file() else None)
 
     @shown_errors
+    def start_recipe(self, person: Person, dataset: str | None, minutes: float,
+                     per_class: float, seeds: str, fast: bool, size: int,
+                     epochs: float | None) -> tuple:
+        """Start the whole loop on ``dataset`` as a job (its refusals come before the job)."""
+        config = recipe_workflow.recipe_request({
+            "dataset": dataset, "minutes": minutes, "per_class": per_class, "seeds": seeds,
+            "fast": fast, "size": size, "epochs": epochs or None})
+        job = recipe_workflow.start(self.studio.db, self.studio.workspace, person, config,
+                                    lambda kind, cfg, work, owner: self.studio.jobs.submit(
+                                        kind, cfg, work, owner_id=owner))
+        return job, job_line(jobs_workflow.status(self.studio.db, person, job)), ticking(job)
+
+    def poll_recipe(self, person: Person, job: str | None) -> tuple:
+        """The recipe job's progress; its runs join the run list when it is done."""
+        return poll_run_job(self.studio.db, person, job, lambda: self.runs(person))
+
+    @shown_errors
     def compare(self, person: Person, a: str | None, b: str | None) -> str:
         if not a or not b:
             return "Choose two runs."
@@ -113,6 +131,7 @@ DEFAULTS = retrain.DEFAULTS  # the widgets start where the CLI's options do, but
 #: presets of the page: 128 px and the linear probe on (a first run on a CPU should be quick
 #: and show the baseline a network must beat)
 UI_PRESETS = {"image_size": 128, "linear_probe": True}
+RECIPE_DEFAULTS = recipe_workflow.RECIPE.defaults()  # the panel starts where `recipe` does
 
 
 def build_retrain_tab(studio: Studio, access: Access) -> dict:
@@ -186,6 +205,26 @@ def build_retrain_tab(studio: Studio, access: Access) -> dict:
         start = gr.Button("Train baseline and augmented", variant="primary")
         cancel = gr.Button("Cancel")
     status = gr.Markdown()
+    with gr.Accordion("Run the whole loop on the chosen data set (recipe: generators on the "
+                      "training split, inpainting and copy-paste, the cross-fitted gate, every "
+                      "arm, one summary)", open=False):
+        with gr.Row():
+            recipe_minutes = gr.Number(RECIPE_DEFAULTS["minutes"],
+                                       label="Inpainter training budget (minutes)")
+            recipe_n = gr.Number(RECIPE_DEFAULTS["per_class"], precision=0,
+                                 label="Images per class (inpainted, and as many pasted)")
+            recipe_seeds = gr.Textbox(RECIPE_DEFAULTS["seeds"], label="Seeds (the key pair: "
+                                                                     "two at least)")
+            recipe_fast = gr.Checkbox(False, label="Many-arm part: U-Net decoders only")
+            recipe_size = gr.Radio(list(retrain.WORKING_SIZES), value=RECIPE_DEFAULTS["size"],
+                                   label="Working size")
+            recipe_epochs = gr.Number(None, precision=0, label="Epochs (empty: the task's)")
+        with gr.Row():
+            recipe_start = gr.Button("Run the whole loop", variant="primary")
+            recipe_cancel = gr.Button("Cancel the loop")
+        recipe_status = gr.Markdown()
+        recipe_job = gr.State(None)
+        recipe_timer = gr.Timer(2.0, active=False)
     with gr.Row():
         run = gr.Dropdown([], label="Run")  # filled at admin sign-in
         other = gr.Dropdown([], label="Compare with")
@@ -223,6 +262,13 @@ def build_retrain_tab(studio: Studio, access: Access) -> dict:
        outputs=[answer, table, deltas, confusion, summary, report],
        api_name="show_run")
     on(compare.click, desk.compare, inputs=[run, other], outputs=diff)
+    on(recipe_start.click, desk.start_recipe,
+       inputs=[dataset, recipe_minutes, recipe_n, recipe_seeds, recipe_fast, recipe_size,
+               recipe_epochs], outputs=[recipe_job, recipe_status, recipe_timer],
+       api_name="start_recipe")
+    on(recipe_timer.tick, desk.poll_recipe, inputs=recipe_job,
+       outputs=[recipe_status, run, recipe_job, recipe_timer], api_name="recipe_progress")
+    on(recipe_cancel.click, desk.cancel, inputs=recipe_job, outputs=recipe_status)
 
     def refresh(person: Person) -> tuple:
         runs = desk.runs(person)

@@ -121,6 +121,45 @@ def cmd_runs(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_recipe(args: argparse.Namespace) -> int:
+    """The whole loop as a job in this thread (Ctrl-C cancels; finished steps stay)."""
+    from polyp_core.cli.common import TerminalProgress, cancel_on_interrupt, open_db as _db
+    from polyp_core.jobs import run_job
+    from polyp_core.recipe import summary_lines
+    from polyp_core.validation import InvalidRequest
+    from polyp_core.workflows import TERMINAL
+    from polyp_core.workflows import recipe as recipe_workflow
+
+    try:
+        config = recipe_workflow.recipe_request(recipe_workflow.RECIPE.values(args))
+    except InvalidRequest as exc:
+        exc.flags.update(recipe_workflow.RECIPE.options())
+        raise
+    workspace, db = Workspace(args.workspace), _db(args)
+    outcome = {}
+
+    def in_this_thread(kind: str, config_json: dict, work: Callable[[Progress, CancelToken], str],
+                       owner_id: int | None) -> str:
+        with TerminalProgress() as progress:
+            outcome["status"] = run_job(db, kind, config_json, work, progress,
+                                        cancel_on_interrupt(), owner_id)
+        return outcome["status"].id
+
+    recipe_workflow.start(db, workspace, TERMINAL, config, in_this_thread)
+    status = outcome["status"]
+    if status.status != "done":
+        print(f"{status.status}: {(status.error or '').splitlines()[0] if status.error else ''}")
+        return 1 if status.status == "failed" else 130
+    folder = workspace.runs_dir / f"{config.name}-{config.dataset}"
+    summary = json.loads((folder / "summary.json").read_text())
+    for line in summary_lines(summary):
+        print(line)
+    for key, run in summary["runs"].items():
+        print(f"  run {run['run']} ({run['title']}): {run['verdict']}")
+    print(f"summary: {folder / 'recipe.html'}")
+    return 0
+
+
 def cmd_show_run(args: argparse.Namespace) -> int:
     from polyp_core.cli.common import open_db as _db
     from polyp_core.workflows import TERMINAL, retrain
@@ -165,6 +204,13 @@ def add_classify_commands(sub: argparse._SubParsersAction) -> None:
     runs.add_argument("--kind", help="retrain or diagnose")
     runs.add_argument("--db")
     runs.set_defaults(func=cmd_runs)
+
+    from polyp_core.workflows.recipe import RECIPE
+
+    recipe = sub.add_parser("recipe", help=RECIPE.help)
+    RECIPE.add_options(recipe)
+    recipe.add_argument("--db")
+    recipe.set_defaults(func=cmd_recipe)
 
     show = sub.add_parser("show-run", help="print a retrain run's metric table")
     show.add_argument("run")

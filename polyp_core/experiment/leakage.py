@@ -25,6 +25,16 @@ def _provenance(db: Database, shas: Iterable[str]) -> dict[str, tuple[str, dict]
                 for i in images}
 
 
+def made_of(db: Database, images: list[ImageRef]) -> dict[str, list[str]]:
+    """SHA-256 of each synthetic image -> the real frames it was made of (an inpainted
+    image's background; a copy-paste image's background and the frame its polyp came from)."""
+    out = {}
+    for sha, (_, extra) in _provenance(db, [r.sha256 for r in images]).items():
+        frames = [extra.get("background") or {}] + list(extra.get("sources") or [])
+        out[sha] = [f["sha256"] for f in frames if f.get("sha256")]
+    return out
+
+
 def generators_of(db: Database, images: list[ImageRef]) -> set[str]:
     return {generator for generator, _ in _provenance(db, [r.sha256 for r in images]).values()}
 

@@ -60,6 +60,11 @@ class SelectionPolicy:
         min_gate_iou: the segmentation gate: only images stored with a mask, and of those only
             the ones a U-Net trained on the fold's real training part finds where their mask
             says (IoU at least this; ``segment.gate``). Applied per fold when the run trains.
+        gate_folds: 0: one gate per fold learns from the fold's whole real training part. K >= 2
+            cross-fits it: the training part's groups are dealt into K parts and an image made
+            on a training frame (inpainted into it, or pasted onto it) is scored by the gate
+            that learned from the other K - 1 parts, never from its own frame, whose polyp
+            sits where the image's mask says (a gate that saw it scores the image too well).
     """
 
     generators: tuple[str, ...] = ()
@@ -75,9 +80,13 @@ class SelectionPolicy:
     seed: int = 0
     min_gate_iou: float | None = rule(None, lo=0.0, hi=1.0)
     min_mask_quality: str | None = rule(None, choices=("moderate", "good"))
+    gate_folds: int = rule(0, lo=0, hi=20)
 
     def validate(self, scheme_classes: tuple[str, ...]) -> None:
         """The rules that need the scheme (field ranges are checked when the policy is made)."""
+        if self.gate_folds == 1:
+            raise ValueError("`gate_folds`: 0 (one gate per fold) or at least 2 (cross-fitted); "
+                             "1 would leave the gate nothing to learn from")
         unknown = [c for c in self.classes if c not in scheme_classes]
         if unknown:
             raise ValueError(f"classes {unknown} are not in the scheme's {list(scheme_classes)}")

@@ -14,7 +14,7 @@ from polyp_core.data.cache import PixelCache
 from polyp_core.data.tensors import ImageRef
 from polyp_core.experiment.config import ExperimentConfig, ExperimentResult
 from polyp_core.experiment.gating import gate_selections
-from polyp_core.experiment.leakage import generator_summary
+from polyp_core.experiment.leakage import generator_summary, made_of
 from polyp_core.experiment.plan import ExperimentPlan, plan_experiment
 from polyp_core.experiment.report import write_report
 from polyp_core.progress import CancelToken, Progress, no_progress
@@ -45,7 +45,7 @@ def run_experiment(db: Database, workspace: Workspace, config: ExperimentConfig,
     plan = plan or plan_experiment(db, workspace, config)
     if (config.policy.min_gate_iou is not None or GATED in config.arms) and any(plan.selections):
         plan = gate_selections(config, plan, PixelCache(workspace.pixel_cache_dir), progress,
-                               cancel, device, registry)
+                               cancel, device, registry, made_of(db, plan.synthetic_refs))
     progress(0, 1, f"loading {len(plan.real)} real images")
     run_id, folder = new_run_dir(workspace, "retrain")
     results = task(config.task).run(TaskJob(

@@ -35,13 +35,15 @@ def _text(x: float, y: float, text: str, anchor: str = "start", weight: str = "n
 
 
 def signed(value: float, digits: int = 3) -> str:
-    """``+0.023``, ``−0.017`` (a true minus sign), ``0.000`` where it rounds to zero, ``n/a``
-    for NaN."""
+    """``+0.023``, ``−0.017`` (a true minus sign), ``0.000`` for zero, ``+4.2e−05`` where three
+    decimals would print a false zero, ``n/a`` for NaN."""
     if not math.isfinite(value):
         return "n/a"
-    text = f"{value:+.{digits}f}"
-    if float(text) == 0:  # rounds to zero: no sign ("−0.000" would claim a direction)
+    if value == 0:
         return f"{0:.{digits}f}"
+    text = f"{value:+.{digits}f}"
+    if float(text) == 0:  # a tiny difference: two significant figures, not a false zero
+        text = f"{value:+.1e}"
     return text.replace("-", "−")
 
 

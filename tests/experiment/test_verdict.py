@@ -197,8 +197,8 @@ def test_every_arm_has_its_real_counterpart():
     assert real_counterpart("augmented", ["augmented", "gated"]) is None
 
 
-def test_signed_figures_never_claim_a_direction_they_do_not_have():
+def test_signed_figures_show_tiny_differences_and_never_a_false_zero():
     from polyp_core.experiment.svg import signed
 
-    assert [signed(v) for v in (0.0234, -0.0171, -0.0004, 0.0004, math.nan)] == [
-        "+0.023", "−0.017", "0.000", "0.000", "n/a"]
+    assert [signed(v) for v in (0.0234, -0.0171, -0.00042, 0.000042, 0.0, math.nan)] == [
+        "+0.023", "−0.017", "−4.2e−04", "+4.2e−05", "0.000", "n/a"]
