@@ -12,6 +12,7 @@ from polyp_core.experiment.report import answer_parts
 from polyp_core.data.labels import SCHEMES
 from polyp_core.demo import DEMO_DATASET, DEMO_NOTE
 from polyp_core.review.accounts import Person
+from polyp_core.workflows import export as export_workflow
 from polyp_core.workflows import recipe as recipe_workflow
 from polyp_core.workflows import retrain
 from polyp_core.workflows import jobs as jobs_workflow
@@ -110,6 +111,30 @@ class RetrainDesk:
     def poll_recipe(self, person: Person, job: str | None) -> tuple:
         """The recipe job's progress; its runs join the run list when it is done."""
         return poll_run_job(self.studio.db, person, job, lambda: self.runs(person))
+
+    @shown_errors
+    def start_export(self, person: Person, run_id: str | None, arm: str, fold: float,
+                     to: str) -> tuple:
+        """Export what ``arm`` of the chosen run learned from in ``fold`` as a job (refusals
+        before the job); the zip is offered when it is done."""
+        if not run_id:
+            raise ValueError("choose a run first")
+        config = export_workflow.tab_export(self.studio.workspace, run_id, arm,
+                                            int(fold or 1), to)
+        job = export_workflow.start(self.studio.db, self.studio.workspace, person, config,
+                                    lambda kind, cfg, work, owner: self.studio.jobs.submit(
+                                        kind, cfg, work, owner_id=owner))
+        return job, job_line(jobs_workflow.status(self.studio.db, person, job)), ticking(job), None
+
+    def poll_export(self, person: Person, job: str | None) -> tuple:
+        """The export job's line; its zip when it is done."""
+        if not job:
+            return gr.update(), None, ticking(None), gr.update()
+        status = jobs_workflow.status(self.studio.db, person, job)
+        if status.status == "done":
+            return job_line(status), None, ticking(None), status.message
+        job = job if status.active else None
+        return job_line(status), job, ticking(job), gr.update()
 
     @shown_errors
     def compare(self, person: Person, a: str | None, b: str | None) -> str:
@@ -240,6 +265,19 @@ def build_retrain_tab(studio: Studio, access: Access) -> dict:
     report = gr.File(label="The run's report (self-contained HTML: methods, design, results "
                            "with CIs, confusion matrices)", interactive=False)
     diff = gr.Markdown()
+    with gr.Accordion("Export what an arm of this run learned from (nnU-Net, image folders or "
+                      "CSV, with a data card and the studio's folds)", open=False):
+        with gr.Row():
+            export_arm = gr.Dropdown(["augmented", "baseline", "gated", "expert", "synthetic"],
+                                     value="augmented", label="Arm")
+            export_fold = gr.Number(1, precision=0, label="Fold (from 1)")
+            export_to = gr.Radio(["nnunet", "imagefolder", "csv"], value="nnunet",
+                                 label="Format")
+            export_start = gr.Button("Export as a zip")
+        export_status = gr.Markdown()
+        export_file = gr.File(label="The export (zip)", interactive=False)
+        export_job = gr.State(None)
+        export_timer = gr.Timer(1.0, active=False)
     timer = gr.Timer(1.0, active=False)
     on = functools.partial(access.on, role="admin")  # every event of this tab: admins
     form = {"dataset": dataset, "scheme": scheme, "backbone": backbone, "image_size": size,
@@ -269,6 +307,10 @@ def build_retrain_tab(studio: Studio, access: Access) -> dict:
     on(recipe_timer.tick, desk.poll_recipe, inputs=recipe_job,
        outputs=[recipe_status, run, recipe_job, recipe_timer], api_name="recipe_progress")
     on(recipe_cancel.click, desk.cancel, inputs=recipe_job, outputs=recipe_status)
+    on(export_start.click, desk.start_export, inputs=[run, export_arm, export_fold, export_to],
+       outputs=[export_job, export_status, export_timer, export_file], api_name="start_export")
+    on(export_timer.tick, desk.poll_export, inputs=export_job,
+       outputs=[export_status, export_job, export_timer, export_file], api_name="export_progress")
 
     def refresh(person: Person) -> tuple:
         runs = desk.runs(person)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+from pathlib import Path
 from collections.abc import Sequence
 
 from polyp_core.cli.common import TerminalProgress, print_counts
@@ -172,7 +173,59 @@ def cmd_weights(args: argparse.Namespace) -> int:
 
 
 
+def cmd_export(args: argparse.Namespace) -> int:
+    """``export [DATASET] OUT``: a data set's fixed split with its selection, or (``--run``) an
+    arm's training set in one fold, as nnU-Net, image folders or CSV, with a data card."""
+    from polyp_core.cli.common import TerminalProgress, open_db as _db
+    from polyp_core.export import export
+    from polyp_core.workflows.export import export_request
+
+    if len(args.paths) > 2:
+        raise ValueError("export takes [DATASET] OUT")
+    dataset = args.paths[0] if len(args.paths) == 2 else None
+    fields = vars(args) | {"dataset": dataset, "out": args.paths[-1]}
+    config = export_request(fields)
+    workspace, db = Workspace(args.workspace), _db(args)
+    with TerminalProgress() as progress:
+        card = export(db, workspace, config, progress)
+    print(f"exported to {config.out} ({card['export']['format']}) in {card['seconds']} s")
+    for part, kinds in card["counts"].items():
+        for kind, classes in kinds.items():
+            print(f"  {part:<5} {kind:<9} " + ", ".join(f"{c}: {n}" for c, n in classes.items()))
+    for warning in card["warnings"]:
+        print(f"  warning: {warning}")
+    print(f"  data card: {Path(config.out) / 'DATACARD.md'}")
+    return 0
+
+
 def add_data_commands(sub: argparse._SubParsersAction) -> None:
+    from polyp_core.export import FORMATS
+
+    ex = sub.add_parser("export", help="a training set as an nnU-Net dataset, image folders or "
+                                       "a CSV, with a data card and the studio's grouped folds")
+    ex.add_argument("paths", nargs="+", metavar="[DATASET] OUT",
+                    help="the data set (or --run) and a new folder to write")
+    ex.add_argument("--to", choices=FORMATS, default="nnunet")
+    ex.add_argument("--run", help="export what an arm of this stored run learned from")
+    ex.add_argument("--arm", default="augmented")
+    ex.add_argument("--fold", type=int, default=1, help="the run's fold, from 1")
+    ex.add_argument("--generators", help="the policy: only these generators (comma-separated)")
+    ex.add_argument("--min-quality", choices=["moderate", "good"])
+    ex.add_argument("--min-reviewers", type=int, default=1)
+    ex.add_argument("--verdict", default="any")
+    ex.add_argument("--unrated", default="include", choices=["include", "exclude"])
+    ex.add_argument("--exclude-memorised", help="diagnose run ids whose near copies are dropped")
+    ex.add_argument("--real-only", action="store_true", help="the real images alone")
+    ex.add_argument("--folds", type=int, default=5, help="nnU-Net's folds (splits_final.json)")
+    ex.add_argument("--seed", type=int, default=0, help="the folds' seed")
+    ex.add_argument("--number", type=int, default=501, help="nnU-Net's dataset number")
+    ex.add_argument("--name", default="Polyps", help="nnU-Net's dataset name")
+    ex.add_argument("--licence", help="the real data's licence, for the data card")
+    ex.add_argument("--with-reviewers", action="store_true",
+                    help="name the reviewers in the data card's rating summary")
+    ex.add_argument("--db")
+    ex.set_defaults(func=cmd_export)
+
     demo = sub.add_parser("demo-data", help="paint the phantom demo data set and import it")
     demo.add_argument("--frames", type=int, default=1100)
     demo.add_argument("--size", type=int, default=256)

@@ -19,7 +19,7 @@ from polyp_core.experiment.plan import ExperimentPlan, plan_experiment
 from polyp_core.experiment.report import write_report
 from polyp_core.progress import CancelToken, Progress, no_progress
 from polyp_core.runs import load_run, new_run_dir, save_run
-from polyp_core.tasks import GATED, TaskJob, task
+from polyp_core.tasks import BASELINE, GATED, SYNTHETIC, TaskJob, task
 from polyp_core.workspace import Workspace
 from review_db.database import Database
 
@@ -70,20 +70,38 @@ def _store_run(db: Database, workspace: Workspace, config: ExperimentConfig,
         results["gate"] = plan.gate
     write_report(folder, run_id, config.to_json(), results)  # report.html beside the run
     save_run(db, workspace, run_id, folder, "retrain", config.to_json(), results,
-             _image_lists(plan, plan.synthetic_refs))
+             _image_lists(plan, plan.synthetic_refs, config.arms))
     progress(1, 1, f"stored run {run_id}")
     return ExperimentResult(run_id, folder, results)
 
 
-def _image_lists(plan: ExperimentPlan, synthetic: list[ImageRef]) -> dict:
+def trained_on(plan: ExperimentPlan, arms: tuple[str, ...]) -> dict:
+    """Per arm and fold, the SHA-256 of the real and synthetic images its networks learned
+    from (the fold's training part, early-stopping images apart, and the arm's selection) and
+    of the fold's test images: what ``export --run`` hands on."""
+    out: dict = {}
+    for f, fold in enumerate(plan.folds):
+        selection = plan.selections[f]
+        for arm in arms:
+            synthetic = [] if arm == BASELINE or selection is None else \
+                [r.sha256 for r in plan.arm_selection(f, arm).images]
+            out.setdefault(arm, {})[fold.name] = {
+                "real": [] if arm == SYNTHETIC else [plan.real[i].sha256 for i in fold.train],
+                "synthetic": synthetic, "test": [plan.real[i].sha256 for i in fold.test]}
+    return out
+
+
+def _image_lists(plan: ExperimentPlan, synthetic: list[ImageRef],
+                 arms: tuple[str, ...] = ()) -> dict:
     """What ``images.json`` stores: the real images with their split (fixed) or the fold that
-    tested them (CV), and every synthetic image with the folds it trained."""
+    tested them (CV), every synthetic image with the folds it trained, and what each arm
+    learned from in each fold (``trained``)."""
     if len(plan.folds) == 1:
         fold = plan.folds[0]
         images = {part: [asdict(plan.real[i]) for i in getattr(fold, part)]
                   for part in ("train", "valid", "test")}
         images["synthetic"] = [asdict(r) for r in synthetic]
-        return images
+        return images | {"trained": trained_on(plan, arms)}
     tested_in = {i: fold.name for fold in plan.folds for i in fold.test}
     used_in: dict[str, list[str]] = {}
     for fold, sel in zip(plan.folds, plan.selections):
@@ -91,7 +109,8 @@ def _image_lists(plan: ExperimentPlan, synthetic: list[ImageRef]) -> dict:
             used_in.setdefault(ref.sha256, []).append(fold.name)
     return {"real": [asdict(r) | {"group": g, "tested_in": tested_in.get(i, "train only")}
                      for i, (r, g) in enumerate(zip(plan.real, plan.group_of))],
-            "synthetic": [asdict(r) | {"folds": used_in[r.sha256]} for r in synthetic]}
+            "synthetic": [asdict(r) | {"folds": used_in[r.sha256]} for r in synthetic],
+            "trained": trained_on(plan, arms)}
 
 
 def repeat_experiment(db: Database, workspace: Workspace, run_id: str,

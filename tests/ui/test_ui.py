@@ -70,6 +70,21 @@ def test_a_retrain_is_planned_before_it_is_queued(live_app):
     assert len(list_jobs(live_app["db"], "retrain")) == before
 
 
+def test_the_whole_loop_panel_refuses_before_any_job(live_app):
+    """The Retrain tab's recipe panel goes through the recipe's checks: N above a class's
+    training frames and a budget below one measured training step are answered at once."""
+    from polyp_core.jobs import list_jobs
+
+    client = gradio_client(live_app["url"], sign_in(live_app["url"], *DEMO_ADMIN))
+    before = len(list_jobs(live_app["db"], "recipe"))
+    for minutes, n, message in ((20, 5000, "`per_class`: 5000 images of AD need as many"),
+                                (1e-5, 2, "`minutes`: 1e-05 min is below one training step")):
+        with pytest.raises(Exception, match=message):
+            client.predict("phantom", minutes, n, "0,1", True, 128, None,
+                           api_name="/start_recipe")
+    assert len(list_jobs(live_app["db"], "recipe")) == before
+
+
 def wait_for_job(client: Client, poll: str, timeout: float = 300) -> tuple:
     """Poll a job's timer event until its line says it ended; the last outputs."""
     deadline = time.time() + timeout
@@ -79,6 +94,31 @@ def wait_for_job(client: Client, poll: str, timeout: float = 300) -> tuple:
             return outputs
         assert time.time() < deadline, f"{poll}: the job did not end in {timeout} s"
         time.sleep(0.5)
+
+
+def test_api_admin_exports_an_arm_as_a_zip_job(live_app):
+    """The Retrain tab's export: the ui-test run's augmented arm as CSV, a job whose zip holds
+    the cases, the data card and nothing outside the export; a fold that does not exist is
+    refused before any job."""
+    import zipfile
+
+    from polyp_core.jobs import list_jobs
+
+    db = live_app["db"]
+    with db.session() as session:
+        run_id = next(r.id for r in queries.list_runs(session, "retrain")
+                      if r.config.get("name") == "ui-test")
+    client = gradio_client(live_app["url"], sign_in(live_app["url"], *DEMO_ADMIN))
+    with pytest.raises(Exception, match="fold 2 does not exist"):
+        client.predict(run_id, "augmented", 2, "csv", api_name="/start_export")
+    before = len(list_jobs(db, "export"))
+    client.predict(run_id, "augmented", 1, "csv", api_name="/start_export")
+    outputs = wait_for_job(client, "/export_progress")
+    assert outputs[0].startswith("**done**"), outputs
+    names = zipfile.ZipFile(outputs[-1]).namelist()  # (status, timer, file): the State is not sent
+    assert {"cases.csv", "DATACARD.md", "datacard.json"} <= set(names)
+    assert all(not n.startswith(("/", "..")) for n in names)
+    assert len(list_jobs(db, "export")) == before + 1
 
 
 def test_api_admin_samples_as_a_job_and_adds_to_the_pool(live_app):
