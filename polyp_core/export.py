@@ -82,10 +82,23 @@ class Case:
     generator: str = ""
     made_of: list[str] = field(default_factory=list)
     fold: int | None = None  # nnU-Net's fold that validates it (real training cases)
+    copy: int = 0  # the n-th case of the same file (a data set may hold byte copies)
 
     @property
     def case_id(self) -> str:
-        return f"{'real' if self.kind == 'real' else 'syn'}_{self.sha256[:16]}"
+        base = f"{'real' if self.kind == 'real' else 'syn'}_{self.sha256[:16]}"
+        return base if not self.copy else f"{base}-{self.copy}"
+
+
+def _number_copies(cases: list[Case]) -> list[Case]:
+    """Byte copies (the same file twice in a data set, NeoPolyp has some) get their own case
+    ids, so no exported file overwrites another."""
+    seen: dict[str, int] = {}
+    for case in cases:
+        key = f"{case.kind}:{case.sha256[:16]}"
+        case.copy = seen.get(key, 0)
+        seen[key] = case.copy + 1
+    return cases
 
 
 @dataclass
@@ -117,8 +130,10 @@ def choose(db: Database, workspace: Workspace, config: ExportConfig) -> Chosen:
         raise ValueError("give a data set (with a selection policy) or `--run` with `--arm` and "
                          "`--fold`, not both")
     task = "segmentation" if config.to == "nnunet" else "classification"
-    return _from_run(db, workspace, config, task) if config.run else \
+    chosen = _from_run(db, workspace, config, task) if config.run else \
         _from_dataset(db, workspace, config, task)
+    _number_copies(chosen.cases)
+    return chosen
 
 
 def _from_dataset(db: Database, workspace: Workspace, config: ExportConfig,

@@ -251,7 +251,8 @@ def build_retrain_tab(studio: Studio, access: Access) -> dict:
         recipe_job = gr.State(None)
         recipe_timer = gr.Timer(2.0, active=False)
     with gr.Row():
-        run = gr.Dropdown([], label="Run")  # filled at admin sign-in
+        # filled at admin sign-in; any id is checked on the server (an unknown run is refused)
+        run = gr.Dropdown([], label="Run", allow_custom_value=True)
         other = gr.Dropdown([], label="Compare with")
         compare = gr.Button("Compare runs")
     answer = gr.HTML()  # the report's first screen: question, verdict, forest plot, regressions

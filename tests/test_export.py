@@ -138,3 +138,16 @@ def test_an_arms_export_holds_exactly_what_it_trained_on(pasted):
     assert not (root / "x").exists()
     assert not list(root.glob(".export-*"))  # no scratch folder left behind
     assert len(_rows(out)) == len(rows)  # the existing export is untouched
+
+
+def test_byte_copies_in_a_data_set_get_their_own_cases():
+    """NeoPolyp holds the same file under two ids: each must stay a case of its own (the first
+    NeoPolyp export lost four cases to overwritten files)."""
+    from polyp_core.export import Case, _number_copies
+
+    cases = _number_copies([Case("ab" * 32, "a.png", "m", "AD", "train", "real", "g1"),
+                            Case("ab" * 32, "b.png", "m", "AD", "train", "real", "g1"),
+                            Case("ab" * 32, "s.png", "m", "AD", "train", "synthetic", "s"),
+                            Case("cd" * 32, "c.png", "m", "AD", "test", "real", "g2")])
+    assert [c.case_id for c in cases] == [f"real_{'ab' * 8}", f"real_{'ab' * 8}-1",
+                                          f"syn_{'ab' * 8}", f"real_{'cd' * 8}"]
