@@ -24,6 +24,7 @@ workspace stay in ``--out/workspace`` (research-use data: never commit them).
 
     python scripts/neopolyp_windows.py train --out build/np-windows --seconds 1200
     python scripts/neopolyp_windows.py evaluate --out build/np-windows
+    python scripts/neopolyp_windows.py sheet --out build/np-windows      # full resolution
     python scripts/neopolyp_windows.py train --out /tmp/check --tiny && \\
         python scripts/neopolyp_windows.py evaluate --out /tmp/check --tiny      # minutes
 """
@@ -271,9 +272,37 @@ def study(db, workspace: Workspace, per_pool: int) -> dict:
     return {"study": study_id, "audit": settings.get("audit")}
 
 
+def full_sheet(db, workspace: Workspace, out: Path, per_class: int = 2) -> Path:
+    """The contact sheet at the frame's own resolution: per class ``per_class`` held-out frames,
+    each as background | its hole | every kind's image made on that frame (read back from the
+    pool by background frame; a whole-frame image is 64 px, shown scaled up as it is)."""
+    from review_db import queries
+
+    with db.session() as session:
+        by_kind = {kind: {(i.label, (i.provenance.extra or {}).get("background", {}).get("id")):
+                          i.path for i in queries.synthetic_images(session, model or
+                                                                  GENERATOR_OF[kind])}
+                   for kind, (model, _) in KINDS.items()}
+    rows = []
+    for cls in CLASSES:
+        frames = [frame for (label, frame) in by_kind["window, trained"] if label == cls]
+        for frame in frames[:per_class]:
+            background = frame_background(workspace, "neopolyp", frame)
+            row = [background.rgb, overlay_mask(background.rgb, background.mask, (255, 200, 0))]
+            for kind in KINDS:
+                path = by_kind[kind].get((cls, frame))
+                row.append(_fit(np.asarray(Image.open(path).convert("RGB")) if path else None,
+                                background.rgb.shape))
+            rows.append(np.concatenate(row, axis=1))
+    width = min(r.shape[1] for r in rows)
+    path = out / "neopolyp_windows_full.png"
+    Image.fromarray(np.concatenate([r[:, :width] for r in rows], axis=0)).save(path)
+    return path
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("phase", choices=["train", "evaluate"])
+    parser.add_argument("phase", choices=["train", "evaluate", "sheet"])
     parser.add_argument("--data", default=str(ROOT.parent / "shared" / "data" / "neopolyp"))
     parser.add_argument("--out", required=True)
     parser.add_argument("--seconds", type=float, default=1200.0, help="training budget per model")
@@ -296,6 +325,9 @@ def main() -> None:
         return
     from review_db.database import Database
 
+    if args.phase == "sheet":  # after evaluate: the sheet at the frame's own resolution
+        print(full_sheet(Database(f"sqlite:///{out / 'studio.db'}"), workspace, out))
+        return
     if args.tiny:
         args.per_class, args.steps = min(args.per_class, 4), 3
     db = Database(f"sqlite:///{out / 'studio.db'}")
