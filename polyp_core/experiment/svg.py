@@ -9,8 +9,8 @@ import html
 import math
 from dataclasses import dataclass
 
-WIDTH = 1000
-LABEL_W, VALUE_W = 250, 260  # the label column and the value column; the plot in between
+WIDTH = 1100
+LABEL_W, VALUE_W = 250, 340  # the label column and the value column; the plot in between
 ROW_H, HEAD_H, AXIS_H = 20, 22, 34
 GOOD, BAD, NEUTRAL = "#1a7f37", "#c62828", "#555"
 FONT = "font-family:sans-serif;font-size:12px"
@@ -45,6 +45,11 @@ def signed(value: float, digits: int = 3) -> str:
     if float(text) == 0:  # a tiny difference: two significant figures, not a false zero
         text = f"{value:+.1e}"
     return text.replace("-", "−")
+
+
+def magnitude(value: float, digits: int = 3) -> str:
+    """A size without its sign (``0.210``; ``4.2e−05`` where three decimals would print 0)."""
+    return signed(abs(value), digits).lstrip("+")
 
 
 def _domain(rows: list[Row], reference: float | None, bounds: tuple[float, float] | None

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from polyp_core.experiment.design import minimal_detectable_change
-from polyp_core.experiment.svg import Row, forest, signed
+from polyp_core.experiment.svg import Row, forest, magnitude, signed
 from polyp_core.tasks import AUGMENTED, EXPERT, GATED, PAIRS, PROBE, SYNTHETIC, task_of
 
 #: a design whose smallest detectable change of the headline figure is at least this cannot
@@ -125,7 +125,7 @@ def class_falls(results: dict, delta: dict) -> list[str]:
             d = delta.get("per_class", {}).get(cls, {}).get(score)
             if d is not None and d["high"] < 0:
                 name = "F1" if score == "f1" else score.capitalize() if score == "dice" else score
-                falls.append(f"{cls} {name} fell by {-d['estimate']:.3f} "
+                falls.append(f"{cls} {name} fell by {magnitude(d['estimate'])} "
                              f"[{signed(d['low'])}, {signed(d['high'])}]")
     return falls
 
@@ -224,7 +224,7 @@ def regression_flags(results: dict) -> list[str]:
     for c in comparisons(results):
         d = figure(c.delta, path)
         if d is not None and d["high"] < 0:
-            flags.append(f"{c.name}: {label} fell by {-d['estimate']:.3f} [{signed(d['low'])}, "
+            flags.append(f"{c.name}: {label} fell by {magnitude(d['estimate'])} [{signed(d['low'])}, "
                          f"{signed(d['high'])}]")
         flags += [f"{c.name}: {fall}" for fall in class_falls(results, c.delta)]
     return flags

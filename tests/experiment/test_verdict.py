@@ -202,3 +202,6 @@ def test_signed_figures_show_tiny_differences_and_never_a_false_zero():
 
     assert [signed(v) for v in (0.0234, -0.0171, -0.00042, 0.000042, 0.0, math.nan)] == [
         "+0.023", "−0.017", "−4.2e−04", "+4.2e−05", "0.000", "n/a"]
+    from polyp_core.experiment.svg import magnitude
+
+    assert [magnitude(v) for v in (-0.21, -0.000042, 0.0)] == ["0.210", "4.2e−05", "0.000"]
