@@ -136,7 +136,10 @@ def _images(results: dict, arm: str) -> str:
     selection = results.get("selection", {})
     generators = [g["generator"] for g in selection.get("generators", [])]
     made = " and ".join(generators) if generators else "synthetic"
-    if arm.partition(" ")[0] == GATED and results.get("gate"):
+    base = arm.partition(" ")[0]
+    # a gate without a gated arm filtered the augmented arm itself (min_gate_iou)
+    in_place = bool(results.get("gate")) and GATED not in results.get("arms", {})
+    if results.get("gate") and (base == GATED or (base == AUGMENTED and in_place)):
         kept = [g["kept"] for g in results["gate"]]
     elif selection.get("per_fold"):
         kept = [sum(f["selected"].values()) for f in selection["per_fold"]]
@@ -160,7 +163,8 @@ def _subject(results: dict, c: Comparison) -> str:
     if base == SYNTHETIC:
         return f"Training on {images} alone instead of the real images"
     where = f" to {share} of the real training groups" if share else ""
-    if base == GATED:
+    if base == GATED or (base == AUGMENTED and results.get("gate")
+                         and GATED not in results.get("arms", {})):
         return f"Adding the gate's {images}{where}"
     if base == EXPERT:
         return f"Adding the experts' {images}{where}"

@@ -101,6 +101,15 @@ def test_cross_validation_counts_images_per_fold():
     assert verdict(run).startswith("Adding 30–36 demo-ddpm images per fold changed macro-F1")
 
 
+def test_a_gate_counts_what_it_kept_whether_or_not_a_gated_arm_ran():
+    run = classification((0.05, 0.012, 0.091, 0.01))
+    run["gate"] = [{"fold": "split", "threshold": 0.7, "scored": 36, "kept": 7}]
+    # no gated arm: the gate filtered the augmented arm itself
+    assert verdict(run).startswith("Adding the gate's 7 demo-ddpm images changed macro-F1")
+    run["arms"]["gated"] = {}  # beside a gated arm, the augmented arm holds every selected image
+    assert verdict(run).startswith("Adding 36 demo-ddpm images changed macro-F1")
+
+
 def segmentation(full, working=None):
     """A segmentation run whose paired Dice at the masks' own size is ``full``."""
     working = working or full
