@@ -181,13 +181,18 @@ def _entered_training(results: dict) -> list[str]:
                      if dropped else "") + ".</p>"]
     gates = results.get("gate")
     if gates:
-        parts += [f"<p>Each fold's gate (a U-Net trained on that fold's real training part only) "
-                  f"kept the synthetic images whose predicted mask met their own at IoU &ge; "
-                  f"{gates[0]['threshold']:g}: {sum(g['kept'] for g in gates)} of "
-                  f"{sum(g['scored'] for g in gates)} over the folds.</p>",
-                  table(["fold", "gate learned from (real images)", "scored", "kept"],
-                        [[g["fold"], len(g["trained_on"]), g["scored"], g["kept"]]
-                         for g in gates])]
+        crossed = "cross_fitted" in gates[0]
+        how = ("cross-fitted U-Nets on that fold's real training part: each image was scored by "
+               "one that never learnt from a frame the image was made of" if crossed else
+               "a U-Net trained on that fold's real training part only")
+        parts += [f"<p>Each fold's gate ({how}) kept the synthetic images whose predicted mask "
+                  f"met their own at IoU &ge; {gates[0]['threshold']:g}: "
+                  f"{sum(g['kept'] for g in gates)} of {sum(g['scored'] for g in gates)} over "
+                  "the folds.</p>",
+                  table(["fold", "gates: real images each learned from", "scored", "kept"],
+                        [[g["fold"], ", ".join(str(c["learned_from"]) for c in
+                                               g["cross_fitted"].values()) if crossed
+                          else len(g["trained_on"]), g["scored"], g["kept"]] for g in gates])]
     per_fold = results.get("selection", {}).get("per_fold")
     if per_fold:
         classes = results["classes"]
