@@ -185,7 +185,7 @@ def _entered_training(results: dict) -> list[str]:
         how = ("cross-fitted U-Nets on that fold's real training part: each image was scored by "
                "one that never learnt from a frame the image was made of" if crossed else
                "a U-Net trained on that fold's real training part only")
-        parts += [f"<p>Each fold's gate ({how}) kept the synthetic images whose predicted mask "
+        parts += ["<h3>Segmentation gate</h3>", f"<p>Each fold's gate ({how}) kept the synthetic images whose predicted mask "
                   f"met their own at IoU &ge; {gates[0]['threshold']:g}: "
                   f"{sum(g['kept'] for g in gates)} of {sum(g['scored'] for g in gates)} over "
                   "the folds.</p>",

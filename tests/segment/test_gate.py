@@ -112,7 +112,7 @@ def test_retrain_gates_each_fold_with_a_model_of_its_own_training_part(gated, mo
     assert {image["sha256"] for image in images["synthetic"]} == kept_anywhere
     assert kept_anywhere <= set(shas)
     report = (result.folder / "report.html").read_text()
-    assert "<h2>Segmentation gate</h2>" in report and f"<td>{gates[0]['kept']}</td>" in report
+    assert "<h3>Segmentation gate</h3>" in report and f"<td>{gates[0]['kept']}</td>" in report
 
 
 def test_the_gated_arm_trains_the_same_selection_less_what_the_gate_dropped(gated, monkeypatch):
