@@ -71,10 +71,37 @@ def retrain_options() -> dict[str, str]:
     return RETRAIN.options()
 
 
+def in_this_thread(db: object, outcome: dict) -> Callable[..., str]:
+    """A workflow's ``submit`` that runs the job here, with terminal progress and Ctrl-C as its
+    cancel; ``outcome`` receives the job's ``status`` and what its work returned (``run``)."""
+    from polyp_core.cli.common import TerminalProgress, cancel_on_interrupt
+    from polyp_core.jobs import run_job
+
+    def submit(kind: str, config_json: dict, work: Callable[[Progress, CancelToken], str],
+               owner_id: int | None) -> str:
+        def recording(progress: Progress, cancel: CancelToken) -> str:
+            outcome["run"] = work(progress, cancel)
+            return outcome["run"]
+
+        with TerminalProgress() as progress:
+            outcome["status"] = run_job(db, kind, config_json, recording, progress,
+                                        cancel_on_interrupt(), owner_id)
+        return outcome["status"].id
+
+    return submit
+
+
+def job_failed(status: object) -> int | None:
+    """The exit code of a job that did not finish (its first error line printed), else None."""
+    if status.status == "done":
+        return None
+    print(f"{status.status}: {(status.error or '').splitlines()[0] if status.error else ''}")
+    return 1 if status.status == "failed" else 130
+
+
 def cmd_retrain(args: argparse.Namespace) -> int:
     from polyp_core.experiment.figures import evaluation_line
-    from polyp_core.cli.common import TerminalProgress, cancel_on_interrupt, open_db as _db
-    from polyp_core.jobs import run_job
+    from polyp_core.cli.common import open_db as _db
     from polyp_core.validation import InvalidRequest
     from polyp_core.workflows import TERMINAL, retrain
 
@@ -87,24 +114,11 @@ def cmd_retrain(args: argparse.Namespace) -> int:
     # planned before the job: folds, design, selection and leaks are refused here, not later
     planned = retrain.plan(db, workspace, TERMINAL, config)
     print(f"evaluation: {evaluation_line({'evaluation': planned.evaluation})}")
-    outcome = {}
-
-    def in_this_thread(kind: str, config_json: dict, work: Callable[[Progress, CancelToken], str],
-                       owner_id: int | None) -> str:
-        def recording(progress: Progress, cancel: CancelToken) -> str:
-            outcome["run"] = work(progress, cancel)
-            return outcome["run"]
-
-        with TerminalProgress() as progress:
-            outcome["status"] = run_job(db, kind, config_json, recording, progress,
-                                        cancel_on_interrupt(), owner_id)
-        return outcome["status"].id
-
-    retrain.start(db, workspace, TERMINAL, config, in_this_thread, planned=planned)
-    status = outcome["status"]
-    if status.status != "done":
-        print(f"{status.status}: {(status.error or '').splitlines()[0] if status.error else ''}")
-        return 1 if status.status == "failed" else 130
+    outcome: dict = {}
+    retrain.start(db, workspace, TERMINAL, config, in_this_thread(db, outcome), planned=planned)
+    failed = job_failed(outcome["status"])
+    if failed is not None:
+        return failed
     run = retrain.stored_run(db, TERMINAL, outcome["run"])
     print(f"run {outcome['run']} ({run['folder']}); report: {run['folder'] / 'report.html'}")
     print_experiment(run["results"])
@@ -123,8 +137,7 @@ def cmd_runs(args: argparse.Namespace) -> int:
 
 def cmd_recipe(args: argparse.Namespace) -> int:
     """The whole loop as a job in this thread (Ctrl-C cancels; finished steps stay)."""
-    from polyp_core.cli.common import TerminalProgress, cancel_on_interrupt, open_db as _db
-    from polyp_core.jobs import run_job
+    from polyp_core.cli.common import open_db as _db
     from polyp_core.recipe import summary_lines
     from polyp_core.validation import InvalidRequest
     from polyp_core.workflows import TERMINAL
@@ -136,20 +149,11 @@ def cmd_recipe(args: argparse.Namespace) -> int:
         exc.flags.update(recipe_workflow.RECIPE.options())
         raise
     workspace, db = Workspace(args.workspace), _db(args)
-    outcome = {}
-
-    def in_this_thread(kind: str, config_json: dict, work: Callable[[Progress, CancelToken], str],
-                       owner_id: int | None) -> str:
-        with TerminalProgress() as progress:
-            outcome["status"] = run_job(db, kind, config_json, work, progress,
-                                        cancel_on_interrupt(), owner_id)
-        return outcome["status"].id
-
-    recipe_workflow.start(db, workspace, TERMINAL, config, in_this_thread)
-    status = outcome["status"]
-    if status.status != "done":
-        print(f"{status.status}: {(status.error or '').splitlines()[0] if status.error else ''}")
-        return 1 if status.status == "failed" else 130
+    outcome: dict = {}
+    recipe_workflow.start(db, workspace, TERMINAL, config, in_this_thread(db, outcome))
+    failed = job_failed(outcome["status"])
+    if failed is not None:
+        return failed
     folder = workspace.runs_dir / f"{config.name}-{config.dataset}"
     summary = json.loads((folder / "summary.json").read_text())
     for line in summary_lines(summary):
