@@ -36,6 +36,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from polyp_core.experiment.svg import signed
 from polyp_core.validation import checked, rule
 
 if TYPE_CHECKING:
@@ -497,19 +498,13 @@ def _answer(beats: list[dict], key_rows: list[dict]) -> str:
     """The answer in one sentence: which arms beat real, or what the design could detect."""
     if beats:
         return "Beat real beyond noise: " + "; ".join(
-            f"{r['arm']} ({r['metric']} {_signed(r['delta']['estimate'])} "
-            f"[{_signed(r['delta']['low'])}, {_signed(r['delta']['high'])}])" for r in beats) + "."
+            f"{r['arm']} ({r['metric']} {signed(r['delta']['estimate'])} "
+            f"[{signed(r['delta']['low'])}, {signed(r['delta']['high'])}])" for r in beats) + "."
     smallest = [r["smallest_detectable"] for r in key_rows
                 if r.get("smallest_detectable") is not None]
     return ("No arm beat real beyond noise" + (
         f"; the key comparison could detect a change of about {min(smallest):.3f} "
         f"{key_rows[0]['metric']} (80% power)" if smallest else "") + ".")
-
-
-def _signed(value: float) -> str:
-    from polyp_core.experiment.svg import signed
-
-    return signed(value)
 
 
 def summary_lines(summary: dict) -> list[str]:
@@ -522,8 +517,8 @@ def summary_lines(summary: dict) -> list[str]:
                 f"{s['high']:.3f}]")
         if row.get("delta"):
             d = row["delta"]
-            text += (f"  vs {row['against']}: {_signed(d['estimate'])} [{_signed(d['low'])}, "
-                     f"{_signed(d['high'])}]" + (f" p {d['p']:.2g}" if d.get("p") is not None
+            text += (f"  vs {row['against']}: {signed(d['estimate'])} [{signed(d['low'])}, "
+                     f"{signed(d['high'])}]" + (f" p {d['p']:.2g}" if d.get("p") is not None
                                                  and math.isfinite(d["p"]) else "")
                      + (" *" if row["excludes_zero"] else ""))
         lines.append(text + f"  ({row['run']})")
@@ -549,8 +544,8 @@ def _store_summary(db: Database, workspace: Workspace, config: RecipeConfig, fol
     atomic_write(folder / "summary.json", json.dumps(summary, indent=1).encode())
 
     def cell(d: dict | None) -> str:
-        return "" if not d else f"{_signed(d['estimate'])} [{_signed(d['low'])}, " \
-                                f"{_signed(d['high'])}]"
+        return "" if not d else f"{signed(d['estimate'])} [{signed(d['low'])}, " \
+                                f"{signed(d['high'])}]"
     rows = "".join(
         "<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in (
             r["arm"], f"{r['score']['estimate']:.3f} [{r['score']['low']:.3f}, "
