@@ -16,7 +16,7 @@ $(VENV)/.runtime: requirements.txt | $(BIN)/python
 	$(BIN)/pip install --quiet -r requirements.txt
 	touch $@
 
-$(VENV)/.test: requirements.txt requirements-test.txt | $(BIN)/python
+$(VENV)/.test: requirements.txt requirements-test.txt requirements-cluster.txt | $(BIN)/python
 	$(BIN)/pip install --quiet -r requirements-test.txt
 	touch $(VENV)/.runtime $@
 

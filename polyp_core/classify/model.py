@@ -62,15 +62,18 @@ def build_classifier(backbone: str, classes: tuple[str, ...] | list[str], image_
     return model, spec
 
 
-def save_classifier(folder: Path, model: Classifier, spec: ClassifierSpec, extra: dict) -> Path:
-    """``model.safetensors`` beside ``config.json`` (spec, versions and ``extra``)."""
+def save_classifier(folder: Path, model: Classifier | dict, spec: ClassifierSpec,
+                    extra: dict) -> Path:
+    """``model.safetensors`` (of the model, or of its state dict) beside ``config.json`` (spec,
+    versions and ``extra``)."""
     from safetensors.torch import save
 
     from polyp_core import __version__
 
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    weights = model if isinstance(model, dict) else model.state_dict()
+    state = {k: v.detach().cpu().contiguous() for k, v in weights.items()}
     atomic_write(folder / "model.safetensors", save(state))
     atomic_write(folder / "config.json", json.dumps(
         {"spec": asdict(spec), "studio_version": __version__, "torch": torch.__version__, **extra},

@@ -110,12 +110,15 @@ def cmd_retrain(args: argparse.Namespace) -> int:
     except InvalidRequest as exc:
         exc.flags.update(retrain.RETRAIN.options())
         raise
+    executor = executor_from(args)  # Ray missing, or a bad resource count: before any work
     workspace, db = Workspace(args.workspace), _db(args)
     # planned before the job: folds, design, selection and leaks are refused here, not later
     planned = retrain.plan(db, workspace, TERMINAL, config)
     print(f"evaluation: {evaluation_line({'evaluation': planned.evaluation})}")
+    print(f"trainings: {executor.describe()}")
     outcome: dict = {}
-    retrain.start(db, workspace, TERMINAL, config, in_this_thread(db, outcome), planned=planned)
+    retrain.start(db, workspace, TERMINAL, config, in_this_thread(db, outcome), planned=planned,
+                  executor=executor)
     failed = job_failed(outcome["status"])
     if failed is not None:
         return failed
@@ -123,6 +126,39 @@ def cmd_retrain(args: argparse.Namespace) -> int:
     print(f"run {outcome['run']} ({run['folder']}); report: {run['folder'] / 'report.html'}")
     print_experiment(run["results"])
     return 0
+
+
+def add_executor_options(parser: argparse.ArgumentParser) -> None:
+    """Where the trainings run (not part of the request: both executors store the same run)."""
+    from polyp_core.executors import EXECUTORS
+
+    group = parser.add_argument_group("where the trainings run")
+    group.add_argument("--executor", choices=EXECUTORS, default="local",
+                       help="local: one training after another in this process (default); "
+                            "ray: every (fold, seed, arm) training a Ray task, on this "
+                            "machine's CPUs and GPUs or on a Ray cluster (needs "
+                            "requirements-cluster.txt)")
+    group.add_argument("--ray-address", metavar="ADDR",
+                       help="a running Ray cluster (auto, or ray://HEAD:10001; default: "
+                            "$RAY_ADDRESS, else a Ray started on this machine)")
+    group.add_argument("--cpus-per-training", type=int, metavar="N",
+                       help="CPU threads of each training (ray: also the CPUs it reserves; "
+                            "default 1; local: default all of this process's). On a CPU the "
+                            "same N on both executors gives the same results bit for bit")
+    group.add_argument("--gpus-per-training", type=float, default=0.0, metavar="G",
+                       help="ray: GPUs each training reserves (1: one per GPU; 0.5: two "
+                            "share one); default 0, the CPU")
+    group.add_argument("--retries", type=int, default=1, metavar="N",
+                       help="ray: how often a training whose worker died runs again before "
+                            "the run fails (default 1)")
+
+
+def executor_from(args: argparse.Namespace) -> object:
+    """The executor the options name (checked, Ray's presence included, before any work)."""
+    from polyp_core.executors import executor_of
+
+    return executor_of(args.executor, args.ray_address, args.cpus_per_training,
+                       args.gpus_per_training, args.retries)
 
 
 def cmd_runs(args: argparse.Namespace) -> int:
@@ -201,6 +237,7 @@ def add_classify_commands(sub: argparse._SubParsersAction) -> None:
 
     re = sub.add_parser("retrain", help=RETRAIN.help)
     RETRAIN.add_options(re)
+    add_executor_options(re)
     re.add_argument("--db")
     re.set_defaults(func=cmd_retrain)
 

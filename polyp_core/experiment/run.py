@@ -4,6 +4,7 @@ lists and ``report.html``."""
 
 from __future__ import annotations
 
+import shutil
 from dataclasses import asdict
 from pathlib import Path
 
@@ -17,6 +18,7 @@ from polyp_core.experiment.gating import gate_selections
 from polyp_core.experiment.leakage import generator_summary, made_of
 from polyp_core.experiment.plan import ExperimentPlan, plan_experiment
 from polyp_core.experiment.report import write_report
+from polyp_core.executors import Executor, LocalExecutor
 from polyp_core.progress import CancelToken, Progress, no_progress
 from polyp_core.runs import load_run, new_run_dir, save_run
 from polyp_core.tasks import BASELINE, GATED, SYNTHETIC, TaskJob, task
@@ -29,14 +31,17 @@ def run_experiment(db: Database, workspace: Workspace, config: ExperimentConfig,
                    device: torch.device | None = None,
                    registry: WeightsRegistry | None = None,
                    feature_cache: dict | None = None,
-                   plan: ExperimentPlan | None = None) -> ExperimentResult:
+                   plan: ExperimentPlan | None = None,
+                   executor: Executor | None = None) -> ExperimentResult:
     """Train every arm over every fold and seed, evaluate on each fold's real test part
     (pooled out-of-fold with ``folds``) and store the run.
 
     ``feature_cache``: a dict the caller keeps to share frozen pretrained-backbone features
     (by content hash) with later runs; each run keeps its own otherwise. ``plan``: the plan
     :func:`plan_experiment` made for this config before the job was queued (made here when
-    not given), so a run is planned once.
+    not given), so a run is planned once. ``executor``: where the trainings run
+    (``polyp_core.executors``; one after another in this process when None); the plan, the
+    leak checks and the storing stay here, so both store the same run.
 
     Raises:
         ValueError: see :func:`plan_experiment`.
@@ -48,9 +53,14 @@ def run_experiment(db: Database, workspace: Workspace, config: ExperimentConfig,
                                cancel, device, registry, made_of(db, plan.synthetic_refs))
     progress(0, 1, f"loading {len(plan.real)} real images")
     run_id, folder = new_run_dir(workspace, "retrain")
-    results = task(config.task).run(TaskJob(
-        config, plan, PixelCache(workspace.pixel_cache_dir), folder, run_id, progress, cancel,
-        device, registry, workspace.load_manifest, feature_cache))
+    try:
+        results = task(config.task).run(TaskJob(
+            config, plan, PixelCache(workspace.pixel_cache_dir), folder, run_id, progress,
+            cancel, device, registry, workspace.load_manifest, feature_cache,
+            executor or LocalExecutor()))
+    except BaseException:  # a failed, lost or cancelled training: no half-run is left
+        shutil.rmtree(folder, ignore_errors=True)
+        raise
     return _store_run(db, workspace, config, plan, run_id, folder, results, progress)
 
 

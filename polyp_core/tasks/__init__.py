@@ -13,9 +13,11 @@ from __future__ import annotations
 
 import importlib
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
+
+from polyp_core.executors import Executor, LocalExecutor  # Ray only when a RayExecutor runs
 
 if TYPE_CHECKING:
     import torch
@@ -90,7 +92,8 @@ class Plan(Protocol):
 class TaskJob:
     """One experiment handed to its task: the request (``experiment.config.ExperimentConfig``:
     ``arms``, ``seeds``, ``train``, ``cv_seed``, ``linear_probe``, ``refit``, ``real_fractions``,
-    ``against``), the plan, and where and how to run."""
+    ``against``), the plan, and where and how to run: each (fold, arm, seed) training goes
+    through ``executor.map`` (``polyp_core.executors``: in this process, or on Ray)."""
 
     config: Any
     plan: Plan
@@ -103,6 +106,7 @@ class TaskJob:
     registry: WeightsRegistry | None
     load_manifest: Callable[[str], Manifest]
     feature_cache: dict | None = None
+    executor: Executor = field(default_factory=LocalExecutor)
 
 
 class Task(Protocol):

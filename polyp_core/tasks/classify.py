@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import html
 from collections.abc import Callable, Sequence
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -15,9 +15,9 @@ import torch
 
 from polyp_core.classify.metrics import (CLASS_METRICS, SUMMARY_METRICS, classification_metrics,
                                          compare_arms, summarise_arm)
-from polyp_core.classify.model import save_classifier
+from polyp_core.classify.model import build_classifier, save_classifier
 from polyp_core.classify.probe import probe_arm
-from polyp_core.classify.train import TrainedClassifier, predict_run, train_classifier
+from polyp_core.classify.train import frozen_features, predict_run, train_classifier
 from polyp_core.data.cache import PixelCache
 from polyp_core.data.tensors import ImageTensors, load_tensors
 from polyp_core.data.labels import get_scheme
@@ -71,16 +71,30 @@ def check_request(config: Any, load_manifest: Callable[[str], Manifest]) -> None
 
 
 def run(job: TaskJob) -> dict:
-    """Train and score every arm (and the linear probe when asked): the run's results."""
+    """Train and score every arm (and the linear probe when asked): the run's results. Each
+    (fold, arm, seed) is one training on ``job.executor`` (:func:`train_unit`); what they
+    predict is pooled here, in the units' order, whichever executor ran them."""
     config, plan = job.config, job.plan
     classes, folds = plan.classes, plan.folds
     cv = plan.evaluation["kind"] == "grouped cross-validation"
     sets = _TrainingSets(plan, config.train.image_size, job.pixels)
-    # frozen pretrained backbone: folds, seeds and the probe share embeddings
+    # frozen pretrained backbone: folds, seeds and the probe share embeddings, computed once
+    # here for every image (so a training reads the same numbers on whichever worker it runs)
     features: dict = {} if job.feature_cache is None else job.feature_cache
-    predicted, fold_info, trained = _train_arms(config, plan, sets, job.folder, job.run_id,
-                                                job.progress, job.cancel, job.device,
-                                                job.registry, features)
+    _embed_once(config, sets, features, job.device, job.registry)
+    shared = Shared(config, plan, sets, features, job.registry)
+    units = [(f, arm, seed) for f in range(len(folds)) for seed in config.seeds
+             for arm in config.arms]
+    where = [f"{folds[f].name} · " if cv else "" for f, _, _ in units]
+    labels = [f"{w}{arm} seed {seed} ({u + 1}/{len(units)}) · "
+              for u, (w, (_, arm, seed)) in enumerate(zip(where, units))]
+    outcomes = job.executor.map(train_unit, shared, [u + (label,) for u, label in
+                                                     zip(units, labels)],
+                                 labels, job.progress, job.cancel, job.device)
+    predicted, fold_info = _pooled(config, plan, units, outcomes)
+    if not cv:
+        _save_best(job.folder, job.run_id, plan, config, units, outcomes)
+    spec = outcomes[-1]["spec"]  # every arm's normalisation is the backbone's: the run's
     test_labels = sets.pool.subset([i for fold in folds for i in fold.test]).labels.numpy()
     per_seed: dict[str, list[dict]] = {arm: [] for arm in config.arms}
     for arm in config.arms:
@@ -99,7 +113,7 @@ def run(job: TaskJob) -> dict:
     results = {"classes": list(classes), "scheme": plan.scheme, "evaluation": plan.evaluation,
                "arms": {arm: {"per_seed": rows, "summary": summarise_arm(rows)}
                         for arm, rows in per_seed.items()},
-               "normalisation": {"mean": list(trained.spec.mean), "std": list(trained.spec.std),
+               "normalisation": {"mean": list(spec.mean), "std": list(spec.std),
                                  "arms": list(config.arms)}}
     return _with_uncertainty(results, config, plan, per_seed, test_labels)
 
@@ -126,57 +140,98 @@ class _TrainingSets:
             [self.position[r.sha256] for r in self.plan.arm_selection(f, arm).images])])
 
 
-def _train_arms(config: Any, plan: Plan, sets: _TrainingSets,
-                folder: Path, run_id: str, progress: Progress, cancel: CancelToken | None,
-                device: torch.device | None, registry: WeightsRegistry | None,
-                features: dict) -> tuple[dict, dict, TrainedClassifier]:
-    """Train every (fold, arm, seed) and predict its fold's test part. Returns the pooled
-    predictions and the per-fold training records of each (arm, seed), and the last model
-    (its normalisation is the run's)."""
-    folds, classes, pool = plan.folds, plan.classes, sets.pool
+@dataclass
+class Shared:
+    """What every training of a run reads (sent once to an executor's workers): the request,
+    the plan, the images, the frozen backbone's features and the weights registry."""
+
+    config: Any
+    plan: Plan
+    sets: _TrainingSets
+    features: dict
+    registry: WeightsRegistry | None
+
+
+def _embed_once(config: Any, sets: _TrainingSets, features: dict,
+                device: torch.device | None, registry: WeightsRegistry | None) -> None:
+    """Every image's frozen pretrained-backbone features into ``features`` (when the networks
+    or the probe read them), in the plan's order, before any training."""
+    train = config.train
+    if not train.pretrained or not (train.freeze_backbone or config.linear_probe):
+        return
+    device = device or torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    model, spec = build_classifier(train.backbone, sets.plan.classes, train.image_size,
+                                   train.hidden, train.dropout, train.pretrained, registry)
+    model = model.to(device).to(memory_format=torch.channels_last)
+    with torch.inference_mode():
+        for data in (sets.pool, sets.synthetic):
+            if data is not None and len(data):
+                frozen_features(features, train, model, spec, data, device)
+    model.to("cpu")
+
+
+def train_unit(shared: Shared, unit: tuple, progress: Progress, cancel: CancelToken | None,
+               device: torch.device | None) -> dict:
+    """One (fold, arm, seed): train (after the inner CV that picks its epochs, with
+    ``refit``), predict the fold's test part. Returns the predicted classes, the fold's
+    training record, the validation macro-F1, the normalisation and, on a fixed split, the
+    weights (the caller keeps each arm's best)."""
+    f, arm, seed, label = unit
+    config, plan, sets, features = shared.config, shared.plan, shared.sets, shared.features
+    classes, fold, pool = plan.classes, plan.folds[f], sets.pool
     cv = plan.evaluation["kind"] == "grouped cross-validation"
-    offsets = np.cumsum([0] + [len(fold.test) for fold in folds])
-    units = [(f, arm, seed) for f in range(len(folds)) for seed in config.seeds
-             for arm in config.arms]
+    train, train_config, inner_epochs = sets.train_set(f, arm), config.train, None
+    if cv and config.refit:  # the epoch count from inner CV, then the whole training part
+        inner_epochs = [train_classifier(
+            sets.train_set(f, arm, inner_train), pool.subset(inner_valid), classes,
+            config.train, seed, device, shared.registry, progress, cancel,
+            label=f"{label}inner {j + 1} · ", feature_cache=features).best_epoch
+            for j, (inner_train, inner_valid) in enumerate(plan.inner_folds(
+                f, 3, config.cv_seed + f))]
+        train_config = replace(config.train, epochs=max(1, round(np.median(inner_epochs))))
+    trained = train_classifier(train, pool.subset(fold.valid), classes, train_config, seed,
+                               device, shared.registry, progress, cancel, label=label,
+                               feature_cache=features)
+    device_used = next(trained.model.parameters()).device
+    predicted = predict_run(trained, config.train, pool.subset(fold.test), device_used,
+                            features).argmax(1)
+    info = {"fold": fold.name, "best_epoch": trained.best_epoch,
+            "valid_macro_f1": trained.best_valid_macro_f1 if fold.valid else None,
+            "history": trained.history, "n_train": len(train),
+            **({"inner_best_epochs": inner_epochs} if inner_epochs else {})}
+    weights = None if cv else {k: v.detach().to("cpu", copy=True)
+                               for k, v in trained.model.state_dict().items()}
+    return {"predicted": predicted, "info": info, "spec": trained.spec,
+            "valid_macro_f1": trained.best_valid_macro_f1, "best_epoch": trained.best_epoch,
+            "weights": weights}
+
+
+def _pooled(config: Any, plan: Plan, units: list[tuple], outcomes: list[dict]
+            ) -> tuple[dict, dict]:
+    """Each (arm, seed)'s predictions over the pooled test parts, and its per-fold records."""
+    offsets = np.cumsum([0] + [len(fold.test) for fold in plan.folds])
     predicted = {(arm, seed): np.zeros(offsets[-1], dtype=int) for arm in config.arms
                  for seed in config.seeds}
     fold_info: dict = {(arm, seed): [] for arm in config.arms for seed in config.seeds}
-    best: dict[str, float] = {}
-    for u, (f, arm, seed) in enumerate(units):
-        def unit_progress(done: int, total: int, message: str, u: int = u) -> None:
-            progress(u * 1000 + int(1000 * done / max(total, 1)), len(units) * 1000, message)
+    for (f, arm, seed), outcome in zip(units, outcomes):
+        predicted[arm, seed][offsets[f]:offsets[f + 1]] = outcome["predicted"]
+        fold_info[arm, seed].append(outcome["info"])
+    return predicted, fold_info
 
-        fold, where = folds[f], (f"{folds[f].name} · " if cv else "")
-        label = f"{where}{arm} seed {seed} ({u + 1}/{len(units)}) · "
-        train, train_config, inner_epochs = sets.train_set(f, arm), config.train, None
-        if cv and config.refit:  # the epoch count from inner CV, then the whole training part
-            inner_epochs = [train_classifier(
-                sets.train_set(f, arm, inner_train), pool.subset(inner_valid), classes,
-                config.train, seed, device, registry, unit_progress, cancel,
-                label=f"{label}inner {j + 1} · ", feature_cache=features).best_epoch
-                for j, (inner_train, inner_valid) in enumerate(plan.inner_folds(
-                    f, 3, config.cv_seed + f))]
-            train_config = replace(config.train, epochs=max(1, round(np.median(inner_epochs))))
-        trained = train_classifier(train, pool.subset(fold.valid), classes, train_config, seed,
-                                   device, registry, unit_progress, cancel, label=label,
-                                   feature_cache=features)
-        device_used = next(trained.model.parameters()).device
-        predicted[arm, seed][offsets[f]:offsets[f + 1]] = predict_run(
-            trained, config.train, pool.subset(fold.test), device_used, features).argmax(1)
-        fold_info[arm, seed].append({"fold": fold.name, "best_epoch": trained.best_epoch,
-                                     "valid_macro_f1": trained.best_valid_macro_f1
-                                     if fold.valid else None,
-                                     "history": trained.history, "n_train": len(train),
-                                     **({"inner_best_epochs": inner_epochs}
-                                        if inner_epochs else {})})
-        if not cv and (arm not in best or trained.best_valid_macro_f1 > best[arm]):
-            best[arm] = trained.best_valid_macro_f1
-            save_classifier(folder / "checkpoints" / arm, trained.model, trained.spec,
-                            {"run": run_id, "arm": arm, "seed": seed,
-                             "best_epoch": trained.best_epoch,
-                             "valid_macro_f1": trained.best_valid_macro_f1})
-        trained.model.to("cpu")
-    return predicted, fold_info, trained
+
+def _save_best(folder: Path, run_id: str, plan: Plan, config: Any, units: list[tuple],
+               outcomes: list[dict]) -> None:
+    """On a fixed split, each arm's network with the best validation macro-F1 (the first
+    seed of a tie) under ``checkpoints/<arm>``."""
+    best: dict[str, dict] = {}
+    for (_, arm, seed), outcome in zip(units, outcomes):
+        if arm not in best or outcome["valid_macro_f1"] > best[arm]["valid_macro_f1"]:
+            best[arm] = outcome | {"seed": seed}
+    for arm, outcome in best.items():
+        save_classifier(folder / "checkpoints" / arm, outcome["weights"], outcome["spec"],
+                        {"run": run_id, "arm": arm, "seed": outcome["seed"],
+                         "best_epoch": outcome["best_epoch"],
+                         "valid_macro_f1": outcome["valid_macro_f1"]})
 
 
 def _probe_arms(config: Any, plan: Plan, sets: _TrainingSets,

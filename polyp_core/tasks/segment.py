@@ -20,6 +20,7 @@ from PIL import Image
 from polyp_core.data.browse import overlay_mask
 from polyp_core.data.cache import PixelCache
 from polyp_core.data.tensors import ImageRef
+from polyp_core.executors import Executor, LocalExecutor
 from polyp_core.html_table import table
 from polyp_core.segment.metrics import SCORES, mask_scores, summarise_scores
 from polyp_core.segment.train import (FullSizeTruth, MaskTensors, full_size_scores, load_masked,
@@ -126,61 +127,98 @@ def _concat_scores(parts: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
     return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
 
 
+@dataclass
+class Shared:
+    """What every training of a run reads (sent once to an executor's workers): the request,
+    the plan, the images and masks, the other sources, the weights registry."""
+
+    config: Any
+    plan: Plan
+    real: MaskTensors
+    synthetic: MaskTensors | None
+    position: dict[str, int]
+    against: list[Elsewhere]
+    registry: WeightsRegistry | None
+
+
+def train_unit(shared: Shared, unit: tuple, progress: Progress, cancel: CancelToken | None,
+               device: torch.device | None) -> dict:
+    """One (fold, arm, seed): train a U-Net on the arm's training set, and return its logits
+    on the fold's test part and on every other source (the caller scores them) and the
+    fold's training record."""
+    f, name, seed, label = unit
+    config, plan, real, synthetic = shared.config, shared.plan, shared.real, shared.synthetic
+    fold = plan.folds[f]
+    arm, share = arm_specs(config)[name]
+    real_part = fold.train if share == 1.0 else _share_of_groups(
+        fold.train, plan, share, config.cv_seed * 1000 + f)
+    parts = [] if arm == SYNTHETIC else [real.subset(real_part)]
+    if arm in (AUGMENTED, SYNTHETIC, GATED, EXPERT) and synthetic is not None:
+        parts.append(synthetic.subset([shared.position[r.sha256]
+                                       for r in plan.arm_selection(f, arm).images]))
+    train = MaskTensors.concat(parts)
+    trained = train_segmenter(train, real.subset(fold.valid), config.train, seed, device,
+                              shared.registry, progress, cancel, label)
+    used = next(trained.model.parameters()).device
+    return {"logits": predict_logits(trained.model, real.subset(fold.test), used),
+            "against": [predict_logits(trained.model, other.data, used)
+                        for other in shared.against],
+            "info": {"fold": fold.name, "best_epoch": trained.best_epoch,
+                     "valid_dice": trained.best_valid_dice if fold.valid else None,
+                     "history": trained.history, "n_train": len(train)}}
+
+
 def train_and_predict(config: Any, plan: Plan, workspace_pixels: PixelCache,
                       progress: Progress, cancel: CancelToken | None,
                       device: torch.device | None, registry: WeightsRegistry | None,
-                      against: list[Elsewhere] | None = None
+                      against: list[Elsewhere] | None = None,
+                      executor: Executor | None = None
                       ) -> tuple[dict, dict, MaskTensors, dict, dict]:
-    """Train every (fold, arm, seed) and predict its fold's test masks (and every ``against``
-    source's). Returns the per-image scores of each (arm, seed) in pooled test order, at the
-    working size and (key ``full``) at each mask's own size; the per-fold training records;
-    the pooled test images with their masks; the predicted masks; and the scores on each other
-    source, ``{(source, arm, seed): [per fold's model: scores (with ``full``)]}``."""
+    """Train every (fold, arm, seed) on ``executor`` (:func:`train_unit`; here, one after
+    another, when None) and score its fold's test masks (and every ``against`` source's) here,
+    as each training returns. Returns the per-image scores of each (arm, seed) in pooled test
+    order, at the working size and (key ``full``) at each mask's own size; the per-fold
+    training records; the pooled test images with their masks; the predicted masks; and the
+    scores on each other source, ``{(source, arm, seed): [per fold's model: scores (with
+    ``full``)]}``."""
     folds, cv = plan.folds, plan.evaluation["kind"] == "grouped cross-validation"
     real, synthetic, position = _train_sets(plan, config.train.image_size, workspace_pixels)
     tested = [i for fold in folds for i in fold.test]
     test_all = real.subset(tested)
     offsets = np.cumsum([0] + [len(fold.test) for fold in folds])
-    specs = arm_specs(config)
-    names = list(specs)
+    names = arm_names(config)
     units = [(f, name, seed) for f in range(len(folds)) for seed in config.seeds
              for name in names]
+    labels = [f"{folds[f].name + ' · ' if cv else ''}{name} seed {seed} ({u + 1}/{len(units)}) · "
+              for u, (f, name, seed) in enumerate(units)]
+    truth = FullSizeTruth()
+    others = against or []
+
+    def scored(unit: tuple, outcome: dict) -> dict:
+        """A training's logits, scored here (the full-size masks are read in this process)."""
+        f = unit[0]
+        logits = outcome["logits"]
+        return {"predicted": (logits > 0).numpy(), "info": outcome["info"],
+                "full": full_size_scores(logits, [real.refs[i] for i in folds[f].test], truth),
+                "against": [mask_scores((o > 0).numpy(), other.data.masks.numpy())
+                            | {"full": full_size_scores(o, other.data.refs, truth)}
+                            for o, other in zip(outcome["against"], others)]}
+
+    shared = Shared(config, plan, real, synthetic, position, others, registry)
+    outcomes = (executor or LocalExecutor()).map(
+        train_unit, shared, [u + (label,) for u, label in zip(units, labels)], labels, progress,
+        cancel, device, scored)
     predicted = {(name, seed): np.zeros(tuple(test_all.masks.shape), dtype=bool)
                  for name in names for seed in config.seeds}
     full: dict = {(name, seed): [] for name in names for seed in config.seeds}
-    truth = FullSizeTruth()
-    elsewhere: dict = {}
     info: dict = {(name, seed): [] for name in names for seed in config.seeds}
-    for u, (f, name, seed) in enumerate(units):
-        def unit_progress(done: int, total: int, message: str, u: int = u) -> None:
-            progress(u * 1000 + int(1000 * done / max(total, 1)), len(units) * 1000, message)
-
-        fold = folds[f]
-        arm, share = specs[name]
-        real_part = fold.train if share == 1.0 else _share_of_groups(
-            fold.train, plan, share, config.cv_seed * 1000 + f)
-        parts = [] if arm == SYNTHETIC else [real.subset(real_part)]
-        if arm in (AUGMENTED, SYNTHETIC, GATED, EXPERT) and synthetic is not None:
-            parts.append(synthetic.subset([position[r.sha256]
-                                           for r in plan.arm_selection(f, arm).images]))
-        train = MaskTensors.concat(parts)
-        label = f"{fold.name + ' · ' if cv else ''}{name} seed {seed} ({u + 1}/{len(units)}) · "
-        trained = train_segmenter(train, real.subset(fold.valid), config.train, seed, device,
-                                  registry, unit_progress, cancel, label)
-        used = next(trained.model.parameters()).device
-        logits = predict_logits(trained.model, real.subset(fold.test), used)
-        predicted[name, seed][offsets[f]:offsets[f + 1]] = (logits > 0).numpy()
-        full[name, seed].append(full_size_scores(logits, [real.refs[i] for i in fold.test],
-                                                 truth))
-        for other in against or ():  # every fold's model on the whole other source
-            logits = predict_logits(trained.model, other.data, used)
-            elsewhere.setdefault((other.name, name, seed), []).append(
-                mask_scores((logits > 0).numpy(), other.data.masks.numpy())
-                | {"full": full_size_scores(logits, other.data.refs, truth)})
-        info[name, seed].append({"fold": fold.name, "best_epoch": trained.best_epoch,
-                                 "valid_dice": trained.best_valid_dice if fold.valid else None,
-                                 "history": trained.history, "n_train": len(train)})
-        trained.model.to("cpu")
+    elsewhere: dict = {}
+    for (f, name, seed), outcome in zip(units, outcomes):
+        predicted[name, seed][offsets[f]:offsets[f + 1]] = outcome["predicted"]
+        full[name, seed].append(outcome["full"])
+        info[name, seed].append(outcome["info"])
+        for other, scores in zip(others, outcome["against"]):
+            elsewhere.setdefault((other.name, name, seed), []).append(scores)
     truth_small = test_all.masks.numpy()
     scores = {key: mask_scores(mask, truth_small) | {"full": _concat_scores(full[key])}
               for key, mask in predicted.items()}
@@ -394,7 +432,8 @@ def run(job: TaskJob) -> dict:
     config, plan, pixels = job.config, job.plan, job.pixels
     against = _against_sets(config, pixels, job.load_manifest)
     scores, info, test_all, predicted, elsewhere = train_and_predict(
-        config, plan, pixels, job.progress, job.cancel, job.device, job.registry, against)
+        config, plan, pixels, job.progress, job.cancel, job.device, job.registry, against,
+        job.executor)
     results = segmentation_results(config, plan, scores, info)
     first = config.seeds[0]
     results["overlays"] = overlays(scores, test_all,

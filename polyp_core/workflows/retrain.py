@@ -21,6 +21,7 @@ from polyp_core.workspace import Workspace
 from review_db.database import Database
 
 if TYPE_CHECKING:
+    from polyp_core.executors import Executor
     from polyp_core.progress import CancelToken, Progress
 
 AUTO = "auto"
@@ -226,16 +227,19 @@ class Started:
 
 
 def start(db: Database, workspace: Workspace, person: Person, config: ExperimentConfig,
-          submit: Callable[..., str], planned: ExperimentPlan | None = None) -> Started:
+          submit: Callable[..., str], planned: ExperimentPlan | None = None,
+          executor: Executor | None = None) -> Started:
     """Plan once (or take the ``planned`` a caller just showed), then hand that plan to a job:
     ``submit(kind, config_json, work, owner_id)`` is the caller's runner (the UI's background
     runner, or the CLI's in-thread one) and returns the job's id. Refusals come before
-    anything is queued."""
+    anything is queued. ``executor``: where the trainings run (``polyp_core.executors``; this
+    process when None); it is not part of the request: both store the same run."""
     authorise(db, person)
     planned = planned or plan_experiment(db, workspace, config)
 
     def work(progress: Progress, cancel: CancelToken) -> str:
-        return run_experiment(db, workspace, config, progress, cancel, plan=planned).run_id
+        return run_experiment(db, workspace, config, progress, cancel, plan=planned,
+                              executor=executor).run_id
 
     return Started(submit("retrain", config.to_json(), work, person.id or None), planned)
 
