@@ -249,7 +249,7 @@ def import_ray() -> Any:
 
 def executor_of(name: str = "local", address: str | None = None,
                 cpus_per_training: int | None = None, gpus_per_training: float = 0.0,
-                retries: int = 1) -> LocalExecutor | RayExecutor:
+                retries: int = 1, ray_cpus: int | None = None) -> LocalExecutor | RayExecutor:
     """The executor a request names, checked before any work (Ray's presence included).
 
     Raises:
@@ -262,11 +262,17 @@ def executor_of(name: str = "local", address: str | None = None,
         raise ValueError("`cpus_per_training`: at least 1")
     if gpus_per_training < 0 or retries < 0:
         raise ValueError("`gpus_per_training` and `retries`: 0 or more")
+    if ray_cpus is not None and ray_cpus < 1:
+        raise ValueError("`ray_cpus`: at least 1")
     if name == "local":
-        if address or gpus_per_training:
-            raise ValueError("`ray_address` and `gpus_per_training` are for `executor` ray")
+        if address or gpus_per_training or ray_cpus:
+            raise ValueError("`ray_address`, `ray_cpus` and `gpus_per_training` are for "
+                             "`executor` ray")
         return LocalExecutor(cpus_per_training)
     if not ray_installed():
         raise RayMissing(INSTALL_RAY)
     address = address or os.environ.get("RAY_ADDRESS") or None
-    return RayExecutor(address, cpus_per_training or 1, gpus_per_training, retries)
+    if address and ray_cpus:
+        raise ValueError("`ray_cpus` is for a Ray started here; a cluster at `ray_address` has "
+                         "the CPUs its machines declared")
+    return RayExecutor(address, cpus_per_training or 1, gpus_per_training, retries, ray_cpus)

@@ -141,6 +141,9 @@ def add_executor_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--ray-address", metavar="ADDR",
                        help="a running Ray cluster (auto, or ray://HEAD:10001; default: "
                             "$RAY_ADDRESS, else a Ray started on this machine)")
+    group.add_argument("--ray-cpus", type=int, metavar="N",
+                       help="ray without an address: the CPUs of the Ray started here "
+                            "(default: all of this machine's)")
     group.add_argument("--cpus-per-training", type=int, metavar="N",
                        help="CPU threads of each training (ray: also the CPUs it reserves; "
                             "default 1; local: default all of this process's). On a CPU the "
@@ -158,7 +161,7 @@ def executor_from(args: argparse.Namespace) -> object:
     from polyp_core.executors import executor_of
 
     return executor_of(args.executor, args.ray_address, args.cpus_per_training,
-                       args.gpus_per_training, args.retries)
+                       args.gpus_per_training, args.retries, args.ray_cpus)
 
 
 def cmd_runs(args: argparse.Namespace) -> int:
