@@ -111,6 +111,8 @@ class Facts:
     classes: tuple[str, ...]
     masks: bool
     notes: tuple[str, ...]
+    #: where the retrain steps' trainings run (``polyp_core.executors``; this process: None)
+    executor: Any = None
 
 
 def seconds_per_step(preset: str, batch: int, classes: int) -> float:
@@ -202,8 +204,9 @@ class Outcome:
 
 def run_recipe(db: Database, workspace: Workspace, config: RecipeConfig,
                progress: Progress | None = None, cancel: CancelToken | None = None,
-               step_seconds: float | None = None) -> Outcome:
-    """Every step of the loop that is not made yet, then the summary.
+               step_seconds: float | None = None, executor: Any = None) -> Outcome:
+    """Every step of the loop that is not made yet, then the summary (the retrain steps'
+    trainings on ``executor``: ``polyp_core.executors``, this process when None).
 
     Raises:
         ValueError: the refusals of :func:`check` (before any work).
@@ -212,7 +215,7 @@ def run_recipe(db: Database, workspace: Workspace, config: RecipeConfig,
     from polyp_core.progress import no_progress
 
     progress = progress or no_progress
-    facts = check(workspace, config, step_seconds)
+    facts = replace(check(workspace, config, step_seconds), executor=executor)
     folder = workspace.runs_dir / f"{config.name}-{config.dataset}"
     state = State(folder)
     steps = _steps(config, facts)
@@ -408,7 +411,8 @@ def _retrain(key: str) -> Any:
 
         request = experiment(config, key)
         try:
-            result = run_experiment(db, workspace, request, progress, cancel)
+            result = run_experiment(db, workspace, request, progress, cancel,
+                                    executor=facts.executor)
         except ValueError as refused:  # e.g. the gate kept nothing: recorded, the rest runs
             return {"refused": str(refused)}
         return {"run": result.run_id}

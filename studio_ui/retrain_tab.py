@@ -40,7 +40,8 @@ class RetrainDesk:
         # and an empty selection are refused now; the job runs that plan
         started = retrain.start(self.studio.db, self.studio.workspace, person, config,
                                 lambda kind, cfg, work, owner: self.studio.jobs.submit(
-                                    kind, cfg, work, owner_id=owner))
+                                    kind, cfg, work, owner_id=owner),
+                                executor=self.studio.executor)
         job = started.job
         return job, job_line(jobs_workflow.status(self.studio.db, person, job)), ticking(job)
 
@@ -105,7 +106,8 @@ class RetrainDesk:
             "fast": fast, "size": size, "epochs": epochs or None})
         job = recipe_workflow.start(self.studio.db, self.studio.workspace, person, config,
                                     lambda kind, cfg, work, owner: self.studio.jobs.submit(
-                                        kind, cfg, work, owner_id=owner))
+                                        kind, cfg, work, owner_id=owner),
+                                    executor=self.studio.executor)
         return job, job_line(jobs_workflow.status(self.studio.db, person, job)), ticking(job)
 
     def poll_recipe(self, person: Person, job: str | None) -> tuple:

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 import gradio as gr
 
 from polyp_core.errors import StudioError
+from polyp_core.executors import Executor, LocalExecutor, executor_from_env
 from polyp_core.jobs import JobRunner, JobStatus
 from polyp_core.progress import CancelToken, Progress
 from polyp_core.review.accounts import Person
@@ -49,16 +50,20 @@ class Board:
 @dataclass
 class Studio:
     """Workspace, database, the job runner (GPU work one job at a time: the runner holds the
-    generation lock, never a request) and the board of what running jobs made so far."""
+    generation lock, never a request), the board of what running jobs made so far, and where
+    retrain and recipe jobs run their trainings (``STUDIO_EXECUTOR``: here, or on Ray)."""
 
     workspace: Workspace
     db: Database
     jobs: JobRunner
     board: Board = field(default_factory=Board)
+    executor: Executor = field(default_factory=LocalExecutor)
 
     @classmethod
     def open(cls, workspace: Workspace, db: Database) -> Studio:
-        return cls(workspace, db, JobRunner(db, gpu_slots=1))
+        """The studio's services; its executor from the environment (a bad setting, or
+        ``STUDIO_EXECUTOR=ray`` without Ray, stops the start with what to change)."""
+        return cls(workspace, db, JobRunner(db, gpu_slots=1), executor=executor_from_env())
 
 
 def start_on_board(studio: Studio, person: Person, kind: str, config: dict,

@@ -122,6 +122,7 @@ def cmd_retrain(args: argparse.Namespace) -> int:
     failed = job_failed(outcome["status"])
     if failed is not None:
         return failed
+    print(f"trainings: {executor.summary()}")
     run = retrain.stored_run(db, TERMINAL, outcome["run"])
     print(f"run {outcome['run']} ({run['folder']}); report: {run['folder'] / 'report.html'}")
     print_experiment(run["results"])
@@ -187,9 +188,12 @@ def cmd_recipe(args: argparse.Namespace) -> int:
     except InvalidRequest as exc:
         exc.flags.update(recipe_workflow.RECIPE.options())
         raise
+    executor = executor_from(args)
     workspace, db = Workspace(args.workspace), _db(args)
+    print(f"trainings: {executor.describe()}")
     outcome: dict = {}
-    recipe_workflow.start(db, workspace, TERMINAL, config, in_this_thread(db, outcome))
+    recipe_workflow.start(db, workspace, TERMINAL, config, in_this_thread(db, outcome),
+                          executor=executor)
     failed = job_failed(outcome["status"])
     if failed is not None:
         return failed
@@ -253,6 +257,7 @@ def add_classify_commands(sub: argparse._SubParsersAction) -> None:
 
     recipe = sub.add_parser("recipe", help=RECIPE.help)
     RECIPE.add_options(recipe)
+    add_executor_options(recipe)
     recipe.add_argument("--db")
     recipe.set_defaults(func=cmd_recipe)
 

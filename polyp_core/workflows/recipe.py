@@ -4,7 +4,7 @@ Retrain tab's panel, checked before anything is queued, run with progress and ca
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from polyp_core.forms import Field, Form, of
 from polyp_core.recipe import RecipeConfig, check, run_recipe
@@ -72,15 +72,16 @@ def recipe_request(fields: Mapping[str, object]) -> RecipeConfig:
 
 
 def start(db: Database, workspace: Workspace, person: Person, config: RecipeConfig,
-          submit: Callable[..., str]) -> str:
+          submit: Callable[..., str], executor: Any = None) -> str:
     """Check (the recipe's refusals come before anything is queued), then hand the recipe to a
     job: ``submit(kind, config_json, work, owner_id)`` returns the job's id. The job's message
-    at the end is the summary's answer."""
+    at the end is the summary's answer. ``executor``: where the retrain steps' trainings run
+    (``polyp_core.executors``; this process when None)."""
     authorise(db, person)
     check(workspace, config)
 
     def work(progress: Progress, cancel: CancelToken) -> str:
-        outcome = run_recipe(db, workspace, config, progress, cancel)
+        outcome = run_recipe(db, workspace, config, progress, cancel, executor=executor)
         return outcome.summary["answer"]
 
     return submit("recipe", config.to_json(), work, person.id or None)

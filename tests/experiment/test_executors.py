@@ -7,6 +7,7 @@ it, and nothing of the default install imports Ray."""
 from __future__ import annotations
 
 import json
+import re
 import os
 import signal
 import subprocess
@@ -76,6 +77,49 @@ def _kill_trainings(process: subprocess.Popen, times: int, killed: list[int]) ->
         time.sleep(0.05)
 
 
+@pytest.fixture(scope="module")
+def local_run(demo):
+    """The issue's design on the local executor: its output and stored results."""
+    workspace, db = demo
+    with bounded(400, "the local retrain the Ray runs must equal"):
+        local = _retrain(workspace, db, *DESIGN, "--executor", "local")
+        out = local.communicate(timeout=400)[0]
+    assert local.returncode == 0, out
+    return out, _results(workspace, out)
+
+
+@pytest.fixture
+def ray_cluster(tmp_path):
+    """A Ray cluster started as on a head machine (``ray start --head``), 2 CPUs; its
+    address. Stopped (its whole process group) after the test."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    ray_cli = Path(sys.executable).parent / "ray"
+    head = subprocess.Popen(
+        [str(ray_cli), "start", "--head", "--block", "--port", str(port), "--num-cpus", "2",
+         "--num-gpus", "0", "--include-dashboard", "false", "--node-ip-address", "127.0.0.1",
+         "--temp-dir", str(tmp_path / "ray")], cwd=ROOT, text=True, stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT, start_new_session=True,
+        env=os.environ | {"RAY_AUTH_MODE": "disabled"})
+    try:
+        with bounded(120, "starting a Ray head"):
+            for line in head.stdout:
+                if "Ray runtime started" in line:
+                    break
+            else:
+                pytest.fail("ray start --head ended without starting")
+        yield f"127.0.0.1:{port}"
+    finally:
+        os.killpg(head.pid, signal.SIGTERM)
+        try:
+            head.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(head.pid, signal.SIGKILL)
+
+
 def _stored_runs(workspace, db) -> tuple[list, list]:
     from review_db import queries
 
@@ -89,14 +133,12 @@ def _results(workspace, out: str) -> dict:
     return json.loads((workspace.runs_dir / run_id / "results.json").read_text())
 
 
-def test_ray_with_a_killed_worker_stores_the_local_run_bit_for_bit(demo):
+def test_ray_with_a_killed_worker_stores_the_local_run_bit_for_bit(demo, local_run):
     workspace, db = demo
-    with bounded(900, "a retrain on each executor"):
-        local = _retrain(workspace, db, *DESIGN, "--executor", "local")
-        out_local = local.communicate(timeout=400)[0]
-        assert local.returncode == 0, out_local
-        assert "trainings: local: one training at a time in this process (1 CPU threads)" in \
-            out_local
+    out_local, a = local_run
+    assert "trainings: local: one training at a time in this process (1 CPU threads)" in \
+        out_local
+    with bounded(600, "a retrain on Ray with a worker killed"):
         ray = _retrain(workspace, db, *DESIGN, "--executor", "ray", "--ray-cpus", "2")
         killed: list[int] = []
         killer = threading.Thread(target=_kill_trainings, args=(ray, 1, killed))
@@ -108,7 +150,7 @@ def test_ray_with_a_killed_worker_stores_the_local_run_bit_for_bit(demo):
     assert "trainings: ray: a Ray started on this machine, 1 CPU thread(s) and 0 GPU per " \
            "training, 1 retry per lost worker" in out_ray
     assert "12 trainings sent to Ray" in out_ray or "(12/12 trainings" in out_ray
-    a, b = _results(workspace, out_local), _results(workspace, out_ray)
+    b = _results(workspace, out_ray)
     # the whole stored result: every prediction, every epoch's loss, every interval
     assert json.dumps(a, sort_keys=True) == json.dumps(b, sort_keys=True)
     from polyp_core.experiment.figures import metric_table
@@ -117,6 +159,20 @@ def test_ray_with_a_killed_worker_stores_the_local_run_bit_for_bit(demo):
     assert {arm: len(d["per_seed"]) for arm, d in b["arms"].items()} == {"baseline": 2,
                                                                           "augmented": 2}
     assert len(b["arms"]["augmented"]["per_seed"][0]["folds"]) == 3
+
+
+def test_a_ray_cluster_started_apart_runs_the_same_trainings(demo, local_run, ray_cluster):
+    """The cluster path: ``ray start --head`` as on a head machine, the studio pointed at it
+    with ``--ray-address``; the run equals the local one, and the cluster stays up after."""
+    workspace, db = demo
+    with bounded(600, "a retrain on a Ray cluster"):
+        ray = _retrain(workspace, db, *DESIGN, "--executor", "ray", "--ray-address",
+                       ray_cluster)
+        out = ray.communicate(timeout=400)[0]
+    assert ray.returncode == 0, out
+    assert f"trainings: ray: {ray_cluster}, 1 CPU thread(s)" in out
+    assert json.dumps(_results(workspace, out), sort_keys=True) == \
+        json.dumps(local_run[1], sort_keys=True)
 
 
 def test_a_training_killed_twice_fails_the_run_and_stores_nothing(demo):
@@ -139,6 +195,38 @@ def test_a_training_killed_twice_fails_the_run_and_stores_nothing(demo):
            "was lost (WorkerCrashedError" in out
     assert "lost again after 1 retry; nothing of the run was stored" in out
     assert _stored_runs(workspace, db) == before  # no row, no folder
+
+
+def test_ctrl_c_cancels_every_training_on_ray_and_stores_nothing(demo):
+    """The job's cancel (Ctrl-C in the terminal) stops the trainings Ray is running: the CLI
+    says cancelled, its workers stop training, and no run is stored."""
+    workspace, db = demo
+    before = _stored_runs(workspace, db)
+    with bounded(300, "a Ray run cancelled"):
+        ray = _retrain(workspace, db, *DESIGN[:-2], "--epochs", "60", "--executor", "ray",
+                       "--ray-cpus", "2")
+        while not _training_pids() and ray.poll() is None:
+            time.sleep(0.05)
+        running = _training_pids()
+        time.sleep(0.5)
+        ray.send_signal(signal.SIGINT)
+        out = ray.communicate(timeout=120)[0]
+    assert running, out[-2000:]
+    assert ray.returncode == 130, out
+    assert "cancelled" in out
+    assert _stored_runs(workspace, db) == before
+    assert not _training_pids()  # nothing trains on after the run
+
+
+def test_the_timing_summary_reads_how_many_ran_at_once():
+    from polyp_core.executors import timing_summary
+
+    # 15 s of trainings in 10 s of wall time: 1.5 at a time
+    assert timing_summary([(10.0, [4.0, 6.0, 5.0])]) == \
+        "3 trainings in 10 s (each 4.0-6.0 s, together 15 s: 1.5 at a time)"
+    assert timing_summary([(2.0, [1.0]), (2.0, [3.0])]) == \
+        "2 trainings in 4 s (each 1.0-3.0 s, together 4 s: 1.0 at a time)"
+    assert timing_summary([]) == "no trainings ran"
 
 
 def test_ray_missing_says_how_to_install_it_and_stores_nothing(demo, monkeypatch, capsys):
@@ -205,3 +293,30 @@ print("RAY MODULES:", sorted(m for m in sys.modules if m == "ray" or m.startswit
     assert done.returncode == 0, done.stderr[-3000:]
     assert "RAY MODULES: []" in done.stdout
     assert "ray" not in (ROOT / "requirements.txt").read_text().lower()
+
+
+def test_the_studio_server_reads_its_executor_from_the_environment(monkeypatch):
+    import polyp_core.executors as executors
+    from polyp_core.executors import LocalExecutor, RayExecutor, executor_from_env
+
+    assert executor_from_env({}) == LocalExecutor()
+    # RAY_ADDRESS alone (set for other tools) does not move the studio's trainings
+    assert executor_from_env({"RAY_ADDRESS": "10.0.0.1:6379"}) == LocalExecutor()
+    assert executor_from_env({"STUDIO_CPUS_PER_TRAINING": "3"}) == LocalExecutor(3)
+    monkeypatch.setattr(executors, "ray_installed", lambda: True)
+    assert executor_from_env({"STUDIO_EXECUTOR": "ray", "RAY_ADDRESS": "10.0.0.1:6379",
+                              "STUDIO_GPUS_PER_TRAINING": "0.5",
+                              "STUDIO_TRAINING_RETRIES": "2"}) == \
+        RayExecutor("10.0.0.1:6379", 1, 0.5, 2)
+    for environ, message in (
+            ({"STUDIO_CPUS_PER_TRAINING": "two"}, "STUDIO_CPUS_PER_TRAINING='two' is not a number"),
+            ({"STUDIO_EXECUTOR": "spark"}, "STUDIO_EXECUTOR: 'spark' is not one of local, ray"),
+            ({"STUDIO_GPUS_PER_TRAINING": "1"},
+             "RAY_ADDRESS, `ray_cpus` and STUDIO_GPUS_PER_TRAINING are for STUDIO_EXECUTOR ray"),
+            ({"STUDIO_EXECUTOR": "ray", "STUDIO_CPUS_PER_TRAINING": "0"},
+             "STUDIO_CPUS_PER_TRAINING: at least 1")):
+        with pytest.raises(ValueError, match=re.escape(message)):
+            executor_from_env(environ)
+    monkeypatch.setattr(executors, "ray_installed", lambda: False)
+    with pytest.raises(executors.RayMissing, match="pip install -r requirements-cluster.txt"):
+        executor_from_env({"STUDIO_EXECUTOR": "ray"})
