@@ -89,10 +89,15 @@ def local_run(demo):
 
 
 @pytest.fixture
-def ray_cluster(tmp_path):
+def ray_cluster():
     """A Ray cluster started as on a head machine (``ray start --head``), 2 CPUs; its
     address. Stopped (its whole process group) after the test."""
+    import shutil
     import socket
+    import tempfile
+
+    # Ray's socket paths must stay under the 107 characters of a Unix socket: a short folder
+    temp = tempfile.mkdtemp(prefix="ray-", dir="/tmp")
 
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -101,7 +106,7 @@ def ray_cluster(tmp_path):
     head = subprocess.Popen(
         [str(ray_cli), "start", "--head", "--block", "--port", str(port), "--num-cpus", "2",
          "--num-gpus", "0", "--include-dashboard", "false", "--node-ip-address", "127.0.0.1",
-         "--temp-dir", str(tmp_path / "ray")], cwd=ROOT, text=True, stdout=subprocess.PIPE,
+         "--temp-dir", temp], cwd=ROOT, text=True, stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT, start_new_session=True,
         env=os.environ | {"RAY_AUTH_MODE": "disabled"})
     try:
@@ -111,6 +116,7 @@ def ray_cluster(tmp_path):
                     break
             else:
                 pytest.fail("ray start --head ended without starting")
+        threading.Thread(target=head.stdout.read, daemon=True).start()  # its log, drained
         yield f"127.0.0.1:{port}"
     finally:
         os.killpg(head.pid, signal.SIGTERM)
@@ -118,6 +124,7 @@ def ray_cluster(tmp_path):
             head.wait(timeout=30)
         except subprocess.TimeoutExpired:
             os.killpg(head.pid, signal.SIGKILL)
+        shutil.rmtree(temp, ignore_errors=True)
 
 
 def _stored_runs(workspace, db) -> tuple[list, list]:
