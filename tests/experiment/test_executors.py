@@ -327,3 +327,46 @@ def test_the_studio_server_reads_its_executor_from_the_environment(monkeypatch):
     monkeypatch.setattr(executors, "ray_installed", lambda: False)
     with pytest.raises(executors.RayMissing, match="pip install -r requirements-cluster.txt"):
         executor_from_env({"STUDIO_EXECUTOR": "ray"})
+
+
+def test_the_studio_job_runner_drives_ray_with_its_progress_and_cancel(demo):
+    """The server's path: a retrain job in the job runner's thread on a RayExecutor. Its
+    progress says each finished training; the job's cancel stops the trainings, the job is
+    cancelled and no run is stored."""
+    import ray
+
+    from polyp_core.executors import RayExecutor
+    from polyp_core.experiment import ExperimentConfig, run_experiment
+    from polyp_core.jobs import JobRunner
+    from polyp_core.training import TrainConfig
+
+    workspace, db = demo
+    before = _stored_runs(workspace, db)
+    config = ExperimentConfig(dataset="phantom", seeds=(0, 1), folds=3, allow_small_test=True,
+                              train=TrainConfig(image_size=32, epochs=40, batch_size=8))
+    runner, messages = JobRunner(db), []
+    executor = RayExecutor(cpus_per_training=1, num_cpus=2)
+
+    def work(progress, cancel):
+        def recording(done, total, message):
+            messages.append(message)
+            progress(done, total, message)
+        return run_experiment(db, workspace, config, recording, cancel,
+                              executor=executor).run_id
+
+    try:
+        with bounded(300, "a Ray job cancelled in the job runner"):
+            job = runner.submit("retrain", config.to_json(), work)
+            while not any("done on Ray" in m for m in messages):
+                assert runner.status(job).status in ("queued", "running"), \
+                    runner.status(job).error
+                time.sleep(0.1)
+            assert runner.cancel(job)
+            status = runner.wait(job, timeout=120)
+    finally:
+        ray.shutdown()
+    assert status.status == "cancelled", status.error
+    assert "12 trainings sent to Ray" in messages
+    assert any(re.fullmatch(r"fold \d · (baseline|augmented) seed [01] \(\d+/12\) done on Ray "
+                            r"\(1/12 trainings, \d+ s\)", m) for m in messages), messages
+    assert _stored_runs(workspace, db) == before
