@@ -370,3 +370,42 @@ def test_the_studio_job_runner_drives_ray_with_its_progress_and_cancel(demo):
     assert any(re.fullmatch(r"fold \d · (baseline|augmented) seed [01] \(\d+/12\) done on Ray "
                             r"\(1/12 trainings, \d+ s\)", m) for m in messages), messages
     assert _stored_runs(workspace, db) == before
+
+
+def fails_on_odd(shared, unit, progress, cancel, device):
+    """A training that raises its own error on odd units, noting each attempt in the file
+    ``shared[1]``."""
+    factor, attempts = shared
+    if unit % 2:
+        with open(attempts, "a") as f:
+            f.write(f"{unit}\n")
+        raise ValueError(f"unit {unit} has no training images")
+    return factor * unit
+
+
+def test_a_training_that_raises_fails_the_run_at_once_without_a_retry(tmp_path):
+    """A training's own error would raise again: not retried, the run fails naming it; results
+    come back in the units' order."""
+    import ray
+
+    from polyp_core.executors import LocalExecutor, RayExecutor, TrainingFailed
+
+    executor = RayExecutor(cpus_per_training=1, num_cpus=2, retries=3)
+    labels = [f"unit {u} · " for u in range(4)]
+    # the workers cannot import this test module by name: send the function itself
+    ray.cloudpickle.register_pickle_by_value(sys.modules[fails_on_odd.__module__])
+    shared = (10, str(tmp_path / "attempts"))
+    try:
+        with bounded(120, "Ray on a function that raises"):
+            assert executor.map(fails_on_odd, shared, [0, 2, 4, 6], labels, lambda *a: None,
+                                None) == [0, 20, 40, 60]
+            with pytest.raises(TrainingFailed, match=re.escape(
+                    "training unit 1 failed on Ray: ValueError: unit 1 has no training "
+                    "images")):
+                executor.map(fails_on_odd, shared, [0, 1, 2, 4], labels, lambda *a: None, None)
+    finally:
+        ray.shutdown()
+    assert (tmp_path / "attempts").read_text() == "1\n"  # once: retries are for lost workers
+    # the same function here raises its own error, as it always did
+    with pytest.raises(ValueError, match="unit 1 has no training images"):
+        LocalExecutor().map(fails_on_odd, shared, [0, 1], labels, lambda *a: None, None)
