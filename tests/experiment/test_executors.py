@@ -168,18 +168,25 @@ def test_ray_with_a_killed_worker_stores_the_local_run_bit_for_bit(demo, local_r
     assert len(b["arms"]["augmented"]["per_seed"][0]["folds"]) == 3
 
 
-def test_a_ray_cluster_started_apart_runs_the_same_trainings(demo, local_run, ray_cluster):
+def test_a_ray_cluster_started_apart_runs_the_same_trainings(demo, ray_cluster):
     """The cluster path: ``ray start --head`` as on a head machine, the studio pointed at it
-    with ``--ray-address``; the run equals the local one, and the cluster stays up after."""
+    with ``--ray-address``; here with the frozen backbone and the linear probe, whose features
+    are embedded once in the calling process and read by every worker: the run equals the
+    local one bit for bit."""
     workspace, db = demo
-    with bounded(600, "a retrain on a Ray cluster"):
-        ray = _retrain(workspace, db, *DESIGN, "--executor", "ray", "--ray-address",
+    design = [*DESIGN, "--freeze-backbone", "--linear-probe"]
+    with bounded(600, "a frozen-backbone retrain here and on a Ray cluster"):
+        local = _retrain(workspace, db, *design, "--executor", "local")
+        out_local = local.communicate(timeout=400)[0]
+        ray = _retrain(workspace, db, *design, "--executor", "ray", "--ray-address",
                        ray_cluster)
         out = ray.communicate(timeout=400)[0]
+    assert local.returncode == 0, out_local
     assert ray.returncode == 0, out
     assert f"trainings: ray: {ray_cluster}, 1 CPU thread(s)" in out
-    assert json.dumps(_results(workspace, out), sort_keys=True) == \
-        json.dumps(local_run[1], sort_keys=True)
+    a, b = _results(workspace, out_local), _results(workspace, out)
+    assert "linear probe + synthetic" in b["arms"]
+    assert json.dumps(a, sort_keys=True) == json.dumps(b, sort_keys=True)
 
 
 def test_a_training_killed_twice_fails_the_run_and_stores_nothing(demo):
