@@ -243,19 +243,23 @@ def test_the_timing_summary_reads_how_many_ran_at_once():
     assert timing_summary([]) == "no trainings ran"
 
 
-def test_ray_missing_says_how_to_install_it_and_stores_nothing(demo, monkeypatch, capsys):
+@pytest.mark.parametrize("command", [["retrain", "--dataset", "phantom", *DESIGN],
+                                     ["recipe", "phantom", "--seeds", "0,1"]])
+def test_ray_missing_says_how_to_install_it_and_stores_nothing(demo, monkeypatch, capsys,
+                                                                command):
     import polyp_core.executors as executors
     from polyp_core.cli import main
 
     workspace, db = demo
-    before = _stored_runs(workspace, db)
+    before = _stored_runs(workspace, db), sorted(p.name for p in workspace.runs_dir.iterdir())
     monkeypatch.setattr(executors, "ray_installed", lambda: False)
-    code = main(["--workspace", str(workspace.root), "retrain", "--dataset", "phantom",
-                 "--db", db.url, *DESIGN, "--executor", "ray"])
+    code = main(["--workspace", str(workspace.root), *command, "--db", db.url,
+                 "--executor", "ray"])
     assert code == 2
     assert "the Ray executor needs Ray, an optional extra: pip install -r " \
            "requirements-cluster.txt (or pip install 'ray==2.60.0')" in capsys.readouterr().err
-    assert _stored_runs(workspace, db) == before
+    assert (_stored_runs(workspace, db),
+            sorted(p.name for p in workspace.runs_dir.iterdir())) == before
 
 
 @pytest.mark.parametrize("options, message", [
