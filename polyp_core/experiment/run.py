@@ -50,7 +50,8 @@ def run_experiment(db: Database, workspace: Workspace, config: ExperimentConfig,
     plan = plan or plan_experiment(db, workspace, config)
     if (config.policy.min_gate_iou is not None or GATED in config.arms) and any(plan.selections):
         plan = gate_selections(config, plan, PixelCache(workspace.pixel_cache_dir), progress,
-                               cancel, device, registry, made_of(db, plan.synthetic_refs))
+                               cancel, device, registry, made_of(db, plan.synthetic_refs),
+                               executor)
     progress(0, 1, f"loading {len(plan.real)} real images")
     run_id, folder = new_run_dir(workspace, "retrain")
     try:

@@ -420,3 +420,48 @@ def test_a_training_that_raises_fails_the_run_at_once_without_a_retry(tmp_path):
     # the same function here raises its own error, as it always did
     with pytest.raises(ValueError, match="unit 1 has no training images"):
         LocalExecutor().map(fails_on_odd, shared, [0, 1], labels, lambda *a: None, None)
+
+
+def test_the_segmentation_gates_fan_out_too_and_keep_the_same_images(demo, monkeypatch):
+    """Every gate of a cross-fitted, cross-validated gate is a training on the executor: on a
+    Ray of 2 CPUs they score every image exactly as one after another here."""
+    import ray
+
+    from polyp_core.cli import main
+    from polyp_core.data.cache import PixelCache
+    from polyp_core.executors import LocalExecutor, RayExecutor
+    from polyp_core.experiment import ExperimentConfig, SelectionPolicy, plan_experiment
+    from polyp_core.experiment.gating import gate_selections
+    from polyp_core.experiment.leakage import made_of
+    from polyp_core.segment import gate as quality_gate
+    from polyp_core.training import TrainConfig
+
+    workspace, db = demo
+    for cls in ("AD", "SSA", "HP"):  # polyps pasted into training frames: images with masks
+        assert main(["--workspace", str(workspace.root), "copy-paste", "phantom", "--class",
+                     cls, "--n", "3", "--seed", "7", "--db", db.url]) == 0
+    monkeypatch.setattr(quality_gate, "GATE_TRAIN", TrainConfig(
+        image_size=32, epochs=1, batch_size=8, lr=1e-3, freeze_backbone=True, augment=False))
+    config = ExperimentConfig(
+        dataset="phantom", task="segmentation", seeds=(0,), folds=2, allow_small_test=True,
+        seen_groups_train=True, arms=("augmented", "gated"),
+        train=TrainConfig(image_size=32, epochs=1),
+        policy=SelectionPolicy(generators=("copy-paste",), gate_folds=3, min_gate_iou=0.0))
+    plan = plan_experiment(db, workspace, config)
+    frames = made_of(db, plan.synthetic_refs)
+    pixels = PixelCache(workspace.pixel_cache_dir)
+    here = LocalExecutor(1)
+    local = gate_selections(config, plan, pixels, frames_of=frames, executor=here)
+    remote_executor = RayExecutor(cpus_per_training=1, num_cpus=2)
+    try:
+        with bounded(300, "the gates on Ray"):
+            remote = gate_selections(config, plan, pixels, frames_of=frames,
+                                     executor=remote_executor)
+    finally:
+        ray.shutdown()
+    trainings = len(here.timings[0][1])
+    assert trainings >= 2 * 3  # two folds, at least three gates each (the cross-fit's parts)
+    assert len(remote_executor.timings[0][1]) == trainings
+    assert all("cross_fitted" in fold for fold in local.gate)
+    assert json.dumps(local.gate, sort_keys=True) == json.dumps(remote.gate, sort_keys=True)
+    assert [len(s.images) for s in local.gated] == [len(s.images) for s in remote.gated]
