@@ -170,6 +170,8 @@ class RayExecutor:
             if self.address:
                 ray.init(address=self.address, **options)
             else:
+                # a Ray started here listens on every interface; Ray 2.60 turns its token
+                # authentication on by default (docs/SECURITY.md)
                 ray.init(num_cpus=self.num_cpus, **options)
         return ray
 

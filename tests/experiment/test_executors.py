@@ -26,8 +26,9 @@ pytestmark = pytest.mark.skipif(
     not os.environ.get("STUDIO_REQUIRE_SERVICES"),
     reason="Ray is not installed (make test installs requirements-cluster.txt)")
 #: the issue's design on the demo set: 3 grouped folds x seeds 0, 1 x baseline and augmented
+#: (the demo generator's images only: a test below adds copy-paste images to the same pool)
 DESIGN = ["--folds", "3", "--seeds", "0,1", "--size", "32", "--epochs", "2", "--batch-size",
-          "8", "--allow-small-test", "--cpus-per-training", "1"]
+          "8", "--allow-small-test", "--generators", "demo-ddpm", "--cpus-per-training", "1"]
 
 
 @pytest.fixture(scope="module")
@@ -37,13 +38,13 @@ def demo(tmp_path_factory):
     return workspace, db
 
 
-def _retrain(workspace, db, *options: str) -> subprocess.Popen:
-    """The CLI in its own process, as a user runs it (Ray lives and dies with it)."""
+def _retrain(workspace, db, *options: str, env: dict | None = None) -> subprocess.Popen:
+    """The CLI in its own process, as a user runs it (Ray lives and dies with it; the Ray it
+    starts has Ray's default token authentication)."""
     return subprocess.Popen(
         [sys.executable, "-m", "polyp_core", "--workspace", str(workspace.root), "retrain",
          "--dataset", "phantom", "--db", db.url, *options], cwd=ROOT, text=True,
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-        env=os.environ | {"RAY_AUTH_MODE": "disabled"})
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=os.environ | (env or {}))
 
 
 def _training_pids() -> set[int]:
@@ -78,6 +79,20 @@ def _kill_trainings(process: subprocess.Popen, times: int, killed: list[int]) ->
 
 
 @pytest.fixture(scope="module")
+def ray_here():
+    """One Ray of 2 CPUs in this process, started as the studio starts it, for the tests that
+    call the executor directly (shut down after the module)."""
+    import ray
+
+    from polyp_core.executors import RayExecutor
+
+    with bounded(120, "starting a Ray in the test process"):
+        RayExecutor(num_cpus=2).connect()
+    yield ray
+    ray.shutdown()
+
+
+@pytest.fixture(scope="module")
 def local_run(demo):
     """The issue's design on the local executor: its output and stored results."""
     workspace, db = demo
@@ -90,8 +105,9 @@ def local_run(demo):
 
 @pytest.fixture
 def ray_cluster():
-    """A Ray cluster started as on a head machine (``ray start --head``), 2 CPUs; its
-    address. Stopped (its whole process group) after the test."""
+    """A Ray cluster started as on a head machine (``ray start --head``), 2 CPUs, on loopback
+    without a token (a test's cluster: nothing to share a token with); its address. Stopped
+    (its whole process group) after the test."""
     import shutil
     import socket
     import tempfile
@@ -179,7 +195,7 @@ def test_a_ray_cluster_started_apart_runs_the_same_trainings(demo, ray_cluster):
         local = _retrain(workspace, db, *design, "--executor", "local")
         out_local = local.communicate(timeout=400)[0]
         ray = _retrain(workspace, db, *design, "--executor", "ray", "--ray-address",
-                       ray_cluster)
+                       ray_cluster, env={"RAY_AUTH_MODE": "disabled"})
         out = ray.communicate(timeout=400)[0]
     assert local.returncode == 0, out_local
     assert ray.returncode == 0, out
@@ -279,16 +295,6 @@ def test_executor_options_are_checked_before_any_work(demo, capsys, options, mes
     assert _stored_runs(workspace, db) == before
 
 
-def test_a_training_asking_more_than_the_cluster_has_is_refused(demo):
-    """Ray would queue a training that no machine can hold for ever: refused at once."""
-    workspace, db = demo
-    ray = _retrain(workspace, db, *DESIGN, "--executor", "ray", "--ray-cpus", "1",
-                   "--gpus-per-training", "1")
-    out = ray.communicate(timeout=200)[0]
-    assert ray.returncode == 1
-    assert "each training asks for 1 GPU but the Ray cluster has 0" in out
-
-
 def test_the_default_install_and_the_demo_never_import_ray(tmp_path):
     """The studio's modules, its app and a local retrain load no Ray module (Ray is in the
     test environment, so an import anywhere would show)."""
@@ -340,21 +346,20 @@ def test_the_studio_server_reads_its_executor_from_the_environment(monkeypatch):
         executor_from_env({"STUDIO_EXECUTOR": "ray"})
 
 
-def test_the_studio_job_runner_drives_ray_with_its_progress_and_cancel(demo):
+def test_the_studio_job_runner_drives_ray_with_its_progress_and_cancel(demo, ray_here):
     """The server's path: a retrain job in the job runner's thread on a RayExecutor. Its
     progress says each finished training; the job's cancel stops the trainings, the job is
     cancelled and no run is stored."""
-    import ray
-
     from polyp_core.executors import RayExecutor
-    from polyp_core.experiment import ExperimentConfig, run_experiment
+    from polyp_core.experiment import ExperimentConfig, SelectionPolicy, run_experiment
     from polyp_core.jobs import JobRunner
     from polyp_core.training import TrainConfig
 
     workspace, db = demo
     before = _stored_runs(workspace, db)
     config = ExperimentConfig(dataset="phantom", seeds=(0, 1), folds=3, allow_small_test=True,
-                              train=TrainConfig(image_size=32, epochs=40, batch_size=8))
+                              train=TrainConfig(image_size=32, epochs=40, batch_size=8),
+                              policy=SelectionPolicy(generators=("demo-ddpm",)))
     runner, messages = JobRunner(db), []
     executor = RayExecutor(cpus_per_training=1, num_cpus=2)
 
@@ -365,17 +370,13 @@ def test_the_studio_job_runner_drives_ray_with_its_progress_and_cancel(demo):
         return run_experiment(db, workspace, config, recording, cancel,
                               executor=executor).run_id
 
-    try:
-        with bounded(300, "a Ray job cancelled in the job runner"):
-            job = runner.submit("retrain", config.to_json(), work)
-            while not any("done on Ray" in m for m in messages):
-                assert runner.status(job).status in ("queued", "running"), \
-                    runner.status(job).error
-                time.sleep(0.1)
-            assert runner.cancel(job)
-            status = runner.wait(job, timeout=120)
-    finally:
-        ray.shutdown()
+    with bounded(300, "a Ray job cancelled in the job runner"):
+        job = runner.submit("retrain", config.to_json(), work)
+        while not any("done on Ray" in m for m in messages):
+            assert runner.status(job).status in ("queued", "running"), runner.status(job).error
+            time.sleep(0.1)
+        assert runner.cancel(job)
+        status = runner.wait(job, timeout=120)
     assert status.status == "cancelled", status.error
     assert "12 trainings sent to Ray" in messages
     assert any(re.fullmatch(r"fold \d · (baseline|augmented) seed [01] \(\d+/12\) done on Ray "
@@ -394,39 +395,37 @@ def fails_on_odd(shared, unit, progress, cancel, device):
     return factor * unit
 
 
-def test_a_training_that_raises_fails_the_run_at_once_without_a_retry(tmp_path):
+def test_a_training_that_raises_fails_the_run_at_once_without_a_retry(tmp_path, ray_here):
     """A training's own error would raise again: not retried, the run fails naming it; results
     come back in the units' order."""
-    import ray
-
     from polyp_core.executors import LocalExecutor, RayExecutor, TrainingFailed
 
     executor = RayExecutor(cpus_per_training=1, num_cpus=2, retries=3)
     labels = [f"unit {u} · " for u in range(4)]
     # the workers cannot import this test module by name: send the function itself
-    ray.cloudpickle.register_pickle_by_value(sys.modules[fails_on_odd.__module__])
+    ray_here.cloudpickle.register_pickle_by_value(sys.modules[fails_on_odd.__module__])
     shared = (10, str(tmp_path / "attempts"))
-    try:
-        with bounded(120, "Ray on a function that raises"):
-            assert executor.map(fails_on_odd, shared, [0, 2, 4, 6], labels, lambda *a: None,
-                                None) == [0, 20, 40, 60]
-            with pytest.raises(TrainingFailed, match=re.escape(
-                    "training unit 1 failed on Ray: ValueError: unit 1 has no training "
-                    "images")):
-                executor.map(fails_on_odd, shared, [0, 1, 2, 4], labels, lambda *a: None, None)
-    finally:
-        ray.shutdown()
+    with bounded(120, "Ray on a function that raises"):
+        assert executor.map(fails_on_odd, shared, [0, 2, 4, 6], labels, lambda *a: None,
+                            None) == [0, 20, 40, 60]
+        with pytest.raises(TrainingFailed, match=re.escape(
+                "training unit 1 failed on Ray: ValueError: unit 1 has no training images")):
+            executor.map(fails_on_odd, shared, [0, 1, 2, 4], labels, lambda *a: None, None)
+    # a training bigger than the whole cluster: refused at once, not queued for ever
+    with pytest.raises(ValueError, match=re.escape(
+            "each training asks for 1 GPU but the Ray cluster has 0")):
+        RayExecutor(gpus_per_training=1).map(fails_on_odd, shared, [0], labels,
+                                             lambda *a: None, None)
     assert (tmp_path / "attempts").read_text() == "1\n"  # once: retries are for lost workers
     # the same function here raises its own error, as it always did
     with pytest.raises(ValueError, match="unit 1 has no training images"):
         LocalExecutor().map(fails_on_odd, shared, [0, 1], labels, lambda *a: None, None)
 
 
-def test_the_segmentation_gates_fan_out_too_and_keep_the_same_images(demo, monkeypatch):
+def test_the_segmentation_gates_fan_out_too_and_keep_the_same_images(demo, monkeypatch,
+                                                                      ray_here):
     """Every gate of a cross-fitted, cross-validated gate is a training on the executor: on a
     Ray of 2 CPUs they score every image exactly as one after another here."""
-    import ray
-
     from polyp_core.cli import main
     from polyp_core.data.cache import PixelCache
     from polyp_core.executors import LocalExecutor, RayExecutor
@@ -453,15 +452,26 @@ def test_the_segmentation_gates_fan_out_too_and_keep_the_same_images(demo, monke
     here = LocalExecutor(1)
     local = gate_selections(config, plan, pixels, frames_of=frames, executor=here)
     remote_executor = RayExecutor(cpus_per_training=1, num_cpus=2)
-    try:
-        with bounded(300, "the gates on Ray"):
-            remote = gate_selections(config, plan, pixels, frames_of=frames,
-                                     executor=remote_executor)
-    finally:
-        ray.shutdown()
+    with bounded(300, "the gates on Ray"):
+        remote = gate_selections(config, plan, pixels, frames_of=frames,
+                                 executor=remote_executor)
     trainings = len(here.timings[0][1])
     assert trainings >= 2 * 3  # two folds, at least three gates each (the cross-fit's parts)
     assert len(remote_executor.timings[0][1]) == trainings
     assert all("cross_fitted" in fold for fold in local.gate)
     assert json.dumps(local.gate, sort_keys=True) == json.dumps(remote.gate, sort_keys=True)
     assert [len(s.images) for s in local.gated] == [len(s.images) for s in remote.gated]
+
+
+def test_the_ray_the_studio_starts_refuses_a_caller_without_its_token(tmp_path, ray_here):
+    """A Ray started here listens on every interface (docs/SECURITY.md): Ray's token
+    authentication must refuse a caller without the token and admit one with it."""
+    address = ray_here._private.worker._global_node.gcs_address
+    code = f"import ray; ray.init(address={address!r}); print('CONNECTED')"
+    stranger = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                              timeout=120, env=os.environ | {"HOME": str(tmp_path)})
+    owner = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                           timeout=120)
+    assert stranger.returncode != 0 and "CONNECTED" not in stranger.stdout
+    assert "AuthenticationError" in stranger.stderr
+    assert owner.returncode == 0 and "CONNECTED" in owner.stdout, owner.stderr[-2000:]
