@@ -11,6 +11,8 @@ from polyp_core.workspace import Workspace
 if TYPE_CHECKING:
     from collections.abc import Callable
 
+    from polyp_core.executors import Executor
+
     from polyp_core.progress import CancelToken, Progress
 
 
@@ -157,7 +159,7 @@ def add_executor_options(parser: argparse.ArgumentParser) -> None:
                             "the run fails (default 1)")
 
 
-def executor_from(args: argparse.Namespace) -> object:
+def executor_from(args: argparse.Namespace) -> Executor:
     """The executor the options name (checked, Ray's presence included, before any work)."""
     from polyp_core.executors import executor_of
 
