@@ -70,7 +70,8 @@ class RayMissing(StudioError, ImportError):
 
 
 class TrainingFailed(RuntimeError):
-    """A training that could not finish (its worker died more often than retried)."""
+    """A training on Ray that could not finish: its worker died more often than retried, or
+    the training raised (not retried: it would raise again)."""
 
 
 @contextmanager
@@ -125,7 +126,8 @@ class LocalExecutor:
         import torch
 
         threads_text = self.cpus_per_training or torch.get_num_threads()
-        return f"local: one training at a time in this process ({threads_text} CPU threads)"
+        return (f"local: one training at a time in this process ({threads_text} CPU "
+                "thread(s))")
 
 
 def _in_worker(fn: Training, shared: Any, unit: Any, cpus: int, gpus: float) -> Any:

@@ -159,7 +159,7 @@ def _results(workspace, out: str) -> dict:
 def test_ray_with_a_killed_worker_stores_the_local_run_bit_for_bit(demo, local_run):
     workspace, db = demo
     out_local, a = local_run
-    assert "trainings: local: one training at a time in this process (1 CPU threads)" in \
+    assert "trainings: local: one training at a time in this process (1 CPU thread(s))" in \
         out_local
     with bounded(600, "a retrain on Ray with a worker killed"):
         ray = _retrain(workspace, db, *DESIGN, "--executor", "ray", "--ray-cpus", "2")
