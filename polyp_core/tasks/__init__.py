@@ -69,6 +69,17 @@ def real_counterpart(arm: str, arms: Sequence[str]) -> str | None:
     return other if other in arms else None
 
 
+def training_units(fold_names: Sequence[str], cv: bool, arms: Sequence[str],
+                   seeds: Sequence[int]) -> tuple[list[tuple], list[str]]:
+    """Every training of a run, fold by fold, seed by seed, arm by arm: ``(fold index, arm,
+    seed, label)``, and the labels alone (``fold 2 · augmented seed 0 (5/12) · ``; no fold
+    name on a fixed split), for an executor's ``map``."""
+    keys = [(f, arm, seed) for f in range(len(fold_names)) for seed in seeds for arm in arms]
+    labels = [f"{fold_names[f] + ' · ' if cv else ''}{arm} seed {seed} ({u + 1}/{len(keys)}) · "
+              for u, (f, arm, seed) in enumerate(keys)]
+    return [key + (label,) for key, label in zip(keys, labels)], labels
+
+
 class Plan(Protocol):
     """What a task reads of the experiment's plan (``experiment.plan.ExperimentPlan``)."""
 

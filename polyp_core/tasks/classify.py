@@ -25,7 +25,7 @@ from polyp_core.html_table import table
 from polyp_core.stats.uncertainty import (cluster_bootstrap, paired_cluster_bootstrap,
                                           regression_warnings)
 from polyp_core.tasks import (AUGMENTED, BASELINE, EXPERT, GATED, PROBE, Plan, TaskJob,
-                              real_counterpart)
+                              real_counterpart, training_units)
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -83,14 +83,10 @@ def run(job: TaskJob) -> dict:
     features: dict = {} if job.feature_cache is None else job.feature_cache
     _embed_once(config, sets, features, job.device, job.registry)
     shared = Shared(config, plan, sets, features, job.registry)
-    units = [(f, arm, seed) for f in range(len(folds)) for seed in config.seeds
-             for arm in config.arms]
-    where = [f"{folds[f].name} · " if cv else "" for f, _, _ in units]
-    labels = [f"{w}{arm} seed {seed} ({u + 1}/{len(units)}) · "
-              for u, (w, (_, arm, seed)) in enumerate(zip(where, units))]
-    outcomes = job.executor.map(train_unit, shared, [u + (label,) for u, label in
-                                                     zip(units, labels)],
-                                 labels, job.progress, job.cancel, job.device)
+    units, labels = training_units([fold.name for fold in folds], cv, config.arms,
+                                   config.seeds)
+    outcomes = job.executor.map(train_unit, shared, units, labels, job.progress, job.cancel,
+                                job.device)
     predicted, fold_info = _pooled(config, plan, units, outcomes)
     if not cv:
         _save_best(job.folder, job.run_id, plan, config, units, outcomes)
@@ -213,7 +209,7 @@ def _pooled(config: Any, plan: Plan, units: list[tuple], outcomes: list[dict]
     predicted = {(arm, seed): np.zeros(offsets[-1], dtype=int) for arm in config.arms
                  for seed in config.seeds}
     fold_info: dict = {(arm, seed): [] for arm in config.arms for seed in config.seeds}
-    for (f, arm, seed), outcome in zip(units, outcomes):
+    for (f, arm, seed, _), outcome in zip(units, outcomes):
         predicted[arm, seed][offsets[f]:offsets[f + 1]] = outcome["predicted"]
         fold_info[arm, seed].append(outcome["info"])
     return predicted, fold_info
@@ -224,7 +220,7 @@ def _save_best(folder: Path, run_id: str, plan: Plan, config: Any, units: list[t
     """On a fixed split, each arm's network with the best validation macro-F1 (the first
     seed of a tie) under ``checkpoints/<arm>``."""
     best: dict[str, dict] = {}
-    for (_, arm, seed), outcome in zip(units, outcomes):
+    for (_, arm, seed, _), outcome in zip(units, outcomes):
         if arm not in best or outcome["valid_macro_f1"] > best[arm]["valid_macro_f1"]:
             best[arm] = outcome | {"seed": seed}
     for arm, outcome in best.items():

@@ -28,7 +28,7 @@ from polyp_core.segment.train import (FullSizeTruth, MaskTensors, full_size_scor
 from polyp_core.stats.seeds import paired_difference, spread
 from polyp_core.stats.uncertainty import cluster_bootstrap_scores, paired_cluster_bootstrap_scores
 from polyp_core.tasks import (ALL_ARMS, AUGMENTED, BASELINE, COMPARED, EXPERT, GATED, PAIRS,
-                              SYNTHETIC, Plan, TaskJob, real_counterpart)
+                              SYNTHETIC, Plan, TaskJob, real_counterpart, training_units)
 
 if TYPE_CHECKING:
     import plotly.graph_objects as go
@@ -187,10 +187,7 @@ def train_and_predict(config: Any, plan: Plan, workspace_pixels: PixelCache,
     test_all = real.subset(tested)
     offsets = np.cumsum([0] + [len(fold.test) for fold in folds])
     names = arm_names(config)
-    units = [(f, name, seed) for f in range(len(folds)) for seed in config.seeds
-             for name in names]
-    labels = [f"{folds[f].name + ' · ' if cv else ''}{name} seed {seed} ({u + 1}/{len(units)}) · "
-              for u, (f, name, seed) in enumerate(units)]
+    units, labels = training_units([fold.name for fold in folds], cv, names, config.seeds)
     truth = FullSizeTruth()
     others = against or []
 
@@ -206,14 +203,13 @@ def train_and_predict(config: Any, plan: Plan, workspace_pixels: PixelCache,
 
     shared = Shared(config, plan, real, synthetic, position, others, registry)
     outcomes = (executor or LocalExecutor()).map(
-        train_unit, shared, [u + (label,) for u, label in zip(units, labels)], labels, progress,
-        cancel, device, scored)
+        train_unit, shared, units, labels, progress, cancel, device, scored)
     predicted = {(name, seed): np.zeros(tuple(test_all.masks.shape), dtype=bool)
                  for name in names for seed in config.seeds}
     full: dict = {(name, seed): [] for name in names for seed in config.seeds}
     info: dict = {(name, seed): [] for name in names for seed in config.seeds}
     elsewhere: dict = {}
-    for (f, name, seed), outcome in zip(units, outcomes):
+    for (f, name, seed, _), outcome in zip(units, outcomes):
         predicted[name, seed][offsets[f]:offsets[f + 1]] = outcome["predicted"]
         full[name, seed].append(outcome["full"])
         info[name, seed].append(outcome["info"])
