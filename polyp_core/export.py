@@ -23,6 +23,7 @@ import numpy as np
 from PIL import Image
 
 from polyp_core.experiment.policy import SelectionPolicy
+from polyp_core.segment import gate as quality_gate
 from polyp_core.validation import checked, rule
 
 if TYPE_CHECKING:
@@ -284,8 +285,11 @@ def nnunet_splits(cases: list[Case], labels: list[str], k: int, seed: int) -> li
     return splits
 
 
-def _rgb_png(source: str, target: Path) -> None:
-    Image.open(source).convert("RGB").save(target)
+def _rgb_png(source: str, target: Path) -> tuple[int, int]:
+    """``source`` as an RGB PNG at ``target``; its (height, width)."""
+    image = Image.open(source).convert("RGB")
+    image.save(target)
+    return image.height, image.width
 
 
 def _mask_png(source: str, target: Path, shape: tuple[int, int]) -> None:
@@ -346,9 +350,8 @@ def _write_nnunet(root: Path, chosen: Chosen, config: ExportConfig, progress: Pr
         images, labels = ("imagesTs", "labelsTs") if case.part == "test" else \
             ("imagesTr", "labelsTr")
         image = folder / images / f"{case.case_id}_0000.png"
-        _rgb_png(case.path, image)
-        width, height = Image.open(image).size
-        _mask_png(case.mask, folder / labels / f"{case.case_id}.png", (height, width))
+        shape = _rgb_png(case.path, image)
+        _mask_png(case.mask, folder / labels / f"{case.case_id}.png", shape)
         progress(n + 1, len(chosen.cases), f"{case.case_id}")
     training = [c for c in chosen.cases if c.part != "test"]
     splits = nnunet_splits(chosen.cases, [c.label for c in training if c.kind == "real"],
@@ -382,10 +385,9 @@ def _write_csv(root: Path, chosen: Chosen, config: ExportConfig, progress: Progr
     (root / "images").mkdir()
     (root / "masks").mkdir()
     for n, case in enumerate(chosen.cases):
-        _rgb_png(case.path, root / "images" / f"{case.case_id}.png")
+        shape = _rgb_png(case.path, root / "images" / f"{case.case_id}.png")
         if case.mask:
-            width, height = Image.open(root / "images" / f"{case.case_id}.png").size
-            _mask_png(case.mask, root / "masks" / f"{case.case_id}.png", (height, width))
+            _mask_png(case.mask, root / "masks" / f"{case.case_id}.png", shape)
         progress(n + 1, len(chosen.cases), case.case_id)
     real = [c for c in chosen.cases if c.kind == "real" and c.part != "test"]
     if len({c.group for c in real}) >= config.folds:
@@ -440,7 +442,9 @@ def datacard(db: Database, workspace: Workspace, config: ExportConfig, chosen: C
                "quality": dict(Counter(r[4] for r in ratings if r[4]))}
     if config.with_reviewers:
         summary["reviewers"] = dict(Counter(str(r[1]) for r in ratings))
-    passed = [iou for _, iou in gates.values() if iou is not None and iou >= 0.7]
+    passed = [iou for _, iou in gates.values()
+              if quality_gate.passes(np.nan if iou is None else iou,
+                                  quality_gate.PAPER_THRESHOLD)]
     warnings = []
     if not config.licence:
         warnings.append(f"the licence of {chosen.dataset}'s real images is not declared "
@@ -500,7 +504,7 @@ def datacard_markdown(card: dict) -> str:
     lines += [f"- ratings: {card['ratings']['ratings']} on {card['ratings']['images_rated']} "
               f"exported images; verdicts {json.dumps(card['ratings']['verdicts'])}",
               f"- gate: {card['gate']['scored']} scored, {card['gate']['at_iou_0.7']} at IoU "
-              ">= 0.7", "", "## Leak checks that passed", ""]
+              f">= {quality_gate.PAPER_THRESHOLD}", "", "## Leak checks that passed", ""]
     lines += [f"- {c}" for c in card["leak_checks_passed"]] or ["- none needed (real only)"]
     lines += ["", "## Warnings", ""] + ([f"- {w}" for w in card["warnings"]] or ["- none"])
     return "\n".join(lines) + "\n"
