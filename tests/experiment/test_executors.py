@@ -377,7 +377,13 @@ def test_the_studio_job_runner_drives_ray_with_its_progress_and_cancel(demo, ray
             time.sleep(0.1)
         assert runner.cancel(job)
         status = runner.wait(job, timeout=120)
+        # this Ray lives on after the job: its trainings must have been stopped, not left
+        deadline = time.time() + 10
+        while _training_pids() and time.time() < deadline:
+            time.sleep(0.2)
+        still_training = _training_pids()
     assert status.status == "cancelled", status.error
+    assert not still_training  # 40 epochs each: left alone, they would train for minutes
     assert "12 trainings sent to Ray" in messages
     assert any(re.fullmatch(r"fold \d · (baseline|augmented) seed [01] \(\d+/12\) done on Ray "
                             r"\(1/12 trainings, \d+ s\)", m) for m in messages), messages
