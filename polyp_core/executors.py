@@ -222,8 +222,8 @@ class RayExecutor:
     def describe(self) -> str:
         where = self.address or "a Ray started on this machine"
         return (f"ray: {where}, {self.cpus_per_training} CPU thread(s) and "
-                f"{self.gpus_per_training:g} GPU per training, {self.retries} retry per lost "
-                "worker")
+                f"{self.gpus_per_training:g} GPU per training, {self.retries} "
+                f"retr{'y' if self.retries == 1 else 'ies'} per lost worker")
 
 
 def timing_summary(timings: list[tuple[float, list[float]]]) -> str:
